@@ -1,0 +1,52 @@
+# Every check the project has runs from `make test`; `.ci/run` installs what a fresh machine lacks
+# and calls it. The AWS SDK is the costly part of the build: every target shares one target/ dir
+# and one profile so it compiles once.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+BIN := target/debug/hardened-csi-operator
+CRD := crds/hardenedcsidrivers.csi.hardened.dev.yaml
+CHART_CRD := charts/hardened-csi-operator/crds/hardenedcsidrivers.csi.hardened.dev.yaml
+export MOTO_SERVER := $(VENV)/bin/moto_server
+export MOTO_EC2_LOAD_DEFAULT_AMIS := false
+
+.PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+$(VENV)/.installed: tests/manifests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/manifests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Regenerate the CRD from the Rust types (crds/ and the chart's copy).
+crds: build
+	$(BIN) crd > $(CRD)
+	mkdir -p $(dir $(CHART_CRD))
+	cp $(CRD) $(CHART_CRD)
+
+## Fails when the checked-in CRD differs from what the Rust types generate.
+crds-check: build
+	@$(BIN) crd | diff -u $(CRD) - || { echo "crds/ is stale: run 'make crds'"; exit 1; }
+	@diff -u $(CRD) $(CHART_CRD) || { echo "chart CRD differs from crds/: run 'make crds'"; exit 1; }
+	@echo "crds: up to date"
+
+cargo-test: venv build
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+manifests: venv build
+	$(PY) -m pytest -q tests/manifests
+
+test: venv build crds-check manifests cargo-test
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
