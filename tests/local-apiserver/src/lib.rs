@@ -29,6 +29,7 @@ mod handlers;
 mod http;
 mod managed;
 mod meta;
+mod openapi;
 mod patch;
 mod registry;
 mod schema;
