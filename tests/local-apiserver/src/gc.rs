@@ -18,8 +18,9 @@ use crate::store::{Inner, key_of};
 
 pub async fn run(shared: Arc<Shared>) {
     loop {
-        // Poll as a safety net; writes wake the loop at once.
-        let _ = tokio::time::timeout(Duration::from_millis(500), shared.gc_wake.notified()).await;
+        // Writes that can need collection wake the loop (Notify keeps the permit, so no wake-up
+        // is lost); a slow poll covers raw inserts.
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.gc_wake.notified()).await;
         // Passes until nothing changes, so cascades (owner -> dependent -> its dependents)
         // finish promptly.
         for _ in 0..64 {

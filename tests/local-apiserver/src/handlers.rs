@@ -533,6 +533,15 @@ fn has_spec_finalizers(ns: &Value) -> bool {
     ns["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }
 
+/// Wakes the garbage collector when a written object may need it: it has owners (which may
+/// be gone) or is being deleted. Plain writes skip the O(objects) collector pass.
+fn wake_gc_for(shared: &Shared, obj: &Value) {
+    let meta = &obj["metadata"];
+    if meta.get("deletionTimestamp").is_some() || meta["ownerReferences"].as_array().is_some_and(|r| !r.is_empty()) {
+        shared.gc_wake.notify_one();
+    }
+}
+
 /// Removes an object from the store, with the side effects of removal (a CRD stops serving).
 pub fn remove_object(shared: &Shared, s: &mut Inner, storage_key: &str, key: &ObjKey) -> Option<Value> {
     let gone = s.remove(storage_key, key)?;
@@ -571,7 +580,9 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type:
     }
     let (stored, changed) = finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
     drop(s);
-    shared.gc_wake.notify_one();
+    if changed {
+        wake_gc_for(shared, &stored);
+    }
     Ok(Reply { code: 201, body: present(&stored, &t.info), changed })
 }
 
@@ -606,7 +617,7 @@ pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type:
     let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), obj, false, &manager, dry_run(q))?;
     drop(s);
     if changed {
-        shared.gc_wake.notify_one();
+        wake_gc_for(shared, &stored);
     }
     Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
 }
@@ -638,7 +649,7 @@ pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), patched, false, &manager, dry_run(q))?;
     drop(s);
     if changed {
-        shared.gc_wake.notify_one();
+        wake_gc_for(shared, &stored);
     }
     Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
 }
@@ -682,7 +693,7 @@ fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str
     let (stored, changed) = finish_write(shared, &mut s, t, old.as_ref(), merged, true, &manager, dry_run(q))?;
     drop(s);
     if changed {
-        shared.gc_wake.notify_one();
+        wake_gc_for(shared, &stored);
     }
     let code = if old.is_none() && changed { 201 } else { 200 };
     Ok(Reply { code, body: present(&stored, info), changed })
@@ -856,7 +867,9 @@ pub fn insert_raw(shared: &Shared, obj: Value) -> Result<(), String> {
         obj["metadata"]["creationTimestamp"] = json!(meta::now());
     }
     let mut s = shared.store.lock();
-    s.put(&info.storage_key(), obj);
+    let stored = s.put(&info.storage_key(), obj);
+    drop(s);
+    wake_gc_for(shared, &stored);
     Ok(())
 }
 

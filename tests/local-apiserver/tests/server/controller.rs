@@ -113,3 +113,26 @@ async fn a_small_controller_reconciles_owned_objects() {
     eventually("mirror collected", || async { secrets.get_opt("m").await.unwrap().is_none().then_some(()) }).await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn event_recorder_creates_then_patches_a_series() {
+    use k8s_openapi::api::events::v1::Event as KEvent;
+    use kube::runtime::events::{Event as REvent, EventType, Recorder, Reporter};
+    let srv = server().await;
+    let client = srv.client();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "subject"}})).unwrap();
+    let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "test-ctl".into(), instance: None });
+    let ev = REvent { type_: EventType::Normal, reason: "Reconciled".into(), note: Some("all good".into()), action: "Reconcile".into(), secondary: None };
+    let reference = cm.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<KEvent> = Api::default_namespaced(client);
+    let list = events.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Reconciled"));
+    assert_eq!(e.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("subject"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+}
