@@ -1,1 +1,6 @@
-pub fn placeholder() {}
+//! hardened-csi-operator: runs the AWS EBS CSI driver from Docker Hardened Images, declared by one
+//! cluster-scoped `HardenedCsiDriver`.
+
+pub mod aws;
+pub mod crd;
+pub mod metrics;

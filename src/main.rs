@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", hardened_csi_operator::crd::crd_yaml());
+}
