@@ -156,7 +156,7 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
 fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
     Container {
         env: Some(vec![env("ADDRESS", "/csi/csi.sock"), env("DRIVER_REG_SOCK_PATH", &format!("{plugin_dir}csi.sock"))]),
-        ports: Some(vec![port("healthz-ndr", 9809)]),
+        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort { protocol: None, ..port("healthz-ndr", 9809) }]),
         liveness_probe: Some(http_probe("/healthz", "healthz-ndr", Some(30), 15, 90, None)),
         volume_mounts: Some(vec![mount("plugin-dir", "/csi"), mount("registration-dir", "/registration"), mount("probe-dir", plugin_dir)]),
         resources: Some(small_resources()),
