@@ -9,4 +9,7 @@
 pub mod aws;
 pub mod crd;
 pub mod metrics;
+pub mod permissions;
 pub mod render;
+pub mod controller;
+pub mod error;

@@ -8,7 +8,7 @@ mod csidriver;
 pub mod images;
 mod node;
 mod pod;
-mod rbac;
+pub mod rbac;
 mod storage;
 
 pub use storage::{VolumeSnapshotClass, VolumeSnapshotClassFields};
