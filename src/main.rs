@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         no_snapshot_api: bool,
     },
+    /// Print the RBAC rules the operator itself needs (cluster, driver namespace, own namespace).
+    OperatorRbac,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crd => {
             print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::OperatorRbac => {
+            print!("{}", serde_yaml_ng::to_string(&hardened_csi_operator::permissions::operator_rbac()).expect("rules serialise"));
             ExitCode::SUCCESS
         }
         Command::Render { file, kubernetes_version, no_snapshot_api } => {

@@ -1,6 +1,7 @@
 //! The operator's own RBAC, with the call that needs each permission. The single source for
 //! `hardened-csi-operator operator-rbac`, the Helm chart and kustomize base (a test checks they
-//! match) and the test that every request the operator makes is covered.
+//! match) and the test that every request the operator makes is covered. Server-side apply of an
+//! object that does not exist yet is authorised as `create` too, hence `create` beside `patch`.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
@@ -24,14 +25,14 @@ const fn p(group: &'static str, resources: &'static [&'static str], verbs: &'sta
 pub const CLUSTER: &[Permission] = &[
     p("csi.hardened.dev", &["hardenedcsidrivers"], &["get", "list", "watch", "patch"], "watch drivers; patch adds/removes the cleanup finalizer"),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
-    p("", &["serviceaccounts"], &["get", "list", "watch", "patch", "delete"], "driver service accounts: apply, cache, prune"),
-    p("apps", &["deployments", "daemonsets"], &["get", "list", "watch", "patch", "delete"], "controller Deployment and node DaemonSet: apply, cache (rollout status), prune"),
-    p("policy", &["poddisruptionbudgets"], &["get", "list", "watch", "patch", "delete"], "controller PodDisruptionBudget"),
-    p("", &["services"], &["get", "list", "watch", "patch", "delete"], "driver metrics Service"),
+    p("", &["serviceaccounts"], &["get", "list", "watch", "create", "patch", "delete"], "driver service accounts: apply, cache, prune"),
+    p("apps", &["deployments", "daemonsets"], &["get", "list", "watch", "create", "patch", "delete"], "controller Deployment and node DaemonSet: apply, cache (rollout status), prune"),
+    p("policy", &["poddisruptionbudgets"], &["get", "list", "watch", "create", "patch", "delete"], "controller PodDisruptionBudget"),
+    p("", &["services"], &["get", "list", "watch", "create", "patch", "delete"], "driver metrics Service"),
     p(
         "rbac.authorization.k8s.io",
         &["clusterroles", "clusterrolebindings", "roles", "rolebindings"],
-        &["get", "list", "watch", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
         "the sidecars' and node plugin's RBAC",
     ),
     Permission {
@@ -48,8 +49,8 @@ pub const CLUSTER: &[Permission] = &[
         resource_names: &[LEASES_ROLE],
         why: "grant the driver's leases Role without holding its permissions",
     },
-    p("storage.k8s.io", &["csidrivers", "storageclasses"], &["get", "list", "watch", "patch", "delete"], "the CSIDriver and StorageClasses"),
-    p("snapshot.storage.k8s.io", &["volumesnapshotclasses"], &["get", "list", "watch", "patch", "delete"], "VolumeSnapshotClasses"),
+    p("storage.k8s.io", &["csidrivers", "storageclasses"], &["get", "list", "watch", "create", "patch", "delete"], "the CSIDriver and StorageClasses"),
+    p("snapshot.storage.k8s.io", &["volumesnapshotclasses"], &["get", "list", "watch", "create", "patch", "delete"], "VolumeSnapshotClasses"),
     p("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"], "detect the snapshot API (read only)"),
     p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
     p("", &["serviceaccounts/token"], &["create"], "IRSA preflight: a token for the driver's service account to assume its role"),

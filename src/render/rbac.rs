@@ -106,7 +106,7 @@ fn cluster_binding(ctx: &RenderCtx, name: &str, role: &str, sa: &str) -> Cluster
     }
 }
 
-pub fn build(ctx: &RenderCtx) -> Vec<Child> {
+pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     let irsa = ctx.spec.aws.identity.irsa.as_ref().map(|i| BTreeMap::from([(IRSA_ANNOTATION.to_string(), i.role_arn.clone())]));
     let csa = controller::SERVICE_ACCOUNT;
     let mut roles = vec![
