@@ -164,14 +164,14 @@ def _chart():
     return helm_python.Chart.load(str(CHART))
 
 
-def render_chart(values: dict[str, Any]) -> dict[str, str]:
+def render_chart(values: dict[str, Any], release: str = RELEASE) -> dict[str, str]:
     """Template path -> rendered text, as `helm template` would print them (CRDs excluded)."""
-    return _chart().render(copy.deepcopy(values), name=RELEASE, namespace=RELEASE_NAMESPACE)
+    return _chart().render(copy.deepcopy(values), name=release, namespace=RELEASE_NAMESPACE)
 
 
-def chart_docs(values: dict[str, Any]) -> list[dict]:
+def chart_docs(values: dict[str, Any], release: str = RELEASE) -> list[dict]:
     docs: list[dict] = []
-    for path, text in sorted(render_chart(values).items()):
+    for path, text in sorted(render_chart(values, release).items()):
         if path.endswith(".yaml"):
             docs.extend(load_docs(text))
     return docs
@@ -283,11 +283,21 @@ def _strict(schema: Any) -> Any:
     return out
 
 
+@functools.cache
 def crd_validator() -> jsonschema.Validator:
     versions = crd()["spec"]["versions"]
     served = [v for v in versions if v.get("name") == "v1alpha1"]
     assert served, "the CRD has no v1alpha1 version"
     schema = _strict(served[0]["schema"]["openAPIV3Schema"])
+    # The API server knows these for every kind; CRDs may leave them out of their schema.
+    props = schema.setdefault("properties", {})
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    props["metadata"] = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+    }
     return jsonschema.Draft7Validator(schema)
 
 
@@ -301,9 +311,10 @@ def crd_errors(doc: dict) -> list[str]:
 # ---------------------------------------------------------------- checkov
 
 
-def checkov(docs_by_file: dict[str, str]) -> dict[str, list[dict]]:
-    """Runs checkov's Kubernetes framework over the given files; returns failed and skipped
-    checks as lists of {check_id, resource, file}."""
+def checkov(docs_by_file: dict[str, str], framework: str = "kubernetes") -> dict[str, list[dict]]:
+    """Runs one checkov framework over the given files (written to a fresh directory, so graph
+    checks never connect objects of different runs); returns failed and skipped checks as lists
+    of {check_id, resource, file}."""
     with tempfile.TemporaryDirectory(prefix="checkov-") as tmp:
         for name, text in docs_by_file.items():
             (Path(tmp) / name).write_text(text)
@@ -311,9 +322,8 @@ def checkov(docs_by_file: dict[str, str]) -> dict[str, list[dict]]:
             [
                 str(Path(sys.executable).parent / "checkov"),
                 "-d", tmp,
-                "--framework", "kubernetes",
+                "--framework", framework,
                 "--output", "json",
-                "--quiet",
                 "--skip-download",
             ],
             capture_output=True,
