@@ -1,0 +1,356 @@
+//! Rendering tests: snapshots of whole renders, parity with the upstream chart's manifests, and
+//! every validation rule (Rust and the CRD's CEL) naming its field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use hardened_csi_operator::crd::{HardenedCsiDriver, parse};
+use hardened_csi_operator::render::{self, Capabilities, Child};
+use serde_json::{Value, json};
+
+fn hcd(spec_yaml: &str) -> HardenedCsiDriver {
+    let doc = format!("apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata:\n  name: ebs\nspec:\n{}", indent(spec_yaml));
+    parse::from_yaml(&doc).unwrap_or_else(|e| panic!("test spec does not parse: {e}\n{doc}"))
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn render_yaml(spec_yaml: &str, caps: &Capabilities) -> String {
+    let children = render::render(&hcd(spec_yaml), caps).expect("spec renders");
+    render::to_yaml(&children)
+}
+
+const IRSA: &str = "aws:\n  region: us-east-1\n  clusterId: prod-eks\n  identity:\n    irsa: {roleArn: \"arn:aws:iam::111122223333:role/ebs-csi\"}\n  extraTags: {team: storage, env: prod}\n";
+
+#[test]
+fn snapshots() {
+    let caps = Capabilities::default();
+    let cases: &[(&str, &str, Capabilities)] = &[
+        ("defaults", "{}", caps.clone()),
+        ("fips", "fips: true\naws: {region: us-gov-west-1, clusterId: gov}\n", caps.clone()),
+        (
+            "mirror_digest",
+            &format!(
+                "images:\n  mirror: registry.example.com/acme\n  pullSecrets: [dhi-pull, mirror-pull]\n  pullPolicy: Always\n  driver: {{tag: \"1.64.0\", digest: \"sha256:{}\"}}\n  provisioner: {{digest: \"sha256:{}\"}}\n",
+                "a".repeat(64),
+                "b".repeat(64)
+            ),
+            caps.clone(),
+        ),
+        ("irsa", IRSA, caps.clone()),
+        ("pod_identity", "aws:\n  region: eu-west-1\n  identity: {podIdentity: {}}\n", caps.clone()),
+        ("static_secret", "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \"169.254.169.254,10.0.0.0/8\"}\n", caps.clone()),
+        (
+            "custom_storage_classes",
+            "storageClasses:\n  - {name: gp3-fast, default: true, type: gp3, iops: 6000, throughput: 500, kmsKeyId: alias/ebs, fsType: xfs, mountOptions: [noatime], parameters: {tagSpecification_1: \"team=storage\"}}\n  - {name: io2-retain, type: io2, iops: 10000, reclaimPolicy: Retain, volumeBindingMode: Immediate, allowVolumeExpansion: false}\nvolumeSnapshotClasses:\n  - {name: ebs-snapshots, default: true, deletionPolicy: Retain, parameters: {fastSnapshotRestoreAvailabilityZones: us-east-1a}}\nmetrics: {enabled: true}\n",
+            caps.clone(),
+        ),
+        ("no_snapshot_api", "volumeSnapshotClasses: [{name: ebs-snapshots}]\n", Capabilities { snapshot_api: false, ..caps.clone() }),
+        ("tolerations_off", "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: 2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n", caps.clone()),
+        ("kubernetes_1_32", "{}", Capabilities { kubernetes_version: (1, 32), ..caps.clone() }),
+    ];
+    for (name, spec, caps) in cases {
+        insta::assert_snapshot!(*name, render_yaml(spec, caps));
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let a = render_yaml(IRSA, &Capabilities::default());
+    let b = render_yaml(IRSA, &Capabilities::default());
+    assert_eq!(a, b);
+}
+
+// ---------------------------------------------------------------- upstream parity
+
+fn upstream_dir() -> PathBuf {
+    let dir = std::env::var_os("UPSTREAM_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/upstream-ebs-csi"));
+    assert!(dir.is_dir(), "upstream reference manifests not found at {} (set UPSTREAM_REFERENCE)", dir.display());
+    dir
+}
+
+/// Every upstream object except the Windows DaemonSet, keyed `Kind/name`.
+fn upstream_objects() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(upstream_dir()).expect("read reference dir") {
+        let path = entry.expect("dir entry").path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !file.ends_with(".yaml") || file == "values.yaml" || file == "kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read reference file");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("reference YAML parses");
+            if v.is_null() {
+                continue;
+            }
+            let key = format!("{}/{}", v["kind"].as_str().unwrap_or_default(), v["metadata"]["name"].as_str().unwrap_or_default());
+            out.insert(key, v);
+        }
+    }
+    out
+}
+
+fn ours(children: &[Child]) -> BTreeMap<String, Value> {
+    children
+        .iter()
+        .map(|c| (format!("{}/{}", c.kind(), c.name()), serde_json::to_value(&c.object).expect("serialise")))
+        .collect()
+}
+
+/// Differences from upstream that are deliberate, each with its reason. The parity test applies
+/// exactly these to the upstream side and then demands equality.
+const INTENTIONAL_DIFFERENCES: &[&str] = &[
+    "images come from dhi.io (Docker Hardened Images), not public.ecr.aws",
+    "no Windows DaemonSet: the hardened images are Linux-only",
+    "labels: app.kubernetes.io/{instance,managed-by,part-of,version} added to every object and pod template",
+    "controller pod runs as the DHI nonroot user 65532 (upstream 1000) with seccomp RuntimeDefault",
+    "every controller container and every node sidecar: capabilities drop ALL, seccomp RuntimeDefault, explicit runAsNonRoot",
+    "controller ebs-plugin: no optional env from the aws-secret Secret or aws-meta ConfigMap; credentials and endpoints are explicit spec fields (spec.aws.identity.secretRef, spec.aws.ec2Endpoint)",
+    "--user-agent-extra=hardened-csi-operator instead of kustomize",
+    "RBAC subjects name their namespace (upstream leaves it to kustomize's namespace: stamp)",
+    "node DaemonSet carries checkov skip annotations for the four checks a privileged CSI node plugin cannot pass",
+];
+
+fn containers(obj: &Value) -> BTreeMap<String, Value> {
+    obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap_or_default().to_string(), c.clone()))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// RBAC rules expanded to (apiGroup, resource, verb) triples: two rule lists grant the same
+/// permissions exactly when these sets are equal, however the rules are grouped.
+fn permissions(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for r in role["rules"].as_array().expect("rules") {
+        for g in strings(&r["apiGroups"]) {
+            for res in strings(&r["resources"]) {
+                for v in strings(&r["verbs"]) {
+                    out.insert((g.to_string(), res.to_string(), v.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The upstream container as we intend it: the documented differences applied.
+fn intended_container(c: &Value, controller_pod: bool) -> Value {
+    let mut c = c.clone();
+    let obj = c.as_object_mut().expect("container object");
+    obj.remove("image");
+    let is_node_plugin = !controller_pod && obj["name"] == "ebs-plugin";
+    if let Some(args) = obj.get_mut("args").and_then(Value::as_array_mut) {
+        for a in args.iter_mut() {
+            if a == "--user-agent-extra=kustomize" {
+                *a = json!("--user-agent-extra=hardened-csi-operator");
+            }
+        }
+    }
+    if let Some(env) = obj.get_mut("env").and_then(Value::as_array_mut) {
+        env.retain(|e| {
+            let from = &e["valueFrom"];
+            from.get("secretKeyRef").is_none() && from.get("configMapKeyRef").is_none()
+        });
+    }
+    if !is_node_plugin {
+        let sc = obj.get_mut("securityContext").and_then(Value::as_object_mut).expect("securityContext");
+        sc.insert("capabilities".into(), json!({"drop": ["ALL"]}));
+        sc.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
+        sc.insert("runAsNonRoot".into(), json!(controller_pod));
+    }
+    c
+}
+
+fn strip_image(c: &Value) -> Value {
+    let mut c = c.clone();
+    c.as_object_mut().expect("container").remove("image");
+    c
+}
+
+fn sorted_args(c: &Value) -> Value {
+    let mut c = c.clone();
+    if let Some(args) = c.get_mut("args").and_then(Value::as_array_mut) {
+        args.sort_by_key(|a| a.to_string());
+    }
+    c
+}
+
+#[test]
+fn default_render_matches_upstream_in_substance() {
+    let upstream = upstream_objects();
+    let children = render::render(&hcd("{}"), &Capabilities::default()).expect("renders");
+    let ours = ours(&children);
+
+    // The same objects, minus the Windows DaemonSet, plus the default StorageClass we add.
+    let up_keys: BTreeSet<&String> = upstream.keys().filter(|k| *k != "DaemonSet/ebs-csi-node-windows").collect();
+    let our_keys: BTreeSet<&String> = ours.keys().filter(|k| !k.starts_with("StorageClass/")).collect();
+    assert_eq!(up_keys, our_keys, "object sets differ");
+
+    for (key, up) in &upstream {
+        let Some(our) = ours.get(key) else { continue };
+        match up["kind"].as_str().unwrap_or_default() {
+            "Deployment" | "DaemonSet" => {
+                let controller_pod = up["kind"] == "Deployment";
+                let (uc, oc) = (containers(up), containers(our));
+                assert_eq!(uc.keys().collect::<Vec<_>>(), oc.keys().collect::<Vec<_>>(), "{key}: container sets");
+                for (name, c) in &uc {
+                    assert_eq!(
+                        sorted_args(&strip_image(&oc[name])),
+                        sorted_args(&intended_container(c, controller_pod)),
+                        "{key}: container {name} differs beyond the intentional differences"
+                    );
+                }
+                let (us, os) = (&up["spec"]["template"]["spec"], &our["spec"]["template"]["spec"]);
+                for field in ["volumes", "tolerations", "affinity", "nodeSelector", "priorityClassName", "serviceAccountName", "hostNetwork", "terminationGracePeriodSeconds"] {
+                    assert_eq!(os[field], us[field], "{key}: pod {field}");
+                }
+                for field in ["selector", "strategy", "updateStrategy", "replicas", "revisionHistoryLimit"] {
+                    assert_eq!(our["spec"][field], up["spec"][field], "{key}: {field}");
+                }
+                let mut intended_psc = us["securityContext"].clone();
+                if controller_pod {
+                    intended_psc = json!({"fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}});
+                }
+                assert_eq!(os["securityContext"], intended_psc, "{key}: pod securityContext");
+            }
+            "ClusterRole" | "Role" => {
+                assert_eq!(permissions(our), permissions(up), "{key}: rules as a set of (group, resource, verb)");
+            }
+            "ClusterRoleBinding" | "RoleBinding" => {
+                assert_eq!(our["roleRef"], up["roleRef"], "{key}: roleRef");
+                let mut subjects = up["subjects"].clone();
+                for s in subjects.as_array_mut().expect("subjects") {
+                    s["namespace"] = json!("kube-system");
+                }
+                assert_eq!(our["subjects"], subjects, "{key}: subjects");
+            }
+            "CSIDriver" | "PodDisruptionBudget" => assert_eq!(our["spec"], up["spec"], "{key}: spec"),
+            "ServiceAccount" => assert_eq!(our["automountServiceAccountToken"], up["automountServiceAccountToken"], "{key}"),
+            other => panic!("{key}: kind {other} has no parity rule"),
+        }
+        assert_eq!(our["metadata"]["labels"]["app.kubernetes.io/name"], up["metadata"]["labels"]["app.kubernetes.io/name"], "{key}: name label");
+    }
+    assert_eq!(INTENTIONAL_DIFFERENCES.len(), 9, "the list above documents every difference the test allows");
+}
+
+#[test]
+fn hardening_holds_for_every_container() {
+    let children = render::render(&hcd(IRSA), &Capabilities::default()).expect("renders");
+    for c in &children {
+        let v = serde_json::to_value(&c.object).expect("serialise");
+        let Some(cs) = v["spec"]["template"]["spec"]["containers"].as_array() else { continue };
+        for ct in cs {
+            let sc = &ct["securityContext"];
+            let name = ct["name"].as_str().unwrap_or_default();
+            assert!(ct["image"].as_str().unwrap_or_default().starts_with("dhi.io/"), "{name}: image from DHI");
+            assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{}: {name} read-only root", c.key());
+            let privileged = c.kind() == "DaemonSet" && name == "ebs-plugin";
+            assert_eq!(sc["privileged"].as_bool().unwrap_or(false), privileged, "{}: {name} privileged only for the node plugin", c.key());
+            if !privileged {
+                assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{name}");
+                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+                assert_eq!(sc["seccompProfile"]["type"], json!("RuntimeDefault"), "{name}");
+            }
+            for m in ct["volumeMounts"].as_array().into_iter().flatten() {
+                let bidirectional = m["mountPropagation"] == "Bidirectional";
+                assert_eq!(bidirectional, privileged && m["name"] == "kubelet-dir", "{name}: Bidirectional only on the kubelet dir");
+            }
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert!(ct[probe].get("exec").is_none(), "{name}: no shell probes in DHI images");
+            }
+        }
+        for label in ["name", "instance", "managed-by", "part-of", "version"] {
+            assert!(v["metadata"]["labels"].get(format!("app.kubernetes.io/{label}")).is_some(), "{}: label {label}", c.key());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- validation
+
+/// Each rule broken once; Rust validation names the field, and the CRD's own CEL rules (or schema)
+/// reject the same object, so the API server and `render` agree.
+#[test]
+fn invalid_specs_are_rejected_with_field_paths() {
+    let digest_bad = "images:\n  driver: {digest: \"sha256:xyz\"}\n";
+    let cases: &[(&str, &str, bool)] = &[
+        ("aws:\n  identity: {irsa: {roleArn: \"arn:aws:iam::111122223333:role/x\"}, podIdentity: {}}\n", "spec.aws.identity", true),
+        ("aws:\n  identity: {}\n", "spec.aws.identity", true),
+        ("storageClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.storageClasses", true),
+        ("storageClasses: [{name: a}, {name: a}]\n", "spec.storageClasses[1].name", true),
+        ("volumeSnapshotClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.volumeSnapshotClasses", true),
+        ("node: {volumeAttachLimit: 20, reservedVolumeAttachments: 2}\n", "spec.node", true),
+        (digest_bad, "spec.images.driver.digest", true),
+        ("aws:\n  extraTags: {\"kubernetes.io/cluster/x\": owned}\n", "spec.aws.extraTags[kubernetes.io/cluster/x]", true),
+        ("aws:\n  extraTags: {CSIVolumeName: x}\n", "spec.aws.extraTags[CSIVolumeName]", true),
+        ("storageClasses: [{name: a, type: gp2, iops: 3000}]\n", "spec.storageClasses[0].iops", true),
+        ("storageClasses: [{name: a, type: io2, throughput: 300}]\n", "spec.storageClasses[0].throughput", true),
+        ("controller: {extraArgs: [\"bad\"]}\n", "spec.controller.extraArgs[0]", true),
+        ("fips: true\naws: {region: eu-west-1}\n", "spec.aws.region", false),
+        ("fips: true\n", "spec.aws.region", false),
+        ("storageClasses: [{name: a, parameters: {type: io1}}]\n", "spec.storageClasses[0].parameters[type]", false),
+        ("storageClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.storageClasses[0].parameters[bogus]", false),
+        ("volumeSnapshotClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.volumeSnapshotClasses[0].parameters[bogus]", false),
+        ("inventory: {interval: 30s}\n", "spec.inventory.interval", false),
+        ("controller: {extraArgs: [\"--k8s-tag-cluster-id=x\"]}\n", "spec.controller.extraArgs[0]", false),
+        ("aws: {identity: {irsa: {roleArn: \"arn:aws:iam::1:user/x\"}}}\n", "spec.aws.identity.irsa.roleArn", false),
+        ("node: {maxUnavailable: \"ten\"}\n", "spec.node.maxUnavailable", false),
+    ];
+    for (spec, field, cel) in cases {
+        let obj = hcd(spec);
+        let err = render::render(&obj, &Capabilities::default()).expect_err(&format!("{spec} must be rejected"));
+        assert!(err.0.iter().any(|e| e.field == *field), "{spec}: expected an error on {field}, got {err}");
+        assert!(!err.to_string().is_empty());
+        if *cel {
+            let cel_result = kube::core::cel::validate_cel(&obj);
+            assert!(cel_result.is_err(), "{spec}: the CRD's CEL rules must reject it too");
+        }
+    }
+    // And the valid specs used above pass CEL.
+    for ok in ["{}", IRSA, "fips: true\naws: {region: us-east-1}\n"] {
+        let obj = hcd(ok);
+        assert!(kube::core::cel::validate_cel(&obj).is_ok(), "{ok}: CEL accepts a valid spec");
+        assert!(render::render(&obj, &Capabilities::default()).is_ok());
+    }
+}
+
+#[test]
+fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
+    let spec = "volumeSnapshotClasses: [{name: snaps}]\n";
+    let with = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    let without = ours(&render::render(&hcd(spec), &Capabilities { snapshot_api: false, ..Capabilities::default() }).expect("renders"));
+    assert!(with.contains_key("VolumeSnapshotClass/snaps") && with.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    assert!(containers(&with["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
+    assert!(!without.contains_key("VolumeSnapshotClass/snaps") && !without.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    assert!(!without.contains_key("ClusterRoleBinding/ebs-csi-snapshotter-binding"));
+    assert!(!containers(&without["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
+
+    let old = ours(&render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, 32), ..Capabilities::default() }).expect("renders"));
+    assert!(old["CSIDriver/ebs.csi.aws.com"]["spec"].get("nodeAllocatableUpdatePeriodSeconds").is_none());
+    assert_eq!(with["CSIDriver/ebs.csi.aws.com"]["spec"]["nodeAllocatableUpdatePeriodSeconds"], json!(10));
+}
+
+#[test]
+fn owner_reference_only_for_stored_objects() {
+    let mut obj = hcd("{}");
+    let children = render::render(&obj, &Capabilities::default()).expect("renders");
+    assert!(children.iter().all(|c| c.object.metadata.owner_references.is_none()));
+    obj.metadata.uid = Some("0b6f5e2e-1111-2222-3333-444455556666".into());
+    let children = render::render(&obj, &Capabilities::default()).expect("renders");
+    for c in &children {
+        let refs = c.object.metadata.owner_references.as_ref().expect("owner reference");
+        assert_eq!(refs[0].kind, "HardenedCsiDriver");
+        assert_eq!(refs[0].controller, Some(true));
+    }
+}
