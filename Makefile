@@ -50,3 +50,7 @@ test: venv build crds-check manifests cargo-test
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+## Local demo: the local API server and moto, the operator reconciling deploy/examples/minimal.yaml.
+demo: venv build
+	deploy/demo.sh
