@@ -184,6 +184,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(driver = %obj.name, "reconciled"),
+                // A watch of an API that is not installed (the snapshot API) retries with
+                // backoff; that is expected, not worth a warning each time.
+                Err(kube::runtime::controller::Error::QueueError(e)) => tracing::debug!(error = %e, "watch retrying"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         });
