@@ -37,7 +37,10 @@ def test_chart_renders_operator_objects(name):
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
     for d in docs:
-        if d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
+        if d["metadata"]["name"].endswith("-pull-secrets"):
+            # The pull-Secret grant lives in the driver namespace.
+            assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
             assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
@@ -88,10 +91,10 @@ def test_leader_election_flags_and_lease_role():
     assert "--leader-election" in args
     assert f"--lease-namespace={RELEASE_NAMESPACE}" in args
     assert "--lease-name=hco-leader" in args
-    role = one(docs, "Role")
+    role = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "Role")
     assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
-    binding = one(docs, "RoleBinding")
+    binding = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
@@ -99,7 +102,7 @@ def test_leader_election_flags_and_lease_role():
 
 def test_without_leader_election_no_lease_role_and_no_flag():
     docs = chart_docs(VALUE_SETS["no-leader-election"])
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leases" in d["metadata"]["name"]]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [a for a in args if a.startswith("--lease") or a == "--leader-election"]
 
