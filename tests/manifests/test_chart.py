@@ -4,6 +4,7 @@ values.schema.json, and renders what each value promises."""
 from __future__ import annotations
 
 import copy
+import re
 
 import helm_python
 import pytest
@@ -18,6 +19,7 @@ from support import (
     VALUE_SETS,
     chart_docs,
     one,
+    run_bin,
     render_chart,
     validate_chart_values,
 )
@@ -248,3 +250,16 @@ def test_chart_crd_equals_crds_dir():
     assert CHART_CRD_FILE.exists(), "the chart's crds/ copy is missing: run `make crds`"
     assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs from crds/: run `make crds`"
     assert yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"] == "hardenedcsidrivers.csi.hardened.dev"
+
+
+def test_every_flag_the_chart_passes_is_a_run_flag():
+    """The chart's container args are flags of `hardened-csi-operator run` (its --help)."""
+    help_text = run_bin("run", "--help").stdout
+    flags = set()
+    for values in VALUE_SETS.values():
+        args = one(chart_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "run"
+        flags |= {a.split("=", 1)[0] for a in args[1:]}
+    assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags
+    missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
+    assert not missing, f"flags unknown to `run --help`: {missing}\n{help_text}"
