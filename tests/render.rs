@@ -354,3 +354,104 @@ fn owner_reference_only_for_stored_objects() {
         assert_eq!(refs[0].controller, Some(true));
     }
 }
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pick<T: Clone + std::fmt::Debug + 'static>(xs: &'static [T]) -> impl Strategy<Value = T> {
+        proptest::sample::select(xs)
+    }
+
+    fn label_ok(v: &str) -> bool {
+        v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    }
+
+    prop_compose! {
+        /// Specs mixing valid and invalid values in every area the rules cover.
+        fn spec()(
+            ns in pick(&["kube-system", "ebs", "Bad_NS", ""]),
+            fips in any::<bool>(),
+            region in proptest::option::of(pick(&["us-east-1", "eu-west-1", "us-gov-west-1", "nowhere"])),
+            cluster in proptest::option::of(pick(&["prod", "a b", ""])),
+            identity in pick(&["irsa", "pod", "secret", "none", "two"]),
+            tag in proptest::option::of("[a-z0-9.-]{0,12}"),
+            digest in proptest::option::of(pick(&["", "sha256:xyz", "sha256:0000000000000000000000000000000000000000000000000000000000000000"])),
+            mirror in pick(&["", "registry.example.com/acme", "https://x/"]),
+            replicas in -1i32..12,
+            attach in proptest::option::of(-1i32..130),
+            reserved in proptest::option::of(-1i32..3),
+            classes in proptest::collection::vec((pick(&["gp3", "gp2", "io2", "sc1"]), any::<bool>(), proptest::option::of(50i64..300_000), pick(&["a", "b", "c", "Bad"])), 0..4),
+            extra_tag in pick(&["team", "kubernetes.io/x", "CSIVolumeName", "aws:x"]),
+            interval in pick(&["5m", "30s", "1h", "x"]),
+            max_unavailable in pick(&["10%", "0%", "x", "3"]),
+        ) -> Value {
+            let identity = match identity {
+                "irsa" => json!({"irsa": {"roleArn": "arn:aws:iam::111122223333:role/ebs"}}),
+                "pod" => json!({"podIdentity": {}}),
+                "secret" => json!({"secretRef": {"name": "aws-creds"}}),
+                "none" => json!({}),
+                _ => json!({"podIdentity": {}, "secretRef": {"name": "x"}}),
+            };
+            let max_unavailable = max_unavailable.parse::<i32>().map(Value::from).unwrap_or_else(|_| json!(max_unavailable));
+            json!({
+                "namespace": ns,
+                "fips": fips,
+                "images": {"mirror": mirror, "driver": {"tag": tag, "digest": digest}},
+                "aws": {"region": region, "clusterId": cluster, "identity": identity, "extraTags": {extra_tag: "v"}},
+                "controller": {"replicas": replicas},
+                "node": {"volumeAttachLimit": attach, "reservedVolumeAttachments": reserved, "maxUnavailable": max_unavailable},
+                "storageClasses": classes.iter().map(|(t, d, iops, n)| json!({"name": n, "type": t, "default": d, "iops": iops})).collect::<Vec<_>>(),
+                "inventory": {"interval": interval},
+            })
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Random specs never panic `render`: they yield well-formed objects or field errors.
+        #[test]
+        fn render_never_panics_and_is_well_formed_or_names_fields(spec in spec(), snapshot in any::<bool>(), minor in 30u32..38) {
+            let mut v = spec;
+            strip_nulls(&mut v);
+            let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": v});
+            let caps = Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot };
+            match parse::from_value(doc).and_then(|h| render::render(&h, &caps)) {
+                Err(errs) => {
+                    prop_assert!(!errs.0.is_empty());
+                    for e in &errs.0 {
+                        prop_assert!(e.field.starts_with("spec"), "error without a field path: {e}");
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
+                Ok(children) => {
+                    for c in &children {
+                        let name = c.name();
+                        prop_assert!(!name.is_empty() && name.len() <= 253, "{}", c.key());
+                        for (k, val) in c.object.metadata.labels.iter().flatten() {
+                            prop_assert!(label_ok(val), "{}: label {k}={val}", c.key());
+                        }
+                        let v = serde_json::to_value(&c.object).expect("serialises");
+                        for ct in v["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten() {
+                            prop_assert!(ct["image"].as_str().is_some_and(|i| i.contains(':')), "{}: image", c.key());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn strip_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+}
