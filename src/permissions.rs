@@ -29,6 +29,7 @@ pub const CLUSTER: &[Permission] = &[
     p("apps", &["deployments", "daemonsets"], &["get", "list", "watch", "create", "patch", "delete"], "controller Deployment and node DaemonSet: apply, cache (rollout status), prune"),
     p("policy", &["poddisruptionbudgets"], &["get", "list", "watch", "create", "patch", "delete"], "controller PodDisruptionBudget"),
     p("", &["services"], &["get", "list", "watch", "create", "patch", "delete"], "driver metrics Service"),
+    p("networking.k8s.io", &["networkpolicies"], &["get", "list", "watch", "create", "patch", "delete"], "the driver pods' NetworkPolicy"),
     p(
         "rbac.authorization.k8s.io",
         &["clusterroles", "clusterrolebindings", "roles", "rolebindings"],

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
@@ -41,6 +42,7 @@ pub fn child_kinds() -> Vec<ChildKind> {
         kind::<PodDisruptionBudget>(true, false),
         kind::<Service>(true, false),
         kind::<DaemonSet>(true, true),
+        kind::<NetworkPolicy>(true, false),
         kind::<StorageClass>(false, false),
         kind::<VolumeSnapshotClass>(false, false),
     ]

@@ -20,7 +20,12 @@ pub const NAME: &str = "ebs-csi-controller";
 pub const SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
 const SOCKET_DIR: &str = "/var/lib/csi/sockets/pluginproxy/";
 const SOCKET: &str = "/var/lib/csi/sockets/pluginproxy/csi.sock";
-const METRICS_PORT: i32 = 3301;
+pub const METRICS_PORT: i32 = 3301;
+/// Health (and metrics) endpoints of the CSI sidecars (`--http-endpoint`).
+pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] =
+    [("csi-provisioner", "healthz-prov", 3302), ("csi-attacher", "healthz-att", 3303), ("csi-snapshotter", "healthz-snap", 3304), ("csi-resizer", "healthz-rsz", 3305)];
+/// Where the livenessprobe sidecar serves the driver's health.
+pub const DRIVER_HEALTH_PORT: i32 = 9808;
 
 /// The pod selector, exactly upstream's: selectors are immutable, so adopting an upstream
 /// install only works if ours is the same.
@@ -69,13 +74,13 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
                     tolerations: Some(c.tolerations.clone().unwrap_or_else(default_tolerations)),
                     topology_spread_constraints: (!c.topology_spread_constraints.is_empty()).then(|| c.topology_spread_constraints.clone()),
                     security_context: Some(restricted_pod()),
+                    automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(ctx),
                     containers,
-                    volumes: Some(vec![Volume {
-                        name: "socket-dir".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume { name: "socket-dir".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        api_token_volume(),
+                    ]),
                     ..PodSpec::default()
                 }),
             },
@@ -171,13 +176,13 @@ fn driver(ctx: &RenderCtx) -> Container {
     }
     vars.extend(driver_env(ctx));
 
-    let mut ports = vec![port("healthz", 9808)];
+    let mut ports = vec![port("healthz", DRIVER_HEALTH_PORT)];
     if spec.metrics.enabled {
         ports.push(port("metrics", METRICS_PORT));
     }
     Container {
         env: Some(vars),
-        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR)]),
+        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR), api_token_mount()]),
         ports: Some(ports),
         liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(10))),
         readiness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(5))),
@@ -207,9 +212,15 @@ fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback
     // Keep upstream's argument order: verbosity follows the socket address.
     let pos = all.iter().position(|a| a == "--csi-address=$(ADDRESS)").map_or(all.len(), |p| p + 1);
     all.insert(pos, log_level_arg(ctx.spec.controller.log_level));
+    // Every sidecar serves /healthz/leader-election, so each container has its own probes.
+    let (_, port_name, number) = SIDECAR_HEALTH_PORTS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(("", "healthz-side", 3306));
+    all.push(format!("--http-endpoint=0.0.0.0:{number}"));
     Container {
         env: Some(vars),
-        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR)]),
+        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR), api_token_mount()]),
+        ports: Some(vec![port(port_name, number)]),
+        liveness_probe: Some(http_probe("/healthz/leader-election", port_name, Some(10), 10, 20, Some(5))),
+        readiness_probe: Some(http_probe("/healthz/leader-election", port_name, None, 10, 10, Some(3))),
         ..container(ctx, name, image, all, restricted_container())
     }
 }
@@ -295,6 +306,8 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
     Container {
         volume_mounts: Some(vec![mount("socket-dir", "/csi")]),
         resources: Some(small_resources()),
+        liveness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 20)),
+        readiness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 10)),
         ..container(
             ctx,
             "liveness-probe",

@@ -5,6 +5,7 @@
 
 mod controller;
 mod csidriver;
+mod network;
 pub mod images;
 mod node;
 mod pod;
@@ -120,6 +121,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.push(Child::new(csidriver::build(&ctx)));
     children.extend(controller::build(&ctx));
     children.push(Child::new(node::build(&ctx)));
+    children.push(Child::new(network::build(&ctx)));
     children.extend(storage::build(&ctx));
     Ok(children)
 }

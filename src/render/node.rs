@@ -84,8 +84,11 @@ pub fn build(ctx: &RenderCtx) -> DaemonSet {
                         run_as_group: Some(0),
                         run_as_non_root: Some(false),
                         run_as_user: Some(0),
+                        // The sidecars run confined; the privileged plugin is unconfined regardless.
+                        seccomp_profile: runtime_default(),
                         ..PodSecurityContext::default()
                     }),
+                    automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(ctx),
                     containers: vec![driver(ctx, kubelet), registrar(ctx, &plugin_dir), liveness_probe(ctx)],
                     volumes: Some(vec![
@@ -94,6 +97,7 @@ pub fn build(ctx: &RenderCtx) -> DaemonSet {
                         host_path("registration-dir", &format!("{kubelet}/plugins_registry/"), "Directory"),
                         host_path("device-dir", "/dev", "Directory"),
                         Volume { name: "probe-dir".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        api_token_volume(),
                     ]),
                     ..PodSpec::default()
                 }),
@@ -129,13 +133,22 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     }
     let mut vars = vec![env("CSI_ENDPOINT", "unix:/csi/csi.sock"), env_field("CSI_NODE_NAME", "spec.nodeName")];
     vars.extend(driver_env(ctx));
-    let security = SecurityContext { privileged: Some(true), read_only_root_filesystem: Some(true), ..SecurityContext::default() };
+    // Runtimes grant a privileged container every capability whatever `drop` says; dropping ALL
+    // states the intent and takes effect should the container ever stop being privileged.
+    let security = SecurityContext {
+        privileged: Some(true),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..SecurityContext::default()
+    };
     Container {
         env: Some(vars),
         volume_mounts: Some(vec![
             k8s_openapi::api::core::v1::VolumeMount { mount_propagation: Some("Bidirectional".into()), ..mount("kubelet-dir", kubelet) },
             mount("plugin-dir", "/csi"),
             mount("device-dir", "/dev"),
+            // The node plugin reads its Node and updates CSINode; the sidecars never call the API.
+            api_token_mount(),
         ]),
         ports: Some(vec![port("healthz", 9808)]),
         liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 3, 10, Some(5))),
@@ -158,6 +171,7 @@ fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
         env: Some(vec![env("ADDRESS", "/csi/csi.sock"), env("DRIVER_REG_SOCK_PATH", &format!("{plugin_dir}csi.sock"))]),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort { protocol: None, ..port("healthz-ndr", 9809) }]),
         liveness_probe: Some(http_probe("/healthz", "healthz-ndr", Some(30), 15, 90, None)),
+        readiness_probe: Some(http_probe("/healthz", "healthz-ndr", None, 15, 30, None)),
         volume_mounts: Some(vec![mount("plugin-dir", "/csi"), mount("registration-dir", "/registration"), mount("probe-dir", plugin_dir)]),
         resources: Some(small_resources()),
         ..container(
@@ -179,6 +193,8 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
     Container {
         volume_mounts: Some(vec![mount("plugin-dir", "/csi")]),
         resources: Some(small_resources()),
+        liveness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 20)),
+        readiness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 10)),
         ..container(ctx, "liveness-probe", &ctx.images.liveness_probe, vec!["--csi-address=/csi/csi.sock".into()], node_sidecar())
     }
 }

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference,
-    ObjectFieldSelector, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile, SecurityContext, VolumeMount,
+    Capabilities as LinuxCapabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, TCPSocketAction,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -15,7 +17,7 @@ use super::RenderCtx;
 /// UID/GID of the DHI runtime images' nonroot user.
 pub const NONROOT: i64 = 65532;
 
-fn runtime_default() -> Option<SeccompProfile> {
+pub fn runtime_default() -> Option<SeccompProfile> {
     Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None })
 }
 
@@ -49,25 +51,85 @@ pub fn node_sidecar() -> SecurityContext {
     SecurityContext { run_as_non_root: Some(false), ..restricted_container() }
 }
 
-pub fn resources(cpu: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
+pub fn resources(cpu: &str, cpu_limit: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
             ("memory".to_string(), Quantity(memory_request.into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(memory_limit.into()))])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu_limit.into())),
+            ("memory".to_string(), Quantity(memory_limit.into())),
+        ])),
         ..ResourceRequirements::default()
     }
 }
 
-/// Upstream's defaults for the driver and the CSI sidecars.
+/// Upstream's requests and memory limit for the driver and the CSI sidecars, plus a CPU limit
+/// high enough never to throttle normal work but bounding a runaway container.
 pub fn default_resources() -> ResourceRequirements {
-    resources("10m", "40Mi", "256Mi")
+    resources("10m", "1", "40Mi", "256Mi")
 }
 
-/// Upstream's defaults for the small probe/registrar sidecars.
+/// Upstream's requests and memory limit for the small probe/registrar sidecars, plus a CPU limit.
 pub fn small_resources() -> ResourceRequirements {
-    resources("10m", "32Mi", "32Mi")
+    resources("10m", "100m", "32Mi", "32Mi")
+}
+
+/// Where Kubernetes clients look for the service account credentials.
+const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub const API_TOKEN_VOLUME: &str = "kube-api-access";
+
+/// The service account token, CA and namespace as a projected volume: pods set
+/// `automountServiceAccountToken: false` and only containers that call the API mount this.
+pub fn api_token_volume() -> Volume {
+    Volume {
+        name: API_TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection { path: "token".into(), expiration_seconds: Some(3607), ..ServiceAccountTokenProjection::default() }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), ..KeyToPath::default() }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+pub fn api_token_mount() -> VolumeMount {
+    VolumeMount { read_only: Some(true), ..mount(API_TOKEN_VOLUME, TOKEN_DIR) }
+}
+
+/// A TCP probe: for the livenessprobe sidecar, whose only HTTP endpoint reports the driver's
+/// health rather than its own.
+pub fn tcp_probe(port: i32, period: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), host: None }),
+        timeout_seconds: Some(3),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
 }
 
 pub fn env(name: &str, value: &str) -> EnvVar {
