@@ -159,6 +159,7 @@ RESOURCES = {
     "StorageClass": ("storage.k8s.io", "storageclasses"),
     "VolumeSnapshotClass": ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
 }
 
 
