@@ -4,3 +4,8 @@
 pub mod aws;
 pub mod crd;
 pub mod metrics;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod shutdown;
+pub mod telemetry;
