@@ -2,6 +2,7 @@
 //! write, the status the operator reports, and the cross-field rules both the API server (as CEL)
 //! and the operator (in Rust, with field paths) enforce.
 
+pub mod parse;
 mod spec;
 mod status;
 pub mod validate;
