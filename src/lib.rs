@@ -13,3 +13,8 @@ pub mod permissions;
 pub mod render;
 pub mod controller;
 pub mod error;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod shutdown;
+pub mod telemetry;
