@@ -86,7 +86,7 @@ pub struct Options {
     /// Extra reconcile triggers (the AWS poller's result changes).
     pub triggers: Option<mpsc::Receiver<String>>,
     /// Set once every cache has synced.
-    pub ready: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub ready: Option<crate::http::Readiness>,
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
@@ -175,7 +175,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         tokio::spawn(async move {
             synced(&store).await;
             futures::future::join_all(syncs).await;
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            ready.set_ready();
             tracing::info!("caches synced; ready");
         });
     }

@@ -2,7 +2,6 @@
 //! running against it over HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hardened_csi_operator::controller::{self, Options};
@@ -68,7 +67,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let (trigger, rx) = mpsc::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = hardened_csi_operator::http::Readiness::new();
         let opts = Options {
             metrics: metrics.clone(),
             aws: None,
@@ -84,7 +83,7 @@ impl Harness {
             controller::run(c, opts).await.expect("controller runs");
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !ready.load(Ordering::SeqCst) {
+        while !ready.is_ready() {
             assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
