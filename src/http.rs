@@ -36,6 +36,16 @@ impl Readiness {
         Self::default()
     }
 
+    /// Readiness backed by an existing flag (e.g. the one `controller::Options::ready` sets).
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// The underlying flag, for code that takes an `Arc<AtomicBool>`.
+    pub fn shared_flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::Release);
     }
@@ -194,6 +204,9 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, 200);
         readiness.set_not_ready();
         assert_eq!(get(addr, "/readyz").await.0, 503);
+        // The controller sets the same flag through its `Arc<AtomicBool>`.
+        readiness.shared_flag().store(true, Ordering::SeqCst);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
         assert_eq!(get(addr, "/nope").await.0, 404);
         token.cancel();
         server.wait().await.expect("clean stop");
