@@ -141,15 +141,20 @@ def operator_rbac_text() -> str:
     return run_bin("operator-rbac").stdout
 
 
-def operator_rbac_rules() -> list[dict]:
-    """The PolicyRules the operator's code needs, as printed by `operator-rbac`."""
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "operatorNamespaceRules")
+
+
+def operator_rbac() -> dict[str, list[dict]]:
+    """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
+    cluster-wide, in the driver namespace (spec.namespace), in the operator's own namespace."""
     doc = yaml.safe_load(operator_rbac_text())
-    if isinstance(doc, dict) and "rules" in doc:
-        doc = doc["rules"]
-    if not isinstance(doc, list) or not all(isinstance(r, dict) and "verbs" in r for r in doc):
+    ok = isinstance(doc, dict) and set(doc) == set(RBAC_SCOPES) and all(
+        isinstance(doc[k], list) and all(isinstance(r, dict) and "verbs" in r for r in doc[k]) for k in RBAC_SCOPES
+    )
+    if not ok:
         raise AssertionError(
-            "`operator-rbac` must print a YAML list of PolicyRules (apiGroups, resources, verbs, "
-            f"resourceNames); got:\n{operator_rbac_text()[:2000]}"
+            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists; got:\n"
+            f"{operator_rbac_text()[:2000]}"
         )
     return doc
 

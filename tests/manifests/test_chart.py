@@ -4,6 +4,7 @@ values.schema.json, and renders what each value promises."""
 from __future__ import annotations
 
 import copy
+import re
 
 import helm_python
 import pytest
@@ -18,6 +19,7 @@ from support import (
     VALUE_SETS,
     chart_docs,
     one,
+    run_bin,
     render_chart,
     validate_chart_values,
 )
@@ -37,7 +39,10 @@ def test_chart_renders_operator_objects(name):
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
     for d in docs:
-        if d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
+        if d["metadata"]["name"].endswith("-pull-secrets"):
+            # The pull-Secret grant lives in the driver namespace.
+            assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
             assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
@@ -88,10 +93,10 @@ def test_leader_election_flags_and_lease_role():
     assert "--leader-election" in args
     assert f"--lease-namespace={RELEASE_NAMESPACE}" in args
     assert "--lease-name=hco-leader" in args
-    role = one(docs, "Role")
+    role = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "Role")
     assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
-    binding = one(docs, "RoleBinding")
+    binding = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
@@ -99,7 +104,7 @@ def test_leader_election_flags_and_lease_role():
 
 def test_without_leader_election_no_lease_role_and_no_flag():
     docs = chart_docs(VALUE_SETS["no-leader-election"])
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leases" in d["metadata"]["name"]]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [a for a in args if a.startswith("--lease") or a == "--leader-election"]
 
@@ -245,3 +250,16 @@ def test_chart_crd_equals_crds_dir():
     assert CHART_CRD_FILE.exists(), "the chart's crds/ copy is missing: run `make crds`"
     assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs from crds/: run `make crds`"
     assert yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"] == "hardenedcsidrivers.csi.hardened.dev"
+
+
+def test_every_flag_the_chart_passes_is_a_run_flag():
+    """The chart's container args are flags of `hardened-csi-operator run` (its --help)."""
+    help_text = run_bin("run", "--help").stdout
+    flags = set()
+    for values in VALUE_SETS.values():
+        args = one(chart_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "run"
+        flags |= {a.split("=", 1)[0] for a in args[1:]}
+    assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags
+    missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
+    assert not missing, f"flags unknown to `run --help`: {missing}\n{help_text}"

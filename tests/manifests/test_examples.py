@@ -21,6 +21,7 @@ from support import (
     one,
     render_example,
     run_bin,
+    validate_all_builtin,
 )
 
 EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full"}
@@ -101,3 +102,15 @@ def test_render_rejects_an_invalid_example_naming_the_field(tmp_path):
     proc = run_bin("render", "-f", str(bad), check=False)
     assert proc.returncode != 0
     assert "identity" in (proc.stderr + proc.stdout)
+
+
+def test_chart_driver_block_renders_into_valid_children(tmp_path):
+    """What `helm install` with the driver block creates, the operator can render."""
+    hcd = one(chart_docs(VALUE_SETS["driver"]), "HardenedCsiDriver")
+    path = tmp_path / "chart-driver.yaml"
+    path.write_text(yaml.safe_dump(hcd))
+    docs = render_example(path)
+    sa = one(docs, "ServiceAccount", "ebs-csi-controller-sa")
+    role_arn = VALUE_SETS["driver"]["driver"]["spec"]["aws"]["identity"]["irsa"]["roleArn"]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role_arn
+    assert validate_all_builtin(docs, versions=("1.37",)) <= {"snapshot.storage.k8s.io/v1/VolumeSnapshotClass"}

@@ -1,9 +1,9 @@
 {{/*
-The operator's cluster-wide rules. Each rule names the code path that needs it; keep in step
-with `hardened-csi-operator operator-rbac` (tests/manifests/test_rbac.py fails otherwise).
+The operator's rules, one per call the code makes (src/permissions.rs says why each exists);
+kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac.py.
 */}}
 {{- define "hco.clusterRules" -}}
-# Watch the HardenedCsiDriver resources (the controller's primary watch).
+# Watch the HardenedCsiDriver resources; patch adds and removes the cleanup finalizer.
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers"]
   verbs: ["get", "list", "watch", "patch"]
@@ -11,10 +11,6 @@ with `hardened-csi-operator operator-rbac` (tests/manifests/test_rbac.py fails o
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers/status"]
   verbs: ["patch"]
-# Owner references with blockOwnerDeletion on the children need update on <owner>/finalizers.
-- apiGroups: ["csi.hardened.dev"]
-  resources: ["hardenedcsidrivers/finalizers"]
-  verbs: ["update"]
 # The driver's children: server-side apply (create, patch), watches (get, list, watch) and
 # removal of children that fall out of the spec (delete).
 - apiGroups: [""]
@@ -35,6 +31,14 @@ with `hardened-csi-operator operator-rbac` (tests/manifests/test_rbac.py fails o
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The driver pods' NetworkPolicies.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The driver's metrics Service (spec.metrics.enabled).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The driver's roles carry rules the operator does not hold (PV writes, volumeattachments, ...):
 # writing and binding them needs escalate and bind, limited here to those roles by name.
 - apiGroups: ["rbac.authorization.k8s.io"]
@@ -51,13 +55,14 @@ with `hardened-csi-operator operator-rbac` (tests/manifests/test_rbac.py fails o
   verbs: ["bind", "escalate"]
   resourceNames:
     - ebs-csi-leases-role
-# Status facts: which PVs the driver serves (inventory), and whether the snapshot API exists.
-- apiGroups: [""]
-  resources: ["persistentvolumes"]
-  verbs: ["get", "list", "watch"]
+# Whether the snapshot API is installed (read only).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# Deletion guard (no driver removal under live volumes) and the orphaned-volume inventory.
+- apiGroups: [""]
+  resources: ["persistentvolumes"]
+  verbs: ["list"]
 # IRSA probe: a short-lived token for the driver's ServiceAccount, exchanged with STS.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
@@ -66,6 +71,42 @@ with `hardened-csi-operator operator-rbac` (tests/manifests/test_rbac.py fails o
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/*
+The PullSecretsPresent condition: the operator fetches the pull Secrets' metadata (never their
+data) in the driver namespace. RBAC cannot tell a metadata request from a read, so the grant is
+`get` limited by resourceNames to exactly the pull Secrets the driver uses.
+*/}}
+{{- define "hco.pullSecretRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+  resourceNames:
+    {{- range (include "hco.pullSecretNames" . | fromJsonArray) }}
+    - {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* Driver namespace and pull Secret names: from the driver block when it sets them. */}}
+{{- define "hco.driverNamespace" -}}
+{{- $ns := .Values.pullSecretCheck.namespace -}}
+{{- if and .Values.driver.enabled .Values.driver.spec.namespace -}}
+{{- $ns = .Values.driver.spec.namespace -}}
+{{- end -}}
+{{- $ns -}}
+{{- end -}}
+
+{{- define "hco.pullSecretNames" -}}
+{{- $names := .Values.pullSecretCheck.secretNames -}}
+{{- if .Values.driver.enabled -}}
+{{- with .Values.driver.spec.images -}}
+{{- with .pullSecrets -}}
+{{- $names = . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
 {{- end -}}
 
 {{/* Leader election: the Lease lives in the release namespace only. */}}
