@@ -327,3 +327,38 @@ async fn leader_only_work_never_overlaps_across_graceful_hand_overs() {
     }
     assert_eq!(active.load(Ordering::SeqCst), 0);
 }
+
+/// 500s, 409s and a 429 shorter than the renew deadline are absorbed: no step-down, no
+/// hand-over, and no retry storm (lease requests stay near two per replica per retry period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brief_faults_neither_flap_leadership_nor_cause_a_retry_storm() {
+    let server = LocalApiServer::start().await.expect("api server");
+    let a = replica(&server, "a", settings("a", 3, 2000, 200));
+    let b = replica(&server, "b", settings("b", 3, 2000, 200));
+    let first = leader_among(&[&a, &b], Duration::from_secs(10)).await;
+    let (leader, follower) = if first == 0 { (&a, &b) } else { (&b, &a) };
+    let mut leader_rx = leader.election.subscribe();
+    let mut follower_rx = follower.election.subscribe();
+    leader_rx.borrow_and_update();
+    follower_rx.borrow_and_update();
+    server.reset_counters();
+
+    let faults = server.faults();
+    faults.fail_next(2, Match::new("update", "leases"), 500);
+    faults.fail_next(2, Match::new("update", "leases"), 409);
+    faults.fail_next(1, Match::new("get", "leases"), 429);
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+
+    assert!(!leader_rx.has_changed().expect("election running"), "{} stepped down", leader.name);
+    assert!(!follower_rx.has_changed().expect("election running"), "{} changed state", follower.name);
+    assert!(leader.election.is_leader());
+    let counters = server.counters();
+    assert_eq!(counters.requests_with_code("update", "leases", 409), 2, "the injected conflicts were hit");
+    assert_eq!(counters.requests_with_code("update", "leases", 500), 2, "the injected errors were hit");
+    let lease_requests = counters.requests("get", "leases") + counters.requests("update", "leases");
+    // 3 s / 200 ms = 15 rounds per replica; the leader reads and writes, the follower only reads,
+    // and each conflict adds one immediate re-read: about 45; a retry storm would be hundreds.
+    assert!((10..=80).contains(&lease_requests), "{lease_requests} lease requests in {window:?}");
+    assert_eq!(counters.requests("create", "leases"), 0);
+}
