@@ -1,10 +1,10 @@
 //! The operator's HTTP server: `/livez`, `/readyz` and `/metrics` on `--metrics-addr`.
 //!
 //! - `/livez` answers 200 while the process can serve requests at all.
-//! - `/readyz` answers 200 once [`Readiness`] is set (by `main`, when the controller's caches
-//!   have synced) and 503 before. It does not depend on leadership: a standby replica with synced
-//!   caches is ready to take over, and a Deployment rollout must not stall on the replica that
-//!   cannot lead.
+//! - `/readyz` answers 200 once [`Readiness`] is set and 503 before. It does not depend on
+//!   leadership, so a Deployment rollout never stalls on the replica that cannot lead: the leader's
+//!   controller sets it when its caches have synced, and a standby (which runs no controller) sets
+//!   it once it takes part in the election (`LeaderElection::first_contact`).
 //! - `/metrics` is the OpenMetrics text of [`Metrics::encode`], served with the OpenMetrics content
 //!   type, which Prometheus negotiates and parses (counter `_total` samples included). Served as
 //!   `text/plain; version=0.0.4` the `# EOF` trailer and counter naming would not match.
