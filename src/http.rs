@@ -153,9 +153,10 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(metrics, readiness);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-    });
+    let task =
+        tokio::spawn(
+            async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
+        );
     tracing::info!(%local_addr, "serving /livez, /readyz and /metrics");
     Ok(HttpServer { local_addr, task })
 }
@@ -173,11 +174,7 @@ mod tests {
         let mut raw = String::new();
         stream.read_to_string(&mut raw).await.expect("read response");
         let (head, body) = raw.split_once("\r\n\r\n").expect("header/body separator");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
         (status, head.to_ascii_lowercase(), body.to_string())
     }
 

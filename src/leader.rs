@@ -118,9 +118,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 }
 
 fn lease_duration_of(spec: &LeaseSpec) -> Option<Duration> {
-    spec.lease_duration_seconds
-        .filter(|s| *s > 0)
-        .map(|s| Duration::from_secs(u64::from(s.unsigned_abs())))
+    spec.lease_duration_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(u64::from(s.unsigned_abs())))
 }
 
 /// Leader election for this replica: a background task plus the channel saying whether this

@@ -43,9 +43,7 @@ pub enum TelemetryError {
 
 /// The filter for `spec` (RUST_LOG syntax).
 pub fn filter(spec: &str) -> Result<EnvFilter, TelemetryError> {
-    EnvFilter::builder()
-        .parse(spec)
-        .map_err(|source| TelemetryError::Filter { spec: spec.to_string(), source })
+    EnvFilter::builder().parse(spec).map_err(|source| TelemetryError::Filter { spec: spec.to_string(), source })
 }
 
 /// The cap on credential-bearing crates (see the module docs): at most `debug` for each one that
@@ -70,7 +68,12 @@ fn names_target(spec: &str, target: &str) -> bool {
 
 /// A subscriber writing `format` lines to `writer`, filtered by `spec` and the credential caps.
 /// Separate from [`init`] so tests can capture the output.
-pub fn subscriber<W>(format: LogFormat, spec: &str, writer: W, ansi: bool) -> Result<Box<dyn Subscriber + Send + Sync>, TelemetryError>
+pub fn subscriber<W>(
+    format: LogFormat,
+    spec: &str,
+    writer: W,
+    ansi: bool,
+) -> Result<Box<dyn Subscriber + Send + Sync>, TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -161,7 +164,10 @@ mod tests {
             tracing::info!("filtered out");
             tracing::warn!(kind = "Deployment", "foreign owner");
         });
-        assert!(text.contains("WARN") && text.contains("foreign owner") && text.contains("kind=\"Deployment\""), "{text}");
+        assert!(
+            text.contains("WARN") && text.contains("foreign owner") && text.contains("kind=\"Deployment\""),
+            "{text}"
+        );
         assert!(!text.contains("filtered out"), "{text}");
         assert!(!text.contains('\u{1b}'), "no ANSI escapes: {text}");
     }

@@ -267,28 +267,34 @@ async fn leader_only_work_never_overlaps_across_graceful_hand_overs() {
         runner: tokio::task::JoinHandle<LeadOutcome>,
     }
     let start = |name: &'static str| {
-        let election = LeaderElection::start(server.client(), settings(name, 30, 20_000, 200), Arc::new(Metrics::new()));
+        let election =
+            LeaderElection::start(server.client(), settings(name, 30, 20_000, 200), Arc::new(Metrics::new()));
         let shutdown = CancellationToken::new();
         let (active, max_active, started) = (active.clone(), max_active.clone(), started.clone());
-        let runner = tokio::spawn(run_while_leader(election.subscribe(), shutdown.clone(), Duration::from_secs(5), move |token| {
-            let (active, max_active, started) = (active.clone(), max_active.clone(), started.clone());
-            async move {
-                // Counts down when the work ends, whether it finishes or is aborted.
-                struct Active(Arc<AtomicUsize>);
-                impl Drop for Active {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::SeqCst);
+        let runner = tokio::spawn(run_while_leader(
+            election.subscribe(),
+            shutdown.clone(),
+            Duration::from_secs(5),
+            move |token| {
+                let (active, max_active, started) = (active.clone(), max_active.clone(), started.clone());
+                async move {
+                    // Counts down when the work ends, whether it finishes or is aborted.
+                    struct Active(Arc<AtomicUsize>);
+                    impl Drop for Active {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
                     }
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    let _active = Active(active);
+                    max_active.fetch_max(now, Ordering::SeqCst);
+                    started.fetch_add(1, Ordering::SeqCst);
+                    // Like a controller with graceful shutdown: run until told to stop, then finish.
+                    token.cancelled().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                let _active = Active(active);
-                max_active.fetch_max(now, Ordering::SeqCst);
-                started.fetch_add(1, Ordering::SeqCst);
-                // Like a controller with graceful shutdown: run until told to stop, then finish.
-                token.cancelled().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
+            },
+        ));
         Running { name, election, shutdown, runner }
     };
 
