@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::config::{self, ConfigError, RunArgs};
 use crate::controller::{self, Options};
 use crate::http::{self, HttpError, Readiness};
-use crate::leader::{self, LeadOutcome, LeaderElection};
+use crate::leader::{self, LeadOutcome, LeaderElection, RELEASE_BUDGET};
 use crate::metrics::Metrics;
 use crate::shutdown::{CancellationToken, SignalListener};
 use crate::telemetry::{self, TelemetryError};
@@ -42,28 +42,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let readiness = Readiness::new();
     let shutdown = CancellationToken::new();
     let signals = SignalListener::install().map_err(RunError::Signals)?.cancel_on_signal(shutdown.clone());
-    let server = http::serve(args.metrics_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await?;
+    // Stopped last, so probes and scrapes keep answering while the rest drains.
+    let http_stop = CancellationToken::new();
+    let server = http::serve(args.metrics_addr, metrics.clone(), readiness.clone(), http_stop.clone()).await?;
 
     let election = match lease {
-        Some(settings) => LeaderElection::start(client.clone(), settings, metrics.clone()),
+        Some(settings) => {
+            let election = LeaderElection::start(client.clone(), settings, metrics.clone());
+            // A standby runs no controller and so never syncs caches: it is ready once it takes
+            // part in the election; the leader's controller sets ready when its caches synced.
+            let contact = election.first_contact();
+            let ready = readiness.clone();
+            tokio::spawn(async move {
+                contact.await;
+                ready.set_ready();
+            });
+            election
+        }
         None => LeaderElection::disabled(&metrics),
-    };
-    // A standby replica is ready (it can take over); a leader is ready once its caches synced.
-    let standby = {
-        let mut leading = election.subscribe();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            loop {
-                if *leading.borrow_and_update() {
-                    readiness.set_not_ready();
-                } else {
-                    readiness.set_ready();
-                }
-                if leading.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
     };
 
     let reporter = args.identity.clone().unwrap_or_else(|| "hardened-csi-operator".into());
@@ -86,12 +82,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     };
-    let outcome = leader::run_while_leader(election.subscribe(), shutdown.clone(), args.shutdown_grace_period, work).await;
-    standby.abort();
-    election.release().await;
-    shutdown.cancel();
+    let work_grace = args.shutdown_grace_period.saturating_sub(RELEASE_BUDGET);
+    let outcome = leader::run_while_leader(election.subscribe(), shutdown.clone(), work_grace, work).await;
+    election.release_within(RELEASE_BUDGET).await;
     signals.abort();
-    let _ = server.wait().await;
+    http_stop.cancel();
+    if let Err(e) = server.wait().await {
+        tracing::warn!(error = %e, "HTTP server stopped with an error");
+    }
     match outcome {
         LeadOutcome::Shutdown => {
             tracing::info!("stopped");
