@@ -100,17 +100,13 @@ async fn apply_children(
     observed.driver_image = Some(render::images::resolve(&hcd.spec).driver);
     observed.storage_classes = children.iter().filter(|c| c.kind() == "StorageClass").map(|c| c.name()).collect();
     observed.volume_snapshot_classes = children.iter().filter(|c| c.kind() == "VolumeSnapshotClass").map(|c| c.name()).collect();
-    // Children rendered from the stored object carry our owner reference.
-    let mut owned = hcd.clone();
-    owned.metadata.uid = uid.map(str::to_string);
-    let children = render::render(&owned, &ctx.capabilities()).unwrap_or_else(|_| children.to_vec());
-
-    let foreign = children::foreign(&ctx.client, &ctx.caches, &children, &name, uid).await?;
+    // `hcd` is the stored object, uid included, so every child already carries our owner reference.
+    let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
     if !foreign.is_empty() && !hcd.spec.adopt {
         observed.foreign = foreign;
         return Ok(Vec::new());
     }
-    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, &children).await;
+    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children).await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);

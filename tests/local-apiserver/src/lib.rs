@@ -1,1 +1,249 @@
-pub fn placeholder() {}
+//! An in-memory Kubernetes API server for tests, demos and benchmarks, spoken to over real HTTP
+//! on 127.0.0.1 by an unmodified `kube::Client` or by kubectl.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), local_apiserver::Error> {
+//! let server = local_apiserver::LocalApiServer::start().await?;
+//! let client = server.client();
+//! // ... drive the operator with `client`, then inspect:
+//! let writes = server.counters().writes();
+//! # let _ = (client, writes);
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: `registry` (what is served), `discovery`, `http` (routing), `handlers` (verbs),
+//! `store` (objects, resourceVersions, history), `meta` (metadata), `managed` + `fieldpath` +
+//! `schema` (managed fields and server-side apply), `patch`, `selectors`, `watch`, `table`,
+//! `validation` + `cel_rules` (CRD schemas), `gc` (finalizers, ownerReferences, namespace and
+//! CRD deletion), `workloads` (simulated Deployment/DaemonSet status), `tokens` (TokenRequest),
+//! `faults`, `counters`.
+
+mod cel_rules;
+mod counters;
+mod discovery;
+mod error;
+mod faults;
+mod fieldpath;
+mod gc;
+mod handlers;
+mod http;
+mod managed;
+mod meta;
+mod patch;
+mod registry;
+mod schema;
+mod selectors;
+mod server;
+mod store;
+mod table;
+mod tokens;
+mod validation;
+mod watch;
+mod workloads;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+pub use counters::Counters;
+pub use error::Error;
+pub use faults::{Faults, Match};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Reported by `/version` (e.g. "1.33").
+    pub kubernetes_version: String,
+    /// Simulate Deployment and DaemonSet status (see [`LocalApiServer::set_simulate_workloads`]).
+    pub simulate_workloads: bool,
+    /// How many change events are kept for watches from an old resourceVersion; a watch from
+    /// before the oldest kept event gets 410 Gone.
+    pub watch_history: usize,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Port to bind on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Namespaces that exist at start (the real cluster's defaults).
+    pub initial_namespaces: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kubernetes_version: "1.33".into(),
+            simulate_workloads: true,
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            port: 0,
+            initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// A running server. Dropping it shuts the server down.
+pub struct LocalApiServer {
+    shared: Arc<server::Shared>,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LocalApiServer {
+    /// Starts on 127.0.0.1 with a free port and default options.
+    pub async fn start() -> Result<LocalApiServer, Error> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Result<LocalApiServer, Error> {
+        if opts.kubernetes_version.trim_start_matches('v').split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_err()) {
+            return Err(Error::InvalidOption {
+                field: "kubernetes_version",
+                message: format!("{:?} is not MAJOR.MINOR, e.g. \"1.33\"", opts.kubernetes_version),
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .map_err(|source| Error::Bind { port: opts.port, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { port: opts.port, source })?;
+        let shared = Arc::new(server::Shared {
+            kubernetes_version: opts.kubernetes_version.clone(),
+            store: store::Store::new(opts.watch_history),
+            registry: registry::Registry::default(),
+            counters: counters::CounterSink::default(),
+            faults: Faults::default(),
+            simulate_workloads: AtomicBool::new(opts.simulate_workloads),
+            gc_wake: Notify::new(),
+            bookmark_interval: opts.bookmark_interval,
+            port: AtomicU16::new(addr.port()),
+        });
+        for ns in &opts.initial_namespaces {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let t = handlers::Target {
+                info: shared.registry.lookup("", "v1", "namespaces").ok_or(Error::InvalidOption {
+                    field: "initial_namespaces",
+                    message: "namespaces are not served".into(),
+                })?,
+                namespace: None,
+                name: None,
+                subresource: None,
+            };
+            let body = serde_json::to_vec(&obj).unwrap_or_default();
+            handlers::create(&shared, &t, &Default::default(), &body, "application/json", "local-apiserver").map_err(|e| {
+                Error::InvalidOption { field: "initial_namespaces", message: format!("{ns}: {}", e.message) }
+            })?;
+        }
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = http::router(shared.clone());
+        let serve = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "local-apiserver stopped");
+            }
+        });
+        let gc = tokio::spawn(gc::run(shared.clone()));
+        let workloads = tokio::spawn(workloads::run(shared.clone()));
+        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks: vec![serve, gc, workloads] })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A kube client for this server (default namespace `default`, no auth).
+    pub fn client(&self) -> kube::Client {
+        // The URL is always well-formed and the config has no TLS or auth to fail on.
+        self.try_client().unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
+    }
+
+    pub fn try_client(&self) -> Result<kube::Client, Error> {
+        let url = self.url();
+        let uri = url.parse().map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption { field: "url", message: e.to_string() })?;
+        let config = kube::Config::new(uri);
+        kube::Client::try_from(config).map_err(|source| Error::Client { url, source })
+    }
+
+    /// A kubeconfig for this server (context `local`, namespace `default`, no auth).
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig_yaml(&self.url())
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// A snapshot of the request counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
+    }
+
+    pub fn reset_counters(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// The fault controls (shared: changes apply to the running server).
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Stores an object as given (it must have apiVersion, kind and metadata.name, plus
+    /// metadata.namespace when namespaced), bypassing validation, admission and managed fields.
+    /// Watches see it as ADDED/MODIFIED.
+    pub fn insert_raw(&self, obj: serde_json::Value) {
+        if let Err(e) = handlers::insert_raw(&self.shared, obj) {
+            panic!("insert_raw: {e}");
+        }
+    }
+
+    /// Turns simulated Deployment/DaemonSet status on or off. Turning it on brings every
+    /// workload's status up to date.
+    pub fn set_simulate_workloads(&self, on: bool) {
+        self.shared.simulate_workloads.store(on, Ordering::Relaxed);
+        if on {
+            workloads::reconcile_all(&self.shared);
+        }
+    }
+
+    /// The current resourceVersion (the last one handed out).
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().current_rv()
+    }
+
+    /// How many objects are stored.
+    pub fn object_count(&self) -> usize {
+        self.shared.store.lock().count()
+    }
+}
+
+impl Drop for LocalApiServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A kubeconfig pointing at `server` without credentials.
+pub fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\ncurrent-context: local\nusers:\n- name: local\n  user: {{}}\npreferences: {{}}\n"
+    )
+}

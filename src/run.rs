@@ -1,0 +1,103 @@
+//! `hardened-csi-operator run`: the operator process. Wires configuration, logging, the HTTP
+//! endpoints, leader election, the controller and shutdown together; each piece lives in its own
+//! module.
+//!
+//! On SIGTERM: the shared token is cancelled, the controller stops taking work and finishes what
+//! is in flight, the lease is released, and the HTTP server stops last.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::config::{self, ConfigError, RunArgs};
+use crate::controller::{self, Options};
+use crate::http::{self, HttpError, Readiness};
+use crate::leader::{self, LeadOutcome, LeaderElection};
+use crate::metrics::Metrics;
+use crate::shutdown::{CancellationToken, SignalListener};
+use crate::telemetry::{self, TelemetryError};
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("{0}")]
+    Stopped(&'static str),
+}
+
+/// Runs until SIGTERM/SIGINT. Errors are start-up problems (bad flags, port in use, no cluster)
+/// or the leader-only work ending on its own.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    args.validate()?;
+    telemetry::init(args.log_format, &args.log_level)?;
+    let lease = args.lease_settings()?;
+    let client = config::kube_client(&args).await?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::new();
+    let shutdown = CancellationToken::new();
+    let signals = SignalListener::install().map_err(RunError::Signals)?.cancel_on_signal(shutdown.clone());
+    let server = http::serve(args.metrics_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await?;
+
+    let election = match lease {
+        Some(settings) => LeaderElection::start(client.clone(), settings, metrics.clone()),
+        None => LeaderElection::disabled(&metrics),
+    };
+    // A standby replica is ready (it can take over); a leader is ready once its caches synced.
+    let standby = {
+        let mut leading = election.subscribe();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            loop {
+                if *leading.borrow_and_update() {
+                    readiness.set_not_ready();
+                } else {
+                    readiness.set_ready();
+                }
+                if leading.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let reporter = args.identity.clone().unwrap_or_else(|| "hardened-csi-operator".into());
+    let work = {
+        let (client, metrics, readiness) = (client.clone(), metrics.clone(), readiness.clone());
+        move |token: CancellationToken| {
+            let opts = Options {
+                metrics: metrics.clone(),
+                aws: None,
+                triggers: None,
+                ready: Some(readiness.clone()),
+                shutdown: Box::pin(token.cancelled_owned()),
+                reporter: reporter.clone(),
+            };
+            let client = client.clone();
+            async move {
+                if let Err(e) = controller::run(client, opts).await {
+                    tracing::error!(error = %e, "controller stopped");
+                }
+            }
+        }
+    };
+    let outcome = leader::run_while_leader(election.subscribe(), shutdown.clone(), args.shutdown_grace_period, work).await;
+    standby.abort();
+    election.release().await;
+    shutdown.cancel();
+    signals.abort();
+    let _ = server.wait().await;
+    match outcome {
+        LeadOutcome::Shutdown => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        LeadOutcome::ElectionEnded => Err(RunError::Stopped("leader election ended unexpectedly")),
+        LeadOutcome::WorkEnded => Err(RunError::Stopped("the controller stopped unexpectedly (see the log above)")),
+    }
+}

@@ -1,0 +1,163 @@
+//! The controllers that finish deletions, run in the background like kube-controller-manager's:
+//! - garbage collection by ownerReferences: a dependent whose owners (by uid) are all gone is
+//!   deleted (background propagation), whatever the owner's scope;
+//! - `foregroundDeletion`: dependents go first, then the owner;
+//! - `orphan`: dependents lose their reference to the owner, then the owner goes;
+//! - namespace deletion: every object in a terminating namespace is deleted, then the namespace;
+//! - CRD deletion: every custom resource of the CRD is removed, then the CRD.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::handlers::{CRD_CLEANUP_FINALIZER, CRD_KEY, DeleteOpts, NAMESPACE_KEY, delete_locked, remove_object};
+use crate::server::Shared;
+use crate::store::{Inner, key_of};
+
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        // Poll as a safety net; writes wake the loop at once.
+        let _ = tokio::time::timeout(Duration::from_millis(500), shared.gc_wake.notified()).await;
+        // Passes until nothing changes, so cascades (owner -> dependent -> its dependents)
+        // finish promptly.
+        for _ in 0..64 {
+            let mut s = shared.store.lock();
+            if !pass(&shared, &mut s) {
+                break;
+            }
+        }
+    }
+}
+
+fn background() -> DeleteOpts {
+    DeleteOpts { propagation: "Background".into(), precondition_rv: None, precondition_uid: None, dry_run: false }
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn has_finalizer(obj: &Value, f: &str) -> bool {
+    obj["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f))
+}
+
+fn without_finalizer(obj: &Value, f: &str) -> Value {
+    let mut o = obj.clone();
+    if let Some(fs) = o["metadata"]["finalizers"].as_array_mut() {
+        fs.retain(|x| x != f);
+    }
+    o
+}
+
+/// Stores `new` as an update by the controller, removing the object when it is terminating and
+/// has no finalizers left.
+fn controller_update(shared: &Shared, s: &mut Inner, storage_key: &str, new: Value) {
+    let terminating = new["metadata"].get("deletionTimestamp").is_some();
+    let no_fins = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+    let ns_held = storage_key == NAMESPACE_KEY && new["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    if terminating && no_fins && !ns_held {
+        remove_object(shared, s, storage_key, &key_of(&new));
+    } else {
+        s.put(storage_key, new);
+    }
+}
+
+/// One pass over every object; returns whether anything changed.
+fn pass(shared: &Shared, s: &mut Inner) -> bool {
+    let mut changed = false;
+    let keys = s.all_keys();
+    let mut all: Vec<(String, Arc<Value>)> = Vec::new();
+    for k in &keys {
+        for o in s.list(k, None) {
+            all.push((k.clone(), o));
+        }
+    }
+    let live: HashSet<String> =
+        all.iter().filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string)).collect();
+
+    for (storage, obj) in &all {
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
+        let terminating = obj["metadata"].get("deletionTimestamp").is_some();
+        // Dependents of this object, by owner uid.
+        let dependents = || {
+            all.iter().filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid)).map(|(k, d)| (k.clone(), d.clone()))
+        };
+        if terminating && has_finalizer(obj, "foregroundDeletion") {
+            let mut any = false;
+            for (dk, d) in dependents() {
+                any = true;
+                if d["metadata"].get("deletionTimestamp").is_none() {
+                    if let Some(info) = shared.registry.any_version(&dk) {
+                        changed |= delete_locked(shared, s, &info, &key_of(&d), &DeleteOpts { propagation: "Foreground".into(), ..background() })
+                            .map(|r| r.2)
+                            .unwrap_or(false);
+                    }
+                }
+            }
+            if !any {
+                controller_update(shared, s, storage, without_finalizer(obj, "foregroundDeletion"));
+                changed = true;
+            }
+            continue;
+        }
+        if terminating && has_finalizer(obj, "orphan") {
+            for (dk, d) in dependents() {
+                let mut nd = (*d).clone();
+                if let Some(refs) = nd["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"].as_str() != Some(uid));
+                }
+                s.put(&dk, nd);
+            }
+            controller_update(shared, s, storage, without_finalizer(obj, "orphan"));
+            changed = true;
+            continue;
+        }
+        if terminating && storage == CRD_KEY && has_finalizer(obj, CRD_CLEANUP_FINALIZER) {
+            let group = obj["spec"]["group"].as_str().unwrap_or_default();
+            let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
+            s.drop_resource(&format!("{group}/{plural}"));
+            if let Some(name) = obj["metadata"]["name"].as_str() {
+                shared.registry.unregister_crd(name);
+            }
+            controller_update(shared, s, storage, without_finalizer(obj, CRD_CLEANUP_FINALIZER));
+            changed = true;
+            continue;
+        }
+        if terminating && storage == NAMESPACE_KEY {
+            let ns = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let mut remaining = 0;
+            for (k, o) in &all {
+                if o["metadata"]["namespace"].as_str() != Some(ns) || k == NAMESPACE_KEY {
+                    continue;
+                }
+                remaining += 1;
+                if o["metadata"].get("deletionTimestamp").is_none() {
+                    if let Some(info) = shared.registry.any_version(k) {
+                        changed |= delete_locked(shared, s, &info, &key_of(o), &background()).map(|r| r.2).unwrap_or(false);
+                    }
+                }
+            }
+            if remaining == 0 {
+                let mut n = (**obj).clone();
+                n["spec"]["finalizers"] = json!([]);
+                controller_update(shared, s, storage, n);
+                changed = true;
+            }
+            continue;
+        }
+        let owners = owner_uids(obj);
+        if !owners.is_empty() && !terminating && owners.iter().all(|u| !live.contains(u)) {
+            if let Some(info) = shared.registry.any_version(storage) {
+                changed |= delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).unwrap_or(false);
+            }
+        }
+    }
+    changed
+}

@@ -1,0 +1,234 @@
+//! HTTP routing: turns a request path into discovery or a resource verb, applies injected
+//! faults, counts the request, and renders the answer (JSON, Table, PartialObjectMetadata or a
+//! watch stream; errors as `Status`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query as QueryExtract, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::discovery;
+use crate::error::ApiError;
+use crate::handlers::{self, Query, Reply, Target};
+use crate::server::Shared;
+use crate::table::{self, Format};
+use crate::tokens;
+use crate::watch;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    let mut r = Response::new(Body::from(serde_json::to_vec(body).unwrap_or_default()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(secs) = e.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+/// A parsed resource request.
+struct ResourceRequest {
+    target: Target,
+    verb: &'static str,
+}
+
+/// What a path addresses.
+enum Route {
+    Discovery(Value),
+    Text(&'static str),
+    Resource(ResourceRequest),
+    NotFound,
+}
+
+fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["version"] => return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version))),
+        ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
+        ["api"] => {
+            let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
+            return Ok(Route::Discovery(discovery::core_versions(port)));
+        }
+        ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
+        ["api", "v1"] => return Ok(discovery::resources(&shared.registry, "", "v1").map(Route::Discovery).unwrap_or(Route::NotFound)),
+        ["apis", g] => return Ok(discovery::group(&shared.registry, g).map(Route::Discovery).unwrap_or(Route::NotFound)),
+        ["apis", g, v] => return Ok(discovery::resources(&shared.registry, g, v).map(Route::Discovery).unwrap_or(Route::NotFound)),
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return Ok(Route::NotFound),
+    };
+    // [namespaces, ns, plural, name?, sub?] or [plural, name?, sub?]; namespaces/{name}/status
+    // and namespaces/{name}/finalize address the Namespace itself.
+    let (namespace, plural, name, sub) = match rest {
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => (None, "namespaces", Some(*ns), Some(*sub)),
+        ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
+        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+        [] => return Ok(Route::NotFound),
+    };
+    let Some(info) = shared.registry.lookup(group, version, plural) else { return Ok(Route::NotFound) };
+    if namespace.is_some() && !info.namespaced {
+        return Ok(Route::NotFound);
+    }
+    let sub = match sub {
+        None => None,
+        Some("status") if info.status_subresource => Some("status"),
+        Some("finalize") if info.kind == "Namespace" => Some("finalize"),
+        Some("token") if info.token_subresource => Some("token"),
+        Some(_) => return Ok(Route::NotFound),
+    };
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (method.as_str(), name.is_some()) {
+        ("GET", true) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("POST", true) if sub == Some("token") => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method} {path}"))),
+    };
+    let target = Target {
+        info,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+    };
+    Ok(Route::Resource(ResourceRequest { target, verb }))
+}
+
+fn resource_label(t: &Target) -> String {
+    match &t.subresource {
+        Some(sub) => format!("{}/{sub}", t.info.plural),
+        None => t.info.plural.clone(),
+    }
+}
+
+/// Renders a reply in the format the client asked for.
+fn render(t: &Target, reply: &Reply, format: Format, q: &Query) -> Value {
+    let body = &reply.body;
+    if body["kind"] == "Status" || format == Format::Full {
+        return body.clone();
+    }
+    let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+    let is_list = body.get("items").is_some_and(Value::is_array);
+    match (format, is_list) {
+        (Format::Table, true) => {
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            table::table(&t.info, &items, body["metadata"].clone(), include, true)
+        }
+        (Format::Table, false) => {
+            let rv = body["metadata"]["resourceVersion"].clone();
+            table::table(&t.info, std::slice::from_ref(body), json!({"resourceVersion": rv}), include, true)
+        }
+        (Format::Metadata, true) => {
+            table::partial_metadata_list(body["items"].as_array().map(Vec::as_slice).unwrap_or_default(), body["metadata"].clone())
+        }
+        (Format::Metadata, false) => table::partial_metadata(body),
+        (Format::Full, _) => body.clone(),
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    QueryExtract(q): QueryExtract<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let header_str = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let accept = header_str(header::ACCEPT);
+    let content_type = header_str(header::CONTENT_TYPE);
+    let user_agent = header_str(header::USER_AGENT);
+    let format = table::format_from_accept(&accept);
+
+    let routed = match route(&shared, &method, &path, &q) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.counters.record("unknown", "", e.code, false);
+            return error_response(&e);
+        }
+    };
+    let rr = match routed {
+        Route::Discovery(doc) => {
+            shared.counters.record("get", "", 200, false);
+            return json_response(200, &doc);
+        }
+        Route::Text(t) => {
+            shared.counters.record("get", "", 200, false);
+            return Response::new(Body::from(t));
+        }
+        Route::NotFound => {
+            shared.counters.record("get", "", 404, false);
+            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        }
+        Route::Resource(rr) => rr,
+    };
+    let resource = resource_label(&rr.target);
+    let (delay, fault) = shared.faults.decide(rr.verb, &resource);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(e) = fault {
+        shared.counters.record(rr.verb, &resource, e.code, false);
+        return error_response(&e);
+    }
+    let t = &rr.target;
+    if rr.verb == "watch" {
+        return match watch::start(shared.clone(), t, &q, format) {
+            Ok(rx) => {
+                shared.counters.record("watch", &resource, 200, false);
+                let stream = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+                });
+                let mut r = Response::new(Body::from_stream(stream));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            Err(e) => {
+                shared.counters.record("watch", &resource, e.code, false);
+                error_response(&e)
+            }
+        };
+    }
+    let result = match (rr.verb, t.subresource.as_deref()) {
+        ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
+        ("get", _) => handlers::get(&shared, t),
+        ("list", _) => handlers::list(&shared, t, &q),
+        ("create", _) => handlers::create(&shared, t, &q, &body, &content_type, &user_agent),
+        ("update", _) => handlers::update(&shared, t, &q, &body, &content_type, &user_agent),
+        ("patch", _) => handlers::patch(&shared, t, &q, &body, &content_type, &user_agent),
+        ("delete", _) => handlers::delete(&shared, t, &q, &body),
+        ("deletecollection", _) => handlers::delete_collection(&shared, t, &q, &body),
+        _ => Err(ApiError::method_not_allowed("unsupported verb")),
+    };
+    match result {
+        Ok(reply) => {
+            shared.counters.record(rr.verb, &resource, reply.code, reply.changed);
+            json_response(reply.code, &render(t, &reply, format, &q))
+        }
+        Err(e) => {
+            shared.counters.record(rr.verb, &resource, e.code, false);
+            error_response(&e)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The object store: every object by resource, namespace and name; the single resourceVersion
+//! counter; and the event history that watches replay and stream from.
+//!
+//! One mutex guards everything, so a write, its resourceVersion and its event are atomic and a
+//! watch that subscribes under the lock misses nothing. Objects are `Arc<Value>` so lists and
+//! events share them instead of copying.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change, as watches see it.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub storage_key: String,
+    pub type_: EventType,
+    pub object: Arc<Value>,
+    /// The object before the change (for MODIFIED), so selector watches can turn a change that
+    /// leaves or enters the selection into DELETED or ADDED like the real server.
+    pub old: Option<Arc<Value>>,
+}
+
+/// (namespace, name); the namespace is empty for cluster-scoped objects.
+pub type ObjKey = (String, String);
+
+pub struct Inner {
+    rv: u64,
+    objects: HashMap<String, BTreeMap<ObjKey, Arc<Value>>>,
+    history: VecDeque<Arc<Event>>,
+    /// Events at or below this resourceVersion are no longer kept.
+    compacted: u64,
+    history_cap: usize,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+}
+
+pub fn key_of(obj: &Value) -> ObjKey {
+    (
+        obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+impl Store {
+    pub fn new(history_cap: usize) -> Store {
+        let (events, _) = broadcast::channel(65_536);
+        Store {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                compacted: 1,
+                history_cap: history_cap.max(1),
+                events,
+            }),
+        }
+    }
+
+    /// Locks the store. A poisoned lock (a panic while holding it) is recovered: the data is
+    /// still consistent because every mutation is a single map operation.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    pub fn current_rv(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn compacted_rv(&self) -> u64 {
+        self.compacted
+    }
+
+    pub fn get(&self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
+        self.objects.get(storage_key)?.get(key).cloned()
+    }
+
+    /// Objects of a resource, optionally in one namespace, in (namespace, name) order.
+    pub fn list(&self, storage_key: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let Some(map) = self.objects.get(storage_key) else { return Vec::new() };
+        match namespace {
+            Some(ns) => map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => map.values().cloned().collect(),
+        }
+    }
+
+    /// Objects after `after` (exclusive) for pagination, up to `limit`, plus whether more remain.
+    pub fn list_page(
+        &self,
+        storage_key: &str,
+        namespace: Option<&str>,
+        after: Option<&ObjKey>,
+        mut keep: impl FnMut(&Value) -> bool,
+        limit: usize,
+    ) -> (Vec<Arc<Value>>, Option<ObjKey>, usize) {
+        let Some(map) = self.objects.get(storage_key) else { return (Vec::new(), None, 0) };
+        let start = match (after, namespace) {
+            (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
+            (None, Some(ns)) => std::ops::Bound::Included((ns.to_string(), String::new())),
+            (None, None) => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut remaining = 0usize;
+        for ((ns, name), obj) in map.range((start, std::ops::Bound::Unbounded)) {
+            if namespace.is_some_and(|want| want != ns) {
+                break;
+            }
+            if !keep(obj) {
+                continue;
+            }
+            if out.len() < limit {
+                out.push(obj.clone());
+                last = Some((ns.clone(), name.clone()));
+            } else {
+                remaining += 1;
+            }
+        }
+        let cont = if remaining > 0 { last } else { None };
+        (out, cont, remaining)
+    }
+
+    pub fn all_keys(&self) -> Vec<String> {
+        self.objects.keys().cloned().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.objects.values().map(BTreeMap::len).sum()
+    }
+
+    /// Stores `obj` (whose metadata the caller has prepared), stamping the next resourceVersion,
+    /// and records the event. Returns the stored object.
+    pub fn put(&mut self, storage_key: &str, mut obj: Value) -> Arc<Value> {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        let key = key_of(&obj);
+        let obj = Arc::new(obj);
+        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key, obj.clone());
+        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.record(storage_key, type_, obj.clone(), old);
+        obj
+    }
+
+    /// Removes an object, recording a DELETED event carrying a new resourceVersion.
+    pub fn remove(&mut self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
+        let old = self.objects.get_mut(storage_key)?.remove(key)?;
+        self.rv += 1;
+        let mut gone = (*old).clone();
+        gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        let gone = Arc::new(gone);
+        self.record(storage_key, EventType::Deleted, gone.clone(), Some(old));
+        Some(gone)
+    }
+
+    /// Drops every object of a resource (CRD deletion), with DELETED events.
+    pub fn drop_resource(&mut self, storage_key: &str) {
+        let keys: Vec<ObjKey> = self.objects.get(storage_key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for k in keys {
+            self.remove(storage_key, &k);
+        }
+        self.objects.remove(storage_key);
+    }
+
+    fn record(&mut self, storage_key: &str, type_: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
+        let event = Arc::new(Event { rv: self.rv, storage_key: storage_key.to_string(), type_, object, old });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_cap {
+            if let Some(e) = self.history.pop_front() {
+                self.compacted = e.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+    }
+
+    /// Events of a resource after `rv`, or `None` when `rv` is older than the kept history.
+    pub fn events_since(&self, storage_key: &str, rv: u64) -> Option<Vec<Arc<Event>>> {
+        if rv < self.compacted {
+            return None;
+        }
+        let start = self.history.partition_point(|e| e.rv <= rv);
+        Some(self.history.range(start..).filter(|e| e.storage_key == storage_key).cloned().collect())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(ns: &str, name: &str) -> Value {
+        json!({"metadata": {"namespace": ns, "name": name}})
+    }
+
+    #[test]
+    fn one_counter_and_history_compaction() {
+        let store = Store::new(3);
+        let mut s = store.lock();
+        let a = s.put("/configmaps", obj("a", "x"));
+        let b = s.put("apps/deployments", obj("a", "y"));
+        let a_rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let b_rv: u64 = b["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        assert!(b_rv > a_rv);
+        assert_eq!(s.events_since("/configmaps", 1).map(|e| e.len()), Some(1));
+        s.put("/configmaps", obj("a", "z"));
+        s.put("/configmaps", obj("b", "z"));
+        // History holds 3 events; the first was compacted away.
+        assert!(s.events_since("/configmaps", a_rv - 1).is_none());
+        assert_eq!(s.events_since("/configmaps", a_rv).map(|e| e.len()), Some(2));
+    }
+
+    #[test]
+    fn pages_stay_within_a_namespace() {
+        let store = Store::new(100);
+        let mut s = store.lock();
+        for ns in ["a", "b"] {
+            for i in 0..5 {
+                s.put("/configmaps", obj(ns, &format!("c{i}")));
+            }
+        }
+        let (page, cont, remaining) = s.list_page("/configmaps", Some("a"), None, |_| true, 3);
+        assert_eq!(page.len(), 3);
+        assert_eq!(remaining, 2);
+        let (page2, cont2, _) = s.list_page("/configmaps", Some("a"), cont.as_ref(), |_| true, 3);
+        assert_eq!(page2.len(), 2);
+        assert!(cont2.is_none());
+    }
+}
