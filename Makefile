@@ -50,3 +50,13 @@ test: venv build crds-check manifests cargo-test
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+## Local demo: the local API server and moto, the operator reconciling deploy/examples/minimal.yaml.
+demo: venv build
+	deploy/demo.sh
+
+## Benchmarks (not tests): one figure a line, `name value unit`. BENCH_PROFILE=release measures an
+## optimised build (compiles the AWS SDK again, ~15 minutes cold).
+BENCH_PROFILE ?= dev
+bench: venv
+	$(CARGO) bench --profile $(BENCH_PROFILE) --bench operator

@@ -22,7 +22,32 @@ pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause>
     if causes.is_empty() {
         validate(obj, schema, old, "", &mut causes, true, true);
     }
+    // Validation ratcheting (GA in Kubernetes 1.33): an invalid value that an update leaves
+    // unchanged does not fail the update, so status writes succeed on an object whose spec
+    // bypassed validation earlier.
+    if let Some(old) = old {
+        causes.retain(|c| value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field));
+    }
     causes
+}
+
+/// The value at a field path like `spec.items[0].name`.
+fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            let idx = idx.trim_end_matches(']');
+            cur = match idx.parse::<usize>() {
+                Ok(i) => cur.get(i)?,
+                Err(_) => cur.get(idx.trim_matches('"'))?,
+            };
+        }
+    }
+    Some(cur)
 }
 
 fn is_true(s: &Value, key: &str) -> bool {

@@ -1,0 +1,124 @@
+//! `make bench`: the figures that show the operator is cheap, measured against the local API
+//! server (and, for AWS, a local EC2 stand-in). Prints one line per figure: `name value unit`.
+//! Not a test: nothing here asserts; the README records the numbers and their targets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hardened_csi_operator::controller::{self, Options};
+use hardened_csi_operator::crd::HardenedCsiDriver;
+use hardened_csi_operator::metrics::Metrics;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use local_apiserver::LocalApiServer;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+fn figure(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.1} {unit}");
+}
+
+fn counter(m: &Metrics, family: &str) -> u64 {
+    m.encode()
+        .lines()
+        .filter(|l| l.starts_with(&format!("hardened_csi_operator_{family}_total{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn wait(mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "benchmark step timed out");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn ready_generation(api: &Api<HardenedCsiDriver>, generation: i64) -> bool {
+    let Ok(d) = api.get("ebs").await else { return false };
+    let Some(st) = d.status else { return false };
+    st.observed_generation == Some(generation) && st.condition("Ready").is_some_and(|c| c.status == "True")
+}
+
+#[tokio::main]
+async fn main() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let client: Client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let _ = ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns")).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..3 {
+        let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/os": "linux"}}})).expect("node");
+        nodes.create(&PostParams::default(), &n).await.expect("node");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (trigger, rx) = mpsc::channel(16);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ready = hardened_csi_operator::http::Readiness::new();
+    let opts = Options {
+        metrics: metrics.clone(),
+        aws: None,
+        triggers: Some(rx),
+        ready: Some(ready.clone()),
+        shutdown: Box::pin(async move {
+            let _ = stopped.await;
+        }),
+        reporter: "bench".into(),
+    };
+    let c = client.clone();
+    let task = tokio::spawn(async move { controller::run(c, opts).await.expect("controller") });
+    wait(async || ready.is_ready()).await;
+
+    // A new default driver: requests until Ready, and time until every child is applied.
+    let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
+    let obj: HardenedCsiDriver = serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": {}})).expect("driver");
+    let expected_children = hardened_csi_operator::render::render(&obj, &hardened_csi_operator::render::Capabilities { snapshot_api: false, ..Default::default() })
+        .expect("renders")
+        .len() as u64;
+    server.reset_counters();
+    let t0 = Instant::now();
+    drivers.create(&PostParams::default(), &obj).await.expect("create");
+    wait(async || counter(&metrics, "applies") >= expected_children).await;
+    let applied_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    wait(async || ready_generation(&drivers, 1).await).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = server.counters();
+    figure("children", expected_children as f64, "objects");
+    figure("api_requests_to_converge", c.total() as f64, "requests");
+    figure("cr_to_children_applied_ms", applied_ms, "ms");
+
+    // No-op reconciles: writes per reconcile of an unchanged driver.
+    server.reset_counters();
+    let rounds = 20;
+    for _ in 0..rounds {
+        let before = counter(&metrics, "reconciles");
+        trigger.send("ebs".into()).await.expect("trigger");
+        wait(async || counter(&metrics, "reconciles") > before).await;
+    }
+    figure("writes_per_noop_reconcile", server.counters().writes() as f64 / rounds as f64, "writes");
+
+    // Spec changes: time from the change to status reporting the new generation, Ready.
+    let mut samples = Vec::new();
+    for i in 0..40 {
+        let level = 1 + (i % 5);
+        let t = Instant::now();
+        let d = drivers
+            .patch("ebs", &PatchParams::default(), &Patch::Merge(json!({"spec": {"controller": {"logLevel": level}}})))
+            .await
+            .expect("patch");
+        let generation = d.metadata.generation.unwrap_or_default();
+        wait(async || ready_generation(&drivers, generation).await).await;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    figure("reconcile_p50_ms", pct(0.50), "ms");
+    figure("reconcile_p99_ms", pct(0.99), "ms");
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}

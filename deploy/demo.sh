@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# `make demo`: the operator end to end on this machine, no cloud and no cluster needed.
+#
+# Starts the project's local Kubernetes API server and a moto server (AWS EC2/EBS/STS) on free
+# ports, runs `hardened-csi-operator run` against both, applies the CRD and an example
+# HardenedCsiDriver (default deploy/examples/minimal.yaml, or the file given as $1), waits for
+# Ready=True (bounded by DEMO_TIMEOUT seconds, default 120), prints the children and the status,
+# and stops everything it started on exit, success or not.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${HCO_BIN:-target/debug/hardened-csi-operator}
+APISERVER=${LOCAL_APISERVER:-target/debug/local-apiserver}
+MOTO=${MOTO_SERVER:-.venv/bin/moto_server}
+PY=${DEMO_PYTHON:-.venv/bin/python}
+CRD=crds/hardenedcsidrivers.csi.hardened.dev.yaml
+EXAMPLE=${1:-deploy/examples/minimal.yaml}
+TIMEOUT=${DEMO_TIMEOUT:-120}
+
+for f in "$BIN" "$APISERVER" "$MOTO" "$PY" "$CRD" "$EXAMPLE"; do
+  [[ -e $f ]] || { echo "demo: $f is missing (run 'make build venv crds', or 'make demo')" >&2; exit 1; }
+done
+command -v kubectl >/dev/null || { echo "demo: kubectl is required" >&2; exit 1; }
+
+work=$(mktemp -d -t hco-demo.XXXXXX)
+pids=()
+names=()
+cleanup() {
+  local status=$?
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if ((status != 0)); then
+    for log in "$work"/*.log; do
+      [[ -s $log ]] || continue
+      echo "---- last lines of $(basename "$log")" >&2
+      tail -n 25 "$log" >&2
+    done
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls a command until it succeeds or the deadline passes.
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    for i in "${!pids[@]}"; do
+      if ! kill -0 "${pids[i]}" 2>/dev/null; then
+        echo "demo: ${names[i]} exited while waiting for $what (log: ${names[i]}.log below)" >&2
+        return 1
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      echo "demo: timed out after ${seconds}s waiting for $what" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+http_ok() {
+  "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1"
+}
+
+api_port=$(free_port)
+moto_port=$(free_port)
+metrics_port=$(free_port)
+export KUBECONFIG=$work/kubeconfig
+
+echo "==> local API server on 127.0.0.1:$api_port"
+"$APISERVER" --port "$api_port" --kubeconfig "$KUBECONFIG" >"$work/apiserver.log" 2>&1 &
+pids+=($!) names+=(apiserver)
+wait_for "the local API server" 30 kubectl get --raw /version
+
+echo "==> moto (AWS) on 127.0.0.1:$moto_port"
+MOTO_EC2_LOAD_DEFAULT_AMIS=false "$MOTO" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!) names+=(moto)
+wait_for "moto" 30 http_ok "http://127.0.0.1:$moto_port/moto-api/"
+
+echo "==> CRD"
+kubectl apply -f "$CRD" >/dev/null
+wait_for "the CRD to be served" 30 kubectl get hardenedcsidrivers
+
+echo "==> hardened-csi-operator run"
+AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+  "$BIN" run --kubeconfig "$KUBECONFIG" --aws-endpoint-url "http://127.0.0.1:$moto_port" \
+  --metrics-addr "127.0.0.1:$metrics_port" --log-format text >"$work/operator.log" 2>&1 &
+pids+=($!) names+=(operator)
+wait_for "the operator to be ready" 60 http_ok "http://127.0.0.1:$metrics_port/readyz"
+
+# name, namespace and pull secrets of the example, read with the venv's PyYAML.
+read -r name namespace secrets < <("$PY" -c '
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+spec = doc.get("spec") or {}
+secrets = (spec.get("images") or {}).get("pullSecrets") or []
+print(doc["metadata"]["name"], spec.get("namespace", "kube-system"), ",".join(secrets) or "-")
+' "$EXAMPLE")
+
+# What a user does before applying: the namespace exists and holds the registry pull secret(s).
+kubectl create namespace "$namespace" >/dev/null 2>&1 || true
+for secret in ${secrets//,/ }; do
+  [[ $secret == - ]] && continue
+  kubectl -n "$namespace" create secret docker-registry "$secret" \
+    --docker-server=dhi.io --docker-username=demo --docker-password=demo >/dev/null
+done
+
+echo "==> kubectl apply -f $EXAMPLE"
+kubectl apply -f "$EXAMPLE"
+
+echo "==> waiting up to ${TIMEOUT}s for HardenedCsiDriver/$name Ready=True"
+ready() {
+  [[ $(kubectl get hardenedcsidriver "$name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+if ! wait_for "Ready=True" "$TIMEOUT" ready; then
+  kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p' >&2 || true
+  exit 1
+fi
+
+echo
+echo "==> children in $namespace"
+kubectl -n "$namespace" get deployments,daemonsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets
+echo
+echo "==> cluster-scoped children"
+kubectl get csidrivers,storageclasses,clusterroles,clusterrolebindings
+echo
+echo "==> HardenedCsiDriver/$name"
+kubectl get hardenedcsidriver "$name" -o wide
+echo
+kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p'
+echo
+echo "==> demo OK; stopping the operator, moto and the API server"

@@ -1,0 +1,252 @@
+//! The reconciler: watches HardenedCsiDriver objects and their children and makes the cluster
+//! match what `render` produces, reporting what it found in status.
+//!
+//! HardenedCsiDriver objects are watched as dynamic objects and parsed per object, so one stored
+//! object that bypassed schema validation gets a condition instead of breaking the watch for all.
+
+mod children;
+mod deletion;
+pub mod kinds;
+mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::aws::status::AwsStatus;
+use crate::crd::HardenedCsiDriver;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
+pub use kinds::{ChildCaches, ChildKind, KindStore, child_kinds};
+pub use status::Cond;
+
+/// Finalizer that holds a HardenedCsiDriver until its children are removed.
+pub const FINALIZER: &str = "csi.hardened.dev/cleanup";
+/// Annotation that lets deletion proceed while PersistentVolumes of the driver exist.
+pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
+/// The snapshot API's CRD whose presence decides the snapshotter and VolumeSnapshotClasses.
+pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
+/// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
+pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// What the AWS inventory knows, as the reconciler reads it (implemented by the AWS poller's store).
+pub trait AwsView: Send + Sync {
+    fn status(&self, name: &str) -> Option<AwsStatus>;
+    fn conditions(&self, name: &str) -> Vec<Cond>;
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub caches: ChildCaches,
+    pub drivers: Store<DynamicObject>,
+    pub capabilities: Arc<RwLock<Capabilities>>,
+    pub applied: children::AppliedLog,
+    pub aws: Option<Arc<dyn AwsView>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities.read().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+pub fn driver_resource() -> ApiResource {
+    ApiResource::erase::<HardenedCsiDriver>(&())
+}
+
+fn instance_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectRef<DynamicObject>> {
+    let labels = meta.labels.as_ref()?;
+    if labels.get(LABEL_MANAGED_BY)? != MANAGER {
+        return None;
+    }
+    Some(ObjectRef::new_with(labels.get(LABEL_INSTANCE)?, driver_resource()))
+}
+
+/// Everything `run` needs besides the client.
+pub struct Options {
+    pub metrics: Arc<Metrics>,
+    pub aws: Option<Arc<dyn AwsView>>,
+    /// Extra reconcile triggers (the AWS poller's result changes).
+    pub triggers: Option<mpsc::Receiver<String>>,
+    /// Set once every cache has synced.
+    pub ready: Option<crate::http::Readiness>,
+    /// Completes when the operator should stop taking work.
+    pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    pub reporter: String,
+}
+
+/// Discovers the capabilities the render depends on.
+pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
+    let info = client.apiserver_version().await.map_err(Error::Discovery)?;
+    let version = Capabilities::parse_version(&format!("{}.{}", info.major, info.minor))
+        .or_else(|| Capabilities::parse_version(&info.git_version))
+        .unwrap_or((1, 33));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
+    Ok(Capabilities { kubernetes_version: version, snapshot_api })
+}
+
+/// Runs the controller until `opts.shutdown` completes and in-flight reconciles finish.
+pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
+    let caps = Arc::new(RwLock::new(discover(&client).await?));
+    let hcd_ar = driver_resource();
+    let drivers: Api<DynamicObject> = Api::all_with(client.clone(), &hcd_ar);
+    let mut controller = Controller::new_with(drivers, watcher::Config::default(), hcd_ar.clone());
+    let drivers_store = controller.store();
+
+    let label = format!("{LABEL_MANAGED_BY}={MANAGER}");
+    let mut caches = ChildCaches::default();
+    let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    for kind in child_kinds() {
+        let cfg = watcher::Config::default().labels(&label);
+        if kind.full {
+            let writer = reflector::store::Writer::<DynamicObject>::new(kind.resource.clone());
+            let reader = writer.as_reader();
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+            let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
+            controller = controller.watches_stream_with(stream, |o: DynamicObject| instance_ref(&o.metadata), kind.resource.clone());
+            let (r, k) = (reader.clone(), kind.resource.kind.clone());
+            syncs.push(Box::pin(async move {
+                synced(&r).await;
+                tracing::debug!(kind = %k, "cache synced");
+            }));
+            caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Full(reader)));
+        } else {
+            let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
+            let reader = writer.as_reader();
+            let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
+            let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
+            controller = controller.watches_stream_with(
+                stream,
+                |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
+                kind.resource.clone(),
+            );
+            // The snapshot API may be absent; its cache must not hold up readiness.
+            if kind.resource.group != "snapshot.storage.k8s.io" {
+                let (r, k) = (reader.clone(), kind.resource.kind.clone());
+                syncs.push(Box::pin(async move {
+                    synced(&r).await;
+                    tracing::debug!(kind = %k, "cache synced");
+                }));
+            }
+            caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Meta(reader)));
+        }
+    }
+
+    let (all_tx, all_rx) = mpsc::channel::<()>(4);
+    let capability_watch = watch_snapshot_api(client.clone(), caps.clone(), all_tx);
+    controller = controller.reconcile_all_on(tokio_stream(all_rx));
+    if let Some(rx) = opts.triggers {
+        let ar = hcd_ar.clone();
+        controller = controller.reconcile_on(tokio_stream(rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
+    }
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) }),
+        client,
+        metrics: opts.metrics,
+        caches,
+        drivers: drivers_store.clone(),
+        capabilities: caps,
+        applied: Mutex::new(HashMap::new()),
+        aws: opts.aws,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    if let Some(ready) = opts.ready {
+        let store = drivers_store;
+        tokio::spawn(async move {
+            synced(&store).await;
+            futures::future::join_all(syncs).await;
+            ready.set_ready();
+            tracing::info!("caches synced; ready");
+        });
+    }
+
+    let run = controller
+        .graceful_shutdown_on(opts.shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(driver = %obj.name, "reconciled"),
+                // A watch of an API that is not installed (the snapshot API) retries with
+                // backoff; that is expected, not worth a warning each time.
+                Err(kube::runtime::controller::Error::QueueError(e)) => tracing::debug!(error = %e, "watch retrying"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        });
+    tokio::select! {
+        _ = run => {}
+        _ = capability_watch => {}
+    }
+    Ok(())
+}
+
+/// Waits until a store has its initial list. kube's readiness signal wakes only the most recent
+/// waiter, and the controller's own applier waits on the driver store too, so poll with a
+/// timeout instead of parking on it once.
+async fn synced<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await.is_err() {}
+}
+
+fn tokio_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Follows the snapshot CRD: when the snapshot API appears or goes, every driver re-renders.
+async fn watch_snapshot_api(client: Client, caps: Arc<RwLock<Capabilities>>, all: mpsc::Sender<()>) {
+    let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={SNAPSHOT_CRD}"));
+    let (reader, writer) = reflector::store();
+    let mut events = reflector::reflector(writer, watcher(api, cfg)).default_backoff().boxed();
+    while let Some(ev) = events.next().await {
+        if ev.is_err() {
+            continue;
+        }
+        let present = !reader.state().is_empty();
+        let changed = caps.write().map(|mut c| std::mem::replace(&mut c.snapshot_api, present) != present).unwrap_or(false);
+        if changed {
+            tracing::info!(snapshot_api = present, "snapshot API changed; re-rendering every driver");
+            let _ = all.send(()).await;
+        }
+    }
+}
+
+/// Logs, counts and requeues with a bounded exponential backoff per object (5s .. 5m, jittered).
+fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let name = obj.name_any();
+    ctx.metrics.count_reconcile(err.label());
+    tracing::warn!(driver = %name, error = %err, "reconcile failed; retrying");
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(name).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let base = Duration::from_secs(5).saturating_mul(1u32 << n.min(6).saturating_sub(1)).min(Duration::from_secs(300));
+    Action::requeue(base + Duration::from_millis(fastrand::u64(0..1000)))
+}

@@ -1,0 +1,689 @@
+//! Spec types of `HardenedCsiDriver`. Field names are the public contract; every field has a
+//! description (for `kubectl explain`) and a default where one is safe.
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySelectorTerm, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::status::HardenedCsiDriverStatus;
+
+/// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "csi.hardened.dev",
+    version = "v1alpha1",
+    kind = "HardenedCsiDriver",
+    shortname = "hcd",
+    category = "storage",
+    status = "HardenedCsiDriverStatus",
+    derive = "PartialEq",
+    doc = "The AWS EBS CSI driver run from Docker Hardened Images: one per cluster. The operator renders and owns the driver's controller, node plugin, RBAC, CSIDriver, StorageClasses and VolumeSnapshotClasses, and reports what AWS says in status.aws.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Controller","type":"string","description":"ready/desired controller replicas","jsonPath":".status.controller.summary"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","description":"ready/desired node plugin pods","jsonPath":".status.node.summary"}"#,
+    printcolumn = r#"{"name":"Driver image","type":"string","priority":1,"jsonPath":".status.driverImage"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HardenedCsiDriverSpec {
+    /// Namespace for the driver's namespaced objects (controller Deployment, node DaemonSet,
+    /// service accounts, leases Role). It must exist; the operator does not create or delete it.
+    #[serde(default = "default_namespace")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: String,
+
+    /// Where the images come from: Docker Hardened Images on dhi.io by default.
+    #[serde(default)]
+    pub images: Images,
+
+    /// Run FIPS 140 validated variants: image tags get the `-fips` suffix (unless a digest or an
+    /// explicit tag is given), the driver uses AWS FIPS endpoints (`AWS_USE_FIPS_ENDPOINT=true`,
+    /// `GODEBUG=fips140=on`). Requires `aws.region` to be a region with FIPS endpoints (US,
+    /// Canada, GovCloud).
+    #[serde(default)]
+    pub fips: bool,
+
+    /// AWS settings of the driver: region, cluster id, identity, tags, endpoints.
+    #[serde(default)]
+    pub aws: AwsSpec,
+
+    /// The controller Deployment (`ebs-csi-controller`).
+    #[serde(default)]
+    pub controller: ControllerSpec,
+
+    /// The node plugin DaemonSet (`ebs-csi-node`).
+    #[serde(default)]
+    pub node: NodeSpec,
+
+    /// StorageClasses the operator manages. At most one may be the default class.
+    #[serde(default = "default_storage_classes")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one StorageClass may be the default"))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("StorageClass names must be unique"))]
+    pub storage_classes: Vec<StorageClassSpec>,
+
+    /// VolumeSnapshotClasses the operator manages, when the snapshot API
+    /// (snapshot.storage.k8s.io/v1) is installed. At most one may be the default class.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one VolumeSnapshotClass may be the default"))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("VolumeSnapshotClass names must be unique"))]
+    pub volume_snapshot_classes: Vec<VolumeSnapshotClassSpec>,
+
+    /// HTTP proxy for the driver's AWS calls.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+
+    /// Prometheus metrics of the driver controller.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+
+    /// The operator's own inventory of this cluster's EBS volumes and snapshots, reported in
+    /// `status.aws`.
+    #[serde(default)]
+    pub inventory: InventorySpec,
+
+    /// Take over existing driver objects (for example from the EKS add-on or the upstream Helm
+    /// chart) that the operator did not create. Without it such objects are left alone and
+    /// reported in status.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+pub fn default_namespace() -> String {
+    "kube-system".into()
+}
+
+fn default_storage_classes() -> Vec<StorageClassSpec> {
+    vec![StorageClassSpec::default()]
+}
+
+/// Image sources. An image is `<registry>/<repository>:<tag>[@<digest>]`, or with a mirror
+/// `<mirror>/dhi-<repository>:<tag>[@<digest>]`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    /// Registry of the hardened images.
+    #[serde(default = "default_registry")]
+    #[schemars(length(min = 1))]
+    pub registry: String,
+    /// A mirror (registry and path, for example `registry.example.com/acme`) holding the images as
+    /// `dhi-<repository>`. Empty: pull from `registry`.
+    #[serde(default)]
+    pub mirror: String,
+    /// Image pull policy of every container.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Names of `kubernetes.io/dockerconfigjson` Secrets in `spec.namespace`, used by every pod
+    /// that pulls (dhi.io needs a login).
+    #[serde(default)]
+    pub pull_secrets: Vec<String>,
+    /// The driver image (controller and node plugin). Default `aws-ebs-csi-driver:1.64.0`.
+    #[serde(default)]
+    pub driver: ImageRef,
+    /// The csi-provisioner sidecar. Default `csi-provisioner:6.3.0`.
+    #[serde(default)]
+    pub provisioner: ImageRef,
+    /// The csi-attacher sidecar. Default `csi-attacher:4.12.0`.
+    #[serde(default)]
+    pub attacher: ImageRef,
+    /// The csi-snapshotter sidecar. Default `csi-snapshotter:8.6.0`.
+    #[serde(default)]
+    pub snapshotter: ImageRef,
+    /// The csi-resizer sidecar. Default `csi-resizer:2.2.1`.
+    #[serde(default)]
+    pub resizer: ImageRef,
+    /// The livenessprobe sidecar. Default `livenessprobe:2.19.0`.
+    #[serde(default)]
+    pub liveness_probe: ImageRef,
+    /// The csi-node-driver-registrar sidecar. Default `csi-node-driver-registrar:2.17.0`.
+    #[serde(default)]
+    pub node_driver_registrar: ImageRef,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            registry: default_registry(),
+            mirror: String::new(),
+            pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
+            driver: ImageRef::default(),
+            provisioner: ImageRef::default(),
+            attacher: ImageRef::default(),
+            snapshotter: ImageRef::default(),
+            resizer: ImageRef::default(),
+            liveness_probe: ImageRef::default(),
+            node_driver_registrar: ImageRef::default(),
+        }
+    }
+}
+
+fn default_registry() -> String {
+    "dhi.io".into()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// One image. Unset fields take the role's default; an explicit `tag` or a `digest` is used as
+/// given, even in FIPS mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    /// Repository under the registry (or, with a mirror, the part after `dhi-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"))]
+    pub repository: Option<String>,
+    /// Tag, without a leading `v` (DHI convention), for example `1.64.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    pub tag: Option<String>,
+    /// Digest pinning the image, `sha256:` and 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^sha256:[a-f0-9]{64}$')").message("digest must be sha256: followed by 64 lowercase hex digits"))]
+    pub digest: Option<String>,
+}
+
+/// AWS settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSpec {
+    /// AWS region (AWS_REGION on the controller). Unset: the driver asks the instance metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$"))]
+    pub region: Option<String>,
+    /// Cluster id (`--k8s-tag-cluster-id`): tags every volume and snapshot with the cluster and
+    /// scopes the operator's AWS inventory to this cluster. Without it the inventory is
+    /// account-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: Option<String>,
+    /// How the driver gets AWS credentials: exactly one of irsa, podIdentity, secretRef.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Extra tags on every volume and snapshot (`--extra-tags`). Reserved keys are rejected:
+    /// `CSIVolumeName`, `CSIVolumeSnapshotName`, `kubernetes.io*`, `ebs.csi.aws.com/*`.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(k, k != 'CSIVolumeName' && k != 'CSIVolumeSnapshotName' && !k.startsWith('kubernetes.io') && !k.startsWith('ebs.csi.aws.com/'))").message("extraTags must not use reserved keys: CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io*, ebs.csi.aws.com/*"))]
+    pub extra_tags: BTreeMap<String, String>,
+    /// EC2 endpoint override (AWS_EC2_ENDPOINT), for VPC endpoints or tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+"))]
+    pub ec2_endpoint: Option<String>,
+}
+
+/// Exactly one way to get AWS credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.irsa) ? 1 : 0) + (has(self.podIdentity) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1").message("exactly one of irsa, podIdentity, secretRef must be set"))]
+pub struct Identity {
+    /// IAM Roles for Service Accounts: annotates the controller service account with the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irsa: Option<Irsa>,
+    /// EKS Pod Identity: create an association for `ebs-csi-controller-sa` in `spec.namespace`;
+    /// nothing is annotated. Without an association the driver falls back to the node's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_identity: Option<PodIdentity>,
+    /// Static keys from a Secret in `spec.namespace` with keys `key_id` and `access_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self { irsa: None, pod_identity: Some(PodIdentity {}), secret_ref: None }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Irsa {
+    /// ARN of the IAM role the driver assumes, `arn:aws:iam::<account>:role/<name>`.
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"))]
+    pub role_arn: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PodIdentity {}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    /// Secret name in `spec.namespace`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The controller Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerSpec {
+    /// Replicas of the controller (leader-elected sidecars).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: i32,
+    /// Log verbosity (`--v`) of the driver and sidecars.
+    #[serde(default = "default_log_level")]
+    #[schemars(range(min = 0, max = 10))]
+    pub log_level: i32,
+    /// Resources of the ebs-plugin container. Default: requests cpu 10m, memory 40Mi; limit memory 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector, added to `kubernetes.io/os: linux`.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations. Unset: CriticalAddonsOnly and NoExecute for 300s, as upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity. Unset: avoid Fargate/auto/hybrid nodes and spread replicas across hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints of the controller pods.
+    #[serde(default)]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Priority class of the controller pods.
+    #[serde(default = "default_controller_priority")]
+    pub priority_class_name: String,
+    /// Extra arguments for the driver's controller (`--name=value`).
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(a, a.startsWith('--'))").message("extraArgs must be flags starting with --"))]
+    pub extra_args: Vec<String>,
+    /// PodDisruptionBudget of the controller.
+    #[serde(default)]
+    pub pod_disruption_budget: PdbSpec,
+    /// Default filesystem of provisioned volumes (`--default-fstype` of csi-provisioner).
+    #[serde(default)]
+    pub default_fs_type: FsType,
+}
+
+impl Default for ControllerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            log_level: default_log_level(),
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: None,
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            priority_class_name: default_controller_priority(),
+            extra_args: Vec::new(),
+            pod_disruption_budget: PdbSpec::default(),
+            default_fs_type: FsType::default(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+fn default_log_level() -> i32 {
+    2
+}
+fn default_controller_priority() -> String {
+    "system-cluster-critical".into()
+}
+fn default_node_priority() -> String {
+    "system-node-critical".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PdbSpec {
+    /// Create a PodDisruptionBudget (maxUnavailable 1) for the controller.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for PdbSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    #[default]
+    Ext4,
+    Ext3,
+    Ext2,
+    Xfs,
+}
+
+impl FsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Ext3 => "ext3",
+            FsType::Ext2 => "ext2",
+            FsType::Xfs => "xfs",
+        }
+    }
+}
+
+/// The node plugin DaemonSet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.volumeAttachLimit) && has(self.reservedVolumeAttachments))").message("volumeAttachLimit and reservedVolumeAttachments are mutually exclusive"))]
+pub struct NodeSpec {
+    /// Tolerate every taint, so volumes keep working on tainted nodes (upstream default).
+    #[serde(default = "default_true")]
+    pub tolerate_all_taints: bool,
+    /// Tolerations used when `tolerateAllTaints` is false.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Node selector, added to `kubernetes.io/os: linux`.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Resources of the ebs-plugin container. Default: requests cpu 10m, memory 40Mi; limit memory 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Priority class of the node pods.
+    #[serde(default = "default_node_priority")]
+    pub priority_class_name: String,
+    /// The kubelet's root directory on the nodes.
+    #[serde(default = "default_kubelet_path")]
+    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    pub kubelet_path: String,
+    /// Override the number of EBS volumes a node may attach (`--volume-attach-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 128))]
+    pub volume_attach_limit: Option<i32>,
+    /// Attachment slots to keep free for non-CSI volumes (`--reserved-volume-attachments`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 127))]
+    pub reserved_volume_attachments: Option<i32>,
+    /// Run the node pods in the host network namespace.
+    #[serde(default)]
+    pub host_network: bool,
+    /// DaemonSet rolling update maxUnavailable (count or percentage).
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: IntOrString,
+    /// Log verbosity (`--v`) of the node plugin and sidecars.
+    #[serde(default = "default_log_level")]
+    #[schemars(range(min = 0, max = 10))]
+    pub log_level: i32,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        Self {
+            tolerate_all_taints: true,
+            tolerations: Vec::new(),
+            node_selector: BTreeMap::new(),
+            resources: None,
+            priority_class_name: default_node_priority(),
+            kubelet_path: default_kubelet_path(),
+            volume_attach_limit: None,
+            reserved_volume_attachments: None,
+            host_network: false,
+            max_unavailable: default_max_unavailable(),
+            log_level: default_log_level(),
+        }
+    }
+}
+
+fn default_kubelet_path() -> String {
+    "/var/lib/kubelet".into()
+}
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::String("10%".into())
+}
+
+/// One StorageClass of the driver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.iops) || self.type in ['gp3', 'io1', 'io2']").message("iops applies only to gp3, io1 and io2"))]
+#[x_kube(validation = Rule::new("!has(self.throughput) || self.type == 'gp3'").message("throughput applies only to gp3"))]
+pub struct StorageClassSpec {
+    /// StorageClass name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Mark as the cluster's default class (storageclass.kubernetes.io/is-default-class).
+    #[serde(default)]
+    pub default: bool,
+    /// EBS volume type.
+    #[serde(default, rename = "type")]
+    pub volume_type: VolumeType,
+    /// Encrypt volumes.
+    #[serde(default = "default_true")]
+    pub encrypted: bool,
+    /// KMS key (id, alias or ARN) for encryption; empty: the account's default EBS key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// Provisioned IOPS (gp3, io1, io2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 256000))]
+    pub iops: Option<i64>,
+    /// Throughput in MiB/s (gp3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 125, max = 2000))]
+    pub throughput: Option<i64>,
+    /// Filesystem of new volumes.
+    #[serde(default)]
+    pub fs_type: FsType,
+    /// What happens to a volume when its claim is deleted.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+    /// When volumes are bound and provisioned.
+    #[serde(default)]
+    pub volume_binding_mode: VolumeBindingMode,
+    /// Allow claims to grow.
+    #[serde(default = "default_true")]
+    pub allow_volume_expansion: bool,
+    /// Other driver parameters (for example `blockExpress`, `tagSpecification_1`), checked
+    /// against the driver's known parameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Mount options of volumes of this class.
+    #[serde(default)]
+    pub mount_options: Vec<String>,
+    /// Restrict provisioning to these topologies.
+    #[serde(default)]
+    pub allowed_topologies: Vec<TopologySelectorTerm>,
+}
+
+impl Default for StorageClassSpec {
+    fn default() -> Self {
+        Self {
+            name: "gp3".into(),
+            default: false,
+            volume_type: VolumeType::default(),
+            encrypted: true,
+            kms_key_id: None,
+            iops: None,
+            throughput: None,
+            fs_type: FsType::default(),
+            reclaim_policy: ReclaimPolicy::default(),
+            volume_binding_mode: VolumeBindingMode::default(),
+            allow_volume_expansion: true,
+            parameters: BTreeMap::new(),
+            mount_options: Vec::new(),
+            allowed_topologies: Vec::new(),
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeType {
+    #[default]
+    Gp3,
+    Gp2,
+    Io1,
+    Io2,
+    Sc1,
+    St1,
+    Standard,
+}
+
+impl VolumeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeType::Gp3 => "gp3",
+            VolumeType::Gp2 => "gp2",
+            VolumeType::Io1 => "io1",
+            VolumeType::Io2 => "io2",
+            VolumeType::Sc1 => "sc1",
+            VolumeType::St1 => "st1",
+            VolumeType::Standard => "standard",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReclaimPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+impl ReclaimPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReclaimPolicy::Delete => "Delete",
+            ReclaimPolicy::Retain => "Retain",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VolumeBindingMode {
+    #[default]
+    WaitForFirstConsumer,
+    Immediate,
+}
+
+impl VolumeBindingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeBindingMode::WaitForFirstConsumer => "WaitForFirstConsumer",
+            VolumeBindingMode::Immediate => "Immediate",
+        }
+    }
+}
+
+/// One VolumeSnapshotClass of the driver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotClassSpec {
+    /// VolumeSnapshotClass name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Mark as the default class (snapshot.storage.kubernetes.io/is-default-class).
+    #[serde(default)]
+    pub default: bool,
+    /// What happens to the EBS snapshot when its VolumeSnapshotContent is deleted.
+    #[serde(default)]
+    pub deletion_policy: ReclaimPolicy,
+    /// Driver snapshot parameters (for example `tagSpecification_1`,
+    /// `fastSnapshotRestoreAvailabilityZones`), checked against the known list.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// HTTP(S) proxy URL for the driver's AWS calls (HTTP_PROXY and HTTPS_PROXY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+"))]
+    pub http_proxy: Option<String>,
+    /// Hosts that bypass the proxy (NO_PROXY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct MetricsSpec {
+    /// Expose the driver controller's Prometheus metrics on port 3301 and a Service for them.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// The operator's AWS inventory (status.aws).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InventorySpec {
+    /// Poll AWS for this cluster's volumes, snapshots and the driver's permissions.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often to poll (a duration like `5m`; minimum `1m`). Jittered.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
+    pub interval: String,
+    /// How long an available, unreferenced volume must exist before it is reported as orphaned.
+    #[serde(default = "default_orphan_grace")]
+    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
+    pub orphan_grace_period: String,
+    /// How long an attachment may be attaching/detaching before it is reported as stuck.
+    #[serde(default = "default_stuck_threshold")]
+    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
+    pub stuck_threshold: String,
+    /// Check that the newest completed snapshot is readable through the EBS direct API.
+    #[serde(default)]
+    pub verify_snapshots: bool,
+}
+
+impl Default for InventorySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_interval(),
+            orphan_grace_period: default_orphan_grace(),
+            stuck_threshold: default_stuck_threshold(),
+            verify_snapshots: false,
+        }
+    }
+}
+
+fn default_interval() -> String {
+    "5m".into()
+}
+fn default_orphan_grace() -> String {
+    "1h".into()
+}
+fn default_stuck_threshold() -> String {
+    "15m".into()
+}
+
+impl Default for HardenedCsiDriverSpec {
+    fn default() -> Self {
+        Self {
+            namespace: default_namespace(),
+            images: Images::default(),
+            fips: false,
+            aws: AwsSpec::default(),
+            controller: ControllerSpec::default(),
+            node: NodeSpec::default(),
+            storage_classes: default_storage_classes(),
+            volume_snapshot_classes: Vec::new(),
+            proxy: ProxySpec::default(),
+            metrics: MetricsSpec::default(),
+            inventory: InventorySpec::default(),
+            adopt: false,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The controller: Deployment `ebs-csi-controller` (driver + CSI sidecars, restricted pod
+//! security), its PodDisruptionBudget and, with metrics on, its metrics Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, PreferredSchedulingTerm, SecretKeySelector, Service, ServicePort,
+    ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::pod::*;
+use super::{APP_NAME, Child, LABEL_NAME, RenderCtx};
+
+pub const NAME: &str = "ebs-csi-controller";
+pub const SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
+const SOCKET_DIR: &str = "/var/lib/csi/sockets/pluginproxy/";
+const SOCKET: &str = "/var/lib/csi/sockets/pluginproxy/csi.sock";
+pub const METRICS_PORT: i32 = 3301;
+/// Health (and metrics) endpoints of the CSI sidecars (`--http-endpoint`).
+pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] =
+    [("csi-provisioner", "healthz-prov", 3302), ("csi-attacher", "healthz-att", 3303), ("csi-snapshotter", "healthz-snap", 3304), ("csi-resizer", "healthz-rsz", 3305)];
+/// Where the livenessprobe sidecar serves the driver's health.
+pub const DRIVER_HEALTH_PORT: i32 = 9808;
+
+/// The pod selector, exactly upstream's: selectors are immutable, so adopting an upstream
+/// install only works if ours is the same.
+pub fn selector_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), NAME.to_string()), (LABEL_NAME.to_string(), APP_NAME.to_string())])
+}
+
+pub fn build(ctx: &RenderCtx) -> Vec<Child> {
+    let mut out = vec![Child::new(deployment(ctx))];
+    if ctx.spec.controller.pod_disruption_budget.enabled {
+        out.push(Child::new(pdb(ctx)));
+    }
+    if ctx.spec.metrics.enabled {
+        out.push(Child::new(metrics_service(ctx)));
+    }
+    out
+}
+
+fn deployment(ctx: &RenderCtx) -> Deployment {
+    let c = &ctx.spec.controller;
+    let mut template_labels = ctx.labels();
+    template_labels.extend(selector_labels());
+    let mut containers = vec![driver(ctx), provisioner(ctx), attacher(ctx)];
+    if ctx.caps.snapshot_api {
+        containers.push(snapshotter(ctx));
+    }
+    containers.push(resizer(ctx));
+    containers.push(liveness_probe(ctx));
+    Deployment {
+        metadata: ctx.ns_meta(NAME),
+        spec: DeploymentSpec {
+            replicas: Some(c.replicas),
+            revision_history_limit: Some(10),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment { max_unavailable: Some(IntOrString::Int(1)), max_surge: None }),
+            }),
+            selector: LabelSelector { match_labels: Some(selector_labels()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(template_labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    node_selector: Some(linux_node_selector(&c.node_selector)),
+                    service_account_name: Some(SERVICE_ACCOUNT.into()),
+                    priority_class_name: Some(c.priority_class_name.clone()),
+                    affinity: Some(c.affinity.clone().unwrap_or_else(default_affinity)),
+                    tolerations: Some(c.tolerations.clone().unwrap_or_else(default_tolerations)),
+                    topology_spread_constraints: (!c.topology_spread_constraints.is_empty()).then(|| c.topology_spread_constraints.clone()),
+                    security_context: Some(restricted_pod()),
+                    automount_service_account_token: Some(false),
+                    image_pull_secrets: pull_secrets(ctx),
+                    containers,
+                    volumes: Some(vec![
+                        Volume { name: "socket-dir".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        api_token_volume(),
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn default_affinity() -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![PreferredSchedulingTerm {
+                weight: 1,
+                preference: NodeSelectorTerm {
+                    match_expressions: Some(vec![not_special_compute()]),
+                    match_fields: None,
+                },
+            }]),
+            required_during_scheduling_ignored_during_execution: None,
+        }),
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_expressions: Some(vec![LabelSelectorRequirement {
+                            key: "app".into(),
+                            operator: "In".into(),
+                            values: Some(vec![NAME.into()]),
+                        }]),
+                        match_labels: None,
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..PodAffinityTerm::default()
+                },
+            }]),
+            required_during_scheduling_ignored_during_execution: None,
+        }),
+        pod_affinity: None,
+    }
+}
+
+/// EBS cannot attach to Fargate, EKS Auto Mode or hybrid nodes.
+pub fn not_special_compute() -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: "eks.amazonaws.com/compute-type".into(),
+        operator: "NotIn".into(),
+        values: Some(vec!["fargate".into(), "auto".into(), "hybrid".into()]),
+    }
+}
+
+fn default_tolerations() -> Vec<Toleration> {
+    vec![
+        Toleration { key: Some("CriticalAddonsOnly".into()), operator: Some("Exists".into()), ..Toleration::default() },
+        Toleration { effect: Some("NoExecute".into()), operator: Some("Exists".into()), toleration_seconds: Some(300), ..Toleration::default() },
+    ]
+}
+
+fn driver(ctx: &RenderCtx) -> Container {
+    let spec = ctx.spec;
+    let aws = &spec.aws;
+    let mut args = vec![
+        "controller".to_string(),
+        "--endpoint=$(CSI_ENDPOINT)".into(),
+        "--batching=true".into(),
+        "--logging-format=text".into(),
+        "--user-agent-extra=hardened-csi-operator".into(),
+        log_level_arg(spec.controller.log_level),
+    ];
+    if let Some(id) = &aws.cluster_id {
+        args.push(format!("--k8s-tag-cluster-id={id}"));
+    }
+    if !aws.extra_tags.is_empty() {
+        let tags: Vec<String> = aws.extra_tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.push(format!("--extra-tags={}", tags.join(",")));
+    }
+    if spec.metrics.enabled {
+        args.push(format!("--http-endpoint=0.0.0.0:{METRICS_PORT}"));
+    }
+    args.extend(spec.controller.extra_args.iter().cloned());
+
+    let mut vars = vec![env("CSI_ENDPOINT", &format!("unix://{SOCKET}")), env_field("CSI_NODE_NAME", "spec.nodeName")];
+    if let Some(s) = &aws.identity.secret_ref {
+        vars.push(secret_env("AWS_ACCESS_KEY_ID", &s.name, "key_id"));
+        vars.push(secret_env("AWS_SECRET_ACCESS_KEY", &s.name, "access_key"));
+    }
+    if let Some(r) = &aws.region {
+        vars.push(env("AWS_REGION", r));
+    }
+    if let Some(e) = &aws.ec2_endpoint {
+        vars.push(env("AWS_EC2_ENDPOINT", e));
+    }
+    vars.extend(driver_env(ctx));
+
+    let mut ports = vec![port("healthz", DRIVER_HEALTH_PORT)];
+    if spec.metrics.enabled {
+        ports.push(port("metrics", METRICS_PORT));
+    }
+    Container {
+        env: Some(vars),
+        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR), api_token_mount()]),
+        ports: Some(ports),
+        liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(10))),
+        readiness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(5))),
+        resources: Some(spec.controller.resources.clone().unwrap_or_else(default_resources)),
+        ..container(ctx, "ebs-plugin", &ctx.images.driver, args, restricted_container())
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// A CSI sidecar on the controller's socket, with upstream's API client tuning.
+fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback: bool) -> Container {
+    let mut vars = vec![env("ADDRESS", SOCKET)];
+    if vac_fallback {
+        vars.push(env("ENABLE_VAC_FALLBACK", "true"));
+    }
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // Keep upstream's argument order: verbosity follows the socket address.
+    let pos = all.iter().position(|a| a == "--csi-address=$(ADDRESS)").map_or(all.len(), |p| p + 1);
+    all.insert(pos, log_level_arg(ctx.spec.controller.log_level));
+    // Every sidecar serves /healthz/leader-election, so each container has its own probes.
+    let (_, port_name, number) = SIDECAR_HEALTH_PORTS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(("", "healthz-side", 3306));
+    all.push(format!("--http-endpoint=0.0.0.0:{number}"));
+    Container {
+        env: Some(vars),
+        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR), api_token_mount()]),
+        ports: Some(vec![port(port_name, number)]),
+        liveness_probe: Some(http_probe("/healthz/leader-election", port_name, Some(10), 10, 20, Some(5))),
+        readiness_probe: Some(http_probe("/healthz/leader-election", port_name, None, 10, 10, Some(3))),
+        ..container(ctx, name, image, all, restricted_container())
+    }
+}
+
+fn provisioner(ctx: &RenderCtx) -> Container {
+    let fs = format!("--default-fstype={}", ctx.spec.controller.default_fs_type.as_str());
+    sidecar(
+        ctx,
+        "csi-provisioner",
+        &ctx.images.provisioner,
+        &[
+            "--timeout=60s",
+            "--csi-address=$(ADDRESS)",
+            "--feature-gates=Topology=true",
+            "--extra-create-metadata",
+            "--leader-election=true",
+            &fs,
+            "--kube-api-qps=20",
+            "--kube-api-burst=100",
+            "--worker-threads=100",
+            "--retry-interval-max=30m",
+        ],
+        true,
+    )
+}
+
+fn attacher(ctx: &RenderCtx) -> Container {
+    let mut args = vec![
+        "--timeout=6m",
+        "--csi-address=$(ADDRESS)",
+        "--leader-election=true",
+        "--kube-api-qps=20",
+        "--kube-api-burst=100",
+        "--worker-threads=100",
+        "--retry-interval-max=5m",
+    ];
+    // Kubernetes 1.33 lets CSI drivers update a node's attach limit; upstream turns it on there.
+    if ctx.caps.at_least(1, 33) {
+        args.push("--feature-gates=MutableCSINodeAllocatableCount=true");
+    }
+    sidecar(ctx, "csi-attacher", &ctx.images.attacher, &args, false)
+}
+
+fn snapshotter(ctx: &RenderCtx) -> Container {
+    sidecar(
+        ctx,
+        "csi-snapshotter",
+        &ctx.images.snapshotter,
+        &[
+            "--csi-address=$(ADDRESS)",
+            "--leader-election=true",
+            "--extra-create-metadata",
+            "--kube-api-qps=20",
+            "--kube-api-burst=100",
+            "--worker-threads=100",
+            "--retry-interval-max=30m",
+        ],
+        false,
+    )
+}
+
+fn resizer(ctx: &RenderCtx) -> Container {
+    sidecar(
+        ctx,
+        "csi-resizer",
+        &ctx.images.resizer,
+        &[
+            "--timeout=60s",
+            "--extra-modify-metadata",
+            "--csi-address=$(ADDRESS)",
+            "--handle-volume-inuse-error=false",
+            "--leader-election=true",
+            "--kube-api-qps=20",
+            "--kube-api-burst=100",
+            "--workers=100",
+            "--retry-interval-max=30m",
+        ],
+        true,
+    )
+}
+
+fn liveness_probe(ctx: &RenderCtx) -> Container {
+    Container {
+        volume_mounts: Some(vec![mount("socket-dir", "/csi")]),
+        resources: Some(small_resources()),
+        liveness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 20)),
+        readiness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 10)),
+        ..container(
+            ctx,
+            "liveness-probe",
+            &ctx.images.liveness_probe,
+            vec!["--csi-address=/csi/csi.sock".into(), "--probe-timeout=60s".into()],
+            restricted_container(),
+        )
+    }
+}
+
+fn pdb(ctx: &RenderCtx) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ctx.ns_meta(NAME),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector { match_labels: Some(selector_labels()), match_expressions: None }),
+            max_unavailable: Some(IntOrString::Int(1)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn metrics_service(ctx: &RenderCtx) -> Service {
+    Service {
+        metadata: ctx.ns_meta(NAME),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".into()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::Int(METRICS_PORT)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            type_: Some("ClusterIP".into()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}

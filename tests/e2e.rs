@@ -1,0 +1,112 @@
+//! End to end, as a user would: the real binary with a kubeconfig against the local API server,
+//! driven with kubectl.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use local_apiserver::LocalApiServer;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args).output().expect("kubectl runs");
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let code = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body))
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_with_kubeconfig_driven_by_kubectl() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let kc = kubeconfig.clone();
+    let port = free_port();
+
+    let result = tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", repo().join("crds/hardenedcsidrivers.csi.hardened.dev.yaml").to_str().expect("path")]);
+        let child = Command::new(env!("CARGO_BIN_EXE_hardened-csi-operator"))
+            .args(["run", "--kubeconfig", kc.to_str().expect("path"), "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("operator starts");
+        let mut op = Operator(child);
+        eventually("/readyz", || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200));
+        let (code, _) = http_get(port, "/livez").expect("livez");
+        assert_eq!(code, 200);
+
+        let example = repo().join("deploy/examples/minimal.yaml");
+        kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", example.to_str().expect("path")]);
+        let name = kubectl(&kc, &["get", "-f", example.to_str().expect("path"), "-o", "jsonpath={.metadata.name}"]);
+        eventually("Ready=True", || {
+            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]) == "True"
+        });
+        let table = kubectl(&kc, &["get", "hcd"]);
+        assert!(table.contains("READY") && table.contains("True"), "{table}");
+        let deploys = kubectl(&kc, &["get", "deploy", "-n", "kube-system", "-o", "name"]);
+        assert!(deploys.contains("deployment.apps/ebs-csi-controller"), "{deploys}");
+        let (code, metrics) = http_get(port, "/metrics").expect("metrics");
+        assert_eq!(code, 200);
+        assert!(metrics.contains("hardened_csi_operator_reconciles_total"), "{metrics}");
+
+        kubectl(&kc, &["delete", "hcd", &name, "--wait=false"]);
+        eventually("driver deleted", || kubectl(&kc, &["get", "hcd", "-o", "name"]).trim().is_empty());
+        eventually("children deleted", || !kubectl(&kc, &["get", "deploy", "-n", "kube-system", "-o", "name"]).contains("ebs-csi-controller"));
+
+        // A graceful stop exits 0.
+        let pid = op.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = op.0.try_wait().expect("wait") {
+                assert!(status.success(), "operator exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "operator did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -1,0 +1,381 @@
+"""Shared helpers of the manifest suite: where things are, how to run the operator binary, the
+chart and kustomize, and how to validate what they produce.
+
+Every command the suite needs must exist: a missing binary or subcommand fails the test that
+needs it with the command and its output, it never skips.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+from yamllint import linter
+from yamllint.config import YamlLintConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "hardened-csi-operator"
+CRD_FILE = REPO / "crds" / "hardenedcsidrivers.csi.hardened.dev.yaml"
+CHART_CRD_FILE = CHART / "crds" / "hardenedcsidrivers.csi.hardened.dev.yaml"
+DEPLOY = REPO / "deploy"
+EXAMPLES = DEPLOY / "examples"
+GITOPS = DEPLOY / "gitops"
+BIN = Path(os.environ.get("HCO_BIN", REPO / "target" / "debug" / "hardened-csi-operator"))
+
+RELEASE = "hco"
+RELEASE_NAMESPACE = "hardened-csi-operator"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema
+# kubernetes-validate ships: built-in objects must be valid for both.
+K8S_VERSIONS = ("1.30", "1.37")
+
+# A syntactically valid digest used where a test needs an image pinned by digest; no registry
+# is contacted, so only its form matters.
+TEST_DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+# Named value sets the chart must lint, render and validate with.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "pinned": {"image": {"digest": TEST_DIGEST}},
+    "irsa": {
+        "image": {"digest": TEST_DIGEST},
+        "serviceAccount": {"irsaRoleArn": "arn:aws:iam::111122223333:role/hardened-csi-operator"},
+        "aws": {"region": "us-east-1"},
+    },
+    "ha": {
+        "image": {"digest": TEST_DIGEST},
+        "replicaCount": 2,
+        "leaderElection": {"enabled": True, "leaseName": "hco-leader"},
+        "podDisruptionBudget": {"enabled": True},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "hardened-csi-operator"}},
+            }
+        ],
+    },
+    "servicemonitor": {
+        "image": {"digest": TEST_DIGEST},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    },
+    "driver": {
+        "image": {"digest": TEST_DIGEST},
+        "driver": {
+            "enabled": True,
+            "name": "ebs",
+            "spec": {
+                "images": {"pullSecrets": ["dhi-pull"]},
+                "aws": {
+                    "region": "us-east-1",
+                    "clusterId": "prod-eks",
+                    "identity": {"irsa": {"roleArn": "arn:aws:iam::111122223333:role/ebs-csi"}},
+                },
+                "storageClasses": [{"name": "gp3", "default": True}],
+            },
+        },
+    },
+    "no-leader-election": {"image": {"digest": TEST_DIGEST}, "leaderElection": {"enabled": False}},
+    "existing-sa": {
+        "image": {"digest": TEST_DIGEST},
+        "serviceAccount": {"create": False, "name": "platform-operator"},
+        "aws": {"endpointUrl": "https://ec2.us-east-1.amazonaws.com"},
+        "extraArgs": ["--log-format=text"],
+    },
+}
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+EXAMPLE_IDS = [p.stem for p in EXAMPLE_FILES]
+
+
+# ---------------------------------------------------------------- operator binary
+
+
+def run_bin(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs the operator binary; a missing binary or a failing command fails the test."""
+    if not BIN.exists():
+        raise AssertionError(f"{BIN} does not exist: build it first (`cargo build` or `make build`)")
+    proc = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"`hardened-csi-operator {' '.join(args)}` exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def load_docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@functools.cache
+def render_example_text(path: str, *extra: str) -> str:
+    """`hardened-csi-operator render -f FILE` output, checked to be the driver's children."""
+    out = run_bin("render", "-f", path, *extra).stdout
+    docs = load_docs(out)
+    kinds = {d.get("kind") for d in docs}
+    if not {"Deployment", "DaemonSet", "CSIDriver"} <= kinds:
+        raise AssertionError(
+            f"`render -f {path}` did not print the driver's children (kinds: {sorted(map(str, kinds))})"
+        )
+    return out
+
+
+def render_example(path: Path | str, *extra: str) -> list[dict]:
+    return load_docs(render_example_text(str(path), *extra))
+
+
+@functools.cache
+def operator_rbac_text() -> str:
+    return run_bin("operator-rbac").stdout
+
+
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "operatorNamespaceRules")
+
+
+def operator_rbac() -> dict[str, list[dict]]:
+    """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
+    cluster-wide, in the driver namespace (spec.namespace), in the operator's own namespace."""
+    doc = yaml.safe_load(operator_rbac_text())
+    ok = isinstance(doc, dict) and set(doc) == set(RBAC_SCOPES) and all(
+        isinstance(doc[k], list) and all(isinstance(r, dict) and "verbs" in r for r in doc[k]) for k in RBAC_SCOPES
+    )
+    if not ok:
+        raise AssertionError(
+            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists; got:\n"
+            f"{operator_rbac_text()[:2000]}"
+        )
+    return doc
+
+
+# ---------------------------------------------------------------- chart and kustomize
+
+
+@functools.cache
+def _chart():
+    import helm_python
+
+    return helm_python.Chart.load(str(CHART))
+
+
+def render_chart(values: dict[str, Any], release: str = RELEASE) -> dict[str, str]:
+    """Template path -> rendered text, as `helm template` would print them (CRDs excluded)."""
+    return _chart().render(copy.deepcopy(values), name=release, namespace=RELEASE_NAMESPACE)
+
+
+def chart_docs(values: dict[str, Any], release: str = RELEASE) -> list[dict]:
+    docs: list[dict] = []
+    for path, text in sorted(render_chart(values, release).items()):
+        if path.endswith(".yaml"):
+            docs.extend(load_docs(text))
+    return docs
+
+
+def chart_manifest_text(values: dict[str, Any]) -> str:
+    """The rendered templates as one multi-document stream, like `helm template`."""
+    parts = []
+    for path, text in sorted(render_chart(values).items()):
+        if path.endswith(".yaml") and text.strip():
+            parts.append(f"---\n# Source: {path}\n{text.strip()}\n")
+    return "".join(parts)
+
+
+def validate_chart_values(values: dict[str, Any]) -> None:
+    _chart().validate_schema(copy.deepcopy(values))
+
+
+@functools.cache
+def kustomize(path: str) -> str:
+    proc = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"`kubectl kustomize {path}` failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_builtin(doc: dict, version: str) -> bool:
+    """Strict kubernetes-validate of one object; False when the kind is not built in."""
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except SchemaNotFoundError:
+        return False
+    except kubernetes_validate.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        raise AssertionError(
+            f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')} is not valid for Kubernetes "
+            f"{version}: {path}: {e.message}"
+        ) from None
+    return True
+
+
+def validate_all_builtin(docs: Iterable[dict], versions: Iterable[str] = K8S_VERSIONS) -> set[str]:
+    """Validates every built-in object; returns the kinds that are not built in."""
+    custom = set()
+    for doc in docs:
+        for version in versions:
+            if not validate_builtin(doc, version):
+                custom.add(f"{doc['apiVersion']}/{doc['kind']}")
+    return custom
+
+
+# yamllint: the default rules, with line length relaxed for generated text (descriptions in
+# the CRD) and comments/document markers the way the project writes them.
+YAMLLINT_HANDWRITTEN = YamlLintConfig(
+    """
+extends: default
+rules:
+  document-start: disable
+  line-length: {max: 120}
+  comments: {min-spaces-from-content: 1}
+  truthy: {allowed-values: ["true", "false"], check-keys: false}
+  indentation: {spaces: 2, indent-sequences: consistent}
+"""
+)
+YAMLLINT_GENERATED = YamlLintConfig(
+    """
+extends: default
+rules:
+  document-start: disable
+  line-length: disable
+  comments: {min-spaces-from-content: 1}
+  comments-indentation: disable
+  truthy: {allowed-values: ["true", "false"], check-keys: false}
+  indentation: {spaces: consistent, indent-sequences: whatever}
+"""
+)
+
+
+def yamllint_errors(text: str, generated: bool) -> list[str]:
+    conf = YAMLLINT_GENERATED if generated else YAMLLINT_HANDWRITTEN
+    return [f"{p.line}:{p.column} {p.level} {p.desc} ({p.rule})" for p in linter.run(text, conf)]
+
+
+def crd() -> dict:
+    if not CRD_FILE.exists():
+        raise AssertionError(f"{CRD_FILE.relative_to(REPO)} is missing: run `make crds`")
+    return yaml.safe_load(CRD_FILE.read_text())
+
+
+def _strict(schema: Any) -> Any:
+    """A Kubernetes structural schema as plain JSON Schema, stricter than the API server's
+    pruning: unknown fields are errors (they would be dropped silently on apply)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    preserve = out.pop("x-kubernetes-preserve-unknown-fields", False)
+    if out.get("type") == "object" and "properties" in out and not preserve:
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+@functools.cache
+def crd_validator() -> jsonschema.Validator:
+    versions = crd()["spec"]["versions"]
+    served = [v for v in versions if v.get("name") == "v1alpha1"]
+    assert served, "the CRD has no v1alpha1 version"
+    schema = _strict(served[0]["schema"]["openAPIV3Schema"])
+    # The API server knows these for every kind; CRDs may leave them out of their schema.
+    props = schema.setdefault("properties", {})
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    props["metadata"] = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+    }
+    return jsonschema.Draft7Validator(schema)
+
+
+def crd_errors(doc: dict) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in crd_validator().iter_errors(doc)
+    ]
+
+
+# ---------------------------------------------------------------- checkov
+
+
+def checkov(docs_by_file: dict[str, str], framework: str = "kubernetes") -> dict[str, list[dict]]:
+    """Runs one checkov framework over the given files (written to a fresh directory, so graph
+    checks never connect objects of different runs); returns failed and skipped checks as lists
+    of {check_id, resource, file}."""
+    with tempfile.TemporaryDirectory(prefix="checkov-") as tmp:
+        for name, text in docs_by_file.items():
+            (Path(tmp) / name).write_text(text)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "checkov"),
+                "-d", tmp,
+                "--framework", framework,
+                "--output", "json",
+                "--skip-download",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            # checkov's own fork-based parallelism dropped results now and then on a loaded
+            # machine; the suite runs several checkov processes side by side instead.
+            env={**os.environ, "CHECKOV_PARALLELIZATION_TYPE": "none"},
+        )
+    # Exit 1 means "some check failed"; anything else with no JSON is a crash.
+    try:
+        report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except json.JSONDecodeError:
+        raise AssertionError(f"checkov did not print JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    reports = report if isinstance(report, list) else [report]
+    out: dict[str, list[dict]] = {"failed": [], "skipped": []}
+    for rep in reports:
+        results = rep.get("results", {}) if isinstance(rep, dict) else {}
+        for key, dest in (("failed_checks", "failed"), ("skipped_checks", "skipped")):
+            for r in results.get(key, []):
+                out[dest].append(
+                    {"check_id": r["check_id"], "resource": r["resource"], "file": r.get("file_path", "")}
+                )
+    return out
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def expand_rules(rules: Iterable[dict]) -> set[tuple[str, str, str, str]]:
+    """PolicyRules as atomic (apiGroup, resource, verb, resourceName|'*') grants, so rule
+    grouping does not matter when comparing."""
+    grants = set()
+    for r in rules:
+        for g in r.get("apiGroups") or [""]:
+            for res in r.get("resources") or []:
+                for v in r.get("verbs") or []:
+                    for n in r.get("resourceNames") or ["*"]:
+                        grants.add((g, res, v, n))
+    return grants
+
+
+def by_kind(docs: Iterable[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: Iterable[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]

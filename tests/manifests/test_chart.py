@@ -1,0 +1,265 @@
+"""The Helm chart: lints, renders for every value set, rejects bad values through
+values.schema.json, and renders what each value promises."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import helm_python
+import pytest
+import yaml
+
+from support import (
+    CHART,
+    CHART_CRD_FILE,
+    CRD_FILE,
+    RELEASE_NAMESPACE,
+    TEST_DIGEST,
+    VALUE_SETS,
+    chart_docs,
+    one,
+    run_bin,
+    render_chart,
+    validate_chart_values,
+)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_chart_lints_strict(name):
+    report = helm_python.lint(str(CHART), copy.deepcopy(VALUE_SETS[name]), strict=True, namespace=RELEASE_NAMESPACE)
+    # Severity 1 is informational ("icon is recommended"); warnings and errors fail.
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], (problems, report["errors"])
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_chart_renders_operator_objects(name):
+    docs = chart_docs(VALUE_SETS[name])
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    for d in docs:
+        if d["metadata"]["name"].endswith("-pull-secrets"):
+            # The pull-Secret grant lives in the driver namespace.
+            assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
+            assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]
+        labels = d["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+            assert key in labels, f"{d['kind']}/{d['metadata']['name']} lacks label {key}"
+
+
+def _deployment(values):
+    return one(chart_docs(values), "Deployment")
+
+
+def test_default_deployment_is_restricted_and_probed():
+    dep = _deployment({})
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsUser"] == 65532
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http-metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
+    assert {"containerPort": 8080, "name": "http-metrics", "protocol": "TCP"} in c["ports"]
+    assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
+    assert c["args"][0] == "run"
+    assert "--metrics-addr=0.0.0.0:8080" in c["args"]
+    assert c["image"] == "ghcr.io/hardened-csi/hardened-csi-operator:0.1.0"
+    # The explicit token volume is what the kubelet would mount: kube clients read all three.
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "kube-api-access")
+    assert mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    vol = next(v for v in pod["volumes"] if v["name"] == "kube-api-access")
+    paths = set()
+    for src in vol["projected"]["sources"]:
+        for kind in ("serviceAccountToken", "configMap", "downwardAPI"):
+            if kind in src:
+                paths |= {src[kind]["path"]} if "path" in src[kind] else {i["path"] for i in src[kind]["items"]}
+    assert paths == {"token", "ca.crt", "namespace"}
+
+
+def test_leader_election_flags_and_lease_role():
+    docs = chart_docs(VALUE_SETS["ha"])
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-election" in args
+    assert f"--lease-namespace={RELEASE_NAMESPACE}" in args
+    assert "--lease-name=hco-leader" in args
+    role = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "Role")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+    binding = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_without_leader_election_no_lease_role_and_no_flag():
+    docs = chart_docs(VALUE_SETS["no-leader-election"])
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leases" in d["metadata"]["name"]]
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--lease") or a == "--leader-election"]
+
+
+def test_irsa_annotates_service_account_and_sets_region():
+    docs = chart_docs(VALUE_SETS["irsa"])
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::111122223333:role/hardened-csi-operator"
+    assert sa["automountServiceAccountToken"] is False
+    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_REGION", "value": "us-east-1"} in env
+    # Without the value, no annotation at all.
+    assert "annotations" not in one(chart_docs({}), "ServiceAccount")["metadata"]
+
+
+def test_digest_pins_the_image():
+    c = _deployment(VALUE_SETS["pinned"])["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == f"ghcr.io/hardened-csi/hardened-csi-operator:0.1.0@{TEST_DIGEST}"
+
+
+def test_existing_service_account_is_used_not_created():
+    docs = chart_docs(VALUE_SETS["existing-sa"])
+    assert not [d for d in docs if d["kind"] == "ServiceAccount"]
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
+    crb = one(docs, "ClusterRoleBinding")
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "platform-operator", "namespace": RELEASE_NAMESPACE}]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--aws-endpoint-url=https://ec2.us-east-1.amazonaws.com" in args
+    assert args[-1] == "--log-format=text"
+
+
+def test_service_monitor_scrapes_the_metrics_service():
+    docs = chart_docs(VALUE_SETS["servicemonitor"])
+    sm = one(docs, "ServiceMonitor")
+    svc = one(docs, "Service")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in svc["spec"]["ports"]]
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert not [d for d in chart_docs({}) if d["kind"] == "ServiceMonitor"]
+
+
+def test_service_monitor_without_service_fails_with_reason():
+    values = {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
+    with pytest.raises(helm_python.HelmError, match="metrics.service.enabled"):
+        render_chart(values)
+
+
+def test_network_policy_admits_only_the_metrics_port():
+    docs = chart_docs({})
+    np = one(docs, "NetworkPolicy")
+    dep = one(docs, "Deployment")
+    assert np["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["ingress"] == [{"ports": [{"port": "http-metrics", "protocol": "TCP"}]}]
+
+
+def test_driver_block_renders_a_hardened_csi_driver():
+    docs = chart_docs(VALUE_SETS["driver"])
+    hcd = one(docs, "HardenedCsiDriver")
+    assert hcd["apiVersion"] == "csi.hardened.dev/v1alpha1"
+    assert hcd["metadata"]["name"] == "ebs"
+    assert "namespace" not in hcd["metadata"], "HardenedCsiDriver is cluster-scoped"
+    # The chart's default spec (namespace, pull secret) merged with the values given.
+    assert hcd["spec"] == {"namespace": "kube-system", **VALUE_SETS["driver"]["driver"]["spec"]}
+    assert not [d for d in chart_docs({}) if d["kind"] == "HardenedCsiDriver"]
+
+
+def test_notes_tell_the_next_step():
+    notes = render_chart({})["hardened-csi-operator/templates/NOTES.txt"]
+    assert "create secret docker-registry dhi-pull" in notes
+    assert "kind: HardenedCsiDriver" in notes
+    notes = render_chart(VALUE_SETS["driver"])["hardened-csi-operator/templates/NOTES.txt"]
+    assert "kubectl get hardenedcsidriver ebs -w" in notes
+
+
+BAD_VALUES = {
+    "replicas-without-leader-election": ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection/enabled"),
+    "zero-replicas": ({"replicaCount": 0}, "replicaCount"),
+    "replicas-as-string": ({"replicaCount": "2"}, "replicaCount"),
+    "digest-not-sha256": ({"image": {"digest": "sha256:abc"}}, "image/digest"),
+    "digest-uppercase": ({"image": {"digest": "sha256:" + "A" * 64}}, "image/digest"),
+    "bad-pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "image/pullPolicy"),
+    "typo-top-level": ({"replicas": 2}, "replicas"),
+    "typo-nested": ({"serviceAccount": {"irsaRoleARN": "x"}}, "irsaRoleARN"),
+    "bad-irsa-arn": ({"serviceAccount": {"irsaRoleArn": "arn:aws:iam::12:user/me"}}, "irsaRoleArn"),
+    "existing-sa-without-name": ({"serviceAccount": {"create": False}}, "serviceAccount/name"),
+    "bad-log-format": ({"logFormat": "yaml"}, "logFormat"),
+    "privileged-metrics-port": ({"metrics": {"port": 80}}, "metrics/port"),
+    "bad-region": ({"aws": {"region": "US East"}}, "aws/region"),
+    "endpoint-not-url": ({"aws": {"endpointUrl": "ec2.local"}}, "aws/endpointUrl"),
+    "extra-arg-not-flag": ({"extraArgs": ["run"]}, "extraArgs"),
+    "pull-secret-as-object": ({"imagePullSecrets": [{"name": "x"}]}, "imagePullSecrets"),
+    "bad-resource-quantity": ({"resources": {"limits": {"memory": "lots"}}}, "resources/limits/memory"),
+    "driver-spec-not-object": ({"driver": {"enabled": True, "name": "ebs", "spec": "kube-system"}}, "driver/spec"),
+    "bad-scrape-interval": ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_schema_rejects_bad_values(case):
+    values, field = BAD_VALUES[case]
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        validate_chart_values(values)
+    assert field in str(err.value), str(err.value)
+    # helm install/template apply the same schema: rendering fails too.
+    with pytest.raises(helm_python.HelmValuesError):
+        render_chart(values)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_schema_accepts_the_value_sets(name):
+    validate_chart_values(VALUE_SETS[name])
+
+
+def test_values_yaml_documents_every_key():
+    """Each top-level key of values.yaml is documented: a comment in its paragraph (the lines
+    above it up to a blank line) or a `# --` comment inside its block."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        if not line or line.startswith((" ", "#")) or ":" not in line:
+            continue
+        j = i - 1
+        paragraph = []
+        while j >= 0 and lines[j].strip():
+            paragraph.append(lines[j])
+            j -= 1
+        k = i + 1
+        block = []
+        while k < len(lines) and (lines[k].startswith(" ") or not lines[k].strip()):
+            block.append(lines[k])
+            k += 1
+        if not any(l.lstrip().startswith("#") for l in paragraph) and not any("# --" in l for l in block):
+            undocumented.append(line)
+    assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
+
+
+def test_chart_crd_equals_crds_dir():
+    assert CRD_FILE.exists(), "crds/hardenedcsidrivers.csi.hardened.dev.yaml is missing: run `make crds`"
+    assert CHART_CRD_FILE.exists(), "the chart's crds/ copy is missing: run `make crds`"
+    assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs from crds/: run `make crds`"
+    assert yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"] == "hardenedcsidrivers.csi.hardened.dev"
+
+
+def test_every_flag_the_chart_passes_is_a_run_flag():
+    """The chart's container args are flags of `hardened-csi-operator run` (its --help)."""
+    help_text = run_bin("run", "--help").stdout
+    flags = set()
+    for values in VALUE_SETS.values():
+        args = one(chart_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "run"
+        flags |= {a.split("=", 1)[0] for a in args[1:]}
+    assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags
+    missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
+    assert not missing, f"flags unknown to `run --help`: {missing}\n{help_text}"

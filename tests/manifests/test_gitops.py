@@ -1,0 +1,124 @@
+"""GitOps objects: the Argo CD health check reads the operator's conditions correctly (run in
+Lua 5.1, the dialect Argo CD embeds), the argocd-cm snippet carries exactly that script, and the
+Argo CD and Flux objects point at things that exist."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from lupa import lua51
+
+from support import CHART, GITOPS, REPO, crd, load_docs, yamllint_errors
+
+HEALTH_LUA = GITOPS / "argocd" / "health.lua"
+HEALTH_KEY = "resource.customizations.health.csi.hardened.dev_HardenedCsiDriver"
+
+
+def _health(obj: dict) -> tuple[str, str]:
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
+
+    def to_lua(v):
+        if isinstance(v, dict):
+            return lua.table_from({k: to_lua(x) for k, x in v.items()})
+        if isinstance(v, list):
+            return lua.table_from([to_lua(x) for x in v])
+        return v
+
+    lua.globals().obj = to_lua(obj)
+    script = HEALTH_LUA.read_text()
+    hs = lua.execute(script)
+    return hs["status"], hs["message"]
+
+
+def _hcd(generation=2, observed=2, conditions=None, status=True):
+    obj = {"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs", "generation": generation}}
+    if status:
+        obj["status"] = {"observedGeneration": observed, "conditions": conditions or []}
+    return obj
+
+
+def _cond(type_, status, reason, message=""):
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+READY = _cond("Ready", "True", "Available", "controller 2/2, nodes 3/3")
+NOT_READY = _cond("Ready", "False", "ControllerUnavailable", "0/2 controller pods ready")
+PROGRESSING = _cond("Progressing", "True", "RollingOut", "node plugin 1/3 updated")
+DEGRADED = _cond("Degraded", "True", "ImagePullFailed", "dhi.io: pull secret dhi-pull missing")
+NOT_DEGRADED = _cond("Degraded", "False", "AsExpected")
+
+
+@pytest.mark.parametrize(
+    "obj, status, message",
+    [
+        (_hcd(status=False), "Progressing", "Waiting for the operator to report status"),
+        (_hcd(generation=3, observed=2, conditions=[READY]), "Progressing", "Waiting for the operator to observe generation 3"),
+        (_hcd(conditions=[READY, NOT_DEGRADED]), "Healthy", "Available: controller 2/2, nodes 3/3"),
+        (_hcd(conditions=[READY, DEGRADED]), "Degraded", "ImagePullFailed: dhi.io: pull secret dhi-pull missing"),
+        (_hcd(conditions=[NOT_READY, PROGRESSING]), "Progressing", "RollingOut: node plugin 1/3 updated"),
+        (_hcd(conditions=[NOT_READY, NOT_DEGRADED]), "Degraded", "ControllerUnavailable: 0/2 controller pods ready"),
+        (_hcd(conditions=[_cond("Ready", "Unknown", "Pending")]), "Progressing", "Waiting for the Ready condition"),
+        (_hcd(conditions=[_cond("Ready", "True", "Available")]), "Healthy", "Available"),
+    ],
+    ids=["no-status", "stale-generation", "ready", "degraded-wins", "progressing", "not-ready", "unknown", "no-message"],
+)
+def test_argocd_health(obj, status, message):
+    assert _health(obj) == (status, message)
+
+
+def test_argocd_cm_carries_the_health_script():
+    (cm,) = load_docs((GITOPS / "argocd" / "health-check-cm.yaml").read_text())
+    assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "argocd-cm"
+    assert cm["data"][HEALTH_KEY] == HEALTH_LUA.read_text()
+
+
+def test_health_check_key_matches_the_crd():
+    spec = crd()["spec"]
+    assert HEALTH_KEY == f"resource.customizations.health.{spec['group']}_{spec['names']['kind']}"
+
+
+def test_argocd_application_points_at_the_chart():
+    (app,) = load_docs((GITOPS / "argocd" / "application.yaml").read_text())
+    src = app["spec"]["source"]
+    assert (REPO / src["path"] / "Chart.yaml").exists()
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    labels = app["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert src["targetRevision"] == f"v{chart_version}"
+
+
+def test_flux_objects_are_wired():
+    docs = load_docs((GITOPS / "flux" / "kustomizations.yaml").read_text())
+    ks = {d["metadata"]["name"]: d for d in docs}
+    op, drv = ks["hardened-csi-operator"], ks["hardened-csi-driver"]
+    (repo,) = load_docs((GITOPS / "flux" / "gitrepository.yaml").read_text())
+    for k in (op, drv):
+        assert k["spec"]["sourceRef"] == {"kind": "GitRepository", "name": repo["metadata"]["name"]}
+        assert (REPO / k["spec"]["path"]).is_dir()
+    assert op["spec"]["wait"] is True
+    assert drv["spec"]["dependsOn"] == [{"name": "hardened-csi-operator"}]
+    spec = crd()["spec"]
+    (driver_doc,) = load_docs((GITOPS / "flux" / "driver" / "ebs.yaml").read_text())
+    assert drv["spec"]["healthChecks"] == [
+        {"apiVersion": f"{spec['group']}/v1alpha1", "kind": spec["names"]["kind"], "name": driver_doc["metadata"]["name"]}
+    ]
+    release = load_docs((GITOPS / "flux" / "operator" / "helmrelease.yaml").read_text())[0]
+    helm_repo = load_docs((GITOPS / "flux" / "operator" / "helmrepository.yaml").read_text())[0]
+    chart = release["spec"]["chart"]["spec"]
+    assert chart["chart"] == yaml.safe_load((CHART / "Chart.yaml").read_text())["name"]
+    assert chart["sourceRef"] == {"kind": "HelmRepository", "name": helm_repo["metadata"]["name"]}
+    assert release["spec"]["install"]["crds"] == release["spec"]["upgrade"]["crds"] == "CreateReplace"
+    assert release["spec"]["values"]["replicaCount"] == 2 and release["spec"]["values"]["leaderElection"]["enabled"]
+
+
+def test_crd_status_is_kstatus_shaped():
+    """Flux's kstatus and the Argo CD script read status.observedGeneration and Ready."""
+    status = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert "observedGeneration" in status
+    cond = status["conditions"]["items"]["properties"]
+    assert {"type", "status", "reason", "message", "lastTransitionTime"} <= set(cond)
+
+
+def test_health_lua_has_no_yaml_lint_issue_when_embedded():
+    assert yamllint_errors((GITOPS / "argocd" / "health-check-cm.yaml").read_text(), generated=False) == []

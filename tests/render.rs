@@ -1,0 +1,481 @@
+//! Rendering tests: snapshots of whole renders, parity with the upstream chart's manifests, and
+//! every validation rule (Rust and the CRD's CEL) naming its field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use hardened_csi_operator::crd::{HardenedCsiDriver, parse};
+use hardened_csi_operator::render::{self, Capabilities, Child};
+use serde_json::{Value, json};
+
+fn hcd(spec_yaml: &str) -> HardenedCsiDriver {
+    let doc = format!("apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata:\n  name: ebs\nspec:\n{}", indent(spec_yaml));
+    parse::from_yaml(&doc).unwrap_or_else(|e| panic!("test spec does not parse: {e}\n{doc}"))
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn render_yaml(spec_yaml: &str, caps: &Capabilities) -> String {
+    let children = render::render(&hcd(spec_yaml), caps).expect("spec renders");
+    render::to_yaml(&children)
+}
+
+const IRSA: &str = "aws:\n  region: us-east-1\n  clusterId: prod-eks\n  identity:\n    irsa: {roleArn: \"arn:aws:iam::111122223333:role/ebs-csi\"}\n  extraTags: {team: storage, env: prod}\n";
+
+#[test]
+fn snapshots() {
+    let caps = Capabilities::default();
+    let cases: &[(&str, &str, Capabilities)] = &[
+        ("defaults", "{}", caps.clone()),
+        ("fips", "fips: true\naws: {region: us-gov-west-1, clusterId: gov}\n", caps.clone()),
+        (
+            "mirror_digest",
+            &format!(
+                "images:\n  mirror: registry.example.com/acme\n  pullSecrets: [dhi-pull, mirror-pull]\n  pullPolicy: Always\n  driver: {{tag: \"1.64.0\", digest: \"sha256:{}\"}}\n  provisioner: {{digest: \"sha256:{}\"}}\n",
+                "a".repeat(64),
+                "b".repeat(64)
+            ),
+            caps.clone(),
+        ),
+        ("irsa", IRSA, caps.clone()),
+        ("pod_identity", "aws:\n  region: eu-west-1\n  identity: {podIdentity: {}}\n", caps.clone()),
+        ("static_secret", "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \"169.254.169.254,10.0.0.0/8\"}\n", caps.clone()),
+        (
+            "custom_storage_classes",
+            "storageClasses:\n  - {name: gp3-fast, default: true, type: gp3, iops: 6000, throughput: 500, kmsKeyId: alias/ebs, fsType: xfs, mountOptions: [noatime], parameters: {tagSpecification_1: \"team=storage\"}}\n  - {name: io2-retain, type: io2, iops: 10000, reclaimPolicy: Retain, volumeBindingMode: Immediate, allowVolumeExpansion: false}\nvolumeSnapshotClasses:\n  - {name: ebs-snapshots, default: true, deletionPolicy: Retain, parameters: {fastSnapshotRestoreAvailabilityZones: us-east-1a}}\nmetrics: {enabled: true}\n",
+            caps.clone(),
+        ),
+        ("no_snapshot_api", "volumeSnapshotClasses: [{name: ebs-snapshots}]\n", Capabilities { snapshot_api: false, ..caps.clone() }),
+        ("tolerations_off", "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: 2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n", caps.clone()),
+        ("kubernetes_1_32", "{}", Capabilities { kubernetes_version: (1, 32), ..caps.clone() }),
+    ];
+    for (name, spec, caps) in cases {
+        insta::assert_snapshot!(*name, render_yaml(spec, caps));
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let a = render_yaml(IRSA, &Capabilities::default());
+    let b = render_yaml(IRSA, &Capabilities::default());
+    assert_eq!(a, b);
+}
+
+// ---------------------------------------------------------------- upstream parity
+
+fn upstream_dir() -> PathBuf {
+    let dir = std::env::var_os("UPSTREAM_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/upstream-ebs-csi"));
+    assert!(dir.is_dir(), "upstream reference manifests not found at {} (set UPSTREAM_REFERENCE)", dir.display());
+    dir
+}
+
+/// Every upstream object except the Windows DaemonSet, keyed `Kind/name`.
+fn upstream_objects() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(upstream_dir()).expect("read reference dir") {
+        let path = entry.expect("dir entry").path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !file.ends_with(".yaml") || file == "values.yaml" || file == "kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read reference file");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("reference YAML parses");
+            if v.is_null() {
+                continue;
+            }
+            let key = format!("{}/{}", v["kind"].as_str().unwrap_or_default(), v["metadata"]["name"].as_str().unwrap_or_default());
+            out.insert(key, v);
+        }
+    }
+    out
+}
+
+fn ours(children: &[Child]) -> BTreeMap<String, Value> {
+    children
+        .iter()
+        .map(|c| (format!("{}/{}", c.kind(), c.name()), serde_json::to_value(&c.object).expect("serialise")))
+        .collect()
+}
+
+/// Differences from upstream that are deliberate, each with its reason. The parity test allows
+/// exactly these and demands equality everywhere else.
+const INTENTIONAL_DIFFERENCES: &[&str] = &[
+    "images come from dhi.io (Docker Hardened Images), not public.ecr.aws",
+    "no Windows DaemonSet: the hardened images are Linux-only",
+    "labels: app.kubernetes.io/{instance,managed-by,part-of,version} added to every object and pod template",
+    "controller pod runs as the DHI nonroot user 65532 (upstream 1000) with seccomp RuntimeDefault; node pod gets seccomp RuntimeDefault",
+    "every container: capabilities drop ALL, seccomp RuntimeDefault (unprivileged ones), explicit runAsNonRoot",
+    "controller ebs-plugin: no optional env from the aws-secret Secret or aws-meta ConfigMap; credentials and endpoints are explicit spec fields",
+    "--user-agent-extra=hardened-csi-operator instead of kustomize",
+    "RBAC subjects name their namespace (upstream leaves it to kustomize's namespace: stamp)",
+    "node DaemonSet carries checkov skip annotations for the four checks a privileged CSI node plugin cannot pass",
+    "automountServiceAccountToken: false on both pods; a projected API token is mounted only in containers that call the API",
+    "CSI sidecars serve /healthz/leader-election (--http-endpoint on ports 3302-3305) with liveness and readiness probes; livenessprobe sidecars get TCP probes; the registrar gets a readiness probe",
+    "CPU limits beside upstream's requests and memory limits",
+    "a NetworkPolicy admits ingress to the driver pods only on their health and metrics ports",
+];
+
+fn containers(obj: &Value) -> BTreeMap<String, Value> {
+    obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap_or_default().to_string(), c.clone()))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// RBAC rules expanded to (apiGroup, resource, verb) triples: two rule lists grant the same
+/// permissions exactly when these sets are equal, however the rules are grouped.
+fn permissions(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for r in role["rules"].as_array().expect("rules") {
+        for g in strings(&r["apiGroups"]) {
+            for res in strings(&r["resources"]) {
+                for v in strings(&r["verbs"]) {
+                    out.insert((g.to_string(), res.to_string(), v.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// Compares one container with upstream's, allowing only the listed differences.
+fn assert_container_parity(key: &str, up: &Value, ours: &Value, controller_pod: bool) {
+    let name = up["name"].as_str().unwrap_or_default();
+    let ctx = format!("{key}: container {name}");
+    let privileged = up["securityContext"]["privileged"] == json!(true);
+    // args: upstream's (with our user agent), plus only the sidecar health endpoint.
+    let up_args: BTreeSet<String> = strings(&up["args"]).iter().map(|a| a.replace("--user-agent-extra=kustomize", "--user-agent-extra=hardened-csi-operator")).collect();
+    let our_args: BTreeSet<String> = strings(&ours["args"]).iter().map(|a| a.to_string()).collect();
+    assert!(our_args.is_superset(&up_args), "{ctx}: missing args {:?}", up_args.difference(&our_args).collect::<Vec<_>>());
+    for extra in our_args.difference(&up_args) {
+        assert!(extra.starts_with("--http-endpoint=0.0.0.0:330"), "{ctx}: unexpected arg {extra}");
+    }
+    // env: upstream's minus the optional Secret/ConfigMap lookups.
+    let up_env: Vec<Value> = items(&up["env"]).into_iter().filter(|e| e["valueFrom"].get("secretKeyRef").is_none() && e["valueFrom"].get("configMapKeyRef").is_none()).collect();
+    assert_eq!(items(&ours["env"]), up_env, "{ctx}: env");
+    // mounts: upstream's, plus the projected API token where the container calls the API.
+    let mut our_mounts = items(&ours["volumeMounts"]);
+    our_mounts.retain(|m| m["name"] != "kube-api-access");
+    let up_mounts = items(&up["volumeMounts"]);
+    assert_eq!(our_mounts.len(), up_mounts.len(), "{ctx}: volume mounts");
+    for (o, u) in our_mounts.iter().zip(&up_mounts) {
+        assert_eq!(o["name"], u["name"], "{ctx}: mount name");
+        assert_eq!(o["mountPath"], u["mountPath"], "{ctx}: mount path");
+        assert_eq!(o.get("mountPropagation"), u.get("mountPropagation"), "{ctx}: propagation");
+    }
+    // ports: upstream's, plus the sidecars' health ports.
+    let port_numbers = |v: &Value| items(v).iter().map(|p| p["containerPort"].clone()).collect::<Vec<_>>();
+    let (up_ports, our_ports) = (port_numbers(&up["ports"]), port_numbers(&ours["ports"]));
+    assert!(up_ports.iter().all(|p| our_ports.contains(p)), "{ctx}: ports");
+    assert!(our_ports.iter().all(|p| up_ports.contains(p) || (3302..=3305).contains(&p.as_i64().unwrap_or(0))), "{ctx}: extra ports");
+    // probes upstream has stay exactly as they are; we only add probes.
+    for probe in ["livenessProbe", "readinessProbe"] {
+        if up.get(probe).is_some() {
+            assert_eq!(ours[probe], up[probe], "{ctx}: {probe}");
+        } else {
+            assert!(ours.get(probe).is_some(), "{ctx}: every container gets a {probe}");
+        }
+    }
+    // resources: upstream's requests and memory limit, plus a CPU limit.
+    assert_eq!(ours["resources"]["requests"], up["resources"]["requests"], "{ctx}: requests");
+    assert_eq!(ours["resources"]["limits"]["memory"], up["resources"]["limits"]["memory"], "{ctx}: memory limit");
+    assert!(ours["resources"]["limits"]["cpu"].is_string(), "{ctx}: cpu limit");
+    // security context: upstream's settings kept, hardening added.
+    let (usc, osc) = (&up["securityContext"], &ours["securityContext"]);
+    for (k, v) in usc.as_object().expect("securityContext") {
+        assert_eq!(&osc[k], v, "{ctx}: securityContext.{k}");
+    }
+    assert_eq!(osc["capabilities"], json!({"drop": ["ALL"]}), "{ctx}: capabilities");
+    if !privileged {
+        assert_eq!(osc["seccompProfile"], json!({"type": "RuntimeDefault"}), "{ctx}: seccomp");
+        assert_eq!(osc["runAsNonRoot"], json!(controller_pod), "{ctx}: runAsNonRoot");
+    }
+    for field in ["imagePullPolicy", "terminationMessagePolicy", "lifecycle", "command"] {
+        assert_eq!(ours.get(field), up.get(field), "{ctx}: {field}");
+    }
+}
+
+#[test]
+fn default_render_matches_upstream_in_substance() {
+    let upstream = upstream_objects();
+    let children = render::render(&hcd("{}"), &Capabilities::default()).expect("renders");
+    let ours = ours(&children);
+
+    // The same objects, minus the Windows DaemonSet, plus our default StorageClass and NetworkPolicy.
+    let up_keys: BTreeSet<&String> = upstream.keys().filter(|k| *k != "DaemonSet/ebs-csi-node-windows").collect();
+    let our_keys: BTreeSet<&String> = ours.keys().filter(|k| !k.starts_with("StorageClass/") && *k != "NetworkPolicy/ebs-csi-driver").collect();
+    assert_eq!(up_keys, our_keys, "object sets differ");
+
+    for (key, up) in &upstream {
+        let Some(our) = ours.get(key) else { continue };
+        match up["kind"].as_str().unwrap_or_default() {
+            "Deployment" | "DaemonSet" => {
+                let controller_pod = up["kind"] == "Deployment";
+                let (uc, oc) = (containers(up), containers(our));
+                assert_eq!(uc.keys().collect::<Vec<_>>(), oc.keys().collect::<Vec<_>>(), "{key}: container sets");
+                for (name, c) in &uc {
+                    assert_container_parity(key, c, &oc[name], controller_pod);
+                }
+                let (us, os) = (&up["spec"]["template"]["spec"], &our["spec"]["template"]["spec"]);
+                for field in ["tolerations", "affinity", "nodeSelector", "priorityClassName", "serviceAccountName", "hostNetwork", "terminationGracePeriodSeconds"] {
+                    assert_eq!(os[field], us[field], "{key}: pod {field}");
+                }
+                let mut our_volumes = items(&os["volumes"]);
+                our_volumes.retain(|v| v["name"] != "kube-api-access");
+                assert_eq!(Value::Array(our_volumes), us["volumes"], "{key}: volumes");
+                assert_eq!(os["automountServiceAccountToken"], json!(false), "{key}: automount off");
+                for field in ["selector", "strategy", "updateStrategy", "replicas", "revisionHistoryLimit"] {
+                    assert_eq!(our["spec"][field], up["spec"][field], "{key}: {field}");
+                }
+                let mut intended_psc = us["securityContext"].clone();
+                intended_psc["seccompProfile"] = json!({"type": "RuntimeDefault"});
+                if controller_pod {
+                    intended_psc = json!({"fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}});
+                }
+                assert_eq!(os["securityContext"], intended_psc, "{key}: pod securityContext");
+            }
+            "ClusterRole" | "Role" => {
+                assert_eq!(permissions(our), permissions(up), "{key}: rules as a set of (group, resource, verb)");
+            }
+            "ClusterRoleBinding" | "RoleBinding" => {
+                assert_eq!(our["roleRef"], up["roleRef"], "{key}: roleRef");
+                let mut subjects = up["subjects"].clone();
+                for s in subjects.as_array_mut().expect("subjects") {
+                    s["namespace"] = json!("kube-system");
+                }
+                assert_eq!(our["subjects"], subjects, "{key}: subjects");
+            }
+            "CSIDriver" | "PodDisruptionBudget" => assert_eq!(our["spec"], up["spec"], "{key}: spec"),
+            "ServiceAccount" => assert_eq!(our["automountServiceAccountToken"], up["automountServiceAccountToken"], "{key}"),
+            other => panic!("{key}: kind {other} has no parity rule"),
+        }
+        assert_eq!(our["metadata"]["labels"]["app.kubernetes.io/name"], up["metadata"]["labels"]["app.kubernetes.io/name"], "{key}: name label");
+    }
+    assert_eq!(INTENTIONAL_DIFFERENCES.len(), 13, "the list above documents every difference the test allows");
+}
+
+#[test]
+fn hardening_holds_for_every_container() {
+    let children = render::render(&hcd(IRSA), &Capabilities::default()).expect("renders");
+    for c in &children {
+        let v = serde_json::to_value(&c.object).expect("serialise");
+        let Some(cs) = v["spec"]["template"]["spec"]["containers"].as_array() else { continue };
+        for ct in cs {
+            let sc = &ct["securityContext"];
+            let name = ct["name"].as_str().unwrap_or_default();
+            assert!(ct["image"].as_str().unwrap_or_default().starts_with("dhi.io/"), "{name}: image from DHI");
+            assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{}: {name} read-only root", c.key());
+            let privileged = c.kind() == "DaemonSet" && name == "ebs-plugin";
+            assert_eq!(sc["privileged"].as_bool().unwrap_or(false), privileged, "{}: {name} privileged only for the node plugin", c.key());
+            if !privileged {
+                assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{name}");
+                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+                assert_eq!(sc["seccompProfile"]["type"], json!("RuntimeDefault"), "{name}");
+            }
+            for m in ct["volumeMounts"].as_array().into_iter().flatten() {
+                let bidirectional = m["mountPropagation"] == "Bidirectional";
+                assert_eq!(bidirectional, privileged && m["name"] == "kubelet-dir", "{name}: Bidirectional only on the kubelet dir");
+            }
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert!(ct[probe].get("exec").is_none(), "{name}: no shell probes in DHI images");
+            }
+        }
+        for label in ["name", "instance", "managed-by", "part-of", "version"] {
+            assert!(v["metadata"]["labels"].get(format!("app.kubernetes.io/{label}")).is_some(), "{}: label {label}", c.key());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- validation
+
+/// Each rule broken once; Rust validation names the field, and the CRD's own CEL rules (or schema)
+/// reject the same object, so the API server and `render` agree.
+#[test]
+fn invalid_specs_are_rejected_with_field_paths() {
+    let digest_bad = "images:\n  driver: {digest: \"sha256:xyz\"}\n";
+    let cases: &[(&str, &str, bool)] = &[
+        ("aws:\n  identity: {irsa: {roleArn: \"arn:aws:iam::111122223333:role/x\"}, podIdentity: {}}\n", "spec.aws.identity", true),
+        ("aws:\n  identity: {}\n", "spec.aws.identity", true),
+        ("storageClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.storageClasses", true),
+        ("storageClasses: [{name: a}, {name: a}]\n", "spec.storageClasses[1].name", true),
+        ("volumeSnapshotClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.volumeSnapshotClasses", true),
+        ("node: {volumeAttachLimit: 20, reservedVolumeAttachments: 2}\n", "spec.node", true),
+        (digest_bad, "spec.images.driver.digest", true),
+        ("aws:\n  extraTags: {\"kubernetes.io/cluster/x\": owned}\n", "spec.aws.extraTags[kubernetes.io/cluster/x]", true),
+        ("aws:\n  extraTags: {CSIVolumeName: x}\n", "spec.aws.extraTags[CSIVolumeName]", true),
+        ("storageClasses: [{name: a, type: gp2, iops: 3000}]\n", "spec.storageClasses[0].iops", true),
+        ("storageClasses: [{name: a, type: io2, throughput: 300}]\n", "spec.storageClasses[0].throughput", true),
+        ("controller: {extraArgs: [\"bad\"]}\n", "spec.controller.extraArgs[0]", true),
+        ("fips: true\naws: {region: eu-west-1}\n", "spec.aws.region", false),
+        ("fips: true\n", "spec.aws.region", false),
+        ("storageClasses: [{name: a, parameters: {type: io1}}]\n", "spec.storageClasses[0].parameters[type]", false),
+        ("storageClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.storageClasses[0].parameters[bogus]", false),
+        ("volumeSnapshotClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.volumeSnapshotClasses[0].parameters[bogus]", false),
+        ("inventory: {interval: 30s}\n", "spec.inventory.interval", false),
+        ("controller: {extraArgs: [\"--k8s-tag-cluster-id=x\"]}\n", "spec.controller.extraArgs[0]", false),
+        ("aws: {identity: {irsa: {roleArn: \"arn:aws:iam::1:user/x\"}}}\n", "spec.aws.identity.irsa.roleArn", false),
+        ("node: {maxUnavailable: \"ten\"}\n", "spec.node.maxUnavailable", false),
+    ];
+    for (spec, field, cel) in cases {
+        let obj = hcd(spec);
+        let err = render::render(&obj, &Capabilities::default()).expect_err(&format!("{spec} must be rejected"));
+        assert!(err.0.iter().any(|e| e.field == *field), "{spec}: expected an error on {field}, got {err}");
+        assert!(!err.to_string().is_empty());
+        if *cel {
+            let cel_result = kube::core::cel::validate_cel(&obj);
+            assert!(cel_result.is_err(), "{spec}: the CRD's CEL rules must reject it too");
+        }
+    }
+    // And the valid specs used above pass CEL.
+    for ok in ["{}", IRSA, "fips: true\naws: {region: us-east-1}\n"] {
+        let obj = hcd(ok);
+        assert!(kube::core::cel::validate_cel(&obj).is_ok(), "{ok}: CEL accepts a valid spec");
+        assert!(render::render(&obj, &Capabilities::default()).is_ok());
+    }
+}
+
+#[test]
+fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
+    let spec = "volumeSnapshotClasses: [{name: snaps}]\n";
+    let with = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    let without = ours(&render::render(&hcd(spec), &Capabilities { snapshot_api: false, ..Capabilities::default() }).expect("renders"));
+    assert!(with.contains_key("VolumeSnapshotClass/snaps") && with.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    assert!(containers(&with["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
+    assert!(!without.contains_key("VolumeSnapshotClass/snaps") && !without.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    assert!(!without.contains_key("ClusterRoleBinding/ebs-csi-snapshotter-binding"));
+    assert!(!containers(&without["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
+
+    let old = ours(&render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, 32), ..Capabilities::default() }).expect("renders"));
+    assert!(old["CSIDriver/ebs.csi.aws.com"]["spec"].get("nodeAllocatableUpdatePeriodSeconds").is_none());
+    assert_eq!(with["CSIDriver/ebs.csi.aws.com"]["spec"]["nodeAllocatableUpdatePeriodSeconds"], json!(10));
+}
+
+#[test]
+fn owner_reference_only_for_stored_objects() {
+    let mut obj = hcd("{}");
+    let children = render::render(&obj, &Capabilities::default()).expect("renders");
+    assert!(children.iter().all(|c| c.object.metadata.owner_references.is_none()));
+    obj.metadata.uid = Some("0b6f5e2e-1111-2222-3333-444455556666".into());
+    let children = render::render(&obj, &Capabilities::default()).expect("renders");
+    for c in &children {
+        let refs = c.object.metadata.owner_references.as_ref().expect("owner reference");
+        assert_eq!(refs[0].kind, "HardenedCsiDriver");
+        assert_eq!(refs[0].controller, Some(true));
+    }
+}
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pick<T: Clone + std::fmt::Debug + 'static>(xs: &'static [T]) -> impl Strategy<Value = T> {
+        proptest::sample::select(xs)
+    }
+
+    fn label_ok(v: &str) -> bool {
+        v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    }
+
+    prop_compose! {
+        /// Specs mixing valid and invalid values in every area the rules cover.
+        fn spec()(
+            ns in pick(&["kube-system", "ebs", "Bad_NS", ""]),
+            fips in any::<bool>(),
+            region in proptest::option::of(pick(&["us-east-1", "eu-west-1", "us-gov-west-1", "nowhere"])),
+            cluster in proptest::option::of(pick(&["prod", "a b", ""])),
+            identity in pick(&["irsa", "pod", "secret", "none", "two"]),
+            tag in proptest::option::of("[a-z0-9.-]{0,12}"),
+            digest in proptest::option::of(pick(&["", "sha256:xyz", "sha256:0000000000000000000000000000000000000000000000000000000000000000"])),
+            mirror in pick(&["", "registry.example.com/acme", "https://x/"]),
+            replicas in -1i32..12,
+            attach in proptest::option::of(-1i32..130),
+            reserved in proptest::option::of(-1i32..3),
+            classes in proptest::collection::vec((pick(&["gp3", "gp2", "io2", "sc1"]), any::<bool>(), proptest::option::of(50i64..300_000), pick(&["a", "b", "c", "Bad"])), 0..4),
+            extra_tag in pick(&["team", "kubernetes.io/x", "CSIVolumeName", "aws:x"]),
+            interval in pick(&["5m", "30s", "1h", "x"]),
+            max_unavailable in pick(&["10%", "0%", "x", "3"]),
+        ) -> Value {
+            let identity = match identity {
+                "irsa" => json!({"irsa": {"roleArn": "arn:aws:iam::111122223333:role/ebs"}}),
+                "pod" => json!({"podIdentity": {}}),
+                "secret" => json!({"secretRef": {"name": "aws-creds"}}),
+                "none" => json!({}),
+                _ => json!({"podIdentity": {}, "secretRef": {"name": "x"}}),
+            };
+            let max_unavailable = max_unavailable.parse::<i32>().map(Value::from).unwrap_or_else(|_| json!(max_unavailable));
+            json!({
+                "namespace": ns,
+                "fips": fips,
+                "images": {"mirror": mirror, "driver": {"tag": tag, "digest": digest}},
+                "aws": {"region": region, "clusterId": cluster, "identity": identity, "extraTags": {extra_tag: "v"}},
+                "controller": {"replicas": replicas},
+                "node": {"volumeAttachLimit": attach, "reservedVolumeAttachments": reserved, "maxUnavailable": max_unavailable},
+                "storageClasses": classes.iter().map(|(t, d, iops, n)| json!({"name": n, "type": t, "default": d, "iops": iops})).collect::<Vec<_>>(),
+                "inventory": {"interval": interval},
+            })
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Random specs never panic `render`: they yield well-formed objects or field errors.
+        #[test]
+        fn render_never_panics_and_is_well_formed_or_names_fields(spec in spec(), snapshot in any::<bool>(), minor in 30u32..38) {
+            let mut v = spec;
+            strip_nulls(&mut v);
+            let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": v});
+            let caps = Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot };
+            match parse::from_value(doc).and_then(|h| render::render(&h, &caps)) {
+                Err(errs) => {
+                    prop_assert!(!errs.0.is_empty());
+                    for e in &errs.0 {
+                        prop_assert!(e.field.starts_with("spec"), "error without a field path: {e}");
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
+                Ok(children) => {
+                    for c in &children {
+                        let name = c.name();
+                        prop_assert!(!name.is_empty() && name.len() <= 253, "{}", c.key());
+                        for (k, val) in c.object.metadata.labels.iter().flatten() {
+                            prop_assert!(label_ok(val), "{}: label {k}={val}", c.key());
+                        }
+                        let v = serde_json::to_value(&c.object).expect("serialises");
+                        for ct in v["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten() {
+                            prop_assert!(ct["image"].as_str().is_some_and(|i| i.contains(':')), "{}: image", c.key());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn strip_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+}
