@@ -174,6 +174,28 @@ fn dry_run(q: &Query) -> bool {
     q.get("dryRun").is_some_and(|d| d == "All")
 }
 
+/// `fieldValidation=Strict`: a custom resource with fields its schema does not declare is
+/// rejected instead of pruned (400, like the real server's strict decoding error).
+fn check_strict(t: &Target, q: &Query, obj: &Value) -> ApiResult<()> {
+    if q.get("fieldValidation").map(String::as_str) != Some("Strict") {
+        return Ok(());
+    }
+    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &t.info.schema {
+        let unknown = validation::unknown_fields(obj, schema);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect();
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                t.info.kind,
+                t.info.version,
+                t.info.kind,
+                list.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the body's apiVersion/kind and aligns name and namespace with the URL.
 fn align_identity(t: &Target, obj: &mut Value, require_name_match: bool) -> ApiResult<()> {
     if !obj.is_object() {
@@ -561,6 +583,7 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type:
     let mut obj = parse_body(body, content_type)?;
     let mut t = t.clone();
     align_identity(&t, &mut obj, false)?;
+    check_strict(&t, q, &obj)?;
     let manager = manager_of(q, ua, "");
     if obj["metadata"].get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
         if let Some(prefix) = obj["metadata"].get("generateName").and_then(Value::as_str) {
@@ -609,6 +632,7 @@ fn check_preconditions(t: &Target, current: &Value, wanted: &Value) -> ApiResult
 pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
     let mut obj = parse_body(body, content_type)?;
     align_identity(t, &mut obj, true)?;
+    check_strict(t, q, &obj)?;
     let manager = manager_of(q, ua, "");
     let mut s = shared.store.lock();
     check_namespace(&s, t, false)?;
@@ -646,6 +670,7 @@ pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
         check_preconditions(t, &old, &patched)?;
     }
     align_identity(t, &mut patched, true)?;
+    check_strict(t, q, &patched)?;
     let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), patched, false, &manager, dry_run(q))?;
     drop(s);
     if changed {
@@ -667,6 +692,7 @@ fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str
         return Err(ApiError::bad_request("kind must be set in an apply configuration"));
     }
     align_identity(t, &mut applied, true)?;
+    check_strict(t, q, &applied)?;
     let info = &t.info;
     let scope = scope_for(t);
     let ctx = WriteCtx {

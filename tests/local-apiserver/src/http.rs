@@ -21,8 +21,11 @@ use crate::table::{self, Format};
 use crate::tokens;
 use crate::watch;
 
+/// The real API server rejects request bodies over 3 MiB; so does this one (413).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+    Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(shared)
 }
 
 fn json_response(code: u16, body: &Value) -> Response {

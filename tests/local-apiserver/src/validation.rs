@@ -12,7 +12,7 @@ use crate::error::Cause;
 /// Prunes and defaults `obj` in place, then returns every validation problem.
 pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause> {
     if let Value::Object(map) = obj {
-        prune_object(map, schema, true);
+        prune_object(map, schema, true, "", &mut Vec::new());
     }
     default_value(obj, schema);
     let mut causes = Vec::new();
@@ -54,7 +54,18 @@ fn is_true(s: &Value, key: &str) -> bool {
     s.get(key) == Some(&Value::Bool(true))
 }
 
-fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool) {
+/// Fields of `obj` the schema does not declare (what pruning would drop), as `.spec.x` paths,
+/// for `fieldValidation=Strict`.
+pub fn unknown_fields(obj: &Value, schema: &Value) -> Vec<String> {
+    let mut removed = Vec::new();
+    if let Value::Object(map) = obj {
+        let mut copy = map.clone();
+        prune_object(&mut copy, schema, true, "", &mut removed);
+    }
+    removed
+}
+
+fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool, path: &str, removed: &mut Vec<String>) {
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties");
     let preserve = is_true(schema, "x-kubernetes-preserve-unknown-fields");
@@ -73,15 +84,21 @@ fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool) {
                 if v.is_null() && !is_true(cs, "nullable") {
                     return false;
                 }
-                prune_value(v, cs);
+                prune_value(v, cs, &format!("{path}.{k}"), removed);
                 true
             }
-            None => preserve || additional == Some(&Value::Bool(true)),
+            None => {
+                let keep = preserve || additional == Some(&Value::Bool(true));
+                if !keep {
+                    removed.push(format!("{path}.{k}"));
+                }
+                keep
+            }
         }
     });
 }
 
-fn prune_value(v: &mut Value, schema: &Value) {
+fn prune_value(v: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             if schema.get("properties").is_some()
@@ -91,14 +108,14 @@ fn prune_value(v: &mut Value, schema: &Value) {
                 if schema.get("type").and_then(Value::as_str) == Some("object")
                     || schema.get("properties").is_some()
                 {
-                    prune_object(m, schema, false);
+                    prune_object(m, schema, false, path, removed);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
-                for i in items {
-                    prune_value(i, is);
+                for (n, i) in items.iter_mut().enumerate() {
+                    prune_value(i, is, &format!("{path}[{n}]"), removed);
                 }
             }
         }
@@ -461,6 +478,8 @@ mod tests {
         assert_eq!(obj["spec"]["mode"], "a");
         assert!(obj["spec"].get("unknown").is_none());
         assert!(obj.get("extra").is_none());
+        let raw = json!({"apiVersion": "x/v1", "kind": "K", "spec": {"size": 3, "unknown": 1, "tags": ["a"]}, "extra": 1});
+        assert_eq!(unknown_fields(&raw, &schema()), [".extra", ".spec.unknown"]);
         assert_eq!(obj["spec"]["free"]["any"]["thing"], 1);
     }
 

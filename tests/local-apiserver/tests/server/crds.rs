@@ -141,6 +141,11 @@ async fn custom_resources_are_validated_against_the_schema() {
     assert_eq!(made.data["spec"]["extra"]["free"]["form"], true, "preserve-unknown-fields keeps them");
     let e = status(api.patch("good", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": -1}}))).await);
     assert_eq!(e.code, 422, "updates are validated too");
+    // fieldValidation=Strict rejects undeclared fields instead of pruning them.
+    let strict = PatchParams::apply("m").validation(kube::api::ValidationDirective::Strict);
+    let e = status(api.patch("strict", &strict, &Patch::Apply(widget("strict", json!({"size": 2, "bogus": true})))).await);
+    assert_eq!(e.code, 400);
+    assert!(e.message.contains("strict decoding error: unknown field \"spec.bogus\""), "{}", e.message);
 }
 
 #[tokio::test]

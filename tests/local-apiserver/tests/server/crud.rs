@@ -176,3 +176,33 @@ async fn builtin_validation_and_immutable_fields() {
     assert_eq!(err.code, 422);
     assert_eq!(err.details.unwrap().causes[0].field, "spec.template.metadata.labels");
 }
+
+#[tokio::test]
+async fn delete_collection_and_dry_run() {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let srv = server().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"g": l}}})).unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dry"}})).unwrap();
+    let would = api.create(&dry, &cm).await.unwrap();
+    assert_eq!(would.metadata.name.as_deref(), Some("dry"));
+    assert!(api.get_opt("dry").await.unwrap().is_none(), "dry-run stores nothing");
+    let before = api.get("c").await.unwrap();
+    let pp = PatchParams { dry_run: true, ..PatchParams::apply("m") };
+    let patched = api
+        .patch("c", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}})))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "v");
+    assert_eq!(api.get("c").await.unwrap().metadata.resource_version, before.metadata.resource_version);
+
+    let deleted = api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("g=x")).await.unwrap();
+    let names: Vec<String> = deleted.left().unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    let left: Vec<String> = api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    assert_eq!(left, ["c"]);
+}
