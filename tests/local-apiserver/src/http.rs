@@ -116,6 +116,13 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ("DELETE", false) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method} {path}"))),
     };
+    // Namespaced objects are written through their namespace's path only.
+    if info.namespaced && namespace.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {method} {path} ({} is namespaced)",
+            info.plural
+        )));
+    }
     let target = Target {
         info,
         namespace: namespace.map(str::to_string),
