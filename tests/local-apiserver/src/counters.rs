@@ -68,6 +68,7 @@ pub fn is_write_verb(verb: &str) -> bool {
 
 impl CounterSink {
     pub fn record(&self, verb: &str, resource: &str, code: u16, changed_state: bool) {
+        tracing::debug!(verb, resource, code, changed_state, "local-apiserver request");
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
         *c.by_key.entry((verb.to_string(), resource.to_string(), code)).or_default() += 1;
         if is_write_verb(verb) {

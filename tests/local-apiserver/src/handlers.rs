@@ -761,6 +761,9 @@ pub fn delete_locked(shared: &Shared, s: &mut Inner, info: &ResourceInfo, key: &
     let storage = info.storage_key();
     let t = ErrTarget { group: &info.group, resource: &info.plural, name: &key.1 };
     let old = s.get(&storage, key).ok_or_else(|| ApiError::not_found(&t))?;
+    if storage == NAMESPACE_KEY && matches!(key.1.as_str(), "default" | "kube-system" | "kube-public") {
+        return Err(ApiError::forbidden(format!("namespaces \"{}\" is forbidden: this namespace may not be deleted", key.1)));
+    }
     if let Some(rv) = &opts.precondition_rv {
         if old["metadata"]["resourceVersion"].as_str() != Some(rv.as_str()) {
             return Err(ApiError::conflict(&t, &format!(

@@ -112,4 +112,6 @@ async fn deleting_a_namespace_removes_its_contents() {
     assert!(nss.get_opt("doomed").await.unwrap().is_some(), "a finalizer inside holds the namespace");
     cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     eventually("namespace gone", || async { nss.get_opt("doomed").await.unwrap().is_none().then_some(()) }).await;
+    let err = status(nss.delete("kube-system", &DeleteParams::default()).await);
+    assert_eq!(err.code, 403, "system namespaces may not be deleted");
 }
