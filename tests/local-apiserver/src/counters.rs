@@ -10,6 +10,9 @@
 //!   resourceVersion. A no-op apply or patch, a rejected request (409, 422, injected fault) and a
 //!   delete that only found the object already terminating are not writes.
 //! - a *write attempt* is any request with one of those verbs, whatever its outcome.
+//! - changes made by the server's own controllers (garbage collection, namespace and CRD
+//!   cleanup, simulated workload status) are not requests and are not counted.
+//! - kube-rs retries 429/503/504 itself: each retry is a separate request here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
