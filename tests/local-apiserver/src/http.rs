@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::discovery;
 use crate::openapi;
+use crate::protobuf;
 use crate::error::ApiError;
 use crate::handlers::{self, Query, Reply, Target};
 use crate::server::Shared;
@@ -211,14 +212,29 @@ async fn handle(
         return error_response(&e);
     }
     let t = &rr.target;
-    // Only JSON (and YAML for apply) bodies are understood; 415 makes client-go fall back to
-    // JSON when it tried protobuf or CBOR first.
+    // JSON (and YAML for apply) bodies are understood, plus protobuf for the kinds kubectl's
+    // generator subcommands send that way; 415 otherwise (client-go then reports it).
+    let mut body = body;
+    let mut content_type = content_type;
     if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
-        let e = ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
-        ));
-        shared.counters.record(rr.verb, &resource, e.code, false);
-        return error_response(&e);
+        let decoded = if content_type.contains("protobuf") {
+            protobuf::decode(&body, &t.info.api_version(), &t.info.kind)
+        } else {
+            Err("CBOR bodies are not supported".to_string())
+        };
+        match decoded {
+            Ok(v) => {
+                body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                content_type = "application/json".into();
+            }
+            Err(why) => {
+                let e = ApiError::unsupported_media(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"
+                ));
+                shared.counters.record(rr.verb, &resource, e.code, false);
+                return error_response(&e);
+            }
+        }
     }
     if rr.verb == "watch" {
         return match watch::start(shared.clone(), t, &q, format) {

@@ -32,6 +32,7 @@ mod managed;
 mod meta;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod schema;
 mod selectors;

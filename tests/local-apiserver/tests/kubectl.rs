@@ -140,6 +140,15 @@ fn kubectl_drives_the_server() {
     let (dup_ok, dup) = kubectl(&kc, &["create", "-f", &manifests]);
     assert!(!dup_ok && dup.contains("AlreadyExists"), "{dup}");
 
+    // Generator subcommands send protobuf bodies.
+    assert!(ok(&kc, &["create", "namespace", "demo"]).contains("namespace/demo created"));
+    ok(&kc, &["-n", "demo", "create", "secret", "docker-registry", "pull", "--docker-server=dhi.io", "--docker-username=u", "--docker-password=p"]);
+    ok(&kc, &["-n", "demo", "create", "configmap", "cfg", "--from-literal=k=v"]);
+    ok(&kc, &["-n", "demo", "create", "serviceaccount", "sa"]);
+    let secret_type = ok(&kc, &["-n", "demo", "get", "secret", "pull", "-o", "jsonpath={.type}"]);
+    assert_eq!(secret_type, "kubernetes.io/dockerconfigjson");
+    assert_eq!(ok(&kc, &["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.k}"]), "v");
+
     let ns = ok(&kc, &["get", "namespaces"]);
     assert!(ns.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{ns}");
     assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
