@@ -200,6 +200,11 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
         validate_cel(v, schema, old, path, out, root);
         return;
     }
+    // Validation ratcheting (GA in 1.33): a value an update leaves unchanged is not re-checked,
+    // so objects stored under an older, laxer schema stay updatable.
+    if !root && old == Some(v) {
+        return;
+    }
     if v.is_null() {
         if !is_true(schema, "nullable") && !root {
             out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema.get("type").and_then(Value::as_str).unwrap_or("object"))));
@@ -402,8 +407,24 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
+                // Items of map lists correlate with the old item of the same keys (so their
+                // transition rules see oldSelf); other items have no old value.
+                let keys: Vec<&str> = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => schema
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| k.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let old_items = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
-                    validate_cel(item, is, None, &format!("{path}[{i}]"), out, false);
+                    let old_item = if keys.is_empty() {
+                        None
+                    } else {
+                        old_items.and_then(|olds| olds.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))))
+                    };
+                    validate_cel(item, is, old_item, &format!("{path}[{i}]"), out, false);
                 }
             }
         }
@@ -412,7 +433,12 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
     for rule in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
         let Some(expr) = rule.get("rule").and_then(Value::as_str) else { continue };
         let optional_old = is_true(rule, "optionalOldSelf");
-        if cel_rules::is_transition_rule(expr) && old.is_none() && !optional_old {
+        let transition = cel_rules::is_transition_rule(expr);
+        if transition && old.is_none() && !optional_old {
+            continue;
+        }
+        // Ratcheting: an unchanged value is not re-checked by rules that ignore oldSelf.
+        if !transition && old == Some(v) {
             continue;
         }
         let field = match rule.get("fieldPath").and_then(Value::as_str) {
@@ -513,5 +539,16 @@ mod tests {
         assert_eq!(causes[0].field, "spec.immutable");
         let mut created = json!({"spec": {"size": 1, "immutable": "b"}});
         assert!(admit(&mut created, &schema(), None).is_empty());
+    }
+
+    #[test]
+    fn unchanged_invalid_values_ratchet() {
+        let old = json!({"spec": {"size": 0, "name": "BAD"}});
+        let mut update = json!({"spec": {"size": 0, "name": "BAD", "mode": "b"}});
+        assert!(admit(&mut update, &schema(), Some(&old)).is_empty());
+        let mut worse = json!({"spec": {"size": 0, "name": "WORSE"}});
+        let causes = admit(&mut worse, &schema(), Some(&old));
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.name");
     }
 }
