@@ -33,6 +33,7 @@ async fn watcher_sees_changes_and_recovers_from_dropped_streams() {
         reader.state().iter().any(|c| c.metadata.name.as_deref() == Some("after-drop")).then_some(())
     })
     .await;
+    assert!(srv.counters().requests("watch", "configmaps") >= 2, "the watcher watched again after the drop");
     handle.abort();
 }
 
@@ -135,4 +136,27 @@ async fn event_recorder_creates_then_patches_a_series() {
     assert_eq!(e.reason.as_deref(), Some("Reconciled"));
     assert_eq!(e.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("subject"));
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn watcher_relists_after_410_gone() {
+    use local_apiserver::{LocalApiServer, Match, Options};
+    let srv = LocalApiServer::start_with(Options { watch_history: 3, ..Options::default() }).await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api.clone(), watcher::Config::default())).applied_objects().boxed();
+    // The 410 surfaces as one error item; the watcher itself recovers, so keep consuming.
+    let handle = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(srv.counters().requests("list", "configmaps"), 1);
+    // Hold the re-watch back while more changes than the history keeps go by.
+    srv.faults().add_latency(Match::new("watch", "configmaps"), Duration::from_millis(300));
+    srv.faults().drop_watches();
+    for i in 0..10 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("gone-{i}")}})).unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    eventually("reflector re-listed and has every object", || async { (reader.state().len() == 10).then_some(()) }).await;
+    assert!(srv.counters().requests("list", "configmaps") >= 2, "the 410 made the watcher list again");
+    handle.abort();
 }
