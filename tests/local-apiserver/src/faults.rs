@@ -19,7 +19,10 @@ pub struct Match {
 
 impl Match {
     pub fn new(verb: &str, resource: &str) -> Match {
-        Match { verb: verb.into(), resource: resource.into() }
+        Match {
+            verb: verb.into(),
+            resource: resource.into(),
+        }
     }
 
     pub fn any() -> Match {
@@ -27,15 +30,28 @@ impl Match {
     }
 
     fn hits(&self, verb: &str, resource: &str) -> bool {
-        (self.verb == "*" || self.verb == verb) && (self.resource == "*" || self.resource == resource)
+        (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
     }
 }
 
 #[derive(Debug, Clone)]
 enum Rule {
-    Next { m: Match, remaining: u64, status: u16 },
-    Share { m: Match, share: f64, seen: u64, status: u16 },
-    Latency { m: Match, delay: Duration },
+    Next {
+        m: Match,
+        remaining: u64,
+        status: u16,
+    },
+    Share {
+        m: Match,
+        share: f64,
+        seen: u64,
+        status: u16,
+    },
+    Latency {
+        m: Match,
+        delay: Duration,
+    },
 }
 
 #[derive(Default)]
@@ -53,7 +69,10 @@ pub struct Faults {
 impl Default for Faults {
     fn default() -> Self {
         let (tx, _) = watch::channel(0);
-        Faults { state: Arc::default(), drop_tx: Arc::new(tx) }
+        Faults {
+            state: Arc::default(),
+            drop_tx: Arc::new(tx),
+        }
     }
 }
 
@@ -64,12 +83,21 @@ impl Faults {
 
     /// Fails the next `n` requests matching `m` with `status`.
     pub fn fail_next(&self, n: u64, m: Match, status: u16) {
-        self.lock().rules.push(Rule::Next { m, remaining: n, status });
+        self.lock().rules.push(Rule::Next {
+            m,
+            remaining: n,
+            status,
+        });
     }
 
     /// Fails `share` (0.0..=1.0) of the requests matching `m` with `status`, evenly spread.
     pub fn fail_share(&self, share: f64, m: Match, status: u16) {
-        self.lock().rules.push(Rule::Share { m, share: share.clamp(0.0, 1.0), seen: 0, status });
+        self.lock().rules.push(Rule::Share {
+            m,
+            share: share.clamp(0.0, 1.0),
+            seen: 0,
+            status,
+        });
     }
 
     /// Delays every request matching `m` by `delay` before it is handled.
@@ -100,11 +128,20 @@ impl Faults {
         for rule in st.rules.iter_mut() {
             match rule {
                 Rule::Latency { m, delay: d } if m.hits(verb, resource) => delay += *d,
-                Rule::Next { m, remaining, status } if failure.is_none() && *remaining > 0 && m.hits(verb, resource) => {
+                Rule::Next {
+                    m,
+                    remaining,
+                    status,
+                } if failure.is_none() && *remaining > 0 && m.hits(verb, resource) => {
                     *remaining -= 1;
                     failure = Some(injected(*status));
                 }
-                Rule::Share { m, share, seen, status } if failure.is_none() && m.hits(verb, resource) => {
+                Rule::Share {
+                    m,
+                    share,
+                    seen,
+                    status,
+                } if failure.is_none() && m.hits(verb, resource) => {
                     let before = (*seen as f64 * *share).floor();
                     *seen += 1;
                     let after = (*seen as f64 * *share).floor();
@@ -115,17 +152,27 @@ impl Faults {
                 _ => {}
             }
         }
-        st.rules.retain(|r| !matches!(r, Rule::Next { remaining: 0, .. }));
+        st.rules
+            .retain(|r| !matches!(r, Rule::Next { remaining: 0, .. }));
         (delay, failure)
     }
 }
 
 fn injected(status: u16) -> ApiError {
     let (reason, message): (&'static str, &str) = match status {
-        409 => ("Conflict", "injected conflict: the object has been modified; please apply your changes to the latest version and try again"),
-        429 => ("TooManyRequests", "injected throttling: too many requests, please try again later"),
+        409 => (
+            "Conflict",
+            "injected conflict: the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        429 => (
+            "TooManyRequests",
+            "injected throttling: too many requests, please try again later",
+        ),
         500 => ("InternalError", "injected internal error"),
-        503 => ("ServiceUnavailable", "injected: the server is currently unable to handle the request"),
+        503 => (
+            "ServiceUnavailable",
+            "injected: the server is currently unable to handle the request",
+        ),
         504 => ("Timeout", "injected timeout"),
         404 => ("NotFound", "injected not found"),
         403 => ("Forbidden", "injected forbidden"),
@@ -147,8 +194,14 @@ mod tests {
         let f = Faults::default();
         f.fail_next(2, Match::new("patch", "deployments"), 500);
         assert!(f.decide("get", "deployments").1.is_none());
-        assert_eq!(f.decide("patch", "deployments").1.map(|e| e.code), Some(500));
-        assert_eq!(f.decide("patch", "deployments").1.map(|e| e.code), Some(500));
+        assert_eq!(
+            f.decide("patch", "deployments").1.map(|e| e.code),
+            Some(500)
+        );
+        assert_eq!(
+            f.decide("patch", "deployments").1.map(|e| e.code),
+            Some(500)
+        );
         assert!(f.decide("patch", "deployments").1.is_none());
     }
 
@@ -156,7 +209,9 @@ mod tests {
     fn share_is_exact() {
         let f = Faults::default();
         f.fail_share(0.25, Match::new("*", "pods"), 429);
-        let failed = (0..100).filter(|_| f.decide("list", "pods").1.is_some()).count();
+        let failed = (0..100)
+            .filter(|_| f.decide("list", "pods").1.is_some())
+            .count();
         assert_eq!(failed, 25);
         let e = f.decide("list", "pods");
         assert!(e.1.is_none() || e.1.is_some_and(|e| e.retry_after == Some(1)));

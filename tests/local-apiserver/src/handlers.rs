@@ -34,11 +34,18 @@ pub struct Target {
 
 impl Target {
     pub fn key(&self) -> ObjKey {
-        (self.namespace.clone().unwrap_or_default(), self.name.clone().unwrap_or_default())
+        (
+            self.namespace.clone().unwrap_or_default(),
+            self.name.clone().unwrap_or_default(),
+        )
     }
 
     fn err_target(&self) -> ErrTarget<'_> {
-        ErrTarget { group: &self.info.group, resource: &self.info.plural, name: self.name.as_deref().unwrap_or_default() }
+        ErrTarget {
+            group: &self.info.group,
+            resource: &self.info.plural,
+            name: self.name.as_deref().unwrap_or_default(),
+        }
     }
 
     fn not_found(&self) -> ApiError {
@@ -59,7 +66,11 @@ pub struct Reply {
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { code: 200, body, changed: false }
+        Reply {
+            code: 200,
+            body,
+            changed: false,
+        }
     }
 }
 
@@ -74,9 +85,12 @@ pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
         Ok(v) => Ok(v),
         Err(json_err) => {
             if content_type.contains("yaml") {
-                serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
+                serde_yaml_ng::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
             } else {
-                Err(ApiError::bad_request(format!("invalid JSON body: {json_err}")))
+                Err(ApiError::bad_request(format!(
+                    "invalid JSON body: {json_err}"
+                )))
             }
         }
     }
@@ -91,7 +105,9 @@ pub fn present(obj: &Value, info: &ResourceInfo) -> Value {
 
 pub fn get(shared: &Shared, t: &Target) -> ApiResult<Reply> {
     let s = shared.store.lock();
-    let obj = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
+    let obj = s
+        .get(&t.info.storage_key(), &t.key())
+        .ok_or_else(|| t.not_found())?;
     Ok(Reply::ok(present(&obj, &t.info)))
 }
 
@@ -103,10 +119,13 @@ fn encode_continue(key: &ObjKey, rv: u64) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<(u64, ObjKey)> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16)).collect();
+    let bytes: Result<Vec<u8>, _> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect();
     let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
     let mut parts = raw.split('\u{0}');
     let rv = parts.next().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
@@ -116,8 +135,16 @@ fn decode_continue(token: &str) -> ApiResult<(u64, ObjKey)> {
 }
 
 pub fn selectors(t: &Target, q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default())?;
+    let labels = LabelSelector::parse(
+        q.get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
     fields.check_supported(&t.info.kind)?;
     Ok((labels, fields))
 }
@@ -127,7 +154,11 @@ pub fn list(shared: &Shared, t: &Target, q: &Query) -> ApiResult<Reply> {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         Some(Ok(0)) | None => usize::MAX,
         Some(Ok(n)) => n,
-        Some(Err(_)) => return Err(ApiError::bad_request("limit must be a non-negative integer")),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "limit must be a non-negative integer",
+            ));
+        }
     };
     let s = shared.store.lock();
     let (list_rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -165,7 +196,11 @@ fn manager_of(q: &Query, user_agent: &str, default_suffix: &str) -> String {
         None => {
             // The real server derives the manager from the User-Agent's first segment.
             let base = user_agent.split('/').next().unwrap_or_default();
-            if base.is_empty() { format!("unknown{default_suffix}") } else { base.to_string() }
+            if base.is_empty() {
+                format!("unknown{default_suffix}")
+            } else {
+                base.to_string()
+            }
         }
     }
 }
@@ -180,10 +215,17 @@ fn check_strict(t: &Target, q: &Query, obj: &Value) -> ApiResult<()> {
     if q.get("fieldValidation").map(String::as_str) != Some("Strict") {
         return Ok(());
     }
-    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &t.info.schema {
+    if let crate::registry::SchemaSource::Crd {
+        schema: Some(schema),
+        ..
+    } = &t.info.schema
+    {
         let unknown = validation::unknown_fields(obj, schema);
         if !unknown.is_empty() {
-            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect();
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+                .collect();
             return Err(ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                 t.info.kind,
@@ -199,12 +241,17 @@ fn check_strict(t: &Target, q: &Query, obj: &Value) -> ApiResult<()> {
 /// Checks the body's apiVersion/kind and aligns name and namespace with the URL.
 fn align_identity(t: &Target, obj: &mut Value, require_name_match: bool) -> ApiResult<()> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let info = &t.info;
     match obj.get("kind").and_then(Value::as_str) {
         Some(k) if k != info.kind => {
-            return Err(ApiError::bad_request(format!("the kind in the body ({k}) does not match the resource ({})", info.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the body ({k}) does not match the resource ({})",
+                info.kind
+            )));
         }
         _ => {}
     }
@@ -249,14 +296,22 @@ fn align_identity(t: &Target, obj: &mut Value, require_name_match: bool) -> ApiR
 
 /// Namespaced writes need an existing, non-terminating namespace (NamespaceLifecycle).
 fn check_namespace(s: &Inner, t: &Target, creating: bool) -> ApiResult<()> {
-    let Some(ns) = t.namespace.as_deref().filter(|_| t.info.namespaced) else { return Ok(()) };
+    let Some(ns) = t.namespace.as_deref().filter(|_| t.info.namespaced) else {
+        return Ok(());
+    };
     match s.get(NAMESPACE_KEY, &(String::new(), ns.to_string())) {
-        None => Err(ApiError::not_found(&ErrTarget { group: "", resource: "namespaces", name: ns })),
-        Some(n) if creating && n["metadata"].get("deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-            t.info.plural,
-            t.name.as_deref().unwrap_or_default()
-        ))),
+        None => Err(ApiError::not_found(&ErrTarget {
+            group: "",
+            resource: "namespaces",
+            name: ns,
+        })),
+        Some(n) if creating && n["metadata"].get("deletionTimestamp").is_some() => {
+            Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                t.info.plural,
+                t.name.as_deref().unwrap_or_default()
+            )))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -306,11 +361,17 @@ fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mut Va
             if obj["spec"].get("finalizers").is_none() {
                 obj["spec"]["finalizers"] = json!(["kubernetes"]);
             }
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
         ("", "Service") => {
-            let type_ = obj["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+            let type_ = obj["spec"]["type"]
+                .as_str()
+                .unwrap_or("ClusterIP")
+                .to_string();
             obj["spec"]["type"] = json!(type_);
             if type_ != "ExternalName" && obj["spec"].get("clusterIP").is_none() {
                 let n = s.current_rv();
@@ -320,7 +381,10 @@ fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mut Va
             }
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+            let fins = obj["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
                 let mut fins = fins;
                 fins.push(json!(CRD_CLEANUP_FINALIZER));
@@ -334,30 +398,67 @@ fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mut Va
 
 /// CRD objects: structural checks and the status the apiextensions controller would set.
 fn admit_crd(obj: &mut Value) -> ApiResult<()> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let spec = &obj["spec"];
     let mut causes = Vec::new();
     let mut need = |field: &str, ok: bool, msg: &str| {
         if !ok {
-            causes.push(crate::error::Cause { reason: "FieldValueRequired".into(), message: msg.into(), field: field.into() });
+            causes.push(crate::error::Cause {
+                reason: "FieldValueRequired".into(),
+                message: msg.into(),
+                field: field.into(),
+            });
         }
     };
     let group = spec["group"].as_str().unwrap_or_default();
     let plural = spec["names"]["plural"].as_str().unwrap_or_default();
     need("spec.group", !group.is_empty(), "Required value");
     need("spec.names.plural", !plural.is_empty(), "Required value");
-    need("spec.names.kind", spec["names"]["kind"].as_str().is_some_and(|k| !k.is_empty()), "Required value");
-    need("spec.scope", matches!(spec["scope"].as_str(), Some("Cluster" | "Namespaced")), "Required value: must be Cluster or Namespaced");
+    need(
+        "spec.names.kind",
+        spec["names"]["kind"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
+        "Required value",
+    );
+    need(
+        "spec.scope",
+        matches!(spec["scope"].as_str(), Some("Cluster" | "Namespaced")),
+        "Required value: must be Cluster or Namespaced",
+    );
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    need("spec.versions", !versions.is_empty(), "Required value: must have at least one version");
-    let storage = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count();
-    need("spec.versions", versions.is_empty() || storage == 1, "Invalid value: must have exactly one version marked as storage version");
+    need(
+        "spec.versions",
+        !versions.is_empty(),
+        "Required value: must have at least one version",
+    );
+    let storage = versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .count();
+    need(
+        "spec.versions",
+        versions.is_empty() || storage == 1,
+        "Invalid value: must have exactly one version marked as storage version",
+    );
     if !group.is_empty() && !plural.is_empty() {
         let want = format!("{plural}.{group}");
-        need("metadata.name", name == want, &format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"));
+        need(
+            "metadata.name",
+            name == want,
+            &format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        );
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", &name, causes));
+        return Err(ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &name,
+            causes,
+        ));
     }
     let storage_version = versions
         .iter()
@@ -371,7 +472,10 @@ fn admit_crd(obj: &mut Value) -> ApiResult<()> {
         accepted["singular"] = json!(names["kind"].as_str().unwrap_or_default().to_lowercase());
     }
     if accepted.get("listKind").is_none() {
-        accepted["listKind"] = json!(format!("{}List", names["kind"].as_str().unwrap_or_default()));
+        accepted["listKind"] = json!(format!(
+            "{}List",
+            names["kind"].as_str().unwrap_or_default()
+        ));
     }
     let prev = obj["status"].clone();
     let ts = |t: &str| {
@@ -381,7 +485,10 @@ fn admit_crd(obj: &mut Value) -> ApiResult<()> {
             .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
             .unwrap_or_else(meta::now)
     };
-    let mut stored: Vec<Value> = prev["storedVersions"].as_array().cloned().unwrap_or_default();
+    let mut stored: Vec<Value> = prev["storedVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !stored.iter().any(|v| v == &json!(storage_version)) {
         stored.push(json!(storage_version));
     }
@@ -393,18 +500,27 @@ fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     if terminating {
         conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
     }
-    obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
+    obj["status"] =
+        json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
     Ok(())
 }
 
 /// Runs admission for the final object of a write: schema validation for custom resources,
 /// CRD checks, name validation.
-fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    if old.is_none() {
-        if let Some(c) = meta::validate_name(&name, &info.kind) {
-            return Err(ApiError::invalid(&info.kind, &info.group, &name, vec![c]));
-        }
+fn admit(
+    shared: &Shared,
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if old.is_none()
+        && let Some(c) = meta::validate_name(&name, &info.kind)
+    {
+        return Err(ApiError::invalid(&info.kind, &info.group, &name, vec![c]));
     }
     if !info.is_crd() {
         let causes = crate::builtin_rules::validate(info, old, obj);
@@ -412,7 +528,11 @@ fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Va
             return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
         }
     }
-    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema {
+    if let crate::registry::SchemaSource::Crd {
+        schema: Some(schema),
+        ..
+    } = &info.schema
+    {
         let causes = validation::admit(obj, schema, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
@@ -424,14 +544,21 @@ fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Va
             // Another CRD serving the same group and plural is a naming conflict.
             let group = obj["spec"]["group"].as_str().unwrap_or_default();
             let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
-            if shared.registry.all().iter().any(|r| r.group == group && r.plural == plural && !r.is_crd()) {
+            if shared
+                .registry
+                .all()
+                .iter()
+                .any(|r| r.group == group && r.plural == plural && !r.is_crd())
+            {
                 return Err(ApiError::invalid(
                     &info.kind,
                     &info.group,
                     &name,
                     vec![crate::error::Cause {
                         reason: "FieldValueInvalid".into(),
-                        message: format!("Invalid value: \"{plural}\": is already served by a built-in resource"),
+                        message: format!(
+                            "Invalid value: \"{plural}\": is already served by a built-in resource"
+                        ),
                         field: "spec.names.plural".into(),
                     }],
                 ));
@@ -468,7 +595,10 @@ pub fn finish_write(
                         None => m.remove("status"),
                     };
                 }
-                kept["metadata"]["managedFields"] = new["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
+                kept["metadata"]["managedFields"] = new["metadata"]
+                    .get("managedFields")
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 new = kept;
             } else if info.status_subresource {
                 match old.get("status") {
@@ -493,16 +623,23 @@ pub fn finish_write(
                 };
                 managed::record_update(Some(old), &mut new, &ctx);
             }
-            if new["metadata"].get("managedFields").is_some_and(Value::is_null) {
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    m.remove("managedFields");
-                }
+            if new["metadata"]
+                .get("managedFields")
+                .is_some_and(Value::is_null)
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
+                m.remove("managedFields");
             }
             admit(shared, info, Some(old), &mut new)?;
             // An object being deleted goes away when its last finalizer does.
             let terminating = new["metadata"].get("deletionTimestamp").is_some();
-            let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
-            if terminating && no_finalizers && !(info.storage_key() == NAMESPACE_KEY && has_spec_finalizers(&new)) {
+            let no_finalizers = new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
+            if terminating
+                && no_finalizers
+                && !(info.storage_key() == NAMESPACE_KEY && has_spec_finalizers(&new))
+            {
                 if dry {
                     return Ok((new, false));
                 }
@@ -526,7 +663,12 @@ pub fn finish_write(
                 return Err(t.not_found());
             }
             initial_status(info, &mut new);
-            meta::stamp_create(&mut new, &info.api_version(), &info.kind, info.tracks_generation());
+            meta::stamp_create(
+                &mut new,
+                &info.api_version(),
+                &info.kind,
+                info.tracks_generation(),
+            );
             create_defaults(shared, s, info, &mut new);
             if !managed_done {
                 let ctx = WriteCtx {
@@ -552,45 +694,69 @@ pub fn finish_write(
 }
 
 fn has_spec_finalizers(ns: &Value) -> bool {
-    ns["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+    ns["spec"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
 }
 
 /// Wakes the garbage collector when a written object may need it: it has owners (which may
 /// be gone) or is being deleted. Plain writes skip the O(objects) collector pass.
 fn wake_gc_for(shared: &Shared, obj: &Value) {
     let meta = &obj["metadata"];
-    if meta.get("deletionTimestamp").is_some() || meta["ownerReferences"].as_array().is_some_and(|r| !r.is_empty()) {
+    if meta.get("deletionTimestamp").is_some()
+        || meta["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    {
         shared.gc_wake.notify_one();
     }
 }
 
 /// Removes an object from the store, with the side effects of removal (a CRD stops serving).
-pub fn remove_object(shared: &Shared, s: &mut Inner, storage_key: &str, key: &ObjKey) -> Option<Value> {
+pub fn remove_object(
+    shared: &Shared,
+    s: &mut Inner,
+    storage_key: &str,
+    key: &ObjKey,
+) -> Option<Value> {
     let gone = s.remove(storage_key, key)?;
-    if storage_key == CRD_KEY {
-        if let Some(name) = gone["metadata"]["name"].as_str() {
-            let group = gone["spec"]["group"].as_str().unwrap_or_default();
-            let plural = gone["spec"]["names"]["plural"].as_str().unwrap_or_default();
-            s.drop_resource(&format!("{group}/{plural}"));
-            shared.registry.unregister_crd(name);
-        }
+    if storage_key == CRD_KEY
+        && let Some(name) = gone["metadata"]["name"].as_str()
+    {
+        let group = gone["spec"]["group"].as_str().unwrap_or_default();
+        let plural = gone["spec"]["names"]["plural"].as_str().unwrap_or_default();
+        s.drop_resource(&format!("{group}/{plural}"));
+        shared.registry.unregister_crd(name);
     }
     shared.gc_wake.notify_one();
     Some((*gone).clone())
 }
 
-pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
+pub fn create(
+    shared: &Shared,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    content_type: &str,
+    ua: &str,
+) -> ApiResult<Reply> {
     let mut obj = parse_body(body, content_type)?;
     let mut t = t.clone();
     align_identity(&t, &mut obj, false)?;
     check_strict(&t, q, &obj)?;
     let manager = manager_of(q, ua, "");
-    if obj["metadata"].get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        if let Some(prefix) = obj["metadata"].get("generateName").and_then(Value::as_str) {
-            obj["metadata"]["name"] = json!(format!("{prefix}{}", meta::name_suffix()));
-        }
+    if obj["metadata"]
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && let Some(prefix) = obj["metadata"].get("generateName").and_then(Value::as_str)
+    {
+        obj["metadata"]["name"] = json!(format!("{prefix}{}", meta::name_suffix()));
     }
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     t.name = Some(name.clone());
     let mut s = shared.store.lock();
     check_namespace(&s, &t, true)?;
@@ -601,52 +767,95 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type:
         m.remove("resourceVersion");
         m.remove("managedFields");
     }
-    let (stored, changed) = finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
+    let (stored, changed) =
+        finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
     drop(s);
     if changed {
         wake_gc_for(shared, &stored);
     }
-    Ok(Reply { code: 201, body: present(&stored, &t.info), changed })
+    Ok(Reply {
+        code: 201,
+        body: present(&stored, &t.info),
+        changed,
+    })
 }
 
 fn check_preconditions(t: &Target, current: &Value, wanted: &Value) -> ApiResult<()> {
-    if let Some(rv) = wanted["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-        if current["metadata"]["resourceVersion"].as_str() != Some(rv) {
-            return Err(ApiError::conflict(
-                &t.err_target(),
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+    if let Some(rv) = wanted["metadata"]
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+    {
+        return Err(ApiError::conflict(
+            &t.err_target(),
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
     }
-    if let Some(uid) = wanted["metadata"].get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
-        if current["metadata"]["uid"].as_str() != Some(uid) {
-            return Err(ApiError::conflict(
-                &t.err_target(),
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", current["metadata"]["uid"].as_str().unwrap_or_default()),
-            ));
-        }
+    if let Some(uid) = wanted["metadata"]
+        .get("uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        && current["metadata"]["uid"].as_str() != Some(uid)
+    {
+        return Err(ApiError::conflict(
+            &t.err_target(),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                current["metadata"]["uid"].as_str().unwrap_or_default()
+            ),
+        ));
     }
     Ok(())
 }
 
-pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
+pub fn update(
+    shared: &Shared,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    content_type: &str,
+    ua: &str,
+) -> ApiResult<Reply> {
     let mut obj = parse_body(body, content_type)?;
     align_identity(t, &mut obj, true)?;
     check_strict(t, q, &obj)?;
     let manager = manager_of(q, ua, "");
     let mut s = shared.store.lock();
     check_namespace(&s, t, false)?;
-    let old = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
+    let old = s
+        .get(&t.info.storage_key(), &t.key())
+        .ok_or_else(|| t.not_found())?;
     check_preconditions(t, &old, &obj)?;
-    let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), obj, false, &manager, dry_run(q))?;
+    let (stored, changed) = finish_write(
+        shared,
+        &mut s,
+        t,
+        Some(&old),
+        obj,
+        false,
+        &manager,
+        dry_run(q),
+    )?;
     drop(s);
     if changed {
         wake_gc_for(shared, &stored);
     }
-    Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
+    Ok(Reply {
+        code: 200,
+        body: present(&stored, &t.info),
+        changed,
+    })
 }
 
-pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
+pub fn patch(
+    shared: &Shared,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    content_type: &str,
+    ua: &str,
+) -> ApiResult<Reply> {
     let Some(type_) = PatchType::from_content_type(content_type) else {
         return Err(ApiError::unsupported_media(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
@@ -658,7 +867,9 @@ pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     let manager = manager_of(q, ua, "");
     let mut s = shared.store.lock();
     check_namespace(&s, t, false)?;
-    let old = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
+    let old = s
+        .get(&t.info.storage_key(), &t.key())
+        .ok_or_else(|| t.not_found())?;
     let mut patched = patch::apply_patch(&old, body, type_, t.info.root_node())?;
     if !patched.is_object() {
         return Err(ApiError::bad_request("the patch did not produce an object"));
@@ -671,25 +882,60 @@ pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     }
     align_identity(t, &mut patched, true)?;
     check_strict(t, q, &patched)?;
-    let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), patched, false, &manager, dry_run(q))?;
+    let (stored, changed) = finish_write(
+        shared,
+        &mut s,
+        t,
+        Some(&old),
+        patched,
+        false,
+        &manager,
+        dry_run(q),
+    )?;
     drop(s);
     if changed {
         wake_gc_for(shared, &stored);
     }
-    Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
+    Ok(Reply {
+        code: 200,
+        body: present(&stored, &t.info),
+        changed,
+    })
 }
 
-fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str) -> ApiResult<Reply> {
-    let manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned().ok_or_else(|| {
-        ApiError::bad_request("PATCH requests with apply content type require fieldManager")
-    })?;
+fn apply(
+    shared: &Shared,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    content_type: &str,
+) -> ApiResult<Reply> {
+    let manager = q
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad_request("PATCH requests with apply content type require fieldManager")
+        })?;
     let force = q.get("force").is_some_and(|f| f == "true");
     let mut applied = parse_body(body, content_type)?;
-    if applied.get("apiVersion").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request("apiVersion must be set in an apply configuration"));
+    if applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(
+            "apiVersion must be set in an apply configuration",
+        ));
     }
-    if applied.get("kind").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request("kind must be set in an apply configuration"));
+    if applied
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(
+            "kind must be set in an apply configuration",
+        ));
     }
     align_identity(t, &mut applied, true)?;
     check_strict(t, q, &applied)?;
@@ -716,13 +962,26 @@ fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str
             merged["metadata"]["namespace"] = applied["metadata"]["namespace"].clone();
         }
     }
-    let (stored, changed) = finish_write(shared, &mut s, t, old.as_ref(), merged, true, &manager, dry_run(q))?;
+    let (stored, changed) = finish_write(
+        shared,
+        &mut s,
+        t,
+        old.as_ref(),
+        merged,
+        true,
+        &manager,
+        dry_run(q),
+    )?;
     drop(s);
     if changed {
         wake_gc_for(shared, &stored);
     }
     let code = if old.is_none() && changed { 201 } else { 200 };
-    Ok(Reply { code, body: present(&stored, info), changed })
+    Ok(Reply {
+        code,
+        body: present(&stored, info),
+        changed,
+    })
 }
 
 /// Deletion options from the query and an optional DeleteOptions body.
@@ -734,12 +993,22 @@ pub struct DeleteOpts {
 }
 
 pub fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let b: Value = if body.is_empty() { json!({}) } else { parse_body(body, "application/json")? };
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_body(body, "application/json")?
+    };
     let propagation = q
         .get("propagationPolicy")
         .cloned()
         .or_else(|| b["propagationPolicy"].as_str().map(str::to_string))
-        .or_else(|| if b["orphanDependents"] == json!(true) { Some("Orphan".into()) } else { None })
+        .or_else(|| {
+            if b["orphanDependents"] == json!(true) {
+                Some("Orphan".into())
+            } else {
+                None
+            }
+        })
         .unwrap_or_else(|| "Background".into());
     if !matches!(propagation.as_str(), "Background" | "Foreground" | "Orphan") {
         return Err(ApiError::bad_request(format!(
@@ -748,40 +1017,73 @@ pub fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
     }
     Ok(DeleteOpts {
         propagation,
-        precondition_rv: b["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        precondition_rv: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
         precondition_uid: b["preconditions"]["uid"].as_str().map(str::to_string),
-        dry_run: dry_run(q) || b["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")),
+        dry_run: dry_run(q)
+            || b["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == "All")),
     })
 }
 
 /// Deletes one object under the lock: marks it terminating when finalizers (including the
 /// ones the propagation policy adds) hold it, removes it otherwise.
 /// Returns (object or final state, removed, changed).
-pub fn delete_locked(shared: &Shared, s: &mut Inner, info: &ResourceInfo, key: &ObjKey, opts: &DeleteOpts) -> ApiResult<(Value, bool, bool)> {
+pub fn delete_locked(
+    shared: &Shared,
+    s: &mut Inner,
+    info: &ResourceInfo,
+    key: &ObjKey,
+    opts: &DeleteOpts,
+) -> ApiResult<(Value, bool, bool)> {
     let storage = info.storage_key();
-    let t = ErrTarget { group: &info.group, resource: &info.plural, name: &key.1 };
-    let old = s.get(&storage, key).ok_or_else(|| ApiError::not_found(&t))?;
-    if storage == NAMESPACE_KEY && matches!(key.1.as_str(), "default" | "kube-system" | "kube-public") {
-        return Err(ApiError::forbidden(format!("namespaces \"{}\" is forbidden: this namespace may not be deleted", key.1)));
+    let t = ErrTarget {
+        group: &info.group,
+        resource: &info.plural,
+        name: &key.1,
+    };
+    let old = s
+        .get(&storage, key)
+        .ok_or_else(|| ApiError::not_found(&t))?;
+    if storage == NAMESPACE_KEY
+        && matches!(key.1.as_str(), "default" | "kube-system" | "kube-public")
+    {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+            key.1
+        )));
     }
-    if let Some(rv) = &opts.precondition_rv {
-        if old["metadata"]["resourceVersion"].as_str() != Some(rv.as_str()) {
-            return Err(ApiError::conflict(&t, &format!(
+    if let Some(rv) = &opts.precondition_rv
+        && old["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
+    {
+        return Err(ApiError::conflict(
+            &t,
+            &format!(
                 "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
-            )));
-        }
+                old["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+        ));
     }
-    if let Some(uid) = &opts.precondition_uid {
-        if old["metadata"]["uid"].as_str() != Some(uid.as_str()) {
-            return Err(ApiError::conflict(&t, &format!(
+    if let Some(uid) = &opts.precondition_uid
+        && old["metadata"]["uid"].as_str() != Some(uid.as_str())
+    {
+        return Err(ApiError::conflict(
+            &t,
+            &format!(
                 "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                 old["metadata"]["uid"].as_str().unwrap_or_default()
-            )));
-        }
+            ),
+        ));
     }
     let mut new = (*old).clone();
-    let mut finalizers: Vec<Value> = new["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+    let mut finalizers: Vec<Value> = new["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let already_terminating = new["metadata"].get("deletionTimestamp").is_some();
     if !already_terminating {
         let add = match opts.propagation.as_str() {
@@ -789,10 +1091,10 @@ pub fn delete_locked(shared: &Shared, s: &mut Inner, info: &ResourceInfo, key: &
             "Orphan" => Some("orphan"),
             _ => None,
         };
-        if let Some(f) = add {
-            if !finalizers.iter().any(|x| x == f) {
-                finalizers.push(json!(f));
-            }
+        if let Some(f) = add
+            && !finalizers.iter().any(|x| x == f)
+        {
+            finalizers.push(json!(f));
         }
     }
     let held = !finalizers.is_empty() || (storage == NAMESPACE_KEY && has_spec_finalizers(&new));
@@ -807,10 +1109,10 @@ pub fn delete_locked(shared: &Shared, s: &mut Inner, info: &ResourceInfo, key: &
         return Ok(((*old).clone(), false, false));
     }
     new["metadata"]["finalizers"] = Value::Array(finalizers.clone());
-    if finalizers.is_empty() {
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("finalizers");
-        }
+    if finalizers.is_empty()
+        && let Some(m) = new["metadata"].as_object_mut()
+    {
+        m.remove("finalizers");
     }
     new["metadata"]["deletionTimestamp"] = json!(meta::now());
     new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
@@ -848,8 +1150,16 @@ pub fn delete(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> ApiResult<
     let mut s = shared.store.lock();
     let (obj, removed, changed) = delete_locked(shared, &mut s, &t.info, &t.key(), &opts)?;
     drop(s);
-    let body = if removed { success_status(&t.info, &obj) } else { present(&obj, &t.info) };
-    Ok(Reply { code: if removed { 200 } else { 202 }, body, changed })
+    let body = if removed {
+        success_status(&t.info, &obj)
+    } else {
+        present(&obj, &t.info)
+    };
+    Ok(Reply {
+        code: if removed { 200 } else { 202 },
+        body,
+        changed,
+    })
 }
 
 pub fn delete_collection(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> ApiResult<Reply> {
@@ -884,10 +1194,9 @@ pub fn delete_collection(shared: &Shared, t: &Target, q: &Query, body: &[u8]) ->
 pub fn insert_raw(shared: &Shared, obj: Value) -> Result<(), String> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let info = shared
-        .registry
-        .by_kind(api_version, kind)
-        .ok_or_else(|| format!("no served resource for apiVersion {api_version:?} kind {kind:?}"))?;
+    let info = shared.registry.by_kind(api_version, kind).ok_or_else(|| {
+        format!("no served resource for apiVersion {api_version:?} kind {kind:?}")
+    })?;
     let mut obj = obj;
     if obj["metadata"].get("uid").is_none() {
         obj["metadata"]["uid"] = json!(meta::new_uid());

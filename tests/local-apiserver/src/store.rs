@@ -49,8 +49,14 @@ pub struct Store {
 
 pub fn key_of(obj: &Value) -> ObjKey {
     (
-        obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-        obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -91,7 +97,9 @@ impl Inner {
 
     /// Objects of a resource, optionally in one namespace, in (namespace, name) order.
     pub fn list(&self, storage_key: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(map) = self.objects.get(storage_key) else { return Vec::new() };
+        let Some(map) = self.objects.get(storage_key) else {
+            return Vec::new();
+        };
         match namespace {
             Some(ns) => map
                 .range((ns.to_string(), String::new())..)
@@ -111,7 +119,9 @@ impl Inner {
         mut keep: impl FnMut(&Value) -> bool,
         limit: usize,
     ) -> (Vec<Arc<Value>>, Option<ObjKey>, usize) {
-        let Some(map) = self.objects.get(storage_key) else { return (Vec::new(), None, 0) };
+        let Some(map) = self.objects.get(storage_key) else {
+            return (Vec::new(), None, 0);
+        };
         let start = match (after, namespace) {
             (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
             (None, Some(ns)) => std::ops::Bound::Included((ns.to_string(), String::new())),
@@ -153,8 +163,16 @@ impl Inner {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let key = key_of(&obj);
         let obj = Arc::new(obj);
-        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key, obj.clone());
-        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        let old = self
+            .objects
+            .entry(storage_key.to_string())
+            .or_default()
+            .insert(key, obj.clone());
+        let type_ = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.record(storage_key, type_, obj.clone(), old);
         obj
     }
@@ -172,15 +190,31 @@ impl Inner {
 
     /// Drops every object of a resource (CRD deletion), with DELETED events.
     pub fn drop_resource(&mut self, storage_key: &str) {
-        let keys: Vec<ObjKey> = self.objects.get(storage_key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<ObjKey> = self
+            .objects
+            .get(storage_key)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for k in keys {
             self.remove(storage_key, &k);
         }
         self.objects.remove(storage_key);
     }
 
-    fn record(&mut self, storage_key: &str, type_: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
-        let event = Arc::new(Event { rv: self.rv, storage_key: storage_key.to_string(), type_, object, old });
+    fn record(
+        &mut self,
+        storage_key: &str,
+        type_: EventType,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
+    ) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            storage_key: storage_key.to_string(),
+            type_,
+            object,
+            old,
+        });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {
             if let Some(e) = self.history.pop_front() {
@@ -197,7 +231,13 @@ impl Inner {
             return None;
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
-        Some(self.history.range(start..).filter(|e| e.storage_key == storage_key).cloned().collect())
+        Some(
+            self.history
+                .range(start..)
+                .filter(|e| e.storage_key == storage_key)
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -220,15 +260,26 @@ mod tests {
         let mut s = store.lock();
         let a = s.put("/configmaps", obj("a", "x"));
         let b = s.put("apps/deployments", obj("a", "y"));
-        let a_rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-        let b_rv: u64 = b["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let a_rv: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let b_rv: u64 = b["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(b_rv > a_rv);
         assert_eq!(s.events_since("/configmaps", 1).map(|e| e.len()), Some(1));
         s.put("/configmaps", obj("a", "z"));
         s.put("/configmaps", obj("b", "z"));
         // History holds 3 events; the first was compacted away.
         assert!(s.events_since("/configmaps", a_rv - 1).is_none());
-        assert_eq!(s.events_since("/configmaps", a_rv).map(|e| e.len()), Some(2));
+        assert_eq!(
+            s.events_since("/configmaps", a_rv).map(|e| e.len()),
+            Some(2)
+        );
     }
 
     #[test]
