@@ -249,6 +249,11 @@ fn kubectl_drives_the_server() {
         "{table}"
     );
 
+    let rollout = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=10s"]);
+    assert!(rollout.contains("successfully rolled out"), "{rollout}");
+    let waited = ok(&kc, &["wait", "--for=condition=Available", "deployment/web", "--timeout=10s"]);
+    assert!(waited.contains("condition met"), "{waited}");
+
     let json: serde_json::Value =
         serde_json::from_str(&ok(&kc, &["get", "configmap", "settings", "-o", "json"]))
             .expect("-o json parses");
