@@ -484,6 +484,76 @@ fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             ".spec.holderIdentity",
             "The holder.",
         )],
+        ("", "events") => vec![
+            col("Type", "string", ".type", "Normal or Warning."),
+            col("Reason", "string", ".reason", "Why the event happened."),
+            col(
+                "Object",
+                "string",
+                ".involvedObject.name",
+                "The object it is about.",
+            ),
+            col("Message", "string", ".message", "What happened."),
+        ],
+        ("events.k8s.io", "events") => vec![
+            col("Type", "string", ".type", "Normal or Warning."),
+            col("Reason", "string", ".reason", "Why the event happened."),
+            col(
+                "Object",
+                "string",
+                ".regarding.name",
+                "The object it is about.",
+            ),
+            col("Note", "string", ".note", "What happened."),
+        ],
+        ("", "nodes") => vec![
+            col(
+                "Status",
+                "string",
+                ".status.conditions[?(@.type==\"Ready\")].status",
+                "Ready condition.",
+            ),
+            col(
+                "Version",
+                "string",
+                ".status.nodeInfo.kubeletVersion",
+                "Kubelet version.",
+            ),
+        ],
+        ("storage.k8s.io", "csidrivers") => vec![
+            col(
+                "AttachRequired",
+                "boolean",
+                ".spec.attachRequired",
+                "Whether attach is required.",
+            ),
+            col(
+                "PodInfoOnMount",
+                "boolean",
+                ".spec.podInfoOnMount",
+                "Whether pod info is passed on mount.",
+            ),
+        ],
+        ("storage.k8s.io", "csinodes") => vec![col(
+            "Drivers",
+            "string",
+            ".spec.drivers[*].name",
+            "Registered drivers.",
+        )],
+        ("policy", "poddisruptionbudgets") => vec![
+            col(
+                "Min Available",
+                "string",
+                ".spec.minAvailable",
+                "Minimum available pods.",
+            ),
+            col(
+                "Max Unavailable",
+                "string",
+                ".spec.maxUnavailable",
+                "Maximum unavailable pods.",
+            ),
+        ],
         _ => Vec::new(),
     };
     cols.extend(extra);

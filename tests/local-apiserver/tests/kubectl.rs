@@ -249,9 +249,20 @@ fn kubectl_drives_the_server() {
         "{table}"
     );
 
-    let rollout = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=10s"]);
+    let rollout = ok(
+        &kc,
+        &["rollout", "status", "deployment/web", "--timeout=10s"],
+    );
     assert!(rollout.contains("successfully rolled out"), "{rollout}");
-    let waited = ok(&kc, &["wait", "--for=condition=Available", "deployment/web", "--timeout=10s"]);
+    let waited = ok(
+        &kc,
+        &[
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=10s",
+        ],
+    );
     assert!(waited.contains("condition met"), "{waited}");
 
     let json: serde_json::Value =
