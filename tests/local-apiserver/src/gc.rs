@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::handlers::{
-    CRD_CLEANUP_FINALIZER, CRD_KEY, DeleteOpts, NAMESPACE_KEY, delete_locked, remove_object,
-};
+use crate::deletion::{DeleteOpts, delete_locked, remove_object};
+use crate::handlers::{CRD_CLEANUP_FINALIZER, CRD_KEY, NAMESPACE_KEY};
 use crate::server::Shared;
 use crate::store::{Inner, key_of};
 

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::deletion;
 use crate::discovery;
 use crate::error::ApiError;
 use crate::handlers::{self, Query, Reply, Target};
@@ -21,6 +22,7 @@ use crate::server::Shared;
 use crate::table::{self, Format};
 use crate::tokens;
 use crate::watch;
+use crate::write;
 
 /// The real API server rejects request bodies over 3 MiB; so does this one (413).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -332,11 +334,11 @@ async fn handle(
         ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
         ("get", _) => handlers::get(&shared, t),
         ("list", _) => handlers::list(&shared, t, &q),
-        ("create", _) => handlers::create(&shared, t, &q, &body, &content_type, &user_agent),
-        ("update", _) => handlers::update(&shared, t, &q, &body, &content_type, &user_agent),
-        ("patch", _) => handlers::patch(&shared, t, &q, &body, &content_type, &user_agent),
-        ("delete", _) => handlers::delete(&shared, t, &q, &body),
-        ("deletecollection", _) => handlers::delete_collection(&shared, t, &q, &body),
+        ("create", _) => write::create(&shared, t, &q, &body, &content_type, &user_agent),
+        ("update", _) => write::update(&shared, t, &q, &body, &content_type, &user_agent),
+        ("patch", _) => write::patch(&shared, t, &q, &body, &content_type, &user_agent),
+        ("delete", _) => deletion::delete(&shared, t, &q, &body),
+        ("deletecollection", _) => deletion::delete_collection(&shared, t, &q, &body),
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     };
     match result {

@@ -12,15 +12,17 @@
 //! ```
 //!
 //! Module map: `registry` (what is served), `discovery`, `http` (routing), `handlers` (verbs),
-//! `store` (objects, resourceVersions, history), `meta` (metadata), `managed` + `fieldpath` +
+//! `admission`, `write`, `deletion`, `store` (objects, resourceVersions, history), `meta` (metadata), `managed` + `fieldpath` +
 //! `schema` (managed fields and server-side apply), `patch`, `selectors`, `watch`, `table`,
 //! `validation` + `cel_rules` (CRD schemas), `gc` (finalizers, ownerReferences, namespace and
 //! CRD deletion), `workloads` (simulated Deployment/DaemonSet status), `tokens` (TokenRequest),
 //! `faults`, `counters`.
 
+mod admission;
 mod builtin_rules;
 mod cel_rules;
 mod counters;
+mod deletion;
 mod discovery;
 mod error;
 mod faults;
@@ -43,6 +45,7 @@ mod tokens;
 mod validation;
 mod watch;
 mod workloads;
+mod write;
 
 use std::io;
 use std::net::SocketAddr;
@@ -157,7 +160,7 @@ impl LocalApiServer {
                 subresource: None,
             };
             let body = serde_json::to_vec(&obj).unwrap_or_default();
-            handlers::create(
+            write::create(
                 &shared,
                 &t,
                 &Default::default(),
@@ -247,7 +250,7 @@ impl LocalApiServer {
     /// metadata.namespace when namespaced), bypassing validation, admission and managed fields.
     /// Watches see it as ADDED/MODIFIED.
     pub fn insert_raw(&self, obj: serde_json::Value) {
-        if let Err(e) = handlers::insert_raw(&self.shared, obj) {
+        if let Err(e) = write::insert_raw(&self.shared, obj) {
             panic!("insert_raw: {e}");
         }
     }
