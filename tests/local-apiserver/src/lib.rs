@@ -21,6 +21,7 @@
 mod admission;
 mod builtin_rules;
 mod cel_rules;
+mod columns;
 mod counters;
 mod deletion;
 mod discovery;
