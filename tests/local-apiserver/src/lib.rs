@@ -11,12 +11,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `registry` (what is served), `discovery`, `http` (routing), `handlers` (verbs),
-//! `admission`, `write`, `deletion`, `store` (objects, resourceVersions, history), `meta` (metadata), `managed` + `fieldpath` +
-//! `schema` (managed fields and server-side apply), `patch`, `selectors`, `watch`, `table`,
-//! `validation` + `cel_rules` (CRD schemas), `gc` (finalizers, ownerReferences, namespace and
-//! CRD deletion), `workloads` (simulated Deployment/DaemonSet status), `tokens` (TokenRequest),
-//! `faults`, `counters`.
+//! Module map:
+//! - serving: `http` (routing, faults, counters, response shapes), `discovery`, `openapi`
+//!   (minimal /openapi/v3), `registry` (what is served) and `columns` (printer columns);
+//! - verbs: `handlers` (shared types, get, list), `write` (create, update, patch, apply),
+//!   `deletion`, `admission` (checks and defaults), `builtin_rules` (built-in validation),
+//!   `validation` + `cel_rules` (CRD schemas and CEL), `tokens` (TokenRequest), `protobuf`
+//!   (kubectl's protobuf bodies), `watch`, `table` (Table / PartialObjectMetadata);
+//! - state: `store` (objects, the resourceVersion counter, event history), `meta` (metadata);
+//! - server-side apply: `managed` (managedFields, apply), `fieldpath` (field sets), `schema`
+//!   (list and map merge rules), `patch` (merge, JSON and strategic patches), `selectors`;
+//! - controllers: `gc` (finalizers, ownerReferences, namespace and CRD deletion), `workloads`
+//!   (simulated Deployment/DaemonSet status);
+//! - test controls: `faults`, `counters`.
 
 mod admission;
 mod builtin_rules;
