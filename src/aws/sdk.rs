@@ -51,17 +51,23 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Retry 5xx answers too (not only throttling and transport failures).
+    pub retry_server_errors: bool,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8), retry_server_errors: true }
     }
 }
 
 impl RetryPolicy {
     /// One request, no retry (best-effort extras).
-    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO, retry_server_errors: false };
+
+    fn retries(&self, class: ErrorClass) -> bool {
+        class.retryable() && (self.retry_server_errors || class != ErrorClass::Server)
+    }
 
     /// Delay before attempt `n + 1` after `n` failed attempts: full jitter over an exponential cap.
     pub fn delay(&self, failed_attempts: u32) -> Duration {
@@ -160,7 +166,7 @@ impl Caller {
                     err.attempts = attempt;
                     let outcome = if err.code == "DryRunOperation" { "dry_run" } else { err.class.outcome() };
                     self.metrics.count_aws_request(operation, outcome);
-                    if !err.class.retryable() || attempt >= max {
+                    if !policy.retries(err.class) || attempt >= max {
                         return Err(err);
                     }
                     let delay = policy.delay(attempt);
@@ -473,13 +479,16 @@ fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
     }
 }
 
-/// A DryRun answer as a verdict. Throttling, outages and credential failures stay errors.
+/// A DryRun answer as a verdict. Throttling, transport and credential failures stay errors
+/// (the refresh fails and is marked stale); a 5xx leaves the action undecided until the next
+/// refresh (EC2 answers DryRun before doing any work, so a 5xx there is not worth a retry storm,
+/// and moto answers 5xx for the actions it lacks).
 fn verdict<T>(r: Result<T, AwsError>) -> Result<Verdict, AwsError> {
     match r {
         Ok(_) => Ok(Verdict::Allowed),
         Err(e) if e.code == "DryRunOperation" => Ok(Verdict::Allowed),
         Err(e) if e.class == ErrorClass::Denied => Ok(Verdict::Denied),
-        Err(e) if e.class.retryable() || e.class == ErrorClass::Credentials => Err(e),
+        Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transport | ErrorClass::Credentials) => Err(e),
         Err(e) => Ok(Verdict::Undecided(e.code)),
     }
 }
@@ -570,12 +579,16 @@ impl AwsApi for SdkAws {
         let probe = probe.clone();
         Box::pin(async move {
             let op = probe.operation();
-            let retry = self.caller.retry;
+            let retry = RetryPolicy { retry_server_errors: false, ..self.caller.retry };
             let ec2 = &self.ec2;
             let c = &self.caller;
             match &probe {
                 Probe::DescribeInstances => verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await),
-                Probe::DescribeInstanceTypes => verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).max_results(5).send()).await),
+                // One named type, as the driver asks for its node's type (and moto, which ignores
+                // DryRun here, then answers one type instead of hundreds).
+                Probe::DescribeInstanceTypes => {
+                    verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()).await)
+                }
                 Probe::DescribeVolumesModifications => {
                     verdict(c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send()).await)
                 }
@@ -654,7 +667,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), retry_server_errors: true };
         for _ in 0..50 {
             let d1 = p.delay(1);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
