@@ -3,8 +3,8 @@
 //! snapshots of the cluster, and with a kubeconfig the orphaned volumes. Prints a readable
 //! report, or JSON in the shape of `status.aws`.
 //!
-//! Exit codes: 0 every permission granted, 1 permissions missing, 2 AWS could not be asked
-//! (credentials, network, throttling); bad arguments are an `Err`.
+//! Exit codes: 0 every permission granted, 1 permissions missing, 3 AWS could not be asked
+//! (credentials, network, throttling); bad arguments are an `Err` (exit 2, like clap's own).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_MISSING_PERMISSIONS: i32 = 1;
-pub const EXIT_AWS_FAILED: i32 = 2;
+/// 2 is left to usage errors (clap's and `DoctorError`).
+pub const EXIT_AWS_FAILED: i32 = 3;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OutputFormat {

@@ -412,13 +412,10 @@ impl Poller {
                     api
                 }
                 Err(err) => {
-                    let params = entry.params.clone();
-                    let mut status = self.latest.get(name).cloned().unwrap_or_default();
-                    status.checked_at = Some(jiff::Timestamp::now().to_string());
-                    status.stale = true;
-                    status.scope = params.scope();
-                    status.last_error = Some(err.code.clone());
-                    status.last_error_message = Some(format!("{}: {}", err.operation, err.message));
+                    tracing::warn!(driver = name, code = %err.code, "cannot build the AWS client: {}", err.message);
+                    let mut status = inventory::failed(self.latest.get(name), &entry.params, &err, jiff::Timestamp::now());
+                    status.region = spec.aws.region.clone().or_else(|| self.settings.default_region.clone());
+                    status.fips_endpoints = spec.fips;
                     self.publish(name, status, shutdown).await;
                     return;
                 }

@@ -508,8 +508,17 @@ impl AwsApi for SdkAws {
                 let (_, arn) = role.get().await?;
                 return Ok(Principal { description: role.description(), arn });
             }
-            let out = self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await?;
-            Ok(Principal { description: "operator credentials".to_string(), arn: out.arn })
+            // Only for the ARN: a cluster whose network reaches EC2 but not STS (a VPC endpoint for
+            // EC2 alone) still gets its inventory; bad credentials are reported here already.
+            let arn = match self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await {
+                Ok(out) => out.arn,
+                Err(e) if e.class == ErrorClass::Credentials => return Err(e),
+                Err(e) => {
+                    tracing::debug!(code = %e.code, "GetCallerIdentity failed; the caller ARN stays unknown");
+                    None
+                }
+            };
+            Ok(Principal { description: "operator credentials".to_string(), arn })
         })
     }
 

@@ -40,19 +40,19 @@ pub const ASSUMED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-dr
 pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/operator";
 
 pub fn volume_state(i: usize) -> &'static str {
-    if i % 10 == 0 { "available" } else { "in-use" }
+    if i.is_multiple_of(10) { "available" } else { "in-use" }
 }
 pub fn volume_size(i: usize) -> u64 {
     10 + (i % 3) as u64
 }
 pub fn volume_type(i: usize) -> &'static str {
-    if i % 2 == 0 { "gp3" } else { "gp2" }
+    if i.is_multiple_of(2) { "gp3" } else { "gp2" }
 }
 pub fn volume_zone(i: usize) -> String {
     format!("us-east-1{}", ["a", "b", "c"][i % 3])
 }
 pub fn snapshot_state(j: usize) -> &'static str {
-    if j % 100 == 0 { "pending" } else { "completed" }
+    if j.is_multiple_of(100) { "pending" } else { "completed" }
 }
 
 fn decode(s: &str) -> String {

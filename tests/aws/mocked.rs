@@ -203,3 +203,21 @@ async fn an_unchanged_answer_is_the_same_result_and_a_changed_one_is_not() {
     let c: AwsStatus = inventory::refresh(&api2, &RefreshParams::default(), None, Some(&b), now()).await;
     assert!(!b.same_result(&c));
 }
+
+#[tokio::test]
+async fn account_settings_and_caller_identity_the_role_may_lack_are_unknown_not_fatal() {
+    let mut f = Fake::new(4, 1);
+    f.deny = ["GetEbsEncryptionByDefault", "GetEbsDefaultKmsKeyId", "GetCallerIdentity"].map(String::from).into();
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    assert_eq!(status.encryption_by_default, None);
+    assert_eq!(status.default_kms_key_id, None);
+    assert_eq!(status.permissions.principal_arn, None);
+    assert_eq!(status.volumes.count, 4);
+    assert!(status.permissions.missing.is_empty(), "not actions of the driver: {:?}", status.permissions.missing);
+}

@@ -131,12 +131,12 @@ async fn doctor_exits_non_zero_when_permissions_are_missing_and_rejects_bad_argu
 
     // AWS unreachable: exit 2, the error code in the report.
     let mut t = Fake::new(2, 1);
-    t.throttle = std::sync::Mutex::new([("GetCallerIdentity".to_string(), usize::MAX)].into());
+    t.throttle = std::sync::Mutex::new([("DescribeAvailabilityZones".to_string(), usize::MAX)].into());
     let throttled = Arc::new(t);
     let mut out = Vec::new();
     let code = run_doctor_with(a.clone(), moto::static_credentials(), Some(throttled.client()), &mut out).await.expect("doctor runs");
     assert_eq!(code, doctor::EXIT_AWS_FAILED);
-    assert!(String::from_utf8_lossy(&out).contains("AWS ERROR    Throttling: GetCallerIdentity"), "{}", String::from_utf8_lossy(&out));
+    assert!(String::from_utf8_lossy(&out).contains("AWS ERROR    RequestLimitExceeded: DescribeAvailabilityZones"), "{}", String::from_utf8_lossy(&out));
 
     for (bad, flag) in [
         (DoctorArgs { orphan_grace_period: "soon".into(), ..a.clone() }, "--orphan-grace-period"),
