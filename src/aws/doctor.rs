@@ -160,6 +160,7 @@ pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_clie
         http_client,
         retry: RetryPolicy::default(),
         metrics: Arc::new(Metrics::new()),
+        principal_label: Some("your credentials".to_string()),
     };
     let api = SdkAws::new(settings).await?;
     let status = check(&api, &params, pvs.as_ref()).await;

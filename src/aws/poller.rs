@@ -221,6 +221,7 @@ impl SdkFactory {
             http_client: self.settings.http_client.clone(),
             retry: self.settings.retry,
             metrics: self.metrics.clone(),
+            principal_label: Some(principal_label(spec).to_string()),
         }
     }
 }
@@ -231,6 +232,18 @@ impl ApiFactory for SdkFactory {
             let api = SdkAws::new(self.aws_settings(spec)).await?;
             Ok(Arc::new(api) as Arc<dyn AwsApi>)
         })
+    }
+}
+
+/// Whose permissions a non-IRSA spec gets probed with.
+fn principal_label(spec: &HardenedCsiDriverSpec) -> &'static str {
+    let id = &spec.aws.identity;
+    if id.secret_ref.is_some() {
+        "operator credentials (the driver uses keys from a Secret, which the operator does not read)"
+    } else if id.pod_identity.is_some() {
+        "operator credentials (the driver uses EKS Pod Identity, whose role the operator cannot assume)"
+    } else {
+        "operator credentials"
     }
 }
 

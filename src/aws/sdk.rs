@@ -121,6 +121,8 @@ pub struct AwsSettings {
     pub http_client: Option<SharedHttpClient>,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
+    /// How the status names non-role credentials (default `operator credentials`).
+    pub principal_label: Option<String>,
 }
 
 impl AwsSettings {
@@ -134,6 +136,7 @@ impl AwsSettings {
             http_client: None,
             retry: RetryPolicy::default(),
             metrics,
+            principal_label: None,
         }
     }
 }
@@ -362,6 +365,7 @@ pub struct SdkAws {
     sts: aws_sdk_sts::Client,
     role: Option<Arc<RoleCredentials>>,
     caller: Caller,
+    principal_label: String,
 }
 
 impl SdkAws {
@@ -403,6 +407,7 @@ impl SdkAws {
             sts,
             role,
             caller,
+            principal_label: settings.principal_label.clone().unwrap_or_else(|| "operator credentials".to_string()),
         })
     }
 }
@@ -518,7 +523,7 @@ impl AwsApi for SdkAws {
                     None
                 }
             };
-            Ok(Principal { description: "operator credentials".to_string(), arn })
+            Ok(Principal { description: self.principal_label.clone(), arn })
         })
     }
 

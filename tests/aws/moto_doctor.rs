@@ -87,7 +87,7 @@ async fn doctor_text_report_is_readable_and_says_when_orphans_were_not_checked()
     assert_eq!(code, doctor::EXIT_OK);
     let line = |label: &str| text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} line in:\n{text}")).to_string();
     assert!(line("scope").contains("cluster alpha, region us-east-1, FIPS endpoints off"));
-    assert!(line("identity").contains("operator credentials [arn:aws:sts::123456789012:user/moto]"));
+    assert!(line("identity").contains("your credentials [arn:aws:sts::123456789012:user/moto]"));
     assert!(line("volumes").starts_with("volumes      3 (35 GiB); state: available 3; type: gp2 1, gp3 2; zone: us-east-1a 2, us-east-1b 1"), "{}", line("volumes"));
     assert!(line("encryption").contains("by default OFF") && line("encryption").contains("default KMS key unknown"));
     assert!(line("orphaned").contains("not checked (pass --kubeconfig"));

@@ -69,6 +69,7 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     assert_eq!(first.volumes.count, 3);
     assert!(first.orphaned.checked, "PVs were listed");
     assert_eq!(first.orphaned.count, 0, "inside the default 1h grace period");
+    assert!(first.permissions.principal.starts_with("operator credentials (the driver uses EKS Pod Identity"), "{}", first.permissions.principal);
     let conds = store.conditions("ebs");
     assert_eq!((conds[0].type_, conds[0].status), ("AwsReachable", "True"));
     assert!(metrics.encode().contains("hardened_csi_operator_ebs_volumes{state=\"available\"} 3"));
