@@ -3,7 +3,6 @@
 //! Not a test: nothing here asserts; the README records the numbers and their targets.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hardened_csi_operator::controller::{self, Options};
@@ -59,7 +58,7 @@ async fn main() {
     let metrics = Arc::new(Metrics::new());
     let (trigger, rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = hardened_csi_operator::http::Readiness::new();
     let opts = Options {
         metrics: metrics.clone(),
         aws: None,
@@ -72,7 +71,7 @@ async fn main() {
     };
     let c = client.clone();
     let task = tokio::spawn(async move { controller::run(c, opts).await.expect("controller") });
-    wait(async || ready.load(Ordering::SeqCst)).await;
+    wait(async || ready.is_ready()).await;
 
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());

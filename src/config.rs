@@ -320,7 +320,9 @@ fn parse_endpoint_url(text: &str) -> Result<String, String> {
         .or_else(|| text.strip_prefix("http://"))
         .ok_or_else(|| format!("{text:?} must start with http:// or https://"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
-        return Err(format!("{text:?} has no host: expected e.g. https://ec2.eu-west-1.amazonaws.com or http://127.0.0.1:5000"));
+        return Err(format!(
+            "{text:?} has no host: expected e.g. https://ec2.eu-west-1.amazonaws.com or http://127.0.0.1:5000"
+        ));
     }
     Ok(text.to_string())
 }

@@ -1,10 +1,10 @@
 //! The operator's HTTP server: `/livez`, `/readyz` and `/metrics` on `--metrics-addr`.
 //!
 //! - `/livez` answers 200 while the process can serve requests at all.
-//! - `/readyz` answers 200 once [`Readiness`] is set (by `main`, when the controller's caches
-//!   have synced) and 503 before. It does not depend on leadership: a standby replica with synced
-//!   caches is ready to take over, and a Deployment rollout must not stall on the replica that
-//!   cannot lead.
+//! - `/readyz` answers 200 once [`Readiness`] is set and 503 before. It does not depend on
+//!   leadership, so a Deployment rollout never stalls on the replica that cannot lead: the leader's
+//!   controller sets it when its caches have synced, and a standby (which runs no controller) sets
+//!   it once it takes part in the election (`LeaderElection::first_contact`).
 //! - `/metrics` is the OpenMetrics text of [`Metrics::encode`], served with the OpenMetrics content
 //!   type, which Prometheus negotiates and parses (counter `_total` samples included). Served as
 //!   `text/plain; version=0.0.4` the `# EOF` trailer and counter naming would not match.
@@ -34,6 +34,16 @@ pub struct Readiness(Arc<AtomicBool>);
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Readiness backed by an existing flag (e.g. the one `controller::Options::ready` sets).
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// The underlying flag, for code that takes an `Arc<AtomicBool>`.
+    pub fn shared_flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
     }
 
     pub fn set_ready(&self) {
@@ -143,9 +153,10 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(metrics, readiness);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-    });
+    let task =
+        tokio::spawn(
+            async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
+        );
     tracing::info!(%local_addr, "serving /livez, /readyz and /metrics");
     Ok(HttpServer { local_addr, task })
 }
@@ -163,11 +174,7 @@ mod tests {
         let mut raw = String::new();
         stream.read_to_string(&mut raw).await.expect("read response");
         let (head, body) = raw.split_once("\r\n\r\n").expect("header/body separator");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
         (status, head.to_ascii_lowercase(), body.to_string())
     }
 
@@ -194,6 +201,9 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, 200);
         readiness.set_not_ready();
         assert_eq!(get(addr, "/readyz").await.0, 503);
+        // The controller sets the same flag through its `Arc<AtomicBool>`.
+        readiness.shared_flag().store(true, Ordering::SeqCst);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
         assert_eq!(get(addr, "/nope").await.0, 404);
         token.cancel();
         server.wait().await.expect("clean stop");

@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::LeaseSettings;
 use crate::metrics::Metrics;
 
+/// Time to keep at the end of the shutdown grace period for releasing the Lease (one read and
+/// one write): give leader-only work `grace - RELEASE_BUDGET`, then `release_within(RELEASE_BUDGET)`.
+pub const RELEASE_BUDGET: Duration = Duration::from_secs(2);
+
 /// The Lease as read in one round.
 #[derive(Clone, Copy, Debug)]
 pub enum LeaseRead<'a> {
@@ -114,9 +118,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 }
 
 fn lease_duration_of(spec: &LeaseSpec) -> Option<Duration> {
-    spec.lease_duration_seconds
-        .filter(|s| *s > 0)
-        .map(|s| Duration::from_secs(u64::from(s.unsigned_abs())))
+    spec.lease_duration_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(u64::from(s.unsigned_abs())))
 }
 
 /// Leader election for this replica: a background task plus the channel saying whether this
@@ -126,6 +128,8 @@ pub struct LeaderElection {
     leader: watch::Receiver<bool>,
     /// Keeps the channel open when election is disabled (no task owns the sender then).
     _always: Option<watch::Sender<bool>>,
+    /// True once the elector has read the Lease successfully at least once.
+    contacted: watch::Receiver<bool>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     release_timeout: Duration,
@@ -143,6 +147,7 @@ impl LeaderElection {
     /// Starts competing for the Lease in `settings` (validated by [`LeaseSettings::validate`]).
     pub fn start(client: kube::Client, settings: LeaseSettings, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = watch::channel(false);
+        let (contacted_tx, contacted) = watch::channel(false);
         metrics.leader.set(0);
         let stop = CancellationToken::new();
         let release_timeout = settings.renew_deadline;
@@ -151,19 +156,42 @@ impl LeaderElection {
             settings,
             metrics,
             tx,
+            contacted: contacted_tx,
             observed: None,
             renewed_at: None,
             held: None,
         };
         let task = tokio::spawn(elector.run(stop.clone()));
-        Self { leader: rx, _always: None, stop, task: Some(task), release_timeout }
+        Self { leader: rx, _always: None, contacted, stop, task: Some(task), release_timeout }
     }
 
     /// Leader election switched off: this replica always leads (a single-replica install).
     pub fn disabled(metrics: &Metrics) -> Self {
         let (tx, rx) = watch::channel(true);
+        // Without election there is no lease to read: "contact" is immediate.
+        let (_, contacted) = watch::channel(true);
         metrics.leader.set(1);
-        Self { leader: rx, _always: Some(tx), stop: CancellationToken::new(), task: None, release_timeout: Duration::ZERO }
+        Self {
+            leader: rx,
+            _always: Some(tx),
+            contacted,
+            stop: CancellationToken::new(),
+            task: None,
+            release_timeout: Duration::ZERO,
+        }
+    }
+
+    /// Completes once this replica has read the Lease successfully, i.e. it takes part in the
+    /// election with a working API connection. A standby replica runs no controller and so never
+    /// syncs caches: this is what makes it ready (see the wiring in `main.rs`). Pending forever if
+    /// the election task ended before any read.
+    pub fn first_contact(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut contacted = self.contacted.clone();
+        async move {
+            if contacted.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// A receiver of "this replica leads"; the value changes when leadership is won or lost.
@@ -177,11 +205,19 @@ impl LeaderElection {
 
     /// Stops competing and, if this replica leads, gives the Lease up so another replica takes
     /// over on its next round. Call after the leader-only work has stopped. Bounded by the renew
-    /// deadline; returns false when the task had to be aborted before it released.
-    pub async fn release(mut self) -> bool {
+    /// deadline; returns false when the task had to be aborted before it released (the lease
+    /// then expires on its own).
+    pub async fn release(self) -> bool {
+        let limit = self.release_timeout;
+        self.release_within(limit).await
+    }
+
+    /// [`release`](Self::release) bounded by `limit` (at most the renew deadline), for the
+    /// end of a shutdown grace period; see [`RELEASE_BUDGET`].
+    pub async fn release_within(mut self, limit: Duration) -> bool {
         self.stop.cancel();
         let Some(mut task) = self.task.take() else { return true };
-        match tokio::time::timeout(self.release_timeout, &mut task).await {
+        match tokio::time::timeout(limit.min(self.release_timeout), &mut task).await {
             Ok(joined) => joined.is_ok(),
             Err(_) => {
                 tracing::warn!("lease release did not finish in time; the lease will expire instead");
@@ -198,6 +234,7 @@ struct Elector {
     settings: LeaseSettings,
     metrics: Arc<Metrics>,
     tx: watch::Sender<bool>,
+    contacted: watch::Sender<bool>,
     /// The Lease content last read and when it was first seen with that content.
     observed: Option<(LeaseSpec, Instant)>,
     /// When the last successful acquire/renew was sent; `Some` exactly while leading.
@@ -267,6 +304,9 @@ impl Elector {
     async fn round(&mut self, attempt: Instant) -> Next {
         let read = self.api.get_opt(&self.settings.name).await;
         let now = Instant::now();
+        if read.is_ok() {
+            self.contacted.send_if_modified(|c| !std::mem::replace(c, true));
+        }
         let current = match read {
             Ok(Some(lease)) => {
                 let spec = lease.spec.clone().unwrap_or_default();

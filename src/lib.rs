@@ -11,6 +11,7 @@ pub mod crd;
 pub mod metrics;
 pub mod permissions;
 pub mod render;
+pub mod run;
 pub mod controller;
 pub mod error;
 pub mod config;

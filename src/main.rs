@@ -32,11 +32,29 @@ enum Command {
     },
     /// Print the RBAC rules the operator itself needs (cluster, driver namespace, own namespace).
     OperatorRbac,
+    /// Run the operator: watch HardenedCsiDriver objects and reconcile the driver.
+    Run(hardened_csi_operator::config::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(hardened_csi_operator::run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crd => {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS

@@ -146,7 +146,8 @@ mod tests {
             std::future::pending::<&str>().await
         });
         token.cancel();
-        let drained = drain(Deadline::after(Duration::from_millis(200)), [("finishes", finishes), ("hangs", hangs)]).await;
+        let drained =
+            drain(Deadline::after(Duration::from_millis(200)), [("finishes", finishes), ("hangs", hangs)]).await;
         assert_eq!(drained.finished, vec!["finishes"]);
         assert_eq!(drained.aborted, vec!["hangs"]);
         assert!(!drained.clean());
@@ -181,8 +182,6 @@ mod tests {
             .status()
             .expect("run kill");
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(10), token.cancelled())
-            .await
-            .expect("token cancelled by SIGTERM");
+        tokio::time::timeout(Duration::from_secs(10), token.cancelled()).await.expect("token cancelled by SIGTERM");
     }
 }

@@ -9,16 +9,18 @@
 //!   headers, tokens, credentials or whole objects of unknown content.
 //! - Credentials live only inside the kube and AWS clients. Their wire-level crates can print
 //!   request headers (an `x-amz-security-token`, the signed request) at `trace` level, so
-//!   [`filter`] caps those crates ([`CREDENTIAL_BEARING_TARGETS`]) at `debug` whatever the global
+//!   [`credential_caps`] caps those crates ([`CREDENTIAL_BEARING_TARGETS`]) at `debug` whatever the global
 //!   level is. A person who names one of them explicitly in `--log-level` (e.g.
 //!   `aws_smithy_runtime=trace`) asked for that output, and gets it, for local debugging only.
 
 use std::io::IsTerminal;
 
 use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
@@ -39,20 +41,21 @@ pub enum TelemetryError {
     AlreadyInstalled(String),
 }
 
-/// The filter for `spec` with the credential-bearing crates capped (see the module docs).
+/// The filter for `spec` (RUST_LOG syntax).
 pub fn filter(spec: &str) -> Result<EnvFilter, TelemetryError> {
-    let mut filter = EnvFilter::builder()
-        .parse(spec)
-        .map_err(|source| TelemetryError::Filter { spec: spec.to_string(), source })?;
-    for target in CREDENTIAL_BEARING_TARGETS {
-        if !names_target(spec, target) {
-            let directive = format!("{target}=debug")
-                .parse()
-                .map_err(|source| TelemetryError::Filter { spec: spec.to_string(), source })?;
-            filter = filter.add_directive(directive);
-        }
-    }
-    Ok(filter)
+    EnvFilter::builder().parse(spec).map_err(|source| TelemetryError::Filter { spec: spec.to_string(), source })
+}
+
+/// The cap on credential-bearing crates (see the module docs): at most `debug` for each one that
+/// `spec` does not name, everything else unrestricted. Applied together with the user's filter,
+/// so it can only remove lines, never add any.
+pub fn credential_caps(spec: &str) -> Targets {
+    CREDENTIAL_BEARING_TARGETS
+        .iter()
+        .filter(|target| !names_target(spec, target))
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |caps, target| {
+            caps.with_target(*target, LevelFilter::DEBUG)
+        })
 }
 
 /// True when a directive of `spec` is about `target` or one of its modules.
@@ -63,26 +66,44 @@ fn names_target(spec: &str, target: &str) -> bool {
     })
 }
 
-/// A subscriber writing `format` lines to `writer`. Separate from [`init`] so tests can capture
-/// the output.
-pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool) -> Box<dyn Subscriber + Send + Sync>
+/// A subscriber writing `format` lines to `writer`, filtered by `spec` and the credential caps.
+/// Separate from [`init`] so tests can capture the output.
+pub fn subscriber<W>(
+    format: LogFormat,
+    spec: &str,
+    writer: W,
+    ansi: bool,
+) -> Result<Box<dyn Subscriber + Send + Sync>, TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match format {
+    let filter = filter(spec)?.and(credential_caps(spec));
+    Ok(match format {
         // One object per line, event fields at the top level beside `level`, `target` and the
         // current span, which is what log collectors index.
-        LogFormat::Json => Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish()),
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
-    }
+        LogFormat::Json => Box::new(
+            Registry::default().with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer)
+                    .with_filter(filter),
+            ),
+        ),
+        LogFormat::Text => Box::new(
+            Registry::default()
+                .with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer).with_filter(filter)),
+        ),
+    })
 }
 
 /// Installs the global subscriber on stdout (and routes `log` records through it). Colours only
 /// when stdout is a terminal.
 pub fn init(format: LogFormat, spec: &str) -> Result<(), TelemetryError> {
     let ansi = std::io::stdout().is_terminal();
-    subscriber(format, filter(spec)?, std::io::stdout, ansi)
+    subscriber(format, spec, std::io::stdout, ansi)?
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInstalled(err.to_string()))
 }
@@ -115,7 +136,7 @@ mod tests {
     fn capture(format: LogFormat, spec: &str, emit: impl FnOnce()) -> String {
         let out = Captured::default();
         let writer = out.clone();
-        let sub = subscriber(format, filter(spec).expect("filter"), move || writer.clone(), false);
+        let sub = subscriber(format, spec, move || writer.clone(), false).expect("valid filter");
         tracing::subscriber::with_default(sub, emit);
         out.text()
     }
@@ -143,9 +164,22 @@ mod tests {
             tracing::info!("filtered out");
             tracing::warn!(kind = "Deployment", "foreign owner");
         });
-        assert!(text.contains("WARN") && text.contains("foreign owner") && text.contains("kind=\"Deployment\""), "{text}");
+        assert!(
+            text.contains("WARN") && text.contains("foreign owner") && text.contains("kind=\"Deployment\""),
+            "{text}"
+        );
         assert!(!text.contains("filtered out"), "{text}");
         assert!(!text.contains('\u{1b}'), "no ANSI escapes: {text}");
+    }
+
+    #[test]
+    fn caps_never_raise_a_crate_above_the_global_level() {
+        let text = capture(LogFormat::Text, "info", || {
+            tracing::debug!(target: "hyper_util::client::legacy::pool", "pooling idle connection");
+            tracing::info!(target: "hyper_util::client::legacy::pool", "info from hyper_util");
+        });
+        assert!(!text.contains("pooling idle connection"), "{text}");
+        assert!(text.contains("info from hyper_util"), "{text}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub struct Options {
     /// Extra reconcile triggers (the AWS poller's result changes).
     pub triggers: Option<mpsc::Receiver<String>>,
     /// Set once every cache has synced.
-    pub ready: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub ready: Option<crate::http::Readiness>,
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
@@ -122,9 +122,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
             let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
             controller = controller.watches_stream_with(stream, |o: DynamicObject| instance_ref(&o.metadata), kind.resource.clone());
-            let r = reader.clone();
+            let (r, k) = (reader.clone(), kind.resource.kind.clone());
             syncs.push(Box::pin(async move {
-                let _ = r.wait_until_ready().await;
+                synced(&r).await;
+                tracing::debug!(kind = %k, "cache synced");
             }));
             caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Full(reader)));
         } else {
@@ -139,9 +140,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             );
             // The snapshot API may be absent; its cache must not hold up readiness.
             if kind.resource.group != "snapshot.storage.k8s.io" {
-                let r = reader.clone();
+                let (r, k) = (reader.clone(), kind.resource.kind.clone());
                 syncs.push(Box::pin(async move {
-                    let _ = r.wait_until_ready().await;
+                    synced(&r).await;
+                    tracing::debug!(kind = %k, "cache synced");
                 }));
             }
             caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Meta(reader)));
@@ -171,9 +173,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     if let Some(ready) = opts.ready {
         let store = drivers_store;
         tokio::spawn(async move {
-            let _ = store.wait_until_ready().await;
+            synced(&store).await;
             futures::future::join_all(syncs).await;
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            ready.set_ready();
             tracing::info!("caches synced; ready");
         });
     }
@@ -195,6 +197,17 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         _ = capability_watch => {}
     }
     Ok(())
+}
+
+/// Waits until a store has its initial list. kube's readiness signal wakes only the most recent
+/// waiter, and the controller's own applier waits on the driver store too, so poll with a
+/// timeout instead of parking on it once.
+async fn synced<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await.is_err() {}
 }
 
 fn tokio_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {

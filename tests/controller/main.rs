@@ -255,3 +255,4 @@ async fn status_follows_a_rollout() {
     assert_eq!(h.condition(DRIVER, "Degraded").await.expect("d")["status"], json!("False"));
     h.stop().await;
 }
+

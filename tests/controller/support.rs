@@ -2,7 +2,6 @@
 //! running against it over HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hardened_csi_operator::controller::{self, Options};
@@ -47,6 +46,10 @@ impl Harness {
     }
 
     pub async fn start_with(nodes: usize, snapshot_api: bool) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let server = LocalApiServer::start().await.expect("local API server starts");
         let client = server.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -64,7 +67,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let (trigger, rx) = mpsc::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = hardened_csi_operator::http::Readiness::new();
         let opts = Options {
             metrics: metrics.clone(),
             aws: None,
@@ -80,7 +83,7 @@ impl Harness {
             controller::run(c, opts).await.expect("controller runs");
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !ready.load(Ordering::SeqCst) {
+        while !ready.is_ready() {
             assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -111,10 +114,12 @@ impl Harness {
         self.drivers().patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await.expect("spec patched");
     }
 
-    /// The driver's status as JSON (Null until written).
+    /// The driver's status as JSON (Null until written). Read untyped: a stored object that
+    /// bypassed validation would not deserialise into the Rust type.
     pub async fn status(&self, name: &str) -> Value {
-        let d = self.drivers().get(name).await.expect("driver exists");
-        serde_json::to_value(&d.status).expect("status serialises")
+        let api = self.dynamic("csi.hardened.dev/v1alpha1", "HardenedCsiDriver", "hardenedcsidrivers", None);
+        let d = api.get(name).await.expect("driver exists");
+        d.data.get("status").cloned().unwrap_or(Value::Null)
     }
 
     pub async fn condition(&self, name: &str, type_: &str) -> Option<Value> {

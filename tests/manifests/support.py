@@ -334,6 +334,9 @@ def checkov(docs_by_file: dict[str, str], framework: str = "kubernetes") -> dict
             capture_output=True,
             text=True,
             timeout=300,
+            # checkov's own fork-based parallelism dropped results now and then on a loaded
+            # machine; the suite runs several checkov processes side by side instead.
+            env={**os.environ, "CHECKOV_PARALLELIZATION_TYPE": "none"},
         )
     # Exit 1 means "some check failed"; anything else with no JSON is a crash.
     try:

@@ -65,6 +65,15 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether the real server keeps `metadata.generation` for this kind.
+    pub fn tracks_generation(&self) -> bool {
+        self.is_crd()
+            || matches!(
+                (self.group.as_str(), self.kind.as_str()),
+                ("apps", _) | ("policy", "PodDisruptionBudget") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            )
+    }
+
     pub fn is_crd(&self) -> bool {
         matches!(self.schema, SchemaSource::Crd { .. })
     }
@@ -114,6 +123,7 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "storage.k8s.io", version: "v1", kind: "CSINode", plural: "csinodes", namespaced: false, short: &[], status: false, type_path: "api::storage::v1::CSINode" },
     Builtin { group: "storage.k8s.io", version: "v1", kind: "VolumeAttachment", plural: "volumeattachments", namespaced: false, short: &[], status: true, type_path: "api::storage::v1::VolumeAttachment" },
     Builtin { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", namespaced: true, short: &["pdb"], status: true, type_path: "api::policy::v1::PodDisruptionBudget" },
+    Builtin { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", namespaced: true, short: &["netpol"], status: false, type_path: "api::networking::v1::NetworkPolicy" },
     Builtin { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true, short: &[], status: false, type_path: "api::coordination::v1::Lease" },
     Builtin { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], status: false, type_path: "api::events::v1::Event" },
     Builtin { group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false, short: &["crd", "crds"], status: true, type_path: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition" },
