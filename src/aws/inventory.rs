@@ -25,6 +25,13 @@ pub fn fixed_requests() -> usize {
     4 + preflight::probe_count()
 }
 
+/// The most requests a successful refresh makes without retries (role assumption aside):
+/// `ceil(V/500) + ceil(S/1000) + fixed_requests()`, +1 with snapshot verification. An empty
+/// result still takes one page of each.
+pub fn request_budget(volumes: usize, snapshots: usize, verify_snapshots: bool) -> usize {
+    volumes.div_ceil(500).max(1) + snapshots.div_ceil(1000).max(1) + fixed_requests() + usize::from(verify_snapshots)
+}
+
 /// What a refresh looks at, from `spec.aws` and `spec.inventory`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshParams {

@@ -5,6 +5,7 @@
 #[path = "../support/moto.rs"]
 mod moto;
 
+#[path = "../support/aws_fake.rs"]
 mod fake;
 mod irsa;
 mod mocked;

@@ -32,6 +32,7 @@ async fn ten_thousand_volumes_and_five_thousand_snapshots_fit_the_request_budget
 
     assert!(!status.stale, "refresh failed: {:?} {:?}", status.last_error, status.last_error_message);
     let budget = v.div_ceil(500) + s.div_ceil(1000) + fixed_requests() + 1; // +1: snapshot verification
+    assert_eq!(budget, inventory::request_budget(v, s, true));
     let made = fake.requests().len();
     println!("aws_requests_per_refresh {made} requests (V={v}, S={s}; budget {budget})");
     assert_eq!(made, budget, "requests: {:?}", fake.requests().iter().map(|r| r.action.clone()).collect::<Vec<_>>());

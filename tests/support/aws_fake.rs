@@ -1,6 +1,12 @@
 //! A fake EC2 + STS + EBS speaking the real wire protocol (awsQuery XML), plugged into the SDK as
 //! its HTTP client, so the SDK implementation itself (serialisation, pagination, retries,
 //! signing, error parsing) is what the tests exercise. It records every request.
+//!
+//! Include it with `#[path = "../support/aws_fake.rs"] mod aws_fake;` (tests, benches): it needs
+//! only the crate's normal dependencies. `Fake::new(volumes, snapshots).client()` is the
+//! `AwsSettings::http_client` / `PollerSettings::http_client`.
+
+#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
