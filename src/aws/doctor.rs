@@ -313,3 +313,64 @@ impl super::status::PermissionReport {
         self.principal_arn.as_deref().map(|a| format!(" [{a}]")).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        doctor: DoctorArgs,
+    }
+
+    #[test]
+    fn flags_parse_into_doctor_args() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "doctor",
+            "--region",
+            "eu-west-1",
+            "--cluster-id",
+            "prod",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/ebs",
+            "--endpoint-url",
+            "http://127.0.0.1:5000",
+            "--kubeconfig",
+            "/tmp/kubeconfig",
+            "--output",
+            "json",
+            "--verify-snapshots",
+        ])
+        .expect("flags parse");
+        let a = cli.doctor;
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/ebs"));
+        assert_eq!(a.kubeconfig, Some(PathBuf::from("/tmp/kubeconfig")));
+        assert_eq!(a.output, OutputFormat::Json);
+        let p = a.params().expect("valid");
+        assert_eq!(p.cluster_id.as_deref(), Some("prod"));
+        assert_eq!(p.orphan_grace, std::time::Duration::from_secs(3600));
+        assert!(p.verify_snapshots);
+        assert!(Cli::try_parse_from(["doctor", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn a_failed_check_reports_the_error_and_no_figures() {
+        let s = AwsStatus {
+            stale: true,
+            scope: "cluster prod".into(),
+            region: Some("us-east-1".into()),
+            last_error: Some("AuthFailure".into()),
+            last_error_message: Some("GetCallerIdentity: bad keys".into()),
+            ..Default::default()
+        };
+        let text = text_report(&s, &RefreshParams { cluster_id: Some("prod".into()), ..Default::default() }, jiff::Timestamp::now());
+        assert!(text.contains("AWS ERROR    AuthFailure: GetCallerIdentity: bad keys"), "{text}");
+        assert!(!text.contains("volumes"), "no figures without an answer: {text}");
+        assert!(text.trim_end().ends_with("AWS CHECK FAILED (AuthFailure)"), "{text}");
+        assert_eq!(exit_code(&s), EXIT_AWS_FAILED);
+    }
+}

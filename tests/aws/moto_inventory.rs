@@ -186,3 +186,40 @@ async fn moto_orphans_are_checked_against_the_persistent_volumes_in_the_cluster(
     assert_eq!(status.orphaned.count, 0);
     assert!(status.orphaned.checked);
 }
+
+#[tokio::test]
+async fn moto_snapshot_verification_lists_blocks_of_the_newest_completed_snapshot() {
+    let moto = Moto::start().await;
+    // gamma: a snapshot written through the EBS direct API, which moto can list blocks of.
+    let ebs = moto.ebs().await;
+    let started = ebs
+        .start_snapshot()
+        .volume_size(1)
+        .tags(aws_sdk_ebs::types::Tag::builder().key("ebs.csi.aws.com/cluster").value("true").build())
+        .tags(aws_sdk_ebs::types::Tag::builder().key("ebs.csi.aws.com/cluster-name").value("gamma").build())
+        .send()
+        .await
+        .expect("moto starts the snapshot");
+    let id = started.snapshot_id().expect("snapshot id").to_string();
+    ebs.complete_snapshot().snapshot_id(&id).changed_blocks_count(0).send().await.expect("moto completes the snapshot");
+    // alpha: EC2-created snapshots, whose blocks moto cannot list (it answers 500).
+    seed(&moto).await;
+    let api = SdkAws::new(moto.settings(Arc::new(Metrics::new()))).await.expect("SDK client builds");
+    let verify = |cluster| RefreshParams { verify_snapshots: true, ..params(Some(cluster)) };
+
+    let gamma = inventory::refresh(&api, &verify("gamma"), None, None, jiff::Timestamp::now()).await;
+    assert!(!gamma.stale, "{:?}", gamma.last_error_message);
+    assert_eq!(gamma.snapshots.count, 1);
+    let v = gamma.snapshots.verification.expect("verified");
+    assert_eq!(v.snapshot_id, id);
+    assert!(v.readable, "{v:?}");
+
+    let alpha = inventory::refresh(&api, &verify("alpha"), None, None, jiff::Timestamp::now()).await;
+    assert!(!alpha.stale, "an unreadable snapshot is reported, the refresh still succeeds");
+    let v = alpha.snapshots.verification.expect("verified");
+    assert!(!v.readable);
+    assert!(v.message.as_deref().is_some_and(|m| m.starts_with("ListSnapshotBlocks failed")), "{v:?}");
+
+    let unverified = inventory::refresh(&api, &params(Some("alpha")), None, None, jiff::Timestamp::now()).await;
+    assert_eq!(unverified.snapshots.verification, None, "verification only when asked");
+}

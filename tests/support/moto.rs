@@ -103,15 +103,23 @@ impl Moto {
         }
     }
 
-    /// An EC2 client on moto, for seeding.
-    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&self.url)
             .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
             .load()
-            .await;
-        aws_sdk_ec2::Client::new(&conf)
+            .await
+    }
+
+    /// An EC2 client on moto, for seeding.
+    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config().await)
+    }
+
+    /// An EBS direct API client on moto, for seeding snapshots it can list blocks of.
+    pub async fn ebs(&self) -> aws_sdk_ebs::Client {
+        aws_sdk_ebs::Client::new(&self.sdk_config().await)
     }
 }
 
