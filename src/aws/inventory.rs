@@ -162,11 +162,11 @@ async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRefere
 
     let filters = params.filters();
     let mut volumes = Vec::new();
-    let mut token = None;
+    let mut token: Option<String> = None;
     loop {
-        let page = api.describe_volumes(&filters, token).await?;
+        let page = api.describe_volumes(&filters, token.clone()).await?;
         volumes.extend(page.items);
-        token = page.next_token;
+        token = next_token(token, page.next_token, "DescribeVolumes")?;
         if token.is_none() {
             break;
         }
@@ -179,11 +179,11 @@ async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRefere
         snap_filters.push(Filter::new("owner-id", account));
     }
     let mut snapshots = Vec::new();
-    let mut token = None;
+    let mut token: Option<String> = None;
     loop {
-        let page = api.describe_snapshots(&snap_filters, token).await?;
+        let page = api.describe_snapshots(&snap_filters, token.clone()).await?;
         snapshots.extend(page.items);
-        token = page.next_token;
+        token = next_token(token, page.next_token, "DescribeSnapshots")?;
         if token.is_none() {
             break;
         }
@@ -222,6 +222,17 @@ async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRefere
         snapshots: snapshot_inventory,
         permissions,
     })
+}
+
+/// The token of the next page. A server answering the token it was sent would page forever:
+/// that is an invalid answer, not a reason to loop.
+fn next_token(sent: Option<String>, received: Option<String>, operation: &str) -> Result<Option<String>, AwsError> {
+    match received {
+        Some(t) if sent.as_deref() == Some(t.as_str()) => {
+            Err(AwsError::new(operation, "InvalidResponse", format!("the page for NextToken {t:?} named itself as the next page"), None))
+        }
+        other => Ok(other),
+    }
 }
 
 /// The account id of an ARN (`arn:aws:sts::123456789012:assumed-role/...`).

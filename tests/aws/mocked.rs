@@ -222,3 +222,18 @@ async fn account_settings_and_caller_identity_the_role_may_lack_are_unknown_not_
     assert_eq!(status.volumes.count, 4);
     assert!(status.permissions.missing.is_empty(), "not actions of the driver: {:?}", status.permissions.missing);
 }
+
+#[tokio::test]
+async fn a_server_repeating_its_page_token_cannot_make_the_refresh_loop() {
+    let mut f = Fake::new(2000, 1);
+    f.repeat_token = true;
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
+
+    assert!(status.stale);
+    assert_eq!(status.last_error.as_deref(), Some("InvalidResponse"));
+    assert_eq!(fake.count("DescribeVolumes"), 2, "first page, then the page naming itself: stop");
+}

@@ -106,3 +106,59 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("poller stops within 5 s of cancellation").expect("poller task did not panic");
 }
+
+#[tokio::test]
+async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");
+    let mut spec = HardenedCsiDriverSpec::default();
+    spec.aws.region = Some("us-east-1".into());
+    spec.inventory.interval = "1s".into();
+    let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
+    drivers.create(&PostParams::default(), &HardenedCsiDriver::new("ebs", spec)).await.expect("driver created");
+
+    let fake = Arc::new(crate::fake::Fake::new(7, 2));
+    let store = AwsStatusStore::default();
+    let metrics = Arc::new(Metrics::new());
+    let (tx, mut rx) = mpsc::channel(8);
+    let settings = PollerSettings {
+        http_client: Some(fake.client()),
+        credentials: moto::static_credentials(),
+        retry: moto::fast_retries(),
+        tick: Duration::from_millis(50),
+        min_interval: Duration::from_secs(1),
+        ..PollerSettings::default()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(Poller::new(client, store.clone(), metrics.clone(), tx, settings).run(shutdown.clone()));
+
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    let good = store.get("ebs").expect("published");
+    assert!(!good.stale && good.volumes.count == 7);
+
+    // Throttled beyond the retries: published once as stale, old figures kept.
+    fake.throttle.lock().expect("lock").insert("DescribeVolumes".into(), usize::MAX);
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    let bad = store.get("ebs").expect("published");
+    assert!(bad.stale);
+    assert_eq!(bad.last_error.as_deref(), Some("RequestLimitExceeded"));
+    assert_eq!(bad.volumes, good.volumes);
+    assert_eq!(bad.last_success_at, good.last_success_at);
+    assert_eq!(store.conditions("ebs")[0].reason, "Throttled");
+    let throttled = aws_requests(&metrics, "DescribeVolumes", "throttled");
+    let attempts = moto::fast_retries().max_attempts as u64;
+    wait_until("two more failing refreshes", || aws_requests(&metrics, "DescribeVolumes", "throttled") >= throttled + 2 * attempts).await;
+    assert!(rx.try_recv().is_err(), "the same failure again triggers nothing");
+
+    // AWS recovers: fresh figures, one trigger.
+    fake.throttle.lock().expect("lock").clear();
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    let recovered = store.get("ebs").expect("published");
+    assert!(!recovered.stale && recovered.last_error.is_none());
+    assert_ne!(recovered.last_success_at, good.last_success_at);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("poller stops").expect("no panic");
+}

@@ -38,6 +38,8 @@ pub struct Fake {
     pub deny: HashSet<String>,
     /// AssumeRoleWithWebIdentity answer: None = success, Some(code) = that error.
     pub sts_error: Option<String>,
+    /// Answer every Describe page with the token it was sent (a paging bug).
+    pub repeat_token: bool,
     pub requests: Mutex<Vec<Req>>,
 }
 
@@ -225,7 +227,13 @@ impl Fake {
         let size: usize = params.get("MaxResults").and_then(|m| m.parse().ok()).unwrap_or(total.max(1));
         let start: usize = params.get("NextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
         let end = (start + size).min(total);
-        let next = if end < total { format!("<nextToken>{end}</nextToken>") } else { String::new() };
+        let next = if self.repeat_token {
+            format!("<nextToken>{}</nextToken>", params.get("NextToken").cloned().unwrap_or_else(|| "1".into()))
+        } else if end < total {
+            format!("<nextToken>{end}</nextToken>")
+        } else {
+            String::new()
+        };
         (start, end, next)
     }
 }
