@@ -133,12 +133,14 @@ impl DoctorArgs {
 /// What `main` calls: the checks with the caller's default AWS credentials, report on stdout.
 /// Returns the exit code.
 pub async fn run_doctor(args: DoctorArgs) -> Result<i32, DoctorError> {
-    let mut out = std::io::stdout().lock();
-    run_doctor_with(args, CredentialSource::Default, None, &mut out).await
+    let mut report = Vec::new();
+    let code = run_doctor_with(args, CredentialSource::Default, None, &mut report).await?;
+    std::io::stdout().write_all(&report)?;
+    Ok(code)
 }
 
 /// `run_doctor` with given base credentials and HTTP client (tests, moto) and output.
-pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut dyn Write) -> Result<i32, DoctorError> {
+pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut (dyn Write + Send)) -> Result<i32, DoctorError> {
     let params = args.params()?;
     let pvs = match &args.kubeconfig {
         Some(path) => {
@@ -318,6 +320,14 @@ impl super::status::PermissionReport {
 mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_doctor_future_can_be_spawned() {
+        let fut = run_doctor(DoctorArgs::default());
+        assert_send(&fut);
+    }
 
     #[derive(Parser, Debug)]
     struct Cli {
