@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use tokio::sync::mpsc;
+
+use crate::aws::{AwsStatusStore, Poller, PollerSettings};
 use crate::config::{self, ConfigError, RunArgs};
 use crate::controller::{self, Options};
 use crate::http::{self, HttpError, Readiness};
@@ -63,22 +66,35 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
 
     let reporter = args.identity.clone().unwrap_or_else(|| "hardened-csi-operator".into());
+    let store = AwsStatusStore::default();
+    let poller_settings = PollerSettings {
+        endpoint_url: args.aws_endpoint_url.clone(),
+        default_region: args.aws_region.clone(),
+        ..PollerSettings::default()
+    };
+    // Leader-only work: the controller and the AWS poller, started anew each time this replica
+    // becomes leader; the poller tells the controller which driver's inventory changed.
     let work = {
         let (client, metrics, readiness) = (client.clone(), metrics.clone(), readiness.clone());
         move |token: CancellationToken| {
+            let (triggers_tx, triggers_rx) = mpsc::channel(16);
+            let poller = Poller::new(client.clone(), store.clone(), metrics.clone(), triggers_tx, poller_settings.clone());
             let opts = Options {
                 metrics: metrics.clone(),
-                aws: None,
-                triggers: None,
+                aws: Some(Arc::new(store.clone())),
+                triggers: Some(triggers_rx),
                 ready: Some(readiness.clone()),
-                shutdown: Box::pin(token.cancelled_owned()),
+                shutdown: Box::pin(token.clone().cancelled_owned()),
                 reporter: reporter.clone(),
             };
             let client = client.clone();
             async move {
+                let poll = tokio::spawn(poller.run(token.clone()));
                 if let Err(e) = controller::run(client, opts).await {
                     tracing::error!(error = %e, "controller stopped");
                 }
+                token.cancel();
+                let _ = poll.await;
             }
         }
     };

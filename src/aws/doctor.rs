@@ -3,8 +3,8 @@
 //! snapshots of the cluster, and with a kubeconfig the orphaned volumes. Prints a readable
 //! report, or JSON in the shape of `status.aws`.
 //!
-//! Exit codes: 0 every permission granted, 1 permissions missing, 2 AWS could not be asked
-//! (credentials, network, throttling); bad arguments are an `Err`.
+//! Exit codes: 0 every permission granted, 1 permissions missing, 3 AWS could not be asked
+//! (credentials, network, throttling); bad arguments are an `Err` (exit 2, like clap's own).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_MISSING_PERMISSIONS: i32 = 1;
-pub const EXIT_AWS_FAILED: i32 = 2;
+/// 2 is left to usage errors (clap's and `DoctorError`).
+pub const EXIT_AWS_FAILED: i32 = 3;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OutputFormat {
@@ -132,12 +133,14 @@ impl DoctorArgs {
 /// What `main` calls: the checks with the caller's default AWS credentials, report on stdout.
 /// Returns the exit code.
 pub async fn run_doctor(args: DoctorArgs) -> Result<i32, DoctorError> {
-    let mut out = std::io::stdout().lock();
-    run_doctor_with(args, CredentialSource::Default, None, &mut out).await
+    let mut report = Vec::new();
+    let code = run_doctor_with(args, CredentialSource::Default, None, &mut report).await?;
+    std::io::stdout().write_all(&report)?;
+    Ok(code)
 }
 
 /// `run_doctor` with given base credentials and HTTP client (tests, moto) and output.
-pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut dyn Write) -> Result<i32, DoctorError> {
+pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut (dyn Write + Send)) -> Result<i32, DoctorError> {
     let params = args.params()?;
     let pvs = match &args.kubeconfig {
         Some(path) => {
@@ -159,6 +162,7 @@ pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_clie
         http_client,
         retry: RetryPolicy::default(),
         metrics: Arc::new(Metrics::new()),
+        principal_label: Some("your credentials".to_string()),
     };
     let api = SdkAws::new(settings).await?;
     let status = check(&api, &params, pvs.as_ref()).await;
@@ -309,5 +313,74 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
 impl super::status::PermissionReport {
     fn arn_suffix(&self) -> String {
         self.principal_arn.as_deref().map(|a| format!(" [{a}]")).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_doctor_future_can_be_spawned() {
+        let fut = run_doctor(DoctorArgs::default());
+        assert_send(&fut);
+    }
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        doctor: DoctorArgs,
+    }
+
+    #[test]
+    fn flags_parse_into_doctor_args() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "doctor",
+            "--region",
+            "eu-west-1",
+            "--cluster-id",
+            "prod",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/ebs",
+            "--endpoint-url",
+            "http://127.0.0.1:5000",
+            "--kubeconfig",
+            "/tmp/kubeconfig",
+            "--output",
+            "json",
+            "--verify-snapshots",
+        ])
+        .expect("flags parse");
+        let a = cli.doctor;
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/ebs"));
+        assert_eq!(a.kubeconfig, Some(PathBuf::from("/tmp/kubeconfig")));
+        assert_eq!(a.output, OutputFormat::Json);
+        let p = a.params().expect("valid");
+        assert_eq!(p.cluster_id.as_deref(), Some("prod"));
+        assert_eq!(p.orphan_grace, std::time::Duration::from_secs(3600));
+        assert!(p.verify_snapshots);
+        assert!(Cli::try_parse_from(["doctor", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn a_failed_check_reports_the_error_and_no_figures() {
+        let s = AwsStatus {
+            stale: true,
+            scope: "cluster prod".into(),
+            region: Some("us-east-1".into()),
+            last_error: Some("AuthFailure".into()),
+            last_error_message: Some("GetCallerIdentity: bad keys".into()),
+            ..Default::default()
+        };
+        let text = text_report(&s, &RefreshParams { cluster_id: Some("prod".into()), ..Default::default() }, jiff::Timestamp::now());
+        assert!(text.contains("AWS ERROR    AuthFailure: GetCallerIdentity: bad keys"), "{text}");
+        assert!(!text.contains("volumes"), "no figures without an answer: {text}");
+        assert!(text.trim_end().ends_with("AWS CHECK FAILED (AuthFailure)"), "{text}");
+        assert_eq!(exit_code(&s), EXIT_AWS_FAILED);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::api::{AwsApi, AwsError, ErrorClass, Filter, Snapshot, Verdict, Volume};
+use super::api::{AwsApi, AwsError, ErrorClass, Filter, Principal, Snapshot, Verdict, Volume};
 use super::preflight::{self, Targets};
 use super::status::{AwsStatus, OrphanReport, OrphanVolume, SnapshotInventory, SnapshotVerification, StuckAttachment, StuckReport, VolumeInventory};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
@@ -23,6 +23,13 @@ pub const ORPHANS_LISTED: usize = 20;
 /// GetEbsEncryptionByDefault, GetEbsDefaultKmsKeyId and the DryRun probes.
 pub fn fixed_requests() -> usize {
     4 + preflight::probe_count()
+}
+
+/// The most requests a successful refresh makes without retries (role assumption aside):
+/// `ceil(V/500) + ceil(S/1000) + fixed_requests()`, +1 with snapshot verification. An empty
+/// result still takes one page of each.
+pub fn request_budget(volumes: usize, snapshots: usize, verify_snapshots: bool) -> usize {
+    volumes.div_ceil(500).max(1) + snapshots.div_ceil(1000).max(1) + fixed_requests() + usize::from(verify_snapshots)
 }
 
 /// What a refresh looks at, from `spec.aws` and `spec.inventory`.
@@ -78,13 +85,18 @@ impl RefreshParams {
 /// also covers statically provisioned volumes).
 pub type PvReferences = HashSet<String>;
 
+/// What a refresh learnt before it failed: used to report permissions after a denial.
+#[derive(Default)]
+struct Partial {
+    known: Vec<(&'static str, Verdict)>,
+    principal: Option<Principal>,
+}
+
 /// Asks AWS and returns the new status. On failure the figures of `previous` are kept, marked
 /// stale, with the error code; permissions are still updated when the failure is a denial.
 pub async fn refresh(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvReferences>, previous: Option<&AwsStatus>, now: Timestamp) -> AwsStatus {
-    let mut known: Vec<(&'static str, Verdict)> = Vec::new();
-    let mut principal = String::new();
-    let mut principal_arn = None;
-    match collect(api, params, pvs, now, &mut known, &mut principal, &mut principal_arn).await {
+    let mut partial = Partial::default();
+    match collect(api, params, pvs, now, &mut partial).await {
         Ok(mut status) => {
             status.checked_at = Some(now.to_string());
             status.last_success_at = Some(now.to_string());
@@ -92,21 +104,17 @@ pub async fn refresh(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRe
         }
         Err(err) => {
             tracing::warn!(operation = %err.operation, code = %err.code, attempts = err.attempts, "AWS inventory refresh failed: {}", err.message);
-            let mut status = previous.cloned().unwrap_or_default();
-            status.checked_at = Some(now.to_string());
-            status.stale = true;
-            status.last_error = Some(err.code.clone());
-            status.last_error_message = Some(format!("{}: {}", err.operation, err.message));
-            status.scope = params.scope();
+            let mut status = failed(previous, params, &err, now);
             status.region = Some(api.region().to_string());
             status.fips_endpoints = api.fips();
             if err.class == ErrorClass::Denied {
                 // What was decided before the denial is fresh; the denied call is missing.
                 if let Some(action) = action_of(&err.operation) {
-                    known.push((action, Verdict::Denied));
+                    partial.known.push((action, Verdict::Denied));
                 }
-                let mut report = preflight::report(principal, &known);
-                report.principal_arn = principal_arn;
+                let who = partial.principal.unwrap_or(Principal { description: String::new(), arn: None });
+                let mut report = preflight::report(who.description, &partial.known);
+                report.principal_arn = who.arn;
                 status.permissions = report;
             }
             status
@@ -114,27 +122,36 @@ pub async fn refresh(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRe
     }
 }
 
+/// The status after a failed check: the previous figures, marked stale, with the error.
+pub fn failed(previous: Option<&AwsStatus>, params: &RefreshParams, err: &AwsError, now: Timestamp) -> AwsStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.checked_at = Some(now.to_string());
+    status.stale = true;
+    status.last_error = Some(err.code.clone());
+    status.last_error_message = Some(format!("{}: {}", err.operation, err.message));
+    status.scope = params.scope();
+    status
+}
+
 fn action_of(operation: &str) -> Option<&'static str> {
     preflight::DRIVER_ACTIONS.iter().copied().find(|a| a.strip_prefix("ec2:") == Some(operation))
 }
 
-async fn collect(
-    api: &dyn AwsApi,
-    params: &RefreshParams,
-    pvs: Option<&PvReferences>,
-    now: Timestamp,
-    known: &mut Vec<(&'static str, Verdict)>,
-    principal: &mut String,
-    principal_arn: &mut Option<String>,
-) -> Result<AwsStatus, AwsError> {
+async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvReferences>, now: Timestamp, partial: &mut Partial) -> Result<AwsStatus, AwsError> {
     let who = api.principal().await?;
-    *principal = who.description.clone();
-    *principal_arn = who.arn.clone();
+    partial.principal = Some(who.clone());
 
     let zones = api.availability_zones().await?;
-    known.push(("ec2:DescribeAvailabilityZones", Verdict::Allowed));
-    let encryption = api.encryption_by_default().await?;
-    // moto answers 500 here, and some accounts deny it: the key is then unknown, not an error.
+    partial.known.push(("ec2:DescribeAvailabilityZones", Verdict::Allowed));
+    // Account settings the driver itself never reads, so its role (AmazonEBSCSIDriverPolicy)
+    // may lack them; moto answers 500 for the KMS key. Unknown is reported, not an error.
+    let encryption = match api.encryption_by_default().await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::debug!(code = %e.code, "EBS encryption by default unknown");
+            None
+        }
+    };
     let kms = match api.default_kms_key_id().await {
         Ok(k) => Some(k),
         Err(e) => {
@@ -145,16 +162,16 @@ async fn collect(
 
     let filters = params.filters();
     let mut volumes = Vec::new();
-    let mut token = None;
+    let mut token: Option<String> = None;
     loop {
-        let page = api.describe_volumes(&filters, token).await?;
+        let page = api.describe_volumes(&filters, token.clone()).await?;
         volumes.extend(page.items);
-        token = page.next_token;
+        token = next_token(token, page.next_token, "DescribeVolumes")?;
         if token.is_none() {
             break;
         }
     }
-    known.push(("ec2:DescribeVolumes", Verdict::Allowed));
+    partial.known.push(("ec2:DescribeVolumes", Verdict::Allowed));
 
     // OwnerIds=self is what EC2 honours; the owner-id filter is what moto honours.
     let mut snap_filters = filters.clone();
@@ -162,16 +179,16 @@ async fn collect(
         snap_filters.push(Filter::new("owner-id", account));
     }
     let mut snapshots = Vec::new();
-    let mut token = None;
+    let mut token: Option<String> = None;
     loop {
-        let page = api.describe_snapshots(&snap_filters, token).await?;
+        let page = api.describe_snapshots(&snap_filters, token.clone()).await?;
         snapshots.extend(page.items);
-        token = page.next_token;
+        token = next_token(token, page.next_token, "DescribeSnapshots")?;
         if token.is_none() {
             break;
         }
     }
-    known.push(("ec2:DescribeSnapshots", Verdict::Allowed));
+    partial.known.push(("ec2:DescribeSnapshots", Verdict::Allowed));
 
     let targets = Targets {
         cluster_id: params.cluster_id.clone(),
@@ -179,7 +196,7 @@ async fn collect(
         volume_id: newest(&volumes, |v| v.create_time).map(|v| v.id.clone()),
         snapshot_id: newest(&snapshots, |s| s.start_time).map(|s| s.id.clone()),
     };
-    let mut permissions = preflight::run(api, &targets, known, who.description.clone()).await?;
+    let mut permissions = preflight::run(api, &targets, &partial.known, who.description.clone()).await?;
     permissions.principal_arn = who.arn.clone();
 
     let mut snapshot_inventory = snapshot_inventory(&snapshots);
@@ -197,7 +214,7 @@ async fn collect(
         region: Some(api.region().to_string()),
         fips_endpoints: api.fips(),
         zones,
-        encryption_by_default: Some(encryption),
+        encryption_by_default: encryption,
         default_kms_key_id: kms,
         volumes: volume_inventory(&volumes),
         orphaned: orphans(&volumes, pvs, params.orphan_grace, now),
@@ -205,6 +222,17 @@ async fn collect(
         snapshots: snapshot_inventory,
         permissions,
     })
+}
+
+/// The token of the next page. A server answering the token it was sent would page forever:
+/// that is an invalid answer, not a reason to loop.
+fn next_token(sent: Option<String>, received: Option<String>, operation: &str) -> Result<Option<String>, AwsError> {
+    match received {
+        Some(t) if sent.as_deref() == Some(t.as_str()) => {
+            Err(AwsError::new(operation, "InvalidResponse", format!("the page for NextToken {t:?} named itself as the next page"), None))
+        }
+        other => Ok(other),
+    }
 }
 
 /// The account id of an ARN (`arn:aws:sts::123456789012:assumed-role/...`).
@@ -299,8 +327,7 @@ pub fn stuck(volumes: &[Volume], threshold: Duration, now: Timestamp) -> StuckRe
 
 /// Reads the newest completed snapshot's block list through the EBS direct API.
 async fn verify(api: &dyn AwsApi, snapshots: &[Snapshot]) -> Option<SnapshotVerification> {
-    let completed: Vec<Snapshot> = snapshots.iter().filter(|s| s.state == "completed").cloned().collect();
-    let newest = newest(&completed, |s| s.start_time)?;
+    let newest = snapshots.iter().filter(|s| s.state == "completed").max_by_key(|s| s.start_time)?;
     Some(match api.list_snapshot_blocks(&newest.id).await {
         Ok(_) => SnapshotVerification { snapshot_id: newest.id.clone(), readable: true, message: None },
         Err(e) => SnapshotVerification {

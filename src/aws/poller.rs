@@ -221,6 +221,7 @@ impl SdkFactory {
             http_client: self.settings.http_client.clone(),
             retry: self.settings.retry,
             metrics: self.metrics.clone(),
+            principal_label: Some(principal_label(spec).to_string()),
         }
     }
 }
@@ -231,6 +232,18 @@ impl ApiFactory for SdkFactory {
             let api = SdkAws::new(self.aws_settings(spec)).await?;
             Ok(Arc::new(api) as Arc<dyn AwsApi>)
         })
+    }
+}
+
+/// Whose permissions a non-IRSA spec gets probed with.
+fn principal_label(spec: &HardenedCsiDriverSpec) -> &'static str {
+    let id = &spec.aws.identity;
+    if id.secret_ref.is_some() {
+        "operator credentials (the driver uses keys from a Secret, which the operator does not read)"
+    } else if id.pod_identity.is_some() {
+        "operator credentials (the driver uses EKS Pod Identity, whose role the operator cannot assume)"
+    } else {
+        "operator credentials"
     }
 }
 
@@ -412,13 +425,10 @@ impl Poller {
                     api
                 }
                 Err(err) => {
-                    let params = entry.params.clone();
-                    let mut status = self.latest.get(name).cloned().unwrap_or_default();
-                    status.checked_at = Some(jiff::Timestamp::now().to_string());
-                    status.stale = true;
-                    status.scope = params.scope();
-                    status.last_error = Some(err.code.clone());
-                    status.last_error_message = Some(format!("{}: {}", err.operation, err.message));
+                    tracing::warn!(driver = name, code = %err.code, "cannot build the AWS client: {}", err.message);
+                    let mut status = inventory::failed(self.latest.get(name), &entry.params, &err, jiff::Timestamp::now());
+                    status.region = spec.aws.region.clone().or_else(|| self.settings.default_region.clone());
+                    status.fips_endpoints = spec.fips;
                     self.publish(name, status, shutdown).await;
                     return;
                 }

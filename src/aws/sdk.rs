@@ -51,17 +51,23 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Retry 5xx answers too (not only throttling and transport failures).
+    pub retry_server_errors: bool,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8), retry_server_errors: true }
     }
 }
 
 impl RetryPolicy {
     /// One request, no retry (best-effort extras).
-    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO, retry_server_errors: false };
+
+    fn retries(&self, class: ErrorClass) -> bool {
+        class.retryable() && (self.retry_server_errors || class != ErrorClass::Server)
+    }
 
     /// Delay before attempt `n + 1` after `n` failed attempts: full jitter over an exponential cap.
     pub fn delay(&self, failed_attempts: u32) -> Duration {
@@ -115,6 +121,8 @@ pub struct AwsSettings {
     pub http_client: Option<SharedHttpClient>,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
+    /// How the status names non-role credentials (default `operator credentials`).
+    pub principal_label: Option<String>,
 }
 
 impl AwsSettings {
@@ -128,6 +136,7 @@ impl AwsSettings {
             http_client: None,
             retry: RetryPolicy::default(),
             metrics,
+            principal_label: None,
         }
     }
 }
@@ -160,7 +169,7 @@ impl Caller {
                     err.attempts = attempt;
                     let outcome = if err.code == "DryRunOperation" { "dry_run" } else { err.class.outcome() };
                     self.metrics.count_aws_request(operation, outcome);
-                    if !err.class.retryable() || attempt >= max {
+                    if !policy.retries(err.class) || attempt >= max {
                         return Err(err);
                     }
                     let delay = policy.delay(attempt);
@@ -356,6 +365,7 @@ pub struct SdkAws {
     sts: aws_sdk_sts::Client,
     role: Option<Arc<RoleCredentials>>,
     caller: Caller,
+    principal_label: String,
 }
 
 impl SdkAws {
@@ -397,6 +407,7 @@ impl SdkAws {
             sts,
             role,
             caller,
+            principal_label: settings.principal_label.clone().unwrap_or_else(|| "operator credentials".to_string()),
         })
     }
 }
@@ -473,13 +484,16 @@ fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
     }
 }
 
-/// A DryRun answer as a verdict. Throttling, outages and credential failures stay errors.
+/// A DryRun answer as a verdict. Throttling, transport and credential failures stay errors
+/// (the refresh fails and is marked stale); a 5xx leaves the action undecided until the next
+/// refresh (EC2 answers DryRun before doing any work, so a 5xx there is not worth a retry storm,
+/// and moto answers 5xx for the actions it lacks).
 fn verdict<T>(r: Result<T, AwsError>) -> Result<Verdict, AwsError> {
     match r {
         Ok(_) => Ok(Verdict::Allowed),
         Err(e) if e.code == "DryRunOperation" => Ok(Verdict::Allowed),
         Err(e) if e.class == ErrorClass::Denied => Ok(Verdict::Denied),
-        Err(e) if e.class.retryable() || e.class == ErrorClass::Credentials => Err(e),
+        Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transport | ErrorClass::Credentials) => Err(e),
         Err(e) => Ok(Verdict::Undecided(e.code)),
     }
 }
@@ -499,8 +513,17 @@ impl AwsApi for SdkAws {
                 let (_, arn) = role.get().await?;
                 return Ok(Principal { description: role.description(), arn });
             }
-            let out = self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await?;
-            Ok(Principal { description: "operator credentials".to_string(), arn: out.arn })
+            // Only for the ARN: a cluster whose network reaches EC2 but not STS (a VPC endpoint for
+            // EC2 alone) still gets its inventory; bad credentials are reported here already.
+            let arn = match self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await {
+                Ok(out) => out.arn,
+                Err(e) if e.class == ErrorClass::Credentials => return Err(e),
+                Err(e) => {
+                    tracing::debug!(code = %e.code, "GetCallerIdentity failed; the caller ARN stays unknown");
+                    None
+                }
+            };
+            Ok(Principal { description: self.principal_label.clone(), arn })
         })
     }
 
@@ -570,12 +593,16 @@ impl AwsApi for SdkAws {
         let probe = probe.clone();
         Box::pin(async move {
             let op = probe.operation();
-            let retry = self.caller.retry;
+            let retry = RetryPolicy { retry_server_errors: false, ..self.caller.retry };
             let ec2 = &self.ec2;
             let c = &self.caller;
             match &probe {
                 Probe::DescribeInstances => verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await),
-                Probe::DescribeInstanceTypes => verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).max_results(5).send()).await),
+                // One named type, as the driver asks for its node's type (and moto, which ignores
+                // DryRun here, then answers one type instead of hundreds).
+                Probe::DescribeInstanceTypes => {
+                    verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()).await)
+                }
                 Probe::DescribeVolumesModifications => {
                     verdict(c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send()).await)
                 }
@@ -654,7 +681,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), retry_server_errors: true };
         for _ in 0..50 {
             let d1 = p.delay(1);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");

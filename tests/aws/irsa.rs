@@ -1,0 +1,150 @@
+//! IRSA mode: the preflight runs as the driver's own role, through a TokenRequest for the
+//! driver's service account (answered by the local API server) and STS
+//! AssumeRoleWithWebIdentity (answered by the fake).
+
+use std::sync::Arc;
+
+use hardened_csi_operator::aws::inventory::{self, RefreshParams};
+use hardened_csi_operator::aws::poller::{PollerSettings, SdkFactory};
+use hardened_csi_operator::aws::sdk::SdkAws;
+use hardened_csi_operator::aws::conditions;
+use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, Irsa};
+use hardened_csi_operator::metrics::Metrics;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use local_apiserver::LocalApiServer;
+use serde_json::Value;
+
+use crate::fake::{self, Fake};
+use crate::moto;
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/ebs-csi-driver";
+
+fn irsa_spec() -> HardenedCsiDriverSpec {
+    let mut spec = HardenedCsiDriverSpec::default();
+    spec.aws.region = Some("us-east-1".into());
+    spec.aws.cluster_id = Some("prod".into());
+    spec.aws.identity = Identity { irsa: Some(Irsa { role_arn: ROLE.into() }), pod_identity: None, secret_ref: None };
+    spec
+}
+
+async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metrics>) -> SdkAws {
+    let factory = SdkFactory {
+        client: server.client(),
+        metrics: metrics.clone(),
+        settings: PollerSettings {
+            http_client: Some(fake.client()),
+            credentials: moto::static_credentials(),
+            retry: moto::fast_retries(),
+            ..PollerSettings::default()
+        },
+    };
+    SdkAws::new(factory.aws_settings(&irsa_spec())).await.expect("SDK client builds")
+}
+
+async fn create_service_account(server: &LocalApiServer) {
+    let sas: Api<ServiceAccount> = Api::namespaced(server.client(), "kube-system");
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "ebs-csi-controller-sa"}})).expect("sa");
+    sas.create(&PostParams::default(), &sa).await.expect("service account created");
+}
+
+/// The claims of a JWT (base64url, no padding).
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("JWT has a payload");
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c}"),
+        } as u32;
+        bits = bits << 6 | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    serde_json::from_slice(&out).expect("claims are JSON")
+}
+
+#[tokio::test]
+async fn irsa_probes_run_as_the_driver_role_through_token_request_and_web_identity() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    create_service_account(&server).await;
+    let fake = Arc::new(Fake::new(30, 3));
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for(&server, &fake, &metrics).await;
+    let params = RefreshParams::from_spec(&irsa_spec());
+
+    let status = inventory::refresh(&api, &params, None, None, jiff::Timestamp::now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    assert_eq!(status.permissions.principal, format!("irsa role {ROLE} (service account kube-system/ebs-csi-controller-sa)"));
+    assert_eq!(status.permissions.principal_arn.as_deref(), Some(fake::ASSUMED_ARN));
+    let reqs = fake.requests();
+    let sts: Vec<_> = reqs.iter().filter(|r| r.action == "AssumeRoleWithWebIdentity").collect();
+    assert_eq!(sts.len(), 1);
+    assert_eq!(sts[0].params.get("RoleArn").map(String::as_str), Some(ROLE));
+    assert!(sts[0].authorization.is_empty(), "AssumeRoleWithWebIdentity is unsigned: {}", sts[0].authorization);
+    let token = sts[0].params.get("WebIdentityToken").expect("token sent");
+    let c = claims(token);
+    assert_eq!(c["aud"], serde_json::json!(["sts.amazonaws.com"]));
+    assert_eq!(c["sub"], "system:serviceaccount:kube-system:ebs-csi-controller-sa");
+    assert_eq!(fake.count("GetCallerIdentity"), 0, "the assumed role's ARN comes from STS");
+    let ec2: Vec<_> = reqs.iter().filter(|r| r.host.starts_with("ec2.")).collect();
+    assert!(!ec2.is_empty());
+    for r in &ec2 {
+        assert!(r.authorization.contains(&format!("Credential={}/", fake::ASSUMED_KEY)), "{} signed with {}", r.action, r.authorization);
+    }
+    assert_eq!(metrics.aws_requests_total() as usize, reqs.len());
+
+    // The next refresh reuses the role's credentials: no TokenRequest, no STS call.
+    let again = inventory::refresh(&api, &params, None, Some(&status), jiff::Timestamp::now()).await;
+    assert!(!again.stale);
+    assert_eq!(fake.count("AssumeRoleWithWebIdentity"), 1);
+}
+
+#[tokio::test]
+async fn irsa_without_the_service_account_says_what_is_missing() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let fake = Arc::new(Fake::new(3, 1));
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for(&server, &fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
+
+    assert!(status.stale);
+    assert_eq!(status.last_error.as_deref(), Some("ServiceAccountToken"));
+    assert!(status.last_error_message.as_deref().is_some_and(|m| m.contains("kube-system/ebs-csi-controller-sa not found")), "{:?}", status.last_error_message);
+    assert!(fake.requests().is_empty(), "nothing reaches AWS without the driver's token");
+    let c = conditions(&status);
+    assert_eq!((c[0].status, c[0].reason.as_str()), ("False", "CredentialsFailed"));
+    assert!(c[0].message.contains("serviceaccounts/token"), "{}", c[0].message);
+}
+
+#[tokio::test]
+async fn irsa_rejected_by_sts_reports_the_sts_code_and_the_trust_policy_hint() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    create_service_account(&server).await;
+    let mut f = Fake::new(3, 1);
+    f.sts_error = Some("InvalidIdentityToken".into());
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for(&server, &fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
+
+    assert!(status.stale);
+    assert_eq!(status.last_error.as_deref(), Some("InvalidIdentityToken"));
+    assert_eq!(fake.count("AssumeRoleWithWebIdentity"), 1, "a rejected token is not retried");
+    assert_eq!(fake.requests().len(), 1, "no EC2 call without the role");
+    let c = conditions(&status);
+    assert!(c[0].message.contains("trust policy"), "{}", c[0].message);
+}

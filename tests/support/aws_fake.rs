@@ -1,0 +1,239 @@
+//! A fake EC2 + STS + EBS speaking the real wire protocol (awsQuery XML), plugged into the SDK as
+//! its HTTP client, so the SDK implementation itself (serialisation, pagination, retries,
+//! signing, error parsing) is what the tests exercise. It records every request.
+//!
+//! Include it with `#[path = "../support/aws_fake.rs"] mod aws_fake;` (tests, benches): it needs
+//! only the crate's normal dependencies. `Fake::new(volumes, snapshots).client()` is the
+//! `AwsSettings::http_client` / `PollerSettings::http_client`.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_http_client::test_util::infallible_client_fn;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_runtime_api::http::Headers;
+use aws_smithy_types::body::SdkBody;
+
+/// One recorded request.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub action: String,
+    pub params: HashMap<String, String>,
+    pub host: String,
+    pub authorization: String,
+}
+
+#[derive(Default)]
+pub struct Fake {
+    pub volumes: usize,
+    pub snapshots: usize,
+    /// Action -> how many answers are still RequestLimitExceeded (usize::MAX: always).
+    pub throttle: Mutex<HashMap<String, usize>>,
+    /// Action -> how many answers are still 503.
+    pub unavailable: Mutex<HashMap<String, usize>>,
+    /// Actions answered UnauthorizedOperation.
+    pub deny: HashSet<String>,
+    /// AssumeRoleWithWebIdentity answer: None = success, Some(code) = that error.
+    pub sts_error: Option<String>,
+    /// Answer every Describe page with the token it was sent (a paging bug).
+    pub repeat_token: bool,
+    pub requests: Mutex<Vec<Req>>,
+}
+
+pub const ASSUMED_KEY: &str = "ASIAIRSAEXAMPLE";
+pub const ASSUMED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-driver/hardened-csi-operator-preflight";
+pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/operator";
+
+pub fn volume_state(i: usize) -> &'static str {
+    if i.is_multiple_of(10) { "available" } else { "in-use" }
+}
+pub fn volume_size(i: usize) -> u64 {
+    10 + (i % 3) as u64
+}
+pub fn volume_type(i: usize) -> &'static str {
+    if i.is_multiple_of(2) { "gp3" } else { "gp2" }
+}
+pub fn volume_zone(i: usize) -> String {
+    format!("us-east-1{}", ["a", "b", "c"][i % 3])
+}
+pub fn snapshot_state(j: usize) -> &'static str {
+    if j.is_multiple_of(100) { "pending" } else { "completed" }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+
+fn ec2_error(status: u16, code: &str, message: &str) -> (u16, String) {
+    (status, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"))
+}
+
+fn is_sts(action: &str) -> bool {
+    matches!(action, "GetCallerIdentity" | "AssumeRole" | "AssumeRoleWithWebIdentity")
+}
+
+/// An error in the protocol of the action's service (EC2 and STS wrap errors differently).
+fn error(action: &str, status: u16, code: &str, message: &str) -> (u16, String) {
+    if is_sts(action) { (status, sts_error(code, message).1) } else { ec2_error(status, code, message) }
+}
+
+fn sts_error(code: &str, message: &str) -> (u16, String) {
+    (403, format!("<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"))
+}
+
+fn ec2_ok(action: &str, inner: &str) -> (u16, String) {
+    (200, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>req-1</requestId>{inner}</{action}Response>"))
+}
+
+fn take(map: &Mutex<HashMap<String, usize>>, action: &str) -> bool {
+    let mut m = map.lock().expect("lock");
+    match m.get_mut(action) {
+        Some(n) if *n > 0 => {
+            if *n != usize::MAX {
+                *n -= 1;
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+impl Fake {
+    pub fn new(volumes: usize, snapshots: usize) -> Self {
+        Self { volumes, snapshots, ..Default::default() }
+    }
+
+    /// The SDK HTTP client answering from this fake.
+    pub fn client(self: &Arc<Self>) -> SharedHttpClient {
+        let fake = self.clone();
+        infallible_client_fn(move |req| {
+            let body = req.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let host = req.uri().host().unwrap_or_default().to_string();
+            let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let path = req.uri().path().to_string();
+            let (status, text) = fake.handle(&body, &host, &path, authorization);
+            let mut resp = Response::new(StatusCode::try_from(status).expect("status"), SdkBody::from(text));
+            let mut headers = Headers::new();
+            headers.insert("content-type", if path.starts_with("/snapshots") { "application/json" } else { "text/xml" });
+            *resp.headers_mut() = headers;
+            resp.try_into_http1x().expect("http 1.x response")
+        })
+    }
+
+    pub fn requests(&self) -> Vec<Req> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self, action: &str) -> usize {
+        self.requests().iter().filter(|r| r.action == action).count()
+    }
+
+    fn handle(&self, body: &str, host: &str, path: &str, authorization: String) -> (u16, String) {
+        let params: HashMap<String, String> = body
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        // The EBS direct API is REST/JSON: GET /snapshots/{id}/blocks.
+        let action = if path.starts_with("/snapshots/") { "ListSnapshotBlocks".to_string() } else { params.get("Action").cloned().unwrap_or_default() };
+        self.requests.lock().expect("lock").push(Req { action: action.clone(), params: params.clone(), host: host.to_string(), authorization });
+        if take(&self.throttle, &action) {
+            let code = if is_sts(&action) { "Throttling" } else { "RequestLimitExceeded" };
+            return error(&action, if is_sts(&action) { 400 } else { 503 }, code, "Request limit exceeded.");
+        }
+        if take(&self.unavailable, &action) {
+            return error(&action, 503, "Unavailable", "The server is unavailable.");
+        }
+        if self.deny.contains(&action) {
+            return error(&action, 403, "UnauthorizedOperation", "You are not authorized to perform this operation.");
+        }
+        if params.get("DryRun").map(String::as_str) == Some("true") {
+            return ec2_error(412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
+        }
+        match action.as_str() {
+            "GetCallerIdentity" => (
+                200,
+                format!("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"),
+            ),
+            "AssumeRoleWithWebIdentity" | "AssumeRole" => {
+                if let Some(code) = &self.sts_error {
+                    return sts_error(code, "Not authorized to perform sts:AssumeRoleWithWebIdentity");
+                }
+                (
+                    200,
+                    format!("<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result><AssumedRoleUser><Arn>{ASSUMED_ARN}</Arn><AssumedRoleId>AROAEXAMPLE:s</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{ASSUMED_KEY}</AccessKeyId><SecretAccessKey>secret</SecretAccessKey><SessionToken>session</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></{action}Response>"),
+                )
+            }
+            "DescribeAvailabilityZones" => ec2_ok(
+                &action,
+                "<availabilityZoneInfo><item><zoneName>us-east-1a</zoneName><zoneState>available</zoneState></item><item><zoneName>us-east-1b</zoneName><zoneState>available</zoneState></item><item><zoneName>us-east-1c</zoneName><zoneState>available</zoneState></item></availabilityZoneInfo>",
+            ),
+            "GetEbsEncryptionByDefault" => ec2_ok(&action, "<ebsEncryptionByDefault>true</ebsEncryptionByDefault>"),
+            "GetEbsDefaultKmsKeyId" => ec2_ok(&action, "<kmsKeyId>alias/aws/ebs</kmsKeyId>"),
+            "DescribeVolumes" => {
+                let (start, end, next) = self.page(&params, self.volumes);
+                let mut items = String::new();
+                for i in start..end {
+                    items.push_str(&format!(
+                        "<item><volumeId>vol-{i:017x}</volumeId><size>{}</size><availabilityZone>{}</availabilityZone><status>{}</status><createTime>2026-01-01T00:00:00.000Z</createTime><volumeType>{}</volumeType><tagSet><item><key>CSIVolumeName</key><value>pv-{i}</value></item><item><key>ebs.csi.aws.com/cluster</key><value>true</value></item></tagSet><attachmentSet/></item>",
+                        volume_size(i),
+                        volume_zone(i),
+                        volume_state(i),
+                        volume_type(i)
+                    ));
+                }
+                ec2_ok(&action, &format!("<volumeSet>{items}</volumeSet>{next}"))
+            }
+            "DescribeSnapshots" => {
+                let (start, end, next) = self.page(&params, self.snapshots);
+                let mut items = String::new();
+                for j in start..end {
+                    items.push_str(&format!(
+                        "<item><snapshotId>snap-{j:017x}</snapshotId><volumeId>vol-{j:017x}</volumeId><status>{}</status><startTime>2026-01-02T00:00:00.000Z</startTime><volumeSize>10</volumeSize><ownerId>123456789012</ownerId></item>",
+                        snapshot_state(j)
+                    ));
+                }
+                ec2_ok(&action, &format!("<snapshotSet>{items}</snapshotSet>{next}"))
+            }
+            "ListSnapshotBlocks" => (200, "{\"Blocks\":[{\"BlockIndex\":0,\"BlockToken\":\"t\"}],\"BlockSize\":524288,\"VolumeSize\":10}".to_string()),
+            other => ec2_error(400, "InvalidAction", &format!("The fake has no {other}")),
+        }
+    }
+
+    /// Index range of the requested page and the `<nextToken>` element for the next one.
+    fn page(&self, params: &HashMap<String, String>, total: usize) -> (usize, usize, String) {
+        let size: usize = params.get("MaxResults").and_then(|m| m.parse().ok()).unwrap_or(total.max(1));
+        let start: usize = params.get("NextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let end = (start + size).min(total);
+        let next = if self.repeat_token {
+            format!("<nextToken>{}</nextToken>", params.get("NextToken").cloned().unwrap_or_else(|| "1".into()))
+        } else if end < total {
+            format!("<nextToken>{end}</nextToken>")
+        } else {
+            String::new()
+        };
+        (start, end, next)
+    }
+}
