@@ -303,3 +303,54 @@ async fn printer_columns_in_tables() {
     assert_eq!(table["rows"][0]["cells"], json!(["t1", 7, "<none>"]));
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 }
+
+#[tokio::test]
+async fn apply_merges_crd_lists_by_their_declared_keys() {
+    let srv = server().await;
+    let client = srv.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "widgets.example.com",
+        &PatchParams::apply("test"),
+        &Patch::Apply(widget_crd("Namespaced")),
+    )
+    .await
+    .unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widget_ar());
+    let a = widget(
+        "m",
+        json!({"size": 1, "items": [{"name": "a", "value": "1"}]}),
+    );
+    api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a))
+        .await
+        .unwrap();
+    let b = widget("m", json!({"items": [{"name": "b", "value": "2"}]}));
+    let merged = api
+        .patch("m", &PatchParams::apply("bob"), &Patch::Apply(&b))
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.data["spec"]["items"],
+        json!([{"name": "a", "value": "1"}, {"name": "b", "value": "2"}])
+    );
+    // Alice drops her item; Bob's stays.
+    let a2 = widget("m", json!({"size": 1}));
+    let after = api
+        .patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.data["spec"]["items"],
+        json!([{"name": "b", "value": "2"}])
+    );
+    // Repeating the same apply changes nothing.
+    let rv = after.metadata.resource_version.clone();
+    let again = api
+        .patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "no-op apply on a custom resource"
+    );
+}
