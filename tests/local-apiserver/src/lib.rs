@@ -30,6 +30,7 @@ mod builtin_rules;
 mod cel_rules;
 mod columns;
 mod counters;
+mod defaults;
 mod deletion;
 mod discovery;
 mod error;

@@ -108,8 +108,15 @@ fn set_entry(entries: &mut Vec<Entry>, ctx: &WriteCtx<'_>, operation: &str, set:
 
 /// Drops paths that no longer exist in `obj` from every entry, and empty entries.
 fn prune(entries: &mut Vec<Entry>, obj: &Value, root: Node<'_>) {
+    // Secret `stringData` is write-only (folded into `data`): its owners keep it, as on a real
+    // server, so re-applying the same stringData stays a no-op.
+    let write_only = |p: &fieldpath::Path| {
+        matches!(p.first(), Some(fieldpath::Elem::Field(f)) if f == "stringData")
+            && obj.get("kind").and_then(Value::as_str) == Some("Secret")
+    };
     for e in entries.iter_mut() {
-        e.set.retain(|p| fieldpath::get(obj, p, root).is_some());
+        e.set
+            .retain(|p| write_only(p) || fieldpath::get(obj, p, root).is_some());
     }
     entries.retain(|e| !e.set.is_empty());
 }

@@ -78,6 +78,9 @@ pub fn finish_write(
             }
             new["apiVersion"] = json!(info.api_version());
             new["kind"] = json!(info.kind);
+            // Defaults before comparing specs, so a PUT that omits defaulted fields does not
+            // look like a spec change.
+            crate::defaults::apply(info, &mut new);
             meta::carry_over(old, &mut new);
             if !managed_done {
                 let ctx = WriteCtx {
@@ -136,6 +139,7 @@ pub fn finish_write(
                 info.tracks_generation(),
             );
             create_defaults(shared, s, info, &mut new);
+            crate::defaults::apply(info, &mut new);
             if !managed_done {
                 let ctx = WriteCtx {
                     manager,

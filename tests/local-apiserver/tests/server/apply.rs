@@ -66,8 +66,9 @@ async fn apply_creates_merges_by_key_and_removes_omitted_fields() {
         .unwrap();
     let spec = after.spec;
     assert_eq!(
-        spec.replicas, None,
-        "an omitted field the manager owned alone is removed"
+        spec.replicas,
+        Some(1),
+        "an omitted field the manager owned alone is removed (then defaulted, as on a real server)"
     );
     let containers = spec.template.spec.unwrap().containers;
     let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();

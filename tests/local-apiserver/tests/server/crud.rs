@@ -477,3 +477,72 @@ async fn delete_collection_and_dry_run() {
         .collect();
     assert_eq!(left, ["c"]);
 }
+
+#[tokio::test]
+async fn builtin_defaults_are_filled_in() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::storage::v1::CSIDriver;
+    use kube::api::{Patch, PatchParams};
+    let srv = server().await;
+    let client = srv.client();
+    let deps: Api<Deployment> = Api::default_namespaced(client.clone());
+    let mut d = serde_json::to_value(deployment("defaults", "nginx:1.27")).unwrap();
+    d["spec"].as_object_mut().unwrap().remove("replicas");
+    let made = deps
+        .create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(made.spec.replicas, Some(1));
+    assert_eq!(made.spec.revision_history_limit, Some(10));
+    let pod = made.spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        pod.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "hi"}});
+    let stored = secrets
+        .patch("s", &PatchParams::apply("op"), &Patch::Apply(&s))
+        .await
+        .unwrap();
+    assert!(stored.string_data.is_none());
+    assert_eq!(stored.data.unwrap()["k"].0, b"hi".to_vec());
+    assert_eq!(stored.type_.as_deref(), Some("Opaque"));
+    let again = secrets
+        .patch("s", &PatchParams::apply("op"), &Patch::Apply(&s))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version, stored.metadata.resource_version,
+        "re-applying stringData is a no-op"
+    );
+
+    let drivers: Api<CSIDriver> = Api::all(client);
+    let drv = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "ebs.csi.aws.com"}, "spec": {"attachRequired": true}});
+    let made = drivers
+        .patch(
+            "ebs.csi.aws.com",
+            &PatchParams::apply("op"),
+            &Patch::Apply(&drv),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        made.spec.fs_group_policy.as_deref(),
+        Some("ReadWriteOnceWithFSType")
+    );
+    let mut changed = drv.clone();
+    changed["spec"]["fsGroupPolicy"] = json!("File");
+    let err = status(
+        drivers
+            .patch(
+                "ebs.csi.aws.com",
+                &PatchParams::apply("op"),
+                &Patch::Apply(&changed),
+            )
+            .await,
+    );
+    assert_eq!(err.code, 422, "fsGroupPolicy is immutable once defaulted");
+}
