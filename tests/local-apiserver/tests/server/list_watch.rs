@@ -280,3 +280,36 @@ async fn metadata_only_list_and_watch() {
     let one = api.get_metadata("m1").await.unwrap();
     assert_eq!(one.metadata.labels.unwrap()["owned"], "yes");
 }
+
+#[tokio::test]
+async fn continue_tokens_expire_with_the_history() {
+    let srv = LocalApiServer::start_with(Options {
+        watch_history: 5,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    for i in 0..3 {
+        api.create(&PostParams::default(), &cm(&format!("p{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.unwrap();
+    let second = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(second.items[0].metadata.name.as_deref(), Some("p1"));
+    for i in 3..10 {
+        api.create(&PostParams::default(), &cm(&format!("p{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let err = status(
+        api.list(&ListParams::default().limit(1).continue_token(&token))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
+}
