@@ -35,6 +35,19 @@ impl Filter {
         self.labels.matches(obj["metadata"].get("labels")) && self.fields.matches(obj)
     }
 
+    /// Whether `e` removes the CRD that serves this watch's resource.
+    fn serving_crd_removed(&self, e: &Event) -> bool {
+        e.type_ == EventType::Deleted
+            && e.storage_key == crate::handlers::CRD_KEY
+            && format!(
+                "{}/{}",
+                e.object["spec"]["group"].as_str().unwrap_or_default(),
+                e.object["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+            ) == self.storage_key
+    }
+
     /// The event this watcher sees for a store event, if any.
     fn translate(&self, e: &Event) -> Option<(&'static str, Arc<Value>)> {
         if e.storage_key != self.storage_key {
@@ -236,6 +249,11 @@ pub fn start(
                             && tx.send(enc.line(ty, &obj)).await.is_err() {
                                 return;
                             }
+                        // The CRD serving this resource is gone: the real server ends such
+                        // watches (after the DELETED events of its objects).
+                        if filter.serving_crd_removed(&e) {
+                            return;
+                        }
                     }
                     Err(RecvError::Lagged(_)) => {
                         let _ = tx.send(error_line(&ApiError::gone("the watch fell behind; re-list and watch again"))).await;
