@@ -110,12 +110,21 @@ print(doc["metadata"]["name"], spec.get("namespace", "kube-system"), ",".join(se
 ' "$EXAMPLE")
 
 # What a user does before applying: the namespace exists and holds the registry pull secret(s).
-kubectl create namespace "$namespace" >/dev/null 2>&1 || true
-for secret in ${secrets//,/ }; do
-  [[ $secret == - ]] && continue
-  kubectl -n "$namespace" create secret docker-registry "$secret" \
-    --docker-server=dhi.io --docker-username=demo --docker-password=demo >/dev/null
-done
+# (Generated client-side and applied: `kubectl create` sends protobuf, which the local API server
+# does not speak.) Two Nodes give the node plugin DaemonSet something to schedule on.
+{
+  kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace" --dry-run=client -o yaml
+  for secret in ${secrets//,/ }; do
+    [[ $secret == - ]] && continue
+    echo ---
+    kubectl -n "$namespace" create secret docker-registry "$secret" --dry-run=client -o yaml \
+      --docker-server=dhi.io --docker-username=demo --docker-password=demo
+  done
+  for zone in a b; do
+    printf -- '---\napiVersion: v1\nkind: Node\nmetadata:\n  name: demo-node-%s\n  labels:\n' "$zone"
+    printf '    kubernetes.io/os: linux\n    topology.kubernetes.io/zone: us-east-1%s\n' "$zone"
+  done
+} | kubectl apply -f - >/dev/null
 
 echo "==> kubectl apply -f $EXAMPLE"
 kubectl apply -f "$EXAMPLE"
@@ -131,7 +140,7 @@ fi
 
 echo
 echo "==> children in $namespace"
-kubectl -n "$namespace" get deployments,daemonsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets
+kubectl -n "$namespace" get deployments,daemonsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,services
 echo
 echo "==> cluster-scoped children"
 kubectl get csidrivers,storageclasses,clusterroles,clusterrolebindings
