@@ -11,6 +11,8 @@ CRD := crds/hardenedcsidrivers.csi.hardened.dev.yaml
 CHART_CRD := charts/hardened-csi-operator/crds/hardenedcsidrivers.csi.hardened.dev.yaml
 export MOTO_SERVER := $(VENV)/bin/moto_server
 export MOTO_EC2_LOAD_DEFAULT_AMIS := false
+# Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
+export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean
 

@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use tokio::sync::mpsc;
+
+use crate::aws::{AwsStatusStore, Poller, PollerSettings};
 use crate::config::{self, ConfigError, RunArgs};
 use crate::controller::{self, Options};
 use crate::http::{self, HttpError, Readiness};
-use crate::leader::{self, LeadOutcome, LeaderElection};
+use crate::leader::{self, LeadOutcome, LeaderElection, RELEASE_BUDGET};
 use crate::metrics::Metrics;
 use crate::shutdown::{CancellationToken, SignalListener};
 use crate::telemetry::{self, TelemetryError};
@@ -42,56 +45,67 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let readiness = Readiness::new();
     let shutdown = CancellationToken::new();
     let signals = SignalListener::install().map_err(RunError::Signals)?.cancel_on_signal(shutdown.clone());
-    let server = http::serve(args.metrics_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await?;
+    // Stopped last, so probes and scrapes keep answering while the rest drains.
+    let http_stop = CancellationToken::new();
+    let server = http::serve(args.metrics_addr, metrics.clone(), readiness.clone(), http_stop.clone()).await?;
 
     let election = match lease {
-        Some(settings) => LeaderElection::start(client.clone(), settings, metrics.clone()),
+        Some(settings) => {
+            let election = LeaderElection::start(client.clone(), settings, metrics.clone());
+            // A standby runs no controller and so never syncs caches: it is ready once it takes
+            // part in the election; the leader's controller sets ready when its caches synced.
+            let contact = election.first_contact();
+            let ready = readiness.clone();
+            tokio::spawn(async move {
+                contact.await;
+                ready.set_ready();
+            });
+            election
+        }
         None => LeaderElection::disabled(&metrics),
-    };
-    // A standby replica is ready (it can take over); a leader is ready once its caches synced.
-    let standby = {
-        let mut leading = election.subscribe();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            loop {
-                if *leading.borrow_and_update() {
-                    readiness.set_not_ready();
-                } else {
-                    readiness.set_ready();
-                }
-                if leading.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
     };
 
     let reporter = args.identity.clone().unwrap_or_else(|| "hardened-csi-operator".into());
+    let store = AwsStatusStore::default();
+    let poller_settings = PollerSettings {
+        endpoint_url: args.aws_endpoint_url.clone(),
+        default_region: args.aws_region.clone(),
+        ..PollerSettings::default()
+    };
+    // Leader-only work: the controller and the AWS poller, started anew each time this replica
+    // becomes leader; the poller tells the controller which driver's inventory changed.
     let work = {
         let (client, metrics, readiness) = (client.clone(), metrics.clone(), readiness.clone());
         move |token: CancellationToken| {
+            let (triggers_tx, triggers_rx) = mpsc::channel(16);
+            let poller = Poller::new(client.clone(), store.clone(), metrics.clone(), triggers_tx, poller_settings.clone());
             let opts = Options {
                 metrics: metrics.clone(),
-                aws: None,
-                triggers: None,
+                aws: Some(Arc::new(store.clone())),
+                triggers: Some(triggers_rx),
                 ready: Some(readiness.clone()),
-                shutdown: Box::pin(token.cancelled_owned()),
+                shutdown: Box::pin(token.clone().cancelled_owned()),
                 reporter: reporter.clone(),
             };
             let client = client.clone();
             async move {
+                let poll = tokio::spawn(poller.run(token.clone()));
                 if let Err(e) = controller::run(client, opts).await {
                     tracing::error!(error = %e, "controller stopped");
                 }
+                token.cancel();
+                let _ = poll.await;
             }
         }
     };
-    let outcome = leader::run_while_leader(election.subscribe(), shutdown.clone(), args.shutdown_grace_period, work).await;
-    standby.abort();
-    election.release().await;
-    shutdown.cancel();
+    let work_grace = args.shutdown_grace_period.saturating_sub(RELEASE_BUDGET);
+    let outcome = leader::run_while_leader(election.subscribe(), shutdown.clone(), work_grace, work).await;
+    election.release_within(RELEASE_BUDGET).await;
     signals.abort();
-    let _ = server.wait().await;
+    http_stop.cancel();
+    if let Err(e) = server.wait().await {
+        tracing::warn!(error = %e, "HTTP server stopped with an error");
+    }
     match outcome {
         LeadOutcome::Shutdown => {
             tracing::info!("stopped");

@@ -60,12 +60,15 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     let port = free_port();
 
     let result = tokio::task::spawn_blocking(move || {
-        kubectl(&kc, &["apply", "--server-side", "-f", repo().join("crds/hardenedcsidrivers.csi.hardened.dev.yaml").to_str().expect("path")]);
-        kubectl(&kc, &["create", "namespace", "kube-system"]);
+        kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", repo().join("crds/hardenedcsidrivers.csi.hardened.dev.yaml").to_str().expect("path")]);
         let child = Command::new(env!("CARGO_BIN_EXE_hardened-csi-operator"))
+            // AWS stays on this machine: a closed local port answers every call with a refusal.
             .args(["run", "--kubeconfig", kc.to_str().expect("path"), "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .args(["--aws-endpoint-url", &format!("http://127.0.0.1:{}", free_port())])
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

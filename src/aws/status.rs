@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsStatus {
-    /// When AWS was last asked (RFC 3339).
+    /// When AWS was last asked (RFC 3339). In the resource's status it moves only when the answer
+    /// changed, because an unchanged answer is not written (no status write per poll).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<String>,
     /// When AWS last answered every question (RFC 3339).
@@ -19,6 +20,10 @@ pub struct AwsStatus {
     /// AWS error code of the last failure (for example RequestLimitExceeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The AWS call that failed last and AWS's message, for example
+    /// `DescribeVolumes: Request limit exceeded.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_message: Option<String>,
     /// What the inventory covers: `cluster <id>` or `account-wide` (no spec.aws.clusterId).
     #[serde(default)]
     pub scope: String,
@@ -70,6 +75,10 @@ pub struct VolumeInventory {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OrphanReport {
+    /// False when the cluster's PersistentVolumes could not be listed (or `doctor` ran without a
+    /// kubeconfig): orphans were then not looked for and the figures below are zero.
+    #[serde(default)]
+    pub checked: bool,
     pub count: u64,
     pub total_gib: u64,
     /// The first 20, oldest first.
@@ -87,8 +96,9 @@ pub struct OrphanVolume {
     /// The PersistentVolume name it was created for (CSIVolumeName tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csi_volume_name: Option<String>,
-    /// Age, for example `3d4h`.
-    pub age: String,
+    /// When the volume was created (RFC 3339). A timestamp rather than an age, so an unchanged
+    /// inventory yields an unchanged status.
+    pub created_at: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -107,8 +117,9 @@ pub struct StuckAttachment {
     pub volume_id: String,
     pub instance_id: String,
     pub state: String,
-    /// How long it has been in this state.
-    pub age: String,
+    /// When the attachment started (RFC 3339); stuck means longer ago than
+    /// `spec.inventory.stuckThreshold`.
+    pub since: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -135,13 +146,39 @@ pub struct SnapshotVerification {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionReport {
-    /// Whose permissions were probed: `irsa role <arn>` or `operator credentials`.
+    /// Whose permissions were probed, for example `irsa role arn:aws:iam::123456789012:role/ebs-csi
+    /// (service account kube-system/ebs-csi-controller-sa)` or `operator credentials`.
     #[serde(default)]
     pub principal: String,
+    /// The caller ARN AWS reported for that identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
     /// Actions probed.
     #[serde(default)]
     pub checked: Vec<String>,
     /// Actions the identity lacks (exact IAM action names, for example `ec2:CreateVolume`).
     #[serde(default)]
     pub missing: Vec<String>,
+    /// Actions EC2 did not decide (for example a DryRun answered `InvalidVolume.NotFound` because
+    /// the cluster has no volume to aim it at), with the reason.
+    #[serde(default)]
+    pub unverified: Vec<UnverifiedAction>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnverifiedAction {
+    /// IAM action name, for example `ec2:AttachVolume`.
+    pub action: String,
+    /// Why it could not be decided.
+    pub reason: String,
+}
+
+impl AwsStatus {
+    /// Equal but for `checkedAt` / `lastSuccessAt`: an unchanged answer from AWS. The poller
+    /// publishes (and triggers a reconcile) only when this is false.
+    pub fn same_result(&self, other: &AwsStatus) -> bool {
+        let strip = |s: &AwsStatus| AwsStatus { checked_at: None, last_success_at: None, ..s.clone() };
+        strip(self) == strip(other)
+    }
 }

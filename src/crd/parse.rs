@@ -54,7 +54,8 @@ mod tests {
         assert_eq!(e.0[0].field, "spec.controller.replicas");
         let unknown = "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata: {name: ebs}\nspec:\n  storageClass: []\n  node: {kubeletDir: /x}\n";
         let e = from_yaml(unknown).unwrap_err();
-        let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        let mut fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        fields.sort();
         assert_eq!(fields, ["spec.node.kubeletDir", "spec.storageClass"]);
         let wrong_kind = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n";
         assert_eq!(from_yaml(wrong_kind).unwrap_err().0[0].field, "kind");

@@ -172,9 +172,10 @@ pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
                 }
                 let Some(child) = map.get_mut(f.as_str()) else { return false };
                 let removed = go(child, rest, child_node, depth + 1);
-                // Empty maps left behind by a removal go too (labels: {} after the last label),
-                // except top-level fields and metadata.
-                if removed && depth > 0 && child.as_object().is_some_and(Map::is_empty) {
+                // Empty maps and lists left behind by a removal go too (labels: {} after the
+                // last label, ports: [] after the last port), except top-level fields.
+                let emptied = child.as_object().is_some_and(Map::is_empty) || child.as_array().is_some_and(Vec::is_empty);
+                if removed && depth > 0 && emptied {
                     map.remove(f.as_str());
                 }
                 removed

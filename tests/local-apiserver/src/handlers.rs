@@ -384,6 +384,12 @@ fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Va
             return Err(ApiError::invalid(&info.kind, &info.group, &name, vec![c]));
         }
     }
+    if !info.is_crd() {
+        let causes = crate::builtin_rules::validate(info, old, obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
+        }
+    }
     if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema {
         let causes = validation::admit(obj, schema, old);
         if !causes.is_empty() {
@@ -498,7 +504,7 @@ pub fn finish_write(
                 return Err(t.not_found());
             }
             initial_status(info, &mut new);
-            meta::stamp_create(&mut new, &info.api_version(), &info.kind);
+            meta::stamp_create(&mut new, &info.api_version(), &info.kind, info.tracks_generation());
             create_defaults(shared, s, info, &mut new);
             if !managed_done {
                 let ctx = WriteCtx {

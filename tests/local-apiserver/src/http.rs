@@ -13,6 +13,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::discovery;
+use crate::openapi;
 use crate::error::ApiError;
 use crate::handlers::{self, Query, Reply, Target};
 use crate::server::Shared;
@@ -65,6 +66,13 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
             return Ok(Route::Discovery(discovery::core_versions(port)));
         }
         ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
+        ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index(&shared.registry))),
+        ["openapi", "v3", "api", v] => {
+            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version).map(Route::Discovery).unwrap_or(Route::NotFound));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version).map(Route::Discovery).unwrap_or(Route::NotFound));
+        }
         ["api", "v1"] => return Ok(discovery::resources(&shared.registry, "", "v1").map(Route::Discovery).unwrap_or(Route::NotFound)),
         ["apis", g] => return Ok(discovery::group(&shared.registry, g).map(Route::Discovery).unwrap_or(Route::NotFound)),
         ["apis", g, v] => return Ok(discovery::resources(&shared.registry, g, v).map(Route::Discovery).unwrap_or(Route::NotFound)),
@@ -193,6 +201,15 @@ async fn handle(
         return error_response(&e);
     }
     let t = &rr.target;
+    // Only JSON (and YAML for apply) bodies are understood; 415 makes client-go fall back to
+    // JSON when it tried protobuf or CBOR first.
+    if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
+        let e = ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+        ));
+        shared.counters.record(rr.verb, &resource, e.code, false);
+        return error_response(&e);
+    }
     if rr.verb == "watch" {
         return match watch::start(shared.clone(), t, &q, format) {
             Ok(rx) => {

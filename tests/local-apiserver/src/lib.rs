@@ -18,6 +18,7 @@
 //! CRD deletion), `workloads` (simulated Deployment/DaemonSet status), `tokens` (TokenRequest),
 //! `faults`, `counters`.
 
+mod builtin_rules;
 mod cel_rules;
 mod counters;
 mod discovery;
@@ -29,6 +30,7 @@ mod handlers;
 mod http;
 mod managed;
 mod meta;
+mod openapi;
 mod patch;
 mod registry;
 mod schema;

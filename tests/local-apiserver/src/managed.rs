@@ -201,9 +201,16 @@ pub fn apply(live: Option<&Value>, applied: &Value, force: bool, ctx: &WriteCtx<
         .flat_map(|e| e.set.iter().cloned())
         .collect();
     // Deepest paths first so removing an item does not hide a path below it.
-    let dropped: Vec<fieldpath::Path> = previous.difference(&new_set).cloned().collect();
-    for p in dropped.iter().rev() {
-        if fieldpath::covers_below(&others, p) || fieldpath::covers_below(&new_set, p) {
+    let removals: FieldSet = previous
+        .difference(&new_set)
+        .filter(|p| !fieldpath::covers_below(&others, p) && !fieldpath::covers_below(&new_set, p))
+        .filter(|p| !is_key_field(p))
+        .cloned()
+        .collect();
+    // A path below one that is removed goes with it; removing it first could break the
+    // item's key and hide the item.
+    for p in &removals {
+        if (1..p.len()).any(|n| removals.contains(&p[..n])) {
             continue;
         }
         fieldpath::remove(&mut merged, p, ctx.root);
@@ -218,6 +225,15 @@ pub fn apply(live: Option<&Value>, applied: &Value, force: bool, ctx: &WriteCtx<
     prune(&mut entries, &merged, ctx.root);
     write_entries(&mut merged, &entries);
     Ok(merged)
+}
+
+/// Whether a path is a key field of the keyed list item it is in (`k:{"name":"a"}` / `f:name`):
+/// it lives as long as the item, never on its own.
+fn is_key_field(p: &[Elem]) -> bool {
+    match p {
+        [.., Elem::Key(k), Elem::Field(f)] => serde_json::from_str::<Value>(k).is_ok_and(|key| key.get(f).is_some()),
+        _ => false,
+    }
 }
 
 fn conflict_error(conflicts: &[(fieldpath::Path, String, String)]) -> ApiError {

@@ -91,14 +91,19 @@ pub fn validate_name(name: &str, kind: &str) -> Option<Cause> {
     })
 }
 
-/// Stamps a new object's server-owned metadata.
-pub fn stamp_create(obj: &mut Value, api_version: &str, kind: &str) {
+/// Stamps a new object's server-owned metadata. `generation` is set only for kinds whose real
+/// strategy tracks it (workloads, PDBs, CRDs and custom resources); other kinds have none.
+pub fn stamp_create(obj: &mut Value, api_version: &str, kind: &str, generation: bool) {
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);
     let meta = &mut obj["metadata"];
     meta["uid"] = json!(new_uid());
     meta["creationTimestamp"] = json!(now());
-    meta["generation"] = json!(1);
+    if generation {
+        meta["generation"] = json!(1);
+    } else if let Some(m) = meta.as_object_mut() {
+        m.remove("generation");
+    }
     if let Some(m) = meta.as_object_mut() {
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
@@ -119,7 +124,7 @@ pub fn carry_over(old: &Value, new: &mut Value) {
             }
         }
     }
-    if spec_changed(old, new) {
+    if old["metadata"].get("generation").is_some() && spec_changed(old, new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         new["metadata"]["generation"] = json!(g);
     }

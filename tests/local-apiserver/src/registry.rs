@@ -65,6 +65,15 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether the real server keeps `metadata.generation` for this kind.
+    pub fn tracks_generation(&self) -> bool {
+        self.is_crd()
+            || matches!(
+                (self.group.as_str(), self.kind.as_str()),
+                ("apps", _) | ("policy", "PodDisruptionBudget") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            )
+    }
+
     pub fn is_crd(&self) -> bool {
         matches!(self.schema, SchemaSource::Crd { .. })
     }

@@ -16,7 +16,12 @@ pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause>
     }
     default_value(obj, schema);
     let mut causes = Vec::new();
-    validate(obj, schema, old, "", &mut causes, true);
+    validate(obj, schema, old, "", &mut causes, true, false);
+    // Like the real server, CEL rules run only on objects that pass the structural checks
+    // (a rule reading a missing required field would only add noise).
+    if causes.is_empty() {
+        validate(obj, schema, old, "", &mut causes, true, true);
+    }
     // Validation ratcheting (GA in Kubernetes 1.33): an invalid value that an update leaves
     // unchanged does not fail the update, so status writes succeed on an object whose spec
     // bypassed validation earlier.
@@ -173,7 +178,11 @@ fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
     }
 }
 
-fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool, cel: bool) {
+    if cel {
+        validate_cel(v, schema, old, path, out, root);
+        return;
+    }
     if v.is_null() {
         if !is_true(schema, "nullable") && !root {
             out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema.get("type").and_then(Value::as_str).unwrap_or("object"))));
@@ -272,9 +281,9 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
                 }
                 let old_child = old.and_then(|o| o.get(k));
                 if let Some(cs) = props.and_then(|p| p.get(k)) {
-                    validate(child, cs, old_child, &join(path, k), out, false);
+                    validate(child, cs, old_child, &join(path, k), out, false, cel);
                 } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false);
+                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false, cel);
                 }
             }
         }
@@ -317,7 +326,7 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
             }
             if let Some(is) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    validate(item, is, None, &format!("{path}[{i}]"), out, false);
+                    validate(item, is, None, &format!("{path}[{i}]"), out, false, cel);
                 }
             }
         }
@@ -329,7 +338,7 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
                 .iter()
                 .map(|s| {
                     let mut c = Vec::new();
-                    validate(v, s, old, path, &mut c, root);
+                    validate(v, s, old, path, &mut c, root, cel);
                     c
                 })
                 .collect();
@@ -350,10 +359,38 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
     }
     if let Some(not) = schema.get("not") {
         let mut c = Vec::new();
-        validate(v, not, old, path, &mut c, root);
+        validate(v, not, old, path, &mut c, root, cel);
         if c.is_empty() {
             out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body must not validate the schema (not)", show(v))));
         }
+    }
+}
+
+/// Evaluates the CEL rules of every schema node that has a value, depth first.
+fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+    match v {
+        Value::Object(m) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            for (k, child) in m {
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let old_child = old.and_then(|o| o.get(k));
+                if let Some(cs) = props.and_then(|p| p.get(k)) {
+                    validate_cel(child, cs, old_child, &join(path, k), out, false);
+                } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
+                    validate_cel(child, ap, old_child, &format!("{path}[{k}]"), out, false);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate_cel(item, is, None, &format!("{path}[{i}]"), out, false);
+                }
+            }
+        }
+        _ => {}
     }
     for rule in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
         let Some(expr) = rule.get("rule").and_then(Value::as_str) else { continue };

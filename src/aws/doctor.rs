@@ -1,0 +1,313 @@
+//! `hardened-csi-operator doctor`: the AWS checks of the inventory run once from a workstation,
+//! before anything is installed: identity, IAM preflight, encryption, zones, volumes and
+//! snapshots of the cluster, and with a kubeconfig the orphaned volumes. Prints a readable
+//! report, or JSON in the shape of `status.aws`.
+//!
+//! Exit codes: 0 every permission granted, 1 permissions missing, 2 AWS could not be asked
+//! (credentials, network, throttling); bad arguments are an `Err`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use clap::{Args, ValueEnum};
+use thiserror::Error;
+
+use super::api::AwsApi;
+use super::inventory::{self, RefreshParams};
+use super::poller::pv_references;
+use super::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
+use super::status::AwsStatus;
+use crate::metrics::Metrics;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_MISSING_PERMISSIONS: i32 = 1;
+pub const EXIT_AWS_FAILED: i32 = 2;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Check AWS for the EBS CSI driver: IAM permissions, encryption, zones, volumes, snapshots and
+/// (with a kubeconfig) orphaned volumes.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct DoctorArgs {
+    /// AWS region; without it the SDK's resolution (AWS_REGION, profile).
+    #[arg(long, env = "HCO_AWS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Cluster id the driver tags volumes with (`spec.aws.clusterId`); without it the inventory
+    /// is account-wide.
+    #[arg(long, env = "HCO_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// IAM role to check (the driver's role): assumed with STS AssumeRole using your credentials.
+    /// Without it your own credentials are checked.
+    #[arg(long, env = "HCO_ROLE_ARN", value_name = "ARN")]
+    pub role_arn: Option<String>,
+    /// Endpoint URL of every AWS call (a VPC endpoint, or moto).
+    #[arg(long, env = "HCO_AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Kubeconfig of the cluster: its PersistentVolumes are compared with the volumes to find orphans.
+    #[arg(long, env = "HCO_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use AWS FIPS endpoints.
+    #[arg(long, env = "HCO_FIPS")]
+    pub fips: bool,
+    /// Age after which an unreferenced available volume counts as orphaned.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub orphan_grace_period: String,
+    /// Time after which an attaching/detaching attachment counts as stuck.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub stuck_threshold: String,
+    /// Also read the newest completed snapshot through the EBS direct API.
+    #[arg(long)]
+    pub verify_snapshots: bool,
+    /// Report format.
+    #[arg(long, short = 'o', env = "HCO_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl Default for DoctorArgs {
+    fn default() -> Self {
+        Self {
+            region: None,
+            cluster_id: None,
+            role_arn: None,
+            endpoint_url: None,
+            kubeconfig: None,
+            fips: false,
+            orphan_grace_period: "1h".into(),
+            stuck_threshold: "15m".into(),
+            verify_snapshots: false,
+            output: OutputFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DoctorError {
+    #[error("{flag} {value:?}: {rule}")]
+    InvalidArgument { flag: &'static str, value: String, rule: &'static str },
+    #[error("--kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("listing PersistentVolumes: {0}")]
+    ListPersistentVolumes(#[source] kube::Error),
+    #[error("AWS client: {0}")]
+    Aws(#[from] super::api::AwsError),
+    #[error("writing the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl DoctorArgs {
+    fn params(&self) -> Result<RefreshParams, DoctorError> {
+        let duration = |flag: &'static str, v: &str| {
+            crate::crd::validate::parse_duration(v).ok_or(DoctorError::InvalidArgument {
+                flag,
+                value: v.to_string(),
+                rule: "a duration like 30s, 15m or 1h30m",
+            })
+        };
+        if let Some(arn) = &self.role_arn
+            && !(arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/"))
+        {
+            return Err(DoctorError::InvalidArgument { flag: "--role-arn", value: arn.clone(), rule: "an IAM role ARN like arn:aws:iam::123456789012:role/name" });
+        }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(DoctorError::InvalidArgument { flag: "--endpoint-url", value: url.clone(), rule: "a URL starting with http:// or https://" });
+        }
+        Ok(RefreshParams {
+            cluster_id: self.cluster_id.clone().filter(|c| !c.trim().is_empty()),
+            orphan_grace: duration("--orphan-grace-period", &self.orphan_grace_period)?,
+            stuck_threshold: duration("--stuck-threshold", &self.stuck_threshold)?,
+            verify_snapshots: self.verify_snapshots,
+        })
+    }
+}
+
+/// What `main` calls: the checks with the caller's default AWS credentials, report on stdout.
+/// Returns the exit code.
+pub async fn run_doctor(args: DoctorArgs) -> Result<i32, DoctorError> {
+    let mut out = std::io::stdout().lock();
+    run_doctor_with(args, CredentialSource::Default, None, &mut out).await
+}
+
+/// `run_doctor` with given base credentials and HTTP client (tests, moto) and output.
+pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut dyn Write) -> Result<i32, DoctorError> {
+    let params = args.params()?;
+    let pvs = match &args.kubeconfig {
+        Some(path) => {
+            let client = kube_client(path).await?;
+            Some(pv_references(&client).await.map_err(DoctorError::ListPersistentVolumes)?)
+        }
+        None => None,
+    };
+    let credentials = match &args.role_arn {
+        Some(role_arn) => CredentialSource::AssumeRole { role_arn: role_arn.clone(), base: Box::new(base) },
+        None => base,
+    };
+    let settings = AwsSettings {
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        ec2_endpoint: None,
+        fips: args.fips,
+        credentials,
+        http_client,
+        retry: RetryPolicy::default(),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let api = SdkAws::new(settings).await?;
+    let status = check(&api, &params, pvs.as_ref()).await;
+    match args.output {
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&status).map_err(|e| std::io::Error::other(e.to_string()))?;
+            writeln!(out, "{json}")?;
+        }
+        OutputFormat::Text => out.write_all(text_report(&status, &params, jiff::Timestamp::now()).as_bytes())?,
+    }
+    Ok(exit_code(&status))
+}
+
+/// One refresh, as the poller makes it.
+pub async fn check(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&inventory::PvReferences>) -> AwsStatus {
+    inventory::refresh(api, params, pvs, None, jiff::Timestamp::now()).await
+}
+
+pub fn exit_code(s: &AwsStatus) -> i32 {
+    if !s.permissions.missing.is_empty() {
+        EXIT_MISSING_PERMISSIONS
+    } else if s.last_error.is_some() {
+        EXIT_AWS_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+async fn kube_client(path: &PathBuf) -> Result<kube::Client, DoctorError> {
+    let fail = |message: String| DoctorError::Kubeconfig { path: path.clone(), message };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "-".to_string();
+    }
+    map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The human-readable report.
+pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) -> String {
+    let mut t = String::new();
+    let mut line = |label: &str, value: String| t.push_str(&format!("{label:<13}{value}\n"));
+    line(
+        "scope",
+        format!(
+            "{}, region {}, FIPS endpoints {}{}",
+            s.scope,
+            s.region.as_deref().unwrap_or("?"),
+            if s.fips_endpoints { "on" } else { "off" },
+            if params.cluster_id.is_none() { " (no --cluster-id: every driver-created volume in the account)" } else { "" }
+        ),
+    );
+    let p = &s.permissions;
+    if !p.principal.is_empty() {
+        line("identity", format!("{}{}", p.principal, p.arn_suffix()));
+    }
+    if let Some(code) = &s.last_error {
+        line("AWS ERROR", format!("{code}: {}", s.last_error_message.as_deref().unwrap_or("")));
+    }
+    if s.last_success_at.is_some() {
+        line("zones", if s.zones.is_empty() { "-".into() } else { s.zones.join(", ") });
+        line(
+            "encryption",
+            format!(
+                "by default {}; default KMS key {}",
+                match s.encryption_by_default {
+                    Some(true) => "on",
+                    Some(false) => "OFF (volumes are encrypted only where the StorageClass asks)",
+                    None => "unknown",
+                },
+                s.default_kms_key_id.as_deref().unwrap_or("unknown")
+            ),
+        );
+        let v = &s.volumes;
+        line("volumes", format!("{} ({} GiB); state: {}; type: {}; zone: {}", v.count, v.total_gib, counts(&v.by_state), counts(&v.by_type), counts(&v.by_zone)));
+        let o = &s.orphaned;
+        if !o.checked {
+            line("orphaned", "not checked (pass --kubeconfig to compare with the cluster's PersistentVolumes)".into());
+        } else {
+            line("orphaned", format!("{} ({} GiB): available, older than the grace period, referenced by no PersistentVolume", o.count, o.total_gib));
+            for ov in &o.volumes {
+                line(
+                    "",
+                    format!(
+                        "{} {} GiB {} {} pv {} age {}",
+                        ov.volume_id,
+                        ov.size_gib,
+                        ov.volume_type,
+                        ov.zone,
+                        ov.csi_volume_name.as_deref().unwrap_or("-"),
+                        inventory::human_age(&ov.created_at, now)
+                    ),
+                );
+            }
+        }
+        let st = &s.stuck;
+        if st.attachments.is_empty() && st.error_volumes.is_empty() {
+            line("stuck", "none".into());
+        } else {
+            for a in &st.attachments {
+                line("stuck", format!("{} on {} {} for {}", a.volume_id, a.instance_id, a.state, inventory::human_age(&a.since, now)));
+            }
+            if !st.error_volumes.is_empty() {
+                line("error", format!("volumes in state error: {}", st.error_volumes.join(", ")));
+            }
+        }
+        let sn = &s.snapshots;
+        line("snapshots", format!("{} ({} GiB); state: {}", sn.count, sn.total_gib, counts(&sn.by_state)));
+        if let Some(ver) = &sn.verification {
+            line(
+                "",
+                if ver.readable {
+                    format!("newest completed snapshot {} is readable (EBS direct API)", ver.snapshot_id)
+                } else {
+                    format!("newest completed snapshot {} NOT readable: {}", ver.snapshot_id, ver.message.as_deref().unwrap_or(""))
+                },
+            );
+        }
+    }
+    if !p.checked.is_empty() {
+        line("permissions", format!("{} EC2 actions checked", p.checked.len()));
+        if p.missing.is_empty() {
+            line("", "all granted".into());
+        } else {
+            line("", format!("MISSING: {}", p.missing.join(", ")));
+        }
+        for u in &p.unverified {
+            line("", format!("unverified: {}: {}", u.action, u.reason));
+        }
+    }
+    let verdict = match exit_code(s) {
+        EXIT_OK => "OK".to_string(),
+        EXIT_MISSING_PERMISSIONS => {
+            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy AmazonEBSCSIDriverPolicy covers them)".to_string()
+        }
+        _ => format!("AWS CHECK FAILED ({})", s.last_error.as_deref().unwrap_or("?")),
+    };
+    line("result", verdict);
+    t
+}
+
+impl super::status::PermissionReport {
+    fn arn_suffix(&self) -> String {
+        self.principal_arn.as_deref().map(|a| format!(" [{a}]")).unwrap_or_default()
+    }
+}

@@ -1,0 +1,674 @@
+//! `AwsApi` on the AWS SDK: client construction (region, endpoints, FIPS, credentials), the
+//! driver's identity in IRSA mode, bounded retries and per-request metrics.
+//!
+//! The SDK's own retries are turned off and replaced by one bounded loop (`RetryPolicy`), so
+//! every HTTP request is one metrics sample with its real outcome, and the worst case of a
+//! refresh is `max_attempts` times its request budget, never a tight loop.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::identity::IdentityCache;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types as ec2t;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::date_time::DateTime;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use tokio::sync::Mutex;
+
+use super::api::{AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume, Attachment};
+use super::{STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
+use crate::metrics::Metrics;
+
+/// Page sizes: the largest EC2 allows, so a refresh needs the fewest requests.
+pub const VOLUME_PAGE: i32 = 500;
+pub const SNAPSHOT_PAGE: i32 = 1000;
+/// Session name of every role the operator assumes (visible in CloudTrail).
+pub const SESSION_NAME: &str = "hardened-csi-operator-preflight";
+/// Assumed-role credentials are renewed when they have less than this left.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// Bounded retries with exponential backoff and full jitter, for throttling, 5xx and transport
+/// failures. Nothing else is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Requests per call, the first included (>= 1).
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+    }
+}
+
+impl RetryPolicy {
+    /// One request, no retry (best-effort extras).
+    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+
+    /// Delay before attempt `n + 1` after `n` failed attempts: full jitter over an exponential cap.
+    pub fn delay(&self, failed_attempts: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << failed_attempts.saturating_sub(1).min(16));
+        let cap = exp.min(self.max_delay);
+        cap.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Where the credentials of the probed identity come from.
+#[derive(Clone)]
+pub enum CredentialSource {
+    /// The operator's own default chain (environment, web identity file, Pod Identity, IMDS).
+    Default,
+    /// Fixed keys (moto, tests).
+    Static { access_key_id: String, secret_access_key: String },
+    /// Assume `role_arn` with STS AssumeRole using the base credentials (`doctor --role-arn`).
+    AssumeRole { role_arn: String, base: Box<CredentialSource> },
+    /// IRSA as the driver gets it: a TokenRequest for the driver's service account (audience
+    /// sts.amazonaws.com), then STS AssumeRoleWithWebIdentity with `role_arn`.
+    WebIdentity { kube: kube::Client, namespace: String, service_account: String, role_arn: String },
+}
+
+impl fmt::Debug for CredentialSource {
+    // Never prints key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::Default => f.write_str("Default"),
+            CredentialSource::Static { access_key_id, .. } => write!(f, "Static({access_key_id})"),
+            CredentialSource::AssumeRole { role_arn, base } => write!(f, "AssumeRole({role_arn}, base {base:?})"),
+            CredentialSource::WebIdentity { namespace, service_account, role_arn, .. } => {
+                write!(f, "WebIdentity({namespace}/{service_account} -> {role_arn})")
+            }
+        }
+    }
+}
+
+/// Everything needed to build the SDK clients.
+#[derive(Clone)]
+pub struct AwsSettings {
+    /// Region; None: the SDK's resolution (AWS_REGION, profile, instance metadata).
+    pub region: Option<String>,
+    /// Endpoint of every service (moto, or a test proxy). Unset: AWS's (or `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Endpoint of EC2 only (`spec.aws.ec2Endpoint`, a VPC endpoint); wins over `endpoint_url`.
+    pub ec2_endpoint: Option<String>,
+    /// Use FIPS endpoints for every call the operator makes.
+    pub fips: bool,
+    pub credentials: CredentialSource,
+    /// HTTP client override (tests use the SDK's replay and function clients).
+    pub http_client: Option<SharedHttpClient>,
+    pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AwsSettings {
+    pub fn new(region: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            region: Some(region.into()),
+            endpoint_url: None,
+            ec2_endpoint: None,
+            fips: false,
+            credentials: CredentialSource::Default,
+            http_client: None,
+            retry: RetryPolicy::default(),
+            metrics,
+        }
+    }
+}
+
+/// Makes one logical call: retries it within the policy and counts every request.
+#[derive(Clone)]
+struct Caller {
+    metrics: Arc<Metrics>,
+    retry: RetryPolicy,
+}
+
+impl Caller {
+    async fn call<T, E, F, Fut>(&self, operation: &'static str, policy: RetryPolicy, mut send: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let max = policy.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match send().await {
+                Ok(v) => {
+                    self.metrics.count_aws_request(operation, "ok");
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let mut err = to_aws_error(operation, &e);
+                    err.attempts = attempt;
+                    let outcome = if err.code == "DryRunOperation" { "dry_run" } else { err.class.outcome() };
+                    self.metrics.count_aws_request(operation, outcome);
+                    if !err.class.retryable() || attempt >= max {
+                        return Err(err);
+                    }
+                    let delay = policy.delay(attempt);
+                    tracing::debug!(operation, code = %err.code, attempt, ?delay, "AWS call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Maps an SDK error to the AWS error code and class the status reports.
+fn to_aws_error<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    // A failure of our own credential provider carries its own AwsError (TokenRequest, STS).
+    if let Some(inner) = find_source::<AwsError>(err) {
+        return inner.clone();
+    }
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match err {
+        SdkError::ServiceError(_) => {
+            let code = err.code().map(str::to_string).unwrap_or_else(|| format!("HTTP{}", status.unwrap_or(0)));
+            AwsError::new(operation, code, err.message().unwrap_or("no message").to_string(), status)
+        }
+        SdkError::TimeoutError(_) => AwsError::new(operation, "Timeout", "the request timed out", None),
+        SdkError::DispatchFailure(d) => {
+            if find_source::<CredentialsError>(err).is_some() {
+                AwsError::new(operation, "NoCredentials", format!("no AWS credentials: {}", chain(err)), None)
+            } else if d.is_timeout() {
+                AwsError::new(operation, "Timeout", chain(err), None)
+            } else {
+                AwsError::new(operation, "ConnectionError", chain(err), None).with_class(ErrorClass::Transport)
+            }
+        }
+        SdkError::ResponseError(_) => {
+            let e = AwsError::new(operation, "InvalidResponse", chain(err), status);
+            if status.is_some_and(|s| s >= 500) { e.with_class(ErrorClass::Server) } else { e }
+        }
+        _ => AwsError::new(operation, "InvalidRequest", chain(err), None),
+    }
+}
+
+fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        parts.push(e.to_string());
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+fn timestamp(dt: Option<&DateTime>) -> Option<Timestamp> {
+    let dt = dt?;
+    Timestamp::new(dt.secs(), dt.subsec_nanos() as i32).ok()
+}
+
+/// Credentials of an assumed role, fetched on demand and kept until shortly before expiry.
+struct RoleCredentials {
+    source: RoleSource,
+    sts: aws_sdk_sts::Client,
+    caller: Caller,
+    cache: Mutex<Option<(Credentials, Option<String>)>>,
+}
+
+enum RoleSource {
+    AssumeRole { role_arn: String },
+    WebIdentity { kube: kube::Client, namespace: String, service_account: String, role_arn: String },
+}
+
+impl RoleCredentials {
+    fn description(&self) -> String {
+        match &self.source {
+            RoleSource::AssumeRole { role_arn } => format!("role {role_arn} (assumed with the caller's credentials)"),
+            RoleSource::WebIdentity { namespace, service_account, role_arn, .. } => {
+                format!("irsa role {role_arn} (service account {namespace}/{service_account})")
+            }
+        }
+    }
+
+    /// Cached credentials and the assumed-role ARN, renewed when close to expiry.
+    async fn get(&self) -> Result<(Credentials, Option<String>), AwsError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((creds, arn)) = cache.as_ref() {
+            let fresh = creds.expiry().is_none_or(|exp| exp > SystemTime::now() + RENEW_BEFORE);
+            if fresh {
+                return Ok((creds.clone(), arn.clone()));
+            }
+        }
+        let fetched = self.fetch().await?;
+        *cache = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    async fn fetch(&self) -> Result<(Credentials, Option<String>), AwsError> {
+        let (creds, user) = match &self.source {
+            RoleSource::AssumeRole { role_arn } => {
+                let out = self
+                    .caller
+                    .call("AssumeRole", self.caller.retry, || {
+                        self.sts.assume_role().role_arn(role_arn).role_session_name(SESSION_NAME).send()
+                    })
+                    .await?;
+                (out.credentials, out.assumed_role_user)
+            }
+            RoleSource::WebIdentity { kube, namespace, service_account, role_arn } => {
+                let token = service_account_token(kube, namespace, service_account).await?;
+                let out = self
+                    .caller
+                    .call("AssumeRoleWithWebIdentity", self.caller.retry, || {
+                        self.sts
+                            .assume_role_with_web_identity()
+                            .role_arn(role_arn)
+                            .role_session_name(SESSION_NAME)
+                            .web_identity_token(&token)
+                            .send()
+                    })
+                    .await?;
+                (out.credentials, out.assumed_role_user)
+            }
+        };
+        let Some(c) = creds else {
+            return Err(AwsError::new("AssumeRole", "InvalidResponse", "STS returned no credentials", None));
+        };
+        let expiry = SystemTime::try_from(c.expiration).ok();
+        let credentials = Credentials::new(c.access_key_id, c.secret_access_key, Some(c.session_token), expiry, "hardened-csi-operator");
+        Ok((credentials, user.map(|u| u.arn)))
+    }
+}
+
+/// A TokenRequest for the service account, audience sts.amazonaws.com, as the kubelet would
+/// project it into the driver's pod.
+async fn service_account_token(kube: &kube::Client, namespace: &str, service_account: &str) -> Result<String, AwsError> {
+    let api: Api<ServiceAccount> = Api::namespaced(kube.clone(), namespace);
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec { audiences: Some(vec![STS_AUDIENCE.to_string()]), expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let fail = |message: String| AwsError::new("TokenRequest", "ServiceAccountToken", message, None);
+    match api.create_token_request(service_account, &PostParams::default(), &req).await {
+        Ok(tr) => match tr.status.and_then(|s| s.token).filter(|t| !t.is_empty()) {
+            Some(token) => Ok(token),
+            _ => Err(fail(format!("the TokenRequest for {namespace}/{service_account} returned no token"))),
+        },
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(fail(format!(
+            "service account {namespace}/{service_account} not found: the driver's controller service account must exist before its IRSA role can be checked"
+        ))),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(fail(format!(
+            "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on serviceaccounts/token in {namespace} ({})",
+            s.message
+        ))),
+        Err(e) => Err(fail(format!("TokenRequest for {namespace}/{service_account}: {e}"))),
+    }
+}
+
+#[derive(Clone)]
+struct RoleProvider(Arc<RoleCredentials>);
+
+impl fmt::Debug for RoleProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoleProvider({})", self.0.description())
+    }
+}
+
+impl ProvideCredentials for RoleProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move { self.0.get().await.map(|(c, _)| c).map_err(CredentialsError::provider_error) })
+    }
+}
+
+/// `AwsApi` on the AWS SDK.
+pub struct SdkAws {
+    region: String,
+    fips: bool,
+    ec2: aws_sdk_ec2::Client,
+    ebs: aws_sdk_ebs::Client,
+    sts: aws_sdk_sts::Client,
+    role: Option<Arc<RoleCredentials>>,
+    caller: Caller,
+}
+
+impl SdkAws {
+    /// Builds the clients. Nothing is sent until the first call.
+    pub async fn new(settings: AwsSettings) -> Result<Self, AwsError> {
+        let caller = Caller { metrics: settings.metrics.clone(), retry: settings.retry };
+        let (base_source, role_source) = match settings.credentials.clone() {
+            CredentialSource::AssumeRole { role_arn, base } => (*base, Some(RoleSource::AssumeRole { role_arn })),
+            CredentialSource::WebIdentity { kube, namespace, service_account, role_arn } => {
+                (CredentialSource::Default, Some(RoleSource::WebIdentity { kube, namespace, service_account, role_arn }))
+            }
+            other => (other, None),
+        };
+        let base = load_config(&settings, &base_source).await?;
+        let Some(region) = base.region().map(|r| r.to_string()).filter(|r| !r.trim().is_empty()) else {
+            return Err(AwsError::new("Configure", "MissingRegion", "no AWS region: set spec.aws.region (or --aws-region / AWS_REGION)", None)
+                .with_class(ErrorClass::Client));
+        };
+
+        let sts = aws_sdk_sts::Client::new(&base);
+        let role = role_source.map(|source| Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) }));
+
+        let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base);
+        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base);
+        if let Some(role) = &role {
+            let provider = SharedCredentialsProvider::new(RoleProvider(role.clone()));
+            // RoleCredentials caches and renews itself; a second cache would only hide errors.
+            ec2_conf = ec2_conf.credentials_provider(provider.clone()).identity_cache(IdentityCache::no_cache());
+            ebs_conf = ebs_conf.credentials_provider(provider).identity_cache(IdentityCache::no_cache());
+        }
+        if let Some(url) = &settings.ec2_endpoint {
+            ec2_conf = ec2_conf.endpoint_url(url);
+        }
+        Ok(Self {
+            region,
+            fips: settings.fips,
+            ec2: aws_sdk_ec2::Client::from_conf(ec2_conf.build()),
+            ebs: aws_sdk_ebs::Client::from_conf(ebs_conf.build()),
+            sts,
+            role,
+            caller,
+        })
+    }
+}
+
+async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Result<aws_config::SdkConfig, AwsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .use_fips(settings.fips)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(region) = settings.region.as_ref().filter(|r| !r.trim().is_empty()) {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(client) = &settings.http_client {
+        loader = loader.http_client(client.clone());
+    }
+    match source {
+        CredentialSource::Default => {}
+        CredentialSource::Static { access_key_id, secret_access_key } => {
+            loader = loader.credentials_provider(Credentials::new(access_key_id, secret_access_key, None, None, "static"));
+        }
+        CredentialSource::AssumeRole { .. } | CredentialSource::WebIdentity { .. } => {
+            return Err(AwsError::new("Configure", "InvalidCredentialSource", "a role's base credentials must be the default chain or static keys", None)
+                .with_class(ErrorClass::Client));
+        }
+    }
+    Ok(loader.load().await)
+}
+
+fn ec2_filters(filters: &[Filter]) -> Vec<ec2t::Filter> {
+    filters.iter().map(|f| ec2t::Filter::builder().name(&f.name).set_values(Some(f.values.clone())).build()).collect()
+}
+
+fn tag_spec(resource: ec2t::ResourceType, tags: &[(String, String)]) -> ec2t::TagSpecification {
+    let tags = tags.iter().map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect();
+    ec2t::TagSpecification::builder().resource_type(resource).set_tags(Some(tags)).build()
+}
+
+fn volume_of(v: &ec2t::Volume) -> Volume {
+    let tag = |key: &str| v.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
+    Volume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        size_gib: v.size().unwrap_or(0).max(0) as u64,
+        volume_type: v.volume_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        zone: v.availability_zone().unwrap_or_default().to_string(),
+        state: v.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        create_time: timestamp(v.create_time()),
+        csi_volume_name: tag(TAG_CSI_VOLUME_NAME).or_else(|| tag("kubernetes.io/created-for/pv/name")),
+        attachments: v
+            .attachments()
+            .iter()
+            .map(|a| Attachment {
+                instance_id: a.instance_id().unwrap_or_default().to_string(),
+                state: a.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                attach_time: timestamp(a.attach_time()),
+            })
+            .collect(),
+    }
+}
+
+fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
+    Snapshot {
+        id: s.snapshot_id().unwrap_or_default().to_string(),
+        state: s.state().map(|x| x.as_str().to_string()).unwrap_or_default(),
+        volume_size_gib: s.volume_size().unwrap_or(0).max(0) as u64,
+        start_time: timestamp(s.start_time()),
+    }
+}
+
+/// A DryRun answer as a verdict. Throttling, outages and credential failures stay errors.
+fn verdict<T>(r: Result<T, AwsError>) -> Result<Verdict, AwsError> {
+    match r {
+        Ok(_) => Ok(Verdict::Allowed),
+        Err(e) if e.code == "DryRunOperation" => Ok(Verdict::Allowed),
+        Err(e) if e.class == ErrorClass::Denied => Ok(Verdict::Denied),
+        Err(e) if e.class.retryable() || e.class == ErrorClass::Credentials => Err(e),
+        Err(e) => Ok(Verdict::Undecided(e.code)),
+    }
+}
+
+impl AwsApi for SdkAws {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn fips(&self) -> bool {
+        self.fips
+    }
+
+    fn principal(&self) -> BoxFuture<'_, Result<Principal, AwsError>> {
+        Box::pin(async move {
+            if let Some(role) = &self.role {
+                let (_, arn) = role.get().await?;
+                return Ok(Principal { description: role.description(), arn });
+            }
+            let out = self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await?;
+            Ok(Principal { description: "operator credentials".to_string(), arn: out.arn })
+        })
+    }
+
+    fn describe_volumes(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Volume>, AwsError>> {
+        let filters = ec2_filters(filters);
+        Box::pin(async move {
+            let out = self
+                .caller
+                .call("DescribeVolumes", self.caller.retry, || {
+                    self.ec2
+                        .describe_volumes()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(VOLUME_PAGE)
+                        .set_next_token(next_token.clone())
+                        .send()
+                })
+                .await?;
+            Ok(Page { items: out.volumes().iter().map(volume_of).collect(), next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string) })
+        })
+    }
+
+    fn describe_snapshots(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Snapshot>, AwsError>> {
+        let filters = ec2_filters(filters);
+        Box::pin(async move {
+            let out = self
+                .caller
+                .call("DescribeSnapshots", self.caller.retry, || {
+                    self.ec2
+                        .describe_snapshots()
+                        .owner_ids("self")
+                        .set_filters(Some(filters.clone()))
+                        .max_results(SNAPSHOT_PAGE)
+                        .set_next_token(next_token.clone())
+                        .send()
+                })
+                .await?;
+            Ok(Page { items: out.snapshots().iter().map(snapshot_of).collect(), next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string) })
+        })
+    }
+
+    fn availability_zones(&self) -> BoxFuture<'_, Result<Vec<String>, AwsError>> {
+        Box::pin(async move {
+            let out = self.caller.call("DescribeAvailabilityZones", self.caller.retry, || self.ec2.describe_availability_zones().send()).await?;
+            let mut zones: Vec<String> = out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
+            zones.sort();
+            Ok(zones)
+        })
+    }
+
+    fn encryption_by_default(&self) -> BoxFuture<'_, Result<bool, AwsError>> {
+        Box::pin(async move {
+            let out = self.caller.call("GetEbsEncryptionByDefault", self.caller.retry, || self.ec2.get_ebs_encryption_by_default().send()).await?;
+            Ok(out.ebs_encryption_by_default().unwrap_or(false))
+        })
+    }
+
+    fn default_kms_key_id(&self) -> BoxFuture<'_, Result<String, AwsError>> {
+        Box::pin(async move {
+            let out = self.caller.call("GetEbsDefaultKmsKeyId", RetryPolicy::ONCE, || self.ec2.get_ebs_default_kms_key_id().send()).await?;
+            out.kms_key_id()
+                .map(str::to_string)
+                .ok_or_else(|| AwsError::new("GetEbsDefaultKmsKeyId", "InvalidResponse", "no KmsKeyId in the answer", None))
+        })
+    }
+
+    fn probe(&self, probe: &Probe) -> BoxFuture<'_, Result<Verdict, AwsError>> {
+        let probe = probe.clone();
+        Box::pin(async move {
+            let op = probe.operation();
+            let retry = self.caller.retry;
+            let ec2 = &self.ec2;
+            let c = &self.caller;
+            match &probe {
+                Probe::DescribeInstances => verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await),
+                Probe::DescribeInstanceTypes => verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).max_results(5).send()).await),
+                Probe::DescribeVolumesModifications => {
+                    verdict(c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send()).await)
+                }
+                Probe::DescribeVolumeStatus => verdict(c.call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send()).await),
+                Probe::CreateVolume { zone, tags } => verdict(
+                    c.call(op, retry, || {
+                        ec2.create_volume()
+                            .dry_run(true)
+                            .availability_zone(zone)
+                            .size(1)
+                            .volume_type(ec2t::VolumeType::Gp3)
+                            .encrypted(true)
+                            .tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags))
+                            .send()
+                    })
+                    .await,
+                ),
+                Probe::CopyVolumes { volume_id, tags } => verdict(
+                    c.call(op, retry, || {
+                        ec2.copy_volumes().dry_run(true).source_volume_id(volume_id).tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags)).send()
+                    })
+                    .await,
+                ),
+                Probe::DeleteVolume { volume_id } => verdict(c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await),
+                Probe::AttachVolume { volume_id, instance_id } => verdict(
+                    c.call(op, retry, || ec2.attach_volume().dry_run(true).volume_id(volume_id).instance_id(instance_id).device("/dev/xvdbz").send())
+                        .await,
+                ),
+                Probe::DetachVolume { volume_id } => verdict(c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await),
+                Probe::ModifyVolume { volume_id } => verdict(
+                    c.call(op, retry, || ec2.modify_volume().dry_run(true).volume_id(volume_id).volume_type(ec2t::VolumeType::Gp3).send()).await,
+                ),
+                Probe::CreateSnapshot { volume_id, tags } => verdict(
+                    c.call(op, retry, || {
+                        ec2.create_snapshot().dry_run(true).volume_id(volume_id).tag_specifications(tag_spec(ec2t::ResourceType::Snapshot, tags)).send()
+                    })
+                    .await,
+                ),
+                Probe::DeleteSnapshot { snapshot_id } => verdict(c.call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send()).await),
+                Probe::LockSnapshot { snapshot_id } => verdict(
+                    c.call(op, retry, || {
+                        ec2.lock_snapshot().dry_run(true).snapshot_id(snapshot_id).lock_mode(ec2t::LockMode::Governance).lock_duration(1).send()
+                    })
+                    .await,
+                ),
+                Probe::EnableFastSnapshotRestores { zone, snapshot_id } => verdict(
+                    c.call(op, retry, || ec2.enable_fast_snapshot_restores().dry_run(true).availability_zones(zone).source_snapshot_ids(snapshot_id).send())
+                        .await,
+                ),
+                Probe::DeleteTags { volume_id, keys } => verdict(
+                    c.call(op, retry, || {
+                        let tags = keys.iter().map(|k| ec2t::Tag::builder().key(k).build()).collect();
+                        ec2.delete_tags().dry_run(true).resources(volume_id).set_tags(Some(tags)).send()
+                    })
+                    .await,
+                ),
+            }
+        })
+    }
+
+    fn list_snapshot_blocks(&self, snapshot_id: &str) -> BoxFuture<'_, Result<u64, AwsError>> {
+        let snapshot_id = snapshot_id.to_string();
+        Box::pin(async move {
+            let out = self
+                .caller
+                .call("ListSnapshotBlocks", RetryPolicy::ONCE, || self.ebs.list_snapshot_blocks().snapshot_id(&snapshot_id).max_results(100).send())
+                .await?;
+            Ok(out.blocks().len() as u64)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        for _ in 0..50 {
+            let d1 = p.delay(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            let d3 = p.delay(3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            let d9 = p.delay(9);
+            assert!(d9 <= Duration::from_secs(1), "{d9:?}");
+        }
+    }
+
+    #[test]
+    fn debug_of_credentials_never_shows_the_secret() {
+        let s = CredentialSource::Static { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "very-secret".into() };
+        let text = format!("{s:?}");
+        assert!(text.contains("AKIDEXAMPLE") && !text.contains("very-secret"), "{text}");
+    }
+}

@@ -1,0 +1,229 @@
+//! kubectl conformance: runs the `local-apiserver` binary and drives it with the real kubectl
+//! through the kubeconfig it writes (get as table, -o json/yaml, get -w, create -f, apply
+//! --server-side, client-side apply, label, annotate, delete, api-resources, CRDs with printer
+//! columns). Requires `kubectl` on PATH (preinstalled on the project's machines).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM is the documented way to stop it; kill() is the fallback.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(&self.kubeconfig);
+                let _ = std::fs::remove_dir_all(self.kubeconfig.with_extension("cache"));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+fn start(name: &str) -> Server {
+    let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
+        .args(["--port", "0", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("local-apiserver binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("readiness line");
+    assert!(line.starts_with("local-apiserver listening on http://127.0.0.1:"), "{line}");
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
+    assert!(kc.contains(&format!("server: {url}")), "{kc}");
+    Server { child, kubeconfig }
+}
+
+fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
+    let cache = kc.with_extension("cache");
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .output()
+        .expect("kubectl is installed and on PATH");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn ok(kc: &Path, args: &[&str]) -> String {
+    let (success, text) = kubectl(kc, args);
+    assert!(success, "kubectl {args:?} failed:\n{text}");
+    text
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write manifest");
+    p.to_string_lossy().into_owned()
+}
+
+const MANIFESTS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  labels: {app: demo}
+data: {mode: fast}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1"}]
+"#;
+
+const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Cluster
+  names: {plural: gadgets, singular: gadget, kind: Gadget, shortNames: [gd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Color, type: string, jsonPath: .spec.color}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              color: {type: string, enum: [red, blue]}
+"#;
+
+#[test]
+fn kubectl_drives_the_server() {
+    let srv = start("kubectl");
+    let kc = srv.kubeconfig.clone();
+    let dir = std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let manifests = write(&dir, "app.yaml", MANIFESTS);
+
+    let version = ok(&kc, &["version"]);
+    assert!(version.contains("Server Version: v1.33"), "{version}");
+    let resources = ok(&kc, &["api-resources"]);
+    for r in ["deployments", "daemonsets", "csidrivers", "storageclasses", "customresourcedefinitions", "leases", "poddisruptionbudgets"] {
+        assert!(resources.contains(r), "api-resources lists {r}:\n{resources}");
+    }
+
+    let created = ok(&kc, &["create", "-f", &manifests]);
+    assert!(created.contains("configmap/settings created") && created.contains("deployment.apps/web created"), "{created}");
+    let (dup_ok, dup) = kubectl(&kc, &["create", "-f", &manifests]);
+    assert!(!dup_ok && dup.contains("AlreadyExists"), "{dup}");
+
+    let ns = ok(&kc, &["get", "namespaces"]);
+    assert!(ns.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{ns}");
+    assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
+    // The simulated controller makes the deployment ready.
+    let mut table = String::new();
+    for _ in 0..100 {
+        table = ok(&kc, &["get", "deployments"]);
+        if table.contains("2/2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(table.contains("READY") && table.contains("web") && table.contains("2/2"), "{table}");
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&kc, &["get", "configmap", "settings", "-o", "json"])).expect("-o json parses");
+    assert_eq!(json["data"]["mode"], "fast");
+    let yaml = ok(&kc, &["get", "cm", "-l", "app=demo", "-o", "yaml"]);
+    let parsed: serde_json::Value = serde_yaml_ng::from_str(&yaml).expect("-o yaml parses");
+    assert_eq!(parsed["items"][0]["metadata"]["name"], "settings");
+
+    assert!(ok(&kc, &["label", "configmap", "settings", "tier=backend"]).contains("labeled"));
+    assert!(ok(&kc, &["annotate", "configmap", "settings", "note=hi"]).contains("annotated"));
+    let labelled = ok(&kc, &["get", "cm", "-l", "tier=backend", "-o", "name"]);
+    assert_eq!(labelled.trim(), "configmap/settings");
+
+    // get -w: the initial row, then a row per change, until the watch is stopped.
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .arg("--cache-dir")
+        .arg(kc.with_extension("cache"))
+        .args(["get", "configmaps", "-w", "--request-timeout=0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w starts");
+    let mut lines = BufReader::new(watch.stdout.take().expect("piped")).lines();
+    let header = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(header.starts_with("NAME"), "{header}");
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.starts_with("settings"), "{first}");
+    ok(&kc, &["label", "configmap", "settings", "watched=yes"]);
+    let change = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(change.starts_with("settings"), "{change}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // Server-side apply (with kubectl's own validation on: the server advertises field
+    // validation in /openapi/v3) and client-side apply.
+    let applied = ok(&kc, &["apply", "--server-side", "-f", &manifests]);
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    let changed = write(&dir, "app2.yaml", &MANIFESTS.replace("nginx:1", "nginx:2"));
+    // kubectl create owns the image (operation Update), so changing it conflicts, like on a
+    // real cluster, until forced.
+    let (conflict_ok, conflict) = kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", &changed]);
+    assert!(!conflict_ok && conflict.contains("conflict with \"kubectl-create\""), "{conflict}");
+    ok(&kc, &["apply", "--server-side", "--force-conflicts", "--validate=false", "-f", &changed]);
+    let image = ok(&kc, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image.trim(), "nginx:2");
+    let csa = ok(&kc, &["apply", "-f", &manifests]);
+    assert!(csa.contains("configured"), "{csa}");
+
+    // CRDs: served after creation, printer columns in the table, gone after deletion.
+    let crd = write(&dir, "crd.yaml", CRD);
+    ok(&kc, &["apply", "--server-side", "-f", &crd]);
+    let gadget = write(&dir, "gadget.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {color: red}\n");
+    ok(&kc, &["apply", "--server-side", "-f", &gadget]);
+    let gadgets = ok(&kc, &["get", "gadgets"]);
+    assert!(gadgets.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "COLOR"]), "{gadgets}");
+    assert!(gadgets.contains("g1") && gadgets.contains("red"), "{gadgets}");
+    let bad = write(&dir, "bad.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g2}\nspec: {color: green}\n");
+    let (bad_ok, bad_out) = kubectl(&kc, &["apply", "--server-side", "-f", &bad]);
+    assert!(!bad_ok && bad_out.contains("spec.color") && bad_out.contains("Unsupported value"), "{bad_out}");
+    ok(&kc, &["delete", "-f", &crd]);
+    let (gone_ok, gone) = kubectl(&kc, &["get", "gadgets"]);
+    // Fresh discovery says the type is gone; kubectl's cached discovery gets a 404 instead.
+    assert!(
+        !gone_ok && (gone.contains("the server doesn't have a resource type") || gone.contains("could not find the requested resource")),
+        "{gone}"
+    );
+
+    let deleted = ok(&kc, &["delete", "-f", &manifests]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let left = ok(&kc, &["get", "cm,deploy"]);
+    assert!(left.contains("No resources found"), "{left}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
