@@ -210,6 +210,16 @@ BAD_VALUES = {
     "bad-resource-quantity": ({"resources": {"limits": {"memory": "lots"}}}, "resources/limits/memory"),
     "driver-spec-not-object": ({"driver": {"enabled": True, "name": "ebs", "spec": "kube-system"}}, "driver/spec"),
     "bad-scrape-interval": ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
+    # driver.spec is the CRD's spec schema: typos and bad values fail at install time.
+    "driver-spec-typo": ({"driver": {"enabled": True, "name": "ebs", "spec": {"awz": {}}}}, "awz"),
+    "driver-spec-bad-enum": (
+        {"driver": {"enabled": True, "name": "ebs", "spec": {"storageClasses": [{"name": "x", "type": "gp9"}]}}},
+        "driver/spec/storageClasses/0/type",
+    ),
+    "driver-spec-bad-arn": (
+        {"driver": {"enabled": True, "name": "ebs", "spec": {"aws": {"identity": {"irsa": {"roleArn": "admin"}}}}}},
+        "roleArn",
+    ),
 }
 
 
@@ -272,3 +282,13 @@ def test_every_flag_the_chart_passes_is_a_run_flag():
     assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags
     missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
     assert not missing, f"flags unknown to `run --help`: {missing}\n{help_text}"
+
+
+def test_values_schema_is_generated():
+    """values.schema.json is what tests/manifests/regenerate.py writes (its driver.spec is the
+    CRD's spec schema, so it goes stale with the CRD)."""
+    from regenerate import values_schema
+
+    assert (CHART / "values.schema.json").read_text() == values_schema(), (
+        "values.schema.json is stale: run .venv/bin/python tests/manifests/regenerate.py"
+    )
