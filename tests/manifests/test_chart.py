@@ -85,6 +85,30 @@ def test_default_deployment_is_restricted_and_probed():
     assert paths == {"token", "ca.crt", "namespace"}
 
 
+# Pod Security Standards, "restricted" profile (what the operator namespace enforces).
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_operator_pod_meets_restricted_pod_security(name):
+    pod = _deployment(VALUE_SETS[name])["spec"]["template"]["spec"]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    for v in pod.get("volumes", []):
+        assert set(v) - {"name"} <= RESTRICTED_VOLUME_TYPES, v
+    psc = pod.get("securityContext", {})
+    assert psc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        assert sc.get("allowPrivilegeEscalation") is False
+        assert sc.get("privileged") in (None, False)
+        assert (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")) is True
+        assert (sc.get("runAsUser", psc.get("runAsUser"))) != 0
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"]
+        assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}
+        assert not [p for p in c.get("ports", []) if "hostPort" in p]
+
+
 def test_leader_election_flags_and_lease_role():
     docs = chart_docs(VALUE_SETS["ha"])
     dep = one(docs, "Deployment")
