@@ -4,7 +4,8 @@
 # Starts the project's local Kubernetes API server and a moto server (AWS EC2/EBS/STS) on free
 # ports, runs `hardened-csi-operator run` against both, applies the CRD and an example
 # HardenedCsiDriver (default deploy/examples/minimal.yaml, or the file given as $1), waits for
-# Ready=True (bounded by DEMO_TIMEOUT seconds, default 120), prints the children and the status,
+# Ready=True and for the first AWS inventory (each bounded by DEMO_TIMEOUT seconds, default 120),
+# prints the children and the status,
 # and stops everything it started on exit, success or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,6 +135,16 @@ ready() {
   [[ $(kubectl get hardenedcsidriver "$name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
 if ! wait_for "Ready=True" "$TIMEOUT" ready; then
+  kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p' >&2 || true
+  exit 1
+fi
+
+# The AWS inventory is polled beside the watch: wait for its first answer (from moto) too.
+echo "==> waiting up to ${TIMEOUT}s for the AWS inventory (AwsReachable=True)"
+aws_answered() {
+  [[ $(kubectl get hardenedcsidriver "$name" -o jsonpath='{.status.conditions[?(@.type=="AwsReachable")].status}') == True ]]
+}
+if ! wait_for "AwsReachable=True" "$TIMEOUT" aws_answered; then
   kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p' >&2 || true
   exit 1
 fi

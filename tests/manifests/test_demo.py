@@ -1,5 +1,6 @@
 """`make demo` works: deploy/demo.sh brings up the local API server, moto and the operator,
-reconciles deploy/examples/minimal.yaml to Ready=True, prints the children and cleans up."""
+reconciles deploy/examples/minimal.yaml to Ready=True with a first AWS inventory from moto
+(AwsReachable=True), prints the children and the status, and cleans up."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from support import BIN, REPO
 def test_demo_reaches_ready_and_cleans_up(tmp_path):
     env = {
         **os.environ,
-        "DEMO_TIMEOUT": "90",
+        "DEMO_TIMEOUT": "60",
         "TMPDIR": str(tmp_path),
         "HCO_BIN": str(BIN),
         "DEMO_PYTHON": sys.executable,
@@ -31,6 +32,8 @@ def test_demo_reaches_ready_and_cleans_up(tmp_path):
         "csidriver.storage.k8s.io/ebs.csi.aws.com",
         "storageclass.storage.k8s.io/gp3",
         "type: Ready",
+        "type: AwsReachable",
+        "scope: cluster demo-cluster",
         "==> demo OK",
     ):
         assert expected in out, f"{expected!r} missing from the demo output:\n{out[-3000:]}"
