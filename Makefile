@@ -30,10 +30,11 @@ $(VENV)/.installed: tests/manifests/requirements.txt
 venv: $(VENV)/.installed
 
 ## Regenerate the CRD from the Rust types (crds/ and the chart's copy).
-crds: build
+crds: build venv
 	$(BIN) crd > $(CRD)
 	mkdir -p $(dir $(CHART_CRD))
 	cp $(CRD) $(CHART_CRD)
+	$(PY) tests/manifests/regenerate.py
 
 ## Fails when the checked-in CRD differs from what the Rust types generate.
 crds-check: build

@@ -4,7 +4,8 @@
 # Starts the project's local Kubernetes API server and a moto server (AWS EC2/EBS/STS) on free
 # ports, runs `hardened-csi-operator run` against both, applies the CRD and an example
 # HardenedCsiDriver (default deploy/examples/minimal.yaml, or the file given as $1), waits for
-# Ready=True (bounded by DEMO_TIMEOUT seconds, default 120), prints the children and the status,
+# Ready=True and for the first AWS inventory (each bounded by DEMO_TIMEOUT seconds, default 120),
+# prints the children and the status,
 # and stops everything it started on exit, success or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,12 +111,21 @@ print(doc["metadata"]["name"], spec.get("namespace", "kube-system"), ",".join(se
 ' "$EXAMPLE")
 
 # What a user does before applying: the namespace exists and holds the registry pull secret(s).
-kubectl create namespace "$namespace" >/dev/null 2>&1 || true
-for secret in ${secrets//,/ }; do
-  [[ $secret == - ]] && continue
-  kubectl -n "$namespace" create secret docker-registry "$secret" \
-    --docker-server=dhi.io --docker-username=demo --docker-password=demo >/dev/null
-done
+# (Generated client-side and applied: `kubectl create` sends protobuf, which the local API server
+# does not speak.) Two Nodes give the node plugin DaemonSet something to schedule on.
+{
+  kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace" --dry-run=client -o yaml
+  for secret in ${secrets//,/ }; do
+    [[ $secret == - ]] && continue
+    echo ---
+    kubectl -n "$namespace" create secret docker-registry "$secret" --dry-run=client -o yaml \
+      --docker-server=dhi.io --docker-username=demo --docker-password=demo
+  done
+  for zone in a b; do
+    printf -- '---\napiVersion: v1\nkind: Node\nmetadata:\n  name: demo-node-%s\n  labels:\n' "$zone"
+    printf '    kubernetes.io/os: linux\n    topology.kubernetes.io/zone: us-east-1%s\n' "$zone"
+  done
+} | kubectl apply -f - >/dev/null
 
 echo "==> kubectl apply -f $EXAMPLE"
 kubectl apply -f "$EXAMPLE"
@@ -129,9 +139,19 @@ if ! wait_for "Ready=True" "$TIMEOUT" ready; then
   exit 1
 fi
 
+# The AWS inventory is polled beside the watch: wait for its first answer (from moto) too.
+echo "==> waiting up to ${TIMEOUT}s for the AWS inventory (AwsReachable=True)"
+aws_answered() {
+  [[ $(kubectl get hardenedcsidriver "$name" -o jsonpath='{.status.conditions[?(@.type=="AwsReachable")].status}') == True ]]
+}
+if ! wait_for "AwsReachable=True" "$TIMEOUT" aws_answered; then
+  kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p' >&2 || true
+  exit 1
+fi
+
 echo
 echo "==> children in $namespace"
-kubectl -n "$namespace" get deployments,daemonsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets
+kubectl -n "$namespace" get deployments,daemonsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,services
 echo
 echo "==> cluster-scoped children"
 kubectl get csidrivers,storageclasses,clusterroles,clusterrolebindings

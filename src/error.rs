@@ -22,6 +22,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server's status code and Retry-After hint, when the error came from the API.
+    pub fn api_status(&self) -> Option<(u16, Option<u32>)> {
+        let source = match self {
+            Error::Apply { source, .. }
+            | Error::Delete { source, .. }
+            | Error::Read { source, .. }
+            | Error::Status { source, .. }
+            | Error::Finalizer { source, .. } => source,
+            Error::Discovery(source) => source,
+            Error::Serialize { .. } => return None,
+        };
+        match source {
+            kube::Error::Api(s) => Some((s.code, s.details.as_ref().map(|d| d.retry_after_seconds).filter(|r| *r > 0))),
+            _ => None,
+        }
+    }
+
     /// Stable, low-cardinality label (metrics `result`, event reasons).
     pub fn label(&self) -> &'static str {
         match self {

@@ -34,24 +34,44 @@ enum Command {
     OperatorRbac,
     /// Run the operator: watch HardenedCsiDriver objects and reconcile the driver.
     Run(hardened_csi_operator::config::RunArgs),
+    /// Check AWS for the driver once: IAM permissions, encryption, zones, volumes, snapshots,
+    /// orphans. Exit 0 all granted, 1 permissions missing, 3 AWS could not be asked.
+    Doctor(hardened_csi_operator::aws::doctor::DoctorArgs),
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: starting the async runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(hardened_csi_operator::run::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Doctor(args) => {
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(hardened_csi_operator::aws::doctor::run_doctor(args)) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

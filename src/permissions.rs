@@ -25,6 +25,12 @@ const fn p(group: &'static str, resources: &'static [&'static str], verbs: &'sta
 pub const CLUSTER: &[Permission] = &[
     p("csi.hardened.dev", &["hardenedcsidrivers"], &["get", "list", "watch", "patch"], "watch drivers; patch adds/removes the cleanup finalizer"),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
+    p(
+        "csi.hardened.dev",
+        &["hardenedcsidrivers/finalizers"],
+        &["update"],
+        "owner references with blockOwnerDeletion, under the OwnerReferencesPermissionEnforcement admission plugin",
+    ),
     p("", &["serviceaccounts"], &["get", "list", "watch", "create", "patch", "delete"], "driver service accounts: apply, cache, prune"),
     p("apps", &["deployments", "daemonsets"], &["get", "list", "watch", "create", "patch", "delete"], "controller Deployment and node DaemonSet: apply, cache (rollout status), prune"),
     p("policy", &["poddisruptionbudgets"], &["get", "list", "watch", "create", "patch", "delete"], "controller PodDisruptionBudget"),

@@ -233,11 +233,19 @@ async fn watch_snapshot_api(client: Client, caps: Arc<RwLock<Capabilities>>, all
     }
 }
 
-/// Logs, counts and requeues with a bounded exponential backoff per object (5s .. 5m, jittered).
+/// Logs, counts and requeues. A conflict (someone wrote in between) is retried at once and a
+/// 429 after its Retry-After; anything else backs off exponentially per object (1s .. 5m,
+/// jittered), reset by the next success.
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
     let name = obj.name_any();
     ctx.metrics.count_reconcile(err.label());
     tracing::warn!(driver = %name, error = %err, "reconcile failed; retrying");
+    let jitter = Duration::from_millis(fastrand::u64(0..250));
+    match err.api_status() {
+        Some((409, _)) => return Action::requeue(Duration::from_millis(200) + jitter),
+        Some((429, retry_after)) => return Action::requeue(Duration::from_secs(u64::from(retry_after.unwrap_or(1))) + jitter),
+        _ => {}
+    }
     let n = ctx
         .failures
         .lock()
@@ -247,6 +255,6 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
             *n
         })
         .unwrap_or(1);
-    let base = Duration::from_secs(5).saturating_mul(1u32 << n.min(6).saturating_sub(1)).min(Duration::from_secs(300));
-    Action::requeue(base + Duration::from_millis(fastrand::u64(0..1000)))
+    let backoff = Duration::from_secs(1).saturating_mul(1u32 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    Action::requeue(backoff + jitter)
 }

@@ -114,20 +114,24 @@ async fn apply_children(
     Ok(errors)
 }
 
-/// The oldest HardenedCsiDriver not being deleted (creation time, then name).
+/// The driver in charge: one already Active keeps its place; otherwise the oldest (creation
+/// time, then name) of those not being deleted. Timestamps have second resolution, so ties are
+/// real and the Active flag keeps a later tie-break from handing the cluster over.
 fn first_driver(ctx: &Context, me: &DynamicObject) -> Option<String> {
-    let mut all: Vec<(Option<Time>, String)> = ctx
-        .drivers
-        .state()
-        .iter()
-        .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .map(|d| (d.metadata.creation_timestamp.clone(), d.name_any()))
-        .collect();
-    if !all.iter().any(|(_, n)| *n == me.name_any()) {
-        all.push((me.metadata.creation_timestamp.clone(), me.name_any()));
+    let key = |d: &DynamicObject| {
+        let active = d
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == status::ACTIVE && c["status"] == "True"));
+        (!active, d.metadata.creation_timestamp.clone(), d.name_any())
+    };
+    let mut all: Vec<_> = ctx.drivers.state().iter().filter(|d| d.metadata.deletion_timestamp.is_none()).map(|d| key(d)).collect();
+    if !all.iter().any(|(_, _, n)| *n == me.name_any()) {
+        all.push(key(me));
     }
     all.sort();
-    all.into_iter().next().map(|(_, n)| n)
+    all.into_iter().next().map(|(_, _, n)| n)
 }
 
 /// Reads a workload's rollout from the cache.

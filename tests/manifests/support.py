@@ -55,7 +55,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "ha": {
         "image": {"digest": TEST_DIGEST},
         "replicaCount": 2,
-        "leaderElection": {"enabled": True, "leaseName": "hco-leader"},
+        "leaderElection": {"enabled": True, "leaseName": "hco-leader", "leaseDuration": "20s", "renewDeadline": "15s"},
         "podDisruptionBudget": {"enabled": True},
         "topologySpreadConstraints": [
             {
@@ -91,7 +91,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"digest": TEST_DIGEST},
         "serviceAccount": {"create": False, "name": "platform-operator"},
         "aws": {"endpointUrl": "https://ec2.us-east-1.amazonaws.com"},
-        "extraArgs": ["--log-format=text"],
+        "extraArgs": ["--shutdown-grace-period=20s"],
+        "logLevel": "info,hardened_csi_operator=debug",
     },
 }
 

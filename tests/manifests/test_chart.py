@@ -85,6 +85,30 @@ def test_default_deployment_is_restricted_and_probed():
     assert paths == {"token", "ca.crt", "namespace"}
 
 
+# Pod Security Standards, "restricted" profile (what the operator namespace enforces).
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_operator_pod_meets_restricted_pod_security(name):
+    pod = _deployment(VALUE_SETS[name])["spec"]["template"]["spec"]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    for v in pod.get("volumes", []):
+        assert set(v) - {"name"} <= RESTRICTED_VOLUME_TYPES, v
+    psc = pod.get("securityContext", {})
+    assert psc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        assert sc.get("allowPrivilegeEscalation") is False
+        assert sc.get("privileged") in (None, False)
+        assert (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")) is True
+        assert (sc.get("runAsUser", psc.get("runAsUser"))) != 0
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"]
+        assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}
+        assert not [p for p in c.get("ports", []) if "hostPort" in p]
+
+
 def test_leader_election_flags_and_lease_role():
     docs = chart_docs(VALUE_SETS["ha"])
     dep = one(docs, "Deployment")
@@ -93,6 +117,10 @@ def test_leader_election_flags_and_lease_role():
     assert "--leader-election" in args
     assert f"--lease-namespace={RELEASE_NAMESPACE}" in args
     assert "--lease-name=hco-leader" in args
+    assert "--lease-duration=20s" in args and "--renew-deadline=15s" in args
+    assert not [a for a in args if a.startswith("--retry-period")]
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     role = one([d for d in docs if d["metadata"]["name"].endswith("-leases")], "Role")
     assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
@@ -114,8 +142,8 @@ def test_irsa_annotates_service_account_and_sets_region():
     sa = one(docs, "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::111122223333:role/hardened-csi-operator"
     assert sa["automountServiceAccountToken"] is False
-    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "AWS_REGION", "value": "us-east-1"} in env
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--aws-region=us-east-1" in args
     # Without the value, no annotation at all.
     assert "annotations" not in one(chart_docs({}), "ServiceAccount")["metadata"]
 
@@ -134,7 +162,8 @@ def test_existing_service_account_is_used_not_created():
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "platform-operator", "namespace": RELEASE_NAMESPACE}]
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--aws-endpoint-url=https://ec2.us-east-1.amazonaws.com" in args
-    assert args[-1] == "--log-format=text"
+    assert args[-1] == "--shutdown-grace-period=20s"
+    assert "--log-level=info,hardened_csi_operator=debug" in args
 
 
 def test_service_monitor_scrapes_the_metrics_service():
@@ -199,10 +228,22 @@ BAD_VALUES = {
     "bad-region": ({"aws": {"region": "US East"}}, "aws/region"),
     "endpoint-not-url": ({"aws": {"endpointUrl": "ec2.local"}}, "aws/endpointUrl"),
     "extra-arg-not-flag": ({"extraArgs": ["run"]}, "extraArgs"),
+    "extra-arg-repeats-a-value": ({"extraArgs": ["--log-format=text"]}, "extraArgs"),
+    "bad-lease-duration": ({"leaderElection": {"enabled": True, "leaseDuration": "15"}}, "leaseDuration"),
     "pull-secret-as-object": ({"imagePullSecrets": [{"name": "x"}]}, "imagePullSecrets"),
     "bad-resource-quantity": ({"resources": {"limits": {"memory": "lots"}}}, "resources/limits/memory"),
     "driver-spec-not-object": ({"driver": {"enabled": True, "name": "ebs", "spec": "kube-system"}}, "driver/spec"),
     "bad-scrape-interval": ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
+    # driver.spec is the CRD's spec schema: typos and bad values fail at install time.
+    "driver-spec-typo": ({"driver": {"enabled": True, "name": "ebs", "spec": {"awz": {}}}}, "awz"),
+    "driver-spec-bad-enum": (
+        {"driver": {"enabled": True, "name": "ebs", "spec": {"storageClasses": [{"name": "x", "type": "gp9"}]}}},
+        "driver/spec/storageClasses/0/type",
+    ),
+    "driver-spec-bad-arn": (
+        {"driver": {"enabled": True, "name": "ebs", "spec": {"aws": {"identity": {"irsa": {"roleArn": "admin"}}}}}},
+        "roleArn",
+    ),
 }
 
 
@@ -259,7 +300,19 @@ def test_every_flag_the_chart_passes_is_a_run_flag():
     for values in VALUE_SETS.values():
         args = one(chart_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[0] == "run"
-        flags |= {a.split("=", 1)[0] for a in args[1:]}
+        names = [a.split("=", 1)[0] for a in args[1:]]
+        assert len(names) == len(set(names)), f"a flag is repeated (clap refuses that): {args}"
+        flags |= set(names)
     assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags
     missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
     assert not missing, f"flags unknown to `run --help`: {missing}\n{help_text}"
+
+
+def test_values_schema_is_generated():
+    """values.schema.json is what tests/manifests/regenerate.py writes (its driver.spec is the
+    CRD's spec schema, so it goes stale with the CRD)."""
+    from regenerate import values_schema
+
+    assert (CHART / "values.schema.json").read_text() == values_schema(), (
+        "values.schema.json is stale: run .venv/bin/python tests/manifests/regenerate.py"
+    )

@@ -122,3 +122,18 @@ def test_crd_status_is_kstatus_shaped():
 
 def test_health_lua_has_no_yaml_lint_issue_when_embedded():
     assert yamllint_errors((GITOPS / "argocd" / "health-check-cm.yaml").read_text(), generated=False) == []
+
+
+def test_gitops_chart_values_pass_the_chart_schema_and_the_crd():
+    """The values Argo CD and Flux hand to the chart are valid for it, and the driver they
+    declare is valid for the CRD."""
+    from support import chart_docs, crd_errors, one, validate_chart_values
+
+    (app,) = load_docs((GITOPS / "argocd" / "application.yaml").read_text())
+    release = load_docs((GITOPS / "flux" / "operator" / "helmrelease.yaml").read_text())[0]
+    for values in (app["spec"]["source"]["helm"]["valuesObject"], release["spec"]["values"]):
+        validate_chart_values(values)
+        drivers = [d for d in chart_docs(values) if d["kind"] == "HardenedCsiDriver"]
+        for d in drivers:
+            assert crd_errors(d) == []
+    assert one(chart_docs(app["spec"]["source"]["helm"]["valuesObject"]), "HardenedCsiDriver")

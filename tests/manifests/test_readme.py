@@ -31,3 +31,27 @@ def test_readme_links_and_paths_exist():
 
 def test_readme_has_the_benchmarks_pointer():
     assert "## Benchmarks" in README and "make bench" in README.split("## Benchmarks", 1)[1]
+
+
+def _cli_invocations(text: str):
+    """`hardened-csi-operator <subcommand> --flags...` as written in docs (line continuations
+    joined; shell words only)."""
+    text = text.replace("\\\n", " ")
+    for m in re.finditer(r"(?<![\w/-])hardened-csi-operator (crd|render|operator-rbac|run|doctor)\b([^`\n]*)", text):
+        yield m.group(1), re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", m.group(2))
+
+
+def test_documented_commands_and_flags_exist():
+    """Every `hardened-csi-operator SUBCOMMAND --flag` in the README and the chart's NOTES is
+    accepted by the binary (its --help lists the flag)."""
+    from support import CHART, run_bin
+
+    docs = README + (CHART / "templates" / "NOTES.txt").read_text()
+    used: dict[str, set[str]] = {}
+    for sub, flags in _cli_invocations(docs):
+        used.setdefault(sub, set()).update(flags)
+    assert {"render", "doctor"} <= set(used)
+    for sub, flags in sorted(used.items()):
+        help_text = run_bin(sub, "--help").stdout
+        missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
+        assert not missing, f"`{sub}` has no {missing}:\n{help_text}"

@@ -11,6 +11,11 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers/status"]
   verbs: ["patch"]
+# Children carry owner references with blockOwnerDeletion; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin require this to set them.
+- apiGroups: ["csi.hardened.dev"]
+  resources: ["hardenedcsidrivers/finalizers"]
+  verbs: ["update"]
 # The driver's children: server-side apply (create, patch), watches (get, list, watch) and
 # removal of children that fall out of the spec (delete).
 - apiGroups: [""]

@@ -1,0 +1,166 @@
+"""Writes the files derived from others, so each has one source:
+
+- charts/hardened-csi-operator/values.schema.json, from the description below, with
+  `driver.spec` taken from the CRD's openAPIV3Schema (a typo in the driver block fails
+  `helm install` instead of being pruned by the API server);
+- deploy/operator/{clusterrole,deployment,role-pull-secrets}.yaml, the kustomize base's copies of
+  `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
+
+The suite fails when any of them is stale. After changing the chart's values, Deployment or
+RBAC, or after `make crds`, run:  .venv/bin/python tests/manifests/regenerate.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from support import CHART, DEPLOY, _strict, crd, render_chart
+
+# ---------------------------------------------------------------- values.schema.json
+
+
+
+def obj(props, required=None, extra=False, **kw):
+    d = {"type": "object", "additionalProperties": extra, "properties": props}
+    if required:
+        d["required"] = required
+    d.update(kw)
+    return d
+
+
+def s(**kw):
+    return {"type": "string", **kw}
+
+
+strmap = {"type": "object", "additionalProperties": {"type": "string"}}
+k8sname = s(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", maxLength=253)
+dns1123label = s(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63)
+duration = s(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+quantity = {"type": ["string", "integer", "number"], "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"}
+resmap = {"type": "object", "additionalProperties": False, "patternProperties": {"^(cpu|memory|ephemeral-storage|hugepages-.+)$": quantity}}
+port = {"type": "integer", "minimum": 1, "maximum": 65535}
+schema = {
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "title": "hardened-csi-operator chart values",
+  "type": "object",
+  "additionalProperties": False,
+  "properties": {
+    "global": {"type": "object", "description": "Helm's global values, passed through to subcharts (none here)."},
+    "image": obj({
+        "repository": s(minLength=1, pattern=r"^[a-z0-9]+([._:/-][a-z0-9]+)*$", description="Image repository, without tag or digest."),
+        "tag": s(pattern=r"^([\w][\w.-]{0,127})?$", description="Image tag; empty: the chart's appVersion."),
+        "digest": s(pattern=r"^(sha256:[a-f0-9]{64})?$", description="sha256:<64 lowercase hex>, or empty."),
+        "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+      }, required=["repository", "pullPolicy"]),
+    "imagePullSecrets": {"type": "array", "items": k8sname, "description": "Secret names, as plain strings."},
+    "nameOverride": s(maxLength=63),
+    "fullnameOverride": s(maxLength=63),
+    "replicaCount": {"type": "integer", "minimum": 1, "maximum": 5},
+    "leaderElection": obj({
+        "enabled": {"type": "boolean"},
+        "leaseName": {"anyOf": [{"const": ""}, k8sname]},
+        "leaseDuration": s(pattern=r"^([0-9]+s)?$", description="Whole seconds like 15s, or empty."),
+        "renewDeadline": s(pattern=r"^([0-9]+s)?$", description="Whole seconds like 10s, or empty."),
+        "retryPeriod": s(pattern=r"^([0-9]+s)?$", description="Whole seconds like 2s, or empty."),
+      }, required=["enabled"]),
+    "logFormat": {"enum": ["json", "text"]},
+    "logLevel": s(minLength=1, pattern=r"^[A-Za-z0-9_:=,.-]+$", description="RUST_LOG syntax, e.g. info or info,hardened_csi_operator=debug."),
+    "aws": obj({
+        "region": s(pattern=r"^([a-z]{2}(-[a-z]+)+-[0-9])?$", description="An AWS region such as us-east-1, or empty."),
+        "endpointUrl": s(pattern=r"^(https?://.+)?$", description="http(s) URL, or empty."),
+      }),
+    "serviceAccount": obj({
+        "create": {"type": "boolean"},
+        "name": {"anyOf": [{"const": ""}, k8sname]},
+        "irsaRoleArn": s(pattern=r"^(arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+)?$", description="arn:aws:iam::<12-digit account>:role/<name>, or empty."),
+        "annotations": strmap,
+      }, required=["create"]),
+    "rbac": obj({"create": {"type": "boolean"}}, required=["create"]),
+    "pullSecretCheck": obj({
+        "enabled": {"type": "boolean"},
+        "namespace": dns1123label,
+        "secretNames": {"type": "array", "items": k8sname, "uniqueItems": True},
+      }, required=["enabled", "namespace"]),
+    "extraArgs": {"type": "array", "items": {"allOf": [
+        s(pattern=r"^--[a-z0-9-]+(=.*)?$", description="A flag of `hardened-csi-operator run`."),
+        {"not": {"pattern": r"^--(metrics-addr|log-format|log-level|leader-election|lease-namespace|lease-name|lease-duration|renew-deadline|retry-period|aws-region|aws-endpoint-url)(=|$)"},
+         "description": "Flags the chart sets from values cannot be repeated here: set the value instead."},
+      ]}},
+    "extraEnv": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": s(minLength=1)}}},
+    "resources": obj({"requests": resmap, "limits": resmap, "claims": {"type": "array"}}),
+    "podLabels": strmap,
+    "podAnnotations": strmap,
+    "nodeSelector": strmap,
+    "tolerations": {"type": "array", "items": {"type": "object"}},
+    "affinity": {"type": "object"},
+    "topologySpreadConstraints": {"type": "array", "items": {"type": "object"}},
+    "priorityClassName": {"anyOf": [{"const": ""}, k8sname]},
+    "podDisruptionBudget": obj({"enabled": {"type": "boolean"}}),
+    "metrics": obj({
+        "port": {"type": "integer", "minimum": 1024, "maximum": 65535, "description": "Unprivileged port (the operator runs as UID 65532)."},
+        "service": obj({"enabled": {"type": "boolean"}, "port": port}),
+        "serviceMonitor": obj({"enabled": {"type": "boolean"}, "interval": duration, "scrapeTimeout": duration, "labels": strmap}),
+      }, required=["port"]),
+    "networkPolicy": obj({"enabled": {"type": "boolean"}, "metricsFrom": {"type": "array", "items": {"type": "object"}}}),
+    "driver": obj({
+        "enabled": {"type": "boolean"},
+        "name": k8sname,
+        "spec": {"type": "object"},  # replaced by the CRD's spec schema in values_schema()
+      }, required=["enabled", "name"]),
+  },
+  "allOf": [
+    {"if": {"properties": {"replicaCount": {"minimum": 2}}, "required": ["replicaCount"]},
+     "then": {"properties": {"leaderElection": {"properties": {"enabled": {"const": True}}}}},
+     "description": "More than one replica needs leader election."},
+    {"if": {"properties": {"serviceAccount": {"properties": {"create": {"const": False}}}}},
+     "then": {"properties": {"serviceAccount": {"properties": {"name": k8sname}}}},
+     "description": "An existing ServiceAccount must be named."},
+  ],
+}
+
+
+def values_schema() -> str:
+    spec = crd()["spec"]["versions"]
+    (v1alpha1,) = [v for v in spec if v["name"] == "v1alpha1"]
+    driver_spec = _strict(v1alpha1["schema"]["openAPIV3Schema"]["properties"]["spec"])
+    out = json.loads(json.dumps(schema))
+    out["properties"]["driver"]["properties"]["spec"] = driver_spec
+    return json.dumps(out, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- kustomize copies
+
+
+
+def values_schema() -> str:
+    (v1alpha1,) = [v for v in crd()["spec"]["versions"] if v["name"] == "v1alpha1"]
+    out = json.loads(json.dumps(schema))
+    out["properties"]["driver"]["properties"]["spec"] = _strict(v1alpha1["schema"]["openAPIV3Schema"]["properties"]["spec"])
+    return json.dumps(out, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- kustomize copies
+
+HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)|helm\.sh/chart")
+FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml")
+
+
+def main() -> int:
+    (CHART / "values.schema.json").write_text(values_schema())
+    print("wrote charts/hardened-csi-operator/values.schema.json")
+    rendered = render_chart({}, release="hardened-csi-operator")
+    for name in FILES:
+        text = rendered[f"hardened-csi-operator/templates/{name}"].lstrip("\n")
+        lines = [line for line in text.split("\n") if not HELM_ONLY_LABELS.search(line)]
+        text = "\n".join(lines).replace(
+            "`hardened-csi-operator operator-rbac`", "`hardened-csi-operator operator-rbac`, like the chart's"
+        )
+        (DEPLOY / "operator" / name).write_text(text.rstrip() + "\n")
+        print(f"wrote deploy/operator/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
