@@ -1,7 +1,8 @@
 //! Fault injection: fail the next N requests, or a share of requests, matching a verb and
 //! resource with a chosen status (500, 429 with Retry-After, 409, ...); add latency; drop open
-//! watch streams. Shares are deterministic (exactly `share` of matching requests fail, spread
-//! evenly) so tests do not flake.
+//! watch streams. Which requests of a share fail is pseudo-random from a fixed seed: the same
+//! sequence of requests fails the same way on every run (tests do not flake), and failures are
+//! not periodic (an evenly spread 1-in-5 would fail every reconcile that makes 5 writes).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +46,8 @@ enum Rule {
     Share {
         m: Match,
         share: f64,
-        seen: u64,
+        /// splitmix64 state.
+        state: u64,
         status: u16,
     },
     Latency {
@@ -90,12 +92,13 @@ impl Faults {
         });
     }
 
-    /// Fails `share` (0.0..=1.0) of the requests matching `m` with `status`, evenly spread.
+    /// Fails each request matching `m` with probability `share` (0.0..=1.0) with `status`,
+    /// drawn from a seeded generator (reproducible from run to run).
     pub fn fail_share(&self, share: f64, m: Match, status: u16) {
         self.lock().rules.push(Rule::Share {
             m,
             share: share.clamp(0.0, 1.0),
-            seen: 0,
+            state: 0x5EED_0F_FA17,
             status,
         });
     }
@@ -139,13 +142,17 @@ impl Faults {
                 Rule::Share {
                     m,
                     share,
-                    seen,
+                    state,
                     status,
                 } if failure.is_none() && m.hits(verb, resource) => {
-                    let before = (*seen as f64 * *share).floor();
-                    *seen += 1;
-                    let after = (*seen as f64 * *share).floor();
-                    if after > before {
+                    // splitmix64: a uniform draw in [0, 1).
+                    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = *state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+                    if draw < *share {
                         failure = Some(injected(*status));
                     }
                 }
@@ -206,13 +213,25 @@ mod tests {
     }
 
     #[test]
-    fn share_is_exact() {
+    fn share_is_close_reproducible_and_not_periodic() {
+        let run = || {
+            let f = Faults::default();
+            f.fail_share(0.25, Match::new("*", "pods"), 429);
+            (0..1000)
+                .map(|_| f.decide("list", "pods").1.is_some())
+                .collect::<Vec<bool>>()
+        };
+        let a = run();
+        assert_eq!(a, run(), "the same seed fails the same requests");
+        let failed = a.iter().filter(|x| **x).count();
+        assert!((200..300).contains(&failed), "{failed} of 1000 failed");
+        // Some window of 8 consecutive requests has no failure (an even spread would not).
+        assert!(a.windows(8).any(|w| w.iter().all(|x| !x)));
         let f = Faults::default();
+        f.fail_share(1.0, Match::new("*", "pods"), 429);
+        assert!((0..50).all(|_| f.decide("list", "pods").1.is_some()));
+        f.clear();
         f.fail_share(0.25, Match::new("*", "pods"), 429);
-        let failed = (0..100)
-            .filter(|_| f.decide("list", "pods").1.is_some())
-            .count();
-        assert_eq!(failed, 25);
         let e = f.decide("list", "pods");
         assert!(e.1.is_none() || e.1.is_some_and(|e| e.retry_after == Some(1)));
     }

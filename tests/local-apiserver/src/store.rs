@@ -41,6 +41,8 @@ pub struct Inner {
     compacted: u64,
     history_cap: usize,
     events: broadcast::Sender<Arc<Event>>,
+    /// uid -> number of stored objects with it (one, unless raw inserts duplicate uids).
+    uids: HashMap<String, usize>,
 }
 
 pub struct Store {
@@ -71,6 +73,7 @@ impl Store {
                 compacted: 1,
                 history_cap: history_cap.max(1),
                 events,
+                uids: HashMap::new(),
             }),
         }
     }
@@ -89,6 +92,25 @@ impl Inner {
 
     pub fn compacted_rv(&self) -> u64 {
         self.compacted
+    }
+
+    /// Whether an object with this uid is stored (owner lookups for garbage collection).
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
+    }
+
+    fn index_uid(&mut self, obj: &Value, add: bool) {
+        let Some(uid) = obj["metadata"]["uid"].as_str() else {
+            return;
+        };
+        if add {
+            *self.uids.entry(uid.to_string()).or_default() += 1;
+        } else if let Some(n) = self.uids.get_mut(uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.uids.remove(uid);
+            }
+        }
     }
 
     pub fn get(&self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
@@ -168,6 +190,10 @@ impl Inner {
             .entry(storage_key.to_string())
             .or_default()
             .insert(key, obj.clone());
+        if let Some(o) = &old {
+            self.index_uid(o, false);
+        }
+        self.index_uid(&obj, true);
         let type_ = if old.is_some() {
             EventType::Modified
         } else {
@@ -180,6 +206,7 @@ impl Inner {
     /// Removes an object, recording a DELETED event carrying a new resourceVersion.
     pub fn remove(&mut self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
         let old = self.objects.get_mut(storage_key)?.remove(key)?;
+        self.index_uid(&old, false);
         self.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
@@ -280,6 +307,24 @@ mod tests {
             s.events_since("/configmaps", a_rv).map(|e| e.len()),
             Some(2)
         );
+    }
+
+    #[test]
+    fn uid_index_follows_writes_and_removals() {
+        let store = Store::new(10);
+        let mut s = store.lock();
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u1"}}),
+        );
+        assert!(s.has_uid("u1"));
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u2"}}),
+        );
+        assert!(!s.has_uid("u1") && s.has_uid("u2"));
+        s.remove("/configmaps", &("a".into(), "x".into()));
+        assert!(!s.has_uid("u2"));
     }
 
     #[test]

@@ -163,15 +163,16 @@ pub fn finish_write(
     }
 }
 
-/// Wakes the garbage collector when a written object may need it: it has owners (which may
-/// be gone) or is being deleted. Plain writes skip the O(objects) collector pass.
-pub fn wake_gc_for(shared: &Shared, obj: &Value) {
+/// Wakes the garbage collector when a written object may need it: it is being deleted, or one
+/// of its owners does not exist. Other writes skip the O(objects) collector pass.
+pub fn wake_gc_for(shared: &Shared, s: &Inner, obj: &Value) {
     let meta = &obj["metadata"];
-    if meta.get("deletionTimestamp").is_some()
-        || meta["ownerReferences"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-    {
+    let owner_missing = meta["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["uid"].as_str().is_none_or(|uid| !s.has_uid(uid)));
+    if meta.get("deletionTimestamp").is_some() || owner_missing {
         shared.gc_wake.notify_one();
     }
 }
@@ -213,10 +214,10 @@ pub fn create(
     }
     let (stored, changed) =
         finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
-    drop(s);
     if changed {
-        wake_gc_for(shared, &stored);
+        wake_gc_for(shared, &s, &stored);
     }
+    drop(s);
     Ok(Reply {
         code: 201,
         body: present(&stored, &t.info),
@@ -281,10 +282,10 @@ pub fn update(
         &manager,
         dry_run(q),
     )?;
-    drop(s);
     if changed {
-        wake_gc_for(shared, &stored);
+        wake_gc_for(shared, &s, &stored);
     }
+    drop(s);
     Ok(Reply {
         code: 200,
         body: present(&stored, &t.info),
@@ -336,10 +337,10 @@ pub fn patch(
         &manager,
         dry_run(q),
     )?;
-    drop(s);
     if changed {
-        wake_gc_for(shared, &stored);
+        wake_gc_for(shared, &s, &stored);
     }
+    drop(s);
     Ok(Reply {
         code: 200,
         body: present(&stored, &t.info),
@@ -416,10 +417,10 @@ pub fn apply(
         &manager,
         dry_run(q),
     )?;
-    drop(s);
     if changed {
-        wake_gc_for(shared, &stored);
+        wake_gc_for(shared, &s, &stored);
     }
+    drop(s);
     let code = if old.is_none() && changed { 201 } else { 200 };
     Ok(Reply {
         code,
@@ -444,7 +445,7 @@ pub fn insert_raw(shared: &Shared, obj: Value) -> Result<(), String> {
     }
     let mut s = shared.store.lock();
     let stored = s.put(&info.storage_key(), obj);
+    wake_gc_for(shared, &s, &stored);
     drop(s);
-    wake_gc_for(shared, &stored);
     Ok(())
 }

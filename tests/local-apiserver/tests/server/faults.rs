@@ -28,19 +28,22 @@ async fn fail_next_n_and_a_share_with_chosen_status() {
     srv.reset_counters();
     srv.faults()
         .fail_share(0.5, Match::new("get", "configmaps"), 500);
-    let mut failed = 0;
-    for _ in 0..10 {
+    let mut failed = 0u64;
+    for _ in 0..20 {
         if let Err(kube::Error::Api(s)) = api.get("x").await {
             assert_eq!((s.code, s.reason.as_str()), (500, "InternalError"));
             failed += 1;
         }
     }
-    assert_eq!(failed, 5);
+    assert!(
+        (3..=17).contains(&failed),
+        "about half of 20 failed: {failed}"
+    );
     let c = srv.counters();
-    assert_eq!(c.requests("get", "configmaps"), 10);
-    assert_eq!(c.requests_with_code("get", "configmaps", 500), 5);
-    assert_eq!(c.by_code(200), 5);
-    assert_eq!(c.total(), 10);
+    assert_eq!(c.requests("get", "configmaps"), 20);
+    assert_eq!(c.requests_with_code("get", "configmaps", 500), failed);
+    assert_eq!(c.by_code(200), 20 - failed);
+    assert_eq!(c.total(), 20);
     srv.faults().clear();
 }
 
