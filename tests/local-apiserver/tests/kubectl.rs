@@ -13,6 +13,15 @@ struct Server {
     kubeconfig: PathBuf,
 }
 
+/// Removes the test's manifest directory even when an assertion fails.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM is the documented way to stop it; kill() is the fallback.
@@ -20,17 +29,19 @@ impl Drop for Server {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_file(&self.kubeconfig);
-                let _ = std::fs::remove_dir_all(self.kubeconfig.with_extension("cache"));
-                return;
+        let exited = (0..50).any(|_| {
+            let done = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !done {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            done
+        });
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.kubeconfig);
+        let _ = std::fs::remove_dir_all(self.kubeconfig.with_extension("cache"));
     }
 }
 
@@ -147,6 +158,7 @@ fn kubectl_drives_the_server() {
     let dir =
         std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = TempDir(dir.clone());
     let manifests = write(&dir, "app.yaml", MANIFESTS);
 
     let version = ok(&kc, &["version"]);
@@ -387,5 +399,4 @@ fn kubectl_drives_the_server() {
     assert!(deleted.contains("deleted"), "{deleted}");
     let left = ok(&kc, &["get", "cm,deploy"]);
     assert!(left.contains("No resources found"), "{left}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
