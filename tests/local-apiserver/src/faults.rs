@@ -98,7 +98,7 @@ impl Faults {
         self.lock().rules.push(Rule::Share {
             m,
             share: share.clamp(0.0, 1.0),
-            state: 0x5EED_0F_FA17,
+            state: 0x005E_ED0F_FA17,
             status,
         });
     }
