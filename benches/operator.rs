@@ -5,19 +5,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardened_csi_operator::controller::{self, Options};
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::CustomResourceExt;
 use local_apiserver::LocalApiServer;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
 
 #[path = "../tests/support/aws_fake.rs"]
 mod aws_fake;
+#[allow(dead_code)]
+#[path = "../tests/controller/support.rs"]
+mod support;
 
 fn figure(name: &str, value: f64, unit: &str) {
     println!("{name} {value:.1} {unit}");
@@ -47,34 +47,8 @@ async fn ready_generation(api: &Api<HardenedCsiDriver>, generation: i64) -> bool
 
 #[tokio::main]
 async fn main() {
-    let server = LocalApiServer::start().await.expect("local API server");
-    let client: Client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
-    let ns: Api<Namespace> = Api::all(client.clone());
-    let _ = ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns")).await;
-    let nodes: Api<Node> = Api::all(client.clone());
-    for i in 0..3 {
-        let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/os": "linux"}}})).expect("node");
-        nodes.create(&PostParams::default(), &n).await.expect("node");
-    }
-    let metrics = Arc::new(Metrics::new());
-    let (trigger, rx) = mpsc::channel(16);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let ready = hardened_csi_operator::http::Readiness::new();
-    let opts = Options {
-        metrics: metrics.clone(),
-        aws: None,
-        triggers: Some(rx),
-        ready: Some(ready.clone()),
-        shutdown: Box::pin(async move {
-            let _ = stopped.await;
-        }),
-        reporter: "bench".into(),
-    };
-    let c = client.clone();
-    let task = tokio::spawn(async move { controller::run(c, opts).await.expect("controller") });
-    wait(async || ready.is_ready()).await;
+    let h = support::Harness::start_with(3, false).await;
+    let (server, client, metrics, trigger) = (&h.server, h.client.clone(), h.metrics.clone(), h.trigger.clone());
 
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
@@ -122,8 +96,7 @@ async fn main() {
     figure("reconcile_p50_ms", pct(0.50), "ms");
     figure("reconcile_p99_ms", pct(0.99), "ms");
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    h.stop().await;
 
     // The operator as its own process: start-up, memory, and AWS requests per refresh.
     let idle = process_figures(0, 0).await;
