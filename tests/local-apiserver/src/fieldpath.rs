@@ -138,7 +138,11 @@ pub fn get<'v>(obj: &'v Value, path: &[Elem], root: Node<'_>) -> Option<&'v Valu
     for (i, e) in path.iter().enumerate() {
         match e {
             Elem::Field(f) => {
-                node = if i == 0 { root.root_field(f) } else { node.field(f) };
+                node = if i == 0 {
+                    root.root_field(f)
+                } else {
+                    node.field(f)
+                };
                 cur = cur.get(f.as_str())?;
             }
             Elem::Key(k) => {
@@ -146,7 +150,10 @@ pub fn get<'v>(obj: &'v Value, path: &[Elem], root: Node<'_>) -> Option<&'v Valu
                     Shape::List(ListKind::Map(keys)) => keys,
                     _ => return None,
                 };
-                cur = cur.as_array()?.iter().find(|item| &item_key(item, &keys) == k)?;
+                cur = cur
+                    .as_array()?
+                    .iter()
+                    .find(|item| &item_key(item, &keys) == k)?;
                 node = node.item();
             }
             Elem::Value(v) => {
@@ -162,19 +169,30 @@ pub fn get<'v>(obj: &'v Value, path: &[Elem], root: Node<'_>) -> Option<&'v Valu
 /// a top-level field such as `spec`). Returns whether anything was removed.
 pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
     fn go(cur: &mut Value, path: &[Elem], node: Node<'_>, depth: usize) -> bool {
-        let Some((first, rest)) = path.split_first() else { return false };
+        let Some((first, rest)) = path.split_first() else {
+            return false;
+        };
         match first {
             Elem::Field(f) => {
-                let child_node = if depth == 0 { node.root_field(f) } else { node.field(f) };
-                let Some(map) = cur.as_object_mut() else { return false };
+                let child_node = if depth == 0 {
+                    node.root_field(f)
+                } else {
+                    node.field(f)
+                };
+                let Some(map) = cur.as_object_mut() else {
+                    return false;
+                };
                 if rest.is_empty() {
                     return map.remove(f.as_str()).is_some();
                 }
-                let Some(child) = map.get_mut(f.as_str()) else { return false };
+                let Some(child) = map.get_mut(f.as_str()) else {
+                    return false;
+                };
                 let removed = go(child, rest, child_node, depth + 1);
                 // Empty maps and lists left behind by a removal go too (labels: {} after the
                 // last label, ports: [] after the last port), except top-level fields.
-                let emptied = child.as_object().is_some_and(Map::is_empty) || child.as_array().is_some_and(Vec::is_empty);
+                let emptied = child.as_object().is_some_and(Map::is_empty)
+                    || child.as_array().is_some_and(Vec::is_empty);
                 if removed && depth > 0 && emptied {
                     map.remove(f.as_str());
                 }
@@ -185,8 +203,12 @@ pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
                     Shape::List(ListKind::Map(keys)) => keys,
                     _ => return false,
                 };
-                let Some(items) = cur.as_array_mut() else { return false };
-                let Some(idx) = items.iter().position(|item| &item_key(item, &keys) == k) else { return false };
+                let Some(items) = cur.as_array_mut() else {
+                    return false;
+                };
+                let Some(idx) = items.iter().position(|item| &item_key(item, &keys) == k) else {
+                    return false;
+                };
                 if rest.is_empty() {
                     items.remove(idx);
                     return true;
@@ -194,7 +216,9 @@ pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
                 go(&mut items[idx], rest, node.item(), depth + 1)
             }
             Elem::Value(v) => {
-                let Some(items) = cur.as_array_mut() else { return false };
+                let Some(items) = cur.as_array_mut() else {
+                    return false;
+                };
                 let before = items.len();
                 items.retain(|item| &item.to_string() != v);
                 items.len() != before
@@ -219,7 +243,9 @@ pub fn merge(live: &Value, applied: &Value, node: Node<'_>) -> Value {
             }
             Value::Object(out)
         }
-        (Shape::List(ListKind::Map(keys)), Value::Array(l), Value::Array(a)) if !keys.is_empty() => {
+        (Shape::List(ListKind::Map(keys)), Value::Array(l), Value::Array(a))
+            if !keys.is_empty() =>
+        {
             let item_node = node.item();
             let mut out: Vec<Value> = l.clone();
             for ai in a {
@@ -348,7 +374,9 @@ pub fn display(path: &[Elem]) -> String {
 
 /// Whether `set` contains `path` or any path below it.
 pub fn covers_below(set: &FieldSet, path: &[Elem]) -> bool {
-    set.range(path.to_vec()..).next().is_some_and(|p| p.starts_with(path))
+    set.range(path.to_vec()..)
+        .next()
+        .is_some_and(|p| p.starts_with(path))
 }
 
 #[cfg(test)]
@@ -383,18 +411,27 @@ mod tests {
     #[test]
     fn merge_keeps_other_items_and_replaces_atomic_lists() {
         let root = Node::builtin("api::apps::v1::Deployment");
-        let live = deployment("img:1", json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        let live = deployment(
+            "img:1",
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+        );
         let applied = deployment("img:2", json!([{"name": "A", "value": "9"}]));
         let merged = merge_root(&live, &applied, root);
         let c = &merged["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "img:2");
-        assert_eq!(c["env"], json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]));
+        assert_eq!(
+            c["env"],
+            json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}])
+        );
     }
 
     #[test]
     fn get_and_remove_follow_keys() {
         let root = Node::builtin("api::apps::v1::Deployment");
-        let mut obj = deployment("img:1", json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        let mut obj = deployment(
+            "img:1",
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
+        );
         let path = vec![
             Elem::Field("spec".into()),
             Elem::Field("template".into()),
@@ -404,9 +441,18 @@ mod tests {
             Elem::Field("env".into()),
             Elem::Key(r#"{"name":"B"}"#.into()),
         ];
-        assert_eq!(get(&obj, &path, root), Some(&json!({"name": "B", "value": "2"})));
+        assert_eq!(
+            get(&obj, &path, root),
+            Some(&json!({"name": "B", "value": "2"}))
+        );
         assert!(remove(&mut obj, &path, root));
-        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}]));
-        assert_eq!(display(&path), r#".spec.template.spec.containers[name="app"].env[name="B"]"#);
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}])
+        );
+        assert_eq!(
+            display(&path),
+            r#".spec.template.spec.containers[name="app"].env[name="B"]"#
+        );
     }
 }

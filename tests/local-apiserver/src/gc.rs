@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::handlers::{CRD_CLEANUP_FINALIZER, CRD_KEY, DeleteOpts, NAMESPACE_KEY, delete_locked, remove_object};
+use crate::deletion::{DeleteOpts, delete_locked, remove_object};
+use crate::handlers::{CRD_CLEANUP_FINALIZER, CRD_KEY, NAMESPACE_KEY};
 use crate::server::Shared;
 use crate::store::{Inner, key_of};
 
 pub async fn run(shared: Arc<Shared>) {
     loop {
-        // Poll as a safety net; writes wake the loop at once.
-        let _ = tokio::time::timeout(Duration::from_millis(500), shared.gc_wake.notified()).await;
+        // Writes that can need collection wake the loop (Notify keeps the permit, so no wake-up
+        // is lost); a slow poll covers raw inserts.
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.gc_wake.notified()).await;
         // Passes until nothing changes, so cascades (owner -> dependent -> its dependents)
         // finish promptly.
         for _ in 0..64 {
@@ -32,7 +34,12 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 fn background() -> DeleteOpts {
-    DeleteOpts { propagation: "Background".into(), precondition_rv: None, precondition_uid: None, dry_run: false }
+    DeleteOpts {
+        propagation: "Background".into(),
+        precondition_rv: None,
+        precondition_uid: None,
+        dry_run: false,
+    }
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -45,7 +52,9 @@ fn owner_uids(obj: &Value) -> Vec<String> {
 }
 
 fn has_finalizer(obj: &Value, f: &str) -> bool {
-    obj["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f))
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
 fn without_finalizer(obj: &Value, f: &str) -> Value {
@@ -60,8 +69,13 @@ fn without_finalizer(obj: &Value, f: &str) -> Value {
 /// has no finalizers left.
 fn controller_update(shared: &Shared, s: &mut Inner, storage_key: &str, new: Value) {
     let terminating = new["metadata"].get("deletionTimestamp").is_some();
-    let no_fins = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
-    let ns_held = storage_key == NAMESPACE_KEY && new["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let no_fins = new["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
+    let ns_held = storage_key == NAMESPACE_KEY
+        && new["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
     if terminating && no_fins && !ns_held {
         remove_object(shared, s, storage_key, &key_of(&new));
     } else {
@@ -79,30 +93,48 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             all.push((k.clone(), o));
         }
     }
-    let live: HashSet<String> =
-        all.iter().filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string)).collect();
+    let live: HashSet<String> = all
+        .iter()
+        .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string))
+        .collect();
 
     for (storage, obj) in &all {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
         let terminating = obj["metadata"].get("deletionTimestamp").is_some();
         // Dependents of this object, by owner uid.
         let dependents = || {
-            all.iter().filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid)).map(|(k, d)| (k.clone(), d.clone()))
+            all.iter()
+                .filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid))
+                .map(|(k, d)| (k.clone(), d.clone()))
         };
         if terminating && has_finalizer(obj, "foregroundDeletion") {
             let mut any = false;
             for (dk, d) in dependents() {
                 any = true;
-                if d["metadata"].get("deletionTimestamp").is_none() {
-                    if let Some(info) = shared.registry.any_version(&dk) {
-                        changed |= delete_locked(shared, s, &info, &key_of(&d), &DeleteOpts { propagation: "Foreground".into(), ..background() })
-                            .map(|r| r.2)
-                            .unwrap_or(false);
-                    }
+                if d["metadata"].get("deletionTimestamp").is_none()
+                    && let Some(info) = shared.registry.any_version(&dk)
+                {
+                    changed |= delete_locked(
+                        shared,
+                        s,
+                        &info,
+                        &key_of(&d),
+                        &DeleteOpts {
+                            propagation: "Foreground".into(),
+                            ..background()
+                        },
+                    )
+                    .map(|r| r.2)
+                    .unwrap_or(false);
                 }
             }
             if !any {
-                controller_update(shared, s, storage, without_finalizer(obj, "foregroundDeletion"));
+                controller_update(
+                    shared,
+                    s,
+                    storage,
+                    without_finalizer(obj, "foregroundDeletion"),
+                );
                 changed = true;
             }
             continue;
@@ -126,7 +158,12 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             if let Some(name) = obj["metadata"]["name"].as_str() {
                 shared.registry.unregister_crd(name);
             }
-            controller_update(shared, s, storage, without_finalizer(obj, CRD_CLEANUP_FINALIZER));
+            controller_update(
+                shared,
+                s,
+                storage,
+                without_finalizer(obj, CRD_CLEANUP_FINALIZER),
+            );
             changed = true;
             continue;
         }
@@ -138,10 +175,12 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
                     continue;
                 }
                 remaining += 1;
-                if o["metadata"].get("deletionTimestamp").is_none() {
-                    if let Some(info) = shared.registry.any_version(k) {
-                        changed |= delete_locked(shared, s, &info, &key_of(o), &background()).map(|r| r.2).unwrap_or(false);
-                    }
+                if o["metadata"].get("deletionTimestamp").is_none()
+                    && let Some(info) = shared.registry.any_version(k)
+                {
+                    changed |= delete_locked(shared, s, &info, &key_of(o), &background())
+                        .map(|r| r.2)
+                        .unwrap_or(false);
                 }
             }
             if remaining == 0 {
@@ -153,10 +192,14 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             continue;
         }
         let owners = owner_uids(obj);
-        if !owners.is_empty() && !terminating && owners.iter().all(|u| !live.contains(u)) {
-            if let Some(info) = shared.registry.any_version(storage) {
-                changed |= delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).unwrap_or(false);
-            }
+        if !owners.is_empty()
+            && !terminating
+            && owners.iter().all(|u| !live.contains(u))
+            && let Some(info) = shared.registry.any_version(storage)
+        {
+            changed |= delete_locked(shared, s, &info, &key_of(obj), &background())
+                .map(|r| r.2)
+                .unwrap_or(false);
         }
     }
     changed

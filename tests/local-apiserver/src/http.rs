@@ -12,32 +12,44 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::deletion;
 use crate::discovery;
-use crate::openapi;
 use crate::error::ApiError;
 use crate::handlers::{self, Query, Reply, Target};
+use crate::openapi;
+use crate::protobuf;
 use crate::server::Shared;
 use crate::table::{self, Format};
 use crate::tokens;
 use crate::watch;
+use crate::write;
+
+/// The real API server rejects request bodies over 3 MiB; so does this one (413).
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+    Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
 }
 
 fn json_response(code: u16, body: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(body).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.to_status());
-    if let Some(secs) = e.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }
@@ -57,9 +69,17 @@ enum Route {
 }
 
 fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Route, ApiError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
-        ["version"] => return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version))),
+        ["version"] => {
+            return Ok(Route::Discovery(discovery::version(
+                &shared.kubernetes_version,
+            )));
+        }
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
         ["api"] => {
             let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
@@ -68,14 +88,34 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
         ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index(&shared.registry))),
         ["openapi", "v3", "api", v] => {
-            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version).map(Route::Discovery).unwrap_or(Route::NotFound));
+            return Ok(
+                openapi::document(&shared.registry, "", v, &shared.kubernetes_version)
+                    .map(Route::Discovery)
+                    .unwrap_or(Route::NotFound),
+            );
         }
         ["openapi", "v3", "apis", g, v] => {
-            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version).map(Route::Discovery).unwrap_or(Route::NotFound));
+            return Ok(
+                openapi::document(&shared.registry, g, v, &shared.kubernetes_version)
+                    .map(Route::Discovery)
+                    .unwrap_or(Route::NotFound),
+            );
         }
-        ["api", "v1"] => return Ok(discovery::resources(&shared.registry, "", "v1").map(Route::Discovery).unwrap_or(Route::NotFound)),
-        ["apis", g] => return Ok(discovery::group(&shared.registry, g).map(Route::Discovery).unwrap_or(Route::NotFound)),
-        ["apis", g, v] => return Ok(discovery::resources(&shared.registry, g, v).map(Route::Discovery).unwrap_or(Route::NotFound)),
+        ["api", "v1"] => {
+            return Ok(discovery::resources(&shared.registry, "", "v1")
+                .map(Route::Discovery)
+                .unwrap_or(Route::NotFound));
+        }
+        ["apis", g] => {
+            return Ok(discovery::group(&shared.registry, g)
+                .map(Route::Discovery)
+                .unwrap_or(Route::NotFound));
+        }
+        ["apis", g, v] => {
+            return Ok(discovery::resources(&shared.registry, g, v)
+                .map(Route::Discovery)
+                .unwrap_or(Route::NotFound));
+        }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return Ok(Route::NotFound),
@@ -83,12 +123,21 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
     // [namespaces, ns, plural, name?, sub?] or [plural, name?, sub?]; namespaces/{name}/status
     // and namespaces/{name}/finalize address the Namespace itself.
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => (None, "namespaces", Some(*ns), Some(*sub)),
-        ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
+            (None, "namespaces", Some(*ns), Some(*sub))
+        }
+        ["namespaces", ns, plural, tail @ ..] => (
+            Some(*ns),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return Ok(Route::NotFound),
     };
-    let Some(info) = shared.registry.lookup(group, version, plural) else { return Ok(Route::NotFound) };
+    let Some(info) = shared.registry.lookup(group, version, plural) else {
+        return Ok(Route::NotFound);
+    };
     if namespace.is_some() && !info.namespaced {
         return Ok(Route::NotFound);
     }
@@ -111,8 +160,19 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
-        _ => return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {method} {path}"))),
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {method} {path}"
+            )));
+        }
     };
+    // Namespaced objects are written through their namespace's path only.
+    if info.namespaced && namespace.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {method} {path} ({} is namespaced)",
+            info.plural
+        )));
+    }
     let target = Target {
         info,
         namespace: namespace.map(str::to_string),
@@ -135,7 +195,10 @@ fn render(t: &Target, reply: &Reply, format: Format, q: &Query) -> Value {
     if body["kind"] == "Status" || format == Format::Full {
         return body.clone();
     }
-    let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+    let include = q
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata");
     let is_list = body.get("items").is_some_and(Value::is_array);
     match (format, is_list) {
         (Format::Table, true) => {
@@ -144,11 +207,21 @@ fn render(t: &Target, reply: &Reply, format: Format, q: &Query) -> Value {
         }
         (Format::Table, false) => {
             let rv = body["metadata"]["resourceVersion"].clone();
-            table::table(&t.info, std::slice::from_ref(body), json!({"resourceVersion": rv}), include, true)
+            table::table(
+                &t.info,
+                std::slice::from_ref(body),
+                json!({"resourceVersion": rv}),
+                include,
+                true,
+            )
         }
-        (Format::Metadata, true) => {
-            table::partial_metadata_list(body["items"].as_array().map(Vec::as_slice).unwrap_or_default(), body["metadata"].clone())
-        }
+        (Format::Metadata, true) => table::partial_metadata_list(
+            body["items"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            body["metadata"].clone(),
+        ),
         (Format::Metadata, false) => table::partial_metadata(body),
         (Format::Full, _) => body.clone(),
     }
@@ -163,7 +236,13 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let header_str = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let header_str = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let accept = header_str(header::ACCEPT);
     let content_type = header_str(header::CONTENT_TYPE);
     let user_agent = header_str(header::USER_AGENT);
@@ -187,7 +266,11 @@ async fn handle(
         }
         Route::NotFound => {
             shared.counters.record("get", "", 404, false);
-            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            return error_response(&ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
         }
         Route::Resource(rr) => rr,
     };
@@ -201,24 +284,44 @@ async fn handle(
         return error_response(&e);
     }
     let t = &rr.target;
-    // Only JSON (and YAML for apply) bodies are understood; 415 makes client-go fall back to
-    // JSON when it tried protobuf or CBOR first.
+    // JSON (and YAML for apply) bodies are understood, plus protobuf for the kinds kubectl's
+    // generator subcommands send that way; 415 otherwise (client-go then reports it).
+    let mut body = body;
+    let mut content_type = content_type;
     if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
-        let e = ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
-        ));
-        shared.counters.record(rr.verb, &resource, e.code, false);
-        return error_response(&e);
+        let decoded = if content_type.contains("protobuf") {
+            protobuf::decode(&body, &t.info.api_version(), &t.info.kind)
+        } else {
+            Err("CBOR bodies are not supported".to_string())
+        };
+        match decoded {
+            Ok(v) => {
+                body = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                content_type = "application/json".into();
+            }
+            Err(why) => {
+                let e = ApiError::unsupported_media(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"
+                ));
+                shared.counters.record(rr.verb, &resource, e.code, false);
+                return error_response(&e);
+            }
+        }
     }
     if rr.verb == "watch" {
         return match watch::start(shared.clone(), t, &q, format) {
             Ok(rx) => {
                 shared.counters.record("watch", &resource, 200, false);
                 let stream = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+                    rx.recv()
+                        .await
+                        .map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
                 });
                 let mut r = Response::new(Body::from_stream(stream));
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 r
             }
             Err(e) => {
@@ -231,16 +334,18 @@ async fn handle(
         ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
         ("get", _) => handlers::get(&shared, t),
         ("list", _) => handlers::list(&shared, t, &q),
-        ("create", _) => handlers::create(&shared, t, &q, &body, &content_type, &user_agent),
-        ("update", _) => handlers::update(&shared, t, &q, &body, &content_type, &user_agent),
-        ("patch", _) => handlers::patch(&shared, t, &q, &body, &content_type, &user_agent),
-        ("delete", _) => handlers::delete(&shared, t, &q, &body),
-        ("deletecollection", _) => handlers::delete_collection(&shared, t, &q, &body),
+        ("create", _) => write::create(&shared, t, &q, &body, &content_type, &user_agent),
+        ("update", _) => write::update(&shared, t, &q, &body, &content_type, &user_agent),
+        ("patch", _) => write::patch(&shared, t, &q, &body, &content_type, &user_agent),
+        ("delete", _) => deletion::delete(&shared, t, &q, &body),
+        ("deletecollection", _) => deletion::delete_collection(&shared, t, &q, &body),
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     };
     match result {
         Ok(reply) => {
-            shared.counters.record(rr.verb, &resource, reply.code, reply.changed);
+            shared
+                .counters
+                .record(rr.verb, &resource, reply.code, reply.changed);
             json_response(reply.code, &render(t, &reply, format, &q))
         }
         Err(e) => {

@@ -11,16 +11,27 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `registry` (what is served), `discovery`, `http` (routing), `handlers` (verbs),
-//! `store` (objects, resourceVersions, history), `meta` (metadata), `managed` + `fieldpath` +
-//! `schema` (managed fields and server-side apply), `patch`, `selectors`, `watch`, `table`,
-//! `validation` + `cel_rules` (CRD schemas), `gc` (finalizers, ownerReferences, namespace and
-//! CRD deletion), `workloads` (simulated Deployment/DaemonSet status), `tokens` (TokenRequest),
-//! `faults`, `counters`.
+//! Module map:
+//! - serving: `http` (routing, faults, counters, response shapes), `discovery`, `openapi`
+//!   (minimal /openapi/v3), `registry` (what is served) and `columns` (printer columns);
+//! - verbs: `handlers` (shared types, get, list), `write` (create, update, patch, apply),
+//!   `deletion`, `admission` (checks and defaults), `builtin_rules` (built-in validation),
+//!   `validation` + `cel_rules` (CRD schemas and CEL), `tokens` (TokenRequest), `protobuf`
+//!   (kubectl's protobuf bodies), `watch`, `table` (Table / PartialObjectMetadata);
+//! - state: `store` (objects, the resourceVersion counter, event history), `meta` (metadata);
+//! - server-side apply: `managed` (managedFields, apply), `fieldpath` (field sets), `schema`
+//!   (list and map merge rules), `patch` (merge, JSON and strategic patches), `selectors`;
+//! - controllers: `gc` (finalizers, ownerReferences, namespace and CRD deletion), `workloads`
+//!   (simulated Deployment/DaemonSet status);
+//! - test controls: `faults`, `counters`.
 
+mod admission;
 mod builtin_rules;
 mod cel_rules;
+mod columns;
 mod counters;
+mod defaults;
+mod deletion;
 mod discovery;
 mod error;
 mod faults;
@@ -32,6 +43,7 @@ mod managed;
 mod meta;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod schema;
 mod selectors;
@@ -42,6 +54,7 @@ mod tokens;
 mod validation;
 mod watch;
 mod workloads;
+mod write;
 
 use std::io;
 use std::net::SocketAddr;
@@ -84,7 +97,9 @@ impl Default for Options {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             port: 0,
-            initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
+            initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -104,16 +119,31 @@ impl LocalApiServer {
     }
 
     pub async fn start_with(opts: Options) -> Result<LocalApiServer, Error> {
-        if opts.kubernetes_version.trim_start_matches('v').split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_err()) {
+        if opts
+            .kubernetes_version
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .is_none_or(|m| m.parse::<u32>().is_err())
+        {
             return Err(Error::InvalidOption {
                 field: "kubernetes_version",
-                message: format!("{:?} is not MAJOR.MINOR, e.g. \"1.33\"", opts.kubernetes_version),
+                message: format!(
+                    "{:?} is not MAJOR.MINOR, e.g. \"1.33\"",
+                    opts.kubernetes_version
+                ),
             });
         }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
-            .map_err(|source| Error::Bind { port: opts.port, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { port: opts.port, source })?;
+            .map_err(|source| Error::Bind {
+                port: opts.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            port: opts.port,
+            source,
+        })?;
         let shared = Arc::new(server::Shared {
             kubernetes_version: opts.kubernetes_version.clone(),
             store: store::Store::new(opts.watch_history),
@@ -128,17 +158,28 @@ impl LocalApiServer {
         for ns in &opts.initial_namespaces {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let t = handlers::Target {
-                info: shared.registry.lookup("", "v1", "namespaces").ok_or(Error::InvalidOption {
-                    field: "initial_namespaces",
-                    message: "namespaces are not served".into(),
-                })?,
+                info: shared.registry.lookup("", "v1", "namespaces").ok_or(
+                    Error::InvalidOption {
+                        field: "initial_namespaces",
+                        message: "namespaces are not served".into(),
+                    },
+                )?,
                 namespace: None,
                 name: None,
                 subresource: None,
             };
             let body = serde_json::to_vec(&obj).unwrap_or_default();
-            handlers::create(&shared, &t, &Default::default(), &body, "application/json", "local-apiserver").map_err(|e| {
-                Error::InvalidOption { field: "initial_namespaces", message: format!("{ns}: {}", e.message) }
+            write::create(
+                &shared,
+                &t,
+                &Default::default(),
+                &body,
+                "application/json",
+                "local-apiserver",
+            )
+            .map_err(|e| Error::InvalidOption {
+                field: "initial_namespaces",
+                message: format!("{ns}: {}", e.message),
             })?;
         }
         let (tx, rx) = oneshot::channel::<()>();
@@ -155,7 +196,12 @@ impl LocalApiServer {
         });
         let gc = tokio::spawn(gc::run(shared.clone()));
         let workloads = tokio::spawn(workloads::run(shared.clone()));
-        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks: vec![serve, gc, workloads] })
+        Ok(LocalApiServer {
+            shared,
+            addr,
+            shutdown: Some(tx),
+            tasks: vec![serve, gc, workloads],
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -170,12 +216,18 @@ impl LocalApiServer {
     /// A kube client for this server (default namespace `default`, no auth).
     pub fn client(&self) -> kube::Client {
         // The URL is always well-formed and the config has no TLS or auth to fail on.
-        self.try_client().unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
+        self.try_client()
+            .unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
     }
 
     pub fn try_client(&self) -> Result<kube::Client, Error> {
         let url = self.url();
-        let uri = url.parse().map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption { field: "url", message: e.to_string() })?;
+        let uri = url
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption {
+                field: "url",
+                message: e.to_string(),
+            })?;
         let config = kube::Config::new(uri);
         kube::Client::try_from(config).map_err(|source| Error::Client { url, source })
     }
@@ -207,7 +259,7 @@ impl LocalApiServer {
     /// metadata.namespace when namespaced), bypassing validation, admission and managed fields.
     /// Watches see it as ADDED/MODIFIED.
     pub fn insert_raw(&self, obj: serde_json::Value) {
-        if let Err(e) = handlers::insert_raw(&self.shared, obj) {
+        if let Err(e) = write::insert_raw(&self.shared, obj) {
             panic!("insert_raw: {e}");
         }
     }

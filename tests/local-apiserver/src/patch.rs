@@ -22,21 +22,32 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/json-patch+json" => Some(PatchType::Json),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
 }
 
 /// Applies a merge, JSON or strategic patch body to `doc`.
-pub fn apply_patch(doc: &Value, body: &[u8], type_: PatchType, root: Node<'_>) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    doc: &Value,
+    body: &[u8],
+    type_: PatchType,
+    root: Node<'_>,
+) -> Result<Value, ApiError> {
     match type_ {
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut out = doc.clone();
             json_patch::patch(&mut out, &ops.0).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?;
             Ok(out)
         }
@@ -48,11 +59,14 @@ pub fn apply_patch(doc: &Value, body: &[u8], type_: PatchType, root: Node<'_>) -
             Ok(out)
         }
         PatchType::Strategic => {
-            let p: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid strategic merge patch: {e}")))?;
+            let p: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
+            })?;
             Ok(strategic_root(doc, &p, root))
         }
-        PatchType::Apply => Err(ApiError::internal("apply patches are handled by server-side apply")),
+        PatchType::Apply => Err(ApiError::internal(
+            "apply patches are handled by server-side apply",
+        )),
     }
 }
 
@@ -105,12 +119,19 @@ fn strategic(doc: &Value, patch: &Value, node: Node<'_>) -> Value {
             }
             Value::Object(out)
         }
-        (Shape::List(ListKind::Map(keys)), Value::Array(d), Value::Array(p)) if !keys.is_empty() => {
+        (Shape::List(ListKind::Map(keys)), Value::Array(d), Value::Array(p))
+            if !keys.is_empty() =>
+        {
             let item_node = node.item();
             let mut out = d.clone();
             for pi in p {
                 if pi.get("$patch").and_then(Value::as_str) == Some("replace") {
-                    return Value::Array(p.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect());
+                    return Value::Array(
+                        p.iter()
+                            .filter(|i| i.get("$patch").is_none())
+                            .map(strip_directives)
+                            .collect(),
+                    );
                 }
                 let key = item_key(pi, &keys);
                 let pos = out.iter().position(|di| item_key(di, &keys) == key);
@@ -166,16 +187,34 @@ mod tests {
     #[test]
     fn merge_patch_removes_nulls() {
         let root = Node::builtin("api::core::v1::Pod");
-        let out = apply_patch(&pod(), br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#, PatchType::Merge, root).unwrap();
+        let out = apply_patch(
+            &pod(),
+            br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#,
+            PatchType::Merge,
+            root,
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["labels"], json!({"b": "2", "c": "3"}));
     }
 
     #[test]
     fn json_patch_ops_and_failed_test_is_rejected() {
         let root = Node::builtin("api::core::v1::Pod");
-        let out = apply_patch(&pod(), br#"[{"op":"replace","path":"/spec/containers/0/image","value":"x"}]"#, PatchType::Json, root).unwrap();
+        let out = apply_patch(
+            &pod(),
+            br#"[{"op":"replace","path":"/spec/containers/0/image","value":"x"}]"#,
+            PatchType::Json,
+            root,
+        )
+        .unwrap();
         assert_eq!(out["spec"]["containers"][0]["image"], "x");
-        let err = apply_patch(&pod(), br#"[{"op":"test","path":"/metadata/name","value":"q"}]"#, PatchType::Json, root).unwrap_err();
+        let err = apply_patch(
+            &pod(),
+            br#"[{"op":"test","path":"/metadata/name","value":"q"}]"#,
+            PatchType::Json,
+            root,
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
     }
 
@@ -184,7 +223,10 @@ mod tests {
         let root = Node::builtin("api::core::v1::Pod");
         let body = br#"{"spec":{"containers":[{"name":"c2","image":"new"},{"name":"c1","$patch":"delete"}],"tolerations":[{"key":"y"}]}}"#;
         let out = apply_patch(&pod(), body, PatchType::Strategic, root).unwrap();
-        assert_eq!(out["spec"]["containers"], json!([{"name": "c2", "image": "new"}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "c2", "image": "new"}])
+        );
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "y"}]));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+use crate::columns::{builtin_columns, col};
 use crate::schema::Node;
 
 /// One printer column of `kubectl get` tables.
@@ -25,7 +26,10 @@ pub enum SchemaSource {
     /// A k8s-openapi type path, e.g. `api::apps::v1::Deployment`.
     Builtin(&'static str),
     /// The openAPIV3Schema of a CRD version (None when the CRD declares none).
-    Crd { crd_name: String, schema: Option<Arc<Value>> },
+    Crd {
+        crd_name: String,
+        schema: Option<Arc<Value>>,
+    },
 }
 
 /// A served group/version/resource.
@@ -49,7 +53,11 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The key of the storage of this resource: all versions of a resource share it.
@@ -60,7 +68,9 @@ impl ResourceInfo {
     pub fn root_node(&self) -> Node<'_> {
         match &self.schema {
             SchemaSource::Builtin(path) => Node::builtin(path),
-            SchemaSource::Crd { schema: Some(s), .. } => Node::Open(s.as_ref()),
+            SchemaSource::Crd {
+                schema: Some(s), ..
+            } => Node::Open(s.as_ref()),
             SchemaSource::Crd { schema: None, .. } => Node::Unknown,
         }
     }
@@ -70,23 +80,14 @@ impl ResourceInfo {
         self.is_crd()
             || matches!(
                 (self.group.as_str(), self.kind.as_str()),
-                ("apps", _) | ("policy", "PodDisruptionBudget") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                ("apps", _)
+                    | ("policy", "PodDisruptionBudget")
+                    | ("apiextensions.k8s.io", "CustomResourceDefinition")
             )
     }
 
     pub fn is_crd(&self) -> bool {
         matches!(self.schema, SchemaSource::Crd { .. })
-    }
-}
-
-fn col(name: &str, type_: &str, json_path: &str, description: &str) -> Column {
-    Column {
-        name: name.into(),
-        type_: type_.into(),
-        format: String::new(),
-        description: description.into(),
-        priority: 0,
-        json_path: json_path.into(),
     }
 }
 
@@ -102,83 +103,257 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    Builtin { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false, short: &["ns"], status: true, type_path: "api::core::v1::Namespace" },
-    Builtin { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, short: &["sa"], status: false, type_path: "api::core::v1::ServiceAccount" },
-    Builtin { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true, short: &[], status: false, type_path: "api::core::v1::Secret" },
-    Builtin { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true, short: &["cm"], status: false, type_path: "api::core::v1::ConfigMap" },
-    Builtin { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], status: true, type_path: "api::core::v1::Service" },
-    Builtin { group: "", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], status: false, type_path: "api::core::v1::Event" },
-    Builtin { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], status: true, type_path: "api::core::v1::Pod" },
-    Builtin { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false, short: &["no"], status: true, type_path: "api::core::v1::Node" },
-    Builtin { group: "", version: "v1", kind: "PersistentVolume", plural: "persistentvolumes", namespaced: false, short: &["pv"], status: true, type_path: "api::core::v1::PersistentVolume" },
-    Builtin { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", namespaced: true, short: &["pvc"], status: true, type_path: "api::core::v1::PersistentVolumeClaim" },
-    Builtin { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short: &["deploy"], status: true, type_path: "api::apps::v1::Deployment" },
-    Builtin { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", namespaced: true, short: &["ds"], status: true, type_path: "api::apps::v1::DaemonSet" },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", namespaced: false, short: &[], status: false, type_path: "api::rbac::v1::ClusterRole" },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", namespaced: false, short: &[], status: false, type_path: "api::rbac::v1::ClusterRoleBinding" },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", namespaced: true, short: &[], status: false, type_path: "api::rbac::v1::Role" },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true, short: &[], status: false, type_path: "api::rbac::v1::RoleBinding" },
-    Builtin { group: "storage.k8s.io", version: "v1", kind: "CSIDriver", plural: "csidrivers", namespaced: false, short: &[], status: false, type_path: "api::storage::v1::CSIDriver" },
-    Builtin { group: "storage.k8s.io", version: "v1", kind: "StorageClass", plural: "storageclasses", namespaced: false, short: &["sc"], status: false, type_path: "api::storage::v1::StorageClass" },
-    Builtin { group: "storage.k8s.io", version: "v1", kind: "CSINode", plural: "csinodes", namespaced: false, short: &[], status: false, type_path: "api::storage::v1::CSINode" },
-    Builtin { group: "storage.k8s.io", version: "v1", kind: "VolumeAttachment", plural: "volumeattachments", namespaced: false, short: &[], status: true, type_path: "api::storage::v1::VolumeAttachment" },
-    Builtin { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", namespaced: true, short: &["pdb"], status: true, type_path: "api::policy::v1::PodDisruptionBudget" },
-    Builtin { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", namespaced: true, short: &["netpol"], status: false, type_path: "api::networking::v1::NetworkPolicy" },
-    Builtin { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true, short: &[], status: false, type_path: "api::coordination::v1::Lease" },
-    Builtin { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], status: false, type_path: "api::events::v1::Event" },
-    Builtin { group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false, short: &["crd", "crds"], status: true, type_path: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition" },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        namespaced: false,
+        short: &["ns"],
+        status: true,
+        type_path: "api::core::v1::Namespace",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+        short: &["sa"],
+        status: false,
+        type_path: "api::core::v1::ServiceAccount",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        namespaced: true,
+        short: &[],
+        status: false,
+        type_path: "api::core::v1::Secret",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        namespaced: true,
+        short: &["cm"],
+        status: false,
+        type_path: "api::core::v1::ConfigMap",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        namespaced: true,
+        short: &["svc"],
+        status: true,
+        type_path: "api::core::v1::Service",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        namespaced: true,
+        short: &["ev"],
+        status: false,
+        type_path: "api::core::v1::Event",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        namespaced: true,
+        short: &["po"],
+        status: true,
+        type_path: "api::core::v1::Pod",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        namespaced: false,
+        short: &["no"],
+        status: true,
+        type_path: "api::core::v1::Node",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolume",
+        plural: "persistentvolumes",
+        namespaced: false,
+        short: &["pv"],
+        status: true,
+        type_path: "api::core::v1::PersistentVolume",
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        plural: "persistentvolumeclaims",
+        namespaced: true,
+        short: &["pvc"],
+        status: true,
+        type_path: "api::core::v1::PersistentVolumeClaim",
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        namespaced: true,
+        short: &["deploy"],
+        status: true,
+        type_path: "api::apps::v1::Deployment",
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        namespaced: true,
+        short: &["ds"],
+        status: true,
+        type_path: "api::apps::v1::DaemonSet",
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        namespaced: false,
+        short: &[],
+        status: false,
+        type_path: "api::rbac::v1::ClusterRole",
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+        short: &[],
+        status: false,
+        type_path: "api::rbac::v1::ClusterRoleBinding",
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+        short: &[],
+        status: false,
+        type_path: "api::rbac::v1::Role",
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
+        short: &[],
+        status: false,
+        type_path: "api::rbac::v1::RoleBinding",
+    },
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "CSIDriver",
+        plural: "csidrivers",
+        namespaced: false,
+        short: &[],
+        status: false,
+        type_path: "api::storage::v1::CSIDriver",
+    },
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "StorageClass",
+        plural: "storageclasses",
+        namespaced: false,
+        short: &["sc"],
+        status: false,
+        type_path: "api::storage::v1::StorageClass",
+    },
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "CSINode",
+        plural: "csinodes",
+        namespaced: false,
+        short: &[],
+        status: false,
+        type_path: "api::storage::v1::CSINode",
+    },
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "VolumeAttachment",
+        plural: "volumeattachments",
+        namespaced: false,
+        short: &[],
+        status: true,
+        type_path: "api::storage::v1::VolumeAttachment",
+    },
+    Builtin {
+        group: "policy",
+        version: "v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        namespaced: true,
+        short: &["pdb"],
+        status: true,
+        type_path: "api::policy::v1::PodDisruptionBudget",
+    },
+    Builtin {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "NetworkPolicy",
+        plural: "networkpolicies",
+        namespaced: true,
+        short: &["netpol"],
+        status: false,
+        type_path: "api::networking::v1::NetworkPolicy",
+    },
+    Builtin {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        namespaced: true,
+        short: &[],
+        status: false,
+        type_path: "api::coordination::v1::Lease",
+    },
+    Builtin {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        namespaced: true,
+        short: &["ev"],
+        status: false,
+        type_path: "api::events::v1::Event",
+    },
+    Builtin {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        kind: "CustomResourceDefinition",
+        plural: "customresourcedefinitions",
+        namespaced: false,
+        short: &["crd", "crds"],
+        status: true,
+        type_path: "apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition",
+    },
 ];
-
-fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
-    let mut cols = vec![col("Name", "string", ".metadata.name", "Name must be unique within a namespace.")];
-    cols[0].format = "name".into();
-    let extra: Vec<Column> = match (group, plural) {
-        ("", "namespaces") => vec![col("Status", "string", ".status.phase", "The phase of the namespace.")],
-        ("", "pods") => vec![
-            col("Ready", "string", "ratio:.status.containerStatuses[?(@.ready==true)]:.spec.containers", "Ready containers."),
-            col("Status", "string", ".status.phase", "The phase of the pod."),
-        ],
-        ("", "services") => vec![
-            col("Type", "string", ".spec.type", "The type of the service."),
-            col("Cluster-IP", "string", ".spec.clusterIP", "The cluster IP."),
-        ],
-        ("", "secrets") => vec![col("Type", "string", ".type", "The type of the secret.")],
-        ("", "persistentvolumeclaims") => vec![
-            col("Status", "string", ".status.phase", "The phase of the claim."),
-            col("Volume", "string", ".spec.volumeName", "The bound volume."),
-        ],
-        ("", "persistentvolumes") => vec![
-            col("Status", "string", ".status.phase", "The phase of the volume."),
-            col("Claim", "string", ".spec.claimRef.name", "The bound claim."),
-        ],
-        ("apps", "deployments") => vec![
-            col("Ready", "string", "ratio:.status.readyReplicas:.spec.replicas", "Ready replicas."),
-            col("Up-to-date", "integer", ".status.updatedReplicas", "Updated replicas."),
-            col("Available", "integer", ".status.availableReplicas", "Available replicas."),
-        ],
-        ("apps", "daemonsets") => vec![
-            col("Desired", "integer", ".status.desiredNumberScheduled", "Desired pods."),
-            col("Current", "integer", ".status.currentNumberScheduled", "Current pods."),
-            col("Ready", "integer", ".status.numberReady", "Ready pods."),
-            col("Up-to-date", "integer", ".status.updatedNumberScheduled", "Updated pods."),
-            col("Available", "integer", ".status.numberAvailable", "Available pods."),
-        ],
-        ("storage.k8s.io", "storageclasses") => vec![col("Provisioner", "string", ".provisioner", "The provisioner.")],
-        ("storage.k8s.io", "volumeattachments") => vec![
-            col("Attacher", "string", ".spec.attacher", "The attacher."),
-            col("Node", "string", ".spec.nodeName", "The node."),
-            col("Attached", "boolean", ".status.attached", "Whether attached."),
-        ],
-        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
-            vec![col("Role", "string", ".roleRef.name", "The bound role.")]
-        }
-        ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity", "The holder.")],
-        _ => Vec::new(),
-    };
-    cols.extend(extra);
-    cols.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
-    cols
-}
 
 fn builtin_infos() -> Vec<Arc<ResourceInfo>> {
     BUILTINS
@@ -212,7 +387,9 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { resources: RwLock::new(builtin_infos()) }
+        Registry {
+            resources: RwLock::new(builtin_infos()),
+        }
     }
 }
 
@@ -222,7 +399,9 @@ impl Registry {
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.all().into_iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+        self.all()
+            .into_iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
     /// The resource serving `apiVersion`/`kind`.
@@ -231,25 +410,41 @@ impl Registry {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
-        self.all().into_iter().find(|r| r.group == group && r.version == version && r.kind == kind)
+        self.all()
+            .into_iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
     /// Any version of `group`/`plural` (for storage-level operations such as garbage collection).
     pub fn any_version(&self, storage_key: &str) -> Option<Arc<ResourceInfo>> {
-        self.all().into_iter().find(|r| r.storage_key() == storage_key)
+        self.all()
+            .into_iter()
+            .find(|r| r.storage_key() == storage_key)
     }
 
     /// Serves the versions of a CRD (replacing what it served before). The CRD must be valid.
     pub fn register_crd(&self, crd: &Value) {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let spec = &crd["spec"];
         let group = spec["group"].as_str().unwrap_or_default().to_string();
         let names = &spec["names"];
         let plural = names["plural"].as_str().unwrap_or_default().to_string();
         let kind = names["kind"].as_str().unwrap_or_default().to_string();
-        let singular = names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+        let singular = names["singular"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase());
         let strings = |v: &Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let namespaced = spec["scope"].as_str() != Some("Cluster");
         let mut infos = Vec::new();
@@ -257,9 +452,17 @@ impl Registry {
             if v["served"].as_bool() == Some(false) {
                 continue;
             }
-            let mut columns = vec![col("Name", "string", ".metadata.name", "Name must be unique within a namespace.")];
+            let mut columns = vec![col(
+                "Name",
+                "string",
+                ".metadata.name",
+                "Name must be unique within a namespace.",
+            )];
             columns[0].format = "name".into();
-            let printer = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
+            let printer = v["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for c in &printer {
                 columns.push(Column {
                     name: c["name"].as_str().unwrap_or_default().into(),
@@ -271,7 +474,12 @@ impl Registry {
                 });
             }
             if printer.is_empty() {
-                columns.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
+                columns.push(col(
+                    "Age",
+                    "date",
+                    ".metadata.creationTimestamp",
+                    "Time since creation.",
+                ));
             }
             infos.push(Arc::new(ResourceInfo {
                 group: group.clone(),
@@ -286,13 +494,17 @@ impl Registry {
                 token_subresource: false,
                 schema: SchemaSource::Crd {
                     crd_name: name.clone(),
-                    schema: v["schema"].get("openAPIV3Schema").map(|s| Arc::new(s.clone())),
+                    schema: v["schema"]
+                        .get("openAPIV3Schema")
+                        .map(|s| Arc::new(s.clone())),
                 },
                 columns,
             }));
         }
         if let Ok(mut all) = self.resources.write() {
-            all.retain(|r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if *crd_name == name));
+            all.retain(
+                |r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if *crd_name == name),
+            );
             all.extend(infos);
         }
     }
@@ -300,7 +512,9 @@ impl Registry {
     /// Stops serving a CRD's resource.
     pub fn unregister_crd(&self, name: &str) {
         if let Ok(mut all) = self.resources.write() {
-            all.retain(|r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if crd_name == name));
+            all.retain(
+                |r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if crd_name == name),
+            );
         }
     }
 

@@ -83,14 +83,21 @@ impl<'a> Node<'a> {
             Node::Unknown => Shape::Object,
             Node::Leaf => Shape::Atomic,
             Node::Struct(path) => {
-                if builtin_types().get(*path).is_some_and(|f| f.contains_key("__atomic")) {
+                if builtin_types()
+                    .get(*path)
+                    .is_some_and(|f| f.contains_key("__atomic"))
+                {
                     Shape::Atomic
                 } else {
                     Shape::Object
                 }
             }
             Node::Field(f) => match f.c.as_str() {
-                "struct" => f.t.as_deref().map(|t| Node::builtin(t).shape()).unwrap_or(Shape::Atomic),
+                "struct" => {
+                    f.t.as_deref()
+                        .map(|t| Node::builtin(t).shape())
+                        .unwrap_or(Shape::Atomic)
+                }
                 "list" => Shape::List(match (f.s.as_deref(), &f.k) {
                     (Some("map"), Some(keys)) => ListKind::Map(keys.clone()),
                     (Some("set"), _) => ListKind::Set,
@@ -109,8 +116,13 @@ impl<'a> Node<'a> {
         match self {
             Node::Unknown => Node::Unknown,
             Node::Leaf => Node::Leaf,
-            Node::Struct(path) => match builtin_types().get(*path).and_then(|fields| fields.get(name)) {
-                Some(f) if f.c == "struct" => f.t.as_deref().map(Node::builtin).unwrap_or(Node::Leaf),
+            Node::Struct(path) => match builtin_types()
+                .get(*path)
+                .and_then(|fields| fields.get(name))
+            {
+                Some(f) if f.c == "struct" => {
+                    f.t.as_deref().map(Node::builtin).unwrap_or(Node::Leaf)
+                }
                 Some(f) => Node::Field(f),
                 None if *path == OBJECT_META => Node::Leaf,
                 None => Node::Leaf,
@@ -129,7 +141,11 @@ impl<'a> Node<'a> {
                 }
                 match s.get("additionalProperties") {
                     Some(ap @ Value::Object(_)) => Node::Open(ap),
-                    _ if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => Node::Unknown,
+                    _ if s.get("x-kubernetes-preserve-unknown-fields")
+                        == Some(&Value::Bool(true)) =>
+                    {
+                        Node::Unknown
+                    }
                     _ => Node::Unknown,
                 }
             }
@@ -148,7 +164,11 @@ impl<'a> Node<'a> {
 
     /// The root node of a custom resource: its schema, with `metadata` typed as ObjectMeta.
     pub fn root_field(&self, name: &str) -> Node<'a> {
-        if name == "metadata" { Node::builtin(OBJECT_META) } else { self.field(name) }
+        if name == "metadata" {
+            Node::builtin(OBJECT_META)
+        } else {
+            self.field(name)
+        }
     }
 }
 
@@ -164,17 +184,25 @@ fn open_shape(s: &Value) -> Shape {
                 Shape::Object
             }
         }
-        Some("array") => Shape::List(match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
-            Some("map") => ListKind::Map(
-                s.get("x-kubernetes-list-map-keys")
-                    .and_then(Value::as_array)
-                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default(),
-            ),
-            Some("set") => ListKind::Set,
-            _ => ListKind::Atomic,
-        }),
-        None if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => Shape::Object,
+        Some("array") => Shape::List(
+            match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("map") => ListKind::Map(
+                    s.get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|keys| {
+                            keys.iter()
+                                .filter_map(|k| k.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                Some("set") => ListKind::Set,
+                _ => ListKind::Atomic,
+            },
+        ),
+        None if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => {
+            Shape::Object
+        }
         None if s.get("properties").is_some() => Shape::Object,
         _ => Shape::Atomic,
     }
@@ -210,17 +238,35 @@ mod tests {
     fn pod_spec_lists_have_the_real_strategies() {
         let pod = Node::builtin("api::core::v1::Pod");
         let spec = pod.field("spec");
-        assert_eq!(spec.field("containers").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
-        assert_eq!(spec.field("tolerations").shape(), Shape::List(ListKind::Atomic));
-        assert_eq!(spec.field("volumes").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
+        assert_eq!(
+            spec.field("containers").shape(),
+            Shape::List(ListKind::Map(vec!["name".into()]))
+        );
+        assert_eq!(
+            spec.field("tolerations").shape(),
+            Shape::List(ListKind::Atomic)
+        );
+        assert_eq!(
+            spec.field("volumes").shape(),
+            Shape::List(ListKind::Map(vec!["name".into()]))
+        );
         assert_eq!(spec.field("nodeSelector").shape(), Shape::Atomic);
         let container = spec.field("containers").item();
         assert_eq!(
             container.field("ports").shape(),
-            Shape::List(ListKind::Map(vec!["containerPort".into(), "protocol".into()]))
+            Shape::List(ListKind::Map(vec![
+                "containerPort".into(),
+                "protocol".into()
+            ]))
         );
-        assert_eq!(container.field("env").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
-        assert_eq!(container.field("volumeMounts").shape(), Shape::List(ListKind::Map(vec!["mountPath".into()])));
+        assert_eq!(
+            container.field("env").shape(),
+            Shape::List(ListKind::Map(vec!["name".into()]))
+        );
+        assert_eq!(
+            container.field("volumeMounts").shape(),
+            Shape::List(ListKind::Map(vec!["mountPath".into()]))
+        );
         assert_eq!(container.field("image").shape(), Shape::Atomic);
         let meta = pod.field("metadata");
         assert_eq!(meta.field("labels").shape(), Shape::Object);
@@ -242,8 +288,14 @@ mod tests {
     #[test]
     fn item_keys_are_canonical() {
         let item = serde_json::json!({"protocol": "UDP", "containerPort": 53, "name": "dns"});
-        assert_eq!(item_key(&item, &["containerPort".into(), "protocol".into()]), r#"{"containerPort":53,"protocol":"UDP"}"#);
+        assert_eq!(
+            item_key(&item, &["containerPort".into(), "protocol".into()]),
+            r#"{"containerPort":53,"protocol":"UDP"}"#
+        );
         let tcp = serde_json::json!({"containerPort": 80});
-        assert_eq!(item_key(&tcp, &["protocol".into(), "containerPort".into()]), r#"{"containerPort":80,"protocol":"TCP"}"#);
+        assert_eq!(
+            item_key(&tcp, &["protocol".into(), "containerPort".into()]),
+            r#"{"containerPort":80,"protocol":"TCP"}"#
+        );
     }
 }

@@ -41,6 +41,8 @@ pub struct Inner {
     compacted: u64,
     history_cap: usize,
     events: broadcast::Sender<Arc<Event>>,
+    /// uid -> number of stored objects with it (one, unless raw inserts duplicate uids).
+    uids: HashMap<String, usize>,
 }
 
 pub struct Store {
@@ -49,8 +51,14 @@ pub struct Store {
 
 pub fn key_of(obj: &Value) -> ObjKey {
     (
-        obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-        obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -65,6 +73,7 @@ impl Store {
                 compacted: 1,
                 history_cap: history_cap.max(1),
                 events,
+                uids: HashMap::new(),
             }),
         }
     }
@@ -85,13 +94,34 @@ impl Inner {
         self.compacted
     }
 
+    /// Whether an object with this uid is stored (owner lookups for garbage collection).
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
+    }
+
+    fn index_uid(&mut self, obj: &Value, add: bool) {
+        let Some(uid) = obj["metadata"]["uid"].as_str() else {
+            return;
+        };
+        if add {
+            *self.uids.entry(uid.to_string()).or_default() += 1;
+        } else if let Some(n) = self.uids.get_mut(uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.uids.remove(uid);
+            }
+        }
+    }
+
     pub fn get(&self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
         self.objects.get(storage_key)?.get(key).cloned()
     }
 
     /// Objects of a resource, optionally in one namespace, in (namespace, name) order.
     pub fn list(&self, storage_key: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(map) = self.objects.get(storage_key) else { return Vec::new() };
+        let Some(map) = self.objects.get(storage_key) else {
+            return Vec::new();
+        };
         match namespace {
             Some(ns) => map
                 .range((ns.to_string(), String::new())..)
@@ -111,7 +141,9 @@ impl Inner {
         mut keep: impl FnMut(&Value) -> bool,
         limit: usize,
     ) -> (Vec<Arc<Value>>, Option<ObjKey>, usize) {
-        let Some(map) = self.objects.get(storage_key) else { return (Vec::new(), None, 0) };
+        let Some(map) = self.objects.get(storage_key) else {
+            return (Vec::new(), None, 0);
+        };
         let start = match (after, namespace) {
             (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
             (None, Some(ns)) => std::ops::Bound::Included((ns.to_string(), String::new())),
@@ -153,8 +185,20 @@ impl Inner {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let key = key_of(&obj);
         let obj = Arc::new(obj);
-        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key, obj.clone());
-        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        let old = self
+            .objects
+            .entry(storage_key.to_string())
+            .or_default()
+            .insert(key, obj.clone());
+        if let Some(o) = &old {
+            self.index_uid(o, false);
+        }
+        self.index_uid(&obj, true);
+        let type_ = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.record(storage_key, type_, obj.clone(), old);
         obj
     }
@@ -162,6 +206,7 @@ impl Inner {
     /// Removes an object, recording a DELETED event carrying a new resourceVersion.
     pub fn remove(&mut self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
         let old = self.objects.get_mut(storage_key)?.remove(key)?;
+        self.index_uid(&old, false);
         self.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
@@ -172,15 +217,31 @@ impl Inner {
 
     /// Drops every object of a resource (CRD deletion), with DELETED events.
     pub fn drop_resource(&mut self, storage_key: &str) {
-        let keys: Vec<ObjKey> = self.objects.get(storage_key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<ObjKey> = self
+            .objects
+            .get(storage_key)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for k in keys {
             self.remove(storage_key, &k);
         }
         self.objects.remove(storage_key);
     }
 
-    fn record(&mut self, storage_key: &str, type_: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
-        let event = Arc::new(Event { rv: self.rv, storage_key: storage_key.to_string(), type_, object, old });
+    fn record(
+        &mut self,
+        storage_key: &str,
+        type_: EventType,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
+    ) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            storage_key: storage_key.to_string(),
+            type_,
+            object,
+            old,
+        });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {
             if let Some(e) = self.history.pop_front() {
@@ -197,7 +258,13 @@ impl Inner {
             return None;
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
-        Some(self.history.range(start..).filter(|e| e.storage_key == storage_key).cloned().collect())
+        Some(
+            self.history
+                .range(start..)
+                .filter(|e| e.storage_key == storage_key)
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -220,15 +287,44 @@ mod tests {
         let mut s = store.lock();
         let a = s.put("/configmaps", obj("a", "x"));
         let b = s.put("apps/deployments", obj("a", "y"));
-        let a_rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-        let b_rv: u64 = b["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let a_rv: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let b_rv: u64 = b["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(b_rv > a_rv);
         assert_eq!(s.events_since("/configmaps", 1).map(|e| e.len()), Some(1));
         s.put("/configmaps", obj("a", "z"));
         s.put("/configmaps", obj("b", "z"));
         // History holds 3 events; the first was compacted away.
         assert!(s.events_since("/configmaps", a_rv - 1).is_none());
-        assert_eq!(s.events_since("/configmaps", a_rv).map(|e| e.len()), Some(2));
+        assert_eq!(
+            s.events_since("/configmaps", a_rv).map(|e| e.len()),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn uid_index_follows_writes_and_removals() {
+        let store = Store::new(10);
+        let mut s = store.lock();
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u1"}}),
+        );
+        assert!(s.has_uid("u1"));
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u2"}}),
+        );
+        assert!(!s.has_uid("u1") && s.has_uid("u2"));
+        s.remove("/configmaps", &("a".into(), "x".into()));
+        assert!(!s.has_uid("u2"));
     }
 
     #[test]

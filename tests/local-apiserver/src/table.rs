@@ -25,7 +25,10 @@ pub fn format_from_accept(accept: &str) -> Format {
         if alt.contains("as=PartialObjectMetadata") {
             return Format::Metadata;
         }
-        if alt.starts_with("application/json") || alt.starts_with("*/*") || alt.starts_with("application/yaml") {
+        if alt.starts_with("application/json")
+            || alt.starts_with("*/*")
+            || alt.starts_with("application/yaml")
+        {
             return Format::Full;
         }
     }
@@ -63,7 +66,13 @@ fn column_definitions(info: &ResourceInfo) -> Value {
 }
 
 /// One Table for `objects`. `include_object`: `None`, `Metadata` (default) or `Object`.
-pub fn table(info: &ResourceInfo, objects: &[Value], list_meta: Value, include_object: &str, with_columns: bool) -> Value {
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    list_meta: Value,
+    include_object: &str,
+    with_columns: bool,
+) -> Value {
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
@@ -96,14 +105,25 @@ fn cell(c: &Column, obj: &Value) -> Value {
                 None => 0,
             }
         };
-        let total = if b == ".spec.replicas" && obj["spec"].get("replicas").is_none() { 1 } else { count(b) };
+        let total = if b == ".spec.replicas" && obj["spec"].get("replicas").is_none() {
+            1
+        } else {
+            count(b)
+        };
         return json!(format!("{}/{}", count(a), total));
     }
     let v = eval(obj, &c.json_path);
     match (c.type_.as_str(), v) {
         ("date", Some(Value::String(s))) => json!(meta::human_age(meta::age_seconds(&s))),
         (_, Some(Value::Array(items))) => json!(
-            items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(",")
+            items
+                .iter()
+                .map(|i| i
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         (_, Some(v)) => v,
         ("integer" | "number", None) => json!(0),
@@ -114,7 +134,11 @@ fn cell(c: &Column, obj: &Value) -> Value {
 /// Evaluates the JSONPath subset used by printer columns: `.a.b`, `.a[0]`, `.a[*].b` and
 /// `.a[?(@.k=="v")].b` (the filter form returns every match).
 pub fn eval(obj: &Value, path: &str) -> Option<Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut cur: Vec<Value> = vec![obj.clone()];
     let mut multi = false;
     let mut rest = path;
@@ -133,8 +157,15 @@ pub fn eval(obj: &Value, path: &str) -> Option<Value> {
             rest = &r[end + 1..];
             if inner == "*" {
                 multi = true;
-                cur = cur.iter().filter_map(Value::as_array).flatten().cloned().collect();
-            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                cur = cur
+                    .iter()
+                    .filter_map(Value::as_array)
+                    .flatten()
+                    .cloned()
+                    .collect();
+            } else if let Some(filter) =
+                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
                 multi = true;
                 let (k, want) = filter.split_once("==")?;
                 let want = want.trim().trim_matches('"').trim_matches('\'');
@@ -144,7 +175,7 @@ pub fn eval(obj: &Value, path: &str) -> Option<Value> {
                     .flatten()
                     .filter(|item| match item.get(k.trim()) {
                         Some(Value::String(s)) => s == want,
-                        Some(other) => other.to_string() == want,
+                        Some(other) => *other == want,
                         None => false,
                     })
                     .cloned()
@@ -172,10 +203,15 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert_eq!(
-            format_from_accept("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"),
+            format_from_accept(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ),
             Format::Table
         );
-        assert_eq!(format_from_accept("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), Format::Metadata);
+        assert_eq!(
+            format_from_accept("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+            Format::Metadata
+        );
         assert_eq!(format_from_accept("application/json, */*"), Format::Full);
     }
 
@@ -183,7 +219,10 @@ mod tests {
     fn json_path_subset() {
         let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "False"}]},
                        "spec": {"items": [{"n": 1}, {"n": 2}]}});
-        assert_eq!(eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"), Some(json!("True")));
+        assert_eq!(
+            eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(json!("True"))
+        );
         assert_eq!(eval(&o, ".spec.items[1].n"), Some(json!(2)));
         assert_eq!(eval(&o, ".spec.items[*].n"), Some(json!([1, 2])));
         assert_eq!(eval(&o, ".spec.missing"), None);

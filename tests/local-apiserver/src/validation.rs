@@ -12,7 +12,7 @@ use crate::error::Cause;
 /// Prunes and defaults `obj` in place, then returns every validation problem.
 pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause> {
     if let Value::Object(map) = obj {
-        prune_object(map, schema, true);
+        prune_object(map, schema, true, "", &mut Vec::new());
     }
     default_value(obj, schema);
     let mut causes = Vec::new();
@@ -26,7 +26,9 @@ pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause>
     // unchanged does not fail the update, so status writes succeed on an object whose spec
     // bypassed validation earlier.
     if let Some(old) = old {
-        causes.retain(|c| value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field));
+        causes.retain(|c| {
+            value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field)
+        });
     }
     causes
 }
@@ -54,7 +56,24 @@ fn is_true(s: &Value, key: &str) -> bool {
     s.get(key) == Some(&Value::Bool(true))
 }
 
-fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool) {
+/// Fields of `obj` the schema does not declare (what pruning would drop), as `.spec.x` paths,
+/// for `fieldValidation=Strict`.
+pub fn unknown_fields(obj: &Value, schema: &Value) -> Vec<String> {
+    let mut removed = Vec::new();
+    if let Value::Object(map) = obj {
+        let mut copy = map.clone();
+        prune_object(&mut copy, schema, true, "", &mut removed);
+    }
+    removed
+}
+
+fn prune_object(
+    map: &mut Map<String, Value>,
+    schema: &Value,
+    root: bool,
+    path: &str,
+    removed: &mut Vec<String>,
+) {
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties");
     let preserve = is_true(schema, "x-kubernetes-preserve-unknown-fields");
@@ -73,32 +92,35 @@ fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool) {
                 if v.is_null() && !is_true(cs, "nullable") {
                     return false;
                 }
-                prune_value(v, cs);
+                prune_value(v, cs, &format!("{path}.{k}"), removed);
                 true
             }
-            None => preserve || additional == Some(&Value::Bool(true)),
+            None => {
+                let keep = preserve || additional == Some(&Value::Bool(true));
+                if !keep {
+                    removed.push(format!("{path}.{k}"));
+                }
+                keep
+            }
         }
     });
 }
 
-fn prune_value(v: &mut Value, schema: &Value) {
+fn prune_value(v: &mut Value, schema: &Value, path: &str, removed: &mut Vec<String>) {
     match v {
-        Value::Object(m) => {
-            if schema.get("properties").is_some()
+        Value::Object(m)
+            if (schema.get("properties").is_some()
                 || schema.get("additionalProperties").is_some()
-                || !is_true(schema, "x-kubernetes-preserve-unknown-fields")
-            {
-                if schema.get("type").and_then(Value::as_str) == Some("object")
-                    || schema.get("properties").is_some()
-                {
-                    prune_object(m, schema, false);
-                }
-            }
+                || !is_true(schema, "x-kubernetes-preserve-unknown-fields"))
+                && (schema.get("type").and_then(Value::as_str) == Some("object")
+                    || schema.get("properties").is_some()) =>
+        {
+            prune_object(m, schema, false, path, removed);
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
-                for i in items {
-                    prune_value(i, is);
+                for (n, i) in items.iter_mut().enumerate() {
+                    prune_value(i, is, &format!("{path}[{n}]"), removed);
                 }
             }
         }
@@ -111,10 +133,10 @@ fn default_value(v: &mut Value, schema: &Value) {
         Value::Object(m) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, ps) in props {
-                    if !m.contains_key(k) {
-                        if let Some(d) = ps.get("default") {
-                            m.insert(k.clone(), d.clone());
-                        }
+                    if !m.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
+                        m.insert(k.clone(), d.clone());
                     }
                 }
                 for (k, child) in m.iter_mut() {
@@ -160,11 +182,19 @@ fn show(v: &Value) -> String {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 fn cause(reason: &str, field: &str, message: String) -> Cause {
-    Cause { reason: reason.into(), message, field: field.into() }
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
+    }
 }
 
 fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
@@ -178,131 +208,250 @@ fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
     }
 }
 
-fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool, cel: bool) {
+fn validate(
+    v: &Value,
+    schema: &Value,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Vec<Cause>,
+    root: bool,
+    cel: bool,
+) {
     if cel {
         validate_cel(v, schema, old, path, out, root);
         return;
     }
+    // Validation ratcheting (GA in 1.33): a value an update leaves unchanged is not re-checked,
+    // so objects stored under an older, laxer schema stay updatable.
+    if !root && old == Some(v) {
+        return;
+    }
     if v.is_null() {
         if !is_true(schema, "nullable") && !root {
-            out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema.get("type").and_then(Value::as_str).unwrap_or("object"))));
+            out.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("object")
+                ),
+            ));
         }
         return;
     }
     let declared = schema.get("type").and_then(Value::as_str);
     let int_or_string = is_true(schema, "x-kubernetes-int-or-string");
-    if let Some(want) = declared.or(if int_or_string { Some("integer,string") } else { None }) {
-        if !type_ok(v, want, schema) {
-            let got = type_name(v);
-            out.push(cause(
-                "FieldValueTypeInvalid",
-                path,
-                format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
-            ));
-            return;
-        }
+    if let Some(want) = declared.or(if int_or_string {
+        Some("integer,string")
+    } else {
+        None
+    }) && !type_ok(v, want, schema)
+    {
+        let got = type_name(v);
+        out.push(cause(
+            "FieldValueTypeInvalid",
+            path,
+            format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
+        ));
+        return;
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(v) {
-            let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            out.push(cause(
-                "FieldValueNotSupported",
-                path,
-                format!("Unsupported value: {}: supported values: {}", v, list.join(", ")),
-            ));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+        out.push(cause(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                v,
+                list.join(", ")
+            ),
+        ));
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             let excl = is_true(schema, "exclusiveMinimum");
             if (excl && n <= min) || (!excl && n < min) {
-                let rel = if excl { "greater than" } else { "greater than or equal to" };
-                out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", num(min))));
+                let rel = if excl {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(min)
+                    ),
+                ));
             }
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             let excl = is_true(schema, "exclusiveMaximum");
             if (excl && n >= max) || (!excl && n > max) {
-                let rel = if excl { "less than" } else { "less than or equal to" };
-                out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", num(max))));
+                let rel = if excl {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(max)
+                    ),
+                ));
             }
         }
-        if let Some(m) = schema.get("multipleOf").and_then(Value::as_f64) {
-            if m > 0.0 && (n / m).fract() != 0.0 {
-                out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be a multiple of {}", num(m))));
-            }
+        if let Some(m) = schema.get("multipleOf").and_then(Value::as_f64)
+            && m > 0.0
+            && (n / m).fract() != 0.0
+        {
+            out.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {v}: {path} in body should be a multiple of {}",
+                    num(m)
+                ),
+            ));
         }
     }
     if let Some(s) = v.as_str() {
         let len = s.chars().count() as u64;
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            if len > max {
-                out.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
-            }
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && len > max
+        {
+            out.push(cause(
+                "FieldValueTooLong",
+                path,
+                format!("Too long: may not be more than {max} bytes"),
+            ));
         }
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-            if len < min {
-                out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be at least {min} chars long")));
-            }
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && len < min
+        {
+            out.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: {v}: {path} in body should be at least {min} chars long"),
+            ));
         }
         if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
             match regex::Regex::new(p) {
-                Ok(re) if !re.is_match(s) => {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should match '{p}'")))
-                }
+                Ok(re) if !re.is_match(s) => out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {v}: {path} in body should match '{p}'"),
+                )),
                 Ok(_) => {}
-                Err(e) => out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: pattern '{p}' does not compile: {e}"))),
+                Err(e) => out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {v}: pattern '{p}' does not compile: {e}"),
+                )),
             }
         }
     }
     match v {
         Value::Object(m) => {
-            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(r) = r.as_str() {
-                    if !m.contains_key(r) {
-                        out.push(cause("FieldValueRequired", &join(path, r), "Required value".into()));
-                    }
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = r.as_str()
+                    && !m.contains_key(r)
+                {
+                    out.push(cause(
+                        "FieldValueRequired",
+                        &join(path, r),
+                        "Required value".into(),
+                    ));
                 }
             }
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if m.len() as u64 > max {
-                    out.push(cause("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", m.len())));
-                }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && m.len() as u64 > max
+            {
+                out.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {max} items", m.len()),
+                ));
             }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
-                if (m.len() as u64) < min {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} properties", m.len())));
-                }
+            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+                && (m.len() as u64) < min
+            {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} properties",
+                        m.len()
+                    ),
+                ));
             }
             let props = schema.get("properties").and_then(Value::as_object);
             for (k, child) in m {
-                if (root || is_true(schema, "x-kubernetes-embedded-resource")) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                if (root || is_true(schema, "x-kubernetes-embedded-resource"))
+                    && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                {
                     continue;
                 }
                 let old_child = old.and_then(|o| o.get(k));
                 if let Some(cs) = props.and_then(|p| p.get(k)) {
                     validate(child, cs, old_child, &join(path, k), out, false, cel);
                 } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false, cel);
+                    validate(
+                        child,
+                        ap,
+                        old_child,
+                        &format!("{path}[{k}]"),
+                        out,
+                        false,
+                        cel,
+                    );
                 }
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    out.push(cause("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", items.len())));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                out.push(cause(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {}: must have at most {max} items", items.len()),
+                ));
             }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} items", items.len())));
-                }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} items",
+                        items.len()
+                    ),
+                ));
             }
             match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => {
                     for (i, item) in items.iter().enumerate() {
                         if items[..i].contains(item) {
-                            out.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {item}")));
+                            out.push(cause(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {item}"),
+                            ));
                         }
                     }
                 }
@@ -313,12 +462,22 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
                         .map(|k| k.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
                     let key_of = |item: &Value| -> Value {
-                        Value::Object(keys.iter().map(|k| (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null))).collect())
+                        Value::Object(
+                            keys.iter()
+                                .map(|k| {
+                                    (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null))
+                                })
+                                .collect(),
+                        )
                     };
                     for (i, item) in items.iter().enumerate() {
                         let k = key_of(item);
                         if items[..i].iter().any(|prev| key_of(prev) == k) {
-                            out.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {k}")));
+                            out.push(cause(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {k}"),
+                            ));
                         }
                     }
                 }
@@ -352,7 +511,14 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
                 if all {
                     out.extend(results.into_iter().flatten());
                 } else {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body must validate {key}", show(v))));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body must validate {key}",
+                            show(v)
+                        ),
+                    ));
                 }
             }
         }
@@ -361,13 +527,27 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
         let mut c = Vec::new();
         validate(v, not, old, path, &mut c, root, cel);
         if c.is_empty() {
-            out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body must not validate the schema (not)", show(v))));
+            out.push(cause(
+                "FieldValueInvalid",
+                path,
+                format!(
+                    "Invalid value: {}: {path} in body must not validate the schema (not)",
+                    show(v)
+                ),
+            ));
         }
     }
 }
 
 /// Evaluates the CEL rules of every schema node that has a value, depth first.
-fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+fn validate_cel(
+    v: &Value,
+    schema: &Value,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Vec<Cause>,
+    root: bool,
+) {
     match v {
         Value::Object(m) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -385,24 +565,59 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
+                // Items of map lists correlate with the old item of the same keys (so their
+                // transition rules see oldSelf); other items have no old value.
+                let keys: Vec<&str> =
+                    match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                        Some("map") => schema
+                            .get("x-kubernetes-list-map-keys")
+                            .and_then(Value::as_array)
+                            .map(|k| k.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                let old_items = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
-                    validate_cel(item, is, None, &format!("{path}[{i}]"), out, false);
+                    let old_item = if keys.is_empty() {
+                        None
+                    } else {
+                        old_items.and_then(|olds| {
+                            olds.iter()
+                                .find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k)))
+                        })
+                    };
+                    validate_cel(item, is, old_item, &format!("{path}[{i}]"), out, false);
                 }
             }
         }
         _ => {}
     }
-    for rule in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
-        let Some(expr) = rule.get("rule").and_then(Value::as_str) else { continue };
+    for rule in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(expr) = rule.get("rule").and_then(Value::as_str) else {
+            continue;
+        };
         let optional_old = is_true(rule, "optionalOldSelf");
-        if cel_rules::is_transition_rule(expr) && old.is_none() && !optional_old {
+        let transition = cel_rules::is_transition_rule(expr);
+        if transition && old.is_none() && !optional_old {
+            continue;
+        }
+        // Ratcheting: an unchanged value is not re-checked by rules that ignore oldSelf.
+        if !transition && old == Some(v) {
             continue;
         }
         let field = match rule.get("fieldPath").and_then(Value::as_str) {
             Some(fp) => format!("{path}{fp}"),
             None => path.to_string(),
         };
-        let reason = rule.get("reason").and_then(Value::as_str).unwrap_or("FieldValueInvalid");
+        let reason = rule
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("FieldValueInvalid");
         match cel_rules::eval(expr, v, old) {
             Ok(true) => {}
             Ok(false) => {
@@ -410,17 +625,33 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
                     .get("messageExpression")
                     .and_then(Value::as_str)
                     .and_then(|m| cel_rules::eval_message(m, v, old))
-                    .or_else(|| rule.get("message").and_then(Value::as_str).map(str::to_string))
+                    .or_else(|| {
+                        rule.get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| format!("failed rule: {expr}"));
-                out.push(cause(reason, &field, format!("Invalid value: {}: {msg}", show(v))));
+                out.push(cause(
+                    reason,
+                    &field,
+                    format!("Invalid value: {}: {msg}", show(v)),
+                ));
             }
-            Err(e) => out.push(cause("FieldValueInvalid", &field, format!("Invalid value: {}: rule {expr:?}: {e}", show(v)))),
+            Err(e) => out.push(cause(
+                "FieldValueInvalid",
+                &field,
+                format!("Invalid value: {}: rule {expr:?}: {e}", show(v)),
+            )),
         }
     }
 }
 
 fn num(f: f64) -> String {
-    if f.fract() == 0.0 { format!("{}", f as i64) } else { f.to_string() }
+    if f.fract() == 0.0 {
+        format!("{}", f as i64)
+    } else {
+        f.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +692,8 @@ mod tests {
         assert_eq!(obj["spec"]["mode"], "a");
         assert!(obj["spec"].get("unknown").is_none());
         assert!(obj.get("extra").is_none());
+        let raw = json!({"apiVersion": "x/v1", "kind": "K", "spec": {"size": 3, "unknown": 1, "tags": ["a"]}, "extra": 1});
+        assert_eq!(unknown_fields(&raw, &schema()), [".extra", ".spec.unknown"]);
         assert_eq!(obj["spec"]["free"]["any"]["thing"], 1);
     }
 
@@ -468,8 +701,14 @@ mod tests {
     fn every_rule_reports_its_field() {
         let mut obj = json!({"spec": {"size": 0, "mode": "c", "name": "ABCDEFG", "tags": ["a", "b", "c"], "port": true}});
         let causes = admit(&mut obj, &schema(), None);
-        let fields: Vec<(&str, &str)> = causes.iter().map(|c| (c.field.as_str(), c.reason.as_str())).collect();
-        assert!(fields.contains(&("spec.size", "FieldValueInvalid")), "{fields:?}");
+        let fields: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason.as_str()))
+            .collect();
+        assert!(
+            fields.contains(&("spec.size", "FieldValueInvalid")),
+            "{fields:?}"
+        );
         assert!(fields.contains(&("spec.mode", "FieldValueNotSupported")));
         assert!(fields.contains(&("spec.name", "FieldValueTooLong")));
         assert!(fields.iter().filter(|f| f.0 == "spec.name").count() == 2);
@@ -494,5 +733,16 @@ mod tests {
         assert_eq!(causes[0].field, "spec.immutable");
         let mut created = json!({"spec": {"size": 1, "immutable": "b"}});
         assert!(admit(&mut created, &schema(), None).is_empty());
+    }
+
+    #[test]
+    fn unchanged_invalid_values_ratchet() {
+        let old = json!({"spec": {"size": 0, "name": "BAD"}});
+        let mut update = json!({"spec": {"size": 0, "name": "BAD", "mode": "b"}});
+        assert!(admit(&mut update, &schema(), Some(&old)).is_empty());
+        let mut worse = json!({"spec": {"size": 0, "name": "WORSE"}});
+        let causes = admit(&mut worse, &schema(), Some(&old));
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.name");
     }
 }

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::handlers::{Query, Target, present, selectors};
@@ -27,12 +27,25 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace {
-            if obj["metadata"]["namespace"].as_str() != Some(ns.as_str()) {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && obj["metadata"]["namespace"].as_str() != Some(ns.as_str())
+        {
+            return false;
         }
         self.labels.matches(obj["metadata"].get("labels")) && self.fields.matches(obj)
+    }
+
+    /// Whether `e` removes the CRD that serves this watch's resource.
+    fn serving_crd_removed(&self, e: &Event) -> bool {
+        e.type_ == EventType::Deleted
+            && e.storage_key == crate::handlers::CRD_KEY
+            && format!(
+                "{}/{}",
+                e.object["spec"]["group"].as_str().unwrap_or_default(),
+                e.object["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+            ) == self.storage_key
     }
 
     /// The event this watcher sees for a store event, if any.
@@ -75,12 +88,19 @@ impl Encoder {
             Format::Metadata => table::partial_metadata(&obj),
             Format::Table => {
                 let rv = obj["metadata"]["resourceVersion"].clone();
-                let t = table::table(&self.info, &[obj], json!({"resourceVersion": rv}), &self.include_object, self.first_table);
+                let t = table::table(
+                    &self.info,
+                    &[obj],
+                    json!({"resourceVersion": rv}),
+                    &self.include_object,
+                    self.first_table,
+                );
                 self.first_table = false;
                 t
             }
         };
-        let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
         line.push(b'\n');
         line
     }
@@ -92,7 +112,10 @@ impl Encoder {
         }
         let (kind, api_version) = match self.format {
             Format::Full => (self.info.kind.clone(), self.info.api_version()),
-            Format::Metadata => ("PartialObjectMetadata".to_string(), "meta.k8s.io/v1".to_string()),
+            Format::Metadata => (
+                "PartialObjectMetadata".to_string(),
+                "meta.k8s.io/v1".to_string(),
+            ),
             Format::Table => ("Table".to_string(), "meta.k8s.io/v1".to_string()),
         };
         let mut line =
@@ -104,18 +127,33 @@ impl Encoder {
 }
 
 fn error_line(e: &ApiError) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// Starts a watch; returns the stream of body chunks.
-pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Result<mpsc::Receiver<Vec<u8>>, ApiError> {
+pub fn start(
+    shared: Arc<Shared>,
+    t: &Target,
+    q: &Query,
+    format: Format,
+) -> Result<mpsc::Receiver<Vec<u8>>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
-    let filter = Filter { storage_key: t.info.storage_key(), namespace: t.namespace.clone(), labels, fields };
+    let filter = Filter {
+        storage_key: t.info.storage_key(),
+        namespace: t.namespace.clone(),
+        labels,
+        fields,
+    };
     let timeout = match q.get("timeoutSeconds").map(|s| s.parse::<u64>()) {
         Some(Ok(secs)) => Duration::from_secs(secs),
-        Some(Err(_)) => return Err(ApiError::bad_request("timeoutSeconds must be a non-negative integer")),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "timeoutSeconds must be a non-negative integer",
+            ));
+        }
         None => Duration::from_secs(1800),
     };
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
@@ -124,7 +162,10 @@ pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Resu
     let mut enc = Encoder {
         info: t.info.clone(),
         format,
-        include_object: q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
+        include_object: q
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
         first_table: true,
     };
 
@@ -150,9 +191,9 @@ pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Resu
                 initial.push(enc.bookmark(current, true));
             }
         } else {
-            let rv: u64 = rv_param
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param:?}")))?;
+            let rv: u64 = rv_param.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
+            })?;
             match s.events_since(&filter.storage_key, rv) {
                 Some(events) => {
                     for e in events {
@@ -204,10 +245,14 @@ pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Resu
                 ev = sub.recv() => match ev {
                     Ok(e) => {
                         last_rv = e.rv;
-                        if let Some((ty, obj)) = filter.translate(&e) {
-                            if tx.send(enc.line(ty, &obj)).await.is_err() {
+                        if let Some((ty, obj)) = filter.translate(&e)
+                            && tx.send(enc.line(ty, &obj)).await.is_err() {
                                 return;
                             }
+                        // The CRD serving this resource is gone: the real server ends such
+                        // watches (after the DELETED events of its objects).
+                        if filter.serving_crd_removed(&e) {
+                            return;
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
