@@ -5,16 +5,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardened_csi_operator::controller::{self, Options};
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::CustomResourceExt;
 use local_apiserver::LocalApiServer;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+
+#[path = "../tests/support/aws_fake.rs"]
+mod aws_fake;
+#[allow(dead_code)]
+#[path = "../tests/controller/support.rs"]
+mod support;
 
 fn figure(name: &str, value: f64, unit: &str) {
     println!("{name} {value:.1} {unit}");
@@ -44,34 +47,8 @@ async fn ready_generation(api: &Api<HardenedCsiDriver>, generation: i64) -> bool
 
 #[tokio::main]
 async fn main() {
-    let server = LocalApiServer::start().await.expect("local API server");
-    let client: Client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
-    let ns: Api<Namespace> = Api::all(client.clone());
-    let _ = ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns")).await;
-    let nodes: Api<Node> = Api::all(client.clone());
-    for i in 0..3 {
-        let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/os": "linux"}}})).expect("node");
-        nodes.create(&PostParams::default(), &n).await.expect("node");
-    }
-    let metrics = Arc::new(Metrics::new());
-    let (trigger, rx) = mpsc::channel(16);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let ready = hardened_csi_operator::http::Readiness::new();
-    let opts = Options {
-        metrics: metrics.clone(),
-        aws: None,
-        triggers: Some(rx),
-        ready: Some(ready.clone()),
-        shutdown: Box::pin(async move {
-            let _ = stopped.await;
-        }),
-        reporter: "bench".into(),
-    };
-    let c = client.clone();
-    let task = tokio::spawn(async move { controller::run(c, opts).await.expect("controller") });
-    wait(async || ready.is_ready()).await;
+    let h = support::Harness::start_with(3, false).await;
+    let (server, client, metrics, trigger) = (&h.server, h.client.clone(), h.metrics.clone(), h.trigger.clone());
 
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
@@ -119,6 +96,90 @@ async fn main() {
     figure("reconcile_p50_ms", pct(0.50), "ms");
     figure("reconcile_p99_ms", pct(0.99), "ms");
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    h.stop().await;
+
+    // The operator as its own process: start-up, memory, and AWS requests per refresh.
+    let idle = process_figures(0, 0).await;
+    figure("startup_to_ready_ms", idle.startup_ms, "ms");
+    figure("rss_idle_mib", idle.rss_mib, "MiB");
+    let big = process_figures(10_000, 5_000).await;
+    figure("aws_requests_per_refresh", big.aws_requests as f64, "requests");
+    figure("aws_request_budget_10k_5k", hardened_csi_operator::aws::inventory::request_budget(10_000, 5_000, false) as f64, "requests");
+    figure("rss_inventory_10k_mib", big.peak_rss_mib, "MiB");
+}
+
+struct ProcessFigures {
+    startup_ms: f64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    aws_requests: usize,
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+async fn http_ok(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Runs the operator binary (`BENCH_BIN`, default: this profile's build) against a fresh local
+/// API server and an AWS fake holding `volumes`/`snapshots`, with one driver.
+async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let fake = Arc::new(aws_fake::Fake::new(volumes, snapshots));
+    let aws = fake.clone().serve().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hardened-csi-operator").to_string());
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .args(["run", "--kubeconfig", kubeconfig.to_str().expect("path"), "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--aws-endpoint-url", &format!("http://{aws}"), "--log-level", "warn"])
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts");
+    let pid = child.id().expect("pid");
+    wait(async || http_ok(port, "/readyz").await).await;
+    let startup_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
+    let obj: HardenedCsiDriver = serde_json::from_value(json!({
+        "apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"},
+        "spec": {"aws": {"region": "us-east-1", "clusterId": "bench"}, "inventory": {"interval": "1h"}}
+    }))
+    .expect("driver");
+    drivers.create(&PostParams::default(), &obj).await.expect("create");
+    wait(async || {
+        let Ok(d) = drivers.get("ebs").await else { return false };
+        d.status.and_then(|s| s.aws).is_some_and(|a| !a.stale && a.volumes.count == volumes as u64 && a.last_success_at.is_some())
+    })
+    .await;
+    let aws_requests = fake.requests().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_mib, peak_rss_mib) = rss(pid);
+    let _ = child.kill().await;
+    ProcessFigures { startup_ms, rss_mib, peak_rss_mib, aws_requests }
 }

@@ -84,6 +84,13 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
         eventually("Ready=True", || {
             kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]) == "True"
         });
+        // AWS is unreachable here (a closed port): the inventory says so, and the driver's own
+        // reconciliation is not held up by it.
+        eventually("AwsReachable=False", || {
+            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"AwsReachable\")].status}"]) == "False"
+        });
+        let ready = kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        assert_eq!(ready, "True", "an AWS outage must not affect the driver's readiness");
         let table = kubectl(&kc, &["get", "hcd"]);
         assert!(table.contains("READY") && table.contains("True"), "{table}");
         let deploys = kubectl(&kc, &["get", "deploy", "-n", "kube-system", "-o", "name"]);

@@ -353,6 +353,13 @@ impl Poller {
         let mut wanted: HashMap<String, HardenedCsiDriverSpec> = HashMap::new();
         for obj in reader.state() {
             let Some(name) = obj.metadata.name.clone() else { continue };
+            // A second driver is not in charge of anything: polling it would only double the calls.
+            let inactive = obj.data.pointer("/status/conditions").and_then(serde_json::Value::as_array).is_some_and(|cs| {
+                cs.iter().any(|c| c["type"] == crate::controller::status::ACTIVE && c["status"] == "False")
+            });
+            if inactive {
+                continue;
+            }
             // A stored object that bypassed validation is skipped here; the reconciler reports it.
             let spec = obj.data.get("spec").cloned().unwrap_or_default();
             match serde_json::from_value::<HardenedCsiDriverSpec>(spec) {

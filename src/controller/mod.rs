@@ -120,7 +120,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             let writer = reflector::store::Writer::<DynamicObject>::new(kind.resource.clone());
             let reader = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
-            let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
+            let stream = quiet(reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects());
             controller = controller.watches_stream_with(stream, |o: DynamicObject| instance_ref(&o.metadata), kind.resource.clone());
             let (r, k) = (reader.clone(), kind.resource.kind.clone());
             syncs.push(Box::pin(async move {
@@ -132,7 +132,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
             let reader = writer.as_reader();
             let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
-            let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
+            let stream = quiet(reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects());
             controller = controller.watches_stream_with(
                 stream,
                 |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
@@ -197,6 +197,22 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         _ = capability_watch => {}
     }
     Ok(())
+}
+
+/// Drops a child watch's errors before they reach the controller. The watch retries with its own
+/// backoff; passed on, each error would also pause *every* trigger behind the controller's shared
+/// trigger backoff (up to 30s), delaying unrelated reconciles.
+fn quiet<T, S>(stream: S) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    stream.filter(|r| {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "child watch retrying");
+        }
+        futures::future::ready(r.is_ok())
+    })
 }
 
 /// Waits until a store has its initial list. kube's readiness signal wakes only the most recent

@@ -257,19 +257,28 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
     }
 }
 
-fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
-    let defaults: Vec<&str> = classes.iter().filter(|c| c.default).map(|c| c.name.as_str()).collect();
+/// The rules every class list shares: valid, unique names and at most one default.
+fn class_names(field: &str, kind: &str, classes: &[(&str, bool)], errs: &mut FieldErrors) {
+    let defaults: Vec<&str> = classes.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
     if defaults.len() > 1 {
-        errs.push("spec.storageClasses", format!("at most one StorageClass may be the default; {} are: {}", defaults.len(), defaults.join(", ")));
+        errs.push(format!("spec.{field}"), format!("at most one {kind} may be the default; {} are: {}", defaults.len(), defaults.join(", ")));
     }
+    for (i, (name, _)) in classes.iter().enumerate() {
+        let path = format!("spec.{field}[{i}].name");
+        if !is_dns_subdomain(name) {
+            errs.push(path.clone(), format!("{name:?} is not a valid {kind} name"));
+        }
+        if classes[..i].iter().any(|(other, _)| other == name) {
+            errs.push(path, format!("{name:?} appears more than once"));
+        }
+    }
+}
+
+fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
+    let names: Vec<(&str, bool)> = classes.iter().map(|c| (c.name.as_str(), c.default)).collect();
+    class_names("storageClasses", "StorageClass", &names, errs);
     for (i, c) in classes.iter().enumerate() {
         let path = format!("spec.storageClasses[{i}]");
-        if !is_dns_subdomain(&c.name) {
-            errs.push(format!("{path}.name"), format!("{:?} is not a valid StorageClass name", c.name));
-        }
-        if classes[..i].iter().any(|d| d.name == c.name) {
-            errs.push(format!("{path}.name"), format!("{:?} appears more than once", c.name));
-        }
         let t = c.volume_type;
         if let Some(iops) = c.iops {
             if !matches!(t, VolumeType::Gp3 | VolumeType::Io1 | VolumeType::Io2) {
@@ -302,18 +311,10 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
 }
 
 fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors) {
-    let defaults: Vec<&str> = classes.iter().filter(|c| c.default).map(|c| c.name.as_str()).collect();
-    if defaults.len() > 1 {
-        errs.push("spec.volumeSnapshotClasses", format!("at most one VolumeSnapshotClass may be the default; {} are: {}", defaults.len(), defaults.join(", ")));
-    }
+    let names: Vec<(&str, bool)> = classes.iter().map(|c| (c.name.as_str(), c.default)).collect();
+    class_names("volumeSnapshotClasses", "VolumeSnapshotClass", &names, errs);
     for (i, c) in classes.iter().enumerate() {
         let path = format!("spec.volumeSnapshotClasses[{i}]");
-        if !is_dns_subdomain(&c.name) {
-            errs.push(format!("{path}.name"), format!("{:?} is not a valid VolumeSnapshotClass name", c.name));
-        }
-        if classes[..i].iter().any(|d| d.name == c.name) {
-            errs.push(format!("{path}.name"), format!("{:?} appears more than once", c.name));
-        }
         for key in c.parameters.keys() {
             if !SNAPSHOT_CLASS_PARAMETERS.contains(&key.as_str()) && !key.starts_with("tagSpecification_") && !key.starts_with("csi.storage.k8s.io/") {
                 errs.push(

@@ -15,12 +15,16 @@ use super::{DRIVER, ready, spec};
 async fn converges_through_500s_429s_latency_and_dropped_watches() {
     let h = Harness::start(2).await;
     let faults = h.server.faults();
+    // The operator's writes fail (500s, then a 429 burst) and everything is slow; the test's own
+    // create and reads are not faulted, only what the operator does.
     faults.fail_share(0.2, Match::new("patch", "*"), 500);
-    faults.fail_next(15, Match::any(), 429);
+    faults.fail_next(10, Match::new("patch", "*"), 429);
     faults.add_latency(Match::any(), Duration::from_millis(15));
     h.server.reset_counters();
     h.create_driver(DRIVER, spec()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Watches drop and their re-lists are throttled.
+    faults.fail_next(5, Match::new("list", "*"), 429);
     faults.drop_watches();
     ready(&h).await;
     faults.clear();

@@ -237,3 +237,26 @@ impl Fake {
         (start, end, next)
     }
 }
+
+impl Fake {
+    /// Serves this fake over HTTP on 127.0.0.1 until the runtime stops, for an operator running
+    /// as its own process (`--aws-endpoint-url http://<addr>`). Returns the bound address.
+    pub async fn serve(self: Arc<Self>) -> std::net::SocketAddr {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+            let fake = self.clone();
+            async move {
+                let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let (status, text) = fake.handle(&body, &host, uri.path(), auth);
+                let content_type = if uri.path().starts_with("/snapshots") { "application/json" } else { "text/xml" };
+                (axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR), [("content-type", content_type)], text)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the AWS fake");
+        let addr = listener.local_addr().expect("local address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+}
