@@ -174,6 +174,11 @@ pub async fn prune(client: &Client, caches: &ChildCaches, instance: &str, uid: O
     errors
 }
 
+/// Whether any cached child belongs to `instance`.
+pub fn owns_any(caches: &ChildCaches, instance: &str, uid: Option<&str>) -> bool {
+    caches.by_kind.values().any(|(_, store)| store.metas().iter().any(|m| is_ours(m, instance, uid)))
+}
+
 /// Deletes every child of `instance` (the finalizer's cleanup).
 pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>) -> Vec<Error> {
     prune(client, caches, instance, uid, &BTreeSet::new()).await

@@ -54,7 +54,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         deletion::set_finalizer(&api, obj, true).await?;
     }
 
-    // One driver per cluster: the oldest (then by name) is in charge, the others only report.
+    // One driver per cluster: the one in charge is reconciled, the others only report.
     if let Some(first) = first_driver(ctx, obj)
         && first != name
     {
@@ -179,8 +179,10 @@ async fn finalize(obj: &DynamicObject, ctx: &Context, api: &Api<DynamicObject>, 
     if !deletion::has_finalizer(obj) {
         return Ok(Action::await_change());
     }
+    // A driver that never ran anything (a second, inactive one) guards nothing.
+    let runs_the_driver = children::owns_any(&ctx.caches, &obj.name_any(), obj.uid().as_deref());
     let force = obj.annotations().get(FORCE_DELETE_ANNOTATION).is_some_and(|v| v == "true");
-    let pvs = deletion::driver_volumes(&ctx.client).await?;
+    let pvs = if runs_the_driver { deletion::driver_volumes(&ctx.client).await? } else { 0 };
     if pvs > 0 && !force {
         observed.deletion_blocked_by = Some(pvs);
         observed.controller = old.as_ref().and_then(|s| s.controller.clone()).map(|replicas| Rollout { replicas, observed: true });

@@ -189,6 +189,17 @@ async fn second_driver_changes_nothing() {
     let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
     assert!(!h.exists(&sc, "other-gp3").await);
     assert_eq!(h.condition(DRIVER, "Active").await.expect("active")["status"], json!("True"));
+    // The second driver runs nothing, so the volumes of the first do not hold its deletion.
+    let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());
+    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": "pv-1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}
+    }))
+    .expect("pv");
+    pvs.create(&PostParams::default(), &pv).await.expect("pv");
+    h.drivers().delete("second", &DeleteParams::default()).await.expect("delete second");
+    wait_for("second driver gone", || async { h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null) }).await;
+    assert_eq!(h.condition(DRIVER, "Ready").await.expect("ready")["status"], json!("True"));
     h.stop().await;
 }
 
