@@ -1,5 +1,6 @@
 //! The reconciler against the local API server over HTTP: every behaviour of the reconciler issue.
 
+mod failover;
 mod faults;
 mod support;
 
