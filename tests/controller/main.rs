@@ -191,13 +191,7 @@ async fn second_driver_changes_nothing() {
     assert!(!h.exists(&sc, "other-gp3").await);
     assert_eq!(h.condition(DRIVER, "Active").await.expect("active")["status"], json!("True"));
     // The second driver runs nothing, so the volumes of the first do not hold its deletion.
-    let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());
-    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": "pv-1"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}
-    }))
-    .expect("pv");
-    pvs.create(&PostParams::default(), &pv).await.expect("pv");
+    h.create_driver_pv("pv-1").await;
     h.drivers().delete("second", &DeleteParams::default()).await.expect("delete second");
     wait_for("second driver gone", || async { h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null) }).await;
     assert_eq!(h.condition(DRIVER, "Ready").await.expect("ready")["status"], json!("True"));
@@ -231,13 +225,7 @@ async fn deletion_waits_for_volumes_unless_forced() {
     h.create_driver(DRIVER, spec()).await;
     ready(&h).await;
     // Without volumes: the finalizer removes the children and the driver goes.
-    let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());
-    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": "pv-1"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}
-    }))
-    .expect("pv");
-    pvs.create(&PostParams::default(), &pv).await.expect("pv");
+    h.create_driver_pv("pv-1").await;
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
     let c = h.wait_condition(DRIVER, "DeletionBlocked", "True").await;
     assert!(c["message"].as_str().unwrap_or_default().contains("1 PersistentVolume"), "{c}");
@@ -250,6 +238,7 @@ async fn deletion_waits_for_volumes_unless_forced() {
         .expect("annotate");
     wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) }).await;
     wait_for("children gone", || async { (!h.exists(&deploy, "ebs-csi-controller").await).then_some(Value::Null) }).await;
+    let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());
     assert!(pvs.get_opt("pv-1").await.expect("get").is_some(), "PVs are never deleted");
     h.stop().await;
 }

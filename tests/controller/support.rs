@@ -110,6 +110,17 @@ impl Harness {
         self.drivers().create(&PostParams::default(), &obj).await.expect("driver created");
     }
 
+    /// A PersistentVolume provided by the EBS CSI driver.
+    pub async fn create_driver_pv(&self, name: &str) {
+        let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(self.client.clone());
+        let pv = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
+        }))
+        .expect("pv");
+        pvs.create(&PostParams::default(), &pv).await.expect("pv created");
+    }
+
     pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.drivers().patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await.expect("spec patched");
     }

@@ -34,10 +34,29 @@ pub fn manager_of(q: &Query, user_agent: &str, default_suffix: &str) -> String {
     }
 }
 
-/// Finishes any write: status rules, metadata, admission, no-op detection, commit.
+/// Finishes any write: status rules, metadata, admission, no-op detection, commit, and a wake
+/// of the garbage collector when the change may have left an owner missing.
 /// Returns the stored (or would-be) object and whether state changed.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_write(
+    shared: &Shared,
+    s: &mut Inner,
+    t: &Target,
+    old: Option<&Arc<Value>>,
+    new: Value,
+    managed_done: bool,
+    manager: &str,
+    dry: bool,
+) -> ApiResult<(Value, bool)> {
+    let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
+    if changed {
+        wake_gc_for(shared, s, &stored);
+    }
+    Ok((stored, changed))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit_write(
     shared: &Shared,
     s: &mut Inner,
     t: &Target,
@@ -214,9 +233,6 @@ pub fn create(
     }
     let (stored, changed) =
         finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
-    if changed {
-        wake_gc_for(shared, &s, &stored);
-    }
     drop(s);
     Ok(Reply {
         code: 201,
@@ -282,9 +298,6 @@ pub fn update(
         &manager,
         dry_run(q),
     )?;
-    if changed {
-        wake_gc_for(shared, &s, &stored);
-    }
     drop(s);
     Ok(Reply {
         code: 200,
@@ -337,9 +350,6 @@ pub fn patch(
         &manager,
         dry_run(q),
     )?;
-    if changed {
-        wake_gc_for(shared, &s, &stored);
-    }
     drop(s);
     Ok(Reply {
         code: 200,
@@ -417,9 +427,6 @@ pub fn apply(
         &manager,
         dry_run(q),
     )?;
-    if changed {
-        wake_gc_for(shared, &s, &stored);
-    }
     drop(s);
     let code = if old.is_none() && changed { 201 } else { 200 };
     Ok(Reply {
