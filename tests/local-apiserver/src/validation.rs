@@ -33,6 +33,21 @@ pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause>
     causes
 }
 
+/// maxItems/minItems or maxProperties/minProperties, with the real server's messages.
+fn size_bounds(schema: &Value, (max_key, min_key, noun): (&str, &str, &str), len: usize, path: &str, out: &mut Vec<Cause>) {
+    let len = len as u64;
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
+        && len > max
+    {
+        out.push(cause("FieldValueTooMany", path, format!("Too many: {len}: must have at most {max} items")));
+    }
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
+        && len < min
+    {
+        out.push(cause("FieldValueInvalid", path, format!("Invalid value: {len}: {path} in body should have at least {min} {noun}")));
+    }
+}
+
 /// The value at a field path like `spec.items[0].name`.
 fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = v;
@@ -377,27 +392,7 @@ fn validate(
                     ));
                 }
             }
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-                && m.len() as u64 > max
-            {
-                out.push(cause(
-                    "FieldValueTooMany",
-                    path,
-                    format!("Too many: {}: must have at most {max} items", m.len()),
-                ));
-            }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-                && (m.len() as u64) < min
-            {
-                out.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!(
-                        "Invalid value: {}: {path} in body should have at least {min} properties",
-                        m.len()
-                    ),
-                ));
-            }
+            size_bounds(schema, ("maxProperties", "minProperties", "properties"), m.len(), path, out);
             let props = schema.get("properties").and_then(Value::as_object);
             for (k, child) in m {
                 if (root || is_true(schema, "x-kubernetes-embedded-resource"))
@@ -422,27 +417,7 @@ fn validate(
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && items.len() as u64 > max
-            {
-                out.push(cause(
-                    "FieldValueTooMany",
-                    path,
-                    format!("Too many: {}: must have at most {max} items", items.len()),
-                ));
-            }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && (items.len() as u64) < min
-            {
-                out.push(cause(
-                    "FieldValueInvalid",
-                    path,
-                    format!(
-                        "Invalid value: {}: {path} in body should have at least {min} items",
-                        items.len()
-                    ),
-                ));
-            }
+            size_bounds(schema, ("maxItems", "minItems", "items"), items.len(), path, out);
             match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => {
                     for (i, item) in items.iter().enumerate() {
