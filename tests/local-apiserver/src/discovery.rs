@@ -83,11 +83,7 @@ fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
 
 /// APIResourceList for one group/version, or None when nothing is served there.
 pub fn resources(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let served: Vec<_> = reg
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let served = reg.served_at(group, version);
     if served.is_empty() {
         return None;
     }

@@ -74,11 +74,7 @@ pub fn document(
     version: &str,
     kubernetes_version: &str,
 ) -> Option<Value> {
-    let served: Vec<_> = reg
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let served = reg.served_at(group, version);
     if served.is_empty() {
         return None;
     }

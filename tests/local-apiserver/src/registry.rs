@@ -398,6 +398,11 @@ impl Registry {
         self.resources.read().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Every resource served at one group/version.
+    pub fn served_at(&self, group: &str, version: &str) -> Vec<Arc<ResourceInfo>> {
+        self.all().into_iter().filter(|r| r.group == group && r.version == version).collect()
+    }
+
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
         self.all()
             .into_iter()
