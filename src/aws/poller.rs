@@ -287,6 +287,14 @@ struct Entry {
     next: Instant,
 }
 
+/// Whether the reconciler marked this driver `Active=False` (another driver is in charge).
+fn is_inactive(obj: &DynamicObject) -> bool {
+    obj.data
+        .pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == crate::controller::status::ACTIVE && c["status"] == "False"))
+}
+
 /// The poller. Construct with `Poller::new`, run with `run(shutdown)` (on the leader only).
 pub struct Poller {
     client: kube::Client,
@@ -354,10 +362,7 @@ impl Poller {
         for obj in reader.state() {
             let Some(name) = obj.metadata.name.clone() else { continue };
             // A second driver is not in charge of anything: polling it would only double the calls.
-            let inactive = obj.data.pointer("/status/conditions").and_then(serde_json::Value::as_array).is_some_and(|cs| {
-                cs.iter().any(|c| c["type"] == crate::controller::status::ACTIVE && c["status"] == "False")
-            });
-            if inactive {
+            if is_inactive(&obj) {
                 continue;
             }
             // A stored object that bypassed validation is skipped here; the reconciler reports it.
@@ -489,6 +494,21 @@ pub fn set_gauges(metrics: &Metrics, s: &AwsStatus) {
 mod tests {
     use super::*;
     use crate::aws::status::{PermissionReport, UnverifiedAction};
+
+    #[test]
+    fn only_drivers_marked_inactive_are_skipped() {
+        let driver = |conditions: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+                "metadata": {"name": "d"}, "spec": {}, "status": {"conditions": conditions}
+            }))
+            .expect("driver")
+        };
+        assert!(is_inactive(&driver(serde_json::json!([{"type": "Active", "status": "False"}]))));
+        assert!(!is_inactive(&driver(serde_json::json!([{"type": "Active", "status": "True"}]))));
+        assert!(!is_inactive(&driver(serde_json::json!([{"type": "Ready", "status": "False"}]))));
+        assert!(!is_inactive(&driver(serde_json::json!([]))));
+    }
 
     fn ok_status() -> AwsStatus {
         AwsStatus {

@@ -258,3 +258,22 @@ async fn status_follows_a_rollout() {
     h.stop().await;
 }
 
+
+#[tokio::test]
+async fn storage_class_parameter_changes_recreate_the_class() {
+    let h = Harness::start(1).await;
+    h.create_driver(DRIVER, spec()).await;
+    ready(&h).await;
+    let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
+    let before = sc.get("gp3").await.expect("gp3").metadata.uid;
+    // StorageClass parameters are immutable: the operator deletes and recreates the class.
+    h.patch_spec(DRIVER, json!({"storageClasses": [{"name": "gp3", "type": "io2", "iops": 4000}]})).await;
+    wait_for("gp3 recreated as io2", || async {
+        let c = sc.get("gp3").await.ok()?;
+        (c.data["parameters"]["type"] == json!("io2") && c.metadata.uid != before).then_some(Value::Null)
+    })
+    .await;
+    let st = h.wait_condition(DRIVER, "Ready", "True").await;
+    assert_eq!(st["observedGeneration"], json!(2));
+    h.stop().await;
+}
