@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::metrics::Metrics;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::CustomResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use local_apiserver::LocalApiServer;
 use serde_json::json;
 
@@ -53,9 +53,12 @@ async fn main() {
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver = serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": {}})).expect("driver");
-    let expected_children = hardened_csi_operator::render::render(&obj, &hardened_csi_operator::render::Capabilities { snapshot_api: false, ..Default::default() })
-        .expect("renders")
-        .len() as u64;
+    let expected_children = hardened_csi_operator::render::render(
+        &obj,
+        &hardened_csi_operator::render::Capabilities { snapshot_api: false, ..Default::default() },
+    )
+    .expect("renders")
+    .len() as u64;
     server.reset_counters();
     let t0 = Instant::now();
     drivers.create(&PostParams::default(), &obj).await.expect("create");
@@ -104,7 +107,11 @@ async fn main() {
     figure("rss_idle_mib", idle.rss_mib, "MiB");
     let big = process_figures(10_000, 5_000).await;
     figure("aws_requests_per_refresh", big.aws_requests as f64, "requests");
-    figure("aws_request_budget_10k_5k", hardened_csi_operator::aws::inventory::request_budget(10_000, 5_000, false) as f64, "requests");
+    figure(
+        "aws_request_budget_10k_5k",
+        hardened_csi_operator::aws::inventory::request_budget(10_000, 5_000, false) as f64,
+        "requests",
+    );
     figure("rss_inventory_10k_mib", big.peak_rss_mib, "MiB");
 }
 
@@ -119,7 +126,12 @@ struct ProcessFigures {
 fn rss(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| -> f64 {
-        status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
 }
@@ -127,7 +139,10 @@ fn rss(pid: u32) -> (f64, f64) {
 async fn http_ok(port: u16, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.is_err() {
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .is_err()
+    {
         return false;
     }
     let mut buf = Vec::new();
@@ -151,7 +166,13 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hardened-csi-operator").to_string());
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(bin)
-        .args(["run", "--kubeconfig", kubeconfig.to_str().expect("path"), "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "run",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--aws-endpoint-url", &format!("http://{aws}"), "--log-level", "warn"])
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
@@ -174,7 +195,9 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     drivers.create(&PostParams::default(), &obj).await.expect("create");
     wait(async || {
         let Ok(d) = drivers.get("ebs").await else { return false };
-        d.status.and_then(|s| s.aws).is_some_and(|a| !a.stale && a.volumes.count == volumes as u64 && a.last_success_at.is_some())
+        d.status
+            .and_then(|s| s.aws)
+            .is_some_and(|a| !a.stale && a.volumes.count == volumes as u64 && a.last_success_at.is_some())
     })
     .await;
     let aws_requests = fake.requests().len();

@@ -7,15 +7,15 @@
 //! - `metrics`: the Prometheus registry.
 
 pub mod aws;
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod permissions;
 pub mod render;
 pub mod run;
-pub mod controller;
-pub mod error;
-pub mod config;
-pub mod http;
-pub mod leader;
 pub mod shutdown;
 pub mod telemetry;

@@ -80,7 +80,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::OperatorRbac => {
-            print!("{}", serde_yaml_ng::to_string(&hardened_csi_operator::permissions::operator_rbac()).expect("rules serialise"));
+            print!(
+                "{}",
+                serde_yaml_ng::to_string(&hardened_csi_operator::permissions::operator_rbac())
+                    .expect("rules serialise")
+            );
             ExitCode::SUCCESS
         }
         Command::Render { file, kubernetes_version, no_snapshot_api } => {
@@ -106,8 +110,10 @@ fn render_file(file: &PathBuf, version: &str, snapshot_api: bool) -> Result<Stri
     };
     let kubernetes_version = Capabilities::parse_version(version)
         .ok_or_else(|| format!("--kubernetes-version: {version:?} is not a version like 1.33"))?;
-    let hcd = crd::parse::from_yaml(&text).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
+    let hcd =
+        crd::parse::from_yaml(&text).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
     let caps = Capabilities { kubernetes_version, snapshot_api };
-    let children = render::render(&hcd, &caps).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
+    let children =
+        render::render(&hcd, &caps).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
     Ok(render::to_yaml(&children))
 }

@@ -64,11 +64,7 @@ impl Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register("reconciles", "Reconciles by result (ok or an error label)", reconciles.clone());
         let reconcile_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile",
-            reconcile_duration.clone(),
-        );
+        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
         let applies = Family::<KindLabels, Counter>::default();
         registry.register("applies", "Server-side applies of children by kind", applies.clone());
         let aws_requests = Family::<AwsLabels, Counter>::default();
@@ -93,9 +89,7 @@ impl Metrics {
         registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Build information", build_info.clone());
-        build_info
-            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() })
-            .set(1);
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         Self {
             registry,
             reconciles,

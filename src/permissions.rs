@@ -17,13 +17,23 @@ pub struct Permission {
     pub why: &'static str,
 }
 
-const fn p(group: &'static str, resources: &'static [&'static str], verbs: &'static [&'static str], why: &'static str) -> Permission {
+const fn p(
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    why: &'static str,
+) -> Permission {
     Permission { group, resources, verbs, resource_names: &[], why }
 }
 
 /// Cluster-wide permissions (ClusterRole).
 pub const CLUSTER: &[Permission] = &[
-    p("csi.hardened.dev", &["hardenedcsidrivers"], &["get", "list", "watch", "patch"], "watch drivers; patch adds/removes the cleanup finalizer"),
+    p(
+        "csi.hardened.dev",
+        &["hardenedcsidrivers"],
+        &["get", "list", "watch", "patch"],
+        "watch drivers; patch adds/removes the cleanup finalizer",
+    ),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
     p(
         "csi.hardened.dev",
@@ -31,11 +41,31 @@ pub const CLUSTER: &[Permission] = &[
         &["update"],
         "owner references with blockOwnerDeletion, under the OwnerReferencesPermissionEnforcement admission plugin",
     ),
-    p("", &["serviceaccounts"], &["get", "list", "watch", "create", "patch", "delete"], "driver service accounts: apply, cache, prune"),
-    p("apps", &["deployments", "daemonsets"], &["get", "list", "watch", "create", "patch", "delete"], "controller Deployment and node DaemonSet: apply, cache (rollout status), prune"),
-    p("policy", &["poddisruptionbudgets"], &["get", "list", "watch", "create", "patch", "delete"], "controller PodDisruptionBudget"),
+    p(
+        "",
+        &["serviceaccounts"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "driver service accounts: apply, cache, prune",
+    ),
+    p(
+        "apps",
+        &["deployments", "daemonsets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "controller Deployment and node DaemonSet: apply, cache (rollout status), prune",
+    ),
+    p(
+        "policy",
+        &["poddisruptionbudgets"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "controller PodDisruptionBudget",
+    ),
     p("", &["services"], &["get", "list", "watch", "create", "patch", "delete"], "driver metrics Service"),
-    p("networking.k8s.io", &["networkpolicies"], &["get", "list", "watch", "create", "patch", "delete"], "the driver pods' NetworkPolicy"),
+    p(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "the driver pods' NetworkPolicy",
+    ),
     p(
         "rbac.authorization.k8s.io",
         &["clusterroles", "clusterrolebindings", "roles", "rolebindings"],
@@ -56,17 +86,41 @@ pub const CLUSTER: &[Permission] = &[
         resource_names: &[LEASES_ROLE],
         why: "grant the driver's leases Role without holding its permissions",
     },
-    p("storage.k8s.io", &["csidrivers", "storageclasses"], &["get", "list", "watch", "create", "patch", "delete"], "the CSIDriver and StorageClasses"),
-    p("snapshot.storage.k8s.io", &["volumesnapshotclasses"], &["get", "list", "watch", "create", "patch", "delete"], "VolumeSnapshotClasses"),
-    p("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"], "detect the snapshot API (read only)"),
+    p(
+        "storage.k8s.io",
+        &["csidrivers", "storageclasses"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "the CSIDriver and StorageClasses",
+    ),
+    p(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotclasses"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "VolumeSnapshotClasses",
+    ),
+    p(
+        "apiextensions.k8s.io",
+        &["customresourcedefinitions"],
+        &["get", "list", "watch"],
+        "detect the snapshot API (read only)",
+    ),
     p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
-    p("", &["serviceaccounts/token"], &["create"], "IRSA preflight: a token for the driver's service account to assume its role"),
+    p(
+        "",
+        &["serviceaccounts/token"],
+        &["create"],
+        "IRSA preflight: a token for the driver's service account to assume its role",
+    ),
     p("events.k8s.io", &["events"], &["create", "patch"], "events on condition transitions"),
 ];
 
 /// Permissions in the driver's namespace (`spec.namespace`, a Role there).
-pub const DRIVER_NAMESPACE: &[Permission] =
-    &[p("", &["secrets"], &["get"], "check that image pull Secrets exist; metadata-only requests, secret data is never fetched")];
+pub const DRIVER_NAMESPACE: &[Permission] = &[p(
+    "",
+    &["secrets"],
+    &["get"],
+    "check that image pull Secrets exist; metadata-only requests, secret data is never fetched",
+)];
 
 /// Permissions in the operator's own namespace (a Role there).
 pub const OPERATOR_NAMESPACE: &[Permission] =
@@ -104,5 +158,9 @@ pub fn operator_rbac() -> OperatorRbac {
 
 /// Whether `verb` on `group`/`resource` is granted anywhere above (ignoring resource names).
 pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
-    CLUSTER.iter().chain(DRIVER_NAMESPACE).chain(OPERATOR_NAMESPACE).any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
+    CLUSTER
+        .iter()
+        .chain(DRIVER_NAMESPACE)
+        .chain(OPERATOR_NAMESPACE)
+        .any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
 }

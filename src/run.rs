@@ -78,7 +78,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let (client, metrics, readiness) = (client.clone(), metrics.clone(), readiness.clone());
         move |token: CancellationToken| {
             let (triggers_tx, triggers_rx) = mpsc::channel(16);
-            let poller = Poller::new(client.clone(), store.clone(), metrics.clone(), triggers_tx, poller_settings.clone());
+            let poller =
+                Poller::new(client.clone(), store.clone(), metrics.clone(), triggers_tx, poller_settings.clone());
             let opts = Options {
                 metrics: metrics.clone(),
                 aws: Some(Arc::new(store.clone())),

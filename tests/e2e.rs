@@ -60,10 +60,27 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     let port = free_port();
 
     let result = tokio::task::spawn_blocking(move || {
-        kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", repo().join("crds/hardenedcsidrivers.csi.hardened.dev.yaml").to_str().expect("path")]);
+        kubectl(
+            &kc,
+            &[
+                "apply",
+                "--server-side",
+                "--validate=false",
+                "-f",
+                repo().join("crds/hardenedcsidrivers.csi.hardened.dev.yaml").to_str().expect("path"),
+            ],
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_hardened-csi-operator"))
             // AWS stays on this machine: a closed local port answers every call with a refusal.
-            .args(["run", "--kubeconfig", kc.to_str().expect("path"), "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .args([
+                "run",
+                "--kubeconfig",
+                kc.to_str().expect("path"),
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+            ])
             .args(["--aws-endpoint-url", &format!("http://127.0.0.1:{}", free_port())])
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -82,14 +99,19 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
         kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", example.to_str().expect("path")]);
         let name = kubectl(&kc, &["get", "-f", example.to_str().expect("path"), "-o", "jsonpath={.metadata.name}"]);
         eventually("Ready=True", || {
-            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]) == "True"
+            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])
+                == "True"
         });
         // AWS is unreachable here (a closed port): the inventory says so, and the driver's own
         // reconciliation is not held up by it.
         eventually("AwsReachable=False", || {
-            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"AwsReachable\")].status}"]) == "False"
+            kubectl(
+                &kc,
+                &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"AwsReachable\")].status}"],
+            ) == "False"
         });
-        let ready = kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        let ready =
+            kubectl(&kc, &["get", "hcd", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
         assert_eq!(ready, "True", "an AWS outage must not affect the driver's readiness");
         let table = kubectl(&kc, &["get", "hcd"]);
         assert!(table.contains("READY") && table.contains("True"), "{table}");
@@ -101,7 +123,9 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
 
         kubectl(&kc, &["delete", "hcd", &name, "--wait=false"]);
         eventually("driver deleted", || kubectl(&kc, &["get", "hcd", "-o", "name"]).trim().is_empty());
-        eventually("children deleted", || !kubectl(&kc, &["get", "deploy", "-n", "kube-system", "-o", "name"]).contains("ebs-csi-controller"));
+        eventually("children deleted", || {
+            !kubectl(&kc, &["get", "deploy", "-n", "kube-system", "-o", "name"]).contains("ebs-csi-controller")
+        });
 
         // A graceful stop exits 0.
         let pid = op.0.id().to_string();

@@ -9,7 +9,10 @@ use hardened_csi_operator::render::{self, Capabilities, Child};
 use serde_json::{Value, json};
 
 fn hcd(spec_yaml: &str) -> HardenedCsiDriver {
-    let doc = format!("apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata:\n  name: ebs\nspec:\n{}", indent(spec_yaml));
+    let doc = format!(
+        "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata:\n  name: ebs\nspec:\n{}",
+        indent(spec_yaml)
+    );
     parse::from_yaml(&doc).unwrap_or_else(|e| panic!("test spec does not parse: {e}\n{doc}"))
 }
 
@@ -41,14 +44,26 @@ fn snapshots() {
         ),
         ("irsa", IRSA, caps.clone()),
         ("pod_identity", "aws:\n  region: eu-west-1\n  identity: {podIdentity: {}}\n", caps.clone()),
-        ("static_secret", "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \"169.254.169.254,10.0.0.0/8\"}\n", caps.clone()),
+        (
+            "static_secret",
+            "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \"169.254.169.254,10.0.0.0/8\"}\n",
+            caps.clone(),
+        ),
         (
             "custom_storage_classes",
             "storageClasses:\n  - {name: gp3-fast, default: true, type: gp3, iops: 6000, throughput: 500, kmsKeyId: alias/ebs, fsType: xfs, mountOptions: [noatime], parameters: {tagSpecification_1: \"team=storage\"}}\n  - {name: io2-retain, type: io2, iops: 10000, reclaimPolicy: Retain, volumeBindingMode: Immediate, allowVolumeExpansion: false}\nvolumeSnapshotClasses:\n  - {name: ebs-snapshots, default: true, deletionPolicy: Retain, parameters: {fastSnapshotRestoreAvailabilityZones: us-east-1a}}\nmetrics: {enabled: true}\n",
             caps.clone(),
         ),
-        ("no_snapshot_api", "volumeSnapshotClasses: [{name: ebs-snapshots}]\n", Capabilities { snapshot_api: false, ..caps.clone() }),
-        ("tolerations_off", "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: 2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n", caps.clone()),
+        (
+            "no_snapshot_api",
+            "volumeSnapshotClasses: [{name: ebs-snapshots}]\n",
+            Capabilities { snapshot_api: false, ..caps.clone() },
+        ),
+        (
+            "tolerations_off",
+            "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: 2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n",
+            caps.clone(),
+        ),
         ("kubernetes_1_32", "{}", Capabilities { kubernetes_version: (1, 32), ..caps.clone() }),
     ];
     for (name, spec, caps) in cases {
@@ -88,7 +103,11 @@ fn upstream_objects() -> BTreeMap<String, Value> {
             if v.is_null() {
                 continue;
             }
-            let key = format!("{}/{}", v["kind"].as_str().unwrap_or_default(), v["metadata"]["name"].as_str().unwrap_or_default());
+            let key = format!(
+                "{}/{}",
+                v["kind"].as_str().unwrap_or_default(),
+                v["metadata"]["name"].as_str().unwrap_or_default()
+            );
             out.insert(key, v);
         }
     }
@@ -159,14 +178,24 @@ fn assert_container_parity(key: &str, up: &Value, ours: &Value, controller_pod: 
     let ctx = format!("{key}: container {name}");
     let privileged = up["securityContext"]["privileged"] == json!(true);
     // args: upstream's (with our user agent), plus only the sidecar health endpoint.
-    let up_args: BTreeSet<String> = strings(&up["args"]).iter().map(|a| a.replace("--user-agent-extra=kustomize", "--user-agent-extra=hardened-csi-operator")).collect();
+    let up_args: BTreeSet<String> = strings(&up["args"])
+        .iter()
+        .map(|a| a.replace("--user-agent-extra=kustomize", "--user-agent-extra=hardened-csi-operator"))
+        .collect();
     let our_args: BTreeSet<String> = strings(&ours["args"]).iter().map(|a| a.to_string()).collect();
-    assert!(our_args.is_superset(&up_args), "{ctx}: missing args {:?}", up_args.difference(&our_args).collect::<Vec<_>>());
+    assert!(
+        our_args.is_superset(&up_args),
+        "{ctx}: missing args {:?}",
+        up_args.difference(&our_args).collect::<Vec<_>>()
+    );
     for extra in our_args.difference(&up_args) {
         assert!(extra.starts_with("--http-endpoint=0.0.0.0:330"), "{ctx}: unexpected arg {extra}");
     }
     // env: upstream's minus the optional Secret/ConfigMap lookups.
-    let up_env: Vec<Value> = items(&up["env"]).into_iter().filter(|e| e["valueFrom"].get("secretKeyRef").is_none() && e["valueFrom"].get("configMapKeyRef").is_none()).collect();
+    let up_env: Vec<Value> = items(&up["env"])
+        .into_iter()
+        .filter(|e| e["valueFrom"].get("secretKeyRef").is_none() && e["valueFrom"].get("configMapKeyRef").is_none())
+        .collect();
     assert_eq!(items(&ours["env"]), up_env, "{ctx}: env");
     // mounts: upstream's, plus the projected API token where the container calls the API.
     let mut our_mounts = items(&ours["volumeMounts"]);
@@ -182,7 +211,10 @@ fn assert_container_parity(key: &str, up: &Value, ours: &Value, controller_pod: 
     let port_numbers = |v: &Value| items(v).iter().map(|p| p["containerPort"].clone()).collect::<Vec<_>>();
     let (up_ports, our_ports) = (port_numbers(&up["ports"]), port_numbers(&ours["ports"]));
     assert!(up_ports.iter().all(|p| our_ports.contains(p)), "{ctx}: ports");
-    assert!(our_ports.iter().all(|p| up_ports.contains(p) || (3302..=3305).contains(&p.as_i64().unwrap_or(0))), "{ctx}: extra ports");
+    assert!(
+        our_ports.iter().all(|p| up_ports.contains(p) || (3302..=3305).contains(&p.as_i64().unwrap_or(0))),
+        "{ctx}: extra ports"
+    );
     // probes upstream has stay exactly as they are; we only add probes.
     for probe in ["livenessProbe", "readinessProbe"] {
         if up.get(probe).is_some() {
@@ -218,7 +250,8 @@ fn default_render_matches_upstream_in_substance() {
 
     // The same objects, minus the Windows DaemonSet, plus our default StorageClass and NetworkPolicy.
     let up_keys: BTreeSet<&String> = upstream.keys().filter(|k| *k != "DaemonSet/ebs-csi-node-windows").collect();
-    let our_keys: BTreeSet<&String> = ours.keys().filter(|k| !k.starts_with("StorageClass/") && *k != "NetworkPolicy/ebs-csi-driver").collect();
+    let our_keys: BTreeSet<&String> =
+        ours.keys().filter(|k| !k.starts_with("StorageClass/") && *k != "NetworkPolicy/ebs-csi-driver").collect();
     assert_eq!(up_keys, our_keys, "object sets differ");
 
     for (key, up) in &upstream {
@@ -232,7 +265,15 @@ fn default_render_matches_upstream_in_substance() {
                     assert_container_parity(key, c, &oc[name], controller_pod);
                 }
                 let (us, os) = (&up["spec"]["template"]["spec"], &our["spec"]["template"]["spec"]);
-                for field in ["tolerations", "affinity", "nodeSelector", "priorityClassName", "serviceAccountName", "hostNetwork", "terminationGracePeriodSeconds"] {
+                for field in [
+                    "tolerations",
+                    "affinity",
+                    "nodeSelector",
+                    "priorityClassName",
+                    "serviceAccountName",
+                    "hostNetwork",
+                    "terminationGracePeriodSeconds",
+                ] {
                     assert_eq!(os[field], us[field], "{key}: pod {field}");
                 }
                 let mut our_volumes = items(&os["volumes"]);
@@ -261,10 +302,15 @@ fn default_render_matches_upstream_in_substance() {
                 assert_eq!(our["subjects"], subjects, "{key}: subjects");
             }
             "CSIDriver" | "PodDisruptionBudget" => assert_eq!(our["spec"], up["spec"], "{key}: spec"),
-            "ServiceAccount" => assert_eq!(our["automountServiceAccountToken"], up["automountServiceAccountToken"], "{key}"),
+            "ServiceAccount" => {
+                assert_eq!(our["automountServiceAccountToken"], up["automountServiceAccountToken"], "{key}")
+            }
             other => panic!("{key}: kind {other} has no parity rule"),
         }
-        assert_eq!(our["metadata"]["labels"]["app.kubernetes.io/name"], up["metadata"]["labels"]["app.kubernetes.io/name"], "{key}: name label");
+        assert_eq!(
+            our["metadata"]["labels"]["app.kubernetes.io/name"], up["metadata"]["labels"]["app.kubernetes.io/name"],
+            "{key}: name label"
+        );
     }
     assert_eq!(INTENTIONAL_DIFFERENCES.len(), 13, "the list above documents every difference the test allows");
 }
@@ -281,7 +327,12 @@ fn hardening_holds_for_every_container() {
             assert!(ct["image"].as_str().unwrap_or_default().starts_with("dhi.io/"), "{name}: image from DHI");
             assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{}: {name} read-only root", c.key());
             let privileged = c.kind() == "DaemonSet" && name == "ebs-plugin";
-            assert_eq!(sc["privileged"].as_bool().unwrap_or(false), privileged, "{}: {name} privileged only for the node plugin", c.key());
+            assert_eq!(
+                sc["privileged"].as_bool().unwrap_or(false),
+                privileged,
+                "{}: {name} privileged only for the node plugin",
+                c.key()
+            );
             if !privileged {
                 assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{name}");
                 assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
@@ -289,14 +340,22 @@ fn hardening_holds_for_every_container() {
             }
             for m in ct["volumeMounts"].as_array().into_iter().flatten() {
                 let bidirectional = m["mountPropagation"] == "Bidirectional";
-                assert_eq!(bidirectional, privileged && m["name"] == "kubelet-dir", "{name}: Bidirectional only on the kubelet dir");
+                assert_eq!(
+                    bidirectional,
+                    privileged && m["name"] == "kubelet-dir",
+                    "{name}: Bidirectional only on the kubelet dir"
+                );
             }
             for probe in ["livenessProbe", "readinessProbe"] {
                 assert!(ct[probe].get("exec").is_none(), "{name}: no shell probes in DHI images");
             }
         }
         for label in ["name", "instance", "managed-by", "part-of", "version"] {
-            assert!(v["metadata"]["labels"].get(format!("app.kubernetes.io/{label}")).is_some(), "{}: label {label}", c.key());
+            assert!(
+                v["metadata"]["labels"].get(format!("app.kubernetes.io/{label}")).is_some(),
+                "{}: label {label}",
+                c.key()
+            );
         }
     }
 }
@@ -309,14 +368,26 @@ fn hardening_holds_for_every_container() {
 fn invalid_specs_are_rejected_with_field_paths() {
     let digest_bad = "images:\n  driver: {digest: \"sha256:xyz\"}\n";
     let cases: &[(&str, &str, bool)] = &[
-        ("aws:\n  identity: {irsa: {roleArn: \"arn:aws:iam::111122223333:role/x\"}, podIdentity: {}}\n", "spec.aws.identity", true),
+        (
+            "aws:\n  identity: {irsa: {roleArn: \"arn:aws:iam::111122223333:role/x\"}, podIdentity: {}}\n",
+            "spec.aws.identity",
+            true,
+        ),
         ("aws:\n  identity: {}\n", "spec.aws.identity", true),
         ("storageClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.storageClasses", true),
         ("storageClasses: [{name: a}, {name: a}]\n", "spec.storageClasses[1].name", true),
-        ("volumeSnapshotClasses: [{name: a, default: true}, {name: b, default: true}]\n", "spec.volumeSnapshotClasses", true),
+        (
+            "volumeSnapshotClasses: [{name: a, default: true}, {name: b, default: true}]\n",
+            "spec.volumeSnapshotClasses",
+            true,
+        ),
         ("node: {volumeAttachLimit: 20, reservedVolumeAttachments: 2}\n", "spec.node", true),
         (digest_bad, "spec.images.driver.digest", true),
-        ("aws:\n  extraTags: {\"kubernetes.io/cluster/x\": owned}\n", "spec.aws.extraTags[kubernetes.io/cluster/x]", true),
+        (
+            "aws:\n  extraTags: {\"kubernetes.io/cluster/x\": owned}\n",
+            "spec.aws.extraTags[kubernetes.io/cluster/x]",
+            true,
+        ),
         ("aws:\n  extraTags: {CSIVolumeName: x}\n", "spec.aws.extraTags[CSIVolumeName]", true),
         ("storageClasses: [{name: a, type: gp2, iops: 3000}]\n", "spec.storageClasses[0].iops", true),
         ("storageClasses: [{name: a, type: io2, throughput: 300}]\n", "spec.storageClasses[0].throughput", true),
@@ -325,7 +396,11 @@ fn invalid_specs_are_rejected_with_field_paths() {
         ("fips: true\n", "spec.aws.region", false),
         ("storageClasses: [{name: a, parameters: {type: io1}}]\n", "spec.storageClasses[0].parameters[type]", false),
         ("storageClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.storageClasses[0].parameters[bogus]", false),
-        ("volumeSnapshotClasses: [{name: a, parameters: {bogus: x}}]\n", "spec.volumeSnapshotClasses[0].parameters[bogus]", false),
+        (
+            "volumeSnapshotClasses: [{name: a, parameters: {bogus: x}}]\n",
+            "spec.volumeSnapshotClasses[0].parameters[bogus]",
+            false,
+        ),
         ("inventory: {interval: 30s}\n", "spec.inventory.interval", false),
         ("controller: {extraArgs: [\"--k8s-tag-cluster-id=x\"]}\n", "spec.controller.extraArgs[0]", false),
         ("aws: {identity: {irsa: {roleArn: \"arn:aws:iam::1:user/x\"}}}\n", "spec.aws.identity.irsa.roleArn", false),
@@ -353,14 +428,25 @@ fn invalid_specs_are_rejected_with_field_paths() {
 fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
     let spec = "volumeSnapshotClasses: [{name: snaps}]\n";
     let with = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
-    let without = ours(&render::render(&hcd(spec), &Capabilities { snapshot_api: false, ..Capabilities::default() }).expect("renders"));
-    assert!(with.contains_key("VolumeSnapshotClass/snaps") && with.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    let without = ours(
+        &render::render(&hcd(spec), &Capabilities { snapshot_api: false, ..Capabilities::default() }).expect("renders"),
+    );
+    assert!(
+        with.contains_key("VolumeSnapshotClass/snaps")
+            && with.contains_key("ClusterRole/ebs-external-snapshotter-role")
+    );
     assert!(containers(&with["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
-    assert!(!without.contains_key("VolumeSnapshotClass/snaps") && !without.contains_key("ClusterRole/ebs-external-snapshotter-role"));
+    assert!(
+        !without.contains_key("VolumeSnapshotClass/snaps")
+            && !without.contains_key("ClusterRole/ebs-external-snapshotter-role")
+    );
     assert!(!without.contains_key("ClusterRoleBinding/ebs-csi-snapshotter-binding"));
     assert!(!containers(&without["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
 
-    let old = ours(&render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, 32), ..Capabilities::default() }).expect("renders"));
+    let old = ours(
+        &render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, 32), ..Capabilities::default() })
+            .expect("renders"),
+    );
     assert!(old["CSIDriver/ebs.csi.aws.com"]["spec"].get("nodeAllocatableUpdatePeriodSeconds").is_none());
     assert_eq!(with["CSIDriver/ebs.csi.aws.com"]["spec"]["nodeAllocatableUpdatePeriodSeconds"], json!(10));
 }

@@ -72,18 +72,46 @@ pub enum Probe {
     DescribeVolumesModifications,
     DescribeVolumeStatus,
     /// CreateVolume with the driver's tags on create (so it also needs `ec2:CreateTags`).
-    CreateVolume { zone: String, tags: Vec<(String, String)> },
-    CopyVolumes { volume_id: String, tags: Vec<(String, String)> },
-    DeleteVolume { volume_id: String },
-    AttachVolume { volume_id: String, instance_id: String },
-    DetachVolume { volume_id: String },
-    ModifyVolume { volume_id: String },
+    CreateVolume {
+        zone: String,
+        tags: Vec<(String, String)>,
+    },
+    CopyVolumes {
+        volume_id: String,
+        tags: Vec<(String, String)>,
+    },
+    DeleteVolume {
+        volume_id: String,
+    },
+    AttachVolume {
+        volume_id: String,
+        instance_id: String,
+    },
+    DetachVolume {
+        volume_id: String,
+    },
+    ModifyVolume {
+        volume_id: String,
+    },
     /// CreateSnapshot with the driver's snapshot tags on create.
-    CreateSnapshot { volume_id: String, tags: Vec<(String, String)> },
-    DeleteSnapshot { snapshot_id: String },
-    LockSnapshot { snapshot_id: String },
-    EnableFastSnapshotRestores { zone: String, snapshot_id: String },
-    DeleteTags { volume_id: String, keys: Vec<String> },
+    CreateSnapshot {
+        volume_id: String,
+        tags: Vec<(String, String)>,
+    },
+    DeleteSnapshot {
+        snapshot_id: String,
+    },
+    LockSnapshot {
+        snapshot_id: String,
+    },
+    EnableFastSnapshotRestores {
+        zone: String,
+        snapshot_id: String,
+    },
+    DeleteTags {
+        volume_id: String,
+        keys: Vec<String>,
+    },
 }
 
 impl Probe {
@@ -179,7 +207,8 @@ const THROTTLING_CODES: &[&str] = &[
     "BandwidthLimitExceeded",
 ];
 
-const DENIED_CODES: &[&str] = &["UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation"];
+const DENIED_CODES: &[&str] =
+    &["UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation"];
 
 const CREDENTIAL_CODES: &[&str] = &[
     "AuthFailure",
@@ -204,7 +233,11 @@ pub fn classify(code: &str, http_status: Option<u16>) -> ErrorClass {
         ErrorClass::Denied
     } else if CREDENTIAL_CODES.contains(&code) {
         ErrorClass::Credentials
-    } else if http_status.is_some_and(|s| s >= 500) || code == "InternalError" || code == "ServiceUnavailable" || code == "Unavailable" {
+    } else if http_status.is_some_and(|s| s >= 500)
+        || code == "InternalError"
+        || code == "ServiceUnavailable"
+        || code == "Unavailable"
+    {
         ErrorClass::Server
     } else if code == "Timeout" || code == "ConnectionError" {
         ErrorClass::Transport
@@ -227,7 +260,12 @@ pub struct AwsError {
 }
 
 impl AwsError {
-    pub fn new(operation: impl Into<String>, code: impl Into<String>, message: impl Into<String>, http_status: Option<u16>) -> Self {
+    pub fn new(
+        operation: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+        http_status: Option<u16>,
+    ) -> Self {
         let code = code.into();
         let class = classify(&code, http_status);
         Self { operation: operation.into(), code, message: message.into(), class, attempts: 1 }
@@ -249,9 +287,17 @@ pub trait AwsApi: Send + Sync {
     /// Resolves the credentials (assuming a role where configured) and says whose they are.
     fn principal(&self) -> BoxFuture<'_, Result<Principal, AwsError>>;
     /// One page of DescribeVolumes (at most 500 volumes) with these filters.
-    fn describe_volumes(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Volume>, AwsError>>;
+    fn describe_volumes(
+        &self,
+        filters: &[Filter],
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<Volume>, AwsError>>;
     /// One page of DescribeSnapshots (at most 1000) of snapshots owned by this account.
-    fn describe_snapshots(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Snapshot>, AwsError>>;
+    fn describe_snapshots(
+        &self,
+        filters: &[Filter],
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<Snapshot>, AwsError>>;
     /// Availability zones of the region (state available).
     fn availability_zones(&self) -> BoxFuture<'_, Result<Vec<String>, AwsError>>;
     /// The account's EBS encryption-by-default setting.

@@ -114,12 +114,20 @@ impl DoctorArgs {
         if let Some(arn) = &self.role_arn
             && !(arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/"))
         {
-            return Err(DoctorError::InvalidArgument { flag: "--role-arn", value: arn.clone(), rule: "an IAM role ARN like arn:aws:iam::123456789012:role/name" });
+            return Err(DoctorError::InvalidArgument {
+                flag: "--role-arn",
+                value: arn.clone(),
+                rule: "an IAM role ARN like arn:aws:iam::123456789012:role/name",
+            });
         }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(DoctorError::InvalidArgument { flag: "--endpoint-url", value: url.clone(), rule: "a URL starting with http:// or https://" });
+            return Err(DoctorError::InvalidArgument {
+                flag: "--endpoint-url",
+                value: url.clone(),
+                rule: "a URL starting with http:// or https://",
+            });
         }
         Ok(RefreshParams {
             cluster_id: self.cluster_id.clone().filter(|c| !c.trim().is_empty()),
@@ -140,7 +148,12 @@ pub async fn run_doctor(args: DoctorArgs) -> Result<i32, DoctorError> {
 }
 
 /// `run_doctor` with given base credentials and HTTP client (tests, moto) and output.
-pub async fn run_doctor_with(args: DoctorArgs, base: CredentialSource, http_client: Option<SharedHttpClient>, out: &mut (dyn Write + Send)) -> Result<i32, DoctorError> {
+pub async fn run_doctor_with(
+    args: DoctorArgs,
+    base: CredentialSource,
+    http_client: Option<SharedHttpClient>,
+    out: &mut (dyn Write + Send),
+) -> Result<i32, DoctorError> {
     let params = args.params()?;
     let pvs = match &args.kubeconfig {
         Some(path) => {
@@ -218,7 +231,11 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             s.scope,
             s.region.as_deref().unwrap_or("?"),
             if s.fips_endpoints { "on" } else { "off" },
-            if params.cluster_id.is_none() { " (no --cluster-id: every driver-created volume in the account)" } else { "" }
+            if params.cluster_id.is_none() {
+                " (no --cluster-id: every driver-created volume in the account)"
+            } else {
+                ""
+            }
         ),
     );
     let p = &s.permissions;
@@ -243,12 +260,28 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             ),
         );
         let v = &s.volumes;
-        line("volumes", format!("{} ({} GiB); state: {}; type: {}; zone: {}", v.count, v.total_gib, counts(&v.by_state), counts(&v.by_type), counts(&v.by_zone)));
+        line(
+            "volumes",
+            format!(
+                "{} ({} GiB); state: {}; type: {}; zone: {}",
+                v.count,
+                v.total_gib,
+                counts(&v.by_state),
+                counts(&v.by_type),
+                counts(&v.by_zone)
+            ),
+        );
         let o = &s.orphaned;
         if !o.checked {
             line("orphaned", "not checked (pass --kubeconfig to compare with the cluster's PersistentVolumes)".into());
         } else {
-            line("orphaned", format!("{} ({} GiB): available, older than the grace period, referenced by no PersistentVolume", o.count, o.total_gib));
+            line(
+                "orphaned",
+                format!(
+                    "{} ({} GiB): available, older than the grace period, referenced by no PersistentVolume",
+                    o.count, o.total_gib
+                ),
+            );
             for ov in &o.volumes {
                 line(
                     "",
@@ -269,7 +302,16 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             line("stuck", "none".into());
         } else {
             for a in &st.attachments {
-                line("stuck", format!("{} on {} {} for {}", a.volume_id, a.instance_id, a.state, inventory::human_age(&a.since, now)));
+                line(
+                    "stuck",
+                    format!(
+                        "{} on {} {} for {}",
+                        a.volume_id,
+                        a.instance_id,
+                        a.state,
+                        inventory::human_age(&a.since, now)
+                    ),
+                );
             }
             if !st.error_volumes.is_empty() {
                 line("error", format!("volumes in state error: {}", st.error_volumes.join(", ")));
@@ -283,7 +325,11 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
                 if ver.readable {
                     format!("newest completed snapshot {} is readable (EBS direct API)", ver.snapshot_id)
                 } else {
-                    format!("newest completed snapshot {} NOT readable: {}", ver.snapshot_id, ver.message.as_deref().unwrap_or(""))
+                    format!(
+                        "newest completed snapshot {} NOT readable: {}",
+                        ver.snapshot_id,
+                        ver.message.as_deref().unwrap_or("")
+                    )
                 },
             );
         }
@@ -377,7 +423,11 @@ mod tests {
             last_error_message: Some("GetCallerIdentity: bad keys".into()),
             ..Default::default()
         };
-        let text = text_report(&s, &RefreshParams { cluster_id: Some("prod".into()), ..Default::default() }, jiff::Timestamp::now());
+        let text = text_report(
+            &s,
+            &RefreshParams { cluster_id: Some("prod".into()), ..Default::default() },
+            jiff::Timestamp::now(),
+        );
         assert!(text.contains("AWS ERROR    AuthFailure: GetCallerIdentity: bad keys"), "{text}");
         assert!(!text.contains("volumes"), "no figures without an answer: {text}");
         assert!(text.trim_end().ends_with("AWS CHECK FAILED (AuthFailure)"), "{text}");

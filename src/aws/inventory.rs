@@ -13,7 +13,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::api::{AwsApi, AwsError, ErrorClass, Filter, Principal, Snapshot, Verdict, Volume};
 use super::preflight::{self, Targets};
-use super::status::{AwsStatus, OrphanReport, OrphanVolume, SnapshotInventory, SnapshotVerification, StuckAttachment, StuckReport, VolumeInventory};
+use super::status::{
+    AwsStatus, OrphanReport, OrphanVolume, SnapshotInventory, SnapshotVerification, StuckAttachment, StuckReport,
+    VolumeInventory,
+};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
 
 /// Orphans listed by name in the status (oldest first); the count covers all.
@@ -46,7 +49,12 @@ pub struct RefreshParams {
 
 impl Default for RefreshParams {
     fn default() -> Self {
-        Self { cluster_id: None, orphan_grace: Duration::from_secs(3600), stuck_threshold: Duration::from_secs(900), verify_snapshots: false }
+        Self {
+            cluster_id: None,
+            orphan_grace: Duration::from_secs(3600),
+            stuck_threshold: Duration::from_secs(900),
+            verify_snapshots: false,
+        }
     }
 }
 
@@ -94,7 +102,13 @@ struct Partial {
 
 /// Asks AWS and returns the new status. On failure the figures of `previous` are kept, marked
 /// stale, with the error code; permissions are still updated when the failure is a denial.
-pub async fn refresh(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvReferences>, previous: Option<&AwsStatus>, now: Timestamp) -> AwsStatus {
+pub async fn refresh(
+    api: &dyn AwsApi,
+    params: &RefreshParams,
+    pvs: Option<&PvReferences>,
+    previous: Option<&AwsStatus>,
+    now: Timestamp,
+) -> AwsStatus {
     let mut partial = Partial::default();
     match collect(api, params, pvs, now, &mut partial).await {
         Ok(mut status) => {
@@ -137,7 +151,13 @@ fn action_of(operation: &str) -> Option<&'static str> {
     preflight::DRIVER_ACTIONS.iter().copied().find(|a| a.strip_prefix("ec2:") == Some(operation))
 }
 
-async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvReferences>, now: Timestamp, partial: &mut Partial) -> Result<AwsStatus, AwsError> {
+async fn collect(
+    api: &dyn AwsApi,
+    params: &RefreshParams,
+    pvs: Option<&PvReferences>,
+    now: Timestamp,
+    partial: &mut Partial,
+) -> Result<AwsStatus, AwsError> {
     let who = api.principal().await?;
     partial.principal = Some(who.clone());
 
@@ -228,9 +248,12 @@ async fn collect(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&PvRefere
 /// that is an invalid answer, not a reason to loop.
 fn next_token(sent: Option<String>, received: Option<String>, operation: &str) -> Result<Option<String>, AwsError> {
     match received {
-        Some(t) if sent.as_deref() == Some(t.as_str()) => {
-            Err(AwsError::new(operation, "InvalidResponse", format!("the page for NextToken {t:?} named itself as the next page"), None))
-        }
+        Some(t) if sent.as_deref() == Some(t.as_str()) => Err(AwsError::new(
+            operation,
+            "InvalidResponse",
+            format!("the page for NextToken {t:?} named itself as the next page"),
+            None,
+        )),
         other => Ok(other),
     }
 }
@@ -333,7 +356,10 @@ async fn verify(api: &dyn AwsApi, snapshots: &[Snapshot]) -> Option<SnapshotVeri
         Err(e) => SnapshotVerification {
             snapshot_id: newest.id.clone(),
             readable: false,
-            message: Some(format!("ListSnapshotBlocks failed with {}: {} (needs ebs:ListSnapshotBlocks)", e.code, e.message)),
+            message: Some(format!(
+                "ListSnapshotBlocks failed with {}: {} (needs ebs:ListSnapshotBlocks)",
+                e.code, e.message
+            )),
         },
     })
 }
@@ -399,7 +425,9 @@ mod tests {
     #[test]
     fn orphan_list_is_capped_but_the_count_is_not() {
         let now = ts("2026-01-10T00:00:00Z");
-        let volumes: Vec<Volume> = (0..30).map(|i| vol(&format!("vol-{i:02}"), "available", None, &format!("2026-01-01T00:{i:02}:00Z"))).collect();
+        let volumes: Vec<Volume> = (0..30)
+            .map(|i| vol(&format!("vol-{i:02}"), "available", None, &format!("2026-01-01T00:{i:02}:00Z")))
+            .collect();
         let r = orphans(&volumes, Some(&PvReferences::new()), Duration::from_secs(60), now);
         assert_eq!(r.count, 30);
         assert_eq!(r.volumes.len(), ORPHANS_LISTED);
@@ -410,11 +438,23 @@ mod tests {
     fn stuck_reports_long_attaching_and_error_volumes() {
         let now = ts("2026-01-10T00:00:00Z");
         let mut a = vol("vol-a", "in-use", None, "2026-01-01T00:00:00Z");
-        a.attachments.push(Attachment { instance_id: "i-1".into(), state: "attaching".into(), attach_time: Some(ts("2026-01-09T23:00:00Z")) });
+        a.attachments.push(Attachment {
+            instance_id: "i-1".into(),
+            state: "attaching".into(),
+            attach_time: Some(ts("2026-01-09T23:00:00Z")),
+        });
         let mut b = vol("vol-b", "in-use", None, "2026-01-01T00:00:00Z");
-        b.attachments.push(Attachment { instance_id: "i-2".into(), state: "detaching".into(), attach_time: Some(ts("2026-01-09T23:58:00Z")) });
+        b.attachments.push(Attachment {
+            instance_id: "i-2".into(),
+            state: "detaching".into(),
+            attach_time: Some(ts("2026-01-09T23:58:00Z")),
+        });
         let mut c = vol("vol-c", "in-use", None, "2026-01-01T00:00:00Z");
-        c.attachments.push(Attachment { instance_id: "i-3".into(), state: "attached".into(), attach_time: Some(ts("2026-01-01T00:00:00Z")) });
+        c.attachments.push(Attachment {
+            instance_id: "i-3".into(),
+            state: "attached".into(),
+            attach_time: Some(ts("2026-01-01T00:00:00Z")),
+        });
         let e = vol("vol-e", "error", None, "2026-01-01T00:00:00Z");
         let r = stuck(&[a, b, c, e], Duration::from_secs(900), now);
         assert_eq!(r.attachments.len(), 1);

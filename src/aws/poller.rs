@@ -99,7 +99,12 @@ pub fn conditions(s: &AwsStatus) -> Vec<Cond> {
                 None => "there are no figures yet".to_string(),
             };
             let detail = s.last_error_message.as_deref().unwrap_or("");
-            Cond::new(AWS_REACHABLE, false, reachable_reason(code), format!("The last AWS check failed with {code} ({detail}); {since}. {}", hint(code)))
+            Cond::new(
+                AWS_REACHABLE,
+                false,
+                reachable_reason(code),
+                format!("The last AWS check failed with {code} ({detail}); {since}. {}", hint(code)),
+            )
         }
     });
     let p = &s.permissions;
@@ -142,13 +147,25 @@ fn reachable_reason(code: &str) -> &'static str {
 
 fn hint(code: &str) -> &'static str {
     match code {
-        "ServiceAccountToken" => "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the service account exists.",
-        "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the role's trust policy allows system:serviceaccount:<namespace>:ebs-csi-controller-sa with audience sts.amazonaws.com.",
-        "AccessDenied" | "UnauthorizedOperation" => "The identity may not make this call: grant it (AmazonEBSCSIDriverPolicy), or for IRSA check the role's trust policy names the driver's service account.",
-        "NoCredentials" | "InvalidClientTokenId" | "AuthFailure" | "ExpiredToken" | "SignatureDoesNotMatch" => "The operator has no valid AWS credentials: give its own service account an IAM role (IRSA or EKS Pod Identity).",
+        "ServiceAccountToken" => {
+            "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the service account exists."
+        }
+        "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => {
+            "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the role's trust policy allows system:serviceaccount:<namespace>:ebs-csi-controller-sa with audience sts.amazonaws.com."
+        }
+        "AccessDenied" | "UnauthorizedOperation" => {
+            "The identity may not make this call: grant it (AmazonEBSCSIDriverPolicy), or for IRSA check the role's trust policy names the driver's service account."
+        }
+        "NoCredentials" | "InvalidClientTokenId" | "AuthFailure" | "ExpiredToken" | "SignatureDoesNotMatch" => {
+            "The operator has no valid AWS credentials: give its own service account an IAM role (IRSA or EKS Pod Identity)."
+        }
         "MissingRegion" => "Set spec.aws.region (or run the operator with --aws-region).",
-        _ if super::api::classify(code, None) == super::api::ErrorClass::Throttled => "EC2 is throttling this account; the operator backs off and tries again on its next interval.",
-        _ if super::api::classify(code, None) == super::api::ErrorClass::Transport => "Check network access from the operator to the EC2 endpoint (VPC endpoints, proxies, spec.aws.ec2Endpoint).",
+        _ if super::api::classify(code, None) == super::api::ErrorClass::Throttled => {
+            "EC2 is throttling this account; the operator backs off and tries again on its next interval."
+        }
+        _ if super::api::classify(code, None) == super::api::ErrorClass::Transport => {
+            "Check network access from the operator to the EC2 endpoint (VPC endpoints, proxies, spec.aws.ec2Endpoint)."
+        }
         _ => "The operator tries again on its next interval.",
     }
 }
@@ -311,8 +328,15 @@ pub struct Poller {
 impl Poller {
     /// A poller on the AWS SDK. `triggers` receives the name of each HardenedCsiDriver whose
     /// inventory changed (the controller's `Options::triggers`).
-    pub fn new(client: kube::Client, store: AwsStatusStore, metrics: Arc<Metrics>, triggers: mpsc::Sender<String>, settings: PollerSettings) -> Self {
-        let factory = Arc::new(SdkFactory { client: client.clone(), metrics: metrics.clone(), settings: settings.clone() });
+    pub fn new(
+        client: kube::Client,
+        store: AwsStatusStore,
+        metrics: Arc<Metrics>,
+        triggers: mpsc::Sender<String>,
+        settings: PollerSettings,
+    ) -> Self {
+        let factory =
+            Arc::new(SdkFactory { client: client.clone(), metrics: metrics.clone(), settings: settings.clone() });
         Self::with_factory(client, store, metrics, triggers, settings, factory)
     }
 
@@ -335,7 +359,9 @@ impl Poller {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
         let writer = reflector::store::Writer::<DynamicObject>::new(resource);
         let reader = writer.as_reader();
-        let watch = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().for_each(|_| async {});
+        let watch = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| async {});
         let work = async {
             tokio::select! {
                 _ = reader.wait_until_ready() => {}
@@ -372,7 +398,9 @@ impl Poller {
                     wanted.insert(name, spec);
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(driver = %name, error = %e, "AWS poller skips a driver whose spec does not parse"),
+                Err(e) => {
+                    tracing::debug!(driver = %name, error = %e, "AWS poller skips a driver whose spec does not parse")
+                }
             }
         }
         let gone: Vec<String> = self.entries.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
@@ -386,8 +414,11 @@ impl Poller {
         let now = Instant::now();
         let mut due = Vec::new();
         for (name, spec) in &wanted {
-            let key = serde_json::to_string(&(&spec.aws, spec.fips, &spec.namespace, &spec.inventory)).unwrap_or_default();
-            let interval = crate::crd::validate::parse_duration(&spec.inventory.interval).unwrap_or(DEFAULT_INTERVAL).max(self.settings.min_interval);
+            let key =
+                serde_json::to_string(&(&spec.aws, spec.fips, &spec.namespace, &spec.inventory)).unwrap_or_default();
+            let interval = crate::crd::validate::parse_duration(&spec.inventory.interval)
+                .unwrap_or(DEFAULT_INTERVAL)
+                .max(self.settings.min_interval);
             let entry = self.entries.entry(name.clone()).or_insert_with(|| Entry {
                 key: String::new(),
                 api: None,
@@ -426,7 +457,13 @@ impl Poller {
         }
     }
 
-    async fn refresh_one(&mut self, name: &str, spec: &HardenedCsiDriverSpec, pvs: Option<&PvReferences>, shutdown: &CancellationToken) {
+    async fn refresh_one(
+        &mut self,
+        name: &str,
+        spec: &HardenedCsiDriverSpec,
+        pvs: Option<&PvReferences>,
+        shutdown: &CancellationToken,
+    ) {
         let Some(entry) = self.entries.get_mut(name) else { return };
         entry.next = Instant::now() + jittered(entry.interval, self.settings.min_interval);
         let api = match &entry.api {
@@ -438,7 +475,8 @@ impl Poller {
                 }
                 Err(err) => {
                     tracing::warn!(driver = name, code = %err.code, "cannot build the AWS client: {}", err.message);
-                    let mut status = inventory::failed(self.latest.get(name), &entry.params, &err, jiff::Timestamp::now());
+                    let mut status =
+                        inventory::failed(self.latest.get(name), &entry.params, &err, jiff::Timestamp::now());
                     status.region = spec.aws.region.clone().or_else(|| self.settings.default_region.clone());
                     status.fips_endpoints = spec.fips;
                     self.publish(name, status, shutdown).await;
@@ -542,7 +580,11 @@ mod tests {
         assert_eq!((c[0].status, c[0].reason.as_str()), ("False", "Throttled"));
         assert!(c[0].message.contains("RequestLimitExceeded") && c[0].message.contains("stale"), "{}", c[0].message);
         assert_eq!((c[1].status, c[1].reason.as_str()), ("False", "MissingPermissions"));
-        assert!(c[1].message.contains("ec2:DeleteVolume") && c[1].message.contains("operator credentials"), "{}", c[1].message);
+        assert!(
+            c[1].message.contains("ec2:DeleteVolume") && c[1].message.contains("operator credentials"),
+            "{}",
+            c[1].message
+        );
     }
 
     #[test]
@@ -550,7 +592,8 @@ mod tests {
         let c = conditions(&AwsStatus::default());
         assert_eq!((c[0].status, c[1].status), ("Unknown", "Unknown"));
         let mut s = ok_status();
-        s.permissions.unverified = vec![UnverifiedAction { action: "ec2:AttachVolume".into(), reason: "no instance".into() }];
+        s.permissions.unverified =
+            vec![UnverifiedAction { action: "ec2:AttachVolume".into(), reason: "no instance".into() }];
         let c = conditions(&s);
         assert_eq!((c[1].status, c[1].reason.as_str()), ("Unknown", "PartlyVerified"));
         let mut s = ok_status();

@@ -93,10 +93,16 @@ pub fn plan(t: &Targets) -> Vec<(&'static [&'static str], Probe)> {
         (&["ec2:DescribeInstanceTypes"], Probe::DescribeInstanceTypes),
         (&["ec2:DescribeVolumesModifications"], Probe::DescribeVolumesModifications),
         (&["ec2:DescribeVolumeStatus"], Probe::DescribeVolumeStatus),
-        (&["ec2:CreateVolume", "ec2:CreateTags"], Probe::CreateVolume { zone: zone.clone(), tags: volume_tags(cluster) }),
+        (
+            &["ec2:CreateVolume", "ec2:CreateTags"],
+            Probe::CreateVolume { zone: zone.clone(), tags: volume_tags(cluster) },
+        ),
         (&["ec2:CopyVolumes"], Probe::CopyVolumes { volume_id: vol.clone(), tags: volume_tags(cluster) }),
         (&["ec2:DeleteVolume"], Probe::DeleteVolume { volume_id: vol.clone() }),
-        (&["ec2:AttachVolume"], Probe::AttachVolume { volume_id: vol.clone(), instance_id: PLACEHOLDER_INSTANCE.to_string() }),
+        (
+            &["ec2:AttachVolume"],
+            Probe::AttachVolume { volume_id: vol.clone(), instance_id: PLACEHOLDER_INSTANCE.to_string() },
+        ),
         (&["ec2:DetachVolume"], Probe::DetachVolume { volume_id: vol.clone() }),
         (&["ec2:ModifyVolume"], Probe::ModifyVolume { volume_id: vol.clone() }),
         (&["ec2:CreateSnapshot"], Probe::CreateSnapshot { volume_id: vol.clone(), tags: snapshot_tags(cluster) }),
@@ -115,7 +121,12 @@ pub fn probe_count() -> usize {
 /// Runs every DryRun probe and merges their verdicts with those already known from real calls
 /// (`known`: action and verdict). Throttling and outages that outlast the retries fail the whole
 /// preflight: a permission that could not be asked is not reported as missing.
-pub async fn run(api: &dyn AwsApi, targets: &Targets, known: &[(&'static str, Verdict)], principal: String) -> Result<PermissionReport, AwsError> {
+pub async fn run(
+    api: &dyn AwsApi,
+    targets: &Targets,
+    known: &[(&'static str, Verdict)],
+    principal: String,
+) -> Result<PermissionReport, AwsError> {
     let mut verdicts: Vec<(&'static str, Verdict)> = known.to_vec();
     for (actions, probe) in plan(targets) {
         let verdict = api.probe(&probe).await?;
@@ -135,7 +146,9 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
         match verdict {
             Verdict::Allowed => {}
             Verdict::Denied => out.missing.push(action.to_string()),
-            Verdict::Undecided(code) => out.unverified.push(UnverifiedAction { action: action.to_string(), reason: undecided_reason(code) }),
+            Verdict::Undecided(code) => {
+                out.unverified.push(UnverifiedAction { action: action.to_string(), reason: undecided_reason(code) })
+            }
         }
     }
     out
@@ -143,7 +156,9 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
 
 fn undecided_reason(code: &str) -> String {
     if code.ends_with(".NotFound") || code.ends_with(".Malformed") {
-        format!("EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster has one")
+        format!(
+            "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster has one"
+        )
     } else {
         format!("EC2 answered {code} instead of deciding the DryRun")
     }
@@ -182,7 +197,12 @@ mod tests {
 
     #[test]
     fn probes_carry_the_driver_tags_and_cluster_targets() {
-        let t = Targets { cluster_id: Some("prod".into()), zone: Some("us-east-1a".into()), volume_id: Some("vol-1".into()), snapshot_id: None };
+        let t = Targets {
+            cluster_id: Some("prod".into()),
+            zone: Some("us-east-1a".into()),
+            volume_id: Some("vol-1".into()),
+            snapshot_id: None,
+        };
         let p = plan(&t);
         let create = p.iter().find(|(a, _)| a.contains(&"ec2:CreateVolume")).map(|(_, p)| p.clone());
         let Some(Probe::CreateVolume { zone, tags }) = create else { panic!("no CreateVolume probe") };

@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 
-use super::api::{AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume, Attachment};
+use super::api::{Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume};
 use super::{STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
 use crate::metrics::Metrics;
 
@@ -57,13 +57,23 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8), retry_server_errors: true }
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            retry_server_errors: true,
+        }
     }
 }
 
 impl RetryPolicy {
     /// One request, no retry (best-effort extras).
-    pub const ONCE: RetryPolicy = RetryPolicy { max_attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO, retry_server_errors: false };
+    pub const ONCE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        base_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+        retry_server_errors: false,
+    };
 
     fn retries(&self, class: ErrorClass) -> bool {
         class.retryable() && (self.retry_server_errors || class != ErrorClass::Server)
@@ -308,17 +318,31 @@ impl RoleCredentials {
             return Err(AwsError::new("AssumeRole", "InvalidResponse", "STS returned no credentials", None));
         };
         let expiry = SystemTime::try_from(c.expiration).ok();
-        let credentials = Credentials::new(c.access_key_id, c.secret_access_key, Some(c.session_token), expiry, "hardened-csi-operator");
+        let credentials = Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            expiry,
+            "hardened-csi-operator",
+        );
         Ok((credentials, user.map(|u| u.arn)))
     }
 }
 
 /// A TokenRequest for the service account, audience sts.amazonaws.com, as the kubelet would
 /// project it into the driver's pod.
-async fn service_account_token(kube: &kube::Client, namespace: &str, service_account: &str) -> Result<String, AwsError> {
+async fn service_account_token(
+    kube: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> Result<String, AwsError> {
     let api: Api<ServiceAccount> = Api::namespaced(kube.clone(), namespace);
     let req = TokenRequest {
-        spec: Some(TokenRequestSpec { audiences: Some(vec![STS_AUDIENCE.to_string()]), expiration_seconds: Some(3600), ..Default::default() }),
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![STS_AUDIENCE.to_string()]),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let fail = |message: String| AwsError::new("TokenRequest", "ServiceAccountToken", message, None);
@@ -352,7 +376,9 @@ impl ProvideCredentials for RoleProvider {
     where
         Self: 'a,
     {
-        future::ProvideCredentials::new(async move { self.0.get().await.map(|(c, _)| c).map_err(CredentialsError::provider_error) })
+        future::ProvideCredentials::new(async move {
+            self.0.get().await.map(|(c, _)| c).map_err(CredentialsError::provider_error)
+        })
     }
 }
 
@@ -374,19 +400,27 @@ impl SdkAws {
         let caller = Caller { metrics: settings.metrics.clone(), retry: settings.retry };
         let (base_source, role_source) = match settings.credentials.clone() {
             CredentialSource::AssumeRole { role_arn, base } => (*base, Some(RoleSource::AssumeRole { role_arn })),
-            CredentialSource::WebIdentity { kube, namespace, service_account, role_arn } => {
-                (CredentialSource::Default, Some(RoleSource::WebIdentity { kube, namespace, service_account, role_arn }))
-            }
+            CredentialSource::WebIdentity { kube, namespace, service_account, role_arn } => (
+                CredentialSource::Default,
+                Some(RoleSource::WebIdentity { kube, namespace, service_account, role_arn }),
+            ),
             other => (other, None),
         };
         let base = load_config(&settings, &base_source).await?;
         let Some(region) = base.region().map(|r| r.to_string()).filter(|r| !r.trim().is_empty()) else {
-            return Err(AwsError::new("Configure", "MissingRegion", "no AWS region: set spec.aws.region (or --aws-region / AWS_REGION)", None)
-                .with_class(ErrorClass::Client));
+            return Err(AwsError::new(
+                "Configure",
+                "MissingRegion",
+                "no AWS region: set spec.aws.region (or --aws-region / AWS_REGION)",
+                None,
+            )
+            .with_class(ErrorClass::Client));
         };
 
         let sts = aws_sdk_sts::Client::new(&base);
-        let role = role_source.map(|source| Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) }));
+        let role = role_source.map(|source| {
+            Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) })
+        });
 
         let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base);
         let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base);
@@ -434,11 +468,17 @@ async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Resul
     match source {
         CredentialSource::Default => {}
         CredentialSource::Static { access_key_id, secret_access_key } => {
-            loader = loader.credentials_provider(Credentials::new(access_key_id, secret_access_key, None, None, "static"));
+            loader =
+                loader.credentials_provider(Credentials::new(access_key_id, secret_access_key, None, None, "static"));
         }
         CredentialSource::AssumeRole { .. } | CredentialSource::WebIdentity { .. } => {
-            return Err(AwsError::new("Configure", "InvalidCredentialSource", "a role's base credentials must be the default chain or static keys", None)
-                .with_class(ErrorClass::Client));
+            return Err(AwsError::new(
+                "Configure",
+                "InvalidCredentialSource",
+                "a role's base credentials must be the default chain or static keys",
+                None,
+            )
+            .with_class(ErrorClass::Client));
         }
     }
     Ok(loader.load().await)
@@ -515,7 +555,11 @@ impl AwsApi for SdkAws {
             }
             // Only for the ARN: a cluster whose network reaches EC2 but not STS (a VPC endpoint for
             // EC2 alone) still gets its inventory; bad credentials are reported here already.
-            let arn = match self.caller.call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send()).await {
+            let arn = match self
+                .caller
+                .call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send())
+                .await
+            {
                 Ok(out) => out.arn,
                 Err(e) if e.class == ErrorClass::Credentials => return Err(e),
                 Err(e) => {
@@ -527,7 +571,11 @@ impl AwsApi for SdkAws {
         })
     }
 
-    fn describe_volumes(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Volume>, AwsError>> {
+    fn describe_volumes(
+        &self,
+        filters: &[Filter],
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<Volume>, AwsError>> {
         let filters = ec2_filters(filters);
         Box::pin(async move {
             let out = self
@@ -541,11 +589,18 @@ impl AwsApi for SdkAws {
                         .send()
                 })
                 .await?;
-            Ok(Page { items: out.volumes().iter().map(volume_of).collect(), next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string) })
+            Ok(Page {
+                items: out.volumes().iter().map(volume_of).collect(),
+                next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string),
+            })
         })
     }
 
-    fn describe_snapshots(&self, filters: &[Filter], next_token: Option<String>) -> BoxFuture<'_, Result<Page<Snapshot>, AwsError>> {
+    fn describe_snapshots(
+        &self,
+        filters: &[Filter],
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<Snapshot>, AwsError>> {
         let filters = ec2_filters(filters);
         Box::pin(async move {
             let out = self
@@ -560,14 +615,21 @@ impl AwsApi for SdkAws {
                         .send()
                 })
                 .await?;
-            Ok(Page { items: out.snapshots().iter().map(snapshot_of).collect(), next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string) })
+            Ok(Page {
+                items: out.snapshots().iter().map(snapshot_of).collect(),
+                next_token: out.next_token().filter(|t| !t.is_empty()).map(str::to_string),
+            })
         })
     }
 
     fn availability_zones(&self) -> BoxFuture<'_, Result<Vec<String>, AwsError>> {
         Box::pin(async move {
-            let out = self.caller.call("DescribeAvailabilityZones", self.caller.retry, || self.ec2.describe_availability_zones().send()).await?;
-            let mut zones: Vec<String> = out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
+            let out = self
+                .caller
+                .call("DescribeAvailabilityZones", self.caller.retry, || self.ec2.describe_availability_zones().send())
+                .await?;
+            let mut zones: Vec<String> =
+                out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
             zones.sort();
             Ok(zones)
         })
@@ -575,17 +637,25 @@ impl AwsApi for SdkAws {
 
     fn encryption_by_default(&self) -> BoxFuture<'_, Result<bool, AwsError>> {
         Box::pin(async move {
-            let out = self.caller.call("GetEbsEncryptionByDefault", self.caller.retry, || self.ec2.get_ebs_encryption_by_default().send()).await?;
+            let out = self
+                .caller
+                .call("GetEbsEncryptionByDefault", self.caller.retry, || {
+                    self.ec2.get_ebs_encryption_by_default().send()
+                })
+                .await?;
             Ok(out.ebs_encryption_by_default().unwrap_or(false))
         })
     }
 
     fn default_kms_key_id(&self) -> BoxFuture<'_, Result<String, AwsError>> {
         Box::pin(async move {
-            let out = self.caller.call("GetEbsDefaultKmsKeyId", RetryPolicy::ONCE, || self.ec2.get_ebs_default_kms_key_id().send()).await?;
-            out.kms_key_id()
-                .map(str::to_string)
-                .ok_or_else(|| AwsError::new("GetEbsDefaultKmsKeyId", "InvalidResponse", "no KmsKeyId in the answer", None))
+            let out = self
+                .caller
+                .call("GetEbsDefaultKmsKeyId", RetryPolicy::ONCE, || self.ec2.get_ebs_default_kms_key_id().send())
+                .await?;
+            out.kms_key_id().map(str::to_string).ok_or_else(|| {
+                AwsError::new("GetEbsDefaultKmsKeyId", "InvalidResponse", "no KmsKeyId in the answer", None)
+            })
         })
     }
 
@@ -597,16 +667,24 @@ impl AwsApi for SdkAws {
             let ec2 = &self.ec2;
             let c = &self.caller;
             match &probe {
-                Probe::DescribeInstances => verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await),
+                Probe::DescribeInstances => {
+                    verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await)
+                }
                 // One named type, as the driver asks for its node's type (and moto, which ignores
                 // DryRun here, then answers one type instead of hundreds).
-                Probe::DescribeInstanceTypes => {
-                    verdict(c.call(op, retry, || ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()).await)
-                }
-                Probe::DescribeVolumesModifications => {
-                    verdict(c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send()).await)
-                }
-                Probe::DescribeVolumeStatus => verdict(c.call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send()).await),
+                Probe::DescribeInstanceTypes => verdict(
+                    c.call(op, retry, || {
+                        ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()
+                    })
+                    .await,
+                ),
+                Probe::DescribeVolumesModifications => verdict(
+                    c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send())
+                        .await,
+                ),
+                Probe::DescribeVolumeStatus => verdict(
+                    c.call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send()).await,
+                ),
                 Probe::CreateVolume { zone, tags } => verdict(
                     c.call(op, retry, || {
                         ec2.create_volume()
@@ -622,35 +700,70 @@ impl AwsApi for SdkAws {
                 ),
                 Probe::CopyVolumes { volume_id, tags } => verdict(
                     c.call(op, retry, || {
-                        ec2.copy_volumes().dry_run(true).source_volume_id(volume_id).tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags)).send()
+                        ec2.copy_volumes()
+                            .dry_run(true)
+                            .source_volume_id(volume_id)
+                            .tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags))
+                            .send()
                     })
                     .await,
                 ),
-                Probe::DeleteVolume { volume_id } => verdict(c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await),
+                Probe::DeleteVolume { volume_id } => {
+                    verdict(c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await)
+                }
                 Probe::AttachVolume { volume_id, instance_id } => verdict(
-                    c.call(op, retry, || ec2.attach_volume().dry_run(true).volume_id(volume_id).instance_id(instance_id).device("/dev/xvdbz").send())
-                        .await,
+                    c.call(op, retry, || {
+                        ec2.attach_volume()
+                            .dry_run(true)
+                            .volume_id(volume_id)
+                            .instance_id(instance_id)
+                            .device("/dev/xvdbz")
+                            .send()
+                    })
+                    .await,
                 ),
-                Probe::DetachVolume { volume_id } => verdict(c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await),
+                Probe::DetachVolume { volume_id } => {
+                    verdict(c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await)
+                }
                 Probe::ModifyVolume { volume_id } => verdict(
-                    c.call(op, retry, || ec2.modify_volume().dry_run(true).volume_id(volume_id).volume_type(ec2t::VolumeType::Gp3).send()).await,
+                    c.call(op, retry, || {
+                        ec2.modify_volume().dry_run(true).volume_id(volume_id).volume_type(ec2t::VolumeType::Gp3).send()
+                    })
+                    .await,
                 ),
                 Probe::CreateSnapshot { volume_id, tags } => verdict(
                     c.call(op, retry, || {
-                        ec2.create_snapshot().dry_run(true).volume_id(volume_id).tag_specifications(tag_spec(ec2t::ResourceType::Snapshot, tags)).send()
+                        ec2.create_snapshot()
+                            .dry_run(true)
+                            .volume_id(volume_id)
+                            .tag_specifications(tag_spec(ec2t::ResourceType::Snapshot, tags))
+                            .send()
                     })
                     .await,
                 ),
-                Probe::DeleteSnapshot { snapshot_id } => verdict(c.call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send()).await),
+                Probe::DeleteSnapshot { snapshot_id } => verdict(
+                    c.call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send()).await,
+                ),
                 Probe::LockSnapshot { snapshot_id } => verdict(
                     c.call(op, retry, || {
-                        ec2.lock_snapshot().dry_run(true).snapshot_id(snapshot_id).lock_mode(ec2t::LockMode::Governance).lock_duration(1).send()
+                        ec2.lock_snapshot()
+                            .dry_run(true)
+                            .snapshot_id(snapshot_id)
+                            .lock_mode(ec2t::LockMode::Governance)
+                            .lock_duration(1)
+                            .send()
                     })
                     .await,
                 ),
                 Probe::EnableFastSnapshotRestores { zone, snapshot_id } => verdict(
-                    c.call(op, retry, || ec2.enable_fast_snapshot_restores().dry_run(true).availability_zones(zone).source_snapshot_ids(snapshot_id).send())
-                        .await,
+                    c.call(op, retry, || {
+                        ec2.enable_fast_snapshot_restores()
+                            .dry_run(true)
+                            .availability_zones(zone)
+                            .source_snapshot_ids(snapshot_id)
+                            .send()
+                    })
+                    .await,
                 ),
                 Probe::DeleteTags { volume_id, keys } => verdict(
                     c.call(op, retry, || {
@@ -668,7 +781,9 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("ListSnapshotBlocks", RetryPolicy::ONCE, || self.ebs.list_snapshot_blocks().snapshot_id(&snapshot_id).max_results(100).send())
+                .call("ListSnapshotBlocks", RetryPolicy::ONCE, || {
+                    self.ebs.list_snapshot_blocks().snapshot_id(&snapshot_id).max_results(100).send()
+                })
                 .await?;
             Ok(out.blocks().len() as u64)
         })
@@ -681,7 +796,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), retry_server_errors: true };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry_server_errors: true,
+        };
         for _ in 0..50 {
             let d1 = p.delay(1);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
@@ -694,7 +814,8 @@ mod tests {
 
     #[test]
     fn debug_of_credentials_never_shows_the_secret() {
-        let s = CredentialSource::Static { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "very-secret".into() };
+        let s =
+            CredentialSource::Static { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "very-secret".into() };
         let text = format!("{s:?}");
         assert!(text.contains("AKIDEXAMPLE") && !text.contains("very-secret"), "{text}");
     }

@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 
 use super::kinds::{ChildCaches, ChildKind};
 use crate::error::{Error, Result};
@@ -31,7 +31,11 @@ fn hash_of(child: &Child) -> u64 {
 }
 
 fn version_of(meta: &ObjectMeta, full: bool) -> String {
-    if full { meta.generation.map(|g| format!("g{g}")).unwrap_or_default() } else { meta.resource_version.clone().unwrap_or_default() }
+    if full {
+        meta.generation.map(|g| format!("g{g}")).unwrap_or_default()
+    } else {
+        meta.resource_version.clone().unwrap_or_default()
+    }
 }
 
 fn api_for(client: &Client, kind: &ChildKind, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -44,7 +48,8 @@ fn api_for(client: &Client, kind: &ChildKind, namespace: Option<&str>) -> Api<Dy
 /// Is this existing object one of ours: owned by the HardenedCsiDriver with `uid`, or carrying
 /// our labels for `instance` (children of an earlier incarnation are ours to take back).
 pub fn is_ours(meta: &ObjectMeta, instance: &str, uid: Option<&str>) -> bool {
-    let owned = meta.owner_references.iter().flatten().any(|o| o.kind == "HardenedCsiDriver" && Some(o.uid.as_str()) == uid);
+    let owned =
+        meta.owner_references.iter().flatten().any(|o| o.kind == "HardenedCsiDriver" && Some(o.uid.as_str()) == uid);
     let labels = meta.labels.as_ref();
     let labelled = labels.and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGER)
         && labels.and_then(|l| l.get(LABEL_INSTANCE)).is_some_and(|v| v == instance);
@@ -67,7 +72,9 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
         let ns = annotations.get("meta.helm.sh/release-namespace").cloned().unwrap_or_else(|| "?".into());
         (
             format!("Helm release {release} (namespace {ns})"),
-            format!("set spec.adopt: true to take the objects over, then delete the release record without uninstalling (kubectl delete secret -n {ns} -l owner=helm,name={release})"),
+            format!(
+                "set spec.adopt: true to take the objects over, then delete the release record without uninstalling (kubectl delete secret -n {ns} -l owner=helm,name={release})"
+            ),
         )
     } else if labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGER) {
         let other = labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
@@ -81,7 +88,13 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
 
 /// Children that exist but are not ours. Cached children cost nothing; only children missing
 /// from our label-filtered caches are looked up, metadata only.
-pub async fn foreign(client: &Client, caches: &ChildCaches, children: &[Child], instance: &str, uid: Option<&str>) -> Result<Vec<String>> {
+pub async fn foreign(
+    client: &Client,
+    caches: &ChildCaches,
+    children: &[Child],
+    instance: &str,
+    uid: Option<&str>,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for c in children {
         let ns = c.namespace();
@@ -107,7 +120,13 @@ pub async fn foreign(client: &Client, caches: &ChildCaches, children: &[Child], 
 
 /// Server-side applies every child that changed since our last apply (or drifted), and nothing
 /// else. Returns the errors of children that could not be applied.
-pub async fn apply(client: &Client, caches: &ChildCaches, log: &AppliedLog, metrics: &Metrics, children: &[Child]) -> Vec<Error> {
+pub async fn apply(
+    client: &Client,
+    caches: &ChildCaches,
+    log: &AppliedLog,
+    metrics: &Metrics,
+    children: &[Child],
+) -> Vec<Error> {
     let mut errors = Vec::new();
     for c in children {
         let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
@@ -142,8 +161,12 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
         // StorageClass and VolumeSnapshotClass parameters are immutable. Deleting a class does
         // not touch volumes or snapshots made from it, so recreate it.
         Err(kube::Error::Api(s)) if s.code == 422 && matches!(c.kind(), "StorageClass" | "VolumeSnapshotClass") => {
-            api.delete(&c.name(), &DeleteParams::default()).await.map_err(|source| Error::Delete { child: c.key(), source })?;
-            api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await.map_err(|source| Error::Apply { child: c.key(), source })
+            api.delete(&c.name(), &DeleteParams::default())
+                .await
+                .map_err(|source| Error::Delete { child: c.key(), source })?;
+            api.patch(&c.name(), &params, &Patch::Apply(&c.object))
+                .await
+                .map_err(|source| Error::Apply { child: c.key(), source })
         }
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
@@ -151,7 +174,13 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
 
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
 /// label-filtered caches and checked for our ownership again, never by name alone.
-pub async fn prune(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>, keep: &BTreeSet<String>) -> Vec<Error> {
+pub async fn prune(
+    client: &Client,
+    caches: &ChildCaches,
+    instance: &str,
+    uid: Option<&str>,
+    keep: &BTreeSet<String>,
+) -> Vec<Error> {
     let mut errors = Vec::new();
     for (kind_name, (kind, store)) in &caches.by_kind {
         for meta in store.metas() {

@@ -32,6 +32,13 @@ pub async fn set_finalizer(api: &Api<DynamicObject>, obj: &DynamicObject, presen
 /// How many PersistentVolumes the EBS CSI driver provides.
 pub async fn driver_volumes(client: &Client) -> Result<usize> {
     let api: Api<PersistentVolume> = Api::all(client.clone());
-    let pvs = api.list(&ListParams::default()).await.map_err(|source| Error::Read { what: "PersistentVolumes".into(), source })?;
-    Ok(pvs.items.iter().filter(|pv| pv.spec.as_ref().and_then(|s| s.csi.as_ref()).is_some_and(|c| c.driver == DRIVER_NAME)).count())
+    let pvs = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read { what: "PersistentVolumes".into(), source })?;
+    Ok(pvs
+        .items
+        .iter()
+        .filter(|pv| pv.spec.as_ref().and_then(|s| s.csi.as_ref()).is_some_and(|c| c.driver == DRIVER_NAME))
+        .count())
 }

@@ -17,10 +17,10 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
@@ -121,7 +121,11 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             let reader = writer.as_reader();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
             let stream = quiet(reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects());
-            controller = controller.watches_stream_with(stream, |o: DynamicObject| instance_ref(&o.metadata), kind.resource.clone());
+            controller = controller.watches_stream_with(
+                stream,
+                |o: DynamicObject| instance_ref(&o.metadata),
+                kind.resource.clone(),
+            );
             let (r, k) = (reader.clone(), kind.resource.kind.clone());
             syncs.push(Box::pin(async move {
                 synced(&r).await;
@@ -159,7 +163,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) },
+        ),
         client,
         metrics: opts.metrics,
         caches,
@@ -180,10 +187,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         });
     }
 
-    let run = controller
-        .graceful_shutdown_on(opts.shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
+    let run = controller.graceful_shutdown_on(opts.shutdown).run(reconcile::reconcile, error_policy, ctx).for_each(
+        |res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(driver = %obj.name, "reconciled"),
                 // A watch of an API that is not installed (the snapshot API) retries with
@@ -191,7 +196,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 Err(kube::runtime::controller::Error::QueueError(e)) => tracing::debug!(error = %e, "watch retrying"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
-        });
+        },
+    );
     tokio::select! {
         _ = run => {}
         _ = capability_watch => {}
@@ -241,7 +247,8 @@ async fn watch_snapshot_api(client: Client, caps: Arc<RwLock<Capabilities>>, all
             continue;
         }
         let present = !reader.state().is_empty();
-        let changed = caps.write().map(|mut c| std::mem::replace(&mut c.snapshot_api, present) != present).unwrap_or(false);
+        let changed =
+            caps.write().map(|mut c| std::mem::replace(&mut c.snapshot_api, present) != present).unwrap_or(false);
         if changed {
             tracing::info!(snapshot_api = present, "snapshot API changed; re-rendering every driver");
             let _ = all.send(()).await;
@@ -259,7 +266,9 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
     let jitter = Duration::from_millis(fastrand::u64(0..250));
     match err.api_status() {
         Some((409, _)) => return Action::requeue(Duration::from_millis(200) + jitter),
-        Some((429, retry_after)) => return Action::requeue(Duration::from_secs(u64::from(retry_after.unwrap_or(1))) + jitter),
+        Some((429, retry_after)) => {
+            return Action::requeue(Duration::from_secs(u64::from(retry_after.unwrap_or(1))) + jitter);
+        }
         _ => {}
     }
     let n = ctx
@@ -271,6 +280,7 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
             *n
         })
         .unwrap_or(1);
-    let backoff = Duration::from_secs(1).saturating_mul(1u32 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    let backoff =
+        Duration::from_secs(1).saturating_mul(1u32 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
     Action::requeue(backoff + jitter)
 }

@@ -37,7 +37,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let uid = obj.uid();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &driver_resource());
     let caps = ctx.capabilities();
-    let old_status: Option<HardenedCsiDriverStatus> = obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
+    let old_status: Option<HardenedCsiDriverStatus> =
+        obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
     let mut observed = Observed {
         generation: obj.metadata.generation,
         snapshot_api: caps.snapshot_api,
@@ -99,7 +100,8 @@ async fn apply_children(
     let name = hcd.name_any();
     observed.driver_image = Some(render::images::resolve(&hcd.spec).driver);
     observed.storage_classes = children.iter().filter(|c| c.kind() == "StorageClass").map(|c| c.name()).collect();
-    observed.volume_snapshot_classes = children.iter().filter(|c| c.kind() == "VolumeSnapshotClass").map(|c| c.name()).collect();
+    observed.volume_snapshot_classes =
+        children.iter().filter(|c| c.kind() == "VolumeSnapshotClass").map(|c| c.name()).collect();
     // `hcd` is the stored object, uid included, so every child already carries our owner reference.
     let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
     if !foreign.is_empty() && !hcd.spec.adopt {
@@ -126,7 +128,8 @@ fn first_driver(ctx: &Context, me: &DynamicObject) -> Option<String> {
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == status::ACTIVE && c["status"] == "True"));
         (!active, d.metadata.creation_timestamp.clone(), d.name_any())
     };
-    let mut all: Vec<_> = ctx.drivers.state().iter().filter(|d| d.metadata.deletion_timestamp.is_none()).map(|d| key(d)).collect();
+    let mut all: Vec<_> =
+        ctx.drivers.state().iter().filter(|d| d.metadata.deletion_timestamp.is_none()).map(|d| key(d)).collect();
     if !all.iter().any(|(_, _, n)| *n == me.name_any()) {
         all.push(key(me));
     }
@@ -142,7 +145,12 @@ fn rollout(ctx: &Context, kind: &str, namespace: &str, name: &str) -> Rollout {
     let observed = st.get("observedGeneration").and_then(Value::as_i64) == obj.metadata.generation;
     let replicas = if kind == "Deployment" {
         let desired = obj.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as i32;
-        ReplicaStatus::new(desired, int(&st, "readyReplicas"), int(&st, "updatedReplicas"), int(&st, "availableReplicas"))
+        ReplicaStatus::new(
+            desired,
+            int(&st, "readyReplicas"),
+            int(&st, "updatedReplicas"),
+            int(&st, "availableReplicas"),
+        )
     } else {
         ReplicaStatus::new(
             int(&st, "desiredNumberScheduled"),
@@ -175,7 +183,13 @@ async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &m
     observed.missing_pull_secrets = Some(missing);
 }
 
-async fn finalize(obj: &DynamicObject, ctx: &Context, api: &Api<DynamicObject>, old: Option<HardenedCsiDriverStatus>, mut observed: Observed) -> Result<Action> {
+async fn finalize(
+    obj: &DynamicObject,
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    old: Option<HardenedCsiDriverStatus>,
+    mut observed: Observed,
+) -> Result<Action> {
     if !deletion::has_finalizer(obj) {
         return Ok(Action::await_change());
     }
@@ -185,7 +199,8 @@ async fn finalize(obj: &DynamicObject, ctx: &Context, api: &Api<DynamicObject>, 
     let pvs = if runs_the_driver { deletion::driver_volumes(&ctx.client).await? } else { 0 };
     if pvs > 0 && !force {
         observed.deletion_blocked_by = Some(pvs);
-        observed.controller = old.as_ref().and_then(|s| s.controller.clone()).map(|replicas| Rollout { replicas, observed: true });
+        observed.controller =
+            old.as_ref().and_then(|s| s.controller.clone()).map(|replicas| Rollout { replicas, observed: true });
         observed.node = old.as_ref().and_then(|s| s.node.clone()).map(|replicas| Rollout { replicas, observed: true });
         write_status(ctx, api, obj, old.as_ref(), &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
@@ -201,7 +216,13 @@ async fn finalize(obj: &DynamicObject, ctx: &Context, api: &Api<DynamicObject>, 
 
 /// Writes status (server-side apply of the status subresource) only when it changed, and
 /// publishes an event for each condition whose status changed.
-async fn write_status(ctx: &Context, api: &Api<DynamicObject>, obj: &DynamicObject, old: Option<&HardenedCsiDriverStatus>, observed: &Observed) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    old: Option<&HardenedCsiDriverStatus>,
+    observed: &Observed,
+) -> Result<()> {
     let now = Time(jiff::Timestamp::now());
     let new = status::build(old, observed, &now);
     if old == Some(&new) {
@@ -214,7 +235,16 @@ async fn write_status(ctx: &Context, api: &Api<DynamicObject>, obj: &DynamicObje
         .map_err(|source| Error::Status { name: name.clone(), source })?;
     let reference = obj.object_ref(&driver_resource());
     for c in status::transitions(old, &new) {
-        if !matches!(c.type_.as_str(), status::READY | status::DEGRADED | status::SPEC_VALID | status::ACTIVE | status::OWNERSHIP | status::DELETION_BLOCKED | status::PULL_SECRETS) {
+        if !matches!(
+            c.type_.as_str(),
+            status::READY
+                | status::DEGRADED
+                | status::SPEC_VALID
+                | status::ACTIVE
+                | status::OWNERSHIP
+                | status::DELETION_BLOCKED
+                | status::PULL_SECRETS
+        ) {
             continue;
         }
         let good = match c.type_.as_str() {

@@ -84,7 +84,9 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
 
     out.push(match &o.spec_errors {
         None => Cond::new(SPEC_VALID, true, "Valid", "The spec passes every rule."),
-        Some(e) => Cond::new(SPEC_VALID, false, "InvalidSpec", format!("Fix the spec; nothing running was changed: {e}")),
+        Some(e) => {
+            Cond::new(SPEC_VALID, false, "InvalidSpec", format!("Fix the spec; nothing running was changed: {e}"))
+        }
     });
     out.push(match &o.other_driver {
         None => Cond::new(ACTIVE, true, "InCharge", "This HardenedCsiDriver manages the cluster's EBS CSI driver."),
@@ -98,7 +100,15 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     out.push(if o.foreign.is_empty() {
         Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
     } else {
-        Cond::new(OWNERSHIP, true, "ForeignObjects", format!("Existing objects not created by this operator block the install; nothing was changed. {}", o.foreign.join(" ")))
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "ForeignObjects",
+            format!(
+                "Existing objects not created by this operator block the install; nothing was changed. {}",
+                o.foreign.join(" ")
+            ),
+        )
     });
     out.push(if o.snapshot_api {
         Cond::new(SNAPSHOT_API, true, "Installed", "snapshot.storage.k8s.io/v1 is served: the csi-snapshotter sidecar and VolumeSnapshotClasses are managed.")
@@ -129,7 +139,10 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             CONTROLLER_AVAILABLE,
             r.available > 0,
             if r.available > 0 { "Available" } else { "Unavailable" },
-            format!("ebs-csi-controller: {}/{} ready, {} updated, {} available.", r.ready, r.desired, r.updated, r.available),
+            format!(
+                "ebs-csi-controller: {}/{} ready, {} updated, {} available.",
+                r.ready, r.desired, r.updated, r.available
+            ),
         ));
     }
     if let Some(n) = node {
@@ -138,7 +151,13 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         out.push(Cond::new(
             NODE_AVAILABLE,
             ok,
-            if r.desired == 0 { "NoNodes" } else if ok { "Available" } else { "Unavailable" },
+            if r.desired == 0 {
+                "NoNodes"
+            } else if ok {
+                "Available"
+            } else {
+                "Unavailable"
+            },
             if r.desired == 0 {
                 "ebs-csi-node: no node matches the node selector and tolerations.".to_string()
             } else {
@@ -162,11 +181,19 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     } else if let Some(first) = &o.other_driver {
         (false, "AnotherDriverActive", format!("HardenedCsiDriver {first:?} manages the driver."))
     } else if !o.foreign.is_empty() {
-        (false, "OwnershipConflict", "Objects from another installation block the install; see the OwnershipConflict condition.".to_string())
+        (
+            false,
+            "OwnershipConflict",
+            "Objects from another installation block the install; see the OwnershipConflict condition.".to_string(),
+        )
     } else if !o.apply_errors.is_empty() {
         (false, "ApplyFailed", o.apply_errors.join("; "))
     } else if o.deletion_blocked_by.is_some() {
-        (false, "DeletionBlocked", "Deletion waits for the driver's PersistentVolumes; see DeletionBlocked.".to_string())
+        (
+            false,
+            "DeletionBlocked",
+            "Deletion waits for the driver's PersistentVolumes; see DeletionBlocked.".to_string(),
+        )
     } else if !rolled_out {
         (false, "RollingOut", "Children applied; waiting for the controller and node rollouts to complete.".to_string())
     } else {
@@ -177,8 +204,20 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     out.push(Cond::new(
         PROGRESSING,
         progressing,
-        if progressing { "RollingOut" } else if rolled_out { "Complete" } else { "Blocked" },
-        if progressing { "Rolling out the driver." } else if rolled_out { "The rollout is complete." } else { "Nothing can progress until the Ready condition's cause is fixed." },
+        if progressing {
+            "RollingOut"
+        } else if rolled_out {
+            "Complete"
+        } else {
+            "Blocked"
+        },
+        if progressing {
+            "Rolling out the driver."
+        } else if rolled_out {
+            "The rollout is complete."
+        } else {
+            "Nothing can progress until the Ready condition's cause is fixed."
+        },
     ));
     let degraded_reason = if !applied {
         Some(reason)
@@ -190,7 +229,16 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         None
     };
     out.push(match degraded_reason {
-        Some(r) => Cond::new(DEGRADED, true, r, if r == "PodsUnavailable" { "Some driver pods are not ready; see ControllerAvailable and NodeAvailable.".to_string() } else { message.clone() }),
+        Some(r) => Cond::new(
+            DEGRADED,
+            true,
+            r,
+            if r == "PodsUnavailable" {
+                "Some driver pods are not ready; see ControllerAvailable and NodeAvailable.".to_string()
+            } else {
+                message.clone()
+            },
+        ),
         None => Cond::new(DEGRADED, false, "AsExpected", "Nothing is degraded."),
     });
     out
@@ -264,8 +312,11 @@ mod tests {
 
     #[test]
     fn ready_only_when_rolled_out() {
-        let mut o = Observed { controller: Some(rolled(2)), node: Some(rolled(3)), snapshot_api: true, ..Observed::default() };
-        let ready = |o: &Observed| conditions(o).into_iter().find(|c| c.type_ == READY).map(|c| (c.status, c.reason)).expect("ready");
+        let mut o =
+            Observed { controller: Some(rolled(2)), node: Some(rolled(3)), snapshot_api: true, ..Observed::default() };
+        let ready = |o: &Observed| {
+            conditions(o).into_iter().find(|c| c.type_ == READY).map(|c| (c.status, c.reason)).expect("ready")
+        };
         assert_eq!(ready(&o), ("True", "Ready".to_string()));
         o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 1, 3, 1), observed: true });
         assert_eq!(ready(&o), ("False", "RollingOut".to_string()));
@@ -282,13 +333,17 @@ mod tests {
         let again = build(Some(&first), &o, &t("2026-01-01T01:00:00Z"));
         assert_eq!(first, again, "an unchanged world yields an identical status");
         assert!(transitions(Some(&first), &again).is_empty());
-        let worse = Observed { node: Some(Rollout { replicas: ReplicaStatus::new(1, 0, 1, 0), observed: true }), ..o.clone() };
+        let worse =
+            Observed { node: Some(Rollout { replicas: ReplicaStatus::new(1, 0, 1, 0), observed: true }), ..o.clone() };
         let next = build(Some(&first), &worse, &t("2026-01-01T02:00:00Z"));
         let ready = next.condition(READY).expect("ready");
         assert_eq!(ready.last_transition_time, t("2026-01-01T02:00:00Z"));
         let spec = next.condition(SPEC_VALID).expect("spec");
         assert_eq!(spec.last_transition_time, t("2026-01-01T00:00:00Z"));
         let changed: Vec<&str> = transitions(Some(&first), &next).iter().map(|c| c.type_.as_str()).collect();
-        assert!(changed.contains(&READY) && changed.contains(&NODE_AVAILABLE) && !changed.contains(&SPEC_VALID), "{changed:?}");
+        assert!(
+            changed.contains(&READY) && changed.contains(&NODE_AVAILABLE) && !changed.contains(&SPEC_VALID),
+            "{changed:?}"
+        );
     }
 }

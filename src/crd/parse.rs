@@ -2,7 +2,6 @@
 //! bypassed admission) with errors that name the field: type errors carry their path and unknown
 //! fields are refused instead of silently dropped.
 
-
 use super::HardenedCsiDriver;
 use super::validate::{FieldError, FieldErrors};
 
@@ -21,7 +20,10 @@ pub fn from_value(value: serde_json::Value) -> Result<HardenedCsiDriver, FieldEr
         Ok(hcd) => {
             // metadata is the API server's business; only the user's spec must be exact.
             for path in unknown.into_iter().filter(|p| p.starts_with("spec.")) {
-                errs.0.push(FieldError { field: path, message: "unknown field; see `kubectl explain hardenedcsidriver.spec`".into() });
+                errs.0.push(FieldError {
+                    field: path,
+                    message: "unknown field; see `kubectl explain hardenedcsidriver.spec`".into(),
+                });
             }
             if errs.0.is_empty() { Ok(hcd) } else { Err(errs) }
         }

@@ -1,7 +1,9 @@
 //! Spec types of `HardenedCsiDriver`. Field names are the public contract; every field has a
 //! description (for `kubectl explain`) and a default where one is safe.
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySelectorTerm, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySelectorTerm, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

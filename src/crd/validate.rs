@@ -42,8 +42,16 @@ impl FieldErrors {
 }
 
 /// AWS regions that have FIPS endpoints for EC2 and STS.
-pub const FIPS_REGIONS: &[&str] =
-    &["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "ca-west-1", "us-gov-east-1", "us-gov-west-1"];
+pub const FIPS_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "ca-west-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
 
 /// StorageClass parameters the driver understands, besides those with their own field
 /// (`type`, `encrypted`, `kmsKeyId`, `iops`, `throughput`, `csi.storage.k8s.io/fstype`).
@@ -79,15 +87,28 @@ pub const SNAPSHOT_CLASS_PARAMETERS: &[&str] = &[
     "lockCoolOffPeriod",
 ];
 /// Driver flags the operator sets itself; `controller.extraArgs` may not repeat them.
-const MANAGED_CONTROLLER_FLAGS: &[&str] =
-    &["--endpoint", "--k8s-tag-cluster-id", "--extra-tags", "--v", "--logging-format", "--http-endpoint", "--user-agent-extra"];
+const MANAGED_CONTROLLER_FLAGS: &[&str] = &[
+    "--endpoint",
+    "--k8s-tag-cluster-id",
+    "--extra-tags",
+    "--v",
+    "--logging-format",
+    "--http-endpoint",
+    "--user-agent-extra",
+];
 const MIN_INVENTORY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Check the whole spec. Returns every broken rule so a user can fix them in one go.
 pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
     if !is_dns_label(&spec.namespace) {
-        errs.push("spec.namespace", format!("{:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)", spec.namespace));
+        errs.push(
+            "spec.namespace",
+            format!(
+                "{:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
+                spec.namespace
+            ),
+        );
     }
     images(&spec.images, &mut errs);
     aws(spec, &mut errs);
@@ -106,10 +127,16 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
 
 fn images(images: &Images, errs: &mut FieldErrors) {
     if images.registry.is_empty() || images.registry.contains("://") || images.registry.ends_with('/') {
-        errs.push("spec.images.registry", "must be a registry host (and optional path) without scheme or trailing '/', for example dhi.io");
+        errs.push(
+            "spec.images.registry",
+            "must be a registry host (and optional path) without scheme or trailing '/', for example dhi.io",
+        );
     }
     if images.mirror.contains("://") || images.mirror.ends_with('/') {
-        errs.push("spec.images.mirror", "must be a registry host and path without scheme or trailing '/', for example registry.example.com/acme");
+        errs.push(
+            "spec.images.mirror",
+            "must be a registry host and path without scheme or trailing '/', for example registry.example.com/acme",
+        );
     }
     for (i, s) in images.pull_secrets.iter().enumerate() {
         if !is_dns_subdomain(s) {
@@ -119,14 +146,26 @@ fn images(images: &Images, errs: &mut FieldErrors) {
     for (role, r) in image_roles(images) {
         let path = format!("spec.images.{role}");
         if let Some(repo) = &r.repository
-            && (repo.is_empty() || !repo.split(['/', '.', '_', '-']).all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())))
+            && (repo.is_empty()
+                || !repo
+                    .split(['/', '.', '_', '-'])
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())))
         {
-            errs.push(format!("{path}.repository"), format!("{repo:?} is not a valid repository (lowercase letters, digits, '.', '_', '-', '/')"));
+            errs.push(
+                format!("{path}.repository"),
+                format!("{repo:?} is not a valid repository (lowercase letters, digits, '.', '_', '-', '/')"),
+            );
         }
         if let Some(tag) = &r.tag
-            && (tag.is_empty() || tag.len() > 128 || tag.starts_with(['.', '-']) || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+            && (tag.is_empty()
+                || tag.len() > 128
+                || tag.starts_with(['.', '-'])
+                || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
         {
-            errs.push(format!("{path}.tag"), format!("{tag:?} is not a valid tag (letters, digits, '.', '_', '-', at most 128)"));
+            errs.push(
+                format!("{path}.tag"),
+                format!("{tag:?} is not a valid tag (letters, digits, '.', '_', '-', at most 128)"),
+            );
         }
         if let Some(d) = &r.digest
             && !d.is_empty()
@@ -180,7 +219,10 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
     if let Some(irsa) = &id.irsa
         && !is_role_arn(&irsa.role_arn)
     {
-        errs.push("spec.aws.identity.irsa.roleArn", format!("{:?} is not an IAM role ARN like arn:aws:iam::111122223333:role/ebs-csi", irsa.role_arn));
+        errs.push(
+            "spec.aws.identity.irsa.roleArn",
+            format!("{:?} is not an IAM role ARN like arn:aws:iam::111122223333:role/ebs-csi", irsa.role_arn),
+        );
     }
     if let Some(s) = &id.secret_ref
         && !is_dns_subdomain(&s.name)
@@ -194,12 +236,18 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
                 "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and ebs.csi.aws.com/* (it would exit at start-up)",
             );
         } else if key.is_empty() || key.len() > 128 || key.starts_with("aws:") {
-            errs.push(format!("spec.aws.extraTags[{key}]"), "tag keys must be 1-128 characters and must not start with aws:");
+            errs.push(
+                format!("spec.aws.extraTags[{key}]"),
+                "tag keys must be 1-128 characters and must not start with aws:",
+            );
         }
     }
     for (key, value) in &aws.extra_tags {
         if value.len() > 256 || value.contains(',') || value.contains('=') {
-            errs.push(format!("spec.aws.extraTags[{key}]"), "tag values must be at most 256 characters without ',' or '=' (the --extra-tags separators)");
+            errs.push(
+                format!("spec.aws.extraTags[{key}]"),
+                "tag values must be at most 256 characters without ',' or '=' (the --extra-tags separators)",
+            );
         }
     }
     if let Some(e) = &aws.ec2_endpoint
@@ -210,7 +258,10 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
 }
 
 pub fn is_reserved_tag(key: &str) -> bool {
-    key == "CSIVolumeName" || key == "CSIVolumeSnapshotName" || key.starts_with("kubernetes.io") || key.starts_with("ebs.csi.aws.com/")
+    key == "CSIVolumeName"
+        || key == "CSIVolumeSnapshotName"
+        || key.starts_with("kubernetes.io")
+        || key.starts_with("ebs.csi.aws.com/")
 }
 
 fn controller(c: &ControllerSpec, errs: &mut FieldErrors) {
@@ -225,7 +276,10 @@ fn controller(c: &ControllerSpec, errs: &mut FieldErrors) {
         if !a.starts_with("--") || flag.len() <= 2 {
             errs.push(format!("spec.controller.extraArgs[{i}]"), format!("{a:?} must be a flag like --name=value"));
         } else if MANAGED_CONTROLLER_FLAGS.contains(&flag) {
-            errs.push(format!("spec.controller.extraArgs[{i}]"), format!("{flag} is set by the operator from the spec; use the matching spec field instead"));
+            errs.push(
+                format!("spec.controller.extraArgs[{i}]"),
+                format!("{flag} is set by the operator from the spec; use the matching spec field instead"),
+            );
         }
     }
 }
@@ -251,8 +305,12 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
         errs.push("spec.node.logLevel", format!("{} is out of range: 0 to 10", n.log_level));
     }
     match &n.max_unavailable {
-        IntOrString::Int(i) if *i < 1 => errs.push("spec.node.maxUnavailable", "must be at least 1 or a percentage like 10%"),
-        IntOrString::String(s) if !is_percentage(s) => errs.push("spec.node.maxUnavailable", format!("{s:?} must be a number or a percentage like 10%")),
+        IntOrString::Int(i) if *i < 1 => {
+            errs.push("spec.node.maxUnavailable", "must be at least 1 or a percentage like 10%")
+        }
+        IntOrString::String(s) if !is_percentage(s) => {
+            errs.push("spec.node.maxUnavailable", format!("{s:?} must be a number or a percentage like 10%"))
+        }
         _ => {}
     }
 }
@@ -261,7 +319,10 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
 fn class_names(field: &str, kind: &str, classes: &[(&str, bool)], errs: &mut FieldErrors) {
     let defaults: Vec<&str> = classes.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
     if defaults.len() > 1 {
-        errs.push(format!("spec.{field}"), format!("at most one {kind} may be the default; {} are: {}", defaults.len(), defaults.join(", ")));
+        errs.push(
+            format!("spec.{field}"),
+            format!("at most one {kind} may be the default; {} are: {}", defaults.len(), defaults.join(", ")),
+        );
     }
     for (i, (name, _)) in classes.iter().enumerate() {
         let path = format!("spec.{field}[{i}].name");
@@ -300,10 +361,15 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
         for key in c.parameters.keys() {
             if let Some((_, field)) = STORAGE_CLASS_FIELD_PARAMETERS.iter().find(|(p, _)| p == key) {
                 errs.push(format!("{path}.parameters[{key}]"), format!("set it with {path}.{field} instead"));
-            } else if !STORAGE_CLASS_PARAMETERS.contains(&key.as_str()) && !STORAGE_CLASS_PARAMETER_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            } else if !STORAGE_CLASS_PARAMETERS.contains(&key.as_str())
+                && !STORAGE_CLASS_PARAMETER_PREFIXES.iter().any(|p| key.starts_with(p))
+            {
                 errs.push(
                     format!("{path}.parameters[{key}]"),
-                    format!("unknown driver parameter; known: {}, tagSpecification_<n>, csi.storage.k8s.io/*", STORAGE_CLASS_PARAMETERS.join(", ")),
+                    format!(
+                        "unknown driver parameter; known: {}, tagSpecification_<n>, csi.storage.k8s.io/*",
+                        STORAGE_CLASS_PARAMETERS.join(", ")
+                    ),
                 );
             }
         }
@@ -316,10 +382,16 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
     for (i, c) in classes.iter().enumerate() {
         let path = format!("spec.volumeSnapshotClasses[{i}]");
         for key in c.parameters.keys() {
-            if !SNAPSHOT_CLASS_PARAMETERS.contains(&key.as_str()) && !key.starts_with("tagSpecification_") && !key.starts_with("csi.storage.k8s.io/") {
+            if !SNAPSHOT_CLASS_PARAMETERS.contains(&key.as_str())
+                && !key.starts_with("tagSpecification_")
+                && !key.starts_with("csi.storage.k8s.io/")
+            {
                 errs.push(
                     format!("{path}.parameters[{key}]"),
-                    format!("unknown driver parameter; known: {}, tagSpecification_<n>", SNAPSHOT_CLASS_PARAMETERS.join(", ")),
+                    format!(
+                        "unknown driver parameter; known: {}, tagSpecification_<n>",
+                        SNAPSHOT_CLASS_PARAMETERS.join(", ")
+                    ),
                 );
             }
         }
@@ -328,8 +400,12 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
 
 fn inventory(inv: &InventorySpec, errs: &mut FieldErrors) {
     match parse_duration(&inv.interval) {
-        None => errs.push("spec.inventory.interval", format!("{:?} is not a duration like 30s, 5m, 1h30m", inv.interval)),
-        Some(d) if d < MIN_INVENTORY_INTERVAL => errs.push("spec.inventory.interval", format!("{:?} is below the minimum of 1m", inv.interval)),
+        None => {
+            errs.push("spec.inventory.interval", format!("{:?} is not a duration like 30s, 5m, 1h30m", inv.interval))
+        }
+        Some(d) if d < MIN_INVENTORY_INTERVAL => {
+            errs.push("spec.inventory.interval", format!("{:?} is below the minimum of 1m", inv.interval))
+        }
         Some(_) => {}
     }
     for (field, v) in [("orphanGracePeriod", &inv.orphan_grace_period), ("stuckThreshold", &inv.stuck_threshold)] {
@@ -366,7 +442,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn is_sha256_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
 }
 
 fn is_dns_label(s: &str) -> bool {

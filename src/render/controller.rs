@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm,
-    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, PreferredSchedulingTerm, SecretKeySelector, Service, ServicePort,
-    ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
+    Affinity, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelectorRequirement,
+    NodeSelectorTerm, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, PreferredSchedulingTerm,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
@@ -22,8 +22,12 @@ const SOCKET_DIR: &str = "/var/lib/csi/sockets/pluginproxy/";
 const SOCKET: &str = "/var/lib/csi/sockets/pluginproxy/csi.sock";
 pub const METRICS_PORT: i32 = 3301;
 /// Health (and metrics) endpoints of the CSI sidecars (`--http-endpoint`).
-pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] =
-    [("csi-provisioner", "healthz-prov", 3302), ("csi-attacher", "healthz-att", 3303), ("csi-snapshotter", "healthz-snap", 3304), ("csi-resizer", "healthz-rsz", 3305)];
+pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] = [
+    ("csi-provisioner", "healthz-prov", 3302),
+    ("csi-attacher", "healthz-att", 3303),
+    ("csi-snapshotter", "healthz-snap", 3304),
+    ("csi-resizer", "healthz-rsz", 3305),
+];
 /// Where the livenessprobe sidecar serves the driver's health.
 pub const DRIVER_HEALTH_PORT: i32 = 9808;
 
@@ -61,7 +65,10 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
             revision_history_limit: Some(10),
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment { max_unavailable: Some(IntOrString::Int(1)), max_surge: None }),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    max_surge: None,
+                }),
             }),
             selector: LabelSelector { match_labels: Some(selector_labels()), match_expressions: None },
             template: PodTemplateSpec {
@@ -72,13 +79,18 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
                     priority_class_name: Some(c.priority_class_name.clone()),
                     affinity: Some(c.affinity.clone().unwrap_or_else(default_affinity)),
                     tolerations: Some(c.tolerations.clone().unwrap_or_else(default_tolerations)),
-                    topology_spread_constraints: (!c.topology_spread_constraints.is_empty()).then(|| c.topology_spread_constraints.clone()),
+                    topology_spread_constraints: (!c.topology_spread_constraints.is_empty())
+                        .then(|| c.topology_spread_constraints.clone()),
                     security_context: Some(restricted_pod()),
                     automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(ctx),
                     containers,
                     volumes: Some(vec![
-                        Volume { name: "socket-dir".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        Volume {
+                            name: "socket-dir".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
                         api_token_volume(),
                     ]),
                     ..PodSpec::default()
@@ -136,7 +148,12 @@ pub fn not_special_compute() -> NodeSelectorRequirement {
 fn default_tolerations() -> Vec<Toleration> {
     vec![
         Toleration { key: Some("CriticalAddonsOnly".into()), operator: Some("Exists".into()), ..Toleration::default() },
-        Toleration { effect: Some("NoExecute".into()), operator: Some("Exists".into()), toleration_seconds: Some(300), ..Toleration::default() },
+        Toleration {
+            effect: Some("NoExecute".into()),
+            operator: Some("Exists".into()),
+            toleration_seconds: Some(300),
+            ..Toleration::default()
+        },
     ]
 }
 
@@ -213,7 +230,8 @@ fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback
     let pos = all.iter().position(|a| a == "--csi-address=$(ADDRESS)").map_or(all.len(), |p| p + 1);
     all.insert(pos, log_level_arg(ctx.spec.controller.log_level));
     // Every sidecar serves /healthz/leader-election, so each container has its own probes.
-    let (_, port_name, number) = SIDECAR_HEALTH_PORTS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(("", "healthz-side", 3306));
+    let (_, port_name, number) =
+        SIDECAR_HEALTH_PORTS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(("", "healthz-side", 3306));
     all.push(format!("--http-endpoint=0.0.0.0:{number}"));
     Container {
         env: Some(vars),

@@ -5,8 +5,8 @@
 
 mod controller;
 mod csidriver;
-mod network;
 pub mod images;
+mod network;
 mod node;
 mod pod;
 pub mod rbac;

@@ -32,7 +32,11 @@ pub fn build(ctx: &RenderCtx) -> NetworkPolicy {
                 ports: Some(
                     ports
                         .into_iter()
-                        .map(|p| NetworkPolicyPort { port: Some(IntOrString::Int(p)), protocol: Some("TCP".into()), end_port: None })
+                        .map(|p| NetworkPolicyPort {
+                            port: Some(IntOrString::Int(p)),
+                            protocol: Some("TCP".into()),
+                            end_port: None,
+                        })
                         .collect(),
                 ),
             }]),

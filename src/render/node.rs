@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EmptyDirVolumeSource, ExecAction, HostPathVolumeSource, Lifecycle, LifecycleHandler, NodeAffinity,
-    NodeSelector, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, SecurityContext, Toleration, Volume,
+    Affinity, Container, EmptyDirVolumeSource, ExecAction, HostPathVolumeSource, Lifecycle, LifecycleHandler,
+    NodeAffinity, NodeSelector, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, SecurityContext,
+    Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -56,7 +57,10 @@ pub fn build(ctx: &RenderCtx) -> DaemonSet {
             selector: LabelSelector { match_labels: Some(selector_labels()), match_expressions: None },
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet { max_unavailable: Some(n.max_unavailable.clone()), max_surge: None }),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(n.max_unavailable.clone()),
+                    max_surge: None,
+                }),
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(template_labels), ..ObjectMeta::default() }),
@@ -96,7 +100,11 @@ pub fn build(ctx: &RenderCtx) -> DaemonSet {
                         host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
                         host_path("registration-dir", &format!("{kubelet}/plugins_registry/"), "Directory"),
                         host_path("device-dir", "/dev", "Directory"),
-                        Volume { name: "probe-dir".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        Volume {
+                            name: "probe-dir".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
                         api_token_volume(),
                     ]),
                     ..PodSpec::default()
@@ -144,7 +152,10 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     Container {
         env: Some(vars),
         volume_mounts: Some(vec![
-            k8s_openapi::api::core::v1::VolumeMount { mount_propagation: Some("Bidirectional".into()), ..mount("kubelet-dir", kubelet) },
+            k8s_openapi::api::core::v1::VolumeMount {
+                mount_propagation: Some("Bidirectional".into()),
+                ..mount("kubelet-dir", kubelet)
+            },
             mount("plugin-dir", "/csi"),
             mount("device-dir", "/dev"),
             // The node plugin reads its Node and updates CSINode; the sidecars never call the API.
@@ -157,7 +168,9 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
         // No shell in DHI images: the hook calls the driver binary directly.
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
-                exec: Some(ExecAction { command: Some(vec!["/bin/aws-ebs-csi-driver".into(), "pre-stop-hook".into()]) }),
+                exec: Some(ExecAction {
+                    command: Some(vec!["/bin/aws-ebs-csi-driver".into(), "pre-stop-hook".into()]),
+                }),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
@@ -172,7 +185,11 @@ fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort { protocol: None, ..port("healthz-ndr", 9809) }]),
         liveness_probe: Some(http_probe("/healthz", "healthz-ndr", Some(30), 15, 90, None)),
         readiness_probe: Some(http_probe("/healthz", "healthz-ndr", None, 15, 30, None)),
-        volume_mounts: Some(vec![mount("plugin-dir", "/csi"), mount("registration-dir", "/registration"), mount("probe-dir", plugin_dir)]),
+        volume_mounts: Some(vec![
+            mount("plugin-dir", "/csi"),
+            mount("registration-dir", "/registration"),
+            mount("probe-dir", plugin_dir),
+        ]),
         resources: Some(small_resources()),
         ..container(
             ctx,
@@ -195,6 +212,12 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
         resources: Some(small_resources()),
         liveness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 20)),
         readiness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 10)),
-        ..container(ctx, "liveness-probe", &ctx.images.liveness_probe, vec!["--csi-address=/csi/csi.sock".into()], node_sidecar())
+        ..container(
+            ctx,
+            "liveness-probe",
+            &ctx.images.liveness_probe,
+            vec!["--csi-address=/csi/csi.sock".into()],
+            node_sidecar(),
+        )
     }
 }

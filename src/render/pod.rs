@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, TCPSocketAction,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities as LinuxCapabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PodSecurityContext, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
+    ServiceAccountTokenProjection, TCPSocketAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -89,13 +89,21 @@ pub fn api_token_volume() -> Volume {
             default_mode: Some(0o444),
             sources: Some(vec![
                 VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection { path: "token".into(), expiration_seconds: Some(3607), ..ServiceAccountTokenProjection::default() }),
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3607),
+                        ..ServiceAccountTokenProjection::default()
+                    }),
                     ..VolumeProjection::default()
                 },
                 VolumeProjection {
                     config_map: Some(ConfigMapProjection {
                         name: "kube-root-ca.crt".into(),
-                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), ..KeyToPath::default() }]),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..KeyToPath::default()
+                        }]),
                         optional: None,
                     }),
                     ..VolumeProjection::default()
@@ -104,7 +112,10 @@ pub fn api_token_volume() -> Volume {
                     downward_api: Some(DownwardAPIProjection {
                         items: Some(vec![DownwardAPIVolumeFile {
                             path: "namespace".into(),
-                            field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                api_version: None,
+                            }),
                             ..DownwardAPIVolumeFile::default()
                         }]),
                     }),
@@ -152,13 +163,29 @@ pub fn mount(name: &str, path: &str) -> VolumeMount {
 }
 
 pub fn port(name: &str, number: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: number, protocol: Some("TCP".into()), ..ContainerPort::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
 }
 
 /// An HTTP GET probe on a named port.
-pub fn http_probe(path: &str, port: &str, initial_delay: Option<i32>, timeout: i32, period: i32, failures: Option<i32>) -> Probe {
+pub fn http_probe(
+    path: &str,
+    port: &str,
+    initial_delay: Option<i32>,
+    timeout: i32,
+    period: i32,
+    failures: Option<i32>,
+) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String(port.into()), ..HTTPGetAction::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port.into()),
+            ..HTTPGetAction::default()
+        }),
         initial_delay_seconds: initial_delay,
         timeout_seconds: Some(timeout),
         period_seconds: Some(period),

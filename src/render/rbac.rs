@@ -23,7 +23,12 @@ pub const LEASES_ROLE: &str = "ebs-csi-leases-role";
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
-    PolicyRule { api_groups: s(groups), resources: s(resources), verbs: verbs.iter().map(|x| x.to_string()).collect(), ..PolicyRule::default() }
+    PolicyRule {
+        api_groups: s(groups),
+        resources: s(resources),
+        verbs: verbs.iter().map(|x| x.to_string()).collect(),
+        ..PolicyRule::default()
+    }
 }
 
 const EVENTS: &[&str] = &["list", "watch", "create", "update", "patch"];
@@ -79,7 +84,11 @@ fn snapshotter_rules() -> Vec<PolicyRule> {
         rule(&["snapshot.storage.k8s.io"], &["volumesnapshotcontents"], &["get", "list", "watch", "update", "patch"]),
         rule(&["snapshot.storage.k8s.io"], &["volumesnapshotcontents/status"], &["update", "patch"]),
         rule(&["groupsnapshot.storage.k8s.io"], &["volumegroupsnapshotclasses"], READ),
-        rule(&["groupsnapshot.storage.k8s.io"], &["volumegroupsnapshotcontents"], &["get", "list", "watch", "update", "patch"]),
+        rule(
+            &["groupsnapshot.storage.k8s.io"],
+            &["volumegroupsnapshotcontents"],
+            &["get", "list", "watch", "update", "patch"],
+        ),
         rule(&["groupsnapshot.storage.k8s.io"], &["volumegroupsnapshotcontents/status"], &["update", "patch"]),
     ]
 }
@@ -91,7 +100,12 @@ fn service_account(ctx: &RenderCtx, name: &str, annotations: Option<BTreeMap<Str
 }
 
 fn subject(ctx: &RenderCtx, sa: &str) -> Vec<Subject> {
-    vec![Subject { kind: "ServiceAccount".into(), name: sa.into(), namespace: Some(ctx.spec.namespace.clone()), api_group: None }]
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: sa.into(),
+        namespace: Some(ctx.spec.namespace.clone()),
+        api_group: None,
+    }]
 }
 
 fn cluster_role(ctx: &RenderCtx, name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
@@ -101,13 +115,23 @@ fn cluster_role(ctx: &RenderCtx, name: &str, rules: Vec<PolicyRule>) -> ClusterR
 fn cluster_binding(ctx: &RenderCtx, name: &str, role: &str, sa: &str) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: ctx.cluster_meta(name),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: role.into() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
         subjects: Some(subject(ctx, sa)),
     }
 }
 
 pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
-    let irsa = ctx.spec.aws.identity.irsa.as_ref().map(|i| BTreeMap::from([(IRSA_ANNOTATION.to_string(), i.role_arn.clone())]));
+    let irsa = ctx
+        .spec
+        .aws
+        .identity
+        .irsa
+        .as_ref()
+        .map(|i| BTreeMap::from([(IRSA_ANNOTATION.to_string(), i.role_arn.clone())]));
     let csa = controller::SERVICE_ACCOUNT;
     let mut roles = vec![
         ("ebs-external-attacher-role", "ebs-csi-attacher-binding", attacher_rules(), csa),
@@ -118,16 +142,27 @@ pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     if ctx.caps.snapshot_api {
         roles.push(("ebs-external-snapshotter-role", "ebs-csi-snapshotter-binding", snapshotter_rules(), csa));
     }
-    let mut out = vec![Child::new(service_account(ctx, csa, irsa)), Child::new(service_account(ctx, node::SERVICE_ACCOUNT, None))];
+    let mut out = vec![
+        Child::new(service_account(ctx, csa, irsa)),
+        Child::new(service_account(ctx, node::SERVICE_ACCOUNT, None)),
+    ];
     out.extend(roles.iter().map(|(role, _, rules, _)| Child::new(cluster_role(ctx, role, rules.clone()))));
     out.extend(roles.iter().map(|(role, binding, _, sa)| Child::new(cluster_binding(ctx, binding, role, sa))));
     out.push(Child::new(Role {
         metadata: ctx.ns_meta(LEASES_ROLE),
-        rules: Some(vec![rule(&["coordination.k8s.io"], &["leases"], &["get", "watch", "list", "delete", "update", "create"])]),
+        rules: Some(vec![rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "watch", "list", "delete", "update", "create"],
+        )]),
     }));
     out.push(Child::new(RoleBinding {
         metadata: ctx.ns_meta("ebs-csi-leases-rolebinding"),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: LEASES_ROLE.into() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: LEASES_ROLE.into(),
+        },
         subjects: Some(subject(ctx, csa)),
     }));
     out

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use hardened_csi_operator::aws::conditions;
 use hardened_csi_operator::aws::inventory::{self, RefreshParams};
 use hardened_csi_operator::aws::poller::{PollerSettings, SdkFactory};
 use hardened_csi_operator::aws::sdk::SdkAws;
-use hardened_csi_operator::aws::conditions;
 use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, Irsa};
 use hardened_csi_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -44,7 +44,8 @@ async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metric
 
 async fn create_service_account(server: &LocalApiServer) {
     let sas: Api<ServiceAccount> = Api::namespaced(server.client(), "kube-system");
-    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "ebs-csi-controller-sa"}})).expect("sa");
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "ebs-csi-controller-sa"}})).expect("sa");
     sas.create(&PostParams::default(), &sa).await.expect("service account created");
 }
 
@@ -86,7 +87,10 @@ async fn irsa_probes_run_as_the_driver_role_through_token_request_and_web_identi
     let status = inventory::refresh(&api, &params, None, None, jiff::Timestamp::now()).await;
 
     assert!(!status.stale, "{:?}", status.last_error_message);
-    assert_eq!(status.permissions.principal, format!("irsa role {ROLE} (service account kube-system/ebs-csi-controller-sa)"));
+    assert_eq!(
+        status.permissions.principal,
+        format!("irsa role {ROLE} (service account kube-system/ebs-csi-controller-sa)")
+    );
     assert_eq!(status.permissions.principal_arn.as_deref(), Some(fake::ASSUMED_ARN));
     let reqs = fake.requests();
     let sts: Vec<_> = reqs.iter().filter(|r| r.action == "AssumeRoleWithWebIdentity").collect();
@@ -101,7 +105,12 @@ async fn irsa_probes_run_as_the_driver_role_through_token_request_and_web_identi
     let ec2: Vec<_> = reqs.iter().filter(|r| r.host.starts_with("ec2.")).collect();
     assert!(!ec2.is_empty());
     for r in &ec2 {
-        assert!(r.authorization.contains(&format!("Credential={}/", fake::ASSUMED_KEY)), "{} signed with {}", r.action, r.authorization);
+        assert!(
+            r.authorization.contains(&format!("Credential={}/", fake::ASSUMED_KEY)),
+            "{} signed with {}",
+            r.action,
+            r.authorization
+        );
     }
     assert_eq!(metrics.aws_requests_total() as usize, reqs.len());
 
@@ -118,11 +127,16 @@ async fn irsa_without_the_service_account_says_what_is_missing() {
     let metrics = Arc::new(Metrics::new());
     let api = api_for(&server, &fake, &metrics).await;
 
-    let status = inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
+    let status =
+        inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
 
     assert!(status.stale);
     assert_eq!(status.last_error.as_deref(), Some("ServiceAccountToken"));
-    assert!(status.last_error_message.as_deref().is_some_and(|m| m.contains("kube-system/ebs-csi-controller-sa not found")), "{:?}", status.last_error_message);
+    assert!(
+        status.last_error_message.as_deref().is_some_and(|m| m.contains("kube-system/ebs-csi-controller-sa not found")),
+        "{:?}",
+        status.last_error_message
+    );
     assert!(fake.requests().is_empty(), "nothing reaches AWS without the driver's token");
     let c = conditions(&status);
     assert_eq!((c[0].status, c[0].reason.as_str()), ("False", "CredentialsFailed"));
@@ -139,7 +153,8 @@ async fn irsa_rejected_by_sts_reports_the_sts_code_and_the_trust_policy_hint() {
     let metrics = Arc::new(Metrics::new());
     let api = api_for(&server, &fake, &metrics).await;
 
-    let status = inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
+    let status =
+        inventory::refresh(&api, &RefreshParams::from_spec(&irsa_spec()), None, None, jiff::Timestamp::now()).await;
 
     assert!(status.stale);
     assert_eq!(status.last_error.as_deref(), Some("InvalidIdentityToken"));

@@ -34,6 +34,7 @@ pub fn sdk_settings(fake: &Arc<fake::Fake>, metrics: &Arc<Metrics>) -> AwsSettin
 
 /// The value of one `aws_requests` series in the Prometheus text.
 pub fn aws_requests(metrics: &Metrics, operation: &str, outcome: &str) -> u64 {
-    let needle = format!("hardened_csi_operator_aws_requests_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} ");
+    let needle =
+        format!("hardened_csi_operator_aws_requests_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} ");
     metrics.encode().lines().find_map(|l| l.strip_prefix(&needle)?.parse().ok()).unwrap_or(0)
 }

@@ -59,13 +59,22 @@ async fn ten_thousand_volumes_and_five_thousand_snapshots_fit_the_request_budget
     let available = (0..v).filter(|i| fake::volume_state(*i) == "available").count() as u64;
     assert_eq!(status.volumes.by_state.get("available"), Some(&available));
     assert_eq!(status.volumes.by_state.get("in-use"), Some(&(v as u64 - available)));
-    assert_eq!(status.volumes.by_type.get("gp3"), Some(&((0..v).filter(|i| fake::volume_type(*i) == "gp3").count() as u64)));
-    assert_eq!(status.volumes.by_zone.get("us-east-1b"), Some(&((0..v).filter(|i| fake::volume_zone(*i) == "us-east-1b").count() as u64)));
+    assert_eq!(
+        status.volumes.by_type.get("gp3"),
+        Some(&((0..v).filter(|i| fake::volume_type(*i) == "gp3").count() as u64))
+    );
+    assert_eq!(
+        status.volumes.by_zone.get("us-east-1b"),
+        Some(&((0..v).filter(|i| fake::volume_zone(*i) == "us-east-1b").count() as u64))
+    );
     let orphans: Vec<usize> = (0..v).filter(|i| fake::volume_state(*i) == "available" && i % 20 == 0).collect();
     assert_eq!(status.orphaned.count, orphans.len() as u64);
     assert_eq!(status.orphaned.volumes.len(), 20);
     assert_eq!(status.snapshots.count, s as u64);
-    assert_eq!(status.snapshots.by_state.get("pending"), Some(&((0..s).filter(|j| fake::snapshot_state(*j) == "pending").count() as u64)));
+    assert_eq!(
+        status.snapshots.by_state.get("pending"),
+        Some(&((0..s).filter(|j| fake::snapshot_state(*j) == "pending").count() as u64))
+    );
     assert_eq!(status.snapshots.total_gib, 10 * s as u64);
     let ver = status.snapshots.verification.as_ref().expect("verification ran");
     assert!(ver.readable, "{ver:?}");
@@ -73,7 +82,11 @@ async fn ten_thousand_volumes_and_five_thousand_snapshots_fit_the_request_budget
     assert_eq!(status.default_kms_key_id.as_deref(), Some("alias/aws/ebs"));
     assert_eq!(status.zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
     assert_eq!(status.permissions.checked.len(), preflight::DRIVER_ACTIONS.len());
-    assert!(status.permissions.missing.is_empty() && status.permissions.unverified.is_empty(), "{:?}", status.permissions);
+    assert!(
+        status.permissions.missing.is_empty() && status.permissions.unverified.is_empty(),
+        "{:?}",
+        status.permissions
+    );
     assert_eq!(status.permissions.principal, "operator credentials");
     assert_eq!(status.permissions.principal_arn.as_deref(), Some(fake::CALLER_ARN));
     // DryRun probes aim at a real volume and snapshot of the cluster.
@@ -121,7 +134,11 @@ async fn throttling_to_failure_is_bounded_and_keeps_the_previous_figures_stale()
     assert_eq!(fake.requests().len() - before, 4 + attempts);
     assert!(bad.stale);
     assert_eq!(bad.last_error.as_deref(), Some("RequestLimitExceeded"));
-    assert!(bad.last_error_message.as_deref().is_some_and(|m| m.starts_with("DescribeVolumes:")), "{:?}", bad.last_error_message);
+    assert!(
+        bad.last_error_message.as_deref().is_some_and(|m| m.starts_with("DescribeVolumes:")),
+        "{:?}",
+        bad.last_error_message
+    );
     assert_eq!(bad.last_success_at, good.last_success_at, "lastSuccessAt stays at the last good answer");
     assert_eq!(bad.checked_at.as_deref(), Some("2026-02-01T00:05:00Z"));
     assert_eq!(bad.volumes, good.volumes, "figures are kept");
@@ -151,8 +168,16 @@ async fn unauthorized_dry_run_probes_are_reported_as_missing_actions() {
     assert!(c[1].message.contains("ec2:DeleteVolume, ec2:AttachVolume, ec2:LockSnapshot"), "{}", c[1].message);
     // The tagged CreateVolume probe carries the driver's tags.
     let create = fake.requests().into_iter().find(|r| r.action == "CreateVolume").expect("CreateVolume probed");
-    let tags: Vec<&String> = create.params.iter().filter(|(k, _)| k.starts_with("TagSpecification.1.Tag.") && k.ends_with(".Key")).map(|(_, v)| v).collect();
-    assert!(tags.iter().any(|k| *k == "ebs.csi.aws.com/cluster") && tags.iter().any(|k| *k == "CSIVolumeName"), "{create:?}");
+    let tags: Vec<&String> = create
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("TagSpecification.1.Tag.") && k.ends_with(".Key"))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        tags.iter().any(|k| *k == "ebs.csi.aws.com/cluster") && tags.iter().any(|k| *k == "CSIVolumeName"),
+        "{create:?}"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +203,9 @@ async fn a_denied_describe_fails_the_refresh_but_names_the_missing_action() {
 async fn fips_mode_sends_the_operators_calls_to_fips_endpoints() {
     let fake = Arc::new(Fake::new(1, 1));
     let metrics = Arc::new(Metrics::new());
-    let api = SdkAws::new(AwsSettings { fips: true, ..crate::sdk_settings(&fake, &metrics) }).await.expect("SDK client builds");
+    let api = SdkAws::new(AwsSettings { fips: true, ..crate::sdk_settings(&fake, &metrics) })
+        .await
+        .expect("SDK client builds");
 
     let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
 
@@ -196,7 +223,14 @@ async fn an_unchanged_answer_is_the_same_result_and_a_changed_one_is_not() {
     let metrics = Arc::new(Metrics::new());
     let api = sdk_on(&fake, &metrics).await;
     let a = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
-    let b = inventory::refresh(&api, &RefreshParams::default(), None, Some(&a), "2026-02-01T00:05:00Z".parse().expect("ts")).await;
+    let b = inventory::refresh(
+        &api,
+        &RefreshParams::default(),
+        None,
+        Some(&a),
+        "2026-02-01T00:05:00Z".parse().expect("ts"),
+    )
+    .await;
     assert_ne!(a.checked_at, b.checked_at);
     assert!(a.same_result(&b));
     let fake2 = Arc::new(Fake::new(21, 2));

@@ -49,26 +49,31 @@ async fn doctor_json_has_the_status_aws_shape_and_finds_orphans_through_the_kube
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     let mut out = Vec::new();
-    let code = run_doctor_with(args(&moto, Some(kubeconfig), OutputFormat::Json), moto::static_credentials(), None, &mut out)
-        .await
-        .expect("doctor runs");
+    let code =
+        run_doctor_with(args(&moto, Some(kubeconfig), OutputFormat::Json), moto::static_credentials(), None, &mut out)
+            .await
+            .expect("doctor runs");
 
     let text = String::from_utf8(out).expect("UTF-8");
-    let status: AwsStatus = serde_json::from_str(&text).unwrap_or_else(|e| panic!("doctor JSON is an AwsStatus ({e}): {text}"));
+    let status: AwsStatus =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("doctor JSON is an AwsStatus ({e}): {text}"));
     assert_eq!(code, doctor::EXIT_OK, "{text}");
     assert!(!status.stale && status.last_error.is_none());
     assert_eq!(status.scope, "cluster alpha");
     assert_eq!((status.volumes.count, status.volumes.total_gib), (3, 35));
     assert_eq!(status.snapshots.count, 2);
     assert!(status.orphaned.checked);
-    let orphans: Vec<&str> = status.orphaned.volumes.iter().map(|v| v.csi_volume_name.as_deref().unwrap_or("")).collect();
+    let orphans: Vec<&str> =
+        status.orphaned.volumes.iter().map(|v| v.csi_volume_name.as_deref().unwrap_or("")).collect();
     assert_eq!(orphans.len(), 2);
     assert!(orphans.contains(&"pvc-a2") && orphans.contains(&"pvc-a3"), "{orphans:?}");
     assert_eq!(status.permissions.checked.len(), 19);
     assert!(status.permissions.missing.is_empty());
     // camelCase keys, as in status.aws.
     let raw: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    for key in ["checkedAt", "lastSuccessAt", "encryptionByDefault", "fipsEndpoints", "volumes", "orphaned", "permissions"] {
+    for key in
+        ["checkedAt", "lastSuccessAt", "encryptionByDefault", "fipsEndpoints", "volumes", "orphaned", "permissions"]
+    {
         assert!(raw.get(key).is_some(), "{key} missing in {text}");
     }
     assert!(raw["orphaned"]["volumes"][0].get("createdAt").is_some());
@@ -80,15 +85,25 @@ async fn doctor_text_report_is_readable_and_says_when_orphans_were_not_checked()
     seed(&moto).await;
 
     let mut out = Vec::new();
-    let code = run_doctor_with(args(&moto, None, OutputFormat::Text), moto::static_credentials(), None, &mut out).await.expect("doctor runs");
+    let code = run_doctor_with(args(&moto, None, OutputFormat::Text), moto::static_credentials(), None, &mut out)
+        .await
+        .expect("doctor runs");
 
     let text = String::from_utf8(out).expect("UTF-8");
     println!("{text}");
     assert_eq!(code, doctor::EXIT_OK);
-    let line = |label: &str| text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} line in:\n{text}")).to_string();
+    let line = |label: &str| {
+        text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} line in:\n{text}")).to_string()
+    };
     assert!(line("scope").contains("cluster alpha, region us-east-1, FIPS endpoints off"));
     assert!(line("identity").contains("your credentials [arn:aws:sts::123456789012:user/moto]"));
-    assert!(line("volumes").starts_with("volumes      3 (35 GiB); state: available 3; type: gp2 1, gp3 2; zone: us-east-1a 2, us-east-1b 1"), "{}", line("volumes"));
+    assert!(
+        line("volumes").starts_with(
+            "volumes      3 (35 GiB); state: available 3; type: gp2 1, gp3 2; zone: us-east-1a 2, us-east-1b 1"
+        ),
+        "{}",
+        line("volumes")
+    );
     assert!(line("encryption").contains("by default OFF") && line("encryption").contains("default KMS key unknown"));
     assert!(line("orphaned").contains("not checked (pass --kubeconfig"));
     assert!(line("snapshots").starts_with("snapshots    2 (30 GiB)"));
@@ -108,9 +123,16 @@ async fn doctor_with_role_arn_assumes_the_role_with_the_callers_credentials() {
 
     let status: AwsStatus = serde_json::from_slice(&out).expect("AwsStatus JSON");
     assert_eq!(code, doctor::EXIT_OK);
-    assert_eq!(status.permissions.principal, "role arn:aws:iam::123456789012:role/ebs-csi-driver (assumed with the caller's credentials)");
+    assert_eq!(
+        status.permissions.principal,
+        "role arn:aws:iam::123456789012:role/ebs-csi-driver (assumed with the caller's credentials)"
+    );
     assert!(
-        status.permissions.principal_arn.as_deref().is_some_and(|a| a.contains("assumed-role/ebs-csi-driver/hardened-csi-operator-preflight")),
+        status
+            .permissions
+            .principal_arn
+            .as_deref()
+            .is_some_and(|a| a.contains("assumed-role/ebs-csi-driver/hardened-csi-operator-preflight")),
         "{:?}",
         status.permissions.principal_arn
     );
@@ -123,7 +145,9 @@ async fn doctor_exits_non_zero_when_permissions_are_missing_and_rejects_bad_argu
     let fake = Arc::new(f);
     let a = DoctorArgs { region: Some("us-east-1".into()), cluster_id: Some("prod".into()), ..DoctorArgs::default() };
     let mut out = Vec::new();
-    let code = run_doctor_with(a.clone(), moto::static_credentials(), Some(fake.client()), &mut out).await.expect("doctor runs");
+    let code = run_doctor_with(a.clone(), moto::static_credentials(), Some(fake.client()), &mut out)
+        .await
+        .expect("doctor runs");
     let text = String::from_utf8(out).expect("UTF-8");
     assert_eq!(code, doctor::EXIT_MISSING_PERMISSIONS, "{text}");
     assert!(text.contains("MISSING: ec2:CreateSnapshot"), "{text}");
@@ -134,9 +158,15 @@ async fn doctor_exits_non_zero_when_permissions_are_missing_and_rejects_bad_argu
     t.throttle = std::sync::Mutex::new([("DescribeAvailabilityZones".to_string(), usize::MAX)].into());
     let throttled = Arc::new(t);
     let mut out = Vec::new();
-    let code = run_doctor_with(a.clone(), moto::static_credentials(), Some(throttled.client()), &mut out).await.expect("doctor runs");
+    let code = run_doctor_with(a.clone(), moto::static_credentials(), Some(throttled.client()), &mut out)
+        .await
+        .expect("doctor runs");
     assert_eq!(code, doctor::EXIT_AWS_FAILED);
-    assert!(String::from_utf8_lossy(&out).contains("AWS ERROR    RequestLimitExceeded: DescribeAvailabilityZones"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("AWS ERROR    RequestLimitExceeded: DescribeAvailabilityZones"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 
     for (bad, flag) in [
         (DoctorArgs { orphan_grace_period: "soon".into(), ..a.clone() }, "--orphan-grace-period"),
@@ -144,7 +174,9 @@ async fn doctor_exits_non_zero_when_permissions_are_missing_and_rejects_bad_argu
         (DoctorArgs { endpoint_url: Some("localhost:5000".into()), ..a.clone() }, "--endpoint-url"),
         (DoctorArgs { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..a.clone() }, "--kubeconfig"),
     ] {
-        let err = run_doctor_with(bad, moto::static_credentials(), Some(fake.client()), &mut Vec::new()).await.expect_err("bad argument rejected");
+        let err = run_doctor_with(bad, moto::static_credentials(), Some(fake.client()), &mut Vec::new())
+            .await
+            .expect_err("bad argument rejected");
         assert!(err.to_string().starts_with(flag), "{err}");
     }
 }

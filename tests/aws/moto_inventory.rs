@@ -55,7 +55,9 @@ pub async fn seed(moto: &Moto) -> Vec<String> {
             .availability_zone(s.zone)
             .size(s.size)
             .volume_type(s.volume_type.clone())
-            .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags(&t))).build())
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags(&t))).build(),
+            )
             .send()
             .await
             .expect("moto creates the volume");
@@ -63,10 +65,16 @@ pub async fn seed(moto: &Moto) -> Vec<String> {
         if let Some(c) = s.cluster
             && s.pv != "pvc-a3"
         {
-            let snap_tags = tags(&[("CSIVolumeSnapshotName", &format!("snap-{}", s.pv)), ("ebs.csi.aws.com/cluster", "true"), ("ebs.csi.aws.com/cluster-name", c)]);
+            let snap_tags = tags(&[
+                ("CSIVolumeSnapshotName", &format!("snap-{}", s.pv)),
+                ("ebs.csi.aws.com/cluster", "true"),
+                ("ebs.csi.aws.com/cluster-name", c),
+            ]);
             ec2.create_snapshot()
                 .volume_id(&id)
-                .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(snap_tags)).build())
+                .tag_specifications(
+                    TagSpecification::builder().resource_type(ResourceType::Snapshot).set_tags(Some(snap_tags)).build(),
+                )
                 .send()
                 .await
                 .expect("moto creates the snapshot");
@@ -108,7 +116,10 @@ async fn moto_inventory_of_two_clusters_counts_only_each_clusters_resources() {
     assert_eq!(alpha.orphaned.total_gib, 5);
     assert_eq!(alpha.orphaned.volumes[0].volume_id, ids[2]);
     assert_eq!(alpha.orphaned.volumes[0].csi_volume_name.as_deref(), Some("pvc-a3"));
-    assert_eq!((alpha.orphaned.volumes[0].volume_type.as_str(), alpha.orphaned.volumes[0].zone.as_str()), ("gp2", "us-east-1a"));
+    assert_eq!(
+        (alpha.orphaned.volumes[0].volume_type.as_str(), alpha.orphaned.volumes[0].zone.as_str()),
+        ("gp2", "us-east-1a")
+    );
     assert!(alpha.stuck.attachments.is_empty() && alpha.stuck.error_volumes.is_empty());
     assert!(alpha.zones.iter().any(|z| z == "us-east-1a") && alpha.zones.len() >= 3, "{:?}", alpha.zones);
     assert_eq!(alpha.encryption_by_default, Some(false));
@@ -133,7 +144,8 @@ async fn moto_inventory_of_two_clusters_counts_only_each_clusters_resources() {
 
     // Encryption by default, turned on in the account, is seen on the next refresh.
     moto.ec2().await.enable_ebs_encryption_by_default().send().await.expect("moto enables encryption by default");
-    let again = inventory::refresh(&api, &params(Some("alpha")), Some(&pvs), Some(&alpha), jiff::Timestamp::now()).await;
+    let again =
+        inventory::refresh(&api, &params(Some("alpha")), Some(&pvs), Some(&alpha), jiff::Timestamp::now()).await;
     assert_eq!(again.encryption_by_default, Some(true));
     assert!(!again.same_result(&alpha));
 
@@ -164,12 +176,19 @@ async fn moto_orphans_are_checked_against_the_persistent_volumes_in_the_cluster(
     let pvs_api: Api<PersistentVolume> = Api::all(server.client());
     // pvc-a1: a live EBS PV by name. pvc-a2: only a PV of another driver with that name's handle
     // (does not count). pvc-a3: statically provisioned, referenced by its volume id.
-    for p in [pv("pvc-a1", "ebs.csi.aws.com", &ids[0]), pv("other", "efs.csi.aws.com", &ids[1]), pv("static-data", "ebs.csi.aws.com", &ids[2])] {
+    for p in [
+        pv("pvc-a1", "ebs.csi.aws.com", &ids[0]),
+        pv("other", "efs.csi.aws.com", &ids[1]),
+        pv("static-data", "ebs.csi.aws.com", &ids[2]),
+    ] {
         pvs_api.create(&PostParams::default(), &p).await.expect("PV created");
     }
 
     let refs = pv_references(&server.client()).await.expect("PVs listed");
-    assert!(refs.contains("pvc-a1") && refs.contains(&ids[2]) && !refs.contains(&ids[1]) && !refs.contains("other"), "{refs:?}");
+    assert!(
+        refs.contains("pvc-a1") && refs.contains(&ids[2]) && !refs.contains(&ids[1]) && !refs.contains("other"),
+        "{refs:?}"
+    );
 
     let api = SdkAws::new(moto.settings(Arc::new(Metrics::new()))).await.expect("SDK client builds");
     let alpha = inventory::refresh(&api, &params(Some("alpha")), Some(&refs), None, jiff::Timestamp::now()).await;

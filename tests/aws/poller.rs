@@ -22,7 +22,10 @@ use crate::moto::{self, Moto};
 use crate::moto_inventory::seed;
 
 async fn next_trigger(rx: &mut mpsc::Receiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("a reconcile trigger within 30 s").expect("channel open")
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a reconcile trigger within 30 s")
+        .expect("channel open")
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -60,7 +63,8 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
         ..PollerSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(Poller::new(client.clone(), store.clone(), metrics.clone(), tx, settings).run(shutdown.clone()));
+    let task =
+        tokio::spawn(Poller::new(client.clone(), store.clone(), metrics.clone(), tx, settings).run(shutdown.clone()));
 
     // First result: published with one trigger.
     assert_eq!(next_trigger(&mut rx).await, "ebs");
@@ -69,7 +73,11 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     assert_eq!(first.volumes.count, 3);
     assert!(first.orphaned.checked, "PVs were listed");
     assert_eq!(first.orphaned.count, 0, "inside the default 1h grace period");
-    assert!(first.permissions.principal.starts_with("operator credentials (the driver uses EKS Pod Identity"), "{}", first.permissions.principal);
+    assert!(
+        first.permissions.principal.starts_with("operator credentials (the driver uses EKS Pod Identity"),
+        "{}",
+        first.permissions.principal
+    );
     let conds = store.conditions("ebs");
     assert_eq!((conds[0].type_, conds[0].status), ("AwsReachable", "True"));
     assert!(metrics.encode().contains("hardened_csi_operator_ebs_volumes{state=\"available\"} 3"));
@@ -77,7 +85,11 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     // Two more refreshes with the same answer: nothing published, no trigger.
     wait_until("two more refreshes", || aws_requests(&metrics, "DescribeVolumes", "ok") >= 3).await;
     assert!(rx.try_recv().is_err(), "an unchanged result triggers nothing");
-    assert_eq!(store.get("ebs").expect("still published").checked_at, first.checked_at, "the published status is not rewritten");
+    assert_eq!(
+        store.get("ebs").expect("still published").checked_at,
+        first.checked_at,
+        "the published status is not rewritten"
+    );
 
     // A new volume of the cluster: one trigger, new figures.
     let tags = vec![
@@ -90,7 +102,9 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
         .create_volume()
         .availability_zone("us-east-1a")
         .size(7)
-        .tag_specifications(TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build())
+        .tag_specifications(
+            TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build(),
+        )
         .send()
         .await
         .expect("volume created");
@@ -104,7 +118,10 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     assert!(store.get("ebs").is_none());
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("poller stops within 5 s of cancellation").expect("poller task did not panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("poller stops within 5 s of cancellation")
+        .expect("poller task did not panic");
 }
 
 #[tokio::test]
@@ -149,7 +166,10 @@ async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself
     assert_eq!(store.conditions("ebs")[0].reason, "Throttled");
     let throttled = aws_requests(&metrics, "DescribeVolumes", "throttled");
     let attempts = moto::fast_retries().max_attempts as u64;
-    wait_until("two more failing refreshes", || aws_requests(&metrics, "DescribeVolumes", "throttled") >= throttled + 2 * attempts).await;
+    wait_until("two more failing refreshes", || {
+        aws_requests(&metrics, "DescribeVolumes", "throttled") >= throttled + 2 * attempts
+    })
+    .await;
     assert!(rx.try_recv().is_err(), "the same failure again triggers nothing");
 
     // AWS recovers: fresh figures, one trigger.

@@ -60,7 +60,11 @@ async fn versions(client: &Client) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for kind in controller::child_kinds() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
-        let Ok(list) = api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=hardened-csi-operator")).await else { continue };
+        let Ok(list) =
+            api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=hardened-csi-operator")).await
+        else {
+            continue;
+        };
         for o in list.items {
             out.insert(format!("{}/{}", kind.resource.kind, o.name_any()), o.resource_version().unwrap_or_default());
         }
@@ -83,7 +87,9 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
     let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-0", "labels": {"kubernetes.io/os": "linux"}}})).expect("node");
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": "node-0", "labels": {"kubernetes.io/os": "linux"}}}))
+            .expect("node");
     nodes.create(&PostParams::default(), &node).await.expect("node");
 
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
@@ -105,15 +111,23 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
     server.reset_counters();
 
     // The leader stops gracefully: it releases the lease and the other replica takes over.
-    let (stop_leader, leader_task, other) = if first == "replica-a" { (stop_a, a, "replica-b") } else { (stop_b, b, "replica-a") };
+    let (stop_leader, leader_task, other) =
+        if first == "replica-a" { (stop_a, a, "replica-b") } else { (stop_b, b, "replica-a") };
     stop_leader.cancel();
     tokio::time::timeout(Duration::from_secs(10), leader_task).await.expect("leader stops").expect("leader task");
-    wait_for("the other replica leads", || async { (holder(&client).await.as_deref() == Some(other)).then_some(Value::Null) }).await;
+    wait_for("the other replica leads", || async {
+        (holder(&client).await.as_deref() == Some(other)).then_some(Value::Null)
+    })
+    .await;
     // Give the new leader time to sync its caches and reconcile the driver.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let after = versions(&client).await;
     assert_eq!(before, after, "the new leader changed objects the first one had already made");
     // It did reconcile: a fresh process applies every child once (no-op applies on the server).
-    assert!(server.counters().requests("patch", "deployments") >= 1, "the new leader never reconciled: {:?}", server.counters().rows());
+    assert!(
+        server.counters().requests("patch", "deployments") >= 1,
+        "the new leader never reconciled: {:?}",
+        server.counters().rows()
+    );
 }

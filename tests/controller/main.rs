@@ -78,7 +78,11 @@ async fn repairs_drift() {
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
     // Someone scales the controller down: put back.
     deploy
-        .patch("ebs-csi-controller", &PatchParams::apply("intruder").force(), &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 0}})))
+        .patch(
+            "ebs-csi-controller",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 0}})),
+        )
         .await
         .expect("scale down");
     wait_for("replicas restored", || async {
@@ -89,7 +93,10 @@ async fn repairs_drift() {
     // Someone deletes a ClusterRole: recreated.
     let crs = h.dynamic("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", None);
     crs.delete("ebs-external-attacher-role", &DeleteParams::default()).await.expect("delete");
-    wait_for("ClusterRole recreated", || async { crs.get_opt("ebs-external-attacher-role").await.ok()?.map(|_| Value::Null) }).await;
+    wait_for("ClusterRole recreated", || async {
+        crs.get_opt("ebs-external-attacher-role").await.ok()?.map(|_| Value::Null)
+    })
+    .await;
     h.stop().await;
 }
 
@@ -122,28 +129,39 @@ async fn follows_the_snapshot_api() {
     assert_eq!(h.condition(DRIVER, "SnapshotApi").await.expect("condition")["status"], json!("False"));
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
     let containers = |d: &kube::api::DynamicObject| -> Vec<String> {
-        d.data["spec"]["template"]["spec"]["containers"].as_array().map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect()).unwrap_or_default()
+        d.data["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
     };
     assert!(!containers(&deploy.get("ebs-csi-controller").await.expect("d")).contains(&"csi-snapshotter".to_string()));
 
-    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = kube::Api::all(h.client.clone());
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(h.client.clone());
     crds.create(&PostParams::default(), &snapshot_crd()).await.expect("snapshot CRD");
     h.wait_condition(DRIVER, "SnapshotApi", "True").await;
     wait_for("snapshotter added", || async {
-        containers(&deploy.get("ebs-csi-controller").await.ok()?).contains(&"csi-snapshotter".to_string()).then_some(Value::Null)
+        containers(&deploy.get("ebs-csi-controller").await.ok()?)
+            .contains(&"csi-snapshotter".to_string())
+            .then_some(Value::Null)
     })
     .await;
     let vsc = h.dynamic("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass", "volumesnapshotclasses", None);
-    wait_for("VolumeSnapshotClass created", || async { h.exists(&vsc, "ebs-snapshots").await.then_some(Value::Null) }).await;
+    wait_for("VolumeSnapshotClass created", || async { h.exists(&vsc, "ebs-snapshots").await.then_some(Value::Null) })
+        .await;
 
     crds.delete("volumesnapshotclasses.snapshot.storage.k8s.io", &DeleteParams::default()).await.expect("delete CRD");
     h.wait_condition(DRIVER, "SnapshotApi", "False").await;
     wait_for("snapshotter removed", || async {
-        (!containers(&deploy.get("ebs-csi-controller").await.ok()?).contains(&"csi-snapshotter".to_string())).then_some(Value::Null)
+        (!containers(&deploy.get("ebs-csi-controller").await.ok()?).contains(&"csi-snapshotter".to_string()))
+            .then_some(Value::Null)
     })
     .await;
     let crb = h.dynamic("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", None);
-    wait_for("snapshotter binding pruned", || async { (!h.exists(&crb, "ebs-csi-snapshotter-binding").await).then_some(Value::Null) }).await;
+    wait_for("snapshotter binding pruned", || async {
+        (!h.exists(&crb, "ebs-csi-snapshotter-binding").await).then_some(Value::Null)
+    })
+    .await;
     h.stop().await;
 }
 
@@ -158,11 +176,16 @@ async fn refuses_foreign_objects_until_adopt() {
         "spec": {"attachRequired": true, "podInfoOnMount": false, "fsGroupPolicy": "File"}
     }))
     .expect("csidriver");
-    csid.patch("ebs.csi.aws.com", &PatchParams::apply("eks").force(), &Patch::Apply(&addon)).await.expect("add-on CSIDriver");
+    csid.patch("ebs.csi.aws.com", &PatchParams::apply("eks").force(), &Patch::Apply(&addon))
+        .await
+        .expect("add-on CSIDriver");
     h.create_driver(DRIVER, spec()).await;
     let cond = h.wait_condition(DRIVER, "OwnershipConflict", "True").await;
     let msg = cond["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("CSIDriver/ebs.csi.aws.com") && msg.contains("EKS managed add-on") && msg.contains("adopt"), "{msg}");
+    assert!(
+        msg.contains("CSIDriver/ebs.csi.aws.com") && msg.contains("EKS managed add-on") && msg.contains("adopt"),
+        "{msg}"
+    );
     assert_eq!(h.condition(DRIVER, "Ready").await.expect("ready")["reason"], json!("OwnershipConflict"));
     // Nothing was created or changed.
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
@@ -193,7 +216,10 @@ async fn second_driver_changes_nothing() {
     // The second driver runs nothing, so the volumes of the first do not hold its deletion.
     h.create_driver_pv("pv-1").await;
     h.drivers().delete("second", &DeleteParams::default()).await.expect("delete second");
-    wait_for("second driver gone", || async { h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null) }).await;
+    wait_for("second driver gone", || async {
+        h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null)
+    })
+    .await;
     assert_eq!(h.condition(DRIVER, "Ready").await.expect("ready")["status"], json!("True"));
     h.stop().await;
 }
@@ -233,11 +259,17 @@ async fn deletion_waits_for_volumes_unless_forced() {
     assert!(h.exists(&deploy, "ebs-csi-controller").await, "children stay while volumes exist");
 
     h.drivers()
-        .patch(DRIVER, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})))
+        .patch(
+            DRIVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
+        )
         .await
         .expect("annotate");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) }).await;
-    wait_for("children gone", || async { (!h.exists(&deploy, "ebs-csi-controller").await).then_some(Value::Null) }).await;
+    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
+        .await;
+    wait_for("children gone", || async { (!h.exists(&deploy, "ebs-csi-controller").await).then_some(Value::Null) })
+        .await;
     let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());
     assert!(pvs.get_opt("pv-1").await.expect("get").is_some(), "PVs are never deleted");
     h.stop().await;
@@ -257,7 +289,6 @@ async fn status_follows_a_rollout() {
     assert_eq!(h.condition(DRIVER, "Degraded").await.expect("d")["status"], json!("False"));
     h.stop().await;
 }
-
 
 #[tokio::test]
 async fn storage_class_parameter_changes_recreate_the_class() {

@@ -58,10 +58,18 @@ impl Harness {
             crds.create(&PostParams::default(), &snapshot_crd()).await.expect("snapshot CRD created");
         }
         let ns: Api<Namespace> = Api::all(client.clone());
-        let _ = ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns")).await;
+        let _ = ns
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns"),
+            )
+            .await;
         let node_api: Api<Node> = Api::all(client.clone());
         for i in 0..nodes {
-            let node: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/os": "linux"}}})).expect("node");
+            let node: Node = serde_json::from_value(
+                json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/os": "linux"}}}),
+            )
+            .expect("node");
             node_api.create(&PostParams::default(), &node).await.expect("node created");
         }
         let metrics = Arc::new(Metrics::new());
@@ -122,7 +130,10 @@ impl Harness {
     }
 
     pub async fn patch_spec(&self, name: &str, spec: Value) {
-        self.drivers().patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await.expect("spec patched");
+        self.drivers()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .await
+            .expect("spec patched");
     }
 
     /// The driver's status as JSON (Null until written). Read untyped: a stored object that

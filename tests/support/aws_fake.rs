@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use aws_smithy_http_client::test_util::infallible_client_fn;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_runtime_api::http::Headers;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 
 /// One recorded request.
@@ -82,9 +82,13 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-
 fn ec2_error(status: u16, code: &str, message: &str) -> (u16, String) {
-    (status, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"))
+    (
+        status,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
+        ),
+    )
 }
 
 fn is_sts(action: &str) -> bool {
@@ -97,11 +101,21 @@ fn error(action: &str, status: u16, code: &str, message: &str) -> (u16, String) 
 }
 
 fn sts_error(code: &str, message: &str) -> (u16, String) {
-    (403, format!("<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"))
+    (
+        403,
+        format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+        ),
+    )
 }
 
 fn ec2_ok(action: &str, inner: &str) -> (u16, String) {
-    (200, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>req-1</requestId>{inner}</{action}Response>"))
+    (
+        200,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>req-1</requestId>{inner}</{action}Response>"
+        ),
+    )
 }
 
 fn take(map: &Mutex<HashMap<String, usize>>, action: &str) -> bool {
@@ -128,12 +142,14 @@ impl Fake {
         infallible_client_fn(move |req| {
             let body = req.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
             let host = req.uri().host().unwrap_or_default().to_string();
-            let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let authorization =
+                req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let path = req.uri().path().to_string();
             let (status, text) = fake.handle(&body, &host, &path, authorization);
             let mut resp = Response::new(StatusCode::try_from(status).expect("status"), SdkBody::from(text));
             let mut headers = Headers::new();
-            headers.insert("content-type", if path.starts_with("/snapshots") { "application/json" } else { "text/xml" });
+            headers
+                .insert("content-type", if path.starts_with("/snapshots") { "application/json" } else { "text/xml" });
             *resp.headers_mut() = headers;
             resp.try_into_http1x().expect("http 1.x response")
         })
@@ -157,8 +173,17 @@ impl Fake {
             })
             .collect();
         // The EBS direct API is REST/JSON: GET /snapshots/{id}/blocks.
-        let action = if path.starts_with("/snapshots/") { "ListSnapshotBlocks".to_string() } else { params.get("Action").cloned().unwrap_or_default() };
-        self.requests.lock().expect("lock").push(Req { action: action.clone(), params: params.clone(), host: host.to_string(), authorization });
+        let action = if path.starts_with("/snapshots/") {
+            "ListSnapshotBlocks".to_string()
+        } else {
+            params.get("Action").cloned().unwrap_or_default()
+        };
+        self.requests.lock().expect("lock").push(Req {
+            action: action.clone(),
+            params: params.clone(),
+            host: host.to_string(),
+            authorization,
+        });
         if take(&self.throttle, &action) {
             let code = if is_sts(&action) { "Throttling" } else { "RequestLimitExceeded" };
             return error(&action, if is_sts(&action) { 400 } else { 503 }, code, "Request limit exceeded.");
@@ -175,7 +200,9 @@ impl Fake {
         match action.as_str() {
             "GetCallerIdentity" => (
                 200,
-                format!("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"),
+                format!(
+                    "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+                ),
             ),
             "AssumeRoleWithWebIdentity" | "AssumeRole" => {
                 if let Some(code) = &self.sts_error {
@@ -183,7 +210,9 @@ impl Fake {
                 }
                 (
                     200,
-                    format!("<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result><AssumedRoleUser><Arn>{ASSUMED_ARN}</Arn><AssumedRoleId>AROAEXAMPLE:s</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{ASSUMED_KEY}</AccessKeyId><SecretAccessKey>secret</SecretAccessKey><SessionToken>session</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></{action}Response>"),
+                    format!(
+                        "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result><AssumedRoleUser><Arn>{ASSUMED_ARN}</Arn><AssumedRoleId>AROAEXAMPLE:s</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{ASSUMED_KEY}</AccessKeyId><SecretAccessKey>secret</SecretAccessKey><SessionToken>session</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></{action}Response>"
+                    ),
                 )
             }
             "DescribeAvailabilityZones" => ec2_ok(
@@ -217,7 +246,11 @@ impl Fake {
                 }
                 ec2_ok(&action, &format!("<snapshotSet>{items}</snapshotSet>{next}"))
             }
-            "ListSnapshotBlocks" => (200, "{\"Blocks\":[{\"BlockIndex\":0,\"BlockToken\":\"t\"}],\"BlockSize\":524288,\"VolumeSize\":10}".to_string()),
+            "ListSnapshotBlocks" => (
+                200,
+                "{\"Blocks\":[{\"BlockIndex\":0,\"BlockToken\":\"t\"}],\"BlockSize\":524288,\"VolumeSize\":10}"
+                    .to_string(),
+            ),
             other => ec2_error(400, "InvalidAction", &format!("The fake has no {other}")),
         }
     }
@@ -242,16 +275,24 @@ impl Fake {
     /// Serves this fake over HTTP on 127.0.0.1 until the runtime stops, for an operator running
     /// as its own process (`--aws-endpoint-url http://<addr>`). Returns the bound address.
     pub async fn serve(self: Arc<Self>) -> std::net::SocketAddr {
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
-            let fake = self.clone();
-            async move {
-                let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let (status, text) = fake.handle(&body, &host, uri.path(), auth);
-                let content_type = if uri.path().starts_with("/snapshots") { "application/json" } else { "text/xml" };
-                (axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR), [("content-type", content_type)], text)
-            }
-        });
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let fake = self.clone();
+                async move {
+                    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let auth =
+                        headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let (status, text) = fake.handle(&body, &host, uri.path(), auth);
+                    let content_type =
+                        if uri.path().starts_with("/snapshots") { "application/json" } else { "text/xml" };
+                    (
+                        axum::http::StatusCode::from_u16(status)
+                            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                        [("content-type", content_type)],
+                        text,
+                    )
+                }
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the AWS fake");
         let addr = listener.local_addr().expect("local address");
         tokio::spawn(async move {

@@ -80,7 +80,10 @@ impl Moto {
                     eprintln!("moto_server exited with {status} on port {port}; retrying on another port");
                     break;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "moto_server did not answer on port {port} within 30 s");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "moto_server did not answer on port {port} within 30 s"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -12,11 +12,7 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(5000);
+    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(5000);
     let t = Instant::now();
     let srv = LocalApiServer::start().await?;
     println!("start: {:?}", t.elapsed());
@@ -37,9 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("create {n}: {:?}", t.elapsed());
     let t = Instant::now();
-    let even = api
-        .list(&ListParams::default().labels("parity=even"))
-        .await?;
+    let even = api.list(&ListParams::default().labels("parity=even")).await?;
     println!("list {} with selector: {:?}", even.items.len(), t.elapsed());
     let t = Instant::now();
     let mut token: Option<String> = None;
@@ -58,25 +52,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("paginate all in {pages} pages of 500: {:?}", t.elapsed());
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm-00000"}, "data": {"k": "v"}});
-    api.patch(
-        "cm-00000",
-        &PatchParams::apply("m").force(),
-        &Patch::Apply(&cm),
-    )
-    .await?;
+    api.patch("cm-00000", &PatchParams::apply("m").force(), &Patch::Apply(&cm)).await?;
     let t = Instant::now();
     for _ in 0..100 {
-        api.patch(
-            "cm-00000",
-            &PatchParams::apply("m").force(),
-            &Patch::Apply(&cm),
-        )
-        .await?;
+        api.patch("cm-00000", &PatchParams::apply("m").force(), &Patch::Apply(&cm)).await?;
     }
-    println!(
-        "100 no-op applies: {:?}; writes counted: {}",
-        t.elapsed(),
-        srv.counters().writes()
-    );
+    println!("100 no-op applies: {:?}; writes counted: {}", t.elapsed(), srv.counters().writes());
     Ok(())
 }

@@ -19,17 +19,11 @@ pub fn check_strict(t: &Target, q: &Query, obj: &Value) -> ApiResult<()> {
     if q.get("fieldValidation").map(String::as_str) != Some("Strict") {
         return Ok(());
     }
-    if let crate::registry::SchemaSource::Crd {
-        schema: Some(schema),
-        ..
-    } = &t.info.schema
-    {
+    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &t.info.schema {
         let unknown = validation::unknown_fields(obj, schema);
         if !unknown.is_empty() {
-            let list: Vec<String> = unknown
-                .iter()
-                .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
-                .collect();
+            let list: Vec<String> =
+                unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect();
             return Err(ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                 t.info.kind,
@@ -45,9 +39,7 @@ pub fn check_strict(t: &Target, q: &Query, obj: &Value) -> ApiResult<()> {
 /// Checks the body's apiVersion/kind and aligns name and namespace with the URL.
 pub fn align_identity(t: &Target, obj: &mut Value, require_name_match: bool) -> ApiResult<()> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     let info = &t.info;
     match obj.get("kind").and_then(Value::as_str) {
@@ -104,18 +96,12 @@ pub fn check_namespace(s: &Inner, t: &Target, creating: bool) -> ApiResult<()> {
         return Ok(());
     };
     match s.get(NAMESPACE_KEY, &(String::new(), ns.to_string())) {
-        None => Err(ApiError::not_found(&ErrTarget {
-            group: "",
-            resource: "namespaces",
-            name: ns,
-        })),
-        Some(n) if creating && n["metadata"].get("deletionTimestamp").is_some() => {
-            Err(ApiError::forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                t.info.plural,
-                t.name.as_deref().unwrap_or_default()
-            )))
-        }
+        None => Err(ApiError::not_found(&ErrTarget { group: "", resource: "namespaces", name: ns })),
+        Some(n) if creating && n["metadata"].get("deletionTimestamp").is_some() => Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            t.info.plural,
+            t.name.as_deref().unwrap_or_default()
+        ))),
         Some(_) => Ok(()),
     }
 }
@@ -165,17 +151,11 @@ pub fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mu
             if obj["spec"].get("finalizers").is_none() {
                 obj["spec"]["finalizers"] = json!(["kubernetes"]);
             }
-            let name = obj["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
         }
         ("", "Service") => {
-            let type_ = obj["spec"]["type"]
-                .as_str()
-                .unwrap_or("ClusterIP")
-                .to_string();
+            let type_ = obj["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
             obj["spec"]["type"] = json!(type_);
             if type_ != "ExternalName" && obj["spec"].get("clusterIP").is_none() {
                 let n = s.current_rv();
@@ -185,10 +165,7 @@ pub fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mu
             }
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            let fins = obj["metadata"]["finalizers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
             if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
                 let mut fins = fins;
                 fins.push(json!(CRD_CLEANUP_FINALIZER));
@@ -202,10 +179,7 @@ pub fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mu
 
 /// CRD objects: structural checks and the status the apiextensions controller would set.
 pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let spec = &obj["spec"];
     let mut causes = Vec::new();
     let mut need = |field: &str, ok: bool, msg: &str| {
@@ -221,28 +195,15 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     let plural = spec["names"]["plural"].as_str().unwrap_or_default();
     need("spec.group", !group.is_empty(), "Required value");
     need("spec.names.plural", !plural.is_empty(), "Required value");
-    need(
-        "spec.names.kind",
-        spec["names"]["kind"]
-            .as_str()
-            .is_some_and(|k| !k.is_empty()),
-        "Required value",
-    );
+    need("spec.names.kind", spec["names"]["kind"].as_str().is_some_and(|k| !k.is_empty()), "Required value");
     need(
         "spec.scope",
         matches!(spec["scope"].as_str(), Some("Cluster" | "Namespaced")),
         "Required value: must be Cluster or Namespaced",
     );
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    need(
-        "spec.versions",
-        !versions.is_empty(),
-        "Required value: must have at least one version",
-    );
-    let storage = versions
-        .iter()
-        .filter(|v| v["storage"].as_bool() == Some(true))
-        .count();
+    need("spec.versions", !versions.is_empty(), "Required value: must have at least one version");
+    let storage = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count();
     need(
         "spec.versions",
         versions.is_empty() || storage == 1,
@@ -257,12 +218,7 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
         );
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid(
-            "CustomResourceDefinition",
-            "apiextensions.k8s.io",
-            &name,
-            causes,
-        ));
+        return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", &name, causes));
     }
     let storage_version = versions
         .iter()
@@ -276,10 +232,7 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
         accepted["singular"] = json!(names["kind"].as_str().unwrap_or_default().to_lowercase());
     }
     if accepted.get("listKind").is_none() {
-        accepted["listKind"] = json!(format!(
-            "{}List",
-            names["kind"].as_str().unwrap_or_default()
-        ));
+        accepted["listKind"] = json!(format!("{}List", names["kind"].as_str().unwrap_or_default()));
     }
     let prev = obj["status"].clone();
     let ts = |t: &str| {
@@ -289,10 +242,7 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
             .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
             .unwrap_or_else(meta::now)
     };
-    let mut stored: Vec<Value> = prev["storedVersions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let mut stored: Vec<Value> = prev["storedVersions"].as_array().cloned().unwrap_or_default();
     if !stored.iter().any(|v| v == &json!(storage_version)) {
         stored.push(json!(storage_version));
     }
@@ -304,23 +254,14 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     if terminating {
         conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
     }
-    obj["status"] =
-        json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
+    obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
     Ok(())
 }
 
 /// Runs admission for the final object of a write: schema validation for custom resources,
 /// CRD checks, name validation.
-pub fn admit(
-    shared: &Shared,
-    info: &ResourceInfo,
-    old: Option<&Value>,
-    obj: &mut Value,
-) -> ApiResult<()> {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if old.is_none()
         && let Some(c) = meta::validate_name(&name, &info.kind)
     {
@@ -332,11 +273,7 @@ pub fn admit(
             return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
         }
     }
-    if let crate::registry::SchemaSource::Crd {
-        schema: Some(schema),
-        ..
-    } = &info.schema
-    {
+    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema {
         let causes = validation::admit(obj, schema, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
@@ -348,21 +285,14 @@ pub fn admit(
             // Another CRD serving the same group and plural is a naming conflict.
             let group = obj["spec"]["group"].as_str().unwrap_or_default();
             let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
-            if shared
-                .registry
-                .all()
-                .iter()
-                .any(|r| r.group == group && r.plural == plural && !r.is_crd())
-            {
+            if shared.registry.all().iter().any(|r| r.group == group && r.plural == plural && !r.is_crd()) {
                 return Err(ApiError::invalid(
                     &info.kind,
                     &info.group,
                     &name,
                     vec![crate::error::Cause {
                         reason: "FieldValueInvalid".into(),
-                        message: format!(
-                            "Invalid value: \"{plural}\": is already served by a built-in resource"
-                        ),
+                        message: format!("Invalid value: \"{plural}\": is already served by a built-in resource"),
                         field: "spec.names.plural".into(),
                     }],
                 ));

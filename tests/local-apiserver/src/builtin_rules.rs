@@ -11,11 +11,7 @@ use crate::registry::ResourceInfo;
 use crate::selectors::LabelSelector;
 
 fn cause(reason: &str, field: &str, message: String) -> Cause {
-    Cause {
-        reason: reason.into(),
-        message,
-        field: field.into(),
-    }
+    Cause { reason: reason.into(), message, field: field.into() }
 }
 
 fn required(field: &str) -> Cause {
@@ -23,11 +19,7 @@ fn required(field: &str) -> Cause {
 }
 
 fn immutable(field: &str, v: &Value) -> Cause {
-    cause(
-        "FieldValueInvalid",
-        field,
-        format!("Invalid value: {}: field is immutable", short(v)),
-    )
+    cause("FieldValueInvalid", field, format!("Invalid value: {}: field is immutable", short(v)))
 }
 
 fn short(v: &Value) -> String {
@@ -39,8 +31,7 @@ fn short(v: &Value) -> String {
 }
 
 fn at<'v>(v: &'v Value, path: &str) -> &'v Value {
-    path.split('.')
-        .fold(v, |cur, k| cur.get(k).unwrap_or(&Value::Null))
+    path.split('.').fold(v, |cur, k| cur.get(k).unwrap_or(&Value::Null))
 }
 
 fn containers(spec: &Value, prefix: &str, out: &mut Vec<Cause>) {
@@ -76,33 +67,23 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 out.push(required("spec.selector"));
             } else {
                 let labels = new["spec"]["template"]["metadata"].get("labels");
-                let empty = sel
-                    .get("matchLabels")
-                    .is_none_or(|m| m.as_object().is_none_or(|m| m.is_empty()))
-                    && sel
-                        .get("matchExpressions")
-                        .is_none_or(|m| m.as_array().is_none_or(|m| m.is_empty()));
+                let empty = sel.get("matchLabels").is_none_or(|m| m.as_object().is_none_or(|m| m.is_empty()))
+                    && sel.get("matchExpressions").is_none_or(|m| m.as_array().is_none_or(|m| m.is_empty()));
                 if empty {
                     out.push(cause(
                         "FieldValueInvalid",
                         "spec.selector",
-                        "Invalid value: \"object\": empty selector is invalid for deployment"
-                            .into(),
+                        "Invalid value: \"object\": empty selector is invalid for deployment".into(),
                     ));
                 } else if !LabelSelector::from_object(sel).matches(labels) {
                     out.push(cause(
                         "FieldValueInvalid",
                         "spec.template.metadata.labels",
-                        "Invalid value: \"object\": `selector` does not match template `labels`"
-                            .into(),
+                        "Invalid value: \"object\": `selector` does not match template `labels`".into(),
                     ));
                 }
             }
-            containers(
-                &new["spec"]["template"]["spec"],
-                "spec.template.spec",
-                &mut out,
-            );
+            containers(&new["spec"]["template"]["spec"], "spec.template.spec", &mut out);
             if let Some(old) = old {
                 unchanged(old, new, "spec.selector", &mut out);
             }
@@ -111,10 +92,7 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
         ("", "Service") => {
             let type_ = new["spec"]["type"].as_str().unwrap_or("ClusterIP");
             let headless = new["spec"]["clusterIP"].as_str() == Some("None");
-            if type_ != "ExternalName"
-                && !headless
-                && new["spec"]["ports"].as_array().is_none_or(Vec::is_empty)
-            {
+            if type_ != "ExternalName" && !headless && new["spec"]["ports"].as_array().is_none_or(Vec::is_empty) {
                 out.push(required("spec.ports"));
             }
             if let Some(old) = old
@@ -129,29 +107,16 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 out.push(required("provisioner"));
             }
             if let Some(old) = old {
-                for f in [
-                    "parameters",
-                    "provisioner",
-                    "reclaimPolicy",
-                    "volumeBindingMode",
-                ] {
+                for f in ["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"] {
                     if at(old, f) != at(new, f) {
-                        out.push(cause(
-                            "FieldValueForbidden",
-                            f,
-                            format!("Forbidden: updates to {f} are forbidden."),
-                        ));
+                        out.push(cause("FieldValueForbidden", f, format!("Forbidden: updates to {f} are forbidden.")));
                     }
                 }
             }
         }
         ("storage.k8s.io", "CSIDriver") => {
             if let Some(old) = old {
-                for f in [
-                    "spec.attachRequired",
-                    "spec.fsGroupPolicy",
-                    "spec.volumeLifecycleModes",
-                ] {
+                for f in ["spec.attachRequired", "spec.fsGroupPolicy", "spec.volumeLifecycleModes"] {
                     unchanged(old, new, f, &mut out);
                 }
             }
@@ -171,10 +136,7 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 out.push(cause(
                     "FieldValueInvalid",
                     "roleRef",
-                    format!(
-                        "Invalid value: {}: cannot change roleRef",
-                        short(&new["roleRef"])
-                    ),
+                    format!("Invalid value: {}: cannot change roleRef", short(&new["roleRef"])),
                 ));
             }
         }
@@ -252,10 +214,7 @@ mod tests {
         moved["spec"]["template"]["metadata"]["labels"]["z"] = json!("1");
         moved["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i");
         let c = validate(&info("apps", "deployments"), Some(&ok), &moved);
-        assert!(
-            c.iter()
-                .any(|c| c.field == "spec.selector" && c.message.contains("immutable"))
-        );
+        assert!(c.iter().any(|c| c.field == "spec.selector" && c.message.contains("immutable")));
     }
 
     #[test]
@@ -264,24 +223,14 @@ mod tests {
         let mut sc2 = sc.clone();
         sc2["parameters"]["type"] = json!("io2");
         let c = validate(&info("storage.k8s.io", "storageclasses"), Some(&sc), &sc2);
-        assert_eq!(
-            (c[0].field.as_str(), c[0].reason.as_str()),
-            ("parameters", "FieldValueForbidden")
-        );
+        assert_eq!((c[0].field.as_str(), c[0].reason.as_str()), ("parameters", "FieldValueForbidden"));
         let rb = json!({"roleRef": {"kind": "ClusterRole", "name": "a", "apiGroup": "rbac.authorization.k8s.io"}});
         let mut rb2 = rb.clone();
         rb2["roleRef"]["name"] = json!("b");
-        let c = validate(
-            &info("rbac.authorization.k8s.io", "clusterrolebindings"),
-            Some(&rb),
-            &rb2,
-        );
+        let c = validate(&info("rbac.authorization.k8s.io", "clusterrolebindings"), Some(&rb), &rb2);
         assert!(c[0].message.contains("cannot change roleRef"));
         let cm = json!({"immutable": true, "data": {"a": "1"}});
         let cm2 = json!({"immutable": true, "data": {"a": "2"}});
-        assert_eq!(
-            validate(&info("", "configmaps"), Some(&cm), &cm2)[0].field,
-            "data"
-        );
+        assert_eq!(validate(&info("", "configmaps"), Some(&cm), &cm2)[0].field, "data");
     }
 }

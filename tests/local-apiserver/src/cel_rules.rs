@@ -27,8 +27,7 @@ pub fn to_cel(v: &Value) -> cel::Value {
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
         Value::Object(m) => {
-            let map: HashMap<String, cel::Value> =
-                m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            let map: HashMap<String, cel::Value> = m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
             cel::Value::from(map)
         }
     }
@@ -76,22 +75,10 @@ mod tests {
         assert_eq!(eval("self.min <= self.max", &spec, None), Ok(true));
         assert_eq!(eval("self.min > self.max", &spec, None), Ok(false));
         assert_eq!(eval("has(self.mode)", &spec, None), Ok(true));
-        assert_eq!(
-            eval("!has(self.other) || self.other > 0", &spec, None),
-            Ok(true)
-        );
-        assert_eq!(
-            eval("self.names.all(n, size(n) <= 2)", &spec, None),
-            Ok(true)
-        );
-        assert_eq!(
-            eval("self.names.exists(n, n == 'bb')", &spec, None),
-            Ok(true)
-        );
-        assert_eq!(
-            eval("self.mode.matches('^(fast|slow)$')", &spec, None),
-            Ok(true)
-        );
+        assert_eq!(eval("!has(self.other) || self.other > 0", &spec, None), Ok(true));
+        assert_eq!(eval("self.names.all(n, size(n) <= 2)", &spec, None), Ok(true));
+        assert_eq!(eval("self.names.exists(n, n == 'bb')", &spec, None), Ok(true));
+        assert_eq!(eval("self.mode.matches('^(fast|slow)$')", &spec, None), Ok(true));
         assert_eq!(eval("size(self.names) < 2", &spec, None), Ok(false));
         assert_eq!(eval("self.mode.startsWith('fa')", &spec, None), Ok(true));
     }
@@ -103,9 +90,6 @@ mod tests {
         assert_eq!(eval("self == oldSelf", &json!("b"), Some(&old)), Ok(false));
         assert!(is_transition_rule("self == oldSelf"));
         assert!(eval("self.(", &json!(1), None).is_err());
-        assert_eq!(
-            eval_message("'got ' + self", &json!("x"), None),
-            Some("got x".into())
-        );
+        assert_eq!(eval_message("'got ' + self", &json!("x"), None), Some("got x".into()));
     }
 }

@@ -15,20 +15,10 @@ pub fn col(name: &str, type_: &str, json_path: &str, description: &str) -> Colum
 }
 
 pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
-    let mut cols = vec![col(
-        "Name",
-        "string",
-        ".metadata.name",
-        "Name must be unique within a namespace.",
-    )];
+    let mut cols = vec![col("Name", "string", ".metadata.name", "Name must be unique within a namespace.")];
     cols[0].format = "name".into();
     let extra: Vec<Column> = match (group, plural) {
-        ("", "namespaces") => vec![col(
-            "Status",
-            "string",
-            ".status.phase",
-            "The phase of the namespace.",
-        )],
+        ("", "namespaces") => vec![col("Status", "string", ".status.phase", "The phase of the namespace.")],
         ("", "pods") => vec![
             col(
                 "Ready",
@@ -44,173 +34,65 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
         ],
         ("", "secrets") => vec![col("Type", "string", ".type", "The type of the secret.")],
         ("", "persistentvolumeclaims") => vec![
-            col(
-                "Status",
-                "string",
-                ".status.phase",
-                "The phase of the claim.",
-            ),
+            col("Status", "string", ".status.phase", "The phase of the claim."),
             col("Volume", "string", ".spec.volumeName", "The bound volume."),
         ],
         ("", "persistentvolumes") => vec![
-            col(
-                "Status",
-                "string",
-                ".status.phase",
-                "The phase of the volume.",
-            ),
+            col("Status", "string", ".status.phase", "The phase of the volume."),
             col("Claim", "string", ".spec.claimRef.name", "The bound claim."),
         ],
         ("apps", "deployments") => vec![
-            col(
-                "Ready",
-                "string",
-                "ratio:.status.readyReplicas:.spec.replicas",
-                "Ready replicas.",
-            ),
-            col(
-                "Up-to-date",
-                "integer",
-                ".status.updatedReplicas",
-                "Updated replicas.",
-            ),
-            col(
-                "Available",
-                "integer",
-                ".status.availableReplicas",
-                "Available replicas.",
-            ),
+            col("Ready", "string", "ratio:.status.readyReplicas:.spec.replicas", "Ready replicas."),
+            col("Up-to-date", "integer", ".status.updatedReplicas", "Updated replicas."),
+            col("Available", "integer", ".status.availableReplicas", "Available replicas."),
         ],
         ("apps", "daemonsets") => vec![
-            col(
-                "Desired",
-                "integer",
-                ".status.desiredNumberScheduled",
-                "Desired pods.",
-            ),
-            col(
-                "Current",
-                "integer",
-                ".status.currentNumberScheduled",
-                "Current pods.",
-            ),
+            col("Desired", "integer", ".status.desiredNumberScheduled", "Desired pods."),
+            col("Current", "integer", ".status.currentNumberScheduled", "Current pods."),
             col("Ready", "integer", ".status.numberReady", "Ready pods."),
-            col(
-                "Up-to-date",
-                "integer",
-                ".status.updatedNumberScheduled",
-                "Updated pods.",
-            ),
-            col(
-                "Available",
-                "integer",
-                ".status.numberAvailable",
-                "Available pods.",
-            ),
+            col("Up-to-date", "integer", ".status.updatedNumberScheduled", "Updated pods."),
+            col("Available", "integer", ".status.numberAvailable", "Available pods."),
         ],
-        ("storage.k8s.io", "storageclasses") => vec![col(
-            "Provisioner",
-            "string",
-            ".provisioner",
-            "The provisioner.",
-        )],
+        ("storage.k8s.io", "storageclasses") => vec![col("Provisioner", "string", ".provisioner", "The provisioner.")],
         ("storage.k8s.io", "volumeattachments") => vec![
             col("Attacher", "string", ".spec.attacher", "The attacher."),
             col("Node", "string", ".spec.nodeName", "The node."),
-            col(
-                "Attached",
-                "boolean",
-                ".status.attached",
-                "Whether attached.",
-            ),
+            col("Attached", "boolean", ".status.attached", "Whether attached."),
         ],
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
             vec![col("Role", "string", ".roleRef.name", "The bound role.")]
         }
-        ("coordination.k8s.io", "leases") => vec![col(
-            "Holder",
-            "string",
-            ".spec.holderIdentity",
-            "The holder.",
-        )],
+        ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity", "The holder.")],
         ("", "events") => vec![
             col("Type", "string", ".type", "Normal or Warning."),
             col("Reason", "string", ".reason", "Why the event happened."),
-            col(
-                "Object",
-                "string",
-                ".involvedObject.name",
-                "The object it is about.",
-            ),
+            col("Object", "string", ".involvedObject.name", "The object it is about."),
             col("Message", "string", ".message", "What happened."),
         ],
         ("events.k8s.io", "events") => vec![
             col("Type", "string", ".type", "Normal or Warning."),
             col("Reason", "string", ".reason", "Why the event happened."),
-            col(
-                "Object",
-                "string",
-                ".regarding.name",
-                "The object it is about.",
-            ),
+            col("Object", "string", ".regarding.name", "The object it is about."),
             col("Note", "string", ".note", "What happened."),
         ],
         ("", "nodes") => vec![
-            col(
-                "Status",
-                "string",
-                ".status.conditions[?(@.type==\"Ready\")].status",
-                "Ready condition.",
-            ),
-            col(
-                "Version",
-                "string",
-                ".status.nodeInfo.kubeletVersion",
-                "Kubelet version.",
-            ),
+            col("Status", "string", ".status.conditions[?(@.type==\"Ready\")].status", "Ready condition."),
+            col("Version", "string", ".status.nodeInfo.kubeletVersion", "Kubelet version."),
         ],
         ("storage.k8s.io", "csidrivers") => vec![
-            col(
-                "AttachRequired",
-                "boolean",
-                ".spec.attachRequired",
-                "Whether attach is required.",
-            ),
-            col(
-                "PodInfoOnMount",
-                "boolean",
-                ".spec.podInfoOnMount",
-                "Whether pod info is passed on mount.",
-            ),
+            col("AttachRequired", "boolean", ".spec.attachRequired", "Whether attach is required."),
+            col("PodInfoOnMount", "boolean", ".spec.podInfoOnMount", "Whether pod info is passed on mount."),
         ],
-        ("storage.k8s.io", "csinodes") => vec![col(
-            "Drivers",
-            "string",
-            ".spec.drivers[*].name",
-            "Registered drivers.",
-        )],
+        ("storage.k8s.io", "csinodes") => {
+            vec![col("Drivers", "string", ".spec.drivers[*].name", "Registered drivers.")]
+        }
         ("policy", "poddisruptionbudgets") => vec![
-            col(
-                "Min Available",
-                "string",
-                ".spec.minAvailable",
-                "Minimum available pods.",
-            ),
-            col(
-                "Max Unavailable",
-                "string",
-                ".spec.maxUnavailable",
-                "Maximum unavailable pods.",
-            ),
+            col("Min Available", "string", ".spec.minAvailable", "Minimum available pods."),
+            col("Max Unavailable", "string", ".spec.maxUnavailable", "Maximum unavailable pods."),
         ],
         _ => Vec::new(),
     };
     cols.extend(extra);
-    cols.push(col(
-        "Age",
-        "date",
-        ".metadata.creationTimestamp",
-        "Time since creation.",
-    ));
+    cols.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
     cols
 }

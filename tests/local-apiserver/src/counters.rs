@@ -27,28 +27,17 @@ pub struct Counters {
 impl Counters {
     /// Requests with this verb on this resource, whatever their outcome.
     pub fn requests(&self, verb: &str, resource: &str) -> u64 {
-        self.by_key
-            .iter()
-            .filter(|((v, r, _), _)| v == verb && r == resource)
-            .map(|(_, n)| n)
-            .sum()
+        self.by_key.iter().filter(|((v, r, _), _)| v == verb && r == resource).map(|(_, n)| n).sum()
     }
 
     /// Requests with this verb on this resource that ended with this HTTP status code.
     pub fn requests_with_code(&self, verb: &str, resource: &str, code: u16) -> u64 {
-        self.by_key
-            .get(&(verb.to_string(), resource.to_string(), code))
-            .copied()
-            .unwrap_or(0)
+        self.by_key.get(&(verb.to_string(), resource.to_string(), code)).copied().unwrap_or(0)
     }
 
     /// Requests of any verb and resource that ended with this HTTP status code.
     pub fn by_code(&self, code: u16) -> u64 {
-        self.by_key
-            .iter()
-            .filter(|((_, _, c), _)| *c == code)
-            .map(|(_, n)| n)
-            .sum()
+        self.by_key.iter().filter(|((_, _, c), _)| *c == code).map(|(_, n)| n).sum()
     }
 
     /// Mutating requests that changed stored state (see the module docs).
@@ -68,10 +57,7 @@ impl Counters {
 
     /// (verb, resource, code, count) rows, for printing.
     pub fn rows(&self) -> Vec<(String, String, u16, u64)> {
-        self.by_key
-            .iter()
-            .map(|((v, r, c), n)| (v.clone(), r.clone(), *c, *n))
-            .collect()
+        self.by_key.iter().map(|((v, r, c), n)| (v.clone(), r.clone(), *c, *n)).collect()
     }
 }
 
@@ -80,25 +66,14 @@ impl Counters {
 pub struct CounterSink(Arc<Mutex<Counters>>);
 
 pub fn is_write_verb(verb: &str) -> bool {
-    matches!(
-        verb,
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    )
+    matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
 }
 
 impl CounterSink {
     pub fn record(&self, verb: &str, resource: &str, code: u16, changed_state: bool) {
-        tracing::debug!(
-            verb,
-            resource,
-            code,
-            changed_state,
-            "local-apiserver request"
-        );
+        tracing::debug!(verb, resource, code, changed_state, "local-apiserver request");
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *c.by_key
-            .entry((verb.to_string(), resource.to_string(), code))
-            .or_default() += 1;
+        *c.by_key.entry((verb.to_string(), resource.to_string(), code)).or_default() += 1;
         if is_write_verb(verb) {
             c.write_attempts += 1;
             if changed_state {

@@ -68,30 +68,19 @@ pub fn apply(info: &ResourceInfo, obj: &mut Value) {
         }
         ("", "Secret") => {
             default(obj, "type", json!("Opaque"));
-            if let Some(Value::Object(string_data)) =
-                obj.as_object_mut().and_then(|m| m.remove("stringData"))
-            {
+            if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
                 if !obj["data"].is_object() {
                     obj["data"] = Value::Object(Map::new());
                 }
                 for (k, v) in string_data {
-                    let text = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
+                    let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
                     obj["data"][k] = json!(crate::protobuf::base64(text.as_bytes()));
                 }
             }
         }
-        ("", "PersistentVolumeClaim") => {
-            default(&mut obj["spec"], "volumeMode", json!("Filesystem"))
-        }
+        ("", "PersistentVolumeClaim") => default(&mut obj["spec"], "volumeMode", json!("Filesystem")),
         ("", "PersistentVolume") => {
-            default(
-                &mut obj["spec"],
-                "persistentVolumeReclaimPolicy",
-                json!("Retain"),
-            );
+            default(&mut obj["spec"], "persistentVolumeReclaimPolicy", json!("Retain"));
             default(&mut obj["spec"], "volumeMode", json!("Filesystem"));
         }
         ("storage.k8s.io", "StorageClass") => {
@@ -154,11 +143,7 @@ fn container(c: &mut Value) {
     let name_part = image.rsplit('/').next().unwrap_or_default();
     let digest = image.contains('@');
     let tag = name_part.split_once(':').map(|(_, t)| t);
-    let policy = if !digest && (tag.is_none() || tag == Some("latest")) {
-        "Always"
-    } else {
-        "IfNotPresent"
-    };
+    let policy = if !digest && (tag.is_none() || tag == Some("latest")) { "Always" } else { "IfNotPresent" };
     default(c, "imagePullPolicy", json!(policy));
     each(&mut c["ports"], |p| default(p, "protocol", json!("TCP")));
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
@@ -184,9 +169,7 @@ mod tests {
 
     #[test]
     fn deployments_get_the_real_defaults() {
-        let info = Registry::default()
-            .lookup("apps", "v1", "deployments")
-            .unwrap();
+        let info = Registry::default().lookup("apps", "v1", "deployments").unwrap();
         let mut d = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "a", "image": "nginx", "ports": [{"containerPort": 80}]},
             {"name": "b", "image": "dhi.io/x:1.2@sha256:abc"},
@@ -210,9 +193,6 @@ mod tests {
         let info = Registry::default().lookup("", "v1", "secrets").unwrap();
         let mut s = json!({"stringData": {"a": "hi"}, "data": {"b": "eA=="}});
         apply(&info, &mut s);
-        assert_eq!(
-            s,
-            json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}})
-        );
+        assert_eq!(s, json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}}));
     }
 }

@@ -6,27 +6,18 @@ use serde_json::{Value, json};
 
 use crate::admission::admit_crd;
 use crate::error::{ApiError, ApiResult, Target as ErrTarget};
-use crate::handlers::{
-    CRD_KEY, NAMESPACE_KEY, Query, Reply, Target, dry_run, parse_body, present, selectors,
-};
+use crate::handlers::{CRD_KEY, NAMESPACE_KEY, Query, Reply, Target, dry_run, parse_body, present, selectors};
 use crate::meta;
 use crate::registry::ResourceInfo;
 use crate::server::Shared;
 use crate::store::{Inner, ObjKey};
 
 pub fn has_spec_finalizers(ns: &Value) -> bool {
-    ns["spec"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty())
+    ns["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }
 
 /// Removes an object from the store, with the side effects of removal (a CRD stops serving).
-pub fn remove_object(
-    shared: &Shared,
-    s: &mut Inner,
-    storage_key: &str,
-    key: &ObjKey,
-) -> Option<Value> {
+pub fn remove_object(shared: &Shared, s: &mut Inner, storage_key: &str, key: &ObjKey) -> Option<Value> {
     let gone = s.remove(storage_key, key)?;
     if storage_key == CRD_KEY
         && let Some(name) = gone["metadata"]["name"].as_str()
@@ -49,22 +40,12 @@ pub struct DeleteOpts {
 }
 
 pub fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let b: Value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_body(body, "application/json")?
-    };
+    let b: Value = if body.is_empty() { json!({}) } else { parse_body(body, "application/json")? };
     let propagation = q
         .get("propagationPolicy")
         .cloned()
         .or_else(|| b["propagationPolicy"].as_str().map(str::to_string))
-        .or_else(|| {
-            if b["orphanDependents"] == json!(true) {
-                Some("Orphan".into())
-            } else {
-                None
-            }
-        })
+        .or_else(|| if b["orphanDependents"] == json!(true) { Some("Orphan".into()) } else { None })
         .unwrap_or_else(|| "Background".into());
     if !matches!(propagation.as_str(), "Background" | "Foreground" | "Orphan") {
         return Err(ApiError::bad_request(format!(
@@ -73,14 +54,9 @@ pub fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
     }
     Ok(DeleteOpts {
         propagation,
-        precondition_rv: b["preconditions"]["resourceVersion"]
-            .as_str()
-            .map(str::to_string),
+        precondition_rv: b["preconditions"]["resourceVersion"].as_str().map(str::to_string),
         precondition_uid: b["preconditions"]["uid"].as_str().map(str::to_string),
-        dry_run: dry_run(q)
-            || b["dryRun"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|x| x == "All")),
+        dry_run: dry_run(q) || b["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")),
     })
 }
 
@@ -95,17 +71,9 @@ pub fn delete_locked(
     opts: &DeleteOpts,
 ) -> ApiResult<(Value, bool, bool)> {
     let storage = info.storage_key();
-    let t = ErrTarget {
-        group: &info.group,
-        resource: &info.plural,
-        name: &key.1,
-    };
-    let old = s
-        .get(&storage, key)
-        .ok_or_else(|| ApiError::not_found(&t))?;
-    if storage == NAMESPACE_KEY
-        && matches!(key.1.as_str(), "default" | "kube-system" | "kube-public")
-    {
+    let t = ErrTarget { group: &info.group, resource: &info.plural, name: &key.1 };
+    let old = s.get(&storage, key).ok_or_else(|| ApiError::not_found(&t))?;
+    if storage == NAMESPACE_KEY && matches!(key.1.as_str(), "default" | "kube-system" | "kube-public") {
         return Err(ApiError::forbidden(format!(
             "namespaces \"{}\" is forbidden: this namespace may not be deleted",
             key.1
@@ -118,9 +86,7 @@ pub fn delete_locked(
             &t,
             &format!(
                 "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                old["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
+                old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
             ),
         ));
     }
@@ -136,10 +102,7 @@ pub fn delete_locked(
         ));
     }
     let mut new = (*old).clone();
-    let mut finalizers: Vec<Value> = new["metadata"]["finalizers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let mut finalizers: Vec<Value> = new["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
     let already_terminating = new["metadata"].get("deletionTimestamp").is_some();
     if !already_terminating {
         let add = match opts.propagation.as_str() {
@@ -206,16 +169,8 @@ pub fn delete(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> ApiResult<
     let mut s = shared.store.lock();
     let (obj, removed, changed) = delete_locked(shared, &mut s, &t.info, &t.key(), &opts)?;
     drop(s);
-    let body = if removed {
-        success_status(&t.info, &obj)
-    } else {
-        present(&obj, &t.info)
-    };
-    Ok(Reply {
-        code: if removed { 200 } else { 202 },
-        body,
-        changed,
-    })
+    let body = if removed { success_status(&t.info, &obj) } else { present(&obj, &t.info) };
+    Ok(Reply { code: if removed { 200 } else { 202 }, body, changed })
 }
 
 pub fn delete_collection(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> ApiResult<Reply> {

@@ -7,10 +7,7 @@ use serde_json::{Value, json};
 use crate::registry::{Registry, ResourceInfo};
 
 pub fn version(kubernetes_version: &str) -> Value {
-    let (major, minor) = kubernetes_version
-        .trim_start_matches('v')
-        .split_once('.')
-        .unwrap_or(("1", "33"));
+    let (major, minor) = kubernetes_version.trim_start_matches('v').split_once('.').unwrap_or(("1", "33"));
     let minor = minor.split('.').next().unwrap_or(minor);
     json!({
         "major": major,
@@ -36,10 +33,8 @@ pub fn core_versions(port: u16) -> Value {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
     json!({
         "name": name,
         "versions": vs,
@@ -48,11 +43,7 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 }
 
 pub fn groups(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg
-        .groups()
-        .iter()
-        .map(|(g, vs)| group_doc(g, vs))
-        .collect();
+    let groups: Vec<Value> = reg.groups().iter().map(|(g, vs)| group_doc(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -66,19 +57,10 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
-    vec![
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch",
-    ]
-    .into_iter()
-    .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
-    .collect()
+    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        .into_iter()
+        .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
+        .collect()
 }
 
 /// APIResourceList for one group/version, or None when nothing is served there.
@@ -110,14 +92,8 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Option<Value> {
             list.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
 }
 
 #[cfg(test)]
@@ -128,33 +104,15 @@ mod tests {
     fn discovery_matches_the_registry() {
         let reg = Registry::default();
         let apps = resources(&reg, "apps", "v1").unwrap();
-        let names: Vec<&str> = apps["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> =
+            apps["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert!(
-            names.contains(&"deployments")
-                && names.contains(&"deployments/status")
-                && names.contains(&"daemonsets")
+            names.contains(&"deployments") && names.contains(&"deployments/status") && names.contains(&"daemonsets")
         );
         let core = resources(&reg, "", "v1").unwrap();
-        assert!(
-            core["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["name"] == "serviceaccounts/token")
-        );
+        assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "serviceaccounts/token"));
         let gl = groups(&reg);
-        assert!(
-            gl["groups"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g["name"] == "storage.k8s.io")
-        );
+        assert!(gl["groups"].as_array().unwrap().iter().any(|g| g["name"] == "storage.k8s.io"));
         assert!(resources(&reg, "example.com", "v1").is_none());
         assert_eq!(version("1.33")["minor"], "33");
     }

@@ -11,10 +11,7 @@ pub enum Error {
     #[error("building a kube client for {url}: {source}")]
     Client { url: String, source: kube::Error },
     #[error("invalid option {field}: {message}")]
-    InvalidOption {
-        field: &'static str,
-        message: String,
-    },
+    InvalidOption { field: &'static str, message: String },
 }
 
 /// One field-level problem, as in `Status.details.causes`.
@@ -49,14 +46,7 @@ pub struct Target<'a> {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            causes: Vec::new(),
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None, causes: Vec::new(), retry_after: None }
     }
 
     fn with_target(mut self, t: &Target<'_>) -> Self {
@@ -65,66 +55,32 @@ impl ApiError {
     }
 
     fn qualified(t: &Target<'_>) -> String {
-        if t.group.is_empty() {
-            t.resource.to_string()
-        } else {
-            format!("{}.{}", t.resource, t.group)
-        }
+        if t.group.is_empty() { t.resource.to_string() } else { format!("{}.{}", t.resource, t.group) }
     }
 
     pub fn not_found(t: &Target<'_>) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", Self::qualified(t), t.name),
-        )
-        .with_target(t)
+        Self::new(404, "NotFound", format!("{} \"{}\" not found", Self::qualified(t), t.name)).with_target(t)
     }
 
     pub fn already_exists(t: &Target<'_>) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", Self::qualified(t), t.name),
-        )
-        .with_target(t)
+        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", Self::qualified(t), t.name)).with_target(t)
     }
 
     pub fn conflict(t: &Target<'_>, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                Self::qualified(t),
-                t.name,
-                why
-            ),
+            format!("Operation cannot be fulfilled on {} \"{}\": {}", Self::qualified(t), t.name, why),
         )
         .with_target(t)
     }
 
     /// 422 Invalid with one cause per field, message formatted like the real server's.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let list: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let summary = if list.len() == 1 {
-            list[0].clone()
-        } else {
-            format!("[{}]", list.join(", "))
-        };
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{qualified} \"{name}\" is invalid: {summary}"),
-        );
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let summary = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let mut e = Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {summary}"));
         e.details = Some(json!({"name": name, "group": group, "kind": kind}));
         e.causes = causes;
         e

@@ -20,10 +20,7 @@ pub struct Match {
 
 impl Match {
     pub fn new(verb: &str, resource: &str) -> Match {
-        Match {
-            verb: verb.into(),
-            resource: resource.into(),
-        }
+        Match { verb: verb.into(), resource: resource.into() }
     }
 
     pub fn any() -> Match {
@@ -31,8 +28,7 @@ impl Match {
     }
 
     fn hits(&self, verb: &str, resource: &str) -> bool {
-        (self.verb == "*" || self.verb == verb)
-            && (self.resource == "*" || self.resource == resource)
+        (self.verb == "*" || self.verb == verb) && (self.resource == "*" || self.resource == resource)
     }
 }
 
@@ -71,10 +67,7 @@ pub struct Faults {
 impl Default for Faults {
     fn default() -> Self {
         let (tx, _) = watch::channel(0);
-        Faults {
-            state: Arc::default(),
-            drop_tx: Arc::new(tx),
-        }
+        Faults { state: Arc::default(), drop_tx: Arc::new(tx) }
     }
 }
 
@@ -85,22 +78,13 @@ impl Faults {
 
     /// Fails the next `n` requests matching `m` with `status`.
     pub fn fail_next(&self, n: u64, m: Match, status: u16) {
-        self.lock().rules.push(Rule::Next {
-            m,
-            remaining: n,
-            status,
-        });
+        self.lock().rules.push(Rule::Next { m, remaining: n, status });
     }
 
     /// Fails each request matching `m` with probability `share` (0.0..=1.0) with `status`,
     /// drawn from a seeded generator (reproducible from run to run).
     pub fn fail_share(&self, share: f64, m: Match, status: u16) {
-        self.lock().rules.push(Rule::Share {
-            m,
-            share: share.clamp(0.0, 1.0),
-            state: 0x005E_ED0F_FA17,
-            status,
-        });
+        self.lock().rules.push(Rule::Share { m, share: share.clamp(0.0, 1.0), state: 0x005E_ED0F_FA17, status });
     }
 
     /// Delays every request matching `m` by `delay` before it is handled.
@@ -131,20 +115,13 @@ impl Faults {
         for rule in st.rules.iter_mut() {
             match rule {
                 Rule::Latency { m, delay: d } if m.hits(verb, resource) => delay += *d,
-                Rule::Next {
-                    m,
-                    remaining,
-                    status,
-                } if failure.is_none() && *remaining > 0 && m.hits(verb, resource) => {
+                Rule::Next { m, remaining, status }
+                    if failure.is_none() && *remaining > 0 && m.hits(verb, resource) =>
+                {
                     *remaining -= 1;
                     failure = Some(injected(*status));
                 }
-                Rule::Share {
-                    m,
-                    share,
-                    state,
-                    status,
-                } if failure.is_none() && m.hits(verb, resource) => {
+                Rule::Share { m, share, state, status } if failure.is_none() && m.hits(verb, resource) => {
                     // splitmix64: a uniform draw in [0, 1).
                     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
                     let mut z = *state;
@@ -159,8 +136,7 @@ impl Faults {
                 _ => {}
             }
         }
-        st.rules
-            .retain(|r| !matches!(r, Rule::Next { remaining: 0, .. }));
+        st.rules.retain(|r| !matches!(r, Rule::Next { remaining: 0, .. }));
         (delay, failure)
     }
 }
@@ -171,15 +147,9 @@ fn injected(status: u16) -> ApiError {
             "Conflict",
             "injected conflict: the object has been modified; please apply your changes to the latest version and try again",
         ),
-        429 => (
-            "TooManyRequests",
-            "injected throttling: too many requests, please try again later",
-        ),
+        429 => ("TooManyRequests", "injected throttling: too many requests, please try again later"),
         500 => ("InternalError", "injected internal error"),
-        503 => (
-            "ServiceUnavailable",
-            "injected: the server is currently unable to handle the request",
-        ),
+        503 => ("ServiceUnavailable", "injected: the server is currently unable to handle the request"),
         504 => ("Timeout", "injected timeout"),
         404 => ("NotFound", "injected not found"),
         403 => ("Forbidden", "injected forbidden"),
@@ -201,14 +171,8 @@ mod tests {
         let f = Faults::default();
         f.fail_next(2, Match::new("patch", "deployments"), 500);
         assert!(f.decide("get", "deployments").1.is_none());
-        assert_eq!(
-            f.decide("patch", "deployments").1.map(|e| e.code),
-            Some(500)
-        );
-        assert_eq!(
-            f.decide("patch", "deployments").1.map(|e| e.code),
-            Some(500)
-        );
+        assert_eq!(f.decide("patch", "deployments").1.map(|e| e.code), Some(500));
+        assert_eq!(f.decide("patch", "deployments").1.map(|e| e.code), Some(500));
         assert!(f.decide("patch", "deployments").1.is_none());
     }
 
@@ -217,9 +181,7 @@ mod tests {
         let run = || {
             let f = Faults::default();
             f.fail_share(0.25, Match::new("*", "pods"), 429);
-            (0..1000)
-                .map(|_| f.decide("list", "pods").1.is_some())
-                .collect::<Vec<bool>>()
+            (0..1000).map(|_| f.decide("list", "pods").1.is_some()).collect::<Vec<bool>>()
         };
         let a = run();
         assert_eq!(a, run(), "the same seed fails the same requests");

@@ -138,11 +138,7 @@ pub fn get<'v>(obj: &'v Value, path: &[Elem], root: Node<'_>) -> Option<&'v Valu
     for (i, e) in path.iter().enumerate() {
         match e {
             Elem::Field(f) => {
-                node = if i == 0 {
-                    root.root_field(f)
-                } else {
-                    node.field(f)
-                };
+                node = if i == 0 { root.root_field(f) } else { node.field(f) };
                 cur = cur.get(f.as_str())?;
             }
             Elem::Key(k) => {
@@ -150,10 +146,7 @@ pub fn get<'v>(obj: &'v Value, path: &[Elem], root: Node<'_>) -> Option<&'v Valu
                     Shape::List(ListKind::Map(keys)) => keys,
                     _ => return None,
                 };
-                cur = cur
-                    .as_array()?
-                    .iter()
-                    .find(|item| &item_key(item, &keys) == k)?;
+                cur = cur.as_array()?.iter().find(|item| &item_key(item, &keys) == k)?;
                 node = node.item();
             }
             Elem::Value(v) => {
@@ -174,11 +167,7 @@ pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
         };
         match first {
             Elem::Field(f) => {
-                let child_node = if depth == 0 {
-                    node.root_field(f)
-                } else {
-                    node.field(f)
-                };
+                let child_node = if depth == 0 { node.root_field(f) } else { node.field(f) };
                 let Some(map) = cur.as_object_mut() else {
                     return false;
                 };
@@ -191,8 +180,8 @@ pub fn remove(obj: &mut Value, path: &[Elem], root: Node<'_>) -> bool {
                 let removed = go(child, rest, child_node, depth + 1);
                 // Empty maps and lists left behind by a removal go too (labels: {} after the
                 // last label, ports: [] after the last port), except top-level fields.
-                let emptied = child.as_object().is_some_and(Map::is_empty)
-                    || child.as_array().is_some_and(Vec::is_empty);
+                let emptied =
+                    child.as_object().is_some_and(Map::is_empty) || child.as_array().is_some_and(Vec::is_empty);
                 if removed && depth > 0 && emptied {
                     map.remove(f.as_str());
                 }
@@ -243,9 +232,7 @@ pub fn merge(live: &Value, applied: &Value, node: Node<'_>) -> Value {
             }
             Value::Object(out)
         }
-        (Shape::List(ListKind::Map(keys)), Value::Array(l), Value::Array(a))
-            if !keys.is_empty() =>
-        {
+        (Shape::List(ListKind::Map(keys)), Value::Array(l), Value::Array(a)) if !keys.is_empty() => {
             let item_node = node.item();
             let mut out: Vec<Value> = l.clone();
             for ai in a {
@@ -360,10 +347,8 @@ pub fn display(path: &[Elem]) -> String {
             }
             Elem::Key(k) => {
                 let parsed: Value = serde_json::from_str(k).unwrap_or(Value::Null);
-                let parts: Vec<String> = parsed
-                    .as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
-                    .unwrap_or_default();
+                let parts: Vec<String> =
+                    parsed.as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
                 s.push_str(&format!("[{}]", parts.join(",")));
             }
             Elem::Value(v) => s.push_str(&format!("[={v}]")),
@@ -374,9 +359,7 @@ pub fn display(path: &[Elem]) -> String {
 
 /// Whether `set` contains `path` or any path below it.
 pub fn covers_below(set: &FieldSet, path: &[Elem]) -> bool {
-    set.range(path.to_vec()..)
-        .next()
-        .is_some_and(|p| p.starts_with(path))
+    set.range(path.to_vec()..).next().is_some_and(|p| p.starts_with(path))
 }
 
 #[cfg(test)]
@@ -411,27 +394,18 @@ mod tests {
     #[test]
     fn merge_keeps_other_items_and_replaces_atomic_lists() {
         let root = Node::builtin("api::apps::v1::Deployment");
-        let live = deployment(
-            "img:1",
-            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
-        );
+        let live = deployment("img:1", json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
         let applied = deployment("img:2", json!([{"name": "A", "value": "9"}]));
         let merged = merge_root(&live, &applied, root);
         let c = &merged["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "img:2");
-        assert_eq!(
-            c["env"],
-            json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}])
-        );
+        assert_eq!(c["env"], json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]));
     }
 
     #[test]
     fn get_and_remove_follow_keys() {
         let root = Node::builtin("api::apps::v1::Deployment");
-        let mut obj = deployment(
-            "img:1",
-            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]),
-        );
+        let mut obj = deployment("img:1", json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
         let path = vec![
             Elem::Field("spec".into()),
             Elem::Field("template".into()),
@@ -441,18 +415,9 @@ mod tests {
             Elem::Field("env".into()),
             Elem::Key(r#"{"name":"B"}"#.into()),
         ];
-        assert_eq!(
-            get(&obj, &path, root),
-            Some(&json!({"name": "B", "value": "2"}))
-        );
+        assert_eq!(get(&obj, &path, root), Some(&json!({"name": "B", "value": "2"})));
         assert!(remove(&mut obj, &path, root));
-        assert_eq!(
-            obj["spec"]["template"]["spec"]["containers"][0]["env"],
-            json!([{"name": "A", "value": "1"}])
-        );
-        assert_eq!(
-            display(&path),
-            r#".spec.template.spec.containers[name="app"].env[name="B"]"#
-        );
+        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}]));
+        assert_eq!(display(&path), r#".spec.template.spec.containers[name="app"].env[name="B"]"#);
     }
 }

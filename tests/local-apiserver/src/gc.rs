@@ -34,12 +34,7 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 fn background() -> DeleteOpts {
-    DeleteOpts {
-        propagation: "Background".into(),
-        precondition_rv: None,
-        precondition_uid: None,
-        dry_run: false,
-    }
+    DeleteOpts { propagation: "Background".into(), precondition_rv: None, precondition_uid: None, dry_run: false }
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -52,9 +47,7 @@ fn owner_uids(obj: &Value) -> Vec<String> {
 }
 
 fn has_finalizer(obj: &Value, f: &str) -> bool {
-    obj["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|fs| fs.iter().any(|x| x == f))
+    obj["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
 fn without_finalizer(obj: &Value, f: &str) -> Value {
@@ -69,13 +62,8 @@ fn without_finalizer(obj: &Value, f: &str) -> Value {
 /// has no finalizers left.
 fn controller_update(shared: &Shared, s: &mut Inner, storage_key: &str, new: Value) {
     let terminating = new["metadata"].get("deletionTimestamp").is_some();
-    let no_fins = new["metadata"]["finalizers"]
-        .as_array()
-        .is_none_or(Vec::is_empty);
-    let ns_held = storage_key == NAMESPACE_KEY
-        && new["spec"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
+    let no_fins = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+    let ns_held = storage_key == NAMESPACE_KEY && new["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
     if terminating && no_fins && !ns_held {
         remove_object(shared, s, storage_key, &key_of(&new));
     } else {
@@ -93,19 +81,15 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             all.push((k.clone(), o));
         }
     }
-    let live: HashSet<String> = all
-        .iter()
-        .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string))
-        .collect();
+    let live: HashSet<String> =
+        all.iter().filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string)).collect();
 
     for (storage, obj) in &all {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
         let terminating = obj["metadata"].get("deletionTimestamp").is_some();
         // Dependents of this object, by owner uid.
         let dependents = || {
-            all.iter()
-                .filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid))
-                .map(|(k, d)| (k.clone(), d.clone()))
+            all.iter().filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid)).map(|(k, d)| (k.clone(), d.clone()))
         };
         if terminating && has_finalizer(obj, "foregroundDeletion") {
             let mut any = false;
@@ -119,22 +103,14 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
                         s,
                         &info,
                         &key_of(&d),
-                        &DeleteOpts {
-                            propagation: "Foreground".into(),
-                            ..background()
-                        },
+                        &DeleteOpts { propagation: "Foreground".into(), ..background() },
                     )
                     .map(|r| r.2)
                     .unwrap_or(false);
                 }
             }
             if !any {
-                controller_update(
-                    shared,
-                    s,
-                    storage,
-                    without_finalizer(obj, "foregroundDeletion"),
-                );
+                controller_update(shared, s, storage, without_finalizer(obj, "foregroundDeletion"));
                 changed = true;
             }
             continue;
@@ -158,12 +134,7 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             if let Some(name) = obj["metadata"]["name"].as_str() {
                 shared.registry.unregister_crd(name);
             }
-            controller_update(
-                shared,
-                s,
-                storage,
-                without_finalizer(obj, CRD_CLEANUP_FINALIZER),
-            );
+            controller_update(shared, s, storage, without_finalizer(obj, CRD_CLEANUP_FINALIZER));
             changed = true;
             continue;
         }
@@ -178,9 +149,7 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
                 if o["metadata"].get("deletionTimestamp").is_none()
                     && let Some(info) = shared.registry.any_version(k)
                 {
-                    changed |= delete_locked(shared, s, &info, &key_of(o), &background())
-                        .map(|r| r.2)
-                        .unwrap_or(false);
+                    changed |= delete_locked(shared, s, &info, &key_of(o), &background()).map(|r| r.2).unwrap_or(false);
                 }
             }
             if remaining == 0 {
@@ -197,9 +166,7 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             && owners.iter().all(|u| !live.contains(u))
             && let Some(info) = shared.registry.any_version(storage)
         {
-            changed |= delete_locked(shared, s, &info, &key_of(obj), &background())
-                .map(|r| r.2)
-                .unwrap_or(false);
+            changed |= delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).unwrap_or(false);
         }
     }
     changed

@@ -30,10 +30,7 @@ pub struct Target {
 
 impl Target {
     pub fn key(&self) -> ObjKey {
-        (
-            self.namespace.clone().unwrap_or_default(),
-            self.name.clone().unwrap_or_default(),
-        )
+        (self.namespace.clone().unwrap_or_default(), self.name.clone().unwrap_or_default())
     }
 
     pub fn err_target(&self) -> ErrTarget<'_> {
@@ -62,11 +59,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(body: Value) -> Reply {
-        Reply {
-            code: 200,
-            body,
-            changed: false,
-        }
+        Reply { code: 200, body, changed: false }
     }
 }
 
@@ -81,12 +74,9 @@ pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
         Ok(v) => Ok(v),
         Err(json_err) => {
             if content_type.contains("yaml") {
-                serde_yaml_ng::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
+                serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
             } else {
-                Err(ApiError::bad_request(format!(
-                    "invalid JSON body: {json_err}"
-                )))
+                Err(ApiError::bad_request(format!("invalid JSON body: {json_err}")))
             }
         }
     }
@@ -106,9 +96,7 @@ pub fn dry_run(q: &Query) -> bool {
 
 pub fn get(shared: &Shared, t: &Target) -> ApiResult<Reply> {
     let s = shared.store.lock();
-    let obj = s
-        .get(&t.info.storage_key(), &t.key())
-        .ok_or_else(|| t.not_found())?;
+    let obj = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
     Ok(Reply::ok(present(&obj, &t.info)))
 }
 
@@ -123,10 +111,8 @@ pub fn decode_continue(token: &str) -> ApiResult<(u64, ObjKey)> {
     if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect();
+    let bytes: Result<Vec<u8>, _> =
+        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16)).collect();
     let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
     let mut parts = raw.split('\u{0}');
     let rv = parts.next().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
@@ -136,16 +122,8 @@ pub fn decode_continue(token: &str) -> ApiResult<(u64, ObjKey)> {
 }
 
 pub fn selectors(t: &Target, q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
-    let labels = LabelSelector::parse(
-        q.get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
-    let fields = FieldSelector::parse(
-        q.get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default())?;
     fields.check_supported(&t.info.kind)?;
     Ok((labels, fields))
 }
@@ -156,9 +134,7 @@ pub fn list(shared: &Shared, t: &Target, q: &Query) -> ApiResult<Reply> {
         Some(Ok(0)) | None => usize::MAX,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            return Err(ApiError::bad_request(
-                "limit must be a non-negative integer",
-            ));
+            return Err(ApiError::bad_request("limit must be a non-negative integer"));
         }
     };
     let s = shared.store.lock();

@@ -28,19 +28,13 @@ use crate::write;
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .fallback(handle)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
+    Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(shared)
 }
 
 fn json_response(code: u16, body: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(body).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -69,16 +63,10 @@ enum Route {
 }
 
 fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Route, ApiError> {
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => {
-            return Ok(Route::Discovery(discovery::version(
-                &shared.kubernetes_version,
-            )));
+            return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version)));
         }
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
         ["api"] => {
@@ -88,18 +76,14 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
         ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index(&shared.registry))),
         ["openapi", "v3", "api", v] => {
-            return Ok(
-                openapi::document(&shared.registry, "", v, &shared.kubernetes_version)
-                    .map(Route::Discovery)
-                    .unwrap_or(Route::NotFound),
-            );
+            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version)
+                .map(Route::Discovery)
+                .unwrap_or(Route::NotFound));
         }
         ["openapi", "v3", "apis", g, v] => {
-            return Ok(
-                openapi::document(&shared.registry, g, v, &shared.kubernetes_version)
-                    .map(Route::Discovery)
-                    .unwrap_or(Route::NotFound),
-            );
+            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version)
+                .map(Route::Discovery)
+                .unwrap_or(Route::NotFound));
         }
         ["api", "v1"] => {
             return Ok(discovery::resources(&shared.registry, "", "v1")
@@ -107,14 +91,10 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
                 .unwrap_or(Route::NotFound));
         }
         ["apis", g] => {
-            return Ok(discovery::group(&shared.registry, g)
-                .map(Route::Discovery)
-                .unwrap_or(Route::NotFound));
+            return Ok(discovery::group(&shared.registry, g).map(Route::Discovery).unwrap_or(Route::NotFound));
         }
         ["apis", g, v] => {
-            return Ok(discovery::resources(&shared.registry, g, v)
-                .map(Route::Discovery)
-                .unwrap_or(Route::NotFound));
+            return Ok(discovery::resources(&shared.registry, g, v).map(Route::Discovery).unwrap_or(Route::NotFound));
         }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (g, v, rest),
@@ -126,12 +106,7 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
             (None, "namespaces", Some(*ns), Some(*sub))
         }
-        ["namespaces", ns, plural, tail @ ..] => (
-            Some(*ns),
-            *plural,
-            tail.first().copied(),
-            tail.get(1).copied(),
-        ),
+        ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return Ok(Route::NotFound),
     };
@@ -195,10 +170,7 @@ fn render(t: &Target, reply: &Reply, format: Format, q: &Query) -> Value {
     if body["kind"] == "Status" || format == Format::Full {
         return body.clone();
     }
-    let include = q
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata");
+    let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
     let is_list = body.get("items").is_some_and(Value::is_array);
     match (format, is_list) {
         (Format::Table, true) => {
@@ -207,19 +179,10 @@ fn render(t: &Target, reply: &Reply, format: Format, q: &Query) -> Value {
         }
         (Format::Table, false) => {
             let rv = body["metadata"]["resourceVersion"].clone();
-            table::table(
-                &t.info,
-                std::slice::from_ref(body),
-                json!({"resourceVersion": rv}),
-                include,
-                true,
-            )
+            table::table(&t.info, std::slice::from_ref(body), json!({"resourceVersion": rv}), include, true)
         }
         (Format::Metadata, true) => table::partial_metadata_list(
-            body["items"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
+            body["items"].as_array().map(Vec::as_slice).unwrap_or_default(),
             body["metadata"].clone(),
         ),
         (Format::Metadata, false) => table::partial_metadata(body),
@@ -236,13 +199,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let header_str = |h: header::HeaderName| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header_str =
+        |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let accept = header_str(header::ACCEPT);
     let content_type = header_str(header::CONTENT_TYPE);
     let user_agent = header_str(header::USER_AGENT);
@@ -266,11 +224,7 @@ async fn handle(
         }
         Route::NotFound => {
             shared.counters.record("get", "", 404, false);
-            return error_response(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
         Route::Resource(rr) => rr,
     };
@@ -313,15 +267,10 @@ async fn handle(
             Ok(rx) => {
                 shared.counters.record("watch", &resource, 200, false);
                 let stream = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv()
-                        .await
-                        .map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
+                    rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(Bytes::from(chunk)), rx))
                 });
                 let mut r = Response::new(Body::from_stream(stream));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
             Err(e) => {
@@ -343,9 +292,7 @@ async fn handle(
     };
     match result {
         Ok(reply) => {
-            shared
-                .counters
-                .record(rr.verb, &resource, reply.code, reply.changed);
+            shared.counters.record(rr.verb, &resource, reply.code, reply.changed);
             json_response(reply.code, &render(t, &reply, format, &q))
         }
         Err(e) => {

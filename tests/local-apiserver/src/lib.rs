@@ -97,9 +97,7 @@ impl Default for Options {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             port: 0,
-            initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"]
-                .map(String::from)
-                .to_vec(),
+            initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
         }
     }
 }
@@ -119,31 +117,16 @@ impl LocalApiServer {
     }
 
     pub async fn start_with(opts: Options) -> Result<LocalApiServer, Error> {
-        if opts
-            .kubernetes_version
-            .trim_start_matches('v')
-            .split('.')
-            .nth(1)
-            .is_none_or(|m| m.parse::<u32>().is_err())
-        {
+        if opts.kubernetes_version.trim_start_matches('v').split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_err()) {
             return Err(Error::InvalidOption {
                 field: "kubernetes_version",
-                message: format!(
-                    "{:?} is not MAJOR.MINOR, e.g. \"1.33\"",
-                    opts.kubernetes_version
-                ),
+                message: format!("{:?} is not MAJOR.MINOR, e.g. \"1.33\"", opts.kubernetes_version),
             });
         }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
-            .map_err(|source| Error::Bind {
-                port: opts.port,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
-            port: opts.port,
-            source,
-        })?;
+            .map_err(|source| Error::Bind { port: opts.port, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { port: opts.port, source })?;
         let shared = Arc::new(server::Shared {
             kubernetes_version: opts.kubernetes_version.clone(),
             store: store::Store::new(opts.watch_history),
@@ -158,29 +141,18 @@ impl LocalApiServer {
         for ns in &opts.initial_namespaces {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let t = handlers::Target {
-                info: shared.registry.lookup("", "v1", "namespaces").ok_or(
-                    Error::InvalidOption {
-                        field: "initial_namespaces",
-                        message: "namespaces are not served".into(),
-                    },
-                )?,
+                info: shared.registry.lookup("", "v1", "namespaces").ok_or(Error::InvalidOption {
+                    field: "initial_namespaces",
+                    message: "namespaces are not served".into(),
+                })?,
                 namespace: None,
                 name: None,
                 subresource: None,
             };
             let body = serde_json::to_vec(&obj).unwrap_or_default();
-            write::create(
-                &shared,
-                &t,
-                &Default::default(),
-                &body,
-                "application/json",
-                "local-apiserver",
-            )
-            .map_err(|e| Error::InvalidOption {
-                field: "initial_namespaces",
-                message: format!("{ns}: {}", e.message),
-            })?;
+            write::create(&shared, &t, &Default::default(), &body, "application/json", "local-apiserver").map_err(
+                |e| Error::InvalidOption { field: "initial_namespaces", message: format!("{ns}: {}", e.message) },
+            )?;
         }
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
@@ -196,12 +168,7 @@ impl LocalApiServer {
         });
         let gc = tokio::spawn(gc::run(shared.clone()));
         let workloads = tokio::spawn(workloads::run(shared.clone()));
-        Ok(LocalApiServer {
-            shared,
-            addr,
-            shutdown: Some(tx),
-            tasks: vec![serve, gc, workloads],
-        })
+        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks: vec![serve, gc, workloads] })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -216,18 +183,14 @@ impl LocalApiServer {
     /// A kube client for this server (default namespace `default`, no auth).
     pub fn client(&self) -> kube::Client {
         // The URL is always well-formed and the config has no TLS or auth to fail on.
-        self.try_client()
-            .unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
+        self.try_client().unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
     }
 
     pub fn try_client(&self) -> Result<kube::Client, Error> {
         let url = self.url();
         let uri = url
             .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption {
-                field: "url",
-                message: e.to_string(),
-            })?;
+            .map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption { field: "url", message: e.to_string() })?;
         let config = kube::Config::new(uri);
         kube::Client::try_from(config).map_err(|source| Error::Client { url, source })
     }

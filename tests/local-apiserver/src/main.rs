@@ -7,10 +7,7 @@ use clap::Parser;
 use local_apiserver::{LocalApiServer, Options};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "local-apiserver",
-    about = "In-memory Kubernetes API server for tests and demos"
-)]
+#[command(name = "local-apiserver", about = "In-memory Kubernetes API server for tests and demos")]
 struct Cli {
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, env = "LOCAL_APISERVER_PORT", default_value_t = 0)]
@@ -19,11 +16,7 @@ struct Cli {
     #[arg(long, env = "LOCAL_APISERVER_KUBECONFIG")]
     kubeconfig: PathBuf,
     /// Kubernetes version reported by /version.
-    #[arg(
-        long,
-        env = "LOCAL_APISERVER_KUBERNETES_VERSION",
-        default_value = "1.33"
-    )]
+    #[arg(long, env = "LOCAL_APISERVER_KUBERNETES_VERSION", default_value = "1.33")]
     kubernetes_version: String,
     /// Do not simulate Deployment/DaemonSet status.
     #[arg(long)]
@@ -51,10 +44,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     if let Err(e) = server.write_kubeconfig(&cli.kubeconfig) {
-        eprintln!(
-            "local-apiserver: writing kubeconfig {}: {e}",
-            cli.kubeconfig.display()
-        );
+        eprintln!("local-apiserver: writing kubeconfig {}: {e}", cli.kubeconfig.display());
         return std::process::ExitCode::FAILURE;
     }
     println!("local-apiserver listening on {}", server.url());

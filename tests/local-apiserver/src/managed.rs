@@ -84,10 +84,7 @@ pub struct WriteCtx<'a> {
 }
 
 fn set_entry(entries: &mut Vec<Entry>, ctx: &WriteCtx<'_>, operation: &str, set: FieldSet) {
-    match entries
-        .iter_mut()
-        .find(|e| e.is(ctx.manager, operation, ctx.subresource))
-    {
+    match entries.iter_mut().find(|e| e.is(ctx.manager, operation, ctx.subresource)) {
         Some(e) => {
             if e.set != set || e.api_version != ctx.api_version {
                 e.set = set;
@@ -115,8 +112,7 @@ fn prune(entries: &mut Vec<Entry>, obj: &Value, root: Node<'_>) {
             && obj.get("kind").and_then(Value::as_str) == Some("Secret")
     };
     for e in entries.iter_mut() {
-        e.set
-            .retain(|p| write_only(p) || fieldpath::get(obj, p, root).is_some());
+        e.set.retain(|p| write_only(p) || fieldpath::get(obj, p, root).is_some());
     }
     entries.retain(|e| !e.set.is_empty());
 }
@@ -170,12 +166,7 @@ fn scoped(applied: &Value, scope: Scope) -> Value {
 
 /// Server-side apply of `applied` by `ctx.manager` onto `live` (None when creating).
 /// Returns the new object with managedFields updated, or 409 listing conflicts.
-pub fn apply(
-    live: Option<&Value>,
-    applied: &Value,
-    force: bool,
-    ctx: &WriteCtx<'_>,
-) -> Result<Value, ApiError> {
+pub fn apply(live: Option<&Value>, applied: &Value, force: bool, ctx: &WriteCtx<'_>) -> Result<Value, ApiError> {
     let empty = json!({});
     let live_v = live.unwrap_or(&empty);
     let mut entries = live.map(read_entries).unwrap_or_default();
@@ -208,11 +199,8 @@ pub fn apply(
     }
 
     let mut merged = fieldpath::merge_root(live_v, &applied, ctx.root);
-    let previous = entries
-        .iter()
-        .find(|e| e.is(ctx.manager, "Apply", ctx.subresource))
-        .map(|e| e.set.clone())
-        .unwrap_or_default();
+    let previous =
+        entries.iter().find(|e| e.is(ctx.manager, "Apply", ctx.subresource)).map(|e| e.set.clone()).unwrap_or_default();
     let others: FieldSet = entries
         .iter()
         .filter(|e| !e.is(ctx.manager, "Apply", ctx.subresource))
@@ -249,9 +237,7 @@ pub fn apply(
 /// it lives as long as the item, never on its own.
 fn is_key_field(p: &[Elem]) -> bool {
     match p {
-        [.., Elem::Key(k), Elem::Field(f)] => {
-            serde_json::from_str::<Value>(k).is_ok_and(|key| key.get(f).is_some())
-        }
+        [.., Elem::Key(k), Elem::Field(f)] => serde_json::from_str::<Value>(k).is_ok_and(|key| key.get(f).is_some()),
         _ => false,
     }
 }
@@ -312,11 +298,7 @@ mod tests {
         let a1 = apply(None, &cm(json!({"a": "1"})), false, &ctx("one")).unwrap();
         let err = apply(Some(&a1), &cm(json!({"a": "2"})), false, &ctx("two")).unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(
-            err.message.contains("conflict with \"one\""),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("conflict with \"one\""), "{}", err.message);
         assert_eq!(err.causes[0].field, ".data.a");
         // Same value is shared ownership, not a conflict.
         assert!(apply(Some(&a1), &cm(json!({"a": "1"})), false, &ctx("two")).is_ok());
@@ -335,13 +317,7 @@ mod tests {
         let editor = entries.iter().find(|e| e.manager == "editor").unwrap();
         assert_eq!(editor.operation, "Update");
         assert_eq!(editor.set.len(), 1);
-        let err = apply(
-            Some(&updated),
-            &cm(json!({"a": "1", "b": "1"})),
-            false,
-            &ctx("one"),
-        )
-        .unwrap_err();
+        let err = apply(Some(&updated), &cm(json!({"a": "1", "b": "1"})), false, &ctx("one")).unwrap_err();
         assert!(err.message.contains("editor"));
     }
 }

@@ -9,16 +9,12 @@ use crate::error::Cause;
 
 /// RFC 3339 UTC with second precision, as metav1.Time serializes.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Seconds since an RFC 3339 timestamp (for table ages); 0 when unparsable.
 pub fn age_seconds(ts: &str) -> i64 {
-    ts.parse::<jiff::Timestamp>()
-        .map(|t| (jiff::Timestamp::now() - t).get_seconds().max(0))
-        .unwrap_or(0)
+    ts.parse::<jiff::Timestamp>().map(|t| (jiff::Timestamp::now() - t).get_seconds().max(0)).unwrap_or(0)
 }
 
 /// `5s`, `3m`, `2h`, `4d` like kubectl's human durations.
@@ -56,9 +52,7 @@ pub fn new_uid() -> String {
 /// Random 5-character suffix for generateName.
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut x = new_uid()
-        .bytes()
-        .fold(0u64, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u64));
+    let mut x = new_uid().bytes().fold(0u64, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u64));
     (0..5)
         .map(|_| {
             let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
@@ -70,22 +64,13 @@ pub fn name_suffix() -> String {
 
 /// Validates a DNS-1123 subdomain name (most kinds); RBAC kinds accept path segments.
 pub fn validate_name(name: &str, kind: &str) -> Option<Cause> {
-    let rbac_like = matches!(
-        kind,
-        "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
-    );
+    let rbac_like = matches!(kind, "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding");
     let ok = if rbac_like {
-        !name.is_empty()
-            && name != "."
-            && name != ".."
-            && !name.contains('/')
-            && !name.contains('%')
+        !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('%')
     } else {
         !name.is_empty()
             && name.len() <= 253
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             && name.starts_with(|c: char| c.is_ascii_alphanumeric())
             && name.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
@@ -100,11 +85,7 @@ pub fn validate_name(name: &str, kind: &str) -> Option<Cause> {
         )
     };
     Some(Cause {
-        reason: if name.is_empty() {
-            "FieldValueRequired".into()
-        } else {
-            "FieldValueInvalid".into()
-        },
+        reason: if name.is_empty() { "FieldValueRequired".into() } else { "FieldValueInvalid".into() },
         message,
         field: "metadata.name".into(),
     })
@@ -133,13 +114,7 @@ pub fn stamp_create(obj: &mut Value, api_version: &str, kind: &str, generation: 
 /// Copies the server-owned metadata of `old` onto an update and bumps `generation` when
 /// anything outside metadata and status changed.
 pub fn carry_over(old: &Value, new: &mut Value) {
-    for field in [
-        "uid",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-    ] {
+    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old["metadata"].get(field) {
             Some(v) => new["metadata"][field] = v.clone(),
             None => {
@@ -198,8 +173,7 @@ mod tests {
     #[test]
     fn generation_moves_on_spec_only() {
         let old = json!({"metadata": {"generation": 3, "uid": "u"}, "spec": {"a": 1}, "status": {"x": 1}});
-        let mut labels_only =
-            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"a": 1}, "status": {"x": 2}});
+        let mut labels_only = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"a": 1}, "status": {"x": 2}});
         carry_over(&old, &mut labels_only);
         assert_eq!(labels_only["metadata"]["generation"], 3);
         assert_eq!(labels_only["metadata"]["uid"], "u");
@@ -207,10 +181,7 @@ mod tests {
         carry_over(&old, &mut spec);
         assert_eq!(spec["metadata"]["generation"], 4);
         let mut rules = json!({"metadata": {}, "rules": []});
-        carry_over(
-            &json!({"metadata": {"generation": 1}, "rules": [{"verbs": ["get"]}]}),
-            &mut rules,
-        );
+        carry_over(&json!({"metadata": {"generation": 1}, "rules": [{"verbs": ["get"]}]}), &mut rules);
         assert_eq!(rules["metadata"]["generation"], 2);
     }
 

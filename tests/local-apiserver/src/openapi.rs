@@ -10,43 +10,26 @@ use serde_json::{Map, Value, json};
 use crate::registry::{Registry, ResourceInfo};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 /// A hash of what is served, so clients re-fetch documents after a CRD change.
 fn served_hash(reg: &Registry) -> String {
-    let mut names: Vec<String> = reg
-        .all()
-        .iter()
-        .map(|r| format!("{}/{}/{}", r.group, r.version, r.plural))
-        .collect();
+    let mut names: Vec<String> = reg.all().iter().map(|r| format!("{}/{}/{}", r.group, r.version, r.plural)).collect();
     names.sort();
-    let h = names.join(",").bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
+    let h = names.join(",").bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     format!("{h:016X}")
 }
 
 pub fn index(reg: &Registry) -> Value {
     let hash = served_hash(reg);
     let mut paths = Map::new();
-    let mut gvs: Vec<(String, String)> = reg
-        .all()
-        .iter()
-        .map(|r| (r.group.clone(), r.version.clone()))
-        .collect();
+    let mut gvs: Vec<(String, String)> = reg.all().iter().map(|r| (r.group.clone(), r.version.clone())).collect();
     gvs.sort();
     gvs.dedup();
     for (g, v) in gvs {
         let p = gv_path(&g, &v);
-        paths.insert(
-            p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-        );
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
     }
     json!({"paths": paths})
 }
@@ -55,8 +38,7 @@ fn operation(r: &ResourceInfo, id: &str, with_validation: bool) -> Value {
     let mut params = vec![json!({"name": "dryRun", "in": "query", "schema": {"type": "string"}})];
     if with_validation {
         params.push(json!({"name": "fieldManager", "in": "query", "schema": {"type": "string"}}));
-        params
-            .push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}));
+        params.push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}));
     }
     json!({
         "operationId": id,
@@ -68,12 +50,7 @@ fn operation(r: &ResourceInfo, id: &str, with_validation: bool) -> Value {
 }
 
 /// The document for one group/version, or None when nothing is served there.
-pub fn document(
-    reg: &Registry,
-    group: &str,
-    version: &str,
-    kubernetes_version: &str,
-) -> Option<Value> {
+pub fn document(reg: &Registry, group: &str, version: &str, kubernetes_version: &str) -> Option<Value> {
     let served = reg.served_at(group, version);
     if served.is_empty() {
         return None;
@@ -122,19 +99,9 @@ mod tests {
                 .starts_with("/openapi/v3/apis/apps/v1?hash=")
         );
         let doc = document(&reg, "apps", "v1", "1.33").unwrap();
-        let patch =
-            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(
-            patch["x-kubernetes-group-version-kind"]["kind"],
-            "Deployment"
-        );
-        assert!(
-            patch["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "fieldValidation")
-        );
+        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
         assert!(document(&reg, "nope", "v1", "1.33").is_none());
     }
 }

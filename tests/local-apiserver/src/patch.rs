@@ -22,25 +22,18 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/json-patch+json" => Some(PatchType::Json),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                Some(PatchType::Apply)
-            }
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
             _ => None,
         }
     }
 }
 
 /// Applies a merge, JSON or strategic patch body to `doc`.
-pub fn apply_patch(
-    doc: &Value,
-    body: &[u8],
-    type_: PatchType,
-    root: Node<'_>,
-) -> Result<Value, ApiError> {
+pub fn apply_patch(doc: &Value, body: &[u8], type_: PatchType, root: Node<'_>) -> Result<Value, ApiError> {
     match type_ {
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let ops: json_patch::Patch =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut out = doc.clone();
             json_patch::patch(&mut out, &ops.0).map_err(|e| {
                 ApiError::new(
@@ -52,21 +45,18 @@ pub fn apply_patch(
             Ok(out)
         }
         PatchType::Merge => {
-            let p: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+            let p: Value =
+                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
             let mut out = doc.clone();
             json_patch::merge(&mut out, &p);
             Ok(out)
         }
         PatchType::Strategic => {
-            let p: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
-            })?;
+            let p: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid strategic merge patch: {e}")))?;
             Ok(strategic_root(doc, &p, root))
         }
-        PatchType::Apply => Err(ApiError::internal(
-            "apply patches are handled by server-side apply",
-        )),
+        PatchType::Apply => Err(ApiError::internal("apply patches are handled by server-side apply")),
     }
 }
 
@@ -119,18 +109,13 @@ fn strategic(doc: &Value, patch: &Value, node: Node<'_>) -> Value {
             }
             Value::Object(out)
         }
-        (Shape::List(ListKind::Map(keys)), Value::Array(d), Value::Array(p))
-            if !keys.is_empty() =>
-        {
+        (Shape::List(ListKind::Map(keys)), Value::Array(d), Value::Array(p)) if !keys.is_empty() => {
             let item_node = node.item();
             let mut out = d.clone();
             for pi in p {
                 if pi.get("$patch").and_then(Value::as_str) == Some("replace") {
                     return Value::Array(
-                        p.iter()
-                            .filter(|i| i.get("$patch").is_none())
-                            .map(strip_directives)
-                            .collect(),
+                        p.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect(),
                     );
                 }
                 let key = item_key(pi, &keys);
@@ -163,10 +148,7 @@ fn strategic(doc: &Value, patch: &Value, node: Node<'_>) -> Value {
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect(),
+            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -187,13 +169,8 @@ mod tests {
     #[test]
     fn merge_patch_removes_nulls() {
         let root = Node::builtin("api::core::v1::Pod");
-        let out = apply_patch(
-            &pod(),
-            br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#,
-            PatchType::Merge,
-            root,
-        )
-        .unwrap();
+        let out =
+            apply_patch(&pod(), br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#, PatchType::Merge, root).unwrap();
         assert_eq!(out["metadata"]["labels"], json!({"b": "2", "c": "3"}));
     }
 
@@ -208,13 +185,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["spec"]["containers"][0]["image"], "x");
-        let err = apply_patch(
-            &pod(),
-            br#"[{"op":"test","path":"/metadata/name","value":"q"}]"#,
-            PatchType::Json,
-            root,
-        )
-        .unwrap_err();
+        let err = apply_patch(&pod(), br#"[{"op":"test","path":"/metadata/name","value":"q"}]"#, PatchType::Json, root)
+            .unwrap_err();
         assert_eq!(err.code, 422);
     }
 
@@ -223,10 +195,7 @@ mod tests {
         let root = Node::builtin("api::core::v1::Pod");
         let body = br#"{"spec":{"containers":[{"name":"c2","image":"new"},{"name":"c1","$patch":"delete"}],"tolerations":[{"key":"y"}]}}"#;
         let out = apply_patch(&pod(), body, PatchType::Strategic, root).unwrap();
-        assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "c2", "image": "new"}])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "c2", "image": "new"}]));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "y"}]));
     }
 }

@@ -42,10 +42,7 @@ const OBJECT_META: Msg = &[
     (14, F::RepStr("finalizers")),
 ];
 
-const NAMESPACE: Msg = &[
-    (1, F::Msg("metadata", OBJECT_META)),
-    (2, F::Msg("spec", &[(1, F::RepStr("finalizers"))])),
-];
+const NAMESPACE: Msg = &[(1, F::Msg("metadata", OBJECT_META)), (2, F::Msg("spec", &[(1, F::RepStr("finalizers"))]))];
 
 const CONFIG_MAP: Msg = &[
     (1, F::Msg("metadata", OBJECT_META)),
@@ -100,11 +97,7 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let len = self.varint()? as usize;
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or("truncated field")?;
+        let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len()).ok_or("truncated field")?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -147,18 +140,10 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
-            out.push(if i <= chunk.len() {
-                T[((n >> shift) & 63) as usize] as char
-            } else {
-                '='
-            });
+            out.push(if i <= chunk.len() { T[((n >> shift) & 63) as usize] as char } else { '=' });
         }
     }
     out
@@ -173,11 +158,7 @@ fn entry(b: &[u8], value_bytes: bool) -> Result<(String, Value), String> {
             (1, 2) => k = text(r.bytes()?)?,
             (2, 2) => {
                 let raw = r.bytes()?;
-                v = if value_bytes {
-                    json!(base64(raw))
-                } else {
-                    json!(text(raw)?)
-                };
+                v = if value_bytes { json!(base64(raw)) } else { json!(text(raw)?) };
             }
             (_, w) => r.skip(w)?,
         }
@@ -208,31 +189,19 @@ fn message(b: &[u8], msg: Msg) -> Result<Value, String> {
             }
             (F::RepStr(n), 2) => {
                 let s = text(r.bytes()?)?;
-                if let Some(a) = out
-                    .entry(n.to_string())
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                {
+                if let Some(a) = out.entry(n.to_string()).or_insert_with(|| json!([])).as_array_mut() {
                     a.push(json!(s));
                 }
             }
             (F::RepMsg(n, m), 2) => {
                 let v = message(r.bytes()?, m)?;
-                if let Some(a) = out
-                    .entry(n.to_string())
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                {
+                if let Some(a) = out.entry(n.to_string()).or_insert_with(|| json!([])).as_array_mut() {
                     a.push(v);
                 }
             }
             (F::MapStr(n) | F::MapBytes(n), 2) => {
                 let (k, v) = entry(r.bytes()?, matches!(f, F::MapBytes(_)))?;
-                if let Some(m) = out
-                    .entry(n.to_string())
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                {
+                if let Some(m) = out.entry(n.to_string()).or_insert_with(|| json!({})).as_object_mut() {
                     m.insert(k, v);
                 }
             }
@@ -255,9 +224,7 @@ pub fn decode(body: &[u8], api_version: &str, kind: &str) -> Result<Value, Strin
             ));
         }
     };
-    let inner = body
-        .strip_prefix(b"k8s\0")
-        .ok_or("missing the k8s protobuf envelope")?;
+    let inner = body.strip_prefix(b"k8s\0").ok_or("missing the k8s protobuf envelope")?;
     let mut r = Reader { buf: inner, pos: 0 };
     let mut raw: Option<&[u8]> = None;
     while let Some((field, wire)) = r.next_key()? {
@@ -284,26 +251,14 @@ mod tests {
 
     #[test]
     fn decodes_a_secret_in_its_envelope() {
-        let meta = [
-            field(1, b"pull"),
-            field(3, b"ns"),
-            field(11, &[field(1, b"a"), field(2, b"b")].concat()),
-        ]
-        .concat();
+        let meta = [field(1, b"pull"), field(3, b"ns"), field(11, &[field(1, b"a"), field(2, b"b")].concat())].concat();
         let secret = [
             field(1, &meta),
-            field(
-                2,
-                &[field(1, b".dockerconfigjson"), field(2, b"{}")].concat(),
-            ),
+            field(2, &[field(1, b".dockerconfigjson"), field(2, b"{}")].concat()),
             field(3, b"kubernetes.io/dockerconfigjson"),
         ]
         .concat();
-        let unknown = [
-            field(1, &[field(1, b"v1"), field(2, b"Secret")].concat()),
-            field(2, &secret),
-        ]
-        .concat();
+        let unknown = [field(1, &[field(1, b"v1"), field(2, b"Secret")].concat()), field(2, &secret)].concat();
         let body = [b"k8s\0".as_slice(), &unknown].concat();
         let v = decode(&body, "v1", "Secret").unwrap();
         assert_eq!(v["metadata"]["name"], "pull");

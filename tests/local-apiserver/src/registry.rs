@@ -26,10 +26,7 @@ pub enum SchemaSource {
     /// A k8s-openapi type path, e.g. `api::apps::v1::Deployment`.
     Builtin(&'static str),
     /// The openAPIV3Schema of a CRD version (None when the CRD declares none).
-    Crd {
-        crd_name: String,
-        schema: Option<Arc<Value>>,
-    },
+    Crd { crd_name: String, schema: Option<Arc<Value>> },
 }
 
 /// A served group/version/resource.
@@ -53,11 +50,7 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// The key of the storage of this resource: all versions of a resource share it.
@@ -68,9 +61,7 @@ impl ResourceInfo {
     pub fn root_node(&self) -> Node<'_> {
         match &self.schema {
             SchemaSource::Builtin(path) => Node::builtin(path),
-            SchemaSource::Crd {
-                schema: Some(s), ..
-            } => Node::Open(s.as_ref()),
+            SchemaSource::Crd { schema: Some(s), .. } => Node::Open(s.as_ref()),
             SchemaSource::Crd { schema: None, .. } => Node::Unknown,
         }
     }
@@ -80,9 +71,7 @@ impl ResourceInfo {
         self.is_crd()
             || matches!(
                 (self.group.as_str(), self.kind.as_str()),
-                ("apps", _)
-                    | ("policy", "PodDisruptionBudget")
-                    | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                ("apps", _) | ("policy", "PodDisruptionBudget") | ("apiextensions.k8s.io", "CustomResourceDefinition")
             )
     }
 
@@ -387,9 +376,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            resources: RwLock::new(builtin_infos()),
-        }
+        Registry { resources: RwLock::new(builtin_infos()) }
     }
 }
 
@@ -404,9 +391,7 @@ impl Registry {
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.all()
-            .into_iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
+        self.all().into_iter().find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
     /// The resource serving `apiVersion`/`kind`.
@@ -415,41 +400,25 @@ impl Registry {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
-        self.all()
-            .into_iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
+        self.all().into_iter().find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 
     /// Any version of `group`/`plural` (for storage-level operations such as garbage collection).
     pub fn any_version(&self, storage_key: &str) -> Option<Arc<ResourceInfo>> {
-        self.all()
-            .into_iter()
-            .find(|r| r.storage_key() == storage_key)
+        self.all().into_iter().find(|r| r.storage_key() == storage_key)
     }
 
     /// Serves the versions of a CRD (replacing what it served before). The CRD must be valid.
     pub fn register_crd(&self, crd: &Value) {
-        let name = crd["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let spec = &crd["spec"];
         let group = spec["group"].as_str().unwrap_or_default().to_string();
         let names = &spec["names"];
         let plural = names["plural"].as_str().unwrap_or_default().to_string();
         let kind = names["kind"].as_str().unwrap_or_default().to_string();
-        let singular = names["singular"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| kind.to_lowercase());
+        let singular = names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
         let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
         };
         let namespaced = spec["scope"].as_str() != Some("Cluster");
         let mut infos = Vec::new();
@@ -457,17 +426,9 @@ impl Registry {
             if v["served"].as_bool() == Some(false) {
                 continue;
             }
-            let mut columns = vec![col(
-                "Name",
-                "string",
-                ".metadata.name",
-                "Name must be unique within a namespace.",
-            )];
+            let mut columns = vec![col("Name", "string", ".metadata.name", "Name must be unique within a namespace.")];
             columns[0].format = "name".into();
-            let printer = v["additionalPrinterColumns"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let printer = v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
             for c in &printer {
                 columns.push(Column {
                     name: c["name"].as_str().unwrap_or_default().into(),
@@ -479,12 +440,7 @@ impl Registry {
                 });
             }
             if printer.is_empty() {
-                columns.push(col(
-                    "Age",
-                    "date",
-                    ".metadata.creationTimestamp",
-                    "Time since creation.",
-                ));
+                columns.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
             }
             infos.push(Arc::new(ResourceInfo {
                 group: group.clone(),
@@ -499,17 +455,13 @@ impl Registry {
                 token_subresource: false,
                 schema: SchemaSource::Crd {
                     crd_name: name.clone(),
-                    schema: v["schema"]
-                        .get("openAPIV3Schema")
-                        .map(|s| Arc::new(s.clone())),
+                    schema: v["schema"].get("openAPIV3Schema").map(|s| Arc::new(s.clone())),
                 },
                 columns,
             }));
         }
         if let Ok(mut all) = self.resources.write() {
-            all.retain(
-                |r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if *crd_name == name),
-            );
+            all.retain(|r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if *crd_name == name));
             all.extend(infos);
         }
     }
@@ -517,9 +469,7 @@ impl Registry {
     /// Stops serving a CRD's resource.
     pub fn unregister_crd(&self, name: &str) {
         if let Ok(mut all) = self.resources.write() {
-            all.retain(
-                |r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if crd_name == name),
-            );
+            all.retain(|r| !matches!(&r.schema, SchemaSource::Crd { crd_name, .. } if crd_name == name));
         }
     }
 

@@ -83,21 +83,14 @@ impl<'a> Node<'a> {
             Node::Unknown => Shape::Object,
             Node::Leaf => Shape::Atomic,
             Node::Struct(path) => {
-                if builtin_types()
-                    .get(*path)
-                    .is_some_and(|f| f.contains_key("__atomic"))
-                {
+                if builtin_types().get(*path).is_some_and(|f| f.contains_key("__atomic")) {
                     Shape::Atomic
                 } else {
                     Shape::Object
                 }
             }
             Node::Field(f) => match f.c.as_str() {
-                "struct" => {
-                    f.t.as_deref()
-                        .map(|t| Node::builtin(t).shape())
-                        .unwrap_or(Shape::Atomic)
-                }
+                "struct" => f.t.as_deref().map(|t| Node::builtin(t).shape()).unwrap_or(Shape::Atomic),
                 "list" => Shape::List(match (f.s.as_deref(), &f.k) {
                     (Some("map"), Some(keys)) => ListKind::Map(keys.clone()),
                     (Some("set"), _) => ListKind::Set,
@@ -116,13 +109,8 @@ impl<'a> Node<'a> {
         match self {
             Node::Unknown => Node::Unknown,
             Node::Leaf => Node::Leaf,
-            Node::Struct(path) => match builtin_types()
-                .get(*path)
-                .and_then(|fields| fields.get(name))
-            {
-                Some(f) if f.c == "struct" => {
-                    f.t.as_deref().map(Node::builtin).unwrap_or(Node::Leaf)
-                }
+            Node::Struct(path) => match builtin_types().get(*path).and_then(|fields| fields.get(name)) {
+                Some(f) if f.c == "struct" => f.t.as_deref().map(Node::builtin).unwrap_or(Node::Leaf),
                 Some(f) => Node::Field(f),
                 None if *path == OBJECT_META => Node::Leaf,
                 None => Node::Leaf,
@@ -141,11 +129,7 @@ impl<'a> Node<'a> {
                 }
                 match s.get("additionalProperties") {
                     Some(ap @ Value::Object(_)) => Node::Open(ap),
-                    _ if s.get("x-kubernetes-preserve-unknown-fields")
-                        == Some(&Value::Bool(true)) =>
-                    {
-                        Node::Unknown
-                    }
+                    _ if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => Node::Unknown,
                     _ => Node::Unknown,
                 }
             }
@@ -164,11 +148,7 @@ impl<'a> Node<'a> {
 
     /// The root node of a custom resource: its schema, with `metadata` typed as ObjectMeta.
     pub fn root_field(&self, name: &str) -> Node<'a> {
-        if name == "metadata" {
-            Node::builtin(OBJECT_META)
-        } else {
-            self.field(name)
-        }
+        if name == "metadata" { Node::builtin(OBJECT_META) } else { self.field(name) }
     }
 }
 
@@ -184,25 +164,17 @@ fn open_shape(s: &Value) -> Shape {
                 Shape::Object
             }
         }
-        Some("array") => Shape::List(
-            match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                Some("map") => ListKind::Map(
-                    s.get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .map(|keys| {
-                            keys.iter()
-                                .filter_map(|k| k.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                ),
-                Some("set") => ListKind::Set,
-                _ => ListKind::Atomic,
-            },
-        ),
-        None if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => {
-            Shape::Object
-        }
+        Some("array") => Shape::List(match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("map") => ListKind::Map(
+                s.get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+            ),
+            Some("set") => ListKind::Set,
+            _ => ListKind::Atomic,
+        }),
+        None if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => Shape::Object,
         None if s.get("properties").is_some() => Shape::Object,
         _ => Shape::Atomic,
     }
@@ -223,10 +195,8 @@ pub fn key_value(item: &Value, k: &str) -> Value {
 pub fn item_key(item: &Value, keys: &[String]) -> String {
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
-    let parts: Vec<String> = sorted
-        .iter()
-        .map(|k| format!("{}:{}", Value::String((*k).clone()), key_value(item, k)))
-        .collect();
+    let parts: Vec<String> =
+        sorted.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), key_value(item, k))).collect();
     format!("{{{}}}", parts.join(","))
 }
 
@@ -238,35 +208,17 @@ mod tests {
     fn pod_spec_lists_have_the_real_strategies() {
         let pod = Node::builtin("api::core::v1::Pod");
         let spec = pod.field("spec");
-        assert_eq!(
-            spec.field("containers").shape(),
-            Shape::List(ListKind::Map(vec!["name".into()]))
-        );
-        assert_eq!(
-            spec.field("tolerations").shape(),
-            Shape::List(ListKind::Atomic)
-        );
-        assert_eq!(
-            spec.field("volumes").shape(),
-            Shape::List(ListKind::Map(vec!["name".into()]))
-        );
+        assert_eq!(spec.field("containers").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
+        assert_eq!(spec.field("tolerations").shape(), Shape::List(ListKind::Atomic));
+        assert_eq!(spec.field("volumes").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
         assert_eq!(spec.field("nodeSelector").shape(), Shape::Atomic);
         let container = spec.field("containers").item();
         assert_eq!(
             container.field("ports").shape(),
-            Shape::List(ListKind::Map(vec![
-                "containerPort".into(),
-                "protocol".into()
-            ]))
+            Shape::List(ListKind::Map(vec!["containerPort".into(), "protocol".into()]))
         );
-        assert_eq!(
-            container.field("env").shape(),
-            Shape::List(ListKind::Map(vec!["name".into()]))
-        );
-        assert_eq!(
-            container.field("volumeMounts").shape(),
-            Shape::List(ListKind::Map(vec!["mountPath".into()]))
-        );
+        assert_eq!(container.field("env").shape(), Shape::List(ListKind::Map(vec!["name".into()])));
+        assert_eq!(container.field("volumeMounts").shape(), Shape::List(ListKind::Map(vec!["mountPath".into()])));
         assert_eq!(container.field("image").shape(), Shape::Atomic);
         let meta = pod.field("metadata");
         assert_eq!(meta.field("labels").shape(), Shape::Object);
@@ -279,10 +231,7 @@ mod tests {
         assert_eq!(role.field("rules").shape(), Shape::List(ListKind::Atomic));
         let dep = Node::builtin("api::apps::v1::Deployment");
         assert_eq!(dep.field("spec").field("selector").shape(), Shape::Atomic);
-        assert_eq!(
-            dep.field("status").field("conditions").shape(),
-            Shape::List(ListKind::Map(vec!["type".into()]))
-        );
+        assert_eq!(dep.field("status").field("conditions").shape(), Shape::List(ListKind::Map(vec!["type".into()])));
     }
 
     #[test]

@@ -42,9 +42,7 @@ fn split_top(s: &str) -> Vec<&str> {
 }
 
 fn bad(sel: &str, why: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "unable to parse requirement: {why} in selector \"{sel}\""
-    ))
+    ApiError::bad_request(format!("unable to parse requirement: {why} in selector \"{sel}\""))
 }
 
 impl LabelSelector {
@@ -59,15 +57,9 @@ impl LabelSelector {
             if let Some(key) = part.strip_prefix('!') {
                 reqs.push(Req::NotExists(key.trim().to_string()));
             } else if let Some((k, rest)) = find_set_op(&lower, " notin ") {
-                reqs.push(Req::NotIn(
-                    k,
-                    parse_set(rest).ok_or_else(|| bad(sel, "expected (values)"))?,
-                ));
+                reqs.push(Req::NotIn(k, parse_set(rest).ok_or_else(|| bad(sel, "expected (values)"))?));
             } else if let Some((k, rest)) = find_set_op(&lower, " in ") {
-                reqs.push(Req::In(
-                    k,
-                    parse_set(rest).ok_or_else(|| bad(sel, "expected (values)"))?,
-                ));
+                reqs.push(Req::In(k, parse_set(rest).ok_or_else(|| bad(sel, "expected (values)"))?));
             } else if let Some((k, v)) = part.split_once("!=") {
                 reqs.push(Req::NotEq(k.trim().into(), v.trim().into()));
             } else if let Some((k, v)) = part.split_once("==") {
@@ -91,19 +83,10 @@ impl LabelSelector {
                 reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().into()));
             }
         }
-        for e in sel
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
             let key = e["key"].as_str().unwrap_or_default().to_string();
-            let values: BTreeSet<String> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
+            let values: BTreeSet<String> =
+                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
             reqs.push(match e["operator"].as_str().unwrap_or_default() {
                 "In" => Req::In(key, values),
                 "NotIn" => Req::NotIn(key, values),
@@ -130,21 +113,12 @@ impl LabelSelector {
 
 fn find_set_op(part: &str, op: &str) -> Option<(String, String)> {
     let idx = part.find(op)?;
-    Some((
-        part[..idx].trim().to_string(),
-        part[idx + op.len()..].trim().to_string(),
-    ))
+    Some((part[..idx].trim().to_string(), part[idx + op.len()..].trim().to_string()))
 }
 
 fn parse_set(s: String) -> Option<BTreeSet<String>> {
     let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 /// A parsed field selector: `a=b`, `a==b`, `a!=b`, comma-joined.
@@ -166,9 +140,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid field selector: '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid field selector: '{part}'")));
             };
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -180,10 +152,7 @@ impl FieldSelector {
         for (k, _, _) in &self.0 {
             let ok = matches!(k.as_str(), "metadata.name" | "metadata.namespace")
                 || (kind == "Pod"
-                    && matches!(
-                        k.as_str(),
-                        "spec.nodeName" | "status.phase" | "spec.serviceAccountName"
-                    ))
+                    && matches!(k.as_str(), "spec.nodeName" | "status.phase" | "spec.serviceAccountName"))
                 || (kind == "Event" && k.starts_with("involvedObject."))
                 || (kind == "Secret" && k == "type")
                 || (kind == "Node" && k == "spec.unschedulable");
@@ -235,26 +204,9 @@ mod tests {
     #[test]
     fn field_selectors_on_name_and_namespace() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
-        assert!(
-            FieldSelector::parse("metadata.name=a")
-                .unwrap()
-                .matches(&obj)
-        );
-        assert!(
-            FieldSelector::parse("metadata.namespace!=other,metadata.name==a")
-                .unwrap()
-                .matches(&obj)
-        );
-        assert!(
-            !FieldSelector::parse("metadata.name=b")
-                .unwrap()
-                .matches(&obj)
-        );
-        assert!(
-            FieldSelector::parse("spec.foo=x")
-                .unwrap()
-                .check_supported("ConfigMap")
-                .is_err()
-        );
+        assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&obj));
+        assert!(FieldSelector::parse("metadata.namespace!=other,metadata.name==a").unwrap().matches(&obj));
+        assert!(!FieldSelector::parse("metadata.name=b").unwrap().matches(&obj));
+        assert!(FieldSelector::parse("spec.foo=x").unwrap().check_supported("ConfigMap").is_err());
     }
 }

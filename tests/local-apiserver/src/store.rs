@@ -51,14 +51,8 @@ pub struct Store {
 
 pub fn key_of(obj: &Value) -> ObjKey {
     (
-        obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
     )
 }
 
@@ -185,20 +179,12 @@ impl Inner {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let key = key_of(&obj);
         let obj = Arc::new(obj);
-        let old = self
-            .objects
-            .entry(storage_key.to_string())
-            .or_default()
-            .insert(key, obj.clone());
+        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key, obj.clone());
         if let Some(o) = &old {
             self.index_uid(o, false);
         }
         self.index_uid(&obj, true);
-        let type_ = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
         self.record(storage_key, type_, obj.clone(), old);
         obj
     }
@@ -217,31 +203,15 @@ impl Inner {
 
     /// Drops every object of a resource (CRD deletion), with DELETED events.
     pub fn drop_resource(&mut self, storage_key: &str) {
-        let keys: Vec<ObjKey> = self
-            .objects
-            .get(storage_key)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys: Vec<ObjKey> = self.objects.get(storage_key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         for k in keys {
             self.remove(storage_key, &k);
         }
         self.objects.remove(storage_key);
     }
 
-    fn record(
-        &mut self,
-        storage_key: &str,
-        type_: EventType,
-        object: Arc<Value>,
-        old: Option<Arc<Value>>,
-    ) {
-        let event = Arc::new(Event {
-            rv: self.rv,
-            storage_key: storage_key.to_string(),
-            type_,
-            object,
-            old,
-        });
+    fn record(&mut self, storage_key: &str, type_: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
+        let event = Arc::new(Event { rv: self.rv, storage_key: storage_key.to_string(), type_, object, old });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {
             if let Some(e) = self.history.pop_front() {
@@ -258,13 +228,7 @@ impl Inner {
             return None;
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
-        Some(
-            self.history
-                .range(start..)
-                .filter(|e| e.storage_key == storage_key)
-                .cloned()
-                .collect(),
-        )
+        Some(self.history.range(start..).filter(|e| e.storage_key == storage_key).cloned().collect())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -287,41 +251,24 @@ mod tests {
         let mut s = store.lock();
         let a = s.put("/configmaps", obj("a", "x"));
         let b = s.put("apps/deployments", obj("a", "y"));
-        let a_rv: u64 = a["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let b_rv: u64 = b["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let a_rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let b_rv: u64 = b["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
         assert!(b_rv > a_rv);
         assert_eq!(s.events_since("/configmaps", 1).map(|e| e.len()), Some(1));
         s.put("/configmaps", obj("a", "z"));
         s.put("/configmaps", obj("b", "z"));
         // History holds 3 events; the first was compacted away.
         assert!(s.events_since("/configmaps", a_rv - 1).is_none());
-        assert_eq!(
-            s.events_since("/configmaps", a_rv).map(|e| e.len()),
-            Some(2)
-        );
+        assert_eq!(s.events_since("/configmaps", a_rv).map(|e| e.len()), Some(2));
     }
 
     #[test]
     fn uid_index_follows_writes_and_removals() {
         let store = Store::new(10);
         let mut s = store.lock();
-        s.put(
-            "/configmaps",
-            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u1"}}),
-        );
+        s.put("/configmaps", json!({"metadata": {"namespace": "a", "name": "x", "uid": "u1"}}));
         assert!(s.has_uid("u1"));
-        s.put(
-            "/configmaps",
-            json!({"metadata": {"namespace": "a", "name": "x", "uid": "u2"}}),
-        );
+        s.put("/configmaps", json!({"metadata": {"namespace": "a", "name": "x", "uid": "u2"}}));
         assert!(!s.has_uid("u1") && s.has_uid("u2"));
         s.remove("/configmaps", &("a".into(), "x".into()));
         assert!(!s.has_uid("u2"));

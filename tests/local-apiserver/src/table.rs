@@ -25,10 +25,7 @@ pub fn format_from_accept(accept: &str) -> Format {
         if alt.contains("as=PartialObjectMetadata") {
             return Format::Metadata;
         }
-        if alt.starts_with("application/json")
-            || alt.starts_with("*/*")
-            || alt.starts_with("application/yaml")
-        {
+        if alt.starts_with("application/json") || alt.starts_with("*/*") || alt.starts_with("application/yaml") {
             return Format::Full;
         }
     }
@@ -105,11 +102,7 @@ fn cell(c: &Column, obj: &Value) -> Value {
                 None => 0,
             }
         };
-        let total = if b == ".spec.replicas" && obj["spec"].get("replicas").is_none() {
-            1
-        } else {
-            count(b)
-        };
+        let total = if b == ".spec.replicas" && obj["spec"].get("replicas").is_none() { 1 } else { count(b) };
         return json!(format!("{}/{}", count(a), total));
     }
     let v = eval(obj, &c.json_path);
@@ -118,10 +111,7 @@ fn cell(c: &Column, obj: &Value) -> Value {
         (_, Some(Value::Array(items))) => json!(
             items
                 .iter()
-                .map(|i| i
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| i.to_string()))
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
                 .collect::<Vec<_>>()
                 .join(",")
         ),
@@ -134,11 +124,7 @@ fn cell(c: &Column, obj: &Value) -> Value {
 /// Evaluates the JSONPath subset used by printer columns: `.a.b`, `.a[0]`, `.a[*].b` and
 /// `.a[?(@.k=="v")].b` (the filter form returns every match).
 pub fn eval(obj: &Value, path: &str) -> Option<Value> {
-    let path = path
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .trim_start_matches('$');
+    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
     let mut cur: Vec<Value> = vec![obj.clone()];
     let mut multi = false;
     let mut rest = path;
@@ -157,15 +143,8 @@ pub fn eval(obj: &Value, path: &str) -> Option<Value> {
             rest = &r[end + 1..];
             if inner == "*" {
                 multi = true;
-                cur = cur
-                    .iter()
-                    .filter_map(Value::as_array)
-                    .flatten()
-                    .cloned()
-                    .collect();
-            } else if let Some(filter) =
-                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
-            {
+                cur = cur.iter().filter_map(Value::as_array).flatten().cloned().collect();
+            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
                 multi = true;
                 let (k, want) = filter.split_once("==")?;
                 let want = want.trim().trim_matches('"').trim_matches('\'');
@@ -219,10 +198,7 @@ mod tests {
     fn json_path_subset() {
         let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "False"}]},
                        "spec": {"items": [{"n": 1}, {"n": 2}]}});
-        assert_eq!(
-            eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
-            Some(json!("True"))
-        );
+        assert_eq!(eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"), Some(json!("True")));
         assert_eq!(eval(&o, ".spec.items[1].n"), Some(json!(2)));
         assert_eq!(eval(&o, ".spec.items[*].n"), Some(json!([1, 2])));
         assert_eq!(eval(&o, ".spec.missing"), None);

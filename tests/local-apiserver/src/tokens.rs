@@ -12,11 +12,7 @@ fn b64url(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         let chars = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
         for c in chars.iter().take(chunk.len() + 1) {
@@ -28,30 +24,15 @@ fn b64url(data: &[u8]) -> String {
 
 pub const DEFAULT_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
-pub fn create_token(
-    shared: &Shared,
-    t: &Target,
-    body: &[u8],
-    content_type: &str,
-) -> ApiResult<Reply> {
-    let req: Value = if body.is_empty() {
-        json!({})
-    } else {
-        parse_body(body, content_type)?
-    };
+pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str) -> ApiResult<Reply> {
+    let req: Value = if body.is_empty() { json!({}) } else { parse_body(body, content_type)? };
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     let sa = {
         let s = shared.store.lock();
         s.get(&t.info.storage_key(), &t.key())
     }
-    .ok_or_else(|| {
-        ApiError::not_found(&ErrTarget {
-            group: "",
-            resource: "serviceaccounts",
-            name: &name,
-        })
-    })?;
+    .ok_or_else(|| ApiError::not_found(&ErrTarget { group: "", resource: "serviceaccounts", name: &name }))?;
     let audiences: Vec<Value> = match req["spec"]["audiences"].as_array() {
         Some(a) if !a.is_empty() => a.clone(),
         _ => vec![json!(DEFAULT_AUDIENCE)],
@@ -64,9 +45,7 @@ pub fn create_token(
             &name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
-                message: format!(
-                    "Invalid value: {expiration}: may not specify a duration less than 10 minutes"
-                ),
+                message: format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
                 field: "spec.expirationSeconds".into(),
             }],
         ));
@@ -95,10 +74,7 @@ pub fn create_token(
         b64url(claims.to_string().as_bytes()),
         b64url(format!("local-apiserver-signature-{}", crate::meta::new_uid()).as_bytes())
     );
-    let expires = jiff::Timestamp::from_second(exp)
-        .unwrap_or(now)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let expires = jiff::Timestamp::from_second(exp).unwrap_or(now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     Ok(Reply {
         code: 201,
         body: json!({

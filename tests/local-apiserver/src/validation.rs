@@ -26,15 +26,19 @@ pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause>
     // unchanged does not fail the update, so status writes succeed on an object whose spec
     // bypassed validation earlier.
     if let Some(old) = old {
-        causes.retain(|c| {
-            value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field)
-        });
+        causes.retain(|c| value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field));
     }
     causes
 }
 
 /// maxItems/minItems or maxProperties/minProperties, with the real server's messages.
-fn size_bounds(schema: &Value, (max_key, min_key, noun): (&str, &str, &str), len: usize, path: &str, out: &mut Vec<Cause>) {
+fn size_bounds(
+    schema: &Value,
+    (max_key, min_key, noun): (&str, &str, &str),
+    len: usize,
+    path: &str,
+    out: &mut Vec<Cause>,
+) {
     let len = len as u64;
     if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
         && len > max
@@ -44,7 +48,11 @@ fn size_bounds(schema: &Value, (max_key, min_key, noun): (&str, &str, &str), len
     if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
         && len < min
     {
-        out.push(cause("FieldValueInvalid", path, format!("Invalid value: {len}: {path} in body should have at least {min} {noun}")));
+        out.push(cause(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {len}: {path} in body should have at least {min} {noun}"),
+        ));
     }
 }
 
@@ -82,13 +90,7 @@ pub fn unknown_fields(obj: &Value, schema: &Value) -> Vec<String> {
     removed
 }
 
-fn prune_object(
-    map: &mut Map<String, Value>,
-    schema: &Value,
-    root: bool,
-    path: &str,
-    removed: &mut Vec<String>,
-) {
+fn prune_object(map: &mut Map<String, Value>, schema: &Value, root: bool, path: &str, removed: &mut Vec<String>) {
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties");
     let preserve = is_true(schema, "x-kubernetes-preserve-unknown-fields");
@@ -197,19 +199,11 @@ fn show(v: &Value) -> String {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
-    }
+    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
 }
 
 fn cause(reason: &str, field: &str, message: String) -> Cause {
-    Cause {
-        reason: reason.into(),
-        message,
-        field: field.into(),
-    }
+    Cause { reason: reason.into(), message, field: field.into() }
 }
 
 fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
@@ -223,15 +217,7 @@ fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
     }
 }
 
-fn validate(
-    v: &Value,
-    schema: &Value,
-    old: Option<&Value>,
-    path: &str,
-    out: &mut Vec<Cause>,
-    root: bool,
-    cel: bool,
-) {
+fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool, cel: bool) {
     if cel {
         validate_cel(v, schema, old, path, out, root);
         return;
@@ -248,10 +234,7 @@ fn validate(
                 path,
                 format!(
                     "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
-                    schema
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("object")
+                    schema.get("type").and_then(Value::as_str).unwrap_or("object")
                 ),
             ));
         }
@@ -259,11 +242,8 @@ fn validate(
     }
     let declared = schema.get("type").and_then(Value::as_str);
     let int_or_string = is_true(schema, "x-kubernetes-int-or-string");
-    if let Some(want) = declared.or(if int_or_string {
-        Some("integer,string")
-    } else {
-        None
-    }) && !type_ok(v, want, schema)
+    if let Some(want) = declared.or(if int_or_string { Some("integer,string") } else { None })
+        && !type_ok(v, want, schema)
     {
         let got = type_name(v);
         out.push(cause(
@@ -280,47 +260,29 @@ fn validate(
         out.push(cause(
             "FieldValueNotSupported",
             path,
-            format!(
-                "Unsupported value: {}: supported values: {}",
-                v,
-                list.join(", ")
-            ),
+            format!("Unsupported value: {}: supported values: {}", v, list.join(", ")),
         ));
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             let excl = is_true(schema, "exclusiveMinimum");
             if (excl && n <= min) || (!excl && n < min) {
-                let rel = if excl {
-                    "greater than"
-                } else {
-                    "greater than or equal to"
-                };
+                let rel = if excl { "greater than" } else { "greater than or equal to" };
                 out.push(cause(
                     "FieldValueInvalid",
                     path,
-                    format!(
-                        "Invalid value: {v}: {path} in body should be {rel} {}",
-                        num(min)
-                    ),
+                    format!("Invalid value: {v}: {path} in body should be {rel} {}", num(min)),
                 ));
             }
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             let excl = is_true(schema, "exclusiveMaximum");
             if (excl && n >= max) || (!excl && n > max) {
-                let rel = if excl {
-                    "less than"
-                } else {
-                    "less than or equal to"
-                };
+                let rel = if excl { "less than" } else { "less than or equal to" };
                 out.push(cause(
                     "FieldValueInvalid",
                     path,
-                    format!(
-                        "Invalid value: {v}: {path} in body should be {rel} {}",
-                        num(max)
-                    ),
+                    format!("Invalid value: {v}: {path} in body should be {rel} {}", num(max)),
                 ));
             }
         }
@@ -331,10 +293,7 @@ fn validate(
             out.push(cause(
                 "FieldValueInvalid",
                 path,
-                format!(
-                    "Invalid value: {v}: {path} in body should be a multiple of {}",
-                    num(m)
-                ),
+                format!("Invalid value: {v}: {path} in body should be a multiple of {}", num(m)),
             ));
         }
     }
@@ -343,11 +302,7 @@ fn validate(
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
             && len > max
         {
-            out.push(cause(
-                "FieldValueTooLong",
-                path,
-                format!("Too long: may not be more than {max} bytes"),
-            ));
+            out.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
         }
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && len < min
@@ -376,20 +331,11 @@ fn validate(
     }
     match v {
         Value::Object(m) => {
-            for r in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(r) = r.as_str()
                     && !m.contains_key(r)
                 {
-                    out.push(cause(
-                        "FieldValueRequired",
-                        &join(path, r),
-                        "Required value".into(),
-                    ));
+                    out.push(cause("FieldValueRequired", &join(path, r), "Required value".into()));
                 }
             }
             size_bounds(schema, ("maxProperties", "minProperties", "properties"), m.len(), path, out);
@@ -404,15 +350,7 @@ fn validate(
                 if let Some(cs) = props.and_then(|p| p.get(k)) {
                     validate(child, cs, old_child, &join(path, k), out, false, cel);
                 } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-                    validate(
-                        child,
-                        ap,
-                        old_child,
-                        &format!("{path}[{k}]"),
-                        out,
-                        false,
-                        cel,
-                    );
+                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false, cel);
                 }
             }
         }
@@ -439,9 +377,7 @@ fn validate(
                     let key_of = |item: &Value| -> Value {
                         Value::Object(
                             keys.iter()
-                                .map(|k| {
-                                    (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null))
-                                })
+                                .map(|k| (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null)))
                                 .collect(),
                         )
                     };
@@ -489,10 +425,7 @@ fn validate(
                     out.push(cause(
                         "FieldValueInvalid",
                         path,
-                        format!(
-                            "Invalid value: {}: {path} in body must validate {key}",
-                            show(v)
-                        ),
+                        format!("Invalid value: {}: {path} in body must validate {key}", show(v)),
                     ));
                 }
             }
@@ -505,24 +438,14 @@ fn validate(
             out.push(cause(
                 "FieldValueInvalid",
                 path,
-                format!(
-                    "Invalid value: {}: {path} in body must not validate the schema (not)",
-                    show(v)
-                ),
+                format!("Invalid value: {}: {path} in body must not validate the schema (not)", show(v)),
             ));
         }
     }
 }
 
 /// Evaluates the CEL rules of every schema node that has a value, depth first.
-fn validate_cel(
-    v: &Value,
-    schema: &Value,
-    old: Option<&Value>,
-    path: &str,
-    out: &mut Vec<Cause>,
-    root: bool,
-) {
+fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
     match v {
         Value::Object(m) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -542,24 +465,20 @@ fn validate_cel(
             if let Some(is) = schema.get("items") {
                 // Items of map lists correlate with the old item of the same keys (so their
                 // transition rules see oldSelf); other items have no old value.
-                let keys: Vec<&str> =
-                    match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                        Some("map") => schema
-                            .get("x-kubernetes-list-map-keys")
-                            .and_then(Value::as_array)
-                            .map(|k| k.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default(),
-                        _ => Vec::new(),
-                    };
+                let keys: Vec<&str> = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => schema
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| k.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
                 let old_items = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
                     let old_item = if keys.is_empty() {
                         None
                     } else {
-                        old_items.and_then(|olds| {
-                            olds.iter()
-                                .find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k)))
-                        })
+                        old_items.and_then(|olds| olds.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))))
                     };
                     validate_cel(item, is, old_item, &format!("{path}[{i}]"), out, false);
                 }
@@ -567,12 +486,7 @@ fn validate_cel(
         }
         _ => {}
     }
-    for rule in schema
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for rule in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
         let Some(expr) = rule.get("rule").and_then(Value::as_str) else {
             continue;
         };
@@ -589,10 +503,7 @@ fn validate_cel(
             Some(fp) => format!("{path}{fp}"),
             None => path.to_string(),
         };
-        let reason = rule
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("FieldValueInvalid");
+        let reason = rule.get("reason").and_then(Value::as_str).unwrap_or("FieldValueInvalid");
         match cel_rules::eval(expr, v, old) {
             Ok(true) => {}
             Ok(false) => {
@@ -600,33 +511,19 @@ fn validate_cel(
                     .get("messageExpression")
                     .and_then(Value::as_str)
                     .and_then(|m| cel_rules::eval_message(m, v, old))
-                    .or_else(|| {
-                        rule.get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
+                    .or_else(|| rule.get("message").and_then(Value::as_str).map(str::to_string))
                     .unwrap_or_else(|| format!("failed rule: {expr}"));
-                out.push(cause(
-                    reason,
-                    &field,
-                    format!("Invalid value: {}: {msg}", show(v)),
-                ));
+                out.push(cause(reason, &field, format!("Invalid value: {}: {msg}", show(v))));
             }
-            Err(e) => out.push(cause(
-                "FieldValueInvalid",
-                &field,
-                format!("Invalid value: {}: rule {expr:?}: {e}", show(v)),
-            )),
+            Err(e) => {
+                out.push(cause("FieldValueInvalid", &field, format!("Invalid value: {}: rule {expr:?}: {e}", show(v))))
+            }
         }
     }
 }
 
 fn num(f: f64) -> String {
-    if f.fract() == 0.0 {
-        format!("{}", f as i64)
-    } else {
-        f.to_string()
-    }
+    if f.fract() == 0.0 { format!("{}", f as i64) } else { f.to_string() }
 }
 
 #[cfg(test)]
@@ -667,7 +564,8 @@ mod tests {
         assert_eq!(obj["spec"]["mode"], "a");
         assert!(obj["spec"].get("unknown").is_none());
         assert!(obj.get("extra").is_none());
-        let raw = json!({"apiVersion": "x/v1", "kind": "K", "spec": {"size": 3, "unknown": 1, "tags": ["a"]}, "extra": 1});
+        let raw =
+            json!({"apiVersion": "x/v1", "kind": "K", "spec": {"size": 3, "unknown": 1, "tags": ["a"]}, "extra": 1});
         // Sorted: map order depends on serde_json's preserve_order, which the workspace turns on.
         let mut unknown = unknown_fields(&raw, &schema());
         unknown.sort();
@@ -677,16 +575,11 @@ mod tests {
 
     #[test]
     fn every_rule_reports_its_field() {
-        let mut obj = json!({"spec": {"size": 0, "mode": "c", "name": "ABCDEFG", "tags": ["a", "b", "c"], "port": true}});
+        let mut obj =
+            json!({"spec": {"size": 0, "mode": "c", "name": "ABCDEFG", "tags": ["a", "b", "c"], "port": true}});
         let causes = admit(&mut obj, &schema(), None);
-        let fields: Vec<(&str, &str)> = causes
-            .iter()
-            .map(|c| (c.field.as_str(), c.reason.as_str()))
-            .collect();
-        assert!(
-            fields.contains(&("spec.size", "FieldValueInvalid")),
-            "{fields:?}"
-        );
+        let fields: Vec<(&str, &str)> = causes.iter().map(|c| (c.field.as_str(), c.reason.as_str())).collect();
+        assert!(fields.contains(&("spec.size", "FieldValueInvalid")), "{fields:?}");
         assert!(fields.contains(&("spec.mode", "FieldValueNotSupported")));
         assert!(fields.contains(&("spec.name", "FieldValueTooLong")));
         assert!(fields.iter().filter(|f| f.0 == "spec.name").count() == 2);

@@ -42,9 +42,7 @@ impl Filter {
             && format!(
                 "{}/{}",
                 e.object["spec"]["group"].as_str().unwrap_or_default(),
-                e.object["spec"]["names"]["plural"]
-                    .as_str()
-                    .unwrap_or_default()
+                e.object["spec"]["names"]["plural"].as_str().unwrap_or_default()
             ) == self.storage_key
     }
 
@@ -99,8 +97,7 @@ impl Encoder {
                 t
             }
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+        let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
         line.push(b'\n');
         line
     }
@@ -112,47 +109,32 @@ impl Encoder {
         }
         let (kind, api_version) = match self.format {
             Format::Full => (self.info.kind.clone(), self.info.api_version()),
-            Format::Metadata => (
-                "PartialObjectMetadata".to_string(),
-                "meta.k8s.io/v1".to_string(),
-            ),
+            Format::Metadata => ("PartialObjectMetadata".to_string(), "meta.k8s.io/v1".to_string()),
             Format::Table => ("Table".to_string(), "meta.k8s.io/v1".to_string()),
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}}))
-                .unwrap_or_default();
+        let mut line = serde_json::to_vec(
+            &json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}}),
+        )
+        .unwrap_or_default();
         line.push(b'\n');
         line
     }
 }
 
 fn error_line(e: &ApiError) -> Vec<u8> {
-    let mut line =
-        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// Starts a watch; returns the stream of body chunks.
-pub fn start(
-    shared: Arc<Shared>,
-    t: &Target,
-    q: &Query,
-    format: Format,
-) -> Result<mpsc::Receiver<Vec<u8>>, ApiError> {
+pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Result<mpsc::Receiver<Vec<u8>>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
-    let filter = Filter {
-        storage_key: t.info.storage_key(),
-        namespace: t.namespace.clone(),
-        labels,
-        fields,
-    };
+    let filter = Filter { storage_key: t.info.storage_key(), namespace: t.namespace.clone(), labels, fields };
     let timeout = match q.get("timeoutSeconds").map(|s| s.parse::<u64>()) {
         Some(Ok(secs)) => Duration::from_secs(secs),
         Some(Err(_)) => {
-            return Err(ApiError::bad_request(
-                "timeoutSeconds must be a non-negative integer",
-            ));
+            return Err(ApiError::bad_request("timeoutSeconds must be a non-negative integer"));
         }
         None => Duration::from_secs(1800),
     };
@@ -162,10 +144,7 @@ pub fn start(
     let mut enc = Encoder {
         info: t.info.clone(),
         format,
-        include_object: q
-            .get("includeObject")
-            .cloned()
-            .unwrap_or_else(|| "Metadata".into()),
+        include_object: q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
         first_table: true,
     };
 
@@ -191,9 +170,9 @@ pub fn start(
                 initial.push(enc.bookmark(current, true));
             }
         } else {
-            let rv: u64 = rv_param.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {rv_param:?}"))
-            })?;
+            let rv: u64 = rv_param
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param:?}")))?;
             match s.events_since(&filter.storage_key, rv) {
                 Some(events) => {
                     for e in events {

@@ -96,10 +96,7 @@ fn reconcile_one(shared: &Shared, s: &mut Inner, storage: &str, key: &crate::sto
 fn keep_time(old: &Value, type_: &str, status: &str, field: &str) -> String {
     old["status"]["conditions"]
         .as_array()
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c["type"] == type_ && c["status"] == status)
-        })
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_ && c["status"] == status))
         .and_then(|c| c[field].as_str().map(str::to_string))
         .unwrap_or_else(crate::meta::now)
 }
@@ -110,12 +107,7 @@ pub fn deployment_status(d: &Value) -> Value {
     let generation = d["metadata"]["generation"].as_i64().unwrap_or(1);
     let mut st = json!({"observedGeneration": generation});
     if replicas > 0 {
-        for f in [
-            "replicas",
-            "updatedReplicas",
-            "readyReplicas",
-            "availableReplicas",
-        ] {
+        for f in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
             st[f] = json!(replicas);
         }
     }
@@ -135,9 +127,7 @@ pub fn deployment_status(d: &Value) -> Value {
 /// A stable hash of the pod template, like the pod-template-hash label.
 fn template_hash(d: &Value) -> String {
     let s = d["spec"]["template"].to_string();
-    let h = s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
+    let h = s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut x = h;
     (0..10)
@@ -181,35 +171,26 @@ fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
 }
 
 fn node_matches_term(labels: Option<&Value>, term: &Value) -> bool {
-    term["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let actual = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            match e["operator"].as_str().unwrap_or_default() {
-                "In" => actual.is_some_and(|a| values.contains(&a)),
-                "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
-                "Exists" => actual.is_some(),
-                "DoesNotExist" => actual.is_none(),
-                "Gt" => actual
-                    .and_then(|a| a.parse::<i64>().ok())
-                    .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
-                    .is_some_and(|(a, v)| a > v),
-                "Lt" => actual
-                    .and_then(|a| a.parse::<i64>().ok())
-                    .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
-                    .is_some_and(|(a, v)| a < v),
-                _ => false,
-            }
-        })
+    term["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap_or_default();
+        let actual = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" => actual.is_some_and(|a| values.contains(&a)),
+            "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
+            "Exists" => actual.is_some(),
+            "DoesNotExist" => actual.is_none(),
+            "Gt" => actual
+                .and_then(|a| a.parse::<i64>().ok())
+                .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
+                .is_some_and(|(a, v)| a > v),
+            "Lt" => actual
+                .and_then(|a| a.parse::<i64>().ok())
+                .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
+                .is_some_and(|(a, v)| a < v),
+            _ => false,
+        }
+    })
 }
 
 /// Whether a daemon pod with this pod spec would run on `node`.
@@ -221,31 +202,25 @@ pub fn schedulable_on(pod_spec: &Value, node: &Value) -> bool {
             return false;
         }
     }
-    if let Some(terms) = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"].as_array()
-        && !terms.is_empty() && !terms.iter().any(|t| node_matches_term(labels, t)) {
-            return false;
-        }
-    let tolerations = pod_spec["tolerations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|taint| {
-            !matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute"))
-                || tolerates(&tolerations, taint)
-        })
+    if let Some(terms) =
+        pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            .as_array()
+        && !terms.is_empty()
+        && !terms.iter().any(|t| node_matches_term(labels, t))
+    {
+        return false;
+    }
+    let tolerations = pod_spec["tolerations"].as_array().cloned().unwrap_or_default();
+    node["spec"]["taints"].as_array().into_iter().flatten().all(|taint| {
+        !matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute")) || tolerates(&tolerations, taint)
+    })
 }
 
 pub fn daemonset_status(ds: &Value, nodes: &[Arc<Value>]) -> Value {
     let pod_spec = &ds["spec"]["template"]["spec"];
     let n = nodes
         .iter()
-        .filter(|node| {
-            node["metadata"].get("deletionTimestamp").is_none() && schedulable_on(pod_spec, node)
-        })
+        .filter(|node| node["metadata"].get("deletionTimestamp").is_none() && schedulable_on(pod_spec, node))
         .count();
     json!({
         "observedGeneration": ds["metadata"]["generation"].as_i64().unwrap_or(1),
@@ -270,24 +245,13 @@ mod tests {
     fn daemonsets_count_matching_tolerated_nodes() {
         let nodes = vec![
             node("a", json!({"os": "linux"}), json!([])),
-            node(
-                "b",
-                json!({"os": "linux"}),
-                json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
-            ),
+            node("b", json!({"os": "linux"}), json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])),
             node("c", json!({"os": "windows"}), json!([])),
-            node(
-                "d",
-                json!({"os": "linux"}),
-                json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
-            ),
-            node(
-                "e",
-                json!({"os": "linux"}),
-                json!([{"key": "soft", "effect": "PreferNoSchedule"}]),
-            ),
+            node("d", json!({"os": "linux"}), json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}])),
+            node("e", json!({"os": "linux"}), json!([{"key": "soft", "effect": "PreferNoSchedule"}])),
         ];
-        let ds = json!({"metadata": {"generation": 2}, "spec": {"template": {"spec": {"nodeSelector": {"os": "linux"}}}}});
+        let ds =
+            json!({"metadata": {"generation": 2}, "spec": {"template": {"spec": {"nodeSelector": {"os": "linux"}}}}});
         assert_eq!(daemonset_status(&ds, &nodes)["desiredNumberScheduled"], 3);
         let tolerant = json!({"metadata": {"generation": 2}, "spec": {"template": {"spec": {
             "nodeSelector": {"os": "linux"}, "tolerations": [{"operator": "Exists"}]}}}});
@@ -297,10 +261,7 @@ mod tests {
         assert_eq!(st["observedGeneration"], 2);
         let affinity = json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "os", "operator": "In", "values": ["windows"]}]}]}}}}}}});
-        assert_eq!(
-            daemonset_status(&affinity, &nodes)["desiredNumberScheduled"],
-            1
-        );
+        assert_eq!(daemonset_status(&affinity, &nodes)["desiredNumberScheduled"], 1);
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::admission::{
-    admit, align_identity, check_namespace, check_strict, create_defaults, initial_status,
-    scope_for,
+    admit, align_identity, check_namespace, check_strict, create_defaults, initial_status, scope_for,
 };
 use crate::deletion::{has_spec_finalizers, remove_object};
 use crate::error::{ApiError, ApiResult};
@@ -25,11 +24,7 @@ pub fn manager_of(q: &Query, user_agent: &str, default_suffix: &str) -> String {
         None => {
             // The real server derives the manager from the User-Agent's first segment.
             let base = user_agent.split('/').next().unwrap_or_default();
-            if base.is_empty() {
-                format!("unknown{default_suffix}")
-            } else {
-                base.to_string()
-            }
+            if base.is_empty() { format!("unknown{default_suffix}") } else { base.to_string() }
         }
     }
 }
@@ -80,10 +75,8 @@ fn commit_write(
                         None => m.remove("status"),
                     };
                 }
-                kept["metadata"]["managedFields"] = new["metadata"]
-                    .get("managedFields")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                kept["metadata"]["managedFields"] =
+                    new["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
                 new = kept;
             } else if info.status_subresource {
                 match old.get("status") {
@@ -111,9 +104,7 @@ fn commit_write(
                 };
                 managed::record_update(Some(old), &mut new, &ctx);
             }
-            if new["metadata"]
-                .get("managedFields")
-                .is_some_and(Value::is_null)
+            if new["metadata"].get("managedFields").is_some_and(Value::is_null)
                 && let Some(m) = new["metadata"].as_object_mut()
             {
                 m.remove("managedFields");
@@ -121,13 +112,8 @@ fn commit_write(
             admit(shared, info, Some(old), &mut new)?;
             // An object being deleted goes away when its last finalizer does.
             let terminating = new["metadata"].get("deletionTimestamp").is_some();
-            let no_finalizers = new["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(Vec::is_empty);
-            if terminating
-                && no_finalizers
-                && !(info.storage_key() == NAMESPACE_KEY && has_spec_finalizers(&new))
-            {
+            let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            if terminating && no_finalizers && !(info.storage_key() == NAMESPACE_KEY && has_spec_finalizers(&new)) {
                 if dry {
                     return Ok((new, false));
                 }
@@ -151,12 +137,7 @@ fn commit_write(
                 return Err(t.not_found());
             }
             initial_status(info, &mut new);
-            meta::stamp_create(
-                &mut new,
-                &info.api_version(),
-                &info.kind,
-                info.tracks_generation(),
-            );
+            meta::stamp_create(&mut new, &info.api_version(), &info.kind, info.tracks_generation());
             create_defaults(shared, s, info, &mut new);
             crate::defaults::apply(info, &mut new);
             if !managed_done {
@@ -196,31 +177,18 @@ pub fn wake_gc_for(shared: &Shared, s: &Inner, obj: &Value) {
     }
 }
 
-pub fn create(
-    shared: &Shared,
-    t: &Target,
-    q: &Query,
-    body: &[u8],
-    content_type: &str,
-    ua: &str,
-) -> ApiResult<Reply> {
+pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
     let mut obj = parse_body(body, content_type)?;
     let mut t = t.clone();
     align_identity(&t, &mut obj, false)?;
     check_strict(&t, q, &obj)?;
     let manager = manager_of(q, ua, "");
-    if obj["metadata"]
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
+    if obj["metadata"].get("name").and_then(Value::as_str).is_none_or(str::is_empty)
         && let Some(prefix) = obj["metadata"].get("generateName").and_then(Value::as_str)
     {
         obj["metadata"]["name"] = json!(format!("{prefix}{}", meta::name_suffix()));
     }
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     t.name = Some(name.clone());
     let mut s = shared.store.lock();
     check_namespace(&s, &t, true)?;
@@ -231,21 +199,13 @@ pub fn create(
         m.remove("resourceVersion");
         m.remove("managedFields");
     }
-    let (stored, changed) =
-        finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
+    let (stored, changed) = finish_write(shared, &mut s, &t, None, obj, false, &manager, dry_run(q))?;
     drop(s);
-    Ok(Reply {
-        code: 201,
-        body: present(&stored, &t.info),
-        changed,
-    })
+    Ok(Reply { code: 201, body: present(&stored, &t.info), changed })
 }
 
 pub fn check_preconditions(t: &Target, current: &Value, wanted: &Value) -> ApiResult<()> {
-    if let Some(rv) = wanted["metadata"]
-        .get("resourceVersion")
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
+    if let Some(rv) = wanted["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty())
         && current["metadata"]["resourceVersion"].as_str() != Some(rv)
     {
         return Err(ApiError::conflict(
@@ -253,10 +213,7 @@ pub fn check_preconditions(t: &Target, current: &Value, wanted: &Value) -> ApiRe
             "the object has been modified; please apply your changes to the latest version and try again",
         ));
     }
-    if let Some(uid) = wanted["metadata"]
-        .get("uid")
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
+    if let Some(uid) = wanted["metadata"].get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
         && current["metadata"]["uid"].as_str() != Some(uid)
     {
         return Err(ApiError::conflict(
@@ -270,50 +227,21 @@ pub fn check_preconditions(t: &Target, current: &Value, wanted: &Value) -> ApiRe
     Ok(())
 }
 
-pub fn update(
-    shared: &Shared,
-    t: &Target,
-    q: &Query,
-    body: &[u8],
-    content_type: &str,
-    ua: &str,
-) -> ApiResult<Reply> {
+pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
     let mut obj = parse_body(body, content_type)?;
     align_identity(t, &mut obj, true)?;
     check_strict(t, q, &obj)?;
     let manager = manager_of(q, ua, "");
     let mut s = shared.store.lock();
     check_namespace(&s, t, false)?;
-    let old = s
-        .get(&t.info.storage_key(), &t.key())
-        .ok_or_else(|| t.not_found())?;
+    let old = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
     check_preconditions(t, &old, &obj)?;
-    let (stored, changed) = finish_write(
-        shared,
-        &mut s,
-        t,
-        Some(&old),
-        obj,
-        false,
-        &manager,
-        dry_run(q),
-    )?;
+    let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), obj, false, &manager, dry_run(q))?;
     drop(s);
-    Ok(Reply {
-        code: 200,
-        body: present(&stored, &t.info),
-        changed,
-    })
+    Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
 }
 
-pub fn patch(
-    shared: &Shared,
-    t: &Target,
-    q: &Query,
-    body: &[u8],
-    content_type: &str,
-    ua: &str,
-) -> ApiResult<Reply> {
+pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
     let Some(type_) = PatchType::from_content_type(content_type) else {
         return Err(ApiError::unsupported_media(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
@@ -325,9 +253,7 @@ pub fn patch(
     let manager = manager_of(q, ua, "");
     let mut s = shared.store.lock();
     check_namespace(&s, t, false)?;
-    let old = s
-        .get(&t.info.storage_key(), &t.key())
-        .ok_or_else(|| t.not_found())?;
+    let old = s.get(&t.info.storage_key(), &t.key()).ok_or_else(|| t.not_found())?;
     let mut patched = patch::apply_patch(&old, body, type_, t.info.root_node())?;
     if !patched.is_object() {
         return Err(ApiError::bad_request("the patch did not produce an object"));
@@ -340,57 +266,24 @@ pub fn patch(
     }
     align_identity(t, &mut patched, true)?;
     check_strict(t, q, &patched)?;
-    let (stored, changed) = finish_write(
-        shared,
-        &mut s,
-        t,
-        Some(&old),
-        patched,
-        false,
-        &manager,
-        dry_run(q),
-    )?;
+    let (stored, changed) = finish_write(shared, &mut s, t, Some(&old), patched, false, &manager, dry_run(q))?;
     drop(s);
-    Ok(Reply {
-        code: 200,
-        body: present(&stored, &t.info),
-        changed,
-    })
+    Ok(Reply { code: 200, body: present(&stored, &t.info), changed })
 }
 
-pub fn apply(
-    shared: &Shared,
-    t: &Target,
-    q: &Query,
-    body: &[u8],
-    content_type: &str,
-) -> ApiResult<Reply> {
+pub fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str) -> ApiResult<Reply> {
     let manager = q
         .get("fieldManager")
         .filter(|m| !m.is_empty())
         .cloned()
-        .ok_or_else(|| {
-            ApiError::bad_request("PATCH requests with apply content type require fieldManager")
-        })?;
+        .ok_or_else(|| ApiError::bad_request("PATCH requests with apply content type require fieldManager"))?;
     let force = q.get("force").is_some_and(|f| f == "true");
     let mut applied = parse_body(body, content_type)?;
-    if applied
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request(
-            "apiVersion must be set in an apply configuration",
-        ));
+    if applied.get("apiVersion").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request("apiVersion must be set in an apply configuration"));
     }
-    if applied
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request(
-            "kind must be set in an apply configuration",
-        ));
+    if applied.get("kind").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request("kind must be set in an apply configuration"));
     }
     align_identity(t, &mut applied, true)?;
     check_strict(t, q, &applied)?;
@@ -417,32 +310,20 @@ pub fn apply(
             merged["metadata"]["namespace"] = applied["metadata"]["namespace"].clone();
         }
     }
-    let (stored, changed) = finish_write(
-        shared,
-        &mut s,
-        t,
-        old.as_ref(),
-        merged,
-        true,
-        &manager,
-        dry_run(q),
-    )?;
+    let (stored, changed) = finish_write(shared, &mut s, t, old.as_ref(), merged, true, &manager, dry_run(q))?;
     drop(s);
     let code = if old.is_none() && changed { 201 } else { 200 };
-    Ok(Reply {
-        code,
-        body: present(&stored, info),
-        changed,
-    })
+    Ok(Reply { code, body: present(&stored, info), changed })
 }
 
 /// Stores an object as given, bypassing validation (for tests of bad cluster state).
 pub fn insert_raw(shared: &Shared, obj: Value) -> Result<(), String> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let info = shared.registry.by_kind(api_version, kind).ok_or_else(|| {
-        format!("no served resource for apiVersion {api_version:?} kind {kind:?}")
-    })?;
+    let info = shared
+        .registry
+        .by_kind(api_version, kind)
+        .ok_or_else(|| format!("no served resource for apiVersion {api_version:?} kind {kind:?}"))?;
     let mut obj = obj;
     if obj["metadata"].get("uid").is_none() {
         obj["metadata"]["uid"] = json!(meta::new_uid());

@@ -25,10 +25,7 @@ impl Drop for TempDir {
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM is the documented way to stop it; kill() is the fallback.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let exited = (0..50).any(|_| {
             let done = matches!(self.child.try_wait(), Ok(Some(_)));
             if !done {
@@ -46,10 +43,7 @@ impl Drop for Server {
 }
 
 fn start(name: &str) -> Server {
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "local-apiserver-{name}-{}.yaml",
-        std::process::id()
-    ));
+    let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
         .args(["--port", "0", "--kubeconfig"])
         .arg(&kubeconfig)
@@ -59,19 +53,9 @@ fn start(name: &str) -> Server {
         .expect("local-apiserver binary starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("readiness line");
-    assert!(
-        line.starts_with("local-apiserver listening on http://127.0.0.1:"),
-        "{line}"
-    );
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    BufReader::new(stdout).read_line(&mut line).expect("readiness line");
+    assert!(line.starts_with("local-apiserver listening on http://127.0.0.1:"), "{line}");
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
     let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
     assert!(kc.contains(&format!("server: {url}")), "{kc}");
     Server { child, kubeconfig }
@@ -87,11 +71,7 @@ fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("kubectl is installed and on PATH");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -155,8 +135,7 @@ spec:
 fn kubectl_drives_the_server() {
     let srv = start("kubectl");
     let kc = srv.kubeconfig.clone();
-    let dir =
-        std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let _cleanup = TempDir(dir.clone());
     let manifests = write(&dir, "app.yaml", MANIFESTS);
@@ -173,16 +152,12 @@ fn kubectl_drives_the_server() {
         "leases",
         "poddisruptionbudgets",
     ] {
-        assert!(
-            resources.contains(r),
-            "api-resources lists {r}:\n{resources}"
-        );
+        assert!(resources.contains(r), "api-resources lists {r}:\n{resources}");
     }
 
     let created = ok(&kc, &["create", "-f", &manifests]);
     assert!(
-        created.contains("configmap/settings created")
-            && created.contains("deployment.apps/web created"),
+        created.contains("configmap/settings created") && created.contains("deployment.apps/web created"),
         "{created}"
     );
     let (dup_ok, dup) = kubectl(&kc, &["create", "-f", &manifests]);
@@ -204,48 +179,14 @@ fn kubectl_drives_the_server() {
             "--docker-password=p",
         ],
     );
-    ok(
-        &kc,
-        &[
-            "-n",
-            "demo",
-            "create",
-            "configmap",
-            "cfg",
-            "--from-literal=k=v",
-        ],
-    );
+    ok(&kc, &["-n", "demo", "create", "configmap", "cfg", "--from-literal=k=v"]);
     ok(&kc, &["-n", "demo", "create", "serviceaccount", "sa"]);
-    let secret_type = ok(
-        &kc,
-        &[
-            "-n",
-            "demo",
-            "get",
-            "secret",
-            "pull",
-            "-o",
-            "jsonpath={.type}",
-        ],
-    );
+    let secret_type = ok(&kc, &["-n", "demo", "get", "secret", "pull", "-o", "jsonpath={.type}"]);
     assert_eq!(secret_type, "kubernetes.io/dockerconfigjson");
-    assert_eq!(
-        ok(
-            &kc,
-            &["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.k}"]
-        ),
-        "v"
-    );
+    assert_eq!(ok(&kc, &["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.k}"]), "v");
 
     let ns = ok(&kc, &["get", "namespaces"]);
-    assert!(
-        ns.lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .eq(["NAME", "STATUS", "AGE"]),
-        "{ns}"
-    );
+    assert!(ns.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{ns}");
     assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
     // The simulated controller makes the deployment ready.
     let mut table = String::new();
@@ -256,30 +197,15 @@ fn kubectl_drives_the_server() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        table.contains("READY") && table.contains("web") && table.contains("2/2"),
-        "{table}"
-    );
+    assert!(table.contains("READY") && table.contains("web") && table.contains("2/2"), "{table}");
 
-    let rollout = ok(
-        &kc,
-        &["rollout", "status", "deployment/web", "--timeout=10s"],
-    );
+    let rollout = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=10s"]);
     assert!(rollout.contains("successfully rolled out"), "{rollout}");
-    let waited = ok(
-        &kc,
-        &[
-            "wait",
-            "--for=condition=Available",
-            "deployment/web",
-            "--timeout=10s",
-        ],
-    );
+    let waited = ok(&kc, &["wait", "--for=condition=Available", "deployment/web", "--timeout=10s"]);
     assert!(waited.contains("condition met"), "{waited}");
 
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&kc, &["get", "configmap", "settings", "-o", "json"]))
-            .expect("-o json parses");
+        serde_json::from_str(&ok(&kc, &["get", "configmap", "settings", "-o", "json"])).expect("-o json parses");
     assert_eq!(json["data"]["mode"], "fast");
     let yaml = ok(&kc, &["get", "cm", "-l", "app=demo", "-o", "yaml"]);
     let parsed: serde_json::Value = serde_yaml_ng::from_str(&yaml).expect("-o yaml parses");
@@ -319,35 +245,10 @@ fn kubectl_drives_the_server() {
     let changed = write(&dir, "app2.yaml", &MANIFESTS.replace("nginx:1", "nginx:2"));
     // kubectl create owns the image (operation Update), so changing it conflicts, like on a
     // real cluster, until forced.
-    let (conflict_ok, conflict) = kubectl(
-        &kc,
-        &["apply", "--server-side", "--validate=false", "-f", &changed],
-    );
-    assert!(
-        !conflict_ok && conflict.contains("conflict with \"kubectl-create\""),
-        "{conflict}"
-    );
-    ok(
-        &kc,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--validate=false",
-            "-f",
-            &changed,
-        ],
-    );
-    let image = ok(
-        &kc,
-        &[
-            "get",
-            "deploy",
-            "web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        ],
-    );
+    let (conflict_ok, conflict) = kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", &changed]);
+    assert!(!conflict_ok && conflict.contains("conflict with \"kubectl-create\""), "{conflict}");
+    ok(&kc, &["apply", "--server-side", "--force-conflicts", "--validate=false", "-f", &changed]);
+    let image = ok(&kc, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
     assert_eq!(image.trim(), "nginx:2");
     let csa = ok(&kc, &["apply", "-f", &manifests]);
     assert!(csa.contains("configured"), "{csa}");
@@ -362,29 +263,15 @@ fn kubectl_drives_the_server() {
     );
     ok(&kc, &["apply", "--server-side", "-f", &gadget]);
     let gadgets = ok(&kc, &["get", "gadgets"]);
-    assert!(
-        gadgets
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .eq(["NAME", "COLOR"]),
-        "{gadgets}"
-    );
-    assert!(
-        gadgets.contains("g1") && gadgets.contains("red"),
-        "{gadgets}"
-    );
+    assert!(gadgets.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "COLOR"]), "{gadgets}");
+    assert!(gadgets.contains("g1") && gadgets.contains("red"), "{gadgets}");
     let bad = write(
         &dir,
         "bad.yaml",
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g2}\nspec: {color: green}\n",
     );
     let (bad_ok, bad_out) = kubectl(&kc, &["apply", "--server-side", "-f", &bad]);
-    assert!(
-        !bad_ok && bad_out.contains("spec.color") && bad_out.contains("Unsupported value"),
-        "{bad_out}"
-    );
+    assert!(!bad_ok && bad_out.contains("spec.color") && bad_out.contains("Unsupported value"), "{bad_out}");
     ok(&kc, &["delete", "-f", &crd]);
     let (gone_ok, gone) = kubectl(&kc, &["get", "gadgets"]);
     // Fresh discovery says the type is gone; kubectl's cached discovery gets a 404 instead.

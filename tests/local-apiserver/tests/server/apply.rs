@@ -36,10 +36,7 @@ async fn apply_creates_merges_by_key_and_removes_omitted_fields() {
                 "ports": [{"containerPort": 80}], "volumeMounts": [{"name": "v", "mountPath": "/a"}]}]),
         json!({"replicas": 2}),
     );
-    let created = api
-        .patch("d", &pp("operator"), &Patch::Apply(&v1))
-        .await
-        .unwrap();
+    let created = api.patch("d", &pp("operator"), &Patch::Apply(&v1)).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     let mf = created.metadata.managed_fields.clone().unwrap();
     assert_eq!(mf.len(), 1);
@@ -51,19 +48,14 @@ async fn apply_creates_merges_by_key_and_removes_omitted_fields() {
         "spec": {"template": {"spec": {"containers": [
             {"name": "app", "env": [{"name": "INJECTED", "value": "x"}]},
             {"name": "sidecar", "image": "side:1"}]}}}});
-    api.patch("d", &pp("injector"), &Patch::Apply(&other))
-        .await
-        .unwrap();
+    api.patch("d", &pp("injector"), &Patch::Apply(&other)).await.unwrap();
 
     // The operator drops env B, the port and replicas.
     let v2 = dep(
         json!([{"name": "app", "image": "app:2", "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "v", "mountPath": "/a"}]}]),
         json!({}),
     );
-    let after = api
-        .patch("d", &pp("operator"), &Patch::Apply(&v2))
-        .await
-        .unwrap();
+    let after = api.patch("d", &pp("operator"), &Patch::Apply(&v2)).await.unwrap();
     let spec = after.spec;
     assert_eq!(
         spec.replicas,
@@ -75,18 +67,8 @@ async fn apply_creates_merges_by_key_and_removes_omitted_fields() {
     assert_eq!(names, ["app", "sidecar"], "containers merge by name");
     let app = &containers[0];
     assert_eq!(app.image.as_deref(), Some("app:2"));
-    let env: Vec<&str> = app
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    assert_eq!(
-        env,
-        ["A", "INJECTED"],
-        "env merges by name; B removed, the other manager's var survives"
-    );
+    let env: Vec<&str> = app.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(env, ["A", "INJECTED"], "env merges by name; B removed, the other manager's var survives");
     assert!(app.ports.is_none());
     assert_eq!(after.metadata.generation, Some(3));
 }
@@ -96,40 +78,19 @@ async fn conflicts_name_the_other_manager_unless_forced() {
     let srv = server().await;
     let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
     let mine = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"key": "mine"}});
-    api.patch("c", &pp("alice"), &Patch::Apply(&mine))
-        .await
-        .unwrap();
+    api.patch("c", &pp("alice"), &Patch::Apply(&mine)).await.unwrap();
     let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"key": "theirs"}});
     let err = status(api.patch("c", &pp("bob"), &Patch::Apply(&theirs)).await);
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(
-        err.message.contains("conflict with \"alice\""),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("conflict with \"alice\""), "{}", err.message);
     assert_eq!(err.details.unwrap().causes[0].field, ".data.key");
-    let forced = api
-        .patch("c", &pp("bob").force(), &Patch::Apply(&theirs))
-        .await
-        .unwrap();
+    let forced = api.patch("c", &pp("bob").force(), &Patch::Apply(&theirs)).await.unwrap();
     assert_eq!(forced.data.unwrap()["key"], "theirs");
-    let owners: Vec<String> = forced
-        .metadata
-        .managed_fields
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let owners: Vec<String> = forced.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
     assert_eq!(owners, ["bob"], "forcing takes ownership away from alice");
     // A plain update conflicts with the applier too.
-    let merge = api
-        .patch(
-            "c",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"key": "edited"}})),
-        )
-        .await
-        .unwrap();
+    let merge =
+        api.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"key": "edited"}}))).await.unwrap();
     assert_eq!(merge.data.unwrap()["key"], "edited");
     let err = status(api.patch("c", &pp("bob"), &Patch::Apply(&theirs)).await);
     assert_eq!(err.code, 409);
@@ -140,43 +101,22 @@ async fn a_no_op_apply_keeps_the_resource_version_and_emits_nothing() {
     let srv = server().await;
     srv.set_simulate_workloads(false);
     let api: Api<Deployment> = Api::default_namespaced(srv.client());
-    let d = dep(
-        json!([{"name": "app", "image": "app:1"}]),
-        json!({"replicas": 1}),
-    );
-    let first = api
-        .patch("d", &pp("operator").force(), &Patch::Apply(&d))
-        .await
-        .unwrap();
+    let d = dep(json!([{"name": "app", "image": "app:1"}]), json!({"replicas": 1}));
+    let first = api.patch("d", &pp("operator").force(), &Patch::Apply(&d)).await.unwrap();
     let rv = first.metadata.resource_version.clone().unwrap();
     srv.reset_counters();
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(2).disable_bookmarks(), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().timeout(2).disable_bookmarks(), &rv).await.unwrap().boxed();
     for _ in 0..3 {
-        let again = api
-            .patch("d", &pp("operator").force(), &Patch::Apply(&d))
-            .await
-            .unwrap();
-        assert_eq!(
-            again.metadata.resource_version.as_deref(),
-            Some(rv.as_str())
-        );
+        let again = api.patch("d", &pp("operator").force(), &Patch::Apply(&d)).await.unwrap();
+        assert_eq!(again.metadata.resource_version.as_deref(), Some(rv.as_str()));
         assert_eq!(again.metadata.managed_fields, first.metadata.managed_fields);
     }
     let c = srv.counters();
     assert_eq!(c.requests("patch", "deployments"), 3);
     assert_eq!(c.writes(), 0, "no-op applies are not writes");
     assert_eq!(c.write_attempts(), 3);
-    let next = tokio::time::timeout(Duration::from_secs(3), stream.next())
-        .await
-        .unwrap();
-    assert!(
-        next.is_none(),
-        "the watch saw no event before its timeout: {next:?}"
-    );
+    let next = tokio::time::timeout(Duration::from_secs(3), stream.next()).await.unwrap();
+    assert!(next.is_none(), "the watch saw no event before its timeout: {next:?}");
 }
 
 #[tokio::test]
@@ -187,14 +127,8 @@ async fn rbac_rules_are_atomic_and_status_apply_is_separate() {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}]})
     };
-    roles
-        .patch("r", &pp("a"), &Patch::Apply(r(json!(["get", "list"]))))
-        .await
-        .unwrap();
-    let after = roles
-        .patch("r", &pp("a"), &Patch::Apply(r(json!(["get"]))))
-        .await
-        .unwrap();
+    roles.patch("r", &pp("a"), &Patch::Apply(r(json!(["get", "list"])))).await.unwrap();
+    let after = roles.patch("r", &pp("a"), &Patch::Apply(r(json!(["get"])))).await.unwrap();
     assert_eq!(after.rules.unwrap()[0].verbs, ["get"]);
 
     srv.set_simulate_workloads(false);
@@ -202,27 +136,13 @@ async fn rbac_rules_are_atomic_and_status_apply_is_separate() {
     let d = dep(json!([{"name": "app", "image": "app:1"}]), json!({}));
     let mut with_status = d.clone();
     with_status["status"] = json!({"replicas": 7});
-    let created = deps
-        .patch("d", &pp("operator"), &Patch::Apply(&with_status))
-        .await
-        .unwrap();
-    assert!(
-        created.status.is_none_or(|s| s.replicas.is_none()),
-        "main-resource apply ignores status"
-    );
+    let created = deps.patch("d", &pp("operator"), &Patch::Apply(&with_status)).await.unwrap();
+    assert!(created.status.is_none_or(|s| s.replicas.is_none()), "main-resource apply ignores status");
     let st = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"}, "status": {"replicas": 3}});
-    let s = deps
-        .patch_status("d", &pp("status-writer"), &Patch::Apply(&st))
-        .await
-        .unwrap();
+    let s = deps.patch_status("d", &pp("status-writer"), &Patch::Apply(&st)).await.unwrap();
     assert_eq!(s.status.unwrap().replicas, Some(3));
-    let entry = s
-        .metadata
-        .managed_fields
-        .unwrap()
-        .into_iter()
-        .find(|m| m.manager.as_deref() == Some("status-writer"))
-        .unwrap();
+    let entry =
+        s.metadata.managed_fields.unwrap().into_iter().find(|m| m.manager.as_deref() == Some("status-writer")).unwrap();
     assert_eq!(entry.subresource.as_deref(), Some("status"));
     assert_eq!(s.metadata.generation, Some(1));
 }

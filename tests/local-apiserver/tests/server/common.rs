@@ -7,9 +7,7 @@ use kube::core::Status;
 use local_apiserver::LocalApiServer;
 
 pub async fn server() -> LocalApiServer {
-    LocalApiServer::start()
-        .await
-        .expect("local-apiserver starts")
+    LocalApiServer::start().await.expect("local-apiserver starts")
 }
 
 /// The Status of a failed API call; panics when the call did not fail with one.

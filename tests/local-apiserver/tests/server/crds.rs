@@ -1,7 +1,5 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;
 use serde_json::{Value, json};
 
@@ -48,10 +46,7 @@ pub fn widget_crd(scope: &str) -> Value {
 }
 
 fn widget_ar() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
-        "widgets",
-    )
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
 }
 
 fn widget(name: &str, spec: Value) -> Value {
@@ -64,24 +59,13 @@ async fn applying_a_crd_serves_it_and_deleting_it_stops() {
     let client = srv.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crds
-        .patch(
-            "widgets.example.com",
-            &PatchParams::apply("test"),
-            &Patch::Apply(widget_crd("Cluster")),
-        )
+        .patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Cluster")))
         .await
         .unwrap();
     let conds = crd.status.unwrap().conditions.unwrap();
-    assert!(
-        conds
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-    );
+    assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
     let d = Discovery::new(client.clone()).run().await.unwrap();
-    let found = d
-        .groups()
-        .flat_map(|g| g.recommended_resources())
-        .any(|(ar, _)| ar.kind == "Widget");
+    let found = d.groups().flat_map(|g| g.recommended_resources()).any(|(ar, _)| ar.kind == "Widget");
     assert!(found, "discovery lists the CRD's resource");
 
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &widget_ar());
@@ -93,59 +77,38 @@ async fn applying_a_crd_serves_it_and_deleting_it_stops() {
 
     // Status subresource: main writes ignore status, /status writes only status.
     let st = api
-        .patch_status("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 50}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})))
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"size": 50}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(st.data["spec"]["size"], 3);
     assert_eq!(st.data["status"]["conditions"][0]["status"], "True");
     let main = api
-        .patch(
-            "w1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": 4}, "status": null})),
-        )
+        .patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 4}, "status": null})))
         .await
         .unwrap();
     assert_eq!(main.data["status"]["conditions"][0]["status"], "True");
     assert_eq!(main.metadata.generation, Some(2));
 
-    crds.delete("widgets.example.com", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("CRD gone", || async {
-        crds.get_opt("widgets.example.com")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    eventually("CRD gone", || async { crds.get_opt("widgets.example.com").await.unwrap().is_none().then_some(()) })
+        .await;
     let err = status(api.list(&Default::default()).await);
     assert_eq!(err.code, 404, "the resource is no longer served");
     // Re-creating the CRD starts empty.
-    crds.patch(
-        "widgets.example.com",
-        &PatchParams::apply("test"),
-        &Patch::Apply(widget_crd("Namespaced")),
-    )
-    .await
-    .unwrap();
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
+        .await
+        .unwrap();
     let ns_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widget_ar());
-    assert!(
-        ns_api
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(ns_api.list(&Default::default()).await.unwrap().items.is_empty());
     let w2: DynamicObject = serde_json::from_value(widget("w2", json!({"size": 1}))).unwrap();
     let made = ns_api.create(&PostParams::default(), &w2).await.unwrap();
-    assert_eq!(
-        made.metadata.namespace.as_deref(),
-        Some("default"),
-        "namespaced scope"
-    );
+    assert_eq!(made.metadata.namespace.as_deref(), Some("default"), "namespaced scope");
 }
 
 #[tokio::test]
@@ -153,13 +116,9 @@ async fn custom_resources_are_validated_against_the_schema() {
     let srv = server().await;
     let client = srv.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "widgets.example.com",
-        &PatchParams::apply("test"),
-        &Patch::Apply(widget_crd("Namespaced")),
-    )
-    .await
-    .unwrap();
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
+        .await
+        .unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widget_ar());
     let create = |spec: Value| {
         let api = api.clone();
@@ -169,63 +128,28 @@ async fn custom_resources_are_validated_against_the_schema() {
         }
     };
     let causes = |s: &kube::core::Status| -> Vec<(String, String)> {
-        s.details
-            .as_ref()
-            .unwrap()
-            .causes
-            .iter()
-            .map(|c| (c.field.clone(), c.reason.clone()))
-            .collect()
+        s.details.as_ref().unwrap().causes.iter().map(|c| (c.field.clone(), c.reason.clone())).collect()
     };
     let e = create(json!({})).await;
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert_eq!(
-        causes(&e),
-        [("spec.size".to_string(), "FieldValueRequired".to_string())]
-    );
-    assert!(
-        e.message
-            .starts_with("Widget.example.com \"bad\" is invalid: spec.size: Required value"),
-        "{}",
-        e.message
-    );
+    assert_eq!(causes(&e), [("spec.size".to_string(), "FieldValueRequired".to_string())]);
+    assert!(e.message.starts_with("Widget.example.com \"bad\" is invalid: spec.size: Required value"), "{}", e.message);
     let e = create(json!({"size": "three"})).await;
-    assert_eq!(
-        causes(&e)[0],
-        ("spec.size".into(), "FieldValueTypeInvalid".into())
-    );
+    assert_eq!(causes(&e)[0], ("spec.size".into(), "FieldValueTypeInvalid".into()));
     let e = create(json!({"size": 0})).await;
-    assert!(
-        e.message.contains("should be greater than or equal to 1"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("should be greater than or equal to 1"), "{}", e.message);
     let e = create(json!({"size": 101, "maxSize": 200})).await;
-    assert!(
-        e.message.contains("less than or equal to 100"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("less than or equal to 100"), "{}", e.message);
     let e = create(json!({"size": 1, "mode": "warp"})).await;
-    assert_eq!(
-        causes(&e)[0],
-        ("spec.mode".into(), "FieldValueNotSupported".into())
-    );
+    assert_eq!(causes(&e)[0], ("spec.mode".into(), "FieldValueNotSupported".into()));
     let e = create(json!({"size": 1, "name": "UPPER"})).await;
     assert_eq!(causes(&e)[0].0, "spec.name");
     let e = create(json!({"size": 1, "port": 1.5})).await;
     assert_eq!(causes(&e)[0].0, "spec.port");
     let e = create(json!({"size": 20})).await;
-    assert!(
-        e.message.contains("size must not exceed maxSize"),
-        "CEL rule: {}",
-        e.message
-    );
+    assert!(e.message.contains("size must not exceed maxSize"), "CEL rule: {}", e.message);
     let e = create(json!({"size": 1, "items": [{"name": "a"}, {"name": "a"}]})).await;
-    assert_eq!(
-        causes(&e)[0],
-        ("spec.items[1]".into(), "FieldValueDuplicate".into())
-    );
+    assert_eq!(causes(&e)[0], ("spec.items[1]".into(), "FieldValueDuplicate".into()));
 
     let ok: DynamicObject = serde_json::from_value(widget(
         "good",
@@ -233,40 +157,16 @@ async fn custom_resources_are_validated_against_the_schema() {
     ))
     .unwrap();
     let made = api.create(&PostParams::default(), &ok).await.unwrap();
-    assert!(
-        made.data["spec"].get("unknown").is_none(),
-        "unknown fields are pruned"
-    );
-    assert_eq!(
-        made.data["spec"]["extra"]["free"]["form"], true,
-        "preserve-unknown-fields keeps them"
-    );
-    let e = status(
-        api.patch(
-            "good",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": -1}})),
-        )
-        .await,
-    );
+    assert!(made.data["spec"].get("unknown").is_none(), "unknown fields are pruned");
+    assert_eq!(made.data["spec"]["extra"]["free"]["form"], true, "preserve-unknown-fields keeps them");
+    let e = status(api.patch("good", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": -1}}))).await);
     assert_eq!(e.code, 422, "updates are validated too");
     // fieldValidation=Strict rejects undeclared fields instead of pruning them.
     let strict = PatchParams::apply("m").validation(kube::api::ValidationDirective::Strict);
-    let e = status(
-        api.patch(
-            "strict",
-            &strict,
-            &Patch::Apply(widget("strict", json!({"size": 2, "bogus": true}))),
-        )
-        .await,
-    );
+    let e =
+        status(api.patch("strict", &strict, &Patch::Apply(widget("strict", json!({"size": 2, "bogus": true})))).await);
     assert_eq!(e.code, 400);
-    assert!(
-        e.message
-            .contains("strict decoding error: unknown field \"spec.bogus\""),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("strict decoding error: unknown field \"spec.bogus\""), "{}", e.message);
 }
 
 #[tokio::test]
@@ -274,31 +174,20 @@ async fn printer_columns_in_tables() {
     let srv = server().await;
     let client = srv.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "widgets.example.com",
-        &PatchParams::apply("test"),
-        &Patch::Apply(widget_crd("Namespaced")),
-    )
-    .await
-    .unwrap();
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
+        .await
+        .unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widget_ar());
     let w: DynamicObject = serde_json::from_value(widget("t1", json!({"size": 7}))).unwrap();
     api.create(&PostParams::default(), &w).await.unwrap();
     let req = axum::http::Request::get("/apis/example.com/v1/namespaces/default/widgets")
-        .header(
-            "accept",
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
-        )
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
         .body(Vec::new())
         .unwrap();
     let table: Value = client.request(req).await.unwrap();
     assert_eq!(table["kind"], "Table");
-    let cols: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let cols: Vec<&str> =
+        table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(cols, ["Name", "Size", "Ready"]);
     assert_eq!(table["rows"][0]["cells"], json!(["t1", 7, "<none>"]));
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
@@ -309,48 +198,21 @@ async fn apply_merges_crd_lists_by_their_declared_keys() {
     let srv = server().await;
     let client = srv.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "widgets.example.com",
-        &PatchParams::apply("test"),
-        &Patch::Apply(widget_crd("Namespaced")),
-    )
-    .await
-    .unwrap();
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
+        .await
+        .unwrap();
     let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widget_ar());
-    let a = widget(
-        "m",
-        json!({"size": 1, "items": [{"name": "a", "value": "1"}]}),
-    );
-    api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a))
-        .await
-        .unwrap();
+    let a = widget("m", json!({"size": 1, "items": [{"name": "a", "value": "1"}]}));
+    api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a)).await.unwrap();
     let b = widget("m", json!({"items": [{"name": "b", "value": "2"}]}));
-    let merged = api
-        .patch("m", &PatchParams::apply("bob"), &Patch::Apply(&b))
-        .await
-        .unwrap();
-    assert_eq!(
-        merged.data["spec"]["items"],
-        json!([{"name": "a", "value": "1"}, {"name": "b", "value": "2"}])
-    );
+    let merged = api.patch("m", &PatchParams::apply("bob"), &Patch::Apply(&b)).await.unwrap();
+    assert_eq!(merged.data["spec"]["items"], json!([{"name": "a", "value": "1"}, {"name": "b", "value": "2"}]));
     // Alice drops her item; Bob's stays.
     let a2 = widget("m", json!({"size": 1}));
-    let after = api
-        .patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2))
-        .await
-        .unwrap();
-    assert_eq!(
-        after.data["spec"]["items"],
-        json!([{"name": "b", "value": "2"}])
-    );
+    let after = api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2)).await.unwrap();
+    assert_eq!(after.data["spec"]["items"], json!([{"name": "b", "value": "2"}]));
     // Repeating the same apply changes nothing.
     let rv = after.metadata.resource_version.clone();
-    let again = api
-        .patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2))
-        .await
-        .unwrap();
-    assert_eq!(
-        again.metadata.resource_version, rv,
-        "no-op apply on a custom resource"
-    );
+    let again = api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a2)).await.unwrap();
+    assert_eq!(again.metadata.resource_version, rv, "no-op apply on a custom resource");
 }

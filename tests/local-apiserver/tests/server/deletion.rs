@@ -17,16 +17,9 @@ fn cm(name: &str, meta_extra: serde_json::Value) -> ConfigMap {
 async fn finalizers_hold_objects_until_removed() {
     let srv = server().await;
     let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
-    api.create(
-        &PostParams::default(),
-        &cm("f", json!({"finalizers": ["example.com/hold"]})),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &cm("f", json!({"finalizers": ["example.com/hold"]}))).await.unwrap();
     let pending = api.delete("f", &DeleteParams::default()).await.unwrap();
-    let held = pending
-        .left()
-        .expect("the object is returned while finalizers hold it");
+    let held = pending.left().expect("the object is returned while finalizers hold it");
     assert!(held.metadata.deletion_timestamp.is_some());
     let again = api.get("f").await.unwrap();
     assert!(again.metadata.deletion_timestamp.is_some());
@@ -34,13 +27,7 @@ async fn finalizers_hold_objects_until_removed() {
     let rv = again.metadata.resource_version.clone();
     api.delete("f", &DeleteParams::default()).await.unwrap();
     assert_eq!(api.get("f").await.unwrap().metadata.resource_version, rv);
-    api.patch(
-        "f",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     assert_eq!(status(api.get("f").await).code, 404);
 }
 
@@ -49,40 +36,23 @@ async fn owner_references_garbage_collect_in_the_background() {
     let srv = server().await;
     let client = srv.client();
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    let owner = cms
-        .create(&PostParams::default(), &cm("owner", json!({})))
-        .await
-        .unwrap();
-    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]);
-    cms.create(
-        &PostParams::default(),
-        &cm("dep", json!({"ownerReferences": oref})),
-    )
-    .await
-    .unwrap();
+    let owner = cms.create(&PostParams::default(), &cm("owner", json!({}))).await.unwrap();
+    let oref =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]);
+    cms.create(&PostParams::default(), &cm("dep", json!({"ownerReferences": oref}))).await.unwrap();
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
-    let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "dep-secret", "ownerReferences": oref}}),
-    )
-    .unwrap();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "dep-secret", "ownerReferences": oref}})).unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
 
     // A namespaced dependent of a cluster-scoped owner.
     let scs: Api<StorageClass> = Api::all(client.clone());
-    let sc: StorageClass =
-        serde_json::from_value(json!({"metadata": {"name": "sc"}, "provisioner": "x"})).unwrap();
+    let sc: StorageClass = serde_json::from_value(json!({"metadata": {"name": "sc"}, "provisioner": "x"})).unwrap();
     let sc = scs.create(&PostParams::default(), &sc).await.unwrap();
     let sref = json!([{"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "sc", "uid": sc.metadata.uid.unwrap()}]);
-    cms.create(
-        &PostParams::default(),
-        &cm("of-cluster-owner", json!({"ownerReferences": sref})),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &cm("of-cluster-owner", json!({"ownerReferences": sref}))).await.unwrap();
 
-    cms.delete("owner", &DeleteParams::background())
-        .await
-        .unwrap();
+    cms.delete("owner", &DeleteParams::background()).await.unwrap();
     eventually("dependents collected", || async {
         let a = cms.get_opt("dep").await.unwrap();
         let b = secrets.get_opt("dep-secret").await.unwrap();
@@ -91,16 +61,9 @@ async fn owner_references_garbage_collect_in_the_background() {
     .await;
     assert!(cms.get_opt("of-cluster-owner").await.unwrap().is_some());
     scs.delete("sc", &DeleteParams::default()).await.unwrap();
-    eventually(
-        "namespaced dependent of a cluster-scoped owner collected",
-        || async {
-            cms.get_opt("of-cluster-owner")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
+    eventually("namespaced dependent of a cluster-scoped owner collected", || async {
+        cms.get_opt("of-cluster-owner").await.unwrap().is_none().then_some(())
+    })
     .await;
 }
 
@@ -108,48 +71,22 @@ async fn owner_references_garbage_collect_in_the_background() {
 async fn foreground_and_orphan_propagation() {
     let srv = server().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
-    let fg = cms
-        .create(&PostParams::default(), &cm("fg", json!({})))
-        .await
-        .unwrap();
+    let fg = cms.create(&PostParams::default(), &cm("fg", json!({}))).await.unwrap();
     let fref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg", "uid": fg.metadata.uid.unwrap(), "blockOwnerDeletion": true}]);
-    cms.create(
-        &PostParams::default(),
-        &cm("fg-dep", json!({"ownerReferences": fref})),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &cm("fg-dep", json!({"ownerReferences": fref}))).await.unwrap();
     cms.delete("fg", &DeleteParams::foreground()).await.unwrap();
     eventually("foreground deletion finishes", || async {
-        (cms.get_opt("fg").await.unwrap().is_none()
-            && cms.get_opt("fg-dep").await.unwrap().is_none())
-        .then_some(())
+        (cms.get_opt("fg").await.unwrap().is_none() && cms.get_opt("fg-dep").await.unwrap().is_none()).then_some(())
     })
     .await;
 
-    let or = cms
-        .create(&PostParams::default(), &cm("or", json!({})))
-        .await
-        .unwrap();
+    let or = cms.create(&PostParams::default(), &cm("or", json!({}))).await.unwrap();
     let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "or", "uid": or.metadata.uid.unwrap()}]);
-    cms.create(
-        &PostParams::default(),
-        &cm("or-dep", json!({"ownerReferences": oref})),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &cm("or-dep", json!({"ownerReferences": oref}))).await.unwrap();
     cms.delete("or", &DeleteParams::orphan()).await.unwrap();
-    eventually("orphaning finishes", || async {
-        cms.get_opt("or").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    eventually("orphaning finishes", || async { cms.get_opt("or").await.unwrap().is_none().then_some(()) }).await;
     let orphan = cms.get("or-dep").await.unwrap();
-    assert!(
-        orphan
-            .metadata
-            .owner_references
-            .is_none_or(|r| r.is_empty())
-    );
+    assert!(orphan.metadata.owner_references.is_none_or(|r| r.is_empty()));
 }
 
 #[tokio::test]
@@ -161,49 +98,22 @@ async fn deleting_a_namespace_removes_its_contents() {
     nss.create(&PostParams::default(), &ns).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
     for i in 0..3 {
-        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
-            .await
-            .unwrap();
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}))).await.unwrap();
     }
-    cms.create(
-        &PostParams::default(),
-        &cm("held", json!({"finalizers": ["example.com/x"]})),
-    )
-    .await
-    .unwrap();
-    nss.delete("doomed", &DeleteParams::default())
-        .await
-        .unwrap();
+    cms.create(&PostParams::default(), &cm("held", json!({"finalizers": ["example.com/x"]}))).await.unwrap();
+    nss.delete("doomed", &DeleteParams::default()).await.unwrap();
     let terminating = nss.get("doomed").await.unwrap();
-    assert_eq!(
-        terminating.status.unwrap().phase.as_deref(),
-        Some("Terminating")
-    );
-    let err = status(
-        cms.create(&PostParams::default(), &cm("late", json!({})))
-            .await,
-    );
+    assert_eq!(terminating.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let err = status(cms.create(&PostParams::default(), &cm("late", json!({}))).await);
     assert_eq!(err.code, 403, "no new content in a terminating namespace");
     eventually("contents deleted", || async {
         let left = cms.list(&Default::default()).await.unwrap();
         (left.items.len() == 1).then_some(())
     })
     .await;
-    assert!(
-        nss.get_opt("doomed").await.unwrap().is_some(),
-        "a finalizer inside holds the namespace"
-    );
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    eventually("namespace gone", || async {
-        nss.get_opt("doomed").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    assert!(nss.get_opt("doomed").await.unwrap().is_some(), "a finalizer inside holds the namespace");
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("namespace gone", || async { nss.get_opt("doomed").await.unwrap().is_none().then_some(()) }).await;
     let err = status(nss.delete("kube-system", &DeleteParams::default()).await);
     assert_eq!(err.code, 403, "system namespaces may not be deleted");
 }

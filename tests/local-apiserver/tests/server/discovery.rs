@@ -11,19 +11,15 @@ async fn version_and_discovery_list_what_is_served() {
 
     let d = Discovery::new(client.clone()).run().await.unwrap();
     let find = |group: &str, kind: &str| {
-        d.groups()
-            .flat_map(|g| g.recommended_resources())
-            .find(|(ar, _)| ar.group == group && ar.kind == kind)
-            .map(|(ar, caps)| {
+        d.groups().flat_map(|g| g.recommended_resources()).find(|(ar, _)| ar.group == group && ar.kind == kind).map(
+            |(ar, caps)| {
                 (
                     ar.plural.clone(),
                     caps.scope.clone(),
-                    caps.subresources
-                        .iter()
-                        .map(|(s, _)| s.plural.clone())
-                        .collect::<Vec<_>>(),
+                    caps.subresources.iter().map(|(s, _)| s.plural.clone()).collect::<Vec<_>>(),
                 )
-            })
+            },
+        )
     };
     let expected = [
         ("", "Namespace"),
@@ -59,12 +55,7 @@ async fn version_and_discovery_list_what_is_served() {
     assert!(matches!(scope, Scope::Namespaced));
     assert!(subs.contains(&"status".to_string()));
     assert!(matches!(find("", "Node").unwrap().1, Scope::Cluster));
-    assert!(
-        find("", "ServiceAccount")
-            .unwrap()
-            .2
-            .contains(&"token".to_string())
-    );
+    assert!(find("", "ServiceAccount").unwrap().2.contains(&"token".to_string()));
     assert!(find("snapshot.storage.k8s.io", "VolumeSnapshotClass").is_none());
 }
 
@@ -72,9 +63,7 @@ async fn version_and_discovery_list_what_is_served() {
 async fn unknown_paths_are_404_status() {
     let srv = server().await;
     let client = srv.client();
-    let req = axum::http::Request::get("/apis/nope.example.com/v1/things")
-        .body(Vec::new())
-        .unwrap();
+    let req = axum::http::Request::get("/apis/nope.example.com/v1/things").body(Vec::new()).unwrap();
     let err = client.request::<serde_json::Value>(req).await.unwrap_err();
     match err {
         kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (404, "NotFound")),

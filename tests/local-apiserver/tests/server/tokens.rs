@@ -16,10 +16,7 @@ fn b64url_decode(s: &str) -> Vec<u8> {
     let bytes: Vec<u8> = s.bytes().map(val).collect();
     let mut out = Vec::new();
     for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (18 - 6 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (18 - 6 * i));
         let take = chunk.len() - 1;
         out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..take]);
     }
@@ -30,21 +27,17 @@ fn b64url_decode(s: &str) -> Vec<u8> {
 async fn token_requests_return_a_jwt_with_the_requested_audiences() {
     let srv = server().await;
     let sas: Api<ServiceAccount> = Api::default_namespaced(srv.client());
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "ebs-csi-controller-sa"}})).unwrap();
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "ebs-csi-controller-sa"}})).unwrap();
     let sa = sas.create(&PostParams::default(), &sa).await.unwrap();
-    let req: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": ["sts.amazonaws.com"], "expirationSeconds": 3600}}),
-    )
-    .unwrap();
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["sts.amazonaws.com"], "expirationSeconds": 3600}}))
+            .unwrap();
     let client = srv.client();
     let post = |name: &str| {
-        axum::http::Request::post(format!(
-            "/api/v1/namespaces/default/serviceaccounts/{name}/token"
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&req).unwrap())
-        .unwrap()
+        axum::http::Request::post(format!("/api/v1/namespaces/default/serviceaccounts/{name}/token"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&req).unwrap())
+            .unwrap()
     };
     let tr: TokenRequest = client.request(post("ebs-csi-controller-sa")).await.unwrap();
     let st = tr.status.unwrap();
@@ -53,22 +46,10 @@ async fn token_requests_return_a_jwt_with_the_requested_audiences() {
     assert_eq!(parts.len(), 3);
     let claims: Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
     assert_eq!(claims["aud"], json!(["sts.amazonaws.com"]));
-    assert_eq!(
-        claims["sub"],
-        "system:serviceaccount:default:ebs-csi-controller-sa"
-    );
-    assert_eq!(
-        claims["kubernetes.io"]["serviceaccount"]["uid"],
-        json!(sa.metadata.uid.unwrap())
-    );
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        3600
-    );
+    assert_eq!(claims["sub"], "system:serviceaccount:default:ebs-csi-controller-sa");
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["uid"], json!(sa.metadata.uid.unwrap()));
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
     let err = status(client.request::<TokenRequest>(post("missing")).await);
     assert_eq!(err.code, 404);
-    assert_eq!(
-        srv.counters().requests("create", "serviceaccounts/token"),
-        2
-    );
+    assert_eq!(srv.counters().requests("create", "serviceaccounts/token"), 2);
 }

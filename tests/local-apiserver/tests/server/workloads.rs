@@ -12,9 +12,7 @@ async fn deployments_roll_out_to_observed_generation() {
     let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ctl"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
                  "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
-    api.patch("ctl", &PatchParams::apply("op"), &Patch::Apply(&d))
-        .await
-        .unwrap();
+    api.patch("ctl", &PatchParams::apply("op"), &Patch::Apply(&d)).await.unwrap();
     let ready = eventually("deployment available", || async {
         let d = api.get("ctl").await.unwrap();
         let st = d.status.clone()?;
@@ -22,21 +20,12 @@ async fn deployments_roll_out_to_observed_generation() {
     })
     .await;
     let st = ready.status.unwrap();
-    assert_eq!(
-        (st.replicas, st.updated_replicas, st.available_replicas),
-        (Some(2), Some(2), Some(2))
-    );
+    assert_eq!((st.replicas, st.updated_replicas, st.available_replicas), (Some(2), Some(2), Some(2)));
     let conds: Vec<String> = st
         .conditions
         .unwrap()
         .into_iter()
-        .map(|c| {
-            format!(
-                "{}={}",
-                c.type_.unwrap_or_default(),
-                c.status.unwrap_or_default()
-            )
-        })
+        .map(|c| format!("{}={}", c.type_.unwrap_or_default(), c.status.unwrap_or_default()))
         .collect();
     assert_eq!(conds, ["Available=True", "Progressing=True"]);
 
@@ -44,9 +33,7 @@ async fn deployments_roll_out_to_observed_generation() {
     srv.set_simulate_workloads(false);
     let mut d2 = d.clone();
     d2["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i:2");
-    api.patch("ctl", &PatchParams::apply("op"), &Patch::Apply(&d2))
-        .await
-        .unwrap();
+    api.patch("ctl", &PatchParams::apply("op"), &Patch::Apply(&d2)).await.unwrap();
     let frozen = api.get("ctl").await.unwrap();
     assert_eq!(frozen.metadata.generation, Some(2));
     assert_eq!(frozen.status.unwrap().observed_generation, Some(1));
@@ -63,20 +50,12 @@ async fn daemonsets_count_nodes_matching_selector_and_tolerations() {
     let srv = server().await;
     let client = srv.client();
     let nodes: Api<Node> = Api::all(client.clone());
-    for (name, os, taint) in [
-        ("n1", "linux", None),
-        ("n2", "linux", Some("dedicated")),
-        ("n3", "windows", None),
-    ] {
-        let mut n =
-            json!({"metadata": {"name": name, "labels": {"kubernetes.io/os": os}}, "spec": {}});
+    for (name, os, taint) in [("n1", "linux", None), ("n2", "linux", Some("dedicated")), ("n3", "windows", None)] {
+        let mut n = json!({"metadata": {"name": name, "labels": {"kubernetes.io/os": os}}, "spec": {}});
         if let Some(key) = taint {
             n["spec"]["taints"] = json!([{"key": key, "value": "x", "effect": "NoSchedule"}]);
         }
-        nodes
-            .create(&PostParams::default(), &serde_json::from_value(n).unwrap())
-            .await
-            .unwrap();
+        nodes.create(&PostParams::default(), &serde_json::from_value(n).unwrap()).await.unwrap();
     }
     let api: Api<DaemonSet> = Api::default_namespaced(client.clone());
     let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "node"},
@@ -84,9 +63,7 @@ async fn daemonsets_count_nodes_matching_selector_and_tolerations() {
                  "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
                      "nodeSelector": {"kubernetes.io/os": "linux"},
                      "containers": [{"name": "c", "image": "i"}]}}}});
-    api.patch("node", &PatchParams::apply("op"), &Patch::Apply(&ds))
-        .await
-        .unwrap();
+    api.patch("node", &PatchParams::apply("op"), &Patch::Apply(&ds)).await.unwrap();
     let desired = |n: i32| {
         let api = api.clone();
         async move {
@@ -102,9 +79,7 @@ async fn daemonsets_count_nodes_matching_selector_and_tolerations() {
     let mut tolerant = ds.clone();
     tolerant["spec"]["template"]["spec"]["tolerations"] =
         json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]);
-    api.patch("node", &PatchParams::apply("op"), &Patch::Apply(&tolerant))
-        .await
-        .unwrap();
+    api.patch("node", &PatchParams::apply("op"), &Patch::Apply(&tolerant)).await.unwrap();
     eventually("the tainted node is tolerated", || desired(2)).await;
     nodes.delete("n1", &DeleteParams::default()).await.unwrap();
     eventually("node removal is counted", || desired(1)).await;
