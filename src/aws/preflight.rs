@@ -11,8 +11,8 @@
 //! CreateTags call that the managed policy would deny.
 
 use super::api::{AwsApi, AwsError, Probe, Verdict};
-use super::status::{PermissionReport, UnverifiedAction};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
+use crate::crd::{PermissionReport, UnverifiedAction};
 
 /// Every EC2 action the driver uses, in the order they are reported.
 pub const DRIVER_ACTIONS: [&str; 19] = [

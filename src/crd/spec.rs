@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
@@ -634,16 +635,13 @@ pub struct InventorySpec {
     pub enabled: bool,
     /// How often to poll (a duration like `5m`; minimum `1m`). Jittered.
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub interval: String,
+    pub interval: SpecDuration,
     /// How long an available, unreferenced volume must exist before it is reported as orphaned.
     #[serde(default = "default_orphan_grace")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub orphan_grace_period: String,
+    pub orphan_grace_period: SpecDuration,
     /// How long an attachment may be attaching/detaching before it is reported as stuck.
     #[serde(default = "default_stuck_threshold")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub stuck_threshold: String,
+    pub stuck_threshold: SpecDuration,
     /// Check that the newest completed snapshot is readable through the EBS direct API.
     #[serde(default)]
     pub verify_snapshots: bool,
@@ -661,14 +659,17 @@ impl Default for InventorySpec {
     }
 }
 
-fn default_interval() -> String {
-    "5m".into()
+fn duration(text: &str) -> SpecDuration {
+    text.parse().unwrap_or_else(|e| unreachable!("built-in default: {e}"))
 }
-fn default_orphan_grace() -> String {
-    "1h".into()
+fn default_interval() -> SpecDuration {
+    duration("5m")
 }
-fn default_stuck_threshold() -> String {
-    "15m".into()
+fn default_orphan_grace() -> SpecDuration {
+    duration("1h")
+}
+fn default_stuck_threshold() -> SpecDuration {
+    duration("15m")
 }
 
 impl Default for HardenedCsiDriverSpec {

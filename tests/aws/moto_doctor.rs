@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use hardened_csi_operator::aws::doctor::{self, DoctorArgs, OutputFormat, run_doctor_with};
-use hardened_csi_operator::aws::status::AwsStatus;
+use hardened_csi_operator::commands::doctor::{self, DoctorArgs, OutputFormat, run_doctor_with};
+use hardened_csi_operator::crd::AwsStatus;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, PostParams};
 use local_apiserver::LocalApiServer;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hardened_csi_operator::config::LeaseSettings;
-use hardened_csi_operator::leader::{LeadOutcome, LeaderElection, run_while_leader};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::config::LeaseSettings;
+use hardened_csi_operator::runtime::leader::{LeadOutcome, LeaderElection, run_while_leader};
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use local_apiserver::{LocalApiServer, Match};

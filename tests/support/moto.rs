@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hardened_csi_operator::aws::sdk::{AwsSettings, CredentialSource, RetryPolicy};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -102,7 +102,7 @@ impl Moto {
             endpoint_url: Some(self.url.clone()),
             credentials: static_credentials(),
             retry: fast_retries(),
-            ..AwsSettings::new(REGION, metrics)
+            ..AwsSettings::new(REGION, metrics.aws.clone())
         }
     }
 

@@ -22,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
+use crate::runtime::config::LogFormat;
 
 /// Crates whose `trace` output can contain credentials (request headers with security tokens,
 /// signing input). Capped at `debug` unless named in the filter.

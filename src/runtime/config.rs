@@ -412,8 +412,11 @@ mod tests {
             return;
         }
         let exe = std::env::current_exe().expect("test binary path");
+        // The test's name inside the binary: its module path without the crate name.
+        let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
+        let name = format!("{module}::environment_fills_flags_and_flags_win");
         let output = std::process::Command::new(exe)
-            .args(["config::tests::environment_fills_flags_and_flags_win", "--exact", "--test-threads=1"])
+            .args([name.as_str(), "--exact", "--test-threads=1"])
             .env_clear()
             .env("HCO_CONFIG_TEST_CHILD", "1")
             .env("HCO_METRICS_ADDR", "127.0.0.1:9090")

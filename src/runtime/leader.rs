@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LeaseSettings;
-use crate::metrics::Metrics;
+use crate::runtime::config::LeaseSettings;
+use crate::runtime::metrics::Metrics;
 
 /// Time to keep at the end of the shutdown grace period for releasing the Lease (one read and
 /// one write): give leader-only work `grace - RELEASE_BUDGET`, then `release_within(RELEASE_BUDGET)`.

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Content type of the OpenMetrics 1.0 text format that `prometheus-client` writes.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -136,7 +136,7 @@ impl HttpServer {
         }
     }
 
-    /// The task, for [`crate::shutdown::drain`].
+    /// The task, for [`crate::runtime::shutdown::drain`].
     pub fn into_task(self) -> JoinHandle<std::io::Result<()>> {
         self.task
     }
