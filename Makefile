@@ -14,7 +14,7 @@ export MOTO_EC2_LOAD_DEFAULT_AMIS := false
 # Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean
+.PHONY: all build lint test venv crds crds-check cargo-test manifests demo bench clean
 
 all: build
 
@@ -28,6 +28,12 @@ $(VENV)/.installed: tests/manifests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+## Gates before the tests: formatting, clippy with warnings as errors, one-way layers and line width.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tests/lint/check_source.py
 
 ## Regenerate the CRD from the Rust types (crds/ and the chart's copy).
 crds: build venv

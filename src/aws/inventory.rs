@@ -114,7 +114,8 @@ pub async fn refresh(
             status
         }
         Err(err) => {
-            tracing::warn!(operation = %err.operation, code = %err.code, attempts = err.attempts, "AWS inventory refresh failed: {}", err.message);
+            tracing::warn!(operation = %err.operation, code = %err.code, attempts = err.attempts, "AWS inventory \
+                refresh failed: {}", err.message);
             let mut status = failed(previous, params, &err, now);
             status.region = Some(api.region().to_string());
             status.fips_endpoints = api.fips();

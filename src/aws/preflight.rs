@@ -157,7 +157,8 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
 fn undecided_reason(code: &str) -> String {
     if code.ends_with(".NotFound") || code.ends_with(".Malformed") {
         format!(
-            "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster has one"
+            "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster \
+                has one"
         )
     } else {
         format!("EC2 answered {code} instead of deciding the DryRun")

@@ -352,10 +352,12 @@ async fn service_account_token(
             _ => Err(fail(format!("the TokenRequest for {namespace}/{service_account} returned no token"))),
         },
         Err(kube::Error::Api(s)) if s.code == 404 => Err(fail(format!(
-            "service account {namespace}/{service_account} not found: the driver's controller service account must exist before its IRSA role can be checked"
+            "service account {namespace}/{service_account} not found: the driver's controller service account must \
+                exist before its IRSA role can be checked"
         ))),
         Err(kube::Error::Api(s)) if s.code == 403 => Err(fail(format!(
-            "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on serviceaccounts/token in {namespace} ({})",
+            "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on \
+                serviceaccounts/token in {namespace} ({})",
             s.message
         ))),
         Err(e) => Err(fail(format!("TokenRequest for {namespace}/{service_account}: {e}"))),

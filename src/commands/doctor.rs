@@ -359,7 +359,9 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
     let verdict = match exit_code(s) {
         EXIT_OK => "OK".to_string(),
         EXIT_MISSING_PERMISSIONS => {
-            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy AmazonEBSCSIDriverPolicy covers them)".to_string()
+            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy \
+                AmazonEBSCSIDriverPolicy covers them)"
+                .to_string()
         }
         _ => format!("AWS CHECK FAILED ({})", s.last_error.as_deref().unwrap_or("?")),
     };

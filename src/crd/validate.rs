@@ -198,10 +198,21 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
     }
     if spec.fips {
         match &aws.region {
-            None => errs.push("spec.aws.region", format!("required when spec.fips is true, one of the regions with FIPS endpoints: {}", FIPS_REGIONS.join(", "))),
+            None => errs.push(
+                "spec.aws.region",
+                format!(
+                    "required when spec.fips is true, one of the regions with \
+                FIPS endpoints: {}",
+                    FIPS_REGIONS.join(", ")
+                ),
+            ),
             Some(r) if !FIPS_REGIONS.contains(&r.as_str()) => errs.push(
                 "spec.aws.region",
-                format!("{r:?} has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of {} or set spec.fips: false", FIPS_REGIONS.join(", ")),
+                format!(
+                    "{r:?} has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of \
+                    {} or set spec.fips: false",
+                    FIPS_REGIONS.join(", ")
+                ),
             ),
             Some(_) => {}
         }
@@ -233,7 +244,8 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
         if is_reserved_tag(key) {
             errs.push(
                 format!("spec.aws.extraTags[{key}]"),
-                "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and ebs.csi.aws.com/* (it would exit at start-up)",
+                "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and \
+                    ebs.csi.aws.com/* (it would exit at start-up)",
             );
         } else if key.is_empty() || key.len() > 128 || key.starts_with("aws:") {
             errs.push(

@@ -70,7 +70,9 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
     let (owner, how) = if managed_by.eq_ignore_ascii_case("eks") || managers.iter().any(|m| m == "eks") {
         (
             "the EKS managed add-on aws-ebs-csi-driver".to_string(),
-            "remove the add-on but keep its objects (aws eks delete-addon --addon-name aws-ebs-csi-driver --preserve), then set spec.adopt: true".to_string(),
+            "remove the add-on but keep its objects (aws eks delete-addon --addon-name aws-ebs-csi-driver \
+                --preserve), then set spec.adopt: true"
+                .to_string(),
         )
     } else if managed_by == "Helm" || annotations.contains_key("meta.helm.sh/release-name") {
         let release = annotations.get("meta.helm.sh/release-name").cloned().unwrap_or_else(|| "?".into());
@@ -78,7 +80,8 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
         (
             format!("Helm release {release} (namespace {ns})"),
             format!(
-                "set spec.adopt: true to take the objects over, then delete the release record without uninstalling (kubectl delete secret -n {ns} -l owner=helm,name={release})"
+                "set spec.adopt: true to take the objects over, then delete the release record without uninstalling \
+                    (kubectl delete secret -n {ns} -l owner=helm,name={release})"
             ),
         )
     } else if labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGER) {

@@ -84,7 +84,10 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             ACTIVE,
             false,
             "AnotherDriverActive",
-            format!("HardenedCsiDriver {first:?} already manages the EBS CSI driver (one per cluster); delete this one or {first:?} first."),
+            format!(
+                "HardenedCsiDriver {first:?} already manages the EBS CSI driver (one per cluster); delete this \
+                one or {first:?} first."
+            ),
         ),
     });
     out.push(if o.foreign.is_empty() {
@@ -101,22 +104,40 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         )
     });
     out.push(if o.snapshot_api {
-        Cond::new(SNAPSHOT_API, true, "Installed", "snapshot.storage.k8s.io/v1 is served: the csi-snapshotter sidecar and VolumeSnapshotClasses are managed.")
+        Cond::new(
+            SNAPSHOT_API,
+            true,
+            "Installed",
+            "snapshot.storage.k8s.io/v1 is served: the csi-snapshotter sidecar \
+            and VolumeSnapshotClasses are managed.",
+        )
     } else {
         Cond::new(
             SNAPSHOT_API,
             false,
             "NotInstalled",
-            "snapshot.storage.k8s.io/v1 is not served: the csi-snapshotter sidecar and VolumeSnapshotClasses are left out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
+            "snapshot.storage.k8s.io/v1 is not served: the csi-snapshotter sidecar and VolumeSnapshotClasses are left \
+                out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
         )
     });
     match (&o.missing_pull_secrets, &o.pull_secret_check_error) {
-        (_, Some(err)) => out.push(Cond::unknown(PULL_SECRETS, "CannotCheck", format!("Could not check the image pull Secrets: {err}"))),
+        (_, Some(err)) => out.push(Cond::unknown(
+            PULL_SECRETS,
+            "CannotCheck",
+            format!(
+                "Could not check the image pull \
+            Secrets: {err}"
+            ),
+        )),
         (Some(missing), None) if !missing.is_empty() => out.push(Cond::new(
             PULL_SECRETS,
             false,
             "Missing",
-            format!("Image pull Secrets not found in the driver namespace: {}. Create them (kubectl create secret docker-registry NAME --docker-server=dhi.io ...) or fix spec.images.pullSecrets.", missing.join(", ")),
+            format!(
+                "Image pull Secrets not found in the driver namespace: {}. Create them (kubectl create secret \
+                docker-registry NAME --docker-server=dhi.io ...) or fix spec.images.pullSecrets.",
+                missing.join(", ")
+            ),
         )),
         (Some(_), None) => out.push(Cond::new(PULL_SECRETS, true, "Present", "Every image pull Secret exists.")),
         (None, None) => {}
@@ -160,7 +181,11 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             DELETION_BLOCKED,
             true,
             "VolumesExist",
-            format!("{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the driver anyway (volumes and EBS data are kept)."),
+            format!(
+                "{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. \
+                Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the \
+                driver anyway (volumes and EBS data are kept)."
+            ),
         ));
     }
     out.extend(o.aws.as_ref().map(aws_conditions).unwrap_or_default());
@@ -270,14 +295,20 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
     let p = &s.permissions;
     let who = if p.principal.is_empty() { "the probed identity".to_string() } else { p.principal.clone() };
     out.push(if p.checked.is_empty() {
-        Cond::unknown(AWS_PERMISSIONS, "NotChecked", "The driver's IAM permissions have not been probed yet (see AwsReachable).")
+        Cond::unknown(
+            AWS_PERMISSIONS,
+            "NotChecked",
+            "The driver's IAM permissions have not been probed yet (see \
+            AwsReachable).",
+        )
     } else if !p.missing.is_empty() {
         Cond::new(
             AWS_PERMISSIONS,
             false,
             "MissingPermissions",
             format!(
-                "{who} lacks {}. Grant them to the driver's IAM role (the AWS managed policy AmazonEBSCSIDriverPolicy has all of them); volumes cannot be provisioned, attached or snapshotted reliably until then.",
+                "{who} lacks {}. Grant them to the driver's IAM role (the AWS managed policy AmazonEBSCSIDriverPolicy \
+                    has all of them); volumes cannot be provisioned, attached or snapshotted reliably until then.",
                 p.missing.join(", ")
             ),
         )
@@ -286,10 +317,19 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
         Cond::unknown(
             AWS_PERMISSIONS,
             "PartlyVerified",
-            format!("{who} has every probed action; {} could not be decided ({}).", list.join(", "), p.unverified[0].reason),
+            format!(
+                "{who} has every probed action; {} could not be decided ({}).",
+                list.join(", "),
+                p.unverified[0].reason
+            ),
         )
     } else {
-        Cond::new(AWS_PERMISSIONS, true, "AllGranted", format!("{who} has all {} EC2 actions the driver needs.", p.checked.len()))
+        Cond::new(
+            AWS_PERMISSIONS,
+            true,
+            "AllGranted",
+            format!("{who} has all {} EC2 actions the driver needs.", p.checked.len()),
+        )
     });
     out
 }
@@ -308,16 +348,22 @@ fn reachable_reason(code: &str) -> &'static str {
 fn hint(code: &str) -> &'static str {
     match code {
         "ServiceAccountToken" => {
-            "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the service account exists."
+            "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the \
+                IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the \
+                service account exists."
         }
         "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => {
-            "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the role's trust policy allows system:serviceaccount:<namespace>:ebs-csi-controller-sa with audience sts.amazonaws.com."
+            "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the \
+                role's trust policy allows system:serviceaccount:<namespace>:ebs-csi-controller-sa with audience \
+                sts.amazonaws.com."
         }
         "AccessDenied" | "UnauthorizedOperation" => {
-            "The identity may not make this call: grant it (AmazonEBSCSIDriverPolicy), or for IRSA check the role's trust policy names the driver's service account."
+            "The identity may not make this call: grant it (AmazonEBSCSIDriverPolicy), or for IRSA check the role's \
+                trust policy names the driver's service account."
         }
         "NoCredentials" | "InvalidClientTokenId" | "AuthFailure" | "ExpiredToken" | "SignatureDoesNotMatch" => {
-            "The operator has no valid AWS credentials: give its own service account an IAM role (IRSA or EKS Pod Identity)."
+            "The operator has no valid AWS credentials: give its own service account an IAM role (IRSA or EKS Pod \
+                Identity)."
         }
         "MissingRegion" => "Set spec.aws.region (or run the operator with --aws-region).",
         _ if classify(code, None) == ErrorClass::Throttled => {

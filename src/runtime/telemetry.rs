@@ -185,7 +185,8 @@ mod tests {
     #[test]
     fn credential_bearing_crates_are_capped_at_debug_unless_named() {
         let text = capture(LogFormat::Text, "trace", || {
-            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "transmitting request x-amz-security-token");
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "transmitting request \
+                x-amz-security-token");
             tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "beginning attempt");
             tracing::trace!(target: "hardened_csi_operator", "own trace");
         });

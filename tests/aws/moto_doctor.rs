@@ -18,7 +18,8 @@ async fn cluster_with_pv(ids: &[String]) -> (LocalApiServer, tempfile::TempDir, 
     let pvs: Api<PersistentVolume> = Api::all(server.client());
     let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "pvc-a1"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": ids[0]}}
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": ids[0]}}
     }))
     .expect("PV");
     pvs.create(&PostParams::default(), &pv).await.expect("PV created");

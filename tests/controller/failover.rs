@@ -99,7 +99,9 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
 
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver =
-        serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": DRIVER}, "spec": spec()})).expect("driver");
+        serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+            "metadata": {"name": DRIVER}, "spec": spec()}))
+        .expect("driver");
     drivers.create(&PostParams::default(), &obj).await.expect("create");
     wait_for("Ready", || async {
         let d = drivers.get(DRIVER).await.ok()?;

@@ -113,8 +113,9 @@ impl Harness {
 
     pub async fn create_driver(&self, name: &str, spec: Value) {
         let obj: HardenedCsiDriver =
-            serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": name}, "spec": spec}))
-                .expect("driver object");
+            serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+                "metadata": {"name": name}, "spec": spec}))
+            .expect("driver object");
         self.drivers().create(&PostParams::default(), &obj).await.expect("driver created");
     }
 
@@ -123,7 +124,8 @@ impl Harness {
         let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(self.client.clone());
         let pv = serde_json::from_value(json!({
             "metadata": {"name": name},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
         }))
         .expect("pv");
         pvs.create(&PostParams::default(), &pv).await.expect("pv created");
@@ -207,7 +209,8 @@ pub fn snapshot_crd() -> CustomResourceDefinition {
         "metadata": {"name": "volumesnapshotclasses.snapshot.storage.k8s.io"},
         "spec": {
             "group": "snapshot.storage.k8s.io",
-            "names": {"kind": "VolumeSnapshotClass", "listKind": "VolumeSnapshotClassList", "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
+            "names": {"kind": "VolumeSnapshotClass", "listKind": "VolumeSnapshotClassList",
+                "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
             "scope": "Cluster",
             "versions": [{
                 "name": "v1", "served": true, "storage": true,

@@ -57,7 +57,8 @@ impl Moto {
         let bin = binary();
         assert!(
             bin.exists(),
-            "moto_server not found at {}: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.2.*'`), or set MOTO_SERVER to its path",
+            "moto_server not found at {}: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install \
+                'moto[server]==5.2.*'`), or set MOTO_SERVER to its path",
             bin.display()
         );
         for _ in 0..3 {

@@ -248,11 +248,14 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     }
     let terminating = obj["metadata"].get("deletionTimestamp").is_some();
     let mut conditions = vec![
-        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts("NamesAccepted")}),
-        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts("Established")}),
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found",
+            "lastTransitionTime": ts("NamesAccepted")}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial \
+            names have been accepted", "lastTransitionTime": ts("Established")}),
     ];
     if terminating {
-        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
+        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+            "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
     }
     obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
     Ok(())

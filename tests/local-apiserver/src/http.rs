@@ -255,7 +255,8 @@ async fn handle(
             }
             Err(why) => {
                 let e = ApiError::unsupported_media(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"
+                    "the body of the request was in an unknown format - accepted media types include: \
+                        application/json, application/yaml ({why})"
                 ));
                 shared.counters.record(rr.verb, &resource, e.code, false);
                 return error_response(&e);

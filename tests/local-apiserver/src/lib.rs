@@ -25,6 +25,10 @@
 //!   (simulated Deployment/DaemonSet status);
 //! - test controls: `faults`, `counters`.
 
+// Every handler returns the full Status body the real server would send; it is an error path of a
+// test server, so its size does not matter more than keeping handlers plain.
+#![allow(clippy::result_large_err)]
+
 mod admission;
 mod builtin_rules;
 mod cel_rules;
@@ -261,6 +265,8 @@ impl Drop for LocalApiServer {
 /// A kubeconfig pointing at `server` without credentials.
 pub fn kubeconfig_yaml(server: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\ncurrent-context: local\nusers:\n- name: local\n  user: {{}}\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\ncontexts:\n- name: \
+            local\n  context:\n    cluster: local\n    user: local\n    namespace: default\ncurrent-context: \
+            local\nusers:\n- name: local\n  user: {{}}\npreferences: {{}}\n"
     )
 }

@@ -538,7 +538,8 @@ mod tests {
                 "spec": {
                     "type": "object",
                     "required": ["size"],
-                    "x-kubernetes-validations": [{"rule": "self.size <= self.max", "message": "size must not exceed max"}],
+                    "x-kubernetes-validations": [{"rule": "self.size <= self.max", "message": "size must not exceed \
+                        max"}],
                     "properties": {
                         "size": {"type": "integer", "minimum": 1, "maximum": 10},
                         "max": {"type": "integer", "default": 5},
@@ -547,7 +548,8 @@ mod tests {
                         "port": {"x-kubernetes-int-or-string": true},
                         "tags": {"type": "array", "maxItems": 2, "items": {"type": "string"}},
                         "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                        "immutable": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
+                        "immutable": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf",
+                            "message": "is immutable"}]}
                     }
                 }
             }
@@ -557,7 +559,8 @@ mod tests {
     #[test]
     fn defaults_pruning_and_success() {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
-                             "spec": {"size": 3, "unknown": 1, "port": "http", "free": {"any": {"thing": 1}}}, "extra": 1});
+                             "spec": {"size": 3, "unknown": 1, "port": "http", "free": {"any": {"thing": 1}}},
+                                 "extra": 1});
         let causes = admit(&mut obj, &schema(), None);
         assert!(causes.is_empty(), "{causes:?}");
         assert_eq!(obj["spec"]["max"], 5);

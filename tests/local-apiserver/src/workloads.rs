@@ -259,8 +259,10 @@ mod tests {
         assert_eq!(st["desiredNumberScheduled"], 4);
         assert_eq!(st["numberReady"], 4);
         assert_eq!(st["observedGeneration"], 2);
-        let affinity = json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "os", "operator": "In", "values": ["windows"]}]}]}}}}}}});
+        let affinity = json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "os", "operator": "In",
+                "values": ["windows"]}]}]}}}}}}});
         assert_eq!(daemonset_status(&affinity, &nodes)["desiredNumberScheduled"], 1);
     }
 

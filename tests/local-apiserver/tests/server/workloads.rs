@@ -11,7 +11,8 @@ async fn deployments_roll_out_to_observed_generation() {
     let api: Api<Deployment> = Api::default_namespaced(srv.client());
     let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ctl"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
-                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c",
+                     "image": "i:1"}]}}}});
     api.patch("ctl", &PatchParams::apply("op"), &Patch::Apply(&d)).await.unwrap();
     let ready = eventually("deployment available", || async {
         let d = api.get("ctl").await.unwrap();
