@@ -376,7 +376,9 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { resources: RwLock::new(builtin_infos()) }
+        let mut all = builtin_infos();
+        all.extend(crate::auth::reviews::infos());
+        Registry { resources: RwLock::new(all) }
     }
 }
 
