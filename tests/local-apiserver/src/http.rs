@@ -59,6 +59,8 @@ enum Route {
     Discovery(Value),
     Text(&'static str),
     Resource(ResourceRequest),
+    /// `/local-apiserver/version`: reads or changes the Kubernetes version at run time.
+    VersionControl,
     NotFound,
 }
 
@@ -66,9 +68,10 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => {
-            return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version)));
+            return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version())));
         }
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
+        ["local-apiserver", "version"] => return Ok(Route::VersionControl),
         ["api"] => {
             let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(Route::Discovery(discovery::core_versions(port)));
@@ -76,12 +79,12 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
         ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index(&shared.registry))),
         ["openapi", "v3", "api", v] => {
-            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version)
+            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version())
                 .map(Route::Discovery)
                 .unwrap_or(Route::NotFound));
         }
         ["openapi", "v3", "apis", g, v] => {
-            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version)
+            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version())
                 .map(Route::Discovery)
                 .unwrap_or(Route::NotFound));
         }
@@ -235,6 +238,19 @@ async fn handle(
         Route::NotFound => {
             shared.counters.record("get", "", 404, false);
             return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        }
+        Route::VersionControl => {
+            let verb = if method == Method::GET { "get" } else { "update" };
+            return match discovery::version_control(&shared, method.as_str(), &body) {
+                Ok(doc) => {
+                    shared.counters.record(verb, "", 200, false);
+                    json_response(200, &doc)
+                }
+                Err(e) => {
+                    shared.counters.record(verb, "", e.code, false);
+                    error_response(&e)
+                }
+            };
         }
         Route::Resource(rr) => rr,
     };

@@ -25,7 +25,8 @@
 //!   (simulated Deployment/DaemonSet status);
 //! - authentication and RBAC (`auth`, off unless [`Authorization::Rbac`]): tokens, impersonation,
 //!   the RBAC evaluator, escalation checks, the reviews, https, the access audit;
-//! - test controls: `faults`, `counters`.
+//! - test controls: `faults`, `counters`, the Kubernetes version (`discovery::version_control` serves
+//!   `/local-apiserver/version`; the registry serves the versioned built-in APIs of the version).
 
 mod admission;
 mod auth;
@@ -79,7 +80,8 @@ pub use faults::{Faults, Match};
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Reported by `/version` (e.g. "1.33").
+    /// Reported by `/version` (e.g. "1.33" or "1.34.2"); decides which versioned built-in APIs
+    /// are served. Changeable at run time with [`LocalApiServer::set_kubernetes_version`].
     pub kubernetes_version: String,
     /// Simulate Deployment and DaemonSet status (see [`LocalApiServer::set_simulate_workloads`]).
     pub simulate_workloads: bool,
@@ -126,12 +128,9 @@ impl LocalApiServer {
     }
 
     pub async fn start_with(opts: Options) -> Result<LocalApiServer, Error> {
-        if opts.kubernetes_version.trim_start_matches('v').split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_err()) {
-            return Err(Error::InvalidOption {
-                field: "kubernetes_version",
-                message: format!("{:?} is not MAJOR.MINOR, e.g. \"1.33\"", opts.kubernetes_version),
-            });
-        }
+        let kubernetes_version = discovery::parse_version(&opts.kubernetes_version)
+            .map_err(|message| Error::InvalidOption { field: "kubernetes_version", message })?;
+        let minor = registry::minor_of(&kubernetes_version).unwrap_or(33);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|source| Error::Bind { port: opts.port, source })?;
@@ -139,9 +138,9 @@ impl LocalApiServer {
         let auth = auth::AuthState::new(opts.authorization)
             .map_err(|message| Error::InvalidOption { field: "authorization", message })?;
         let shared = Arc::new(server::Shared {
-            kubernetes_version: opts.kubernetes_version.clone(),
+            kubernetes_version: std::sync::RwLock::new(kubernetes_version),
             store: store::Store::new(opts.watch_history),
-            registry: registry::Registry::default(),
+            registry: registry::Registry::new(minor),
             counters: counters::CounterSink::default(),
             faults: Faults::default(),
             simulate_workloads: AtomicBool::new(opts.simulate_workloads),
@@ -377,6 +376,22 @@ impl LocalApiServer {
         self.shared.auth.audit.reset();
     }
 
+    /// The Kubernetes version `/version` reports now, e.g. "1.33" or "1.34.2".
+    pub fn kubernetes_version(&self) -> String {
+        self.shared.kubernetes_version()
+    }
+
+    /// Changes the Kubernetes version while running, as a control-plane upgrade (or downgrade)
+    /// does: `/version` (gitVersion, major, minor) reports it from the next request on, and the
+    /// built-in APIs served follow it (storage.k8s.io/v1 VolumeAttributesClass from 1.34), in
+    /// discovery, OpenAPI and routing. Stored objects, open watches and CRDs are untouched.
+    /// Process users do the same with `POST /local-apiserver/version` (see the README).
+    pub fn set_kubernetes_version(&self, version: &str) -> Result<(), Error> {
+        self.shared
+            .set_kubernetes_version(version)
+            .map_err(|message| Error::InvalidOption { field: "kubernetes_version", message })
+    }
+
     /// The current resourceVersion (the last one handed out).
     pub fn resource_version(&self) -> u64 {
         self.shared.store.lock().current_rv()
@@ -402,8 +417,8 @@ impl Drop for LocalApiServer {
 /// A kubeconfig pointing at `server` without credentials.
 pub fn kubeconfig_yaml(server: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\ncontexts:\n\
-         - name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\n\
          current-context: local\nusers:\n- name: local\n  user: {{}}\npreferences: {{}}\n"
     )
 }

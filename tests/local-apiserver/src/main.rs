@@ -16,7 +16,8 @@ struct Cli {
     /// Where to write the kubeconfig.
     #[arg(long, env = "LOCAL_APISERVER_KUBECONFIG")]
     kubeconfig: PathBuf,
-    /// Kubernetes version reported by /version.
+    /// Kubernetes version reported by /version (change it while running with
+    /// POST /local-apiserver/version {"kubernetesVersion": "1.34"}).
     #[arg(long, env = "LOCAL_APISERVER_KUBERNETES_VERSION", default_value = "1.33")]
     kubernetes_version: String,
     /// Do not simulate Deployment/DaemonSet status.
