@@ -271,6 +271,8 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
 /// Runs admission for the final object of a write: schema validation for custom resources,
 /// CRD checks, name validation.
 pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let minor = crate::registry::minor_of(&shared.kubernetes_version()).unwrap_or(33);
+    crate::registry::drop_disabled_fields(info, minor, old, obj);
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if old.is_none()
         && let Some(c) = meta::validate_name(&name, &info.kind)

@@ -97,3 +97,32 @@ async fn the_control_endpoint_changes_the_version() {
     }
     assert_eq!(client.apiserver_version().await.unwrap().minor, "34", "refused bodies change nothing");
 }
+
+#[tokio::test]
+async fn fields_of_features_off_at_the_version_are_dropped() {
+    use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
+    let srv = server().await;
+    let drivers: Api<CSIDriver> = Api::all(srv.client());
+    let driver = |period: Option<i64>, attach: bool| CSIDriver {
+        metadata: kube::api::ObjectMeta { name: Some("ebs.csi.aws.com".into()), ..Default::default() },
+        spec: CSIDriverSpec {
+            attach_required: Some(attach),
+            node_allocatable_update_period_seconds: period,
+            ..Default::default()
+        },
+    };
+    let apply = |d: CSIDriver| {
+        let drivers = drivers.clone();
+        async move { drivers.patch("ebs.csi.aws.com", &PatchParams::apply("test"), &Patch::Apply(d)).await.unwrap() }
+    };
+    // 1.33: MutableCSINodeAllocatableCount is alpha (off), so the server drops the field silently.
+    let made = apply(driver(Some(10), true)).await;
+    assert_eq!(made.spec.node_allocatable_update_period_seconds, None);
+    srv.set_kubernetes_version("1.34").unwrap();
+    let made = apply(driver(Some(10), true)).await;
+    assert_eq!(made.spec.node_allocatable_update_period_seconds, Some(10), "beta and on by default in 1.34");
+    // After a downgrade an object that already uses the field keeps it, as on a real server.
+    srv.set_kubernetes_version("1.33").unwrap();
+    let kept = apply(driver(Some(20), true)).await;
+    assert_eq!(kept.spec.node_allocatable_update_period_seconds, Some(20));
+}
