@@ -707,3 +707,29 @@ async fn a_service_account_watches_over_https_with_list_and_watch_only() {
     assert!(first_error.contains("403") || first_error.contains("forbidden"), "{first_error}");
     assert!(srv2.denied_requests(SA_USER).iter().any(|a| a.verb == "watch"));
 }
+
+#[tokio::test]
+async fn tokens_for_another_audience_do_not_authenticate_to_the_api_server() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+
+    let srv = rbac_server().await;
+    let _ = team_with_role(&srv, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])).await;
+    let admin = srv.client();
+    let request = json!({"spec": {"audiences": ["sts.amazonaws.com"]}});
+    let (code, body) = raw(&admin, "POST", "/api/v1/namespaces/team/serviceaccounts/app/token", &[], request).await;
+    assert_eq!(code, 201, "{body}");
+    let sts_token = body["status"]["token"].as_str().unwrap().to_string();
+    let client = srv.client_for_token(&sts_token).unwrap();
+    let s = status(Api::<ConfigMap>::namespaced(client, "team").list(&ListParams::default()).await);
+    assert_eq!((s.code, s.reason.as_str()), (401, "Unauthorized"));
+    // TokenReview for that audience accepts it (what STS would check), for the default one not.
+    let reviews: Api<TokenReview> = Api::all(admin);
+    let pp = PostParams::default();
+    let for_sts: TokenReview = obj(json!({"spec": {"token": sts_token, "audiences": ["sts.amazonaws.com"]}}));
+    let st = reviews.create(&pp, &for_sts).await.unwrap().status.unwrap();
+    assert_eq!(st.authenticated, Some(true));
+    assert_eq!(st.user.unwrap().username.as_deref(), Some(SA_USER));
+    assert_eq!(st.audiences.as_deref(), Some(&["sts.amazonaws.com".to_string()][..]));
+    let for_api: TokenReview = obj(json!({"spec": {"token": sts_token}}));
+    assert_eq!(reviews.create(&pp, &for_api).await.unwrap().status.unwrap().authenticated, Some(false));
+}
