@@ -2,9 +2,10 @@
 //! or a ServiceAccount token this server issued through TokenRequest (also `kubectl create
 //! token`); no credentials make the request `system:anonymous` (the real server's default
 //! `--anonymous-auth=true`); an unknown, expired or revoked token (its ServiceAccount was deleted
-//! or recreated, or it was issued for another audience) is 401 Unauthorized. Then impersonation (`Impersonate-User`, `-Group`, `-Uid`,
-//! `-Extra-KEY`, i.e. `kubectl --as/--as-group`), each authorised by the `impersonate` verb on
-//! users, groups, serviceaccounts, uids or userextras like the real filter.
+//! or recreated, or it was issued for another audience) is 401 Unauthorized. Then impersonation
+//! (`Impersonate-User`, `-Group`, `-Uid`, `-Extra-KEY`, i.e. `kubectl --as/--as-group`), each
+//! authorised by the `impersonate` verb on users, groups, serviceaccounts, uids or userextras like
+//! the real filter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
