@@ -104,6 +104,9 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
+    if crate::auth::reviews::is_review(r) {
+        return vec!["create"];
+    }
     vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         .into_iter()
         .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))

@@ -209,6 +209,16 @@ async fn handle(
     let user_agent = header_str(header::USER_AGENT);
     let format = table::format_from_accept(&accept);
 
+    // Authentication and authorization come first, as in the real filter chain.
+    let requester = match crate::auth::admit_request(&shared, &method, &path, &q, &headers) {
+        Ok(r) => r,
+        Err(e) => {
+            let a = crate::auth::request_info::from_request(&method, &path, &q);
+            let resource = if a.resource_request { a.combined_resource() } else { String::new() };
+            shared.counters.record(&a.verb, &resource, e.code, false);
+            return error_response(&e);
+        }
+    };
     let routed = match route(&shared, &method, &path, &q) {
         Ok(r) => r,
         Err(e) => {
@@ -260,7 +270,10 @@ async fn handle(
     let mut content_type = content_type;
     if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
         let decoded = if content_type.contains("protobuf") {
-            protobuf::decode(&body, &t.info.api_version(), &t.info.kind)
+            match t.subresource.as_deref() {
+                Some("token") => protobuf::decode(&body, "authentication.k8s.io/v1", "TokenRequest"),
+                _ => protobuf::decode(&body, &t.info.api_version(), &t.info.kind),
+            }
         } else {
             Err("CBOR bodies are not supported".to_string())
         };
@@ -296,7 +309,10 @@ async fn handle(
             }
         };
     }
-    let result = match (rr.verb, t.subresource.as_deref()) {
+    let result = crate::auth::with_requester(requester, || match (rr.verb, t.subresource.as_deref()) {
+        _ if crate::auth::reviews::is_review(&t.info) => {
+            crate::auth::reviews::handle(&shared, rr.verb, t, &body, &content_type)
+        }
         ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
         ("get", _) => handlers::get(&shared, t),
         ("list", _) => handlers::list(&shared, t, &q),
@@ -306,7 +322,7 @@ async fn handle(
         ("delete", _) => deletion::delete(&shared, t, &q, &body),
         ("deletecollection", _) => deletion::delete_collection(&shared, t, &q, &body),
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
-    };
+    });
     match result {
         Ok(reply) => {
             shared.counters.record(rr.verb, &resource, reply.code, reply.changed);

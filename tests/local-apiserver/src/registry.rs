@@ -404,6 +404,7 @@ fn builtin_infos(minor: u32) -> Vec<Arc<ResourceInfo>> {
                 columns: builtin_columns(b.plural, b.group),
             })
         })
+        .chain(crate::auth::reviews::infos())
         .collect()
 }
 

@@ -22,6 +22,8 @@ pub struct Shared {
     pub gc_wake: Notify,
     pub bookmark_interval: Duration,
     pub port: std::sync::atomic::AtomicU16,
+    /// Authentication, RBAC and the access audit (`auth`).
+    pub auth: crate::auth::AuthState,
 }
 
 impl Shared {

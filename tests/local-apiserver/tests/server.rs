@@ -25,6 +25,8 @@ mod faults;
 mod list_watch;
 #[path = "server/patch.rs"]
 mod patch;
+#[path = "server/rbac.rs"]
+mod rbac;
 #[path = "server/tokens.rs"]
 mod tokens;
 #[path = "server/version.rs"]
