@@ -217,6 +217,12 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
             &format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
         );
     }
+    for (i, v) in versions.iter().enumerate() {
+        if let Some(schema) = v["schema"].get("openAPIV3Schema") {
+            let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+            causes.extend(validation::crd_rule_causes(schema, &path));
+        }
+    }
     if !causes.is_empty() {
         return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", &name, causes));
     }
@@ -249,13 +255,14 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     let terminating = obj["metadata"].get("deletionTimestamp").is_some();
     let mut conditions = vec![
         json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found",
-            "lastTransitionTime": ts("NamesAccepted")}),
-        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial \
-            names have been accepted", "lastTransitionTime": ts("Established")}),
+               "lastTransitionTime": ts("NamesAccepted")}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+               "message": "the initial names have been accepted", "lastTransitionTime": ts("Established")}),
     ];
     if terminating {
         conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
-            "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
+                               "message": "CustomResource deletion is in progress",
+                               "lastTransitionTime": ts("Terminating")}));
     }
     obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
     Ok(())
@@ -264,6 +271,8 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
 /// Runs admission for the final object of a write: schema validation for custom resources,
 /// CRD checks, name validation.
 pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let minor = crate::registry::minor_of(&shared.kubernetes_version()).unwrap_or(33);
+    crate::registry::drop_disabled_fields(info, minor, old, obj);
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if old.is_none()
         && let Some(c) = meta::validate_name(&name, &info.kind)

@@ -59,7 +59,7 @@ fn unchanged(old: &Value, new: &Value, path: &str, out: &mut Vec<Cause>) {
 
 /// Problems with `new` (an update of `old` when given).
 pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Cause> {
-    let mut out = Vec::new();
+    let mut out = crate::auth::validation::causes(info, new);
     match (info.group.as_str(), info.kind.as_str()) {
         ("apps", "Deployment" | "DaemonSet") => {
             let sel = &new["spec"]["selector"];
@@ -121,6 +121,15 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 }
             }
         }
+        ("storage.k8s.io", "VolumeAttributesClass") => {
+            if new["driverName"].as_str().is_none_or(str::is_empty) {
+                out.push(required("driverName"));
+            }
+            if let Some(old) = old {
+                unchanged(old, new, "driverName", &mut out);
+                unchanged(old, new, "parameters", &mut out);
+            }
+        }
         ("storage.k8s.io", "VolumeAttachment") => {
             if let Some(old) = old {
                 unchanged(old, new, "spec", &mut out);
@@ -180,7 +189,7 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                         "FieldValueForbidden",
                         "spec",
                         "Forbidden: spec is immutable after creation except resources.requests and \
-                            volumeAttributesClassName for bound claims"
+                         volumeAttributesClassName for bound claims"
                             .into(),
                     ));
                 }
@@ -204,11 +213,13 @@ mod tests {
     #[test]
     fn deployment_selector_must_match_and_is_immutable() {
         let d = json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
-            "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "x", "image": "i"}]}}}});
+                                "template": {"metadata": {"labels": {"a": "c"}},
+                                             "spec": {"containers": [{"name": "x", "image": "i"}]}}}});
         let c = validate(&info("apps", "deployments"), None, &d);
         assert_eq!(c[0].field, "spec.template.metadata.labels");
         let ok = json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
-            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "x"}]}}}});
+                                 "template": {"metadata": {"labels": {"a": "b"}},
+                                              "spec": {"containers": [{"name": "x"}]}}}});
         assert_eq!(
             validate(&info("apps", "deployments"), None, &ok)[0].field,
             "spec.template.spec.containers[0].image"

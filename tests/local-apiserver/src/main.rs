@@ -1,5 +1,6 @@
-//! `local-apiserver --port PORT --kubeconfig FILE [--kubernetes-version 1.33]`: serves the
-//! in-memory API server until SIGTERM or SIGINT, after writing a kubeconfig for it.
+//! `local-apiserver --port PORT --kubeconfig FILE [--kubernetes-version 1.33]
+//! [--authorization-mode=RBAC]`: serves the in-memory API server until SIGTERM or SIGINT, after
+//! writing a kubeconfig for it.
 
 use std::path::PathBuf;
 
@@ -15,12 +16,17 @@ struct Cli {
     /// Where to write the kubeconfig.
     #[arg(long, env = "LOCAL_APISERVER_KUBECONFIG")]
     kubeconfig: PathBuf,
-    /// Kubernetes version reported by /version.
+    /// Kubernetes version reported by /version (change it while running with
+    /// POST /local-apiserver/version {"kubernetesVersion": "1.34"}).
     #[arg(long, env = "LOCAL_APISERVER_KUBERNETES_VERSION", default_value = "1.33")]
     kubernetes_version: String,
     /// Do not simulate Deployment/DaemonSet status.
     #[arg(long)]
     no_simulate_workloads: bool,
+    /// `AlwaysAllow` (no authentication) or `RBAC` (bearer tokens and RBAC, as kube-apiserver's
+    /// `--authorization-mode=RBAC`; the written kubeconfig then holds the admin token).
+    #[arg(long, env = "LOCAL_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
+    authorization_mode: local_apiserver::Authorization,
 }
 
 #[tokio::main]
@@ -34,6 +40,7 @@ async fn main() -> std::process::ExitCode {
         kubernetes_version: cli.kubernetes_version,
         simulate_workloads: !cli.no_simulate_workloads,
         port: cli.port,
+        authorization: cli.authorization_mode,
         ..Options::default()
     };
     let server = match LocalApiServer::start_with(opts).await {

@@ -38,11 +38,13 @@ pub fn finish_write(
     s: &mut Inner,
     t: &Target,
     old: Option<&Arc<Value>>,
-    new: Value,
+    mut new: Value,
     managed_done: bool,
     manager: &str,
     dry: bool,
 ) -> ApiResult<(Value, bool)> {
+    crate::auth::validation::default(&t.info, &mut new);
+    crate::auth::escalation::check(shared, s, t, old, &new)?;
     let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
     if changed {
         wake_gc_for(shared, s, &stored);
@@ -245,8 +247,8 @@ pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     let Some(type_) = PatchType::from_content_type(content_type) else {
         return Err(ApiError::unsupported_media(format!(
             "the body of the request was in an unknown format - accepted media types include: \
-                application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
-                application/strategic-merge-patch+json (got {content_type:?})"
+             application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
+             application/strategic-merge-patch+json (got {content_type:?})"
         )));
     };
     if type_ == PatchType::Apply {
