@@ -1,5 +1,6 @@
-//! End to end, as a user would: the real binary with a kubeconfig against the local API server,
-//! driven with kubectl.
+//! End to end, as a user would: the real binary with a kubeconfig against the local API server
+//! (authentication and RBAC on), driven with kubectl. The cluster admin installs the kustomize
+//! base's RBAC with kubectl; the operator runs with its ServiceAccount's token and nothing else.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use local_apiserver::LocalApiServer;
+use local_apiserver::{Authorization, LocalApiServer, Options};
+
+const OPERATOR_NAMESPACE: &str = "hardened-csi-operator";
+const OPERATOR_SA: &str = "hardened-csi-operator";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -52,10 +56,36 @@ impl Drop for Operator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_kubeconfig_driven_by_kubectl() {
-    let server = LocalApiServer::start().await.expect("local API server");
+    let server = LocalApiServer::start_with(Options { authorization: Authorization::Rbac, ..Options::default() })
+        .await
+        .expect("local API server");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let kc = kubeconfig.clone();
+    // The admin installs the operator's namespace, ServiceAccount and RBAC from deploy/operator.
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["apply".to_string(), "--server-side".into()];
+        for f in [
+            "namespace",
+            "serviceaccount",
+            "clusterrole",
+            "clusterrolebinding",
+            "role-leases",
+            "rolebinding-leases",
+            "role-pull-secrets",
+        ] {
+            args.push("-f".into());
+            args.push(repo().join(format!("deploy/operator/{f}.yaml")).to_string_lossy().into_owned());
+        }
+        kubectl(&kc, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    })
+    .await
+    .expect("RBAC installed");
+    let operator_kubeconfig = dir.path().join("operator-kubeconfig");
+    server
+        .write_kubeconfig_for_service_account(&operator_kubeconfig, OPERATOR_NAMESPACE, OPERATOR_SA)
+        .expect("operator kubeconfig");
     let kc = kubeconfig.clone();
     let port = free_port();
 
@@ -75,7 +105,7 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
             .args([
                 "run",
                 "--kubeconfig",
-                kc.to_str().expect("path"),
+                operator_kubeconfig.to_str().expect("path"),
                 "--metrics-addr",
                 &format!("127.0.0.1:{port}"),
                 "--log-format",

@@ -1,23 +1,45 @@
-//! Test harness: a local API server with the CRD, a namespace and nodes, and the real controller
-//! running against it over HTTP.
+//! Test harness: a local API server enforcing authentication and RBAC, with the CRD, a namespace
+//! and nodes, and the real controller running against it over HTTP as the operator's
+//! ServiceAccount, holding exactly the chart's RBAC (the rules `operator_rbac()` yields, which
+//! tests/manifests/test_rbac.py proves equal to `helm template`). A permission the code needs and
+//! the chart lacks fails the test with the API server's 403; `h.client` is the cluster admin that
+//! plays the user.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hardened_csi_operator::commands::operator_rbac::operator_rbac;
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::reconciler::{self, Options};
 use hardened_csi_operator::runtime::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use local_apiserver::LocalApiServer;
+use local_apiserver::{Authorization, LocalApiServer};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+/// The operator's namespace and ServiceAccount, as the chart installs them.
+pub const OPERATOR_NAMESPACE: &str = "hardened-csi-operator";
+pub const OPERATOR_SA: &str = "hardened-csi-operator";
+/// The driver namespace the operator is installed for (`run --driver-namespace`).
+pub const DRIVER_NAMESPACE: &str = "kube-system";
+/// The pull Secrets the chart's pull-secret Role names (values `pullSecretCheck.secretNames`).
+pub const PULL_SECRETS: &[&str] = &["dhi-pull"];
+
+/// The operator's user name as the API server authenticates its token.
+pub fn operator_user() -> String {
+    format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}")
+}
+
 pub struct Harness {
     pub server: LocalApiServer,
+    /// The cluster admin (plays the user and the test's observer).
     pub client: Client,
+    /// The operator's identity: its ServiceAccount token, nothing more.
+    pub operator: Client,
     pub metrics: Arc<Metrics>,
     pub trigger: mpsc::Sender<String>,
     stop: Option<oneshot::Sender<()>>,
@@ -29,7 +51,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<Value>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // A deadline, not a performance check: under injected faults and latency (faults.rs) with
+    // TLS and RBAC on every request, converging takes close to 20s on a loaded 2-core machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
         if let Some(v) = f().await {
             return v;
@@ -50,7 +74,7 @@ impl Harness {
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let server = LocalApiServer::start().await.expect("local API server starts");
+        let server = rbac_server().await;
         let client = server.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");
@@ -64,6 +88,8 @@ impl Harness {
                 &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns"),
             )
             .await;
+        install_operator_rbac(&client).await;
+        let operator = server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
         let node_api: Api<Node> = Api::all(client.clone());
         for i in 0..nodes {
             let node: Node = serde_json::from_value(
@@ -86,7 +112,7 @@ impl Harness {
             }),
             reporter: "test".into(),
         };
-        let c = client.clone();
+        let c = operator.clone();
         let task = tokio::spawn(async move {
             reconciler::run(c, opts).await.expect("controller runs");
         });
@@ -95,9 +121,11 @@ impl Harness {
             assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { server, client, metrics, trigger, stop: Some(stop), task: Some(task) }
+        Self { server, client, operator, metrics, trigger, stop: Some(stop), task: Some(task) }
     }
 
+    /// Stops the controller, then fails the test if the API server refused the operator anything:
+    /// every request the code makes must be covered by the chart's RBAC.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -105,6 +133,8 @@ impl Harness {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        let denied = self.server.denied_requests(&operator_user());
+        assert!(denied.is_empty(), "the chart's RBAC refused the operator: {denied:#?}");
     }
 
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
@@ -190,6 +220,84 @@ impl Harness {
         let before = reconciles(&self.metrics);
         self.trigger.send(name.to_string()).await.expect("trigger");
         wait_for("a reconcile", || async { (reconciles(&self.metrics) > before).then_some(Value::Null) }).await;
+    }
+}
+
+/// A local API server that authenticates and authorizes like a real cluster.
+pub async fn rbac_server() -> LocalApiServer {
+    LocalApiServer::start_with(local_apiserver::Options {
+        authorization: Authorization::Rbac,
+        ..local_apiserver::Options::default()
+    })
+    .await
+    .expect("local API server starts")
+}
+
+fn named<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("RBAC object")
+}
+
+async fn create<K>(api: Api<K>, obj: K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating {:?}: {e}", obj.meta().name),
+    }
+}
+
+fn subjects() -> Value {
+    json!([{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}])
+}
+
+fn role_ref(kind: &str, name: &str) -> Value {
+    json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name})
+}
+
+/// What the chart installs for the operator, as the cluster admin: its namespace and
+/// ServiceAccount, the ClusterRole and binding, the leases Role in its namespace and the
+/// pull-secret Role in the driver namespace, all from `operator_rbac()`.
+pub async fn install_operator_rbac(admin: &Client) {
+    let rbac = operator_rbac();
+    let ns: Api<Namespace> = Api::all(admin.clone());
+    for n in [OPERATOR_NAMESPACE, DRIVER_NAMESPACE] {
+        create(ns.clone(), named(json!({"metadata": {"name": n}}))).await;
+    }
+    let sa: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
+    create(sa, named(json!({"metadata": {"name": OPERATOR_SA}}))).await;
+    let name = OPERATOR_SA;
+    create(
+        Api::<ClusterRole>::all(admin.clone()),
+        named(json!({"metadata": {"name": name}, "rules": rbac.cluster_rules})),
+    )
+    .await;
+    create(
+        Api::<ClusterRoleBinding>::all(admin.clone()),
+        named(json!({"metadata": {"name": name}, "roleRef": role_ref("ClusterRole", name), "subjects": subjects()})),
+    )
+    .await;
+    let pull_secrets: Vec<PolicyRule> = rbac
+        .driver_namespace_rules
+        .iter()
+        .map(|r| PolicyRule { resource_names: Some(PULL_SECRETS.iter().map(|s| s.to_string()).collect()), ..r.clone() })
+        .collect();
+    for (namespace, role, rules) in [
+        (OPERATOR_NAMESPACE, format!("{name}-leases"), rbac.operator_namespace_rules),
+        (DRIVER_NAMESPACE, format!("{name}-pull-secrets"), pull_secrets),
+    ] {
+        create(
+            Api::<Role>::namespaced(admin.clone(), namespace),
+            named(json!({"metadata": {"name": role, "namespace": namespace}, "rules": rules})),
+        )
+        .await;
+        create(
+            Api::<RoleBinding>::namespaced(admin.clone(), namespace),
+            named(json!({"metadata": {"name": role, "namespace": namespace}, "roleRef": role_ref("Role", &role),
+                "subjects": subjects()})),
+        )
+        .await;
     }
 }
 
