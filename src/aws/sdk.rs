@@ -331,7 +331,7 @@ impl RoleCredentials {
 
 /// A TokenRequest for the service account, audience sts.amazonaws.com, as the kubelet would
 /// project it into the driver's pod.
-async fn service_account_token(
+pub async fn service_account_token(
     kube: &kube::Client,
     namespace: &str,
     service_account: &str,

@@ -1,12 +1,20 @@
 //! The operator's own RBAC, with the call that needs each permission. The single source for
 //! `hardened-csi-operator operator-rbac`, the Helm chart and kustomize base (a test checks they
-//! match) and the test that every request the operator makes is covered. Server-side apply of an
-//! object that does not exist yet is authorised as `create` too, hence `create` beside `patch`.
+//! match) and the controller tests, which run the operator with exactly these rules. Server-side
+//! apply of an object that does not exist yet is authorised as `create` of its name too, hence
+//! `create` beside `patch`, limited by resourceNames like them.
+//!
+//! Least privilege that holds when the token leaks: no write on any RBAC object (the chart
+//! installs the driver's roles; the operator reads them by name to verify), no `escalate`, no
+//! `bind`, tokens only for the driver controller's ServiceAccount, namespaced writes only in the
+//! driver namespace and only to the driver's objects by name, Secrets only the named pull Secrets.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
 
-use crate::render::rbac::{CLUSTER_ROLES, LEASES_ROLE};
+use crate::reconciler::SNAPSHOT_CRD;
+use crate::render::rbac::{CLUSTER_ROLES, DriverRbac, LEASES_ROLE, LEASES_ROLE_BINDING, SERVICE_ACCOUNTS, driver_rbac};
+use crate::render::{DRIVER_NAME, controller_deployment, network_policy, node_daemonset};
 
 /// One permission and why the code needs it.
 pub struct Permission {
@@ -26,12 +34,37 @@ const fn p(
     Permission { group, resources, verbs, resource_names: &[], why }
 }
 
-/// Cluster-wide permissions (ClusterRole).
+const fn named(
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    resource_names: &'static [&'static str],
+    why: &'static str,
+) -> Permission {
+    Permission { group, resources, verbs, resource_names, why }
+}
+
+/// Everything the operator does to an object whose name it knows: read it (`get`), create it by
+/// server-side apply (authorised as `create` of that name), change it and remove it.
+const BY_NAME: &[&str] = &["get", "create", "patch", "delete"];
+/// The label-filtered caches: a list or watch names no object, so these cannot be limited by name
+/// (they read, never write).
+const CACHE: &[&str] = &["list", "watch"];
+
+const CSI_DRIVER: &[&str] = &[DRIVER_NAME];
+const DRIVER_CLUSTER_ROLES: &[&str] =
+    &[CLUSTER_ROLES[0].0, CLUSTER_ROLES[1].0, CLUSTER_ROLES[2].0, CLUSTER_ROLES[3].0, CLUSTER_ROLES[4].0];
+const DRIVER_CLUSTER_ROLE_BINDINGS: &[&str] =
+    &[CLUSTER_ROLES[0].1, CLUSTER_ROLES[1].1, CLUSTER_ROLES[2].1, CLUSTER_ROLES[3].1, CLUSTER_ROLES[4].1];
+
+/// Cluster-wide permissions (ClusterRole). Nothing here writes RBAC, namespaced objects or
+/// tokens: a stolen token can change the driver's CSIDriver and the storage/snapshot classes, and
+/// read what is listed.
 pub const CLUSTER: &[Permission] = &[
     p(
         "csi.hardened.dev",
         &["hardenedcsidrivers"],
-        &["get", "list", "watch", "patch"],
+        &["list", "watch", "patch"],
         "watch drivers; patch adds/removes the cleanup finalizer",
     ),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
@@ -41,85 +74,105 @@ pub const CLUSTER: &[Permission] = &[
         &["update"],
         "owner references with blockOwnerDeletion, under the OwnerReferencesPermissionEnforcement admission plugin",
     ),
-    p(
-        "",
-        &["serviceaccounts"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "driver service accounts: apply, cache, prune",
+    named("storage.k8s.io", &["csidrivers"], BY_NAME, CSI_DRIVER, "the CSIDriver ebs.csi.aws.com, by name only"),
+    named(
+        "storage.k8s.io",
+        &["csidrivers"],
+        CACHE,
+        CSI_DRIVER,
+        "the CSIDriver cache watches with fieldSelector metadata.name, so even the watch is by name",
     ),
-    p(
-        "apps",
-        &["deployments", "daemonsets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "controller Deployment and node DaemonSet: apply, cache (rollout status), prune",
-    ),
-    p(
-        "policy",
-        &["poddisruptionbudgets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "controller PodDisruptionBudget",
-    ),
-    p("", &["services"], &["get", "list", "watch", "create", "patch", "delete"], "driver metrics Service"),
-    p(
-        "networking.k8s.io",
-        &["networkpolicies"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "the driver pods' NetworkPolicy",
-    ),
-    p(
-        "rbac.authorization.k8s.io",
-        &["clusterroles", "clusterrolebindings", "roles", "rolebindings"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "the sidecars' and node plugin's RBAC",
-    ),
-    Permission {
-        group: "rbac.authorization.k8s.io",
-        resources: &["clusterroles"],
-        verbs: &["bind", "escalate"],
-        resource_names: CLUSTER_ROLES,
-        why: "grant the driver's ClusterRoles without holding their permissions, only these by name",
-    },
-    Permission {
-        group: "rbac.authorization.k8s.io",
-        resources: &["roles"],
-        verbs: &["bind", "escalate"],
-        resource_names: &[LEASES_ROLE],
-        why: "grant the driver's leases Role without holding its permissions",
-    },
     p(
         "storage.k8s.io",
-        &["csidrivers", "storageclasses"],
+        &["storageclasses"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "the CSIDriver and StorageClasses",
+        "StorageClasses: their names come from each spec, so by kind",
     ),
     p(
         "snapshot.storage.k8s.io",
         &["volumesnapshotclasses"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "VolumeSnapshotClasses",
+        "VolumeSnapshotClasses: their names come from each spec, so by kind",
     ),
-    p(
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterroles"],
+        &["get"],
+        DRIVER_CLUSTER_ROLES,
+        "verify the driver's ClusterRoles the chart installs (read only, by name)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterrolebindings"],
+        &["get"],
+        DRIVER_CLUSTER_ROLE_BINDINGS,
+        "verify the driver's ClusterRoleBindings the chart installs (read only, by name)",
+    ),
+    named(
         "apiextensions.k8s.io",
         &["customresourcedefinitions"],
         &["get", "list", "watch"],
-        "detect the snapshot API (read only)",
+        &[SNAPSHOT_CRD],
+        "detect the snapshot API: get and a watch by metadata.name of its one CRD",
     ),
     p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
     p(
+        "events.k8s.io",
+        &["events"],
+        &["create", "patch"],
+        "events on condition transitions; a cluster-scoped object's events go to the default namespace",
+    ),
+];
+
+const CONTROLLER: &[&str] = &[controller_deployment::NAME];
+const NODE: &[&str] = &[node_daemonset::NAME];
+const NETWORK_POLICY: &[&str] = &[network_policy::NAME];
+
+/// Permissions in the driver namespace, fixed at install time (`run --driver-namespace`, chart
+/// value `driverNamespace`): a Role there. Every write is limited to the driver's objects by name.
+pub const DRIVER_NAMESPACE: &[Permission] = &[
+    named("", &["serviceaccounts"], BY_NAME, SERVICE_ACCOUNTS, "the driver's two ServiceAccounts"),
+    p("", &["serviceaccounts"], CACHE, "ServiceAccount cache (metadata)"),
+    named(
         "",
         &["serviceaccounts/token"],
         &["create"],
-        "IRSA preflight: a token for the driver's service account to assume its role",
+        &[controller_deployment::SERVICE_ACCOUNT],
+        "IRSA preflight: a token for the driver controller's ServiceAccount only, to assume its role",
     ),
-    p("events.k8s.io", &["events"], &["create", "patch"], "events on condition transitions"),
+    named("apps", &["deployments"], BY_NAME, CONTROLLER, "the controller Deployment"),
+    named("apps", &["daemonsets"], BY_NAME, NODE, "the node DaemonSet"),
+    p("apps", &["deployments", "daemonsets"], CACHE, "workload caches (rollout status)"),
+    named("policy", &["poddisruptionbudgets"], BY_NAME, CONTROLLER, "the controller PodDisruptionBudget"),
+    p("policy", &["poddisruptionbudgets"], CACHE, "PodDisruptionBudget cache (metadata)"),
+    named("", &["services"], BY_NAME, CONTROLLER, "the driver metrics Service"),
+    p("", &["services"], CACHE, "Service cache (metadata)"),
+    named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
+    p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
+    named(
+        "rbac.authorization.k8s.io",
+        &["roles"],
+        &["get"],
+        &[LEASES_ROLE],
+        "verify the driver's leases Role the chart installs (read only)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["rolebindings"],
+        &["get"],
+        &[LEASES_ROLE_BINDING],
+        "verify the driver's leases RoleBinding the chart installs (read only)",
+    ),
 ];
 
-/// Permissions in the driver's namespace (`spec.namespace`, a Role there).
-pub const DRIVER_NAMESPACE: &[Permission] = &[p(
+/// Permissions on the image pull Secrets in the driver namespace (their own Role; the names are
+/// install-time values, `pullSecretCheck.secretNames`).
+pub const PULL_SECRETS: &[Permission] = &[p(
     "",
     &["secrets"],
     &["get"],
-    "check that image pull Secrets exist; metadata-only requests, secret data is never fetched",
+    "check that image pull Secrets exist; metadata-only requests, secret data is never fetched; limited by \
+        resourceNames to the pull Secrets at install time",
 )];
 
 /// Permissions in the operator's own namespace (a Role there).
@@ -145,14 +198,24 @@ pub fn rules(perms: &[Permission]) -> Vec<PolicyRule> {
 pub struct OperatorRbac {
     pub cluster_rules: Vec<PolicyRule>,
     pub driver_namespace_rules: Vec<PolicyRule>,
+    /// Without resourceNames: the chart fills in the pull Secret names.
+    pub pull_secret_rules: Vec<PolicyRule>,
     pub operator_namespace_rules: Vec<PolicyRule>,
+    /// The driver's own RBAC (for the default driver namespace, kube-system), which the chart
+    /// installs and the operator verifies.
+    pub driver_rbac: DriverRbac,
 }
+
+/// The default driver namespace (`run --driver-namespace`).
+pub const DEFAULT_DRIVER_NAMESPACE: &str = "kube-system";
 
 pub fn operator_rbac() -> OperatorRbac {
     OperatorRbac {
         cluster_rules: rules(CLUSTER),
         driver_namespace_rules: rules(DRIVER_NAMESPACE),
+        pull_secret_rules: rules(PULL_SECRETS),
         operator_namespace_rules: rules(OPERATOR_NAMESPACE),
+        driver_rbac: driver_rbac(DEFAULT_DRIVER_NAMESPACE),
     }
 }
 
@@ -161,6 +224,7 @@ pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
     CLUSTER
         .iter()
         .chain(DRIVER_NAMESPACE)
+        .chain(PULL_SECRETS)
         .chain(OPERATOR_NAMESPACE)
         .any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
 }

@@ -9,7 +9,6 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -39,15 +38,12 @@ fn kind<K: Resource<DynamicType = ()>>(namespaced: bool, cached: Cached) -> Chil
     ChildKind { resource: ApiResource::erase::<K>(&()), namespaced, cached }
 }
 
-/// Every kind `render` can produce.
+/// Every kind `render` can produce. The driver's RBAC is not among them: the chart installs it
+/// and the operator only verifies it (`reconciler::driver_rbac`).
 pub fn child_kinds() -> Vec<ChildKind> {
     use Cached::Metadata;
     vec![
         kind::<ServiceAccount>(true, Metadata),
-        kind::<ClusterRole>(false, Metadata),
-        kind::<ClusterRoleBinding>(false, Metadata),
-        kind::<Role>(true, Metadata),
-        kind::<RoleBinding>(true, Metadata),
         kind::<CSIDriver>(false, Metadata),
         kind::<Deployment>(true, Cached::Deployment),
         kind::<PodDisruptionBudget>(true, Metadata),

@@ -49,6 +49,10 @@ impl Rollout {
 pub struct Observed {
     pub generation: Option<i64>,
     pub spec_errors: Option<String>,
+    /// What the install-time guardrails refuse (driver namespace, registry allowlist).
+    pub install_refusals: Vec<String>,
+    /// What is missing from the driver's RBAC the chart installs.
+    pub driver_rbac: Vec<String>,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
     pub apply_errors: Vec<String>,
@@ -70,9 +74,19 @@ pub struct Observed {
 /// Decides the conditions from what was observed.
 pub fn conditions(o: &Observed) -> Vec<Cond> {
     let mut out = Vec::new();
-    let applied = o.spec_errors.is_none() && o.other_driver.is_none() && o.foreign.is_empty();
+    let applied =
+        o.spec_errors.is_none() && o.install_refusals.is_empty() && o.other_driver.is_none() && o.foreign.is_empty();
 
     out.push(match &o.spec_errors {
+        None if !o.install_refusals.is_empty() => Cond::new(
+            SPEC_VALID,
+            false,
+            "NotAllowedByInstallation",
+            format!(
+                "This installation of the operator does not allow this spec; nothing running was changed: {}",
+                o.install_refusals.join("; ")
+            ),
+        ),
         None => Cond::new(SPEC_VALID, true, "Valid", "The spec passes every rule."),
         Some(e) => {
             Cond::new(SPEC_VALID, false, "InvalidSpec", format!("Fix the spec; nothing running was changed: {e}"))
@@ -193,6 +207,8 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     let rolled_out = ctrl.is_some_and(Rollout::complete) && node.is_some_and(Rollout::complete);
     let (ready, reason, message) = if let Some(e) = &o.spec_errors {
         (false, "InvalidSpec", format!("Invalid spec: {e}"))
+    } else if !o.install_refusals.is_empty() {
+        (false, "NotAllowedByInstallation", format!("Not allowed: {}", o.install_refusals.join("; ")))
     } else if let Some(first) = &o.other_driver {
         (false, "AnotherDriverActive", format!("HardenedCsiDriver {first:?} manages the driver."))
     } else if !o.foreign.is_empty() {
@@ -203,6 +219,16 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         )
     } else if !o.apply_errors.is_empty() {
         (false, "ApplyFailed", o.apply_errors.join("; "))
+    } else if !o.driver_rbac.is_empty() {
+        (
+            false,
+            "DriverRbacIncomplete",
+            format!(
+                "The driver's RBAC, which the chart installs (the operator never writes RBAC), is incomplete: {}. \
+                    Install or upgrade the operator's chart (or kustomize base) for this driver version.",
+                o.driver_rbac.join("; ")
+            ),
+        )
     } else if o.deletion_blocked_by.is_some() {
         (
             false,
@@ -238,6 +264,8 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         Some(reason)
     } else if !o.apply_errors.is_empty() {
         Some("ApplyFailed")
+    } else if !o.driver_rbac.is_empty() {
+        Some("DriverRbacIncomplete")
     } else if ctrl.is_some_and(|c| c.complete_but_short()) || node.is_some_and(|n| n.complete_but_short()) {
         Some("PodsUnavailable")
     } else {
@@ -250,6 +278,8 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             r,
             if r == "PodsUnavailable" {
                 "Some driver pods are not ready; see ControllerAvailable and NodeAvailable.".to_string()
+            } else if r == "DriverRbacIncomplete" {
+                format!("The driver's RBAC is incomplete: {}.", o.driver_rbac.join("; "))
             } else {
                 message.clone()
             },

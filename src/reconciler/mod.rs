@@ -8,6 +8,8 @@
 //! - `children`: ownership, server-side apply of what changed, pruning.
 //! - `caches`: the kinds of child and their label-filtered caches.
 //! - `deletion`: the finalizer and the volume guard.
+//! - `policy`: the install-time guardrails (driver namespace, registry allowlist).
+//! - `driver_rbac`: verification of the driver's RBAC the chart installs.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
 //! - `error`: the error type and its messages.
 
@@ -15,7 +17,9 @@ pub mod caches;
 mod children;
 pub mod conditions;
 mod deletion;
+pub mod driver_rbac;
 pub mod error;
+pub mod policy;
 mod reconcile;
 
 use std::collections::HashMap;
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -37,7 +42,7 @@ use tokio::sync::mpsc;
 
 use crate::aws::AwsStatusStore;
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{Capabilities, DRIVER_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use caches::{Cached, ChildCaches, KindStore, child_kinds};
@@ -63,6 +68,7 @@ pub struct Context {
     pub capabilities: Arc<RwLock<Capabilities>>,
     pub applied: children::AppliedLog,
     pub aws: Option<AwsStatusStore>,
+    pub policy: policy::InstallPolicy,
     /// Set once the driver store and every child cache have their initial list: no decision
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
@@ -104,6 +110,9 @@ pub struct Options {
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
+    /// The driver namespace and registry allowlist fixed at install time; the namespaced caches
+    /// watch the driver namespace only.
+    pub policy: policy::InstallPolicy,
 }
 
 /// Discovers the capabilities the render depends on.
@@ -128,13 +137,18 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let label = format!("{LABEL_MANAGED_BY}={MANAGER}");
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let driver_ns = opts.policy.driver_namespace.clone();
     for kind in child_kinds() {
-        let cfg = watcher::Config::default().labels(&label);
+        let mut cfg = watcher::Config::default().labels(&label);
+        // The one CSIDriver is watched by name, so RBAC can limit even the watch to it.
+        if kind.resource.kind == CSIDriver::kind(&()) {
+            cfg = cfg.fields(&format!("metadata.name={DRIVER_NAME}"));
+        }
         let name = kind.resource.kind.clone();
         let store = match kind.cached {
             Cached::Deployment => {
                 let (reader, writer) = reflector::store::<Deployment>();
-                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                let stream = reflector::reflector(writer, watcher(Api::namespaced(client.clone(), &driver_ns), cfg));
                 controller = controller
                     .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
@@ -142,7 +156,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             }
             Cached::DaemonSet => {
                 let (reader, writer) = reflector::store::<DaemonSet>();
-                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                let stream = reflector::reflector(writer, watcher(Api::namespaced(client.clone(), &driver_ns), cfg));
                 controller = controller
                     .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
@@ -151,7 +165,11 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             Cached::Metadata => {
                 let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
                 let reader = writer.as_reader();
-                let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
+                let api: Api<PartialObjectMeta<DynamicObject>> = if kind.namespaced {
+                    Api::namespaced_with(client.clone(), &driver_ns, &kind.resource)
+                } else {
+                    Api::all_with(client.clone(), &kind.resource)
+                };
                 let stream = reflector::reflector(writer, watcher(api, cfg));
                 controller = controller.watches_stream_with(
                     quiet(stream.default_backoff().touched_objects()),
@@ -189,6 +207,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         capabilities: caps,
         applied: Mutex::new(HashMap::new()),
         aws: opts.aws,
+        policy: opts.policy,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
     });

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::conditions::{self, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
-use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource};
+use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_rbac, driver_resource};
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
@@ -77,12 +77,19 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             // Nothing running is touched; report what the last good spec's workloads do.
             old_status.as_ref().and(obj.data.pointer("/spec/namespace").and_then(Value::as_str).map(str::to_string))
         }
+        Ok((hcd, _)) if !ctx.policy.refusals(&hcd.spec).is_empty() => {
+            untrack(ctx, &name);
+            observed.install_refusals = ctx.policy.refusals(&hcd.spec);
+            // Nothing running is touched; report what the workloads in the driver namespace do.
+            old_status.as_ref().map(|_| ctx.policy.driver_namespace.clone())
+        }
         Ok((hcd, children)) => {
             if let Some(aws) = &ctx.aws {
                 aws.track(&name, &hcd.spec);
             }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
             check_pull_secrets(ctx, &hcd, &mut observed).await;
+            observed.driver_rbac = driver_rbac::check(&ctx.client, &hcd.spec.namespace, caps.snapshot_api).await;
             Some(hcd.spec.namespace.clone())
         }
     };

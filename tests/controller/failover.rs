@@ -43,6 +43,7 @@ fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::Jo
                 ready: Some(Readiness::new()),
                 shutdown: Box::pin(token.cancelled_owned()),
                 reporter: reporter.clone(),
+                policy: Default::default(),
             };
             let client = client.clone();
             async move {

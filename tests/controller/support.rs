@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use hardened_csi_operator::commands::operator_rbac::operator_rbac;
 use hardened_csi_operator::crd::HardenedCsiDriver;
+use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::reconciler::{self, Options};
+use hardened_csi_operator::render::rbac::driver_rbac;
 use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -70,6 +72,11 @@ impl Harness {
     }
 
     pub async fn start_with(nodes: usize, snapshot_api: bool) -> Self {
+        Self::start_with_policy(nodes, snapshot_api, InstallPolicy::default()).await
+    }
+
+    /// As `start_with`, the operator installed with `policy` (driver namespace, registries).
+    pub async fn start_with_policy(nodes: usize, snapshot_api: bool, policy: InstallPolicy) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
@@ -111,6 +118,7 @@ impl Harness {
                 let _ = stopped.await;
             }),
             reporter: "test".into(),
+            policy,
         };
         let c = operator.clone();
         let task = tokio::spawn(async move {
@@ -184,6 +192,14 @@ impl Harness {
     pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> Value {
         wait_for(&format!("{name}: {type_}={status}"), || async {
             self.condition(name, type_).await.filter(|c| c["status"] == status)
+        })
+        .await
+    }
+
+    /// Waits for a condition with `status` computed from `generation` of the spec.
+    pub async fn wait_condition_at(&self, name: &str, type_: &str, status: &str, generation: i64) -> Value {
+        wait_for(&format!("{name}: {type_}={status} at generation {generation}"), || async {
+            self.condition(name, type_).await.filter(|c| c["status"] == status && c["observedGeneration"] == generation)
         })
         .await
     }
@@ -279,12 +295,13 @@ pub async fn install_operator_rbac(admin: &Client) {
     )
     .await;
     let pull_secrets: Vec<PolicyRule> = rbac
-        .driver_namespace_rules
+        .pull_secret_rules
         .iter()
         .map(|r| PolicyRule { resource_names: Some(PULL_SECRETS.iter().map(|s| s.to_string()).collect()), ..r.clone() })
         .collect();
     for (namespace, role, rules) in [
         (OPERATOR_NAMESPACE, format!("{name}-leases"), rbac.operator_namespace_rules),
+        (DRIVER_NAMESPACE, format!("{name}-driver"), rbac.driver_namespace_rules),
         (DRIVER_NAMESPACE, format!("{name}-pull-secrets"), pull_secrets),
     ] {
         create(
@@ -298,6 +315,24 @@ pub async fn install_operator_rbac(admin: &Client) {
                 "subjects": subjects()})),
         )
         .await;
+    }
+    install_driver_rbac(admin).await;
+}
+
+/// The driver's ClusterRoles, bindings and leases Role, as the chart installs them.
+pub async fn install_driver_rbac(admin: &Client) {
+    let driver = driver_rbac(DRIVER_NAMESPACE);
+    for o in driver.cluster_roles {
+        create(Api::<ClusterRole>::all(admin.clone()), o).await;
+    }
+    for o in driver.cluster_role_bindings {
+        create(Api::<ClusterRoleBinding>::all(admin.clone()), o).await;
+    }
+    for o in driver.roles {
+        create(Api::<Role>::namespaced(admin.clone(), DRIVER_NAMESPACE), o).await;
+    }
+    for o in driver.role_bindings {
+        create(Api::<RoleBinding>::namespaced(admin.clone(), DRIVER_NAMESPACE), o).await;
     }
 }
 

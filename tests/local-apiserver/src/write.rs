@@ -305,6 +305,8 @@ pub fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     let old = s.get(&info.storage_key(), &t.key());
     if let Some(o) = &old {
         check_preconditions(t, o, &applied)?;
+    } else if !t.is_status() {
+        crate::auth::authorize_create_by_apply(shared, &s, t)?;
     }
     let mut merged = managed::apply(old.as_deref(), &applied, force, &ctx)?;
     if old.is_none() {

@@ -193,3 +193,33 @@ pub fn admit_request(
         Err(rbac::forbidden(&user, &attrs, &decision.reason))
     }
 }
+
+/// A patch (server-side apply) that creates its object is also authorised as `create` of that
+/// name, as kube-apiserver's patch handler does (its create validation is wrapped in an
+/// authorizer check with `Verb: "create"` and the object's name). So `patch` alone does not let a
+/// client create objects, and `create` limited by resourceNames works for apply.
+pub fn authorize_create_by_apply(
+    shared: &Shared,
+    s: &crate::store::Inner,
+    t: &crate::handlers::Target,
+) -> Result<(), ApiError> {
+    if !shared.auth.enabled() {
+        return Ok(());
+    }
+    let Some(requester) = current() else { return Ok(()) };
+    let attrs = request_info::Attrs::resource(
+        "create",
+        &t.info.group,
+        &t.info.plural,
+        t.namespace.as_deref().unwrap_or_default(),
+        t.name.as_deref().unwrap_or_default(),
+    );
+    let decision = rbac::authorize(s, &requester.user, &attrs);
+    if decision.allowed {
+        shared.auth.audit.record_allowed(&requester.user.name, &attrs);
+        Ok(())
+    } else {
+        shared.auth.audit.record_denied(&requester.user.name, &attrs);
+        Err(rbac::forbidden(&requester.user, &attrs, &decision.reason))
+    }
+}

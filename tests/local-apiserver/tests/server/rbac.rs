@@ -736,3 +736,41 @@ async fn tokens_for_another_audience_do_not_authenticate_to_the_api_server() {
     let for_api: TokenReview = obj(json!({"spec": {"token": sts_token}}));
     assert_eq!(reviews.create(&pp, &for_api).await.unwrap().status.unwrap().authenticated, Some(false));
 }
+
+#[tokio::test]
+async fn server_side_apply_that_creates_needs_create_of_that_name() {
+    let srv = rbac_server().await;
+    // patch on every ConfigMap, create only of "allowed": as on kube-apiserver, an apply that
+    // creates is authorised as `create` of the object's name too.
+    let sa = team_with_role(
+        &srv,
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"], "resourceNames": ["allowed"]},
+        ]),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(sa, "team");
+    let pp = kube::api::PatchParams::apply("test");
+    let body = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    cms.patch("allowed", &pp, &kube::api::Patch::Apply(body("allowed"))).await.expect("create of a granted name");
+    // Updating an existing object needs patch only.
+    cms.patch(
+        "allowed",
+        &pp,
+        &kube::api::Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "allowed"}, "data": {"k": "v"}})),
+    )
+    .await
+    .expect("update by apply");
+    let err = cms.patch("other", &pp, &kube::api::Patch::Apply(body("other"))).await.expect_err("create refused");
+    let kube::Error::Api(s) = err else { panic!("{err}") };
+    assert_eq!(s.code, 403, "{s:?}");
+    assert!(
+        s.message.contains(r#"User "system:serviceaccount:team:app" cannot create resource "configmaps""#),
+        "{}",
+        s.message
+    );
+    let denied = srv.denied_requests(SA_USER);
+    assert!(denied.iter().any(|a| a.verb == "create" && a.name == "other"), "{denied:?}");
+}

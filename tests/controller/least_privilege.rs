@@ -1,0 +1,267 @@
+//! Least privilege that holds: the operator's token, with exactly the chart's RBAC, can do what
+//! the operator needs and nothing that leads to more. The escalation attempts a stolen token
+//! would make are refused by the API server; every grant the chart makes is used by some part
+//! of a full lifecycle; the install-time guardrails refuse a spec outside them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hardened_csi_operator::aws::sdk::service_account_token;
+use hardened_csi_operator::reconciler::policy::InstallPolicy;
+use hardened_csi_operator::runtime::config::LeaseSettings;
+use hardened_csi_operator::runtime::leader::LeaderElection;
+use hardened_csi_operator::runtime::metrics::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::support::{DRIVER_NAMESPACE, Harness, OPERATOR_NAMESPACE, operator_user, wait_for};
+use super::{DRIVER, ready, spec};
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("object")
+}
+
+/// The API server's answer must be 403 Forbidden.
+fn forbidden<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stolen_operator_token_cannot_escalate() {
+    let h = Harness::start(1).await;
+    let admin = h.client.clone();
+    let op = h.operator.clone();
+    let pp = PostParams::default();
+    Api::<ServiceAccount>::namespaced(admin.clone(), "kube-system")
+        .create(&pp, &obj(json!({"metadata": {"name": "default"}})))
+        .await
+        .ok();
+    Api::<Secret>::namespaced(admin.clone(), DRIVER_NAMESPACE)
+        .create(&pp, &obj(json!({"metadata": {"name": "aws-secret"}, "stringData": {"key": "v"}})))
+        .await
+        .expect("secret");
+
+    // A token for any other identity: kube-system/default (and through it every workload identity).
+    let sas: Api<ServiceAccount> = Api::namespaced(op.clone(), "kube-system");
+    forbidden(
+        "token for kube-system/default",
+        sas.create_token_request("default", &pp, &TokenRequest::default()).await,
+    );
+    // A ClusterRole with a rule the operator does not hold (no escalate): refused.
+    let crs: Api<ClusterRole> = Api::all(op.clone());
+    let wide: ClusterRole = obj(json!({"metadata": {"name": "stolen"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]}));
+    forbidden("create a ClusterRole with secrets list", crs.create(&pp, &wide).await);
+    // Even a ClusterRole with only rules it holds: no create on RBAC at all.
+    let held: ClusterRole = obj(json!({"metadata": {"name": "stolen"},
+        "rules": [{"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["list"]}]}));
+    forbidden("create a ClusterRole it could hold", crs.create(&pp, &held).await);
+    forbidden(
+        "patch cluster-admin",
+        crs.patch("cluster-admin", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+            .await,
+    );
+    forbidden(
+        "apply over a driver ClusterRole",
+        crs.patch(
+            "ebs-csi-node-role",
+            &PatchParams::apply("thief").force(),
+            &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})),
+        )
+        .await,
+    );
+    // Bind cluster-admin (or the driver's roles) to itself: no bind, no write on bindings.
+    let crbs: Api<ClusterRoleBinding> = Api::all(op.clone());
+    let bind_admin: ClusterRoleBinding = obj(json!({"metadata": {"name": "stolen"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "hardened-csi-operator", "namespace": OPERATOR_NAMESPACE}]}));
+    forbidden("bind cluster-admin", crbs.create(&pp, &bind_admin).await);
+    forbidden("a Role in the driver namespace", {
+        let roles: Api<Role> = Api::namespaced(op.clone(), DRIVER_NAMESPACE);
+        roles.create(&pp, &obj(json!({"metadata": {"name": "stolen"}, "rules": []}))).await
+    });
+    // Workloads outside the driver namespace, or under another name inside it.
+    let pod_template = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "x",
+        "image": "dhi.io/busybox"}]}});
+    let deployment = |name: &str| -> Deployment {
+        obj(json!({"metadata": {"name": name}, "spec": {"selector": {"matchLabels": {"app": "x"}},
+            "template": pod_template}}))
+    };
+    forbidden(
+        "a Deployment in default",
+        Api::<Deployment>::namespaced(op.clone(), "default").create(&pp, &deployment("x")).await,
+    );
+    let in_driver_ns: Api<Deployment> = Api::namespaced(op.clone(), DRIVER_NAMESPACE);
+    forbidden("a Deployment with another name", in_driver_ns.create(&pp, &deployment("x")).await);
+    forbidden(
+        "a Deployment with another name, by apply",
+        in_driver_ns
+            .patch(
+                "x",
+                &PatchParams::apply("thief"),
+                &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+                    "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template}})),
+            )
+            .await,
+    );
+    // Secrets: only the named pull Secrets, and never a list.
+    let secrets: Api<Secret> = Api::namespaced(op.clone(), DRIVER_NAMESPACE);
+    forbidden("read another Secret", secrets.get("aws-secret").await);
+    forbidden("list Secrets", secrets.list(&Default::default()).await);
+    // Nothing of the above got through: the operator's identity never wrote an RBAC object.
+    let rbac_writes: Vec<_> = h
+        .server
+        .access_log(&operator_user())
+        .into_iter()
+        .filter(|a| a.api_group == "rbac.authorization.k8s.io" && a.verb != "get")
+        .collect();
+    assert!(rbac_writes.is_empty(), "{rbac_writes:#?}");
+    h.server.reset_access_log();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() {
+    let h = Harness::start(1).await;
+    let mut s = spec();
+    s["namespace"] = json!("storage");
+    h.create_driver(DRIVER, s).await;
+    let c = h.wait_condition(DRIVER, "SpecValid", "False").await;
+    assert_eq!(c["reason"], json!("NotAllowedByInstallation"), "{c}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(r#"spec.namespace is "storage""#)
+            && msg.contains(r#"driver namespace "kube-system""#)
+            && msg.contains("driverNamespace=storage"),
+        "{msg}"
+    );
+    let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("storage"));
+    assert!(h.managed_names(&deploy).await.is_empty());
+    h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
+    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
+        .await;
+
+    let mut s = spec();
+    s["images"] = json!({"mirror": "registry.example.com/dhi"});
+    h.create_driver(DRIVER, s).await;
+    let c = h.wait_condition(DRIVER, "SpecValid", "False").await;
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(r#"spec.images.mirror is "registry.example.com/dhi""#) && msg.contains("allowedRegistries"),
+        "{msg}"
+    );
+    let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
+    assert!(h.managed_names(&deploy).await.is_empty());
+    h.stop().await;
+
+    // The same mirror, added at install time: deployed.
+    let policy = InstallPolicy {
+        allowed_registries: vec!["dhi.io".into(), "registry.example.com/dhi".into()],
+        ..InstallPolicy::default()
+    };
+    let h = Harness::start_with_policy(1, true, policy).await;
+    let mut s = spec();
+    s["images"] = json!({"mirror": "registry.example.com/dhi"});
+    h.create_driver(DRIVER, s).await;
+    ready(&h).await;
+    h.stop().await;
+}
+
+/// One full lifecycle as the operator's identity: leader election, create (with pull Secrets, a
+/// metrics Service, classes), the IRSA token, an update that recreates a class, pruning, a
+/// deletion held by the volume guard and then forced. Afterwards every grant of the chart's RBAC
+/// must have been used: a grant no part of the operator needs fails here.
+#[tokio::test]
+async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
+    let h = Harness::start(2).await;
+    let metrics = Arc::new(Metrics::new());
+    let settings = LeaseSettings {
+        name: "hardened-csi-operator".into(),
+        namespace: OPERATOR_NAMESPACE.into(),
+        identity: "replica-a".into(),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(1),
+        retry_period: Duration::from_millis(200),
+    };
+    let election = LeaderElection::start(h.operator.clone(), settings, metrics);
+    wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
+
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), DRIVER_NAMESPACE);
+    secrets
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "dhi-pull"},
+            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}})),
+        )
+        .await
+        .expect("pull secret");
+    let mut s = spec();
+    s["images"] = json!({"pullSecrets": ["dhi-pull"]});
+    s["metrics"] = json!({"enabled": true});
+    s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
+    s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}, {"name": "archive"}]);
+    h.create_driver(DRIVER, s.clone()).await;
+    ready(&h).await;
+    h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
+    let token = service_account_token(&h.operator, DRIVER_NAMESPACE, "ebs-csi-controller-sa").await;
+    assert!(token.is_ok_and(|t| !t.is_empty()), "the IRSA TokenRequest for the driver's ServiceAccount");
+
+    // The driver's RBAC breaks and is repaired: Ready goes False and True again, so the second
+    // Ready event is the same event again (a patch of its series).
+    let crs: Api<ClusterRole> = Api::all(h.client.clone());
+    crs.delete("ebs-csi-node-role", &DeleteParams::default()).await.expect("delete");
+    h.reconcile_once(DRIVER).await;
+    h.wait_condition(DRIVER, "Ready", "False").await;
+    super::support::install_driver_rbac(&h.client).await;
+    h.reconcile_once(DRIVER).await;
+    h.wait_condition(DRIVER, "Ready", "True").await;
+
+    // Update: a changed class parameter recreates the class; fewer classes prune the rest.
+    s["storageClasses"] = json!([{"name": "gp3", "iops": 4000}]);
+    s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}]);
+    h.patch_spec(
+        DRIVER,
+        json!({"storageClasses": s["storageClasses"], "volumeSnapshotClasses":
+        s["volumeSnapshotClasses"], "metrics": {"enabled": false}}),
+    )
+    .await;
+    let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
+    wait_for("io2 pruned", || async { (!h.exists(&sc, "io2").await).then_some(Value::Null) }).await;
+    h.wait_condition(DRIVER, "Ready", "True").await;
+
+    // Deletion: held while a volume exists, then forced.
+    h.create_driver_pv("pv-1").await;
+    h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
+    h.wait_condition(DRIVER, "DeletionBlocked", "True").await;
+    h.drivers()
+        .patch(
+            DRIVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
+        )
+        .await
+        .expect("force");
+    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
+        .await;
+    assert!(election.release_within(Duration::from_secs(2)).await, "the lease is released");
+
+    let unused = h.server.unused_grants(&operator_user());
+    let listed: Vec<String> = unused
+        .iter()
+        // Needed only where the OwnerReferencesPermissionEnforcement admission plugin is on (it
+        // is optional and the local API server does not run it): setting blockOwnerDeletion on
+        // the children's owner references then needs update on the owner's finalizers.
+        .filter(|g| !(g.resource == "hardenedcsidrivers/finalizers" && g.verb == "update"))
+        .map(ToString::to_string)
+        .collect();
+    assert!(listed.is_empty(), "grants no part of the operator used:\n{}", listed.join("\n"));
+    h.stop().await;
+}
