@@ -73,7 +73,9 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
             "clusterrolebinding",
             "role-leases",
             "rolebinding-leases",
+            "role-driver",
             "role-pull-secrets",
+            "driver-rbac",
         ] {
             args.push("-f".into());
             args.push(repo().join(format!("deploy/operator/{f}.yaml")).to_string_lossy().into_owned());

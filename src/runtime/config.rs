@@ -97,8 +97,8 @@ pub struct RunArgs {
 
     /// A registry the operator may deploy the driver from (spec.images.registry, or
     /// spec.images.mirror when set): a host, or a host and path prefix. Repeat the flag, or
-    /// separate with commas in the environment. The default allows Docker Hardened Images only.
-    #[arg(long = "allowed-registry", env = "HCO_ALLOWED_REGISTRIES", value_name = "REGISTRY",
+    /// separate with commas in HCO_ALLOWED_REGISTRY. The default allows Docker Hardened Images only.
+    #[arg(long = "allowed-registry", env = "HCO_ALLOWED_REGISTRY", value_name = "REGISTRY",
         default_value = "dhi.io", value_delimiter = ',', value_parser = parse_registry)]
     pub allowed_registries: Vec<String>,
 }
@@ -418,7 +418,32 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.kubeconfig, None);
+        assert_eq!(args.driver_namespace, "kube-system");
+        assert_eq!(args.allowed_registries, ["dhi.io"]);
         assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn driver_namespace_and_registries_are_checked() {
+        let args = parse(&[
+            "--driver-namespace",
+            "storage",
+            "--allowed-registry",
+            "dhi.io",
+            "--allowed-registry",
+            "registry.example.com:5000/dhi/",
+        ])
+        .expect("parses");
+        assert_eq!(args.driver_namespace, "storage");
+        assert_eq!(args.allowed_registries, ["dhi.io", "registry.example.com:5000/dhi"]);
+        for bad in ["Kube-System", "x-", "a.b"] {
+            let e = parse(&["--driver-namespace", bad]).expect_err(bad).to_string();
+            assert!(e.contains("--driver-namespace") && e.contains("not a namespace name"), "{e}");
+        }
+        for bad in ["https://dhi.io", "dhi.io//x", "dhi.io@sha256:x", " "] {
+            let e = parse(&["--allowed-registry", bad]).expect_err(bad).to_string();
+            assert!(e.contains("--allowed-registry") && e.contains("registry"), "{e}");
+        }
     }
 
     #[test]
@@ -438,7 +463,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 14, "a flag was added or removed: update this test and the docs");
+        assert_eq!(checked, 16, "a flag was added or removed: update this test and the docs");
     }
 
     /// Runs the real environment fallback in a child process (the test binary re-executed for this

@@ -8,7 +8,7 @@
   false), so `helm upgrade` updates it;
 - charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
   (chart_readme.py);
-- deploy/operator/{clusterrole,deployment,role-pull-secrets}.yaml, the kustomize base's copies of
+- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,driver-rbac}.yaml, the kustomize base's copies of
   `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
 
 The suite and `make crds-check` (`regenerate.py --check`) fail when any of them is stale. `make crds`
@@ -90,14 +90,18 @@ schema = {
         "annotations": strmap,
       }, required=["create"]),
     "rbac": obj({"create": {"type": "boolean"}}, required=["create"]),
+    "driverNamespace": dns1123label,
+    "allowedRegistries": {"type": "array", "minItems": 1, "uniqueItems": True, "items": s(
+        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$",
+        description="A registry host with an optional port and path, such as dhi.io or registry.example.com/dhi.")},
+    "admissionPolicy": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
     "pullSecretCheck": obj({
         "enabled": {"type": "boolean"},
-        "namespace": dns1123label,
         "secretNames": {"type": "array", "items": k8sname, "uniqueItems": True},
-      }, required=["enabled", "namespace"]),
+      }, required=["enabled"]),
     "extraArgs": {"type": "array", "items": {"allOf": [
         s(pattern=r"^--[a-z0-9-]+(=.*)?$", description="A flag of `hardened-csi-operator run`."),
-        {"not": {"pattern": r"^--(metrics-addr|log-format|log-level|leader-election|lease-namespace|lease-name|lease-duration|renew-deadline|retry-period|aws-region|aws-endpoint-url)(=|$)"},
+        {"not": {"pattern": r"^--(metrics-addr|log-format|log-level|leader-election|lease-namespace|lease-name|lease-duration|renew-deadline|retry-period|aws-region|aws-endpoint-url|driver-namespace|allowed-registry)(=|$)"},
          "description": "Flags the chart sets from values cannot be repeated here: set the value instead."},
       ]}},
     "extraEnv": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": s(minLength=1)}}},
@@ -163,7 +167,7 @@ def values_schema() -> str:
 # ---------------------------------------------------------------- kustomize copies
 
 HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)|helm\.sh/chart")
-FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml")
+FILES = ("clusterrole.yaml", "deployment.yaml", "role-driver.yaml", "role-pull-secrets.yaml", "driver-rbac.yaml")
 
 
 # ---------------------------------------------------------------- the chart's CRD template

@@ -169,19 +169,31 @@ def operator_rbac_text() -> str:
     return run_bin("operator-rbac").stdout
 
 
-RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "operatorNamespaceRules")
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "operatorNamespaceRules")
 
 
 def operator_rbac() -> dict[str, list[dict]]:
     """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
-    cluster-wide, in the driver namespace (spec.namespace), in the operator's own namespace."""
+    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets there (names
+    filled in at install time), in the operator's own namespace."""
+    doc = operator_rbac_document()
+    return {k: doc[k] for k in RBAC_SCOPES}
+
+
+def driver_rbac() -> dict[str, list[dict]]:
+    """The driver's own RBAC (for driver namespace kube-system) that the chart installs and the
+    operator verifies: clusterRoles, clusterRoleBindings, roles, roleBindings."""
+    return operator_rbac_document()["driverRbac"]
+
+
+def operator_rbac_document() -> dict:
     doc = yaml.safe_load(operator_rbac_text())
-    ok = isinstance(doc, dict) and set(doc) == set(RBAC_SCOPES) and all(
+    ok = isinstance(doc, dict) and set(doc) == {*RBAC_SCOPES, "driverRbac"} and all(
         isinstance(doc[k], list) and all(isinstance(r, dict) and "verbs" in r for r in doc[k]) for k in RBAC_SCOPES
     )
     if not ok:
         raise AssertionError(
-            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists; got:\n"
+            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists and driverRbac; got:\n"
             f"{operator_rbac_text()[:2000]}"
         )
     return doc
