@@ -164,6 +164,7 @@ pub fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mu
                 obj["spec"]["clusterIPs"] = json!([ip]);
             }
         }
+        ("", "Pod") => crate::controllers::kubelet::service_account_pull_secrets(s, obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
             if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
@@ -248,11 +249,15 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
     }
     let terminating = obj["metadata"].get("deletionTimestamp").is_some();
     let mut conditions = vec![
-        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts("NamesAccepted")}),
-        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts("Established")}),
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found",
+               "lastTransitionTime": ts("NamesAccepted")}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+               "message": "the initial names have been accepted", "lastTransitionTime": ts("Established")}),
     ];
     if terminating {
-        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress", "lastTransitionTime": ts("Terminating")}));
+        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+                               "message": "CustomResource deletion is in progress",
+                               "lastTransitionTime": ts("Terminating")}));
     }
     obj["status"] = json!({"acceptedNames": accepted, "conditions": conditions, "storedVersions": stored});
     Ok(())
