@@ -218,6 +218,12 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
             &format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
         );
     }
+    for (i, v) in versions.iter().enumerate() {
+        if let Some(schema) = v["schema"].get("openAPIV3Schema") {
+            let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+            causes.extend(validation::crd_rule_causes(schema, &path));
+        }
+    }
     if !causes.is_empty() {
         return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", &name, causes));
     }
@@ -266,6 +272,8 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
 /// Runs admission for the final object of a write: schema validation for custom resources,
 /// CRD checks, name validation.
 pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let minor = crate::registry::minor_of(&shared.kubernetes_version()).unwrap_or(33);
+    crate::registry::drop_disabled_fields(info, minor, old, obj);
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if old.is_none()
         && let Some(c) = meta::validate_name(&name, &info.kind)

@@ -121,6 +121,15 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 }
             }
         }
+        ("storage.k8s.io", "VolumeAttributesClass") => {
+            if new["driverName"].as_str().is_none_or(str::is_empty) {
+                out.push(required("driverName"));
+            }
+            if let Some(old) = old {
+                unchanged(old, new, "driverName", &mut out);
+                unchanged(old, new, "parameters", &mut out);
+            }
+        }
         ("storage.k8s.io", "VolumeAttachment") => {
             if let Some(old) = old {
                 unchanged(old, new, "spec", &mut out);
@@ -179,7 +188,9 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                     out.push(cause(
                         "FieldValueForbidden",
                         "spec",
-                        "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into(),
+                        "Forbidden: spec is immutable after creation except resources.requests and \
+                         volumeAttributesClassName for bound claims"
+                            .into(),
                     ));
                 }
             }
@@ -201,10 +212,14 @@ mod tests {
 
     #[test]
     fn deployment_selector_must_match_and_is_immutable() {
-        let d = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "x", "image": "i"}]}}}});
+        let d = json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                                "template": {"metadata": {"labels": {"a": "c"}},
+                                             "spec": {"containers": [{"name": "x", "image": "i"}]}}}});
         let c = validate(&info("apps", "deployments"), None, &d);
         assert_eq!(c[0].field, "spec.template.metadata.labels");
-        let ok = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "x"}]}}}});
+        let ok = json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                                 "template": {"metadata": {"labels": {"a": "b"}},
+                                              "spec": {"containers": [{"name": "x"}]}}}});
         assert_eq!(
             validate(&info("apps", "deployments"), None, &ok)[0].field,
             "spec.template.spec.containers[0].image"

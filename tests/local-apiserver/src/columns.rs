@@ -72,6 +72,9 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             col("Available", "integer", ".status.numberAvailable", "Available pods."),
         ],
         ("storage.k8s.io", "storageclasses") => vec![col("Provisioner", "string", ".provisioner", "The provisioner.")],
+        ("storage.k8s.io", "volumeattributesclasses") => {
+            vec![col("DriverName", "string", ".driverName", "The CSI driver that handles the class.")]
+        }
         ("storage.k8s.io", "volumeattachments") => vec![
             col("Attacher", "string", ".spec.attacher", "The attacher."),
             col("Node", "string", ".spec.nodeName", "The node."),

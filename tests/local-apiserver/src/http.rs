@@ -59,6 +59,8 @@ enum Route {
     Discovery(Value),
     Text(&'static str),
     Resource(ResourceRequest),
+    /// `/local-apiserver/version`: reads or changes the Kubernetes version at run time.
+    VersionControl,
     NotFound,
 }
 
@@ -66,9 +68,10 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => {
-            return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version)));
+            return Ok(Route::Discovery(discovery::version(&shared.kubernetes_version())));
         }
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
+        ["local-apiserver", "version"] => return Ok(Route::VersionControl),
         ["api"] => {
             let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(Route::Discovery(discovery::core_versions(port)));
@@ -76,12 +79,12 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         ["apis"] => return Ok(Route::Discovery(discovery::groups(&shared.registry))),
         ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index(&shared.registry))),
         ["openapi", "v3", "api", v] => {
-            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version)
+            return Ok(openapi::document(&shared.registry, "", v, &shared.kubernetes_version())
                 .map(Route::Discovery)
                 .unwrap_or(Route::NotFound));
         }
         ["openapi", "v3", "apis", g, v] => {
-            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version)
+            return Ok(openapi::document(&shared.registry, g, v, &shared.kubernetes_version())
                 .map(Route::Discovery)
                 .unwrap_or(Route::NotFound));
         }
@@ -206,6 +209,16 @@ async fn handle(
     let user_agent = header_str(header::USER_AGENT);
     let format = table::format_from_accept(&accept);
 
+    // Authentication and authorization come first, as in the real filter chain.
+    let requester = match crate::auth::admit_request(&shared, &method, &path, &q, &headers) {
+        Ok(r) => r,
+        Err(e) => {
+            let a = crate::auth::request_info::from_request(&method, &path, &q);
+            let resource = if a.resource_request { a.combined_resource() } else { String::new() };
+            shared.counters.record(&a.verb, &resource, e.code, false);
+            return error_response(&e);
+        }
+    };
     let routed = match route(&shared, &method, &path, &q) {
         Ok(r) => r,
         Err(e) => {
@@ -226,6 +239,19 @@ async fn handle(
             shared.counters.record("get", "", 404, false);
             return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
+        Route::VersionControl => {
+            let verb = if method == Method::GET { "get" } else { "update" };
+            return match discovery::version_control(&shared, method.as_str(), &body) {
+                Ok(doc) => {
+                    shared.counters.record(verb, "", 200, false);
+                    json_response(200, &doc)
+                }
+                Err(e) => {
+                    shared.counters.record(verb, "", e.code, false);
+                    error_response(&e)
+                }
+            };
+        }
         Route::Resource(rr) => rr,
     };
     let resource = resource_label(&rr.target);
@@ -244,7 +270,10 @@ async fn handle(
     let mut content_type = content_type;
     if !body.is_empty() && (content_type.contains("protobuf") || content_type.contains("cbor")) {
         let decoded = if content_type.contains("protobuf") {
-            protobuf::decode(&body, &t.info.api_version(), &t.info.kind)
+            match t.subresource.as_deref() {
+                Some("token") => protobuf::decode(&body, "authentication.k8s.io/v1", "TokenRequest"),
+                _ => protobuf::decode(&body, &t.info.api_version(), &t.info.kind),
+            }
         } else {
             Err("CBOR bodies are not supported".to_string())
         };
@@ -255,7 +284,8 @@ async fn handle(
             }
             Err(why) => {
                 let e = ApiError::unsupported_media(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({why})"
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json, application/yaml ({why})"
                 ));
                 shared.counters.record(rr.verb, &resource, e.code, false);
                 return error_response(&e);
@@ -279,7 +309,10 @@ async fn handle(
             }
         };
     }
-    let result = match (rr.verb, t.subresource.as_deref()) {
+    let result = crate::auth::with_requester(requester, || match (rr.verb, t.subresource.as_deref()) {
+        _ if crate::auth::reviews::is_review(&t.info) => {
+            crate::auth::reviews::handle(&shared, rr.verb, t, &body, &content_type)
+        }
         ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
         ("get", _) => handlers::get(&shared, t),
         ("list", _) => handlers::list(&shared, t, &q),
@@ -289,7 +322,7 @@ async fn handle(
         ("delete", _) => deletion::delete(&shared, t, &q, &body),
         ("deletecollection", _) => deletion::delete_collection(&shared, t, &q, &body),
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
-    };
+    });
     match result {
         Ok(reply) => {
             shared.counters.record(rr.verb, &resource, reply.code, reply.changed);

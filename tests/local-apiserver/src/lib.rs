@@ -24,9 +24,13 @@
 //! - controllers: `gc` (finalizers, ownerReferences, namespace and CRD deletion), `workloads`
 //!   (the loop running `controllers`: deployment, replicaset, daemonset, scheduling, nodes and
 //!   the kubelet stand-in);
-//! - test controls: `faults`, `counters`.
+//! - authentication and RBAC (`auth`, off unless [`Authorization::Rbac`]): tokens, impersonation,
+//!   the RBAC evaluator, escalation checks, the reviews, https, the access audit;
+//! - test controls: `faults`, `counters`, the Kubernetes version (`discovery::version_control` serves
+//!   `/local-apiserver/version`; the registry serves the versioned built-in APIs of the version).
 
 mod admission;
+mod auth;
 mod builtin_rules;
 mod cel_rules;
 mod columns;
@@ -69,6 +73,8 @@ use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+pub use auth::Authorization;
+pub use auth::audit::{Access, UnusedGrant};
 pub use counters::Counters;
 pub use error::Error;
 pub use faults::{Faults, Match};
@@ -77,7 +83,8 @@ pub use workloads::{ImageFault, KubeletOptions};
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Reported by `/version` (e.g. "1.33").
+    /// Reported by `/version` (e.g. "1.33" or "1.34.2"); decides which versioned built-in APIs
+    /// are served. Changeable at run time with [`LocalApiServer::set_kubernetes_version`].
     pub kubernetes_version: String,
     /// Run the workload controllers, the scheduler and the kubelet stand-in (see
     /// [`LocalApiServer::set_simulate_workloads`]).
@@ -96,6 +103,9 @@ pub struct Options {
     pub port: u16,
     /// Namespaces that exist at start (the real cluster's defaults).
     pub initial_namespaces: Vec<String>,
+    /// Authentication and authorization: off by default; [`Authorization::Rbac`] enforces RBAC
+    /// like a real cluster (see the crate README).
+    pub authorization: Authorization,
 }
 
 impl Default for Options {
@@ -109,6 +119,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(1),
             port: 0,
             initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
+            authorization: Authorization::AlwaysAllow,
         }
     }
 }
@@ -128,20 +139,19 @@ impl LocalApiServer {
     }
 
     pub async fn start_with(opts: Options) -> Result<LocalApiServer, Error> {
-        if opts.kubernetes_version.trim_start_matches('v').split('.').nth(1).is_none_or(|m| m.parse::<u32>().is_err()) {
-            return Err(Error::InvalidOption {
-                field: "kubernetes_version",
-                message: format!("{:?} is not MAJOR.MINOR, e.g. \"1.33\"", opts.kubernetes_version),
-            });
-        }
+        let kubernetes_version = discovery::parse_version(&opts.kubernetes_version)
+            .map_err(|message| Error::InvalidOption { field: "kubernetes_version", message })?;
+        let minor = registry::minor_of(&kubernetes_version).unwrap_or(33);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|source| Error::Bind { port: opts.port, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { port: opts.port, source })?;
+        let auth = auth::AuthState::new(opts.authorization)
+            .map_err(|message| Error::InvalidOption { field: "authorization", message })?;
         let shared = Arc::new(server::Shared {
-            kubernetes_version: opts.kubernetes_version.clone(),
+            kubernetes_version: std::sync::RwLock::new(kubernetes_version),
             store: store::Store::new(opts.watch_history),
-            registry: registry::Registry::default(),
+            registry: registry::Registry::new(minor),
             counters: counters::CounterSink::default(),
             faults: Faults::default(),
             simulate_workloads: AtomicBool::new(opts.simulate_workloads),
@@ -149,6 +159,7 @@ impl LocalApiServer {
             gc_wake: Notify::new(),
             bookmark_interval: opts.bookmark_interval,
             port: AtomicU16::new(addr.port()),
+            auth,
         });
         for ns in &opts.initial_namespaces {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -166,13 +177,31 @@ impl LocalApiServer {
                 |e| Error::InvalidOption { field: "initial_namespaces", message: format!("{ns}: {}", e.message) },
             )?;
         }
+        if opts.authorization == Authorization::Rbac {
+            for obj in auth::rbac::bootstrap_objects() {
+                let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+                let plural = format!("{}s", kind.to_lowercase());
+                let info = shared.registry.lookup(auth::rbac::GROUP, "v1", &plural).ok_or(Error::InvalidOption {
+                    field: "authorization",
+                    message: format!("{plural} are not served"),
+                })?;
+                let t = handlers::Target { info, namespace: None, name: None, subresource: None };
+                let body = serde_json::to_vec(&obj).unwrap_or_default();
+                write::create(&shared, &t, &Default::default(), &body, "application/json", "local-apiserver")
+                    .map_err(|e| Error::InvalidOption { field: "authorization", message: e.message })?;
+            }
+        }
         for i in 0..opts.nodes {
             let node = controllers::nodes::node_object(&format!("node-{i}"), &[("kubernetes.io/os", "linux")], &[])?;
             create_node(&shared, node)?;
         }
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
+        let tls = shared.auth.tls.as_ref().map(|t| t.acceptor.clone());
         let serve = tokio::spawn(async move {
+            if let Some(acceptor) = tls {
+                return auth::tls::serve(listener, app, acceptor, rx).await;
+            }
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
@@ -187,16 +216,52 @@ impl LocalApiServer {
         Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks: vec![serve, gc, workloads] })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with RBAC on (the CA is
+    /// [`ca_certificate_pem`](Self::ca_certificate_pem)).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.auth.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The PEM of the CA that signed the server's certificate (RBAC mode, which serves https).
+    pub fn ca_certificate_pem(&self) -> Option<String> {
+        self.shared.auth.tls.as_ref().map(|t| t.ca_pem.clone())
+    }
+
+    /// A kubeconfig that authenticates as `user` with a bearer token and trusts the server's CA.
+    fn token_kubeconfig(&self, user: &str, token: &str, namespace: &str) -> String {
+        let ca = match &self.shared.auth.tls {
+            Some(tls) => format!("    certificate-authority-data: {}\n", auth::tls::base64(tls.ca_pem.as_bytes())),
+            None => String::new(),
+        };
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n{ca}contexts:\n\
+             - name: local\n  context:\n    cluster: local\n    user: {user:?}\n    namespace: {namespace}\n\
+             current-context: local\nusers:\n- name: {user:?}\n  user:\n    token: {token}\npreferences: {{}}\n",
+            self.url()
+        )
+    }
+
+    /// A kube client config for this server without credentials (trusting its CA with RBAC on):
+    /// requests with it are `system:anonymous` under RBAC. Set `auth_info` to add an identity.
+    pub fn client_config(&self) -> Result<kube::Config, Error> {
+        let uri = self
+            .url()
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption { field: "url", message: e.to_string() })?;
+        let mut config = kube::Config::new(uri);
+        if let Some(tls) = &self.shared.auth.tls {
+            config.root_cert = Some(vec![tls.ca_der.clone()]);
+        }
+        Ok(config)
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    /// A kube client for this server (default namespace `default`, no auth).
+    /// A kube client for this server (default namespace `default`; with RBAC on, the admin
+    /// identity: user `admin` in group `system:masters`).
     pub fn client(&self) -> kube::Client {
         // The URL is always well-formed and the config has no TLS or auth to fail on.
         self.try_client().unwrap_or_else(|e| panic!("building a kube client for {}: {e}", self.url()))
@@ -204,16 +269,21 @@ impl LocalApiServer {
 
     pub fn try_client(&self) -> Result<kube::Client, Error> {
         let url = self.url();
-        let uri = url
-            .parse()
-            .map_err(|e: axum::http::uri::InvalidUri| Error::InvalidOption { field: "url", message: e.to_string() })?;
-        let config = kube::Config::new(uri);
+        let mut config = self.client_config()?;
+        if self.shared.auth.enabled() {
+            config.auth_info.token = Some(self.shared.auth.admin_token.clone().into());
+        }
         kube::Client::try_from(config).map_err(|source| Error::Client { url, source })
     }
 
-    /// A kubeconfig for this server (context `local`, namespace `default`, no auth).
+    /// A kubeconfig for this server (context `local`, namespace `default`; no credentials, or
+    /// with RBAC on the admin token).
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url())
+        if self.shared.auth.enabled() {
+            self.token_kubeconfig(auth::ADMIN_USER, &self.shared.auth.admin_token, "default")
+        } else {
+            kubeconfig_yaml(&self.url())
+        }
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> io::Result<()> {
@@ -312,6 +382,92 @@ impl LocalApiServer {
         k.private_registries = registries.iter().map(|r| r.to_string()).collect();
     }
 
+    /// Mints a token for the ServiceAccount `namespace/name` through the server's TokenRequest
+    /// (the account must exist; one hour validity). With RBAC on, requests with it are
+    /// authenticated as `system:serviceaccount:NAMESPACE:NAME`.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        let bad = |message: String| Error::InvalidOption { field: "service_account", message };
+        let info = self.shared.registry.lookup("", "v1", "serviceaccounts").ok_or_else(|| bad("not served".into()))?;
+        let t = handlers::Target {
+            info,
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            subresource: Some("token".into()),
+        };
+        let body = br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#;
+        let reply = tokens::create_token(&self.shared, &t, body, "application/json")
+            .map_err(|e| bad(format!("{namespace}/{name}: {}", e.message)))?;
+        reply.body["status"]["token"].as_str().map(str::to_string).ok_or_else(|| bad("no token issued".into()))
+    }
+
+    /// A kube client that authenticates with `token` (default namespace `default`).
+    pub fn client_for_token(&self, token: &str) -> Result<kube::Client, Error> {
+        let url = self.url();
+        let mut config = self.client_config()?;
+        config.auth_info.token = Some(token.to_string().into());
+        kube::Client::try_from(config).map_err(|source| Error::Client { url, source })
+    }
+
+    /// A kube client acting as the ServiceAccount `namespace/name`, with a token from
+    /// [`service_account_token`](Self::service_account_token).
+    pub fn client_for_service_account(&self, namespace: &str, name: &str) -> Result<kube::Client, Error> {
+        self.client_for_token(&self.service_account_token(namespace, name)?)
+    }
+
+    /// A kubeconfig (context `local`, namespace `namespace`) with a fresh token of the
+    /// ServiceAccount `namespace/name`.
+    pub fn kubeconfig_yaml_for_service_account(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        let token = self.service_account_token(namespace, name)?;
+        let user = auth::sa_username(namespace, name);
+        Ok(self.token_kubeconfig(&user, &token, namespace))
+    }
+
+    pub fn write_kubeconfig_for_service_account(&self, path: &Path, namespace: &str, name: &str) -> Result<(), Error> {
+        let yaml = self.kubeconfig_yaml_for_service_account(namespace, name)?;
+        std::fs::write(path, yaml)
+            .map_err(|e| Error::InvalidOption { field: "path", message: format!("{}: {e}", path.display()) })
+    }
+
+    /// The authorised requests `user` made (e.g. `system:serviceaccount:NS:NAME`), one entry per
+    /// verb, API group, resource, subresource, namespace and name, with counts. Includes the
+    /// `impersonate`, `bind` and `escalate` checks that were allowed. Empty with RBAC off.
+    pub fn access_log(&self, user: &str) -> Vec<Access> {
+        self.shared.auth.audit.allowed(user)
+    }
+
+    /// The requests of `user` that were refused with 403.
+    pub fn denied_requests(&self, user: &str) -> Vec<Access> {
+        self.shared.auth.audit.denied(user)
+    }
+
+    /// What `user`'s (non-default) bindings grant and none of its recorded requests used: one
+    /// entry per verb × API group × resource × resource name (or verb × non-resource URL).
+    pub fn unused_grants(&self, user: &str) -> Vec<UnusedGrant> {
+        let s = self.shared.store.lock();
+        auth::audit::unused_grants(&s, &self.shared.auth.audit, &auth::audit::identity_for(user))
+    }
+
+    /// Forgets the recorded accesses of every user.
+    pub fn reset_access_log(&self) {
+        self.shared.auth.audit.reset();
+    }
+
+    /// The Kubernetes version `/version` reports now, e.g. "1.33" or "1.34.2".
+    pub fn kubernetes_version(&self) -> String {
+        self.shared.kubernetes_version()
+    }
+
+    /// Changes the Kubernetes version while running, as a control-plane upgrade (or downgrade)
+    /// does: `/version` (gitVersion, major, minor) reports it from the next request on, and the
+    /// built-in APIs served follow it (storage.k8s.io/v1 VolumeAttributesClass from 1.34), in
+    /// discovery, OpenAPI and routing. Stored objects, open watches and CRDs are untouched.
+    /// Process users do the same with `POST /local-apiserver/version` (see the README).
+    pub fn set_kubernetes_version(&self, version: &str) -> Result<(), Error> {
+        self.shared
+            .set_kubernetes_version(version)
+            .map_err(|message| Error::InvalidOption { field: "kubernetes_version", message })
+    }
+
     /// The current resourceVersion (the last one handed out).
     pub fn resource_version(&self) -> u64 {
         self.shared.store.lock().current_rv()
@@ -350,8 +506,8 @@ fn create_node(shared: &server::Shared, node: serde_json::Value) -> Result<(), E
 /// A kubeconfig pointing at `server` without credentials.
 pub fn kubeconfig_yaml(server: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\ncontexts:\n\
-         - name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: default\n\
          current-context: local\nusers:\n- name: local\n  user: {{}}\npreferences: {{}}\n"
     )
 }

@@ -1,5 +1,6 @@
-//! `local-apiserver --port PORT --kubeconfig FILE [--kubernetes-version 1.33] [--nodes N]`: serves
-//! the in-memory API server until SIGTERM or SIGINT, after writing a kubeconfig for it.
+//! `local-apiserver --port PORT --kubeconfig FILE [--kubernetes-version 1.33]
+//! [--authorization-mode=RBAC] [--nodes N] [--private-registries dhi.io]`: serves the in-memory
+//! API server until SIGTERM or SIGINT, after writing a kubeconfig for it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,8 @@ struct Cli {
     /// Where to write the kubeconfig.
     #[arg(long, env = "LOCAL_APISERVER_KUBECONFIG")]
     kubeconfig: PathBuf,
-    /// Kubernetes version reported by /version.
+    /// Kubernetes version reported by /version (change it while running with
+    /// POST /local-apiserver/version {"kubernetesVersion": "1.34"}).
     #[arg(long, env = "LOCAL_APISERVER_KUBERNETES_VERSION", default_value = "1.33")]
     kubernetes_version: String,
     /// Do not run the workload controllers, scheduler and kubelet stand-in (workloads stay as
@@ -44,6 +46,10 @@ struct Cli {
     /// An image whose containers never become ready (repeatable).
     #[arg(long = "never-ready-image")]
     never_ready_images: Vec<String>,
+    /// `AlwaysAllow` (no authentication) or `RBAC` (bearer tokens and RBAC, as kube-apiserver's
+    /// `--authorization-mode=RBAC`; the written kubeconfig then holds the admin token).
+    #[arg(long, env = "LOCAL_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
+    authorization_mode: local_apiserver::Authorization,
 }
 
 #[tokio::main]
@@ -71,6 +77,7 @@ async fn main() -> std::process::ExitCode {
         },
         nodes: cli.nodes,
         port: cli.port,
+        authorization: cli.authorization_mode,
         ..Options::default()
     };
     let server = match LocalApiServer::start_with(opts).await {

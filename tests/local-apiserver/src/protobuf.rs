@@ -1,5 +1,6 @@
 //! Decoding of Kubernetes protobuf request bodies for the few kinds kubectl's generator
-//! subcommands create with protobuf (`kubectl create namespace|configmap|secret|serviceaccount`).
+//! subcommands create with protobuf (`kubectl create namespace|configmap|secret|serviceaccount`,
+//! `kubectl create token`, and the reviews of `kubectl auth can-i` and `kubectl auth whoami`).
 //! The body is the `k8s\0` envelope around a `runtime.Unknown` whose `raw` field holds the
 //! object; fields are decoded by the field numbers of the Kubernetes `generated.proto` files.
 //! Server-owned metadata (timestamps, managedFields) is skipped; other kinds get 415.
@@ -74,6 +75,65 @@ const SERVICE_ACCOUNT: Msg = &[
     (2, F::RepMsg("secrets", OBJECT_REF)),
     (3, F::RepMsg("imagePullSecrets", &[(1, F::Str("name"))])),
     (4, F::Bool("automountServiceAccountToken")),
+];
+
+const RESOURCE_ATTRIBUTES: Msg = &[
+    (1, F::Str("namespace")),
+    (2, F::Str("verb")),
+    (3, F::Str("group")),
+    (4, F::Str("version")),
+    (5, F::Str("resource")),
+    (6, F::Str("subresource")),
+    (7, F::Str("name")),
+];
+
+const NON_RESOURCE_ATTRIBUTES: Msg = &[(1, F::Str("path")), (2, F::Str("verb"))];
+
+/// SelfSubjectAccessReview, SubjectAccessReview and LocalSubjectAccessReview (`kubectl auth can-i`).
+const ACCESS_REVIEW: Msg = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (
+        2,
+        F::Msg(
+            "spec",
+            &[
+                (1, F::Msg("resourceAttributes", RESOURCE_ATTRIBUTES)),
+                (2, F::Msg("nonResourceAttributes", NON_RESOURCE_ATTRIBUTES)),
+                (3, F::Str("user")),
+                (4, F::RepStr("groups")),
+                (6, F::Str("uid")),
+            ],
+        ),
+    ),
+];
+
+const RULES_REVIEW: Msg = &[(1, F::Msg("metadata", OBJECT_META)), (2, F::Msg("spec", &[(1, F::Str("namespace"))]))];
+
+const TOKEN_REVIEW: Msg =
+    &[(1, F::Msg("metadata", OBJECT_META)), (2, F::Msg("spec", &[(1, F::Str("token")), (2, F::RepStr("audiences"))]))];
+
+const SELF_SUBJECT_REVIEW: Msg = &[(1, F::Msg("metadata", OBJECT_META))];
+
+/// `kubectl create token`.
+const TOKEN_REQUEST: Msg = &[
+    (1, F::Msg("metadata", OBJECT_META)),
+    (
+        2,
+        F::Msg(
+            "spec",
+            &[
+                (1, F::RepStr("audiences")),
+                (
+                    3,
+                    F::Msg(
+                        "boundObjectRef",
+                        &[(1, F::Str("kind")), (2, F::Str("apiVersion")), (3, F::Str("name")), (4, F::Str("uid"))],
+                    ),
+                ),
+                (4, F::Int("expirationSeconds")),
+            ],
+        ),
+    ),
 ];
 
 struct Reader<'a> {
@@ -218,9 +278,17 @@ pub fn decode(body: &[u8], api_version: &str, kind: &str) -> Result<Value, Strin
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Secret") => SECRET,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => RULES_REVIEW,
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => {
             return Err(format!(
-                "protobuf bodies are supported for Namespace, ConfigMap, Secret and ServiceAccount only, not {kind}"
+                "protobuf bodies are supported for Namespace, ConfigMap, Secret, ServiceAccount, TokenRequest and the \
+                 access reviews only, not {kind}"
             ));
         }
     };

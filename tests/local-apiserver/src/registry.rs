@@ -364,9 +364,47 @@ const BUILTINS: &[Builtin] = &[
     },
 ];
 
-fn builtin_infos() -> Vec<Arc<ResourceInfo>> {
+/// Built-in kinds served only from a Kubernetes minor version on (with the real server's
+/// default `--runtime-config`: beta APIs are off unless enabled). VolumeAttributesClass went GA
+/// as storage.k8s.io/v1 in 1.34; its v1beta1 (1.31-1.33) is off by default, so a default 1.33
+/// cluster serves no volumeattributesclasses at all.
+const VERSIONED_BUILTINS: &[(u32, Builtin)] = &[(
+    34,
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "VolumeAttributesClass",
+        plural: "volumeattributesclasses",
+        namespaced: false,
+        short: &["vac"],
+        status: false,
+        type_path: "api::storage::v1::VolumeAttributesClass",
+    },
+)];
+
+/// Drops the fields of built-in kinds whose feature gate is off by default at Kubernetes
+/// 1.`minor`, as the real server's create/update strategies do (silently, unless the stored
+/// object already uses the field). CSIDriver `spec.nodeAllocatableUpdatePeriodSeconds`
+/// (MutableCSINodeAllocatableCount) is alpha in 1.33 and on by default from 1.34.
+pub fn drop_disabled_fields(info: &ResourceInfo, minor: u32, old: Option<&Value>, obj: &mut Value) {
+    if (info.group.as_str(), info.kind.as_str()) == ("storage.k8s.io", "CSIDriver") && minor < 34 {
+        let field = "nodeAllocatableUpdatePeriodSeconds";
+        let old_uses = old.is_some_and(|o| o["spec"].get(field).is_some_and(|v| !v.is_null()));
+        if !old_uses && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove(field);
+        }
+    }
+}
+
+/// The minor version of a Kubernetes version string ("1.34", "v1.34.2").
+pub fn minor_of(kubernetes_version: &str) -> Option<u32> {
+    kubernetes_version.trim_start_matches('v').split('.').nth(1)?.parse().ok()
+}
+
+fn builtin_infos(minor: u32) -> Vec<Arc<ResourceInfo>> {
     BUILTINS
         .iter()
+        .chain(VERSIONED_BUILTINS.iter().filter(|(since, _)| minor >= *since).map(|(_, b)| b))
         .map(|b| {
             Arc::new(ResourceInfo {
                 group: b.group.into(),
@@ -386,6 +424,7 @@ fn builtin_infos() -> Vec<Arc<ResourceInfo>> {
                 columns: builtin_columns(b.plural, b.group),
             })
         })
+        .chain(crate::auth::reviews::infos())
         .collect()
 }
 
@@ -395,12 +434,30 @@ pub struct Registry {
 }
 
 impl Default for Registry {
+    /// The resources of the default version (1.33).
     fn default() -> Self {
-        Registry { resources: RwLock::new(builtin_infos()) }
+        Registry::new(33)
     }
 }
 
 impl Registry {
+    /// The built-in resources a server of Kubernetes 1.`minor` serves.
+    pub fn new(minor: u32) -> Self {
+        Registry { resources: RwLock::new(builtin_infos(minor)) }
+    }
+
+    /// Serves the built-in resources of Kubernetes 1.`minor` (what a control-plane upgrade or
+    /// downgrade changes); CRD-defined resources stay as they are. Objects of a kind that is no
+    /// longer served stay stored and come back when it is served again.
+    pub fn set_kubernetes_minor(&self, minor: u32) {
+        if let Ok(mut all) = self.resources.write() {
+            all.retain(|r| r.is_crd());
+            let crds = std::mem::take(&mut *all);
+            *all = builtin_infos(minor);
+            all.extend(crds);
+        }
+    }
+
     pub fn all(&self) -> Vec<Arc<ResourceInfo>> {
         self.resources.read().map(|r| r.clone()).unwrap_or_default()
     }

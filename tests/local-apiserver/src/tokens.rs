@@ -1,6 +1,7 @@
-//! The `serviceaccounts/{name}/token` subresource (TokenRequest): returns an unsigned-looking
-//! JWT whose claims carry the requested audiences, expiry and service account identity, like
-//! the real issuer's tokens (the signature is not verifiable; nothing here checks tokens).
+//! The `serviceaccounts/{name}/token` subresource (TokenRequest): returns a JWT whose claims
+//! carry the requested audiences, expiry and service account identity, like the real issuer's
+//! tokens. The signature is not verifiable; instead the server remembers each token it issued,
+//! and `auth::authn` accepts exactly those (until they expire or the ServiceAccount is deleted).
 
 use serde_json::{Value, json};
 
@@ -54,6 +55,7 @@ pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str
     let iat = now.as_second();
     let exp = iat + expiration;
     let sa_uid = sa["metadata"]["uid"].clone();
+    let jti = crate::meta::new_uid();
     let claims = json!({
         "aud": audiences,
         "exp": exp,
@@ -61,7 +63,7 @@ pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str
         "nbf": iat,
         "iss": DEFAULT_AUDIENCE,
         "sub": format!("system:serviceaccount:{ns}:{name}"),
-        "jti": crate::meta::new_uid(),
+        "jti": jti,
         "kubernetes.io": {
             "namespace": ns,
             "serviceaccount": {"name": name, "uid": sa_uid},
@@ -74,6 +76,16 @@ pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str
         b64url(claims.to_string().as_bytes()),
         b64url(format!("local-apiserver-signature-{}", crate::meta::new_uid()).as_bytes())
     );
+    shared.auth.tokens.remember(
+        &token,
+        crate::auth::authn::IssuedToken {
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: sa_uid.as_str().unwrap_or_default().to_string(),
+            jti,
+            expires: exp,
+        },
+    );
     let expires = jiff::Timestamp::from_second(exp).unwrap_or(now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     Ok(Reply {
         code: 201,
@@ -81,7 +93,11 @@ pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str
             "kind": "TokenRequest",
             "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": name, "namespace": ns, "creationTimestamp": Value::Null},
-            "spec": {"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": req["spec"].get("boundObjectRef").cloned().unwrap_or(Value::Null)},
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": expiration,
+                "boundObjectRef": req["spec"].get("boundObjectRef").cloned().unwrap_or(Value::Null),
+            },
             "status": {"token": token, "expirationTimestamp": expires},
         }),
         changed: false,

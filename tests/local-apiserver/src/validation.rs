@@ -446,6 +446,10 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
 
 /// Evaluates the CEL rules of every schema node that has a value, depth first.
 fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+    if v.is_null() {
+        // The real server runs no rule on a null value (the surrounding schema's rules may).
+        return;
+    }
     match v {
         Value::Object(m) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -486,38 +490,147 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
         }
         _ => {}
     }
-    for rule in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+    // Rules inside allOf apply to the same value (the real server's AllOfValidators).
+    for sub in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        validate_cel(v, sub, old, path, out, root);
+    }
+    let rules = schema.get("x-kubernetes-validations").and_then(Value::as_array);
+    if rules.is_none_or(|r| r.is_empty()) {
+        return;
+    }
+    let type_name = schema.get("type").and_then(Value::as_str).unwrap_or_default();
+    let self_value = cel_rules::bind(v, schema, root);
+    let old_value = old.map(|o| cel_rules::bind(o, schema, root));
+    for rule in rules.into_iter().flatten() {
         let Some(expr) = rule.get("rule").and_then(Value::as_str) else {
             continue;
         };
-        let optional_old = is_true(rule, "optionalOldSelf");
-        let transition = cel_rules::is_transition_rule(expr);
-        if transition && old.is_none() && !optional_old {
+        let expr = expr.trim();
+        let field = match rule.get("fieldPath").and_then(Value::as_str) {
+            Some(fp) => join(path, &normalize_field_path(fp)),
+            None if path.is_empty() => "<nil>".to_string(),
+            None => path.to_string(),
+        };
+        let node_field = if path.is_empty() { "<nil>" } else { path };
+        let message = rule.get("message").and_then(Value::as_str).map(str::trim).filter(|m| !m.is_empty());
+        let compiled = match cel_rules::compile(expr) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    node_field,
+                    format!("Invalid value: {type_name:?}: rule compile error: {e}"),
+                ));
+                continue;
+            }
+        };
+        let optional_old_self = is_true(rule, "optionalOldSelf");
+        let transition = cel_rules::uses_old_self(&compiled);
+        if transition && old.is_none() && !optional_old_self {
             continue;
         }
         // Ratcheting: an unchanged value is not re-checked by rules that ignore oldSelf.
         if !transition && old == Some(v) {
             continue;
         }
-        let field = match rule.get("fieldPath").and_then(Value::as_str) {
-            Some(fp) => format!("{path}{fp}"),
-            None => path.to_string(),
-        };
-        let reason = rule.get("reason").and_then(Value::as_str).unwrap_or("FieldValueInvalid");
-        match cel_rules::eval(expr, v, old) {
+        let vars = cel_rules::Vars { self_value: self_value.clone(), old_self: old_value.clone(), optional_old_self };
+        match cel_rules::eval(&compiled, &vars) {
             Ok(true) => {}
             Ok(false) => {
-                let msg = rule
+                let detail = rule
                     .get("messageExpression")
                     .and_then(Value::as_str)
-                    .and_then(|m| cel_rules::eval_message(m, v, old))
-                    .or_else(|| rule.get("message").and_then(Value::as_str).map(str::to_string))
+                    .and_then(|m| cel_rules::eval_message(m, &vars))
+                    .or_else(|| message.map(str::to_string))
                     .unwrap_or_else(|| format!("failed rule: {expr}"));
-                out.push(cause(reason, &field, format!("Invalid value: {}: {msg}", show(v))));
+                let shown = match v {
+                    Value::Object(_) | Value::Array(_) => None,
+                    scalar => Some(scalar.to_string()),
+                };
+                let reason = rule.get("reason").and_then(Value::as_str).unwrap_or("FieldValueInvalid");
+                let text = match (reason, shown) {
+                    ("FieldValueForbidden", _) => format!("Forbidden: {detail}"),
+                    ("FieldValueRequired", _) => format!("Required value: {detail}"),
+                    ("FieldValueDuplicate", Some(s)) => format!("Duplicate value: {s}"),
+                    ("FieldValueDuplicate", None) => "Duplicate value".to_string(),
+                    (_, Some(s)) => format!("Invalid value: {s}: {detail}"),
+                    (_, None) => format!("Invalid value: {detail}"),
+                };
+                out.push(cause(reason, &field, text));
             }
+            Err(e) => out.push(cause(
+                "FieldValueInvalid",
+                node_field,
+                format!("Invalid value: {type_name:?}: {e} evaluating rule: {}", message.unwrap_or(expr)),
+            )),
+        }
+    }
+}
+
+/// A rule's `fieldPath` (`.a.b`, `.m['key']`) as a field path relative to its node (`a.b`, `m[key]`).
+fn normalize_field_path(fp: &str) -> String {
+    fp.trim_start_matches('.').replace("['", "[").replace("']", "]")
+}
+
+/// Problems with the CEL rules of a CRD schema that the real server refuses when the CRD is
+/// written: rules and message expressions that do not compile, and transition rules where
+/// `oldSelf` cannot be correlated (inside a list that is not `x-kubernetes-list-type: map`).
+/// `path` is the schema's field path, e.g. `spec.versions[0].schema.openAPIV3Schema`.
+pub fn crd_rule_causes(schema: &Value, path: &str) -> Vec<Cause> {
+    let mut out = Vec::new();
+    check_rules(schema, path, None, &mut out);
+    out
+}
+
+fn check_rules(schema: &Value, path: &str, uncorrelatable: Option<&str>, out: &mut Vec<Cause>) {
+    for (i, rule) in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten().enumerate()
+    {
+        let at = format!("{path}.x-kubernetes-validations[{i}]");
+        let src = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        match cel_rules::compile(src) {
             Err(e) => {
-                out.push(cause("FieldValueInvalid", &field, format!("Invalid value: {}: rule {expr:?}: {e}", show(v))))
+                out.push(cause("FieldValueInvalid", &format!("{at}.rule"), format!("Invalid value: {src:?}: {e}")))
             }
+            Ok(expr) => {
+                if let Some(within) = uncorrelatable
+                    && cel_rules::uses_old_self(&expr)
+                {
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("{at}.rule"),
+                        format!(
+                            "Invalid value: {src:?}: oldSelf cannot be used on the uncorrelatable portion of the \
+                             schema within {within}"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(m) = rule.get("messageExpression").and_then(Value::as_str)
+            && let Err(e) = cel_rules::compile(m)
+        {
+            out.push(cause(
+                "FieldValueInvalid",
+                &format!("{at}.messageExpression"),
+                format!("Invalid value: {m:?}: messageExpression {e}"),
+            ));
+        }
+    }
+    for (k, child) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        check_rules(child, &format!("{path}.properties[{k}]"), uncorrelatable, out);
+    }
+    if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
+        check_rules(ap, &format!("{path}.additionalProperties"), uncorrelatable, out);
+    }
+    if let Some(items) = schema.get("items") {
+        let map_list = schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
+        let within =
+            if map_list { uncorrelatable.map(str::to_string) } else { Some(uncorrelatable.unwrap_or(path).into()) };
+        check_rules(items, &format!("{path}.items"), within.as_deref(), out);
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for (i, sub) in schema.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            check_rules(sub, &format!("{path}.{key}[{i}]"), uncorrelatable, out);
         }
     }
 }
@@ -538,7 +651,9 @@ mod tests {
                 "spec": {
                     "type": "object",
                     "required": ["size"],
-                    "x-kubernetes-validations": [{"rule": "self.size <= self.max", "message": "size must not exceed max"}],
+                    "x-kubernetes-validations": [
+                        {"rule": "self.size <= self.max", "message": "size must not exceed max"}
+                    ],
                     "properties": {
                         "size": {"type": "integer", "minimum": 1, "maximum": 10},
                         "max": {"type": "integer", "default": 5},
@@ -547,7 +662,9 @@ mod tests {
                         "port": {"x-kubernetes-int-or-string": true},
                         "tags": {"type": "array", "maxItems": 2, "items": {"type": "string"}},
                         "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                        "immutable": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
+                        "immutable": {"type": "string", "x-kubernetes-validations": [
+                            {"rule": "self == oldSelf", "message": "is immutable"}
+                        ]}
                     }
                 }
             }
@@ -557,7 +674,8 @@ mod tests {
     #[test]
     fn defaults_pruning_and_success() {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
-                             "spec": {"size": 3, "unknown": 1, "port": "http", "free": {"any": {"thing": 1}}}, "extra": 1});
+                             "spec": {"size": 3, "unknown": 1, "port": "http", "free": {"any": {"thing": 1}}},
+                             "extra": 1});
         let causes = admit(&mut obj, &schema(), None);
         assert!(causes.is_empty(), "{causes:?}");
         assert_eq!(obj["spec"]["max"], 5);

@@ -43,6 +43,7 @@ pub fn finish_write(
     manager: &str,
     dry: bool,
 ) -> ApiResult<(Value, bool)> {
+    crate::auth::escalation::check(shared, s, t, old, &new)?;
     let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
     if changed {
         wake_gc_for(shared, s, &stored);
@@ -244,7 +245,9 @@ pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type:
 pub fn patch(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: &str, ua: &str) -> ApiResult<Reply> {
     let Some(type_) = PatchType::from_content_type(content_type) else {
         return Err(ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
+             application/strategic-merge-patch+json (got {content_type:?})"
         )));
     };
     if type_ == PatchType::Apply {

@@ -289,3 +289,59 @@ fn kubectl_drives_the_server() {
     let left = ok(&kc, &["get", "cm,deploy"]);
     assert!(left.contains("No resources found"), "{left}");
 }
+
+/// kubectl's stdout alone (version skew warnings go to stderr).
+fn stdout_of(kc: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .arg("--cache-dir")
+        .arg(kc.with_extension("cache"))
+        .args(args)
+        .output()
+        .expect("kubectl is installed and on PATH");
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kubectl_sees_a_control_plane_upgrade() {
+    let srv = start("version", &[]);
+    let kc = srv.kubeconfig.clone();
+    let dir = std::env::temp_dir().join(format!("local-apiserver-version-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = TempDir(dir.clone());
+    let server_version = || -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout_of(&kc, &["version", "-o", "json"])).expect("version -o json parses");
+        v["serverVersion"].clone()
+    };
+    let v = server_version();
+    assert_eq!((v["major"].as_str(), v["minor"].as_str()), (Some("1"), Some("33")), "{v}");
+    let resources = ok(&kc, &["api-resources", "--api-group=storage.k8s.io", "-o", "name"]);
+    assert!(!resources.contains("volumeattributesclasses"), "{resources}");
+
+    // The control endpoint, driven by kubectl itself (POST of the file's body).
+    let body = write(&dir, "version.json", r#"{"kubernetesVersion": "1.34.1"}"#);
+    let answer = stdout_of(&kc, &["create", "--raw", "/local-apiserver/version", "-f", &body]);
+    assert!(answer.contains("\"gitVersion\":\"v1.34.1-local\""), "{answer}");
+    let v = server_version();
+    assert_eq!((v["minor"].as_str(), v["gitVersion"].as_str()), (Some("34"), Some("v1.34.1-local")), "{v}");
+    let resources = ok(&kc, &["api-resources", "--api-group=storage.k8s.io", "-o", "name"]);
+    assert!(resources.contains("volumeattributesclasses.storage.k8s.io"), "{resources}");
+    let vac = write(
+        &dir,
+        "vac.yaml",
+        "apiVersion: storage.k8s.io/v1\nkind: VolumeAttributesClass\nmetadata: {name: gp3-fast}\n\
+                                       driverName: ebs.csi.aws.com\nparameters: {iops: \"6000\"}\n",
+    );
+    ok(&kc, &["create", "-f", &vac]);
+    let table = ok(&kc, &["get", "vac"]);
+    assert!(table.contains("DRIVERNAME") && table.contains("gp3-fast") && table.contains("ebs.csi.aws.com"), "{table}");
+
+    let bad = write(&dir, "bad.json", r#"{"kubernetesVersion": "one.two"}"#);
+    let (success, text) = kubectl(&kc, &["create", "--raw", "/local-apiserver/version", "-f", &bad]);
+    assert!(!success, "{text}");
+    assert!(text.contains("is not a Kubernetes version"), "{text}");
+    assert_eq!(server_version()["minor"], "34");
+}

@@ -7,6 +7,8 @@ mod common;
 
 #[path = "server/apply.rs"]
 mod apply;
+#[path = "server/cel.rs"]
+mod cel;
 #[path = "server/controller.rs"]
 mod controller;
 #[path = "server/crds.rs"]
@@ -23,7 +25,11 @@ mod faults;
 mod list_watch;
 #[path = "server/patch.rs"]
 mod patch;
+#[path = "server/rbac.rs"]
+mod rbac;
 #[path = "server/tokens.rs"]
 mod tokens;
+#[path = "server/version.rs"]
+mod version;
 #[path = "server/workloads.rs"]
 mod workloads;

@@ -60,7 +60,7 @@ fn kubelet_status(node: &Value, index: usize, version: &str) -> Value {
         ("daemonEndpoints", json!({"kubeletEndpoint": {"Port": 10250}})),
         (
             "nodeInfo",
-            json!({"kubeletVersion": format!("v{version}.0"), "kubeProxyVersion": "", "operatingSystem": os,
+            json!({"kubeletVersion": format!("v{}", version.trim_start_matches('v')), "kubeProxyVersion": "", "operatingSystem": os,
                    "architecture": arch, "containerRuntimeVersion": "containerd://1.7.27",
                    "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.1.0-local",
                    "machineID": format!("{:032x}", index + 1), "systemUUID": format!("{:032x}", index + 1),
@@ -117,7 +117,8 @@ pub fn reconcile(cx: &mut Ctx<'_>, name: &str) -> Option<Duration> {
             node = Arc::new(stored);
         }
     }
-    let version = cx.shared.kubernetes_version.clone();
+    let v = cx.shared.kubernetes_version();
+    let version = if v.trim_start_matches('v').split('.').count() < 3 { format!("{v}.0") } else { v };
     let st = kubelet_status(&node, index, &version);
     if let Some(stored) = cx.update_status(NODES, &node, st, "kubelet") {
         node = Arc::new(stored);
