@@ -59,7 +59,7 @@ fn unchanged(old: &Value, new: &Value, path: &str, out: &mut Vec<Cause>) {
 
 /// Problems with `new` (an update of `old` when given).
 pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Cause> {
-    let mut out = Vec::new();
+    let mut out = crate::auth::validation::causes(info, new);
     match (info.group.as_str(), info.kind.as_str()) {
         ("apps", "Deployment" | "DaemonSet") => {
             let sel = &new["spec"]["selector"];

@@ -213,7 +213,11 @@ impl LocalApiServer {
         });
         let gc = tokio::spawn(gc::run(shared.clone()));
         let workloads = tokio::spawn(workloads::run(shared.clone()));
-        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks: vec![serve, gc, workloads] })
+        let mut tasks = vec![serve, gc, workloads];
+        if shared.auth.enabled() {
+            tasks.push(tokio::spawn(auth::aggregation::run(shared.clone())));
+        }
+        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks })
     }
 
     /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with RBAC on (the CA is

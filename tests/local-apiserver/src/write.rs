@@ -38,11 +38,12 @@ pub fn finish_write(
     s: &mut Inner,
     t: &Target,
     old: Option<&Arc<Value>>,
-    new: Value,
+    mut new: Value,
     managed_done: bool,
     manager: &str,
     dry: bool,
 ) -> ApiResult<(Value, bool)> {
+    crate::auth::validation::default(&t.info, &mut new);
     crate::auth::escalation::check(shared, s, t, old, &new)?;
     let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
     if changed {

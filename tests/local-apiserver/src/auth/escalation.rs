@@ -177,12 +177,17 @@ pub fn check(shared: &Shared, s: &Inner, t: &Target, old: Option<&Arc<Value>>, n
             if authorized(shared, s, user, &escalate) {
                 return Ok(());
             }
-            confirm_no_escalation(s, user, &namespace, &rules_of(new)).map_err(|m| forbidden(&m))?;
+            // A refusal is recorded as a denied `escalate` (the request itself was authorised).
+            let refused = |msg: &str| {
+                shared.auth.audit.record_denied(&user.name, &escalate);
+                forbidden(msg)
+            };
+            confirm_no_escalation(s, user, &namespace, &rules_of(new)).map_err(|m| refused(&m))?;
             let aggregation = new.get("aggregationRule").filter(|a| !a.is_null());
             let changed = old.map(|o| o.get("aggregationRule").filter(|a| !a.is_null()) != aggregation).unwrap_or(true);
             if resource == "clusterroles" && aggregation.is_some() && changed {
                 confirm_no_escalation(s, user, "", &full_authority())
-                    .map_err(|_| forbidden("must have cluster-admin privileges to use the aggregationRule"))?;
+                    .map_err(|_| refused("must have cluster-admin privileges to use the aggregationRule"))?;
             }
             Ok(())
         }
@@ -204,13 +209,16 @@ pub fn check(shared: &Shared, s: &Inner, t: &Target, old: Option<&Arc<Value>>, n
             let rules = match role_kind {
                 "ClusterRole" => s
                     .get(rbac::CLUSTER_ROLES, &(String::new(), role_name.to_string()))
-                    .map(|r| rbac::cluster_role_rules(s, &r)),
+                    .map(|r| rbac::cluster_role_rules(&r)),
                 _ => s.get(rbac::ROLES, &(namespace.clone(), role_name.to_string())).map(|r| rules_of(&r)),
             }
             .ok_or_else(|| {
                 ApiError::not_found(&ErrTarget { group: rbac::GROUP, resource: role_resource, name: role_name })
             })?;
-            confirm_no_escalation(s, user, &namespace, &rules).map_err(|m| forbidden(&m))
+            confirm_no_escalation(s, user, &namespace, &rules).map_err(|m| {
+                shared.auth.audit.record_denied(&user.name, &bind);
+                forbidden(&m)
+            })
         }
         _ => Ok(()),
     }

@@ -8,11 +8,15 @@
 //! - `escalation`: the RBAC storage's escalation checks (`escalate`, `bind`, covering rules);
 //! - `reviews`: SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview,
 //!   SelfSubjectRulesReview, TokenReview and SelfSubjectReview;
-//! - `audit`: which authorised requests each user made, and which granted rules went unused.
+//! - `audit`: which authorised requests each user made, and which granted rules went unused;
+//! - `aggregation`: the ClusterRole aggregation controller;
+//! - `tls`: the https listener of the RBAC mode (client-go sends credentials only over https).
 //!
 //! Off ([`Authorization::AlwaysAllow`](crate::Authorization)), no request is authenticated and
-//! every request is allowed, as before.
+//! every request is allowed, as before. `validation` (defaults and validation of the RBAC kinds)
+//! and the reviews apply in both modes.
 
+pub mod aggregation;
 pub mod audit;
 pub mod authn;
 pub mod escalation;
@@ -20,6 +24,7 @@ pub mod rbac;
 pub mod request_info;
 pub mod reviews;
 pub mod tls;
+pub mod validation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

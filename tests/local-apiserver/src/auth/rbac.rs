@@ -3,7 +3,7 @@
 //! a rule allows a request when verb, API group, resource (or `*/subresource`), resource name
 //! and non-resource URL all match (`rbac.RuleAllows`). Members of `system:masters` are allowed
 //! everything before RBAC is asked, as on a real cluster. Also: the default cluster roles and
-//! bindings a fresh cluster has, aggregated ClusterRoles, and the 403 body of a denial.
+//! bindings a fresh cluster has, and the 403 body of a denial.
 
 use std::fmt::Write as _;
 
@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::UserInfo;
 use super::request_info::Attrs;
 use crate::error::ApiError;
-use crate::selectors::LabelSelector;
 use crate::store::Inner;
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
@@ -166,26 +165,9 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The rules of a ClusterRole, including what its aggregationRule gathers.
-pub fn cluster_role_rules(s: &Inner, role: &Value) -> Vec<Rule> {
-    let mut rules: Vec<Rule> = role["rules"].as_array().into_iter().flatten().map(Rule::from_json).collect();
-    if let Some(selectors) = role["aggregationRule"]["clusterRoleSelectors"].as_array() {
-        let own = role["metadata"]["name"].as_str().unwrap_or_default();
-        let selectors: Vec<LabelSelector> = selectors.iter().map(LabelSelector::from_object).collect();
-        for other in s.list(CLUSTER_ROLES, None) {
-            if other["metadata"]["name"].as_str() == Some(own) || other.get("aggregationRule").is_some() {
-                continue;
-            }
-            if selectors.iter().any(|sel| sel.matches(other["metadata"].get("labels"))) {
-                for r in other["rules"].as_array().into_iter().flatten().map(Rule::from_json) {
-                    if !rules.contains(&r) {
-                        rules.push(r);
-                    }
-                }
-            }
-        }
-    }
-    rules
+/// The rules of a ClusterRole (for an aggregated one, what the aggregation controller wrote).
+pub fn cluster_role_rules(role: &Value) -> Vec<Rule> {
+    role["rules"].as_array().into_iter().flatten().map(Rule::from_json).collect()
 }
 
 /// The rules a roleRef grants in `namespace` (`GetRoleReferenceRules`), or the error message the
@@ -195,7 +177,7 @@ pub fn role_ref_rules(s: &Inner, role_ref: &Value, namespace: &str) -> Result<Ve
     let name = role_ref["name"].as_str().unwrap_or_default();
     match kind {
         "ClusterRole" => match s.get(CLUSTER_ROLES, &(String::new(), name.to_string())) {
-            Some(role) => Ok(cluster_role_rules(s, &role)),
+            Some(role) => Ok(cluster_role_rules(&role)),
             None => Err(format!("clusterrole.{GROUP} {name:?} not found")),
         },
         "Role" => match s.get(ROLES, &(namespace.to_string(), name.to_string())) {

@@ -349,6 +349,12 @@ async fn bindings_need_bind_or_every_rule_of_the_role() {
     admin_roles.replace("app", &pp, &app).await.unwrap();
     bindings.create(&pp, &obj(binding("secrets", "ClusterRole", "secret-reader"))).await.unwrap();
     assert_eq!(status(bindings.create(&pp, &obj(binding("pods", "ClusterRole", "pod-reader"))).await).code, 403);
+    // Refused escalations show among the denials, as a bind of that role.
+    let denied = srv.denied_requests(SA_USER);
+    assert!(
+        denied.iter().any(|a| a.verb == "bind" && a.resource == "clusterroles" && a.name == "pod-reader"),
+        "{denied:?}"
+    );
     // The binding took effect: the ServiceAccount now reads secrets in team.
     Api::<Secret>::namespaced(admin, "team")
         .create(&pp, &obj(json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}})))
@@ -399,6 +405,14 @@ async fn aggregated_cluster_roles_gather_the_labelled_rules() {
         .create(&pp, &obj(binding("gathered", "ClusterRole", "gathered")))
         .await
         .unwrap();
+    // The aggregation controller writes the gathered rules into the aggregated role.
+    let gathered = super::common::eventually("the aggregated rules", || {
+        let cluster_roles = cluster_roles.clone();
+        async move { cluster_roles.get("gathered").await.ok().and_then(|r| r.rules).filter(|r| !r.is_empty()) }
+    })
+    .await;
+    assert_eq!(gathered.len(), 1);
+    assert_eq!(gathered[0].resources.as_deref(), Some(&["configmaps".to_string()][..]));
     Api::<ConfigMap>::all(sa.clone()).list(&ListParams::default()).await.unwrap();
     // Only cluster admins may create an aggregationRule (it can gather anything).
     let s = status(
@@ -544,4 +558,106 @@ async fn authorization_is_off_by_default() {
     assert!(answer.status.unwrap().allowed);
     assert!(srv.access_log("system:anonymous").is_empty());
     assert!(Api::<ClusterRole>::all(srv.client()).list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn escalate_restricted_by_name_allows_updates_of_that_role_only() {
+    let srv = rbac_server().await;
+    let sa = team_with_role(
+        &srv,
+        json!([
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["create", "get", "update"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "resourceNames": ["open"],
+                "verbs": ["escalate"]},
+        ]),
+    )
+    .await;
+    let pp = PostParams::default();
+    let wide = |name: &str| -> Role {
+        obj(json!({"metadata": {"name": name}, "rules": [{"apiGroups": [""], "resources": ["secrets"],
+            "verbs": ["delete"]}]}))
+    };
+    let empty = |name: &str| -> Role { obj(json!({"metadata": {"name": name}, "rules": []})) };
+    let roles: Api<Role> = Api::namespaced(sa, "team");
+    // A create names no object in its path, so a name-restricted escalate does not apply to it.
+    assert_eq!(status(roles.create(&pp, &wide("open")).await).code, 403);
+    roles.create(&pp, &empty("open")).await.unwrap();
+    roles.create(&pp, &empty("closed")).await.unwrap();
+    let mut open = wide("open");
+    open.metadata.resource_version = roles.get("open").await.unwrap().metadata.resource_version;
+    roles.replace("open", &pp, &open).await.unwrap();
+    let mut closed = wide("closed");
+    closed.metadata.resource_version = roles.get("closed").await.unwrap().metadata.resource_version;
+    assert_eq!(status(roles.replace("closed", &pp, &closed).await).code, 403);
+}
+
+#[tokio::test]
+async fn service_account_kubeconfigs_work_for_kube_rs_and_kubectl() {
+    let srv = rbac_server().await;
+    let _ = team_with_role(&srv, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])).await;
+    let path = std::env::temp_dir().join(format!("local-apiserver-sa-kubeconfig-{}.yaml", std::process::id()));
+    srv.write_kubeconfig_for_service_account(&path, "team", "app").unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    assert_eq!(config.default_namespace, "team");
+    let client = kube::Client::try_from(config).unwrap();
+    Api::<ConfigMap>::default_namespaced(client.clone()).list(&ListParams::default()).await.unwrap();
+    assert_eq!(status(Api::<Secret>::default_namespaced(client).list(&ListParams::default()).await).code, 403);
+    // tokio::process: the server runs on this test's runtime and must keep serving meanwhile.
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .output()
+        .await
+        .expect("kubectl is installed and on PATH");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), SA_USER);
+}
+
+#[tokio::test]
+async fn rbac_objects_are_defaulted_and_validated_like_the_real_server() {
+    let srv = super::common::server().await;
+    let pp = PostParams::default();
+    let roles: Api<Role> = Api::default_namespaced(srv.client());
+    let s = status(
+        roles
+            .create(
+                &pp,
+                &obj(json!({"metadata": {"name": "bad"}, "rules": [{"nonResourceURLs": ["/healthz"],
+                "verbs": ["get"]}]})),
+            )
+            .await,
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "Role.rbac.authorization.k8s.io \"bad\" is invalid: rules[0].nonResourceURLs: Invalid value: \
+         []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs"
+    );
+    let bindings: Api<RoleBinding> = Api::default_namespaced(srv.client());
+    let b = bindings
+        .create(
+            &pp,
+            &obj(json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": "alice"}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.role_ref.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+    assert_eq!(b.subjects.unwrap()[0].api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+    let s = status(
+        Api::<ClusterRoleBinding>::all(srv.client())
+            .create(
+                &pp,
+                &obj(json!({"metadata": {"name": "c"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "ServiceAccount", "name": "sa"}]})),
+            )
+            .await,
+    );
+    assert_eq!(
+        s.message,
+        "ClusterRoleBinding.rbac.authorization.k8s.io \"c\" is invalid: subjects[0].namespace: Required value"
+    );
 }
