@@ -179,12 +179,21 @@ async fn deployments_roll_out_to_observed_generation() {
     assert_eq!(d.annotations()["deployment.kubernetes.io/revision"], "2");
 }
 
-/// Follows every pod event of a rollout and checks maxSurge/maxUnavailable at each step.
-async fn watch_rollout(client: &Client, app: &str, max_total: usize, min_ready: usize, done: impl Fn(&[Pod]) -> bool) {
+/// Makes `change`, then follows every pod event of the rollout it starts (from a list taken
+/// before it) and checks maxSurge/maxUnavailable at each step.
+async fn watch_rollout(
+    client: &Client,
+    app: &str,
+    max_total: usize,
+    min_ready: usize,
+    change: impl std::future::Future<Output = ()>,
+    done: impl Fn(&[Pod]) -> bool,
+) {
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
     let mut live: BTreeMap<String, Pod> = list.items.into_iter().map(|p| (p.name_any(), p)).collect();
     let rv = list.metadata.resource_version.unwrap();
+    change.await;
     let wp = WatchParams::default().labels(&format!("app={app}")).timeout(30);
     let mut stream = pods.watch(&wp, &rv).await.unwrap().boxed();
     let mut steps = 0;
@@ -221,14 +230,13 @@ async fn rolling_updates_honour_max_surge_and_max_unavailable() {
     apply(&api, "roll", &d).await;
     rolled_out(&api, "roll", 4).await;
     d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
-    apply(&api, "roll", &d).await;
     let new_image = |ps: &[Pod]| {
         ps.len() == 4
             && ps
                 .iter()
                 .all(|p| pod_ready(p) && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:2"))
     };
-    watch_rollout(&client, "roll", 5, 4, new_image).await;
+    watch_rollout(&client, "roll", 5, 4, apply(&api, "roll", &d), new_image).await;
     let d2 = rolled_out(&api, "roll", 4).await;
     assert_eq!(d2.annotations()["deployment.kubernetes.io/revision"], "2");
     // The old ReplicaSet is kept, scaled to zero, for rollbacks.
@@ -247,14 +255,13 @@ async fn rolling_updates_honour_max_surge_and_max_unavailable() {
     // maxUnavailable 2, no surge: never more than 4 pods, never fewer than 2 ready.
     d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2}});
     d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:3");
-    apply(&api, "roll", &d).await;
     let third = |ps: &[Pod]| {
         ps.len() == 4
             && ps
                 .iter()
                 .all(|p| pod_ready(p) && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:3"))
     };
-    watch_rollout(&client, "roll", 4, 2, third).await;
+    watch_rollout(&client, "roll", 4, 2, apply(&api, "roll", &d), third).await;
     rolled_out(&api, "roll", 4).await;
 }
 
@@ -551,13 +558,21 @@ async fn daemonsets_without_nodes_report_zero() {
     assert_eq!((st.number_unavailable, st.number_available), (None, None));
 }
 
-/// Follows a DaemonSet's pods and checks availability and pod count at every step.
-async fn watch_ds_rollout(client: &Client, app: &str, image: &str, nodes: usize, max_pods: usize, min_ready: usize) {
+/// Applies `ds`, then follows its pods and checks availability and pod count at every step.
+async fn watch_ds_rollout(
+    api: &Api<DaemonSet>,
+    ds: &Value,
+    image: &str,
+    nodes: usize,
+    max_pods: usize,
+    min_ready: usize,
+) {
     let done = |ps: &[Pod]| {
         ps.len() == nodes
             && ps.iter().all(|p| pod_ready(p) && p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image))
     };
-    watch_rollout(client, app, max_pods, min_ready, done).await;
+    let name = ds["metadata"]["name"].as_str().unwrap();
+    watch_rollout(&api.clone().into_client(), name, max_pods, min_ready, apply(api, name, ds), done).await;
 }
 
 #[tokio::test]
@@ -573,8 +588,7 @@ async fn daemonset_rolling_updates_and_on_delete() {
     apply(&api, "node", &ds).await;
     ds_status(&api, "node", 4).await;
     ds["spec"]["template"]["spec"]["containers"][0]["image"] = json!("agent:2");
-    apply(&api, "node", &ds).await;
-    watch_ds_rollout(&client, "node", "agent:2", 4, 4, 2).await;
+    watch_ds_rollout(&api, &ds, "agent:2", 4, 4, 2).await;
     ds_status(&api, "node", 4).await;
     let revs: Api<ControllerRevision> = Api::default_namespaced(client.clone());
     let mut numbers: Vec<i64> =
@@ -586,8 +600,7 @@ async fn daemonset_rolling_updates_and_on_delete() {
     ds["spec"]["updateStrategy"] =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}});
     ds["spec"]["template"]["spec"]["containers"][0]["image"] = json!("agent:3");
-    apply(&api, "node", &ds).await;
-    watch_ds_rollout(&client, "node", "agent:3", 4, 5, 4).await;
+    watch_ds_rollout(&api, &ds, "agent:3", 4, 5, 4).await;
     ds_status(&api, "node", 4).await;
 
     // OnDelete: nothing changes until a pod is deleted.
