@@ -8,39 +8,44 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 BIN := target/debug/hardened-csi-operator
 CRD := crds/hardenedcsidrivers.csi.hardened.dev.yaml
-CHART_CRD := charts/hardened-csi-operator/crds/hardenedcsidrivers.csi.hardened.dev.yaml
 export MOTO_SERVER := $(VENV)/bin/moto_server
 export MOTO_EC2_LOAD_DEFAULT_AMIS := false
 # Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean
+.PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean deny
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
 
-$(VENV)/.installed: tests/manifests/requirements.txt
+## The test tools at the exact versions and hashes of the lock (compiled from requirements.in).
+$(VENV)/.installed: tests/manifests/requirements.lock
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r tests/manifests/requirements.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r tests/manifests/requirements.lock
 	touch $@
 
 venv: $(VENV)/.installed
 
-## Regenerate the CRD from the Rust types (crds/ and the chart's copy).
+## Regenerate the CRD from the Rust types: crds/, then the files derived from it (the chart's CRD
+## template, values.schema.json, deploy/operator/).
 crds: build venv
 	$(BIN) crd > $(CRD)
-	mkdir -p $(dir $(CHART_CRD))
-	cp $(CRD) $(CHART_CRD)
 	$(PY) tests/manifests/regenerate.py
 
-## Fails when the checked-in CRD differs from what the Rust types generate.
-crds-check: build
+## Fails when the checked-in CRD differs from what the Rust types generate, or a derived file is stale.
+crds-check: build venv
 	@$(BIN) crd | diff -u $(CRD) - || { echo "crds/ is stale: run 'make crds'"; exit 1; }
-	@diff -u $(CRD) $(CHART_CRD) || { echo "chart CRD differs from crds/: run 'make crds'"; exit 1; }
+	@$(PY) tests/manifests/regenerate.py --check
 	@echo "crds: up to date"
+
+## cargo-deny (deny.toml): licences, bans with duplicate-version warnings, sources. The advisories
+## check fetches the RustSec database from GitHub, unreachable here: DENY_CHECKS=all adds it where
+## GitHub is reachable (README, "Supply chain checks").
+DENY_CHECKS ?= licenses bans sources
+deny:
+	$(CARGO) deny check $(if $(filter all,$(DENY_CHECKS)),,$(DENY_CHECKS))
 
 cargo-test: venv build
 	$(CARGO) nextest run --workspace --no-fail-fast

@@ -3,11 +3,17 @@
 - charts/hardened-csi-operator/values.schema.json, from the description below, with
   `driver.spec` taken from the CRD's openAPIV3Schema (a typo in the driver block fails
   `helm install` instead of being pruned by the API server);
+- charts/hardened-csi-operator/templates/crds/hardenedcsidrivers.csi.hardened.dev.yaml, the CRD
+  from crds/ as a chart template (behind `crds.install`, kept on uninstall unless `crds.keep` is
+  false), so `helm upgrade` updates it;
+- charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
+  (chart_readme.py);
 - deploy/operator/{clusterrole,deployment,role-pull-secrets}.yaml, the kustomize base's copies of
   `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
 
-The suite fails when any of them is stale. After changing the chart's values, Deployment or
-RBAC, or after `make crds`, run:  .venv/bin/python tests/manifests/regenerate.py
+The suite and `make crds-check` (`regenerate.py --check`) fail when any of them is stale. `make crds`
+runs this script; after changing the chart's values, Deployment or RBAC, run:
+  .venv/bin/python tests/manifests/regenerate.py
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
-from support import CHART, DEPLOY, _strict, crd, render_chart
+import chart_readme
+from support import CHART, CHART_CRD_TEMPLATE, CRD_FILE, DEPLOY, REPO, _strict, crd, render_chart
 
 # ---------------------------------------------------------------- values.schema.json
 
@@ -48,6 +56,10 @@ schema = {
   "additionalProperties": False,
   "properties": {
     "global": {"type": "object", "description": "Helm's global values, passed through to subcharts (none here)."},
+    "crds": obj({
+        "install": {"type": "boolean", "description": "Install and upgrade the CRD with the release."},
+        "keep": {"type": "boolean", "description": "Keep the CRD on helm uninstall."},
+      }, required=["install", "keep"]),
     "image": obj({
         "repository": s(minLength=1, pattern=r"^[a-z0-9]+([._:/-][a-z0-9]+)*$", description="Image repository, without tag or digest."),
         "tag": s(pattern=r"^([\w][\w.-]{0,127})?$", description="Image tag; empty: the chart's appVersion."),
@@ -97,13 +109,33 @@ schema = {
     "affinity": {"type": "object"},
     "topologySpreadConstraints": {"type": "array", "items": {"type": "object"}},
     "priorityClassName": {"anyOf": [{"const": ""}, k8sname]},
-    "podDisruptionBudget": obj({"enabled": {"type": "boolean"}}),
+    "podDisruptionBudget": obj({
+        "enabled": {"type": "boolean"},
+        "maxUnavailable": {"type": "integer", "minimum": 1, "description": "At least 1: 0 would block every node drain."},
+      }, required=["enabled", "maxUnavailable"]),
     "metrics": obj({
         "port": {"type": "integer", "minimum": 1024, "maximum": 65535, "description": "Unprivileged port (the operator runs as UID 65532)."},
         "service": obj({"enabled": {"type": "boolean"}, "port": port}),
         "serviceMonitor": obj({"enabled": {"type": "boolean"}, "interval": duration, "scrapeTimeout": duration, "labels": strmap}),
       }, required=["port"]),
     "networkPolicy": obj({"enabled": {"type": "boolean"}, "metricsFrom": {"type": "array", "items": {"type": "object"}}}),
+    "tests": obj({
+        "enabled": {"type": "boolean"},
+        "driverName": {"anyOf": [{"const": ""}, k8sname]},
+        "timeout": s(pattern=r"^([0-9]+(s|m|h))+$", description="A duration like 120s or 5m."),
+        "curlImage": obj({
+            "repository": s(minLength=1, pattern=r"^[a-z0-9]+([._:/-][a-z0-9]+)*$"),
+            "tag": s(minLength=1, pattern=r"^[\w][\w.-]{0,127}$"),
+            "digest": s(pattern=r"^(sha256:[a-f0-9]{64})?$", description="sha256:<64 lowercase hex>, or empty."),
+          }, required=["repository", "tag"]),
+        "kubectlImage": obj({
+            "repository": s(minLength=1, pattern=r"^[a-z0-9]+([._:/-][a-z0-9]+)*$"),
+            "tag": s(minLength=1, pattern=r"^[\w][\w.-]{0,127}$"),
+            "digest": s(pattern=r"^(sha256:[a-f0-9]{64})?$", description="sha256:<64 lowercase hex>, or empty."),
+          }, required=["repository", "tag"]),
+        "imagePullSecrets": {"type": "array", "items": k8sname, "description": "Secret names, as plain strings."},
+        "resources": obj({"requests": resmap, "limits": resmap}),
+      }, required=["enabled"]),
     "driver": obj({
         "enabled": {"type": "boolean"},
         "name": k8sname,
@@ -122,19 +154,6 @@ schema = {
 
 
 def values_schema() -> str:
-    spec = crd()["spec"]["versions"]
-    (v1alpha1,) = [v for v in spec if v["name"] == "v1alpha1"]
-    driver_spec = _strict(v1alpha1["schema"]["openAPIV3Schema"]["properties"]["spec"])
-    out = json.loads(json.dumps(schema))
-    out["properties"]["driver"]["properties"]["spec"] = driver_spec
-    return json.dumps(out, indent=2) + "\n"
-
-
-# ---------------------------------------------------------------- kustomize copies
-
-
-
-def values_schema() -> str:
     (v1alpha1,) = [v for v in crd()["spec"]["versions"] if v["name"] == "v1alpha1"]
     out = json.loads(json.dumps(schema))
     out["properties"]["driver"]["properties"]["spec"] = _strict(v1alpha1["schema"]["openAPIV3Schema"]["properties"]["spec"])
@@ -147,9 +166,62 @@ HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)
 FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml")
 
 
-def main() -> int:
-    (CHART / "values.schema.json").write_text(values_schema())
-    print("wrote charts/hardened-csi-operator/values.schema.json")
+# ---------------------------------------------------------------- the chart's CRD template
+
+CHART_CRD_HEADER = """\
+{{- /*
+The HardenedCsiDriver CRD as a template, so `helm upgrade` updates it (Helm never upgrades crds/).
+Generated from crds/hardenedcsidrivers.csi.hardened.dev.yaml by `make crds`
+(tests/manifests/regenerate.py): do not edit.
+*/ -}}
+{{- if .Values.crds.install }}
+"""
+CHART_CRD_METADATA = """\
+metadata:
+  name: hardenedcsidrivers.csi.hardened.dev
+  labels:
+    app.kubernetes.io/name: {{ include "hco.name" . }}
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+    app.kubernetes.io/component: crd
+    app.kubernetes.io/part-of: hardened-csi-operator
+    app.kubernetes.io/managed-by: {{ .Release.Service }}
+    helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+  {{- if .Values.crds.keep }}
+  annotations:
+    # helm uninstall leaves the CRD: deleting it would delete every HardenedCsiDriver with it.
+    helm.sh/resource-policy: keep
+  {{- end }}
+"""
+
+
+def chart_crd_template(text: str | None = None) -> str:
+    """crds/'s CRD (or the CRD text given) with Helm's labels and the keep policy in its metadata,
+    inside `crds.install`. Template delimiters in the CRD's text (descriptions, CEL rules) are
+    escaped."""
+    text = CRD_FILE.read_text() if text is None else text
+    head = "metadata:\n  name: hardenedcsidrivers.csi.hardened.dev\n"
+    if text.count(head) != 1 or not text.startswith("apiVersion: apiextensions.k8s.io/v1\n"):
+        raise SystemExit(f"{CRD_FILE}: unexpected layout (metadata is not `name:` only); update regenerate.py")
+    text = text.replace("{{", '{{ "{{" }}')
+    return CHART_CRD_HEADER + text.replace(head, CHART_CRD_METADATA).rstrip("\n") + "\n{{- end }}\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def source_outputs() -> dict[Path, str]:
+    """The files derived from the CRD and the schema description above: the chart reads them."""
+    return {
+        CHART_CRD_TEMPLATE: chart_crd_template(),
+        CHART / "values.schema.json": values_schema(),
+        chart_readme.README: chart_readme.chart_readme(),
+    }
+
+
+def rendered_outputs() -> dict[Path, str]:
+    """The kustomize copies, rendered from the chart as it is on disk."""
+    out = {}
     rendered = render_chart({}, release="hardened-csi-operator")
     for name in FILES:
         text = rendered[f"hardened-csi-operator/templates/{name}"].lstrip("\n")
@@ -157,10 +229,39 @@ def main() -> int:
         text = "\n".join(lines).replace(
             "`hardened-csi-operator operator-rbac`", "`hardened-csi-operator operator-rbac`, like the chart's"
         )
-        (DEPLOY / "operator" / name).write_text(text.rstrip() + "\n")
-        print(f"wrote deploy/operator/{name}")
+        out[DEPLOY / "operator" / name] = text.rstrip() + "\n"
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Writes the derived files; with --check, writes nothing and fails when one is stale."""
+    check = argv == ["--check"]
+    if argv and not check:
+        print(f"usage: regenerate.py [--check]; got {argv}", file=sys.stderr)
+        return 2
+    stale = []
+
+    def handle(outputs: dict[Path, str]) -> None:
+        for path, text in outputs.items():
+            rel = path.relative_to(REPO)
+            if check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(rel))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                print(f"wrote {rel}")
+
+    handle(source_outputs())
+    # A stale schema or CRD template may not even render: report those first.
+    if not stale:
+        handle(rendered_outputs())
+    if stale:
+        print(f"stale: {', '.join(stale)}: run `make crds` (or .venv/bin/python tests/manifests/regenerate.py)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -7,15 +7,18 @@ needs it with the command and its output, it never skips.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import jsonschema
 import kubernetes_validate
@@ -27,11 +30,14 @@ from yamllint.config import YamlLintConfig
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hardened-csi-operator"
 CRD_FILE = REPO / "crds" / "hardenedcsidrivers.csi.hardened.dev.yaml"
-CHART_CRD_FILE = CHART / "crds" / "hardenedcsidrivers.csi.hardened.dev.yaml"
+# The CRD as a chart template (so `helm upgrade` updates it), generated from CRD_FILE.
+CHART_CRD_TEMPLATE = CHART / "templates" / "crds" / "hardenedcsidrivers.csi.hardened.dev.yaml"
 DEPLOY = REPO / "deploy"
+README_FILE = REPO / "README.md"
 EXAMPLES = DEPLOY / "examples"
 GITOPS = DEPLOY / "gitops"
 BIN = Path(os.environ.get("HCO_BIN", REPO / "target" / "debug" / "hardened-csi-operator"))
+LOCAL_APISERVER = Path(os.environ.get("LOCAL_APISERVER", REPO / "target" / "debug" / "local-apiserver"))
 
 RELEASE = "hco"
 RELEASE_NAMESPACE = "hardened-csi-operator"
@@ -42,18 +48,24 @@ K8S_VERSIONS = ("1.30", "1.37")
 # A syntactically valid digest used where a test needs an image pinned by digest; no registry
 # is contacted, so only its form matters.
 TEST_DIGEST = "sha256:" + "0123456789abcdef" * 4
+# The operator image and the `helm test` images pinned by digest.
+PINNED: dict[str, Any] = {
+    "image": {"digest": TEST_DIGEST},
+    "tests": {"curlImage": {"digest": TEST_DIGEST}, "kubectlImage": {"digest": TEST_DIGEST}},
+}
+
 
 # Named value sets the chart must lint, render and validate with.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "pinned": {"image": {"digest": TEST_DIGEST}},
+    "pinned": PINNED,
     "irsa": {
-        "image": {"digest": TEST_DIGEST},
+        **PINNED,
         "serviceAccount": {"irsaRoleArn": "arn:aws:iam::111122223333:role/hardened-csi-operator"},
         "aws": {"region": "us-east-1"},
     },
     "ha": {
-        "image": {"digest": TEST_DIGEST},
+        **PINNED,
         "replicaCount": 2,
         "leaderElection": {"enabled": True, "leaseName": "hco-leader", "leaseDuration": "20s", "renewDeadline": "15s"},
         "podDisruptionBudget": {"enabled": True},
@@ -67,11 +79,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         ],
     },
     "servicemonitor": {
-        "image": {"digest": TEST_DIGEST},
+        **PINNED,
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
     "driver": {
-        "image": {"digest": TEST_DIGEST},
+        **PINNED,
         "driver": {
             "enabled": True,
             "name": "ebs",
@@ -86,15 +98,30 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             },
         },
     },
-    "no-leader-election": {"image": {"digest": TEST_DIGEST}, "leaderElection": {"enabled": False}},
+    "no-leader-election": {**PINNED, "leaderElection": {"enabled": False}},
     "existing-sa": {
-        "image": {"digest": TEST_DIGEST},
+        **PINNED,
         "serviceAccount": {"create": False, "name": "platform-operator"},
         "aws": {"endpointUrl": "https://ec2.us-east-1.amazonaws.com"},
         "extraArgs": ["--shutdown-grace-period=20s"],
         "logLevel": "info,hardened_csi_operator=debug",
     },
 }
+
+# chart-testing's value files (ct lint/install use them too): every test of a value set runs on
+# each of them, as "ci/<name>".
+CI_VALUE_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
+VALUE_SETS.update({f"ci/{p.stem}": yaml.safe_load(p.read_text()) or {} for p in CI_VALUE_FILES})
+
+
+def is_pinned(values: dict[str, Any]) -> bool:
+    """Every image the chart renders is pinned by digest."""
+    tests = values.get("tests", {})
+    return bool(values.get("image", {}).get("digest")) and (
+        tests.get("enabled") is False
+        or all(tests.get(k, {}).get("digest") for k in ("curlImage", "kubectlImage"))
+    )
+
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 EXAMPLE_IDS = [p.stem for p in EXAMPLE_FILES]
@@ -160,6 +187,57 @@ def operator_rbac() -> dict[str, list[dict]]:
     return doc
 
 
+# ---------------------------------------------------------------- local API server
+
+
+@contextlib.contextmanager
+def local_apiserver(workdir: Path, rbac: bool = False) -> Iterator[Path]:
+    """The project's local Kubernetes API server as its own process on a free port; yields the
+    kubeconfig it wrote (with rbac: https, authentication and RBAC enforced like a real cluster,
+    the kubeconfig holding the admin). Stopped (SIGTERM, then SIGKILL) on exit; its log is in the
+    failure."""
+    if not LOCAL_APISERVER.exists():
+        raise AssertionError(f"{LOCAL_APISERVER} does not exist: build it first (`make build`)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = workdir / "kubeconfig"
+    log = (workdir / "local-apiserver.log").open("w+")
+    proc = subprocess.Popen(
+        [str(LOCAL_APISERVER), "--port", str(port), "--kubeconfig", str(kubeconfig)]
+        + (["--authorization-mode=RBAC"] if rbac else []),
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            log.seek(0)
+            if "listening on" in log.read():
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise AssertionError(f"local-apiserver did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
+            time.sleep(0.05)
+        yield kubeconfig
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"`kubectl {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
 # ---------------------------------------------------------------- chart and kustomize
 
 
@@ -175,11 +253,17 @@ def render_chart(values: dict[str, Any], release: str = RELEASE) -> dict[str, st
     return _chart().render(copy.deepcopy(values), name=release, namespace=RELEASE_NAMESPACE)
 
 
-def chart_docs(values: dict[str, Any], release: str = RELEASE) -> list[dict]:
+def is_hook(doc: dict) -> bool:
+    return "helm.sh/hook" in (doc.get("metadata", {}).get("annotations") or {})
+
+
+def chart_docs(values: dict[str, Any], release: str = RELEASE, hooks: bool = False) -> list[dict]:
+    """The release's objects; with hooks, also the hook objects (`helm test`) that Helm creates
+    only when a hook runs."""
     docs: list[dict] = []
     for path, text in sorted(render_chart(values, release).items()):
         if path.endswith(".yaml"):
-            docs.extend(load_docs(text))
+            docs.extend(d for d in load_docs(text) if hooks or not is_hook(d))
     return docs
 
 

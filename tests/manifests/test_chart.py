@@ -12,8 +12,9 @@ import yaml
 
 from support import (
     CHART,
-    CHART_CRD_FILE,
+    CHART_CRD_TEMPLATE,
     CRD_FILE,
+    RELEASE,
     RELEASE_NAMESPACE,
     TEST_DIGEST,
     VALUE_SETS,
@@ -35,14 +36,14 @@ def test_chart_lints_strict(name):
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_chart_renders_operator_objects(name):
-    docs = chart_docs(VALUE_SETS[name])
+    docs = chart_docs(VALUE_SETS[name], hooks=True)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
     for d in docs:
         if d["metadata"]["name"].endswith("-pull-secrets"):
             # The pull-Secret grant lives in the driver namespace.
             assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
-        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver"}:
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver", "CustomResourceDefinition"}:
             assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
@@ -128,6 +129,17 @@ def test_leader_election_flags_and_lease_role():
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
+
+
+def test_pdb_with_one_replica_lets_a_drain_evict_the_pod():
+    """minAvailable 1 with the default single replica would block every node drain: the budget
+    is maxUnavailable (default 1, never 0) and the schema refuses minAvailable."""
+    docs = chart_docs({"podDisruptionBudget": {"enabled": True}})
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
+    assert not [d for d in chart_docs({}) if d["kind"] == "PodDisruptionBudget"]
 
 
 def test_without_leader_election_no_lease_role_and_no_flag():
@@ -233,6 +245,9 @@ BAD_VALUES = {
     "pull-secret-as-object": ({"imagePullSecrets": [{"name": "x"}]}, "imagePullSecrets"),
     "bad-resource-quantity": ({"resources": {"limits": {"memory": "lots"}}}, "resources/limits/memory"),
     "driver-spec-not-object": ({"driver": {"enabled": True, "name": "ebs", "spec": "kube-system"}}, "driver/spec"),
+    "pdb-min-available": ({"podDisruptionBudget": {"enabled": True, "minAvailable": 1}}, "minAvailable"),
+    "pdb-max-unavailable-zero": ({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 0}}, "podDisruptionBudget/maxUnavailable"),
+    "crds-install-not-bool": ({"crds": {"install": "yes"}}, "crds/install"),
     "bad-scrape-interval": ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
     # driver.spec is the CRD's spec schema: typos and bad values fail at install time.
     "driver-spec-typo": ({"driver": {"enabled": True, "name": "ebs", "spec": {"awz": {}}}}, "awz"),
@@ -286,11 +301,35 @@ def test_values_yaml_documents_every_key():
     assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
 
 
-def test_chart_crd_equals_crds_dir():
-    assert CRD_FILE.exists(), "crds/hardenedcsidrivers.csi.hardened.dev.yaml is missing: run `make crds`"
-    assert CHART_CRD_FILE.exists(), "the chart's crds/ copy is missing: run `make crds`"
-    assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs from crds/: run `make crds`"
-    assert yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"] == "hardenedcsidrivers.csi.hardened.dev"
+def _chart_crd(values):
+    crds = [d for d in chart_docs(values) if d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) <= 1, [d["metadata"]["name"] for d in crds]
+    return crds[0] if crds else None
+
+
+def test_chart_crd_is_the_generated_crd_with_helm_metadata():
+    """The chart's CRD is a template (so `helm upgrade` updates it) rendering exactly crds/'s CRD,
+    plus the release labels and the keep policy."""
+    generated = yaml.safe_load(CRD_FILE.read_text())
+    rendered = _chart_crd({})
+    meta = rendered.pop("metadata")
+    assert rendered == {k: v for k, v in generated.items() if k != "metadata"}
+    assert meta["name"] == generated["metadata"]["name"] == "hardenedcsidrivers.csi.hardened.dev"
+    assert meta["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert meta["labels"]["app.kubernetes.io/component"] == "crd"
+    assert not (CHART / "crds").exists(), "crds/ would make Helm create the CRD outside the release"
+
+
+def test_chart_crd_template_is_generated():
+    from regenerate import chart_crd_template
+
+    assert CHART_CRD_TEMPLATE.read_text() == chart_crd_template(), "the chart's CRD template is stale: run `make crds`"
+
+
+def test_crds_keep_false_drops_the_keep_policy_and_install_false_the_crd():
+    assert "annotations" not in _chart_crd({"crds": {"keep": False}})["metadata"]
+    assert _chart_crd({"crds": {"install": False}}) is None
 
 
 def test_every_flag_the_chart_passes_is_a_run_flag():
@@ -316,3 +355,154 @@ def test_values_schema_is_generated():
     assert (CHART / "values.schema.json").read_text() == values_schema(), (
         "values.schema.json is stale: run .venv/bin/python tests/manifests/regenerate.py"
     )
+
+
+# ---------------------------------------------------------------- `helm test` hook
+
+
+def _hooks(values):
+    return [d for d in chart_docs(values, hooks=True) if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+
+
+def test_helm_test_hook_is_a_restricted_pod_checking_readyz_and_the_driver():
+    docs = chart_docs({}, hooks=True)
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}
+    }
+    curl, kubectl = spec["containers"]
+    for c in (curl, kubectl):
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert c["image"].startswith("dhi.io/") and c["resources"]["limits"]["memory"]
+    svc = one(docs, "Service")
+    assert curl["command"] == ["curl"] and "--fail" in curl["args"]
+    assert curl["args"][-1] == f"http://{svc['metadata']['name']}.{RELEASE_NAMESPACE}.svc:{svc['spec']['ports'][0]['port']}/readyz"
+    assert kubectl["command"] == ["kubectl"]
+    assert kubectl["args"][:3] == ["wait", "--for=condition=Ready", "hardenedcsidriver/ebs"]
+    # Only the kubectl container carries the API token.
+    assert "volumeMounts" not in curl
+    assert {m["mountPath"] for m in kubectl["volumeMounts"]} == {"/var/run/secrets/kubernetes.io/serviceaccount", "/tmp"}
+    # No selector of the operator (Service, NetworkPolicy, PDB) picks the test pod up.
+    assert not svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert spec["imagePullSecrets"] == [{"name": "dhi-pull"}]
+
+
+def test_helm_test_rbac_reads_only_the_one_driver():
+    hooks = _hooks({})
+    (sa,) = [d for d in hooks if d["kind"] == "ServiceAccount"]
+    (role,) = [d for d in hooks if d["kind"] == "ClusterRole"]
+    (binding,) = [d for d in hooks if d["kind"] == "ClusterRoleBinding"]
+    assert role["rules"] == [{
+        "apiGroups": ["csi.hardened.dev"], "resources": ["hardenedcsidrivers"],
+        "resourceNames": ["ebs"], "verbs": ["get", "list", "watch"],
+    }]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": RELEASE_NAMESPACE}]
+    assert one(hooks, "Pod")["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    # Nothing may connect to the test pod.
+    (policy,) = [d for d in hooks if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in policy["spec"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= one(hooks, "Pod")["metadata"]["labels"].items()
+    # Created before the pod (lower weight), removed with it after a passing run.
+    for d in (sa, role, binding, policy):
+        assert int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+        assert d["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+
+
+def test_helm_test_follows_the_driver_name_and_can_be_turned_off():
+    docs = _hooks({"driver": {"name": "ebs-prod"}})
+    assert one(docs, "Pod")["spec"]["containers"][1]["args"][2] == "hardenedcsidriver/ebs-prod"
+    docs = _hooks({"tests": {"driverName": "other"}})
+    assert one(docs, "ClusterRole", f"{RELEASE}-hardened-csi-operator-test")["rules"][0]["resourceNames"] == ["other"]
+    assert _hooks({"tests": {"enabled": False}}) == []
+
+
+def test_helm_test_needs_the_metrics_service():
+    with pytest.raises(helm_python.HelmError, match="tests.enabled needs metrics.service.enabled"):
+        render_chart({"metrics": {"service": {"enabled": False}}})
+    assert _hooks({"metrics": {"service": {"enabled": False}}, "tests": {"enabled": False}}) == []
+
+
+def test_network_policy_admits_the_test_pod_when_metrics_are_restricted():
+    values = VALUE_SETS["ci/restricted-metrics-values"]
+    docs = chart_docs(values)
+    peers = one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    assert peers[0] == values["networkPolicy"]["metricsFrom"][0]
+    docs = chart_docs({**values, "tests": {"enabled": True}})
+    peers = one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    test_pod = one(_hooks({**values, "tests": {"enabled": True}}), "Pod")
+    assert peers[-1]["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+
+
+# ---------------------------------------------------------------- packaging metadata
+
+
+def test_chart_readme_is_generated_from_values():
+    from chart_readme import README, chart_readme, documented_keys
+
+    assert README.read_text() == chart_readme(), "the chart README is stale: run `make crds` or tests/manifests/chart_readme.py"
+    # Every key of values.yaml has a row (a mapping through its keys' rows), with its default.
+    text = README.read_text()
+    keys = [k for k, _ in documented_keys((CHART / "values.yaml").read_text())]
+    assert len(keys) > 60
+    for key in keys:
+        assert f"| `{key}` |" in text or any(k.startswith(f"{key}.") for k in keys), key
+    assert "| `podDisruptionBudget.maxUnavailable` | int | `1` |" in text
+
+
+def test_chart_testing_value_files_exist():
+    from support import CI_VALUE_FILES
+
+    assert len(CI_VALUE_FILES) >= 3, CI_VALUE_FILES
+    assert all(f"ci/{p.stem}" in VALUE_SETS for p in CI_VALUE_FILES)
+    assert "ci/" in (CHART / ".helmignore").read_text().split(), "ci/ is for CI, not for the packaged chart"
+
+
+def _annotation(key):
+    return yaml.safe_load(yaml.safe_load((CHART / "Chart.yaml").read_text())["annotations"][key])
+
+
+def test_artifact_hub_images_are_what_the_chart_and_the_operator_run():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    listed = {i["image"] for i in _annotation("artifacthub.io/images")}
+    from support import EXAMPLES, render_example
+
+    operator = {c["image"] for c in one(chart_docs({}), "Deployment")["spec"]["template"]["spec"]["containers"]}
+    tests = {c["image"] for c in one(chart_docs({}, hooks=True), "Pod")["spec"]["containers"]}
+    driver = set()
+    for d in render_example(EXAMPLES / "minimal.yaml"):
+        pod = d.get("spec", {}).get("template", {}).get("spec", {})
+        driver |= {c["image"] for c in pod.get("containers", []) + pod.get("initContainers", [])}
+    assert operator == {f"ghcr.io/hardened-csi/hardened-csi-operator:{chart['appVersion']}"}
+    assert listed == operator | tests | driver
+
+
+def test_artifact_hub_crd_example_is_a_valid_driver():
+    from support import EXAMPLES, crd_errors
+
+    (example,) = _annotation("artifacthub.io/crdsExamples")
+    assert crd_errors(example) == []
+    assert example == yaml.safe_load((EXAMPLES / "minimal.yaml").read_text())
+
+
+def test_artifact_hub_license_links_changes_icon_and_maintainers():
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    cargo = tomllib.loads((CHART.parents[1] / "Cargo.toml").read_text())
+    assert chart["annotations"]["artifacthub.io/license"] == cargo["workspace"]["package"]["license"]
+    for link in _annotation("artifacthub.io/links"):
+        assert link["name"] and link["url"].startswith("https://github.com/hardened-csi/hardened-csi-operator")
+    changes = _annotation("artifacthub.io/changes")
+    assert changes and all(c["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"} for c in changes)
+    # The icon URL points into this repository's main branch: the file must exist.
+    prefix = "https://raw.githubusercontent.com/hardened-csi/hardened-csi-operator/main/"
+    assert chart["icon"].startswith(prefix) and (CHART.parents[1] / chart["icon"][len(prefix):]).is_file()
+    assert chart["maintainers"] and all(m["name"] for m in chart["maintainers"])

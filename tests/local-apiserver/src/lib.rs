@@ -16,7 +16,7 @@
 //!   (minimal /openapi/v3), `registry` (what is served) and `columns` (printer columns);
 //! - verbs: `handlers` (shared types, get, list), `write` (create, update, patch, apply),
 //!   `deletion`, `admission` (checks and defaults), `builtin_rules` (built-in validation),
-//!   `validation` + `cel_rules` (CRD schemas and CEL), `tokens` (TokenRequest), `protobuf`
+//!   `validation` + `cel_rules` + `cel_cost` (CRD schemas, CEL, rule cost), `tokens` (TokenRequest), `protobuf`
 //!   (kubectl's protobuf bodies), `watch`, `table` (Table / PartialObjectMetadata);
 //! - state: `store` (objects, the resourceVersion counter, event history), `meta` (metadata);
 //! - server-side apply: `managed` (managedFields, apply), `fieldpath` (field sets), `schema`
@@ -32,6 +32,7 @@
 mod admission;
 mod auth;
 mod builtin_rules;
+mod cel_cost;
 mod cel_rules;
 mod columns;
 mod controllers;

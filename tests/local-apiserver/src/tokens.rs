@@ -84,6 +84,7 @@ pub fn create_token(shared: &Shared, t: &Target, body: &[u8], content_type: &str
             uid: sa_uid.as_str().unwrap_or_default().to_string(),
             jti,
             expires: exp,
+            audiences: audiences.iter().filter_map(|a| a.as_str().map(str::to_string)).collect(),
         },
     );
     let expires = jiff::Timestamp::from_second(exp).unwrap_or(now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();

@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cel_cost;
 use crate::cel_rules;
 use crate::error::Cause;
 
@@ -578,11 +579,26 @@ fn normalize_field_path(fp: &str) -> String {
 /// `path` is the schema's field path, e.g. `spec.versions[0].schema.openAPIV3Schema`.
 pub fn crd_rule_causes(schema: &Value, path: &str) -> Vec<Cause> {
     let mut out = Vec::new();
-    check_rules(schema, path, None, &mut out);
+    let mut total = 0.0;
+    check_rules(schema, path, None, Some(1.0), &mut total, &mut out);
+    if total > cel_cost::SCHEMA_LIMIT {
+        let what = "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema";
+        let msg = cel_cost::exceeds_message(what, total, cel_cost::SCHEMA_LIMIT);
+        out.push(cause("FieldValueForbidden", path, format!("Forbidden: {msg}")));
+    }
     out
 }
 
-fn check_rules(schema: &Value, path: &str, uncorrelatable: Option<&str>, out: &mut Vec<Cause>) {
+/// Walks a CRD schema checking its rules; `card` is how many times the node can occur (None
+/// under an unbounded list or map), `total` sums the rules' estimated costs.
+fn check_rules(
+    schema: &Value,
+    path: &str,
+    uncorrelatable: Option<&str>,
+    card: Option<f64>,
+    total: &mut f64,
+    out: &mut Vec<Cause>,
+) {
     for (i, rule) in schema.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten().enumerate()
     {
         let at = format!("{path}.x-kubernetes-validations[{i}]");
@@ -592,6 +608,12 @@ fn check_rules(schema: &Value, path: &str, uncorrelatable: Option<&str>, out: &m
                 out.push(cause("FieldValueInvalid", &format!("{at}.rule"), format!("Invalid value: {src:?}: {e}")))
             }
             Ok(expr) => {
+                let cost = cel_cost::rule_cost(&expr, schema) * cel_cost::cardinality(card, schema);
+                *total += cost;
+                if cost > cel_cost::RULE_LIMIT {
+                    let msg = cel_cost::exceeds_message("estimated rule cost", cost, cel_cost::RULE_LIMIT);
+                    out.push(cause("FieldValueForbidden", &format!("{at}.rule"), format!("Forbidden: {msg}")));
+                }
                 if let Some(within) = uncorrelatable
                     && cel_rules::uses_old_self(&expr)
                 {
@@ -617,20 +639,22 @@ fn check_rules(schema: &Value, path: &str, uncorrelatable: Option<&str>, out: &m
         }
     }
     for (k, child) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
-        check_rules(child, &format!("{path}.properties[{k}]"), uncorrelatable, out);
+        check_rules(child, &format!("{path}.properties[{k}]"), uncorrelatable, card, total, out);
     }
     if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-        check_rules(ap, &format!("{path}.additionalProperties"), uncorrelatable, out);
+        let card = cel_cost::child_cardinality(card, schema);
+        check_rules(ap, &format!("{path}.additionalProperties"), uncorrelatable, card, total, out);
     }
     if let Some(items) = schema.get("items") {
         let map_list = schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
         let within =
             if map_list { uncorrelatable.map(str::to_string) } else { Some(uncorrelatable.unwrap_or(path).into()) };
-        check_rules(items, &format!("{path}.items"), within.as_deref(), out);
+        let card = cel_cost::child_cardinality(card, schema);
+        check_rules(items, &format!("{path}.items"), within.as_deref(), card, total, out);
     }
     for key in ["allOf", "anyOf", "oneOf"] {
         for (i, sub) in schema.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
-            check_rules(sub, &format!("{path}.{key}[{i}]"), uncorrelatable, out);
+            check_rules(sub, &format!("{path}.{key}[{i}]"), uncorrelatable, card, total, out);
         }
     }
 }

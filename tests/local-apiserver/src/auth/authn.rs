@@ -2,9 +2,10 @@
 //! or a ServiceAccount token this server issued through TokenRequest (also `kubectl create
 //! token`); no credentials make the request `system:anonymous` (the real server's default
 //! `--anonymous-auth=true`); an unknown, expired or revoked token (its ServiceAccount was deleted
-//! or recreated) is 401 Unauthorized. Then impersonation (`Impersonate-User`, `-Group`, `-Uid`,
-//! `-Extra-KEY`, i.e. `kubectl --as/--as-group`), each authorised by the `impersonate` verb on
-//! users, groups, serviceaccounts, uids or userextras like the real filter.
+//! or recreated, or it was issued for another audience) is 401 Unauthorized. Then impersonation
+//! (`Impersonate-User`, `-Group`, `-Uid`, `-Extra-KEY`, i.e. `kubectl --as/--as-group`), each
+//! authorised by the `impersonate` verb on users, groups, serviceaccounts, uids or userextras like
+//! the real filter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ pub struct IssuedToken {
     pub jti: String,
     /// Unix seconds.
     pub expires: i64,
+    /// The `aud` claim: the API server accepts only tokens meant for it.
+    pub audiences: Vec<String>,
 }
 
 /// The tokens issued by TokenRequest (the real issuer signs them; this one remembers them).
@@ -50,13 +53,23 @@ pub fn unauthorized() -> ApiError {
     ApiError::new(401, "Unauthorized", "Unauthorized")
 }
 
-/// The user a bearer token stands for, or None when it is not a valid token of this server.
-pub fn user_for_token(shared: &Shared, token: &str) -> Option<UserInfo> {
+/// The user a bearer token stands for when it is valid for one of `audiences`, with the
+/// audiences it was accepted for; None when it is not a valid token of this server for them.
+pub fn user_for_token_with_audiences(
+    shared: &Shared,
+    token: &str,
+    audiences: &[String],
+) -> Option<(UserInfo, Vec<String>)> {
     if token == shared.auth.admin_token {
-        return Some(UserInfo::admin());
+        return Some((UserInfo::admin(), audiences.to_vec()));
     }
     let issued = shared.auth.tokens.lookup(token)?;
     if issued.expires <= jiff::Timestamp::now().as_second() {
+        return None;
+    }
+    // A token for another audience (e.g. sts.amazonaws.com for IRSA) is not for this server.
+    let accepted: Vec<String> = audiences.iter().filter(|a| issued.audiences.contains(a)).cloned().collect();
+    if accepted.is_empty() {
         return None;
     }
     // The token is bound to the ServiceAccount's uid: deleting the account revokes it.
@@ -66,7 +79,12 @@ pub fn user_for_token(shared: &Shared, token: &str) -> Option<UserInfo> {
     }
     let mut user = UserInfo::service_account(&issued.namespace, &issued.name, &issued.uid);
     user.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={}", issued.jti)]);
-    Some(user)
+    Some((user, accepted))
+}
+
+/// The user a bearer token stands for, when it is valid for this API server's audience.
+pub fn user_for_token(shared: &Shared, token: &str) -> Option<UserInfo> {
+    user_for_token_with_audiences(shared, token, &[crate::tokens::DEFAULT_AUDIENCE.to_string()]).map(|(u, _)| u)
 }
 
 pub fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<UserInfo, ApiError> {

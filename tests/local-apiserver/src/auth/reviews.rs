@@ -255,9 +255,12 @@ pub fn handle(shared: &Shared, verb: &str, t: &Target, body: &[u8], content_type
         }
         "TokenReview" => {
             let token = spec["token"].as_str().unwrap_or_default();
-            let status = match authn::user_for_token(shared, token) {
-                Some(u) => json!({"authenticated": true, "user": user_json(&u),
-                    "audiences": [crate::tokens::DEFAULT_AUDIENCE]}),
+            let mut audiences = strings(&spec["audiences"]);
+            if audiences.is_empty() {
+                audiences.push(crate::tokens::DEFAULT_AUDIENCE.to_string());
+            }
+            let status = match authn::user_for_token_with_audiences(shared, token, &audiences) {
+                Some((u, accepted)) => json!({"authenticated": true, "user": user_json(&u), "audiences": accepted}),
                 None => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
             reply(kind, AUTHN, metadata, spec, status)

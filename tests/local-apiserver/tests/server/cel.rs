@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 
 use super::common::{server, status};
 
+/// A bounded property with one rule (unbounded strings make most rules too costly for the
+/// real server's static cost check).
 fn prop(type_: &str, rule: Value) -> Value {
-    json!({"type": type_, "x-kubernetes-validations": [rule]})
+    json!({"type": type_, "maxLength": 256, "x-kubernetes-validations": [rule]})
 }
 
 fn rules_crd() -> Value {
@@ -36,13 +38,14 @@ fn rules_crd() -> Value {
                 "rule": "!format.dns1123Label().validate(self).hasValue()",
                 "messageExpression":
                     "'must be a DNS-1123 label: ' + format.dns1123Label().validate(self).value()[0]"})),
-            "weights": {"type": "array", "items": {"type": "integer"}, "x-kubernetes-validations": [
+            "weights": {"type": "array", "maxItems": 16, "items": {"type": "integer"}, "x-kubernetes-validations": [
                 {"rule": "self.isSorted()", "message": "must be sorted"},
                 {"rule": "self.sum() <= 100",
                  "messageExpression": "'must add up to at most 100, not ' + string(self.sum())"},
                 {"rule": "self.min() >= 1 && self.max() <= 50", "message": "each weight must be 1 to 50"}
             ]},
-            "zones": {"type": "array", "items": {"type": "string"}, "x-kubernetes-validations": [
+            "zones": {"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 64},
+                      "x-kubernetes-validations": [
                 {"rule": "self.indexOf('us-east-1a') <= 0", "message": "us-east-1a, if listed, must come first"},
                 {"rule": "self.all(z, self.lastIndexOf(z) == self.indexOf(z))", "message": "zones must not repeat"}
             ]},
@@ -53,7 +56,7 @@ fn rules_crd() -> Value {
                 "rule": "self.lowerAscii() == self && self.trim() == self && self.replace('_', '-') == self \
                          && self.split('-').all(p, size(p) > 0)",
                 "message": "must be lower case words joined by single dashes"})),
-            "notAfter": {"type": "string", "format": "date-time", "x-kubernetes-validations": [{
+            "notAfter": {"type": "string", "format": "date-time", "maxLength": 64, "x-kubernetes-validations": [{
                 "rule": "self > timestamp('2026-01-01T00:00:00Z')", "message": "must be after 2026"}]},
             "fixedName": prop("string", json!({"rule": "self == oldSelf", "message": "is immutable"})),
             "capacity": prop("string", json!({
@@ -267,4 +270,52 @@ async fn crds_with_rules_that_do_not_compile_are_refused() {
         "{fields:?}"
     );
     assert!(crds.get_opt("rules.example.com").await.unwrap().is_none(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn crds_whose_rules_cost_too_much_are_refused() {
+    let srv = server().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(srv.client());
+    let classes = |bounds: Value| {
+        let mut list = json!({"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "default": {"type": "boolean"}}},
+        "x-kubernetes-validations": [
+            {"rule": "self.filter(c, c.default).size() <= 1", "message": "at most one default"},
+            {"rule": "self.all(c, self.exists_one(d, d.name == c.name))", "message": "names must be unique"}
+        ]});
+        if let (Some(l), Some(b)) = (list.as_object_mut(), bounds.as_object()) {
+            l.extend(b.clone());
+        }
+        let mut crd = rules_crd();
+        crd["metadata"]["name"] = json!("classes.example.com");
+        crd["spec"]["names"] = json!({"plural": "classes", "singular": "class", "kind": "Class"});
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+            json!({"type": "object", "properties": {"classes": list}});
+        serde_json::from_value::<CustomResourceDefinition>(crd).unwrap()
+    };
+    // Unbounded, the list may hold a million items as far as the real server's estimate goes:
+    // the O(n^2) uniqueness rule and even the filter exceed the per-rule budget.
+    let e = status(crds.create(&PostParams::default(), &classes(json!({}))).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let causes = e.details.unwrap().causes;
+    let at = "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[classes].x-kubernetes-validations";
+    let forbidden = |i: usize, factor: &str| {
+        causes.iter().any(|c| {
+            c.field == format!("{at}[{i}].rule")
+                && c.reason == "FieldValueForbidden"
+                && c.message
+                    .starts_with(&format!("Forbidden: estimated rule cost exceeds budget by factor of {factor}"))
+                && c.message.ends_with(
+                    "adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+                )
+        })
+    };
+    assert!(forbidden(1, "more than 100x"), "{causes:?}");
+    assert!(forbidden(0, "1."), "{causes:?}");
+    // With bounds the same rules are cheap.
+    let mut crd = serde_json::to_value(classes(json!({"maxItems": 16}))).unwrap();
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    spec["properties"]["classes"]["items"]["properties"]["name"]["maxLength"] = json!(63);
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    crds.create(&PostParams::default(), &crd).await.expect("bounded rules fit the budget");
 }

@@ -661,3 +661,75 @@ async fn rbac_objects_are_defaulted_and_validated_like_the_real_server() {
         "ClusterRoleBinding.rbac.authorization.k8s.io \"c\" is invalid: subjects[0].namespace: Required value"
     );
 }
+
+#[tokio::test]
+async fn a_service_account_watches_over_https_with_list_and_watch_only() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::watcher;
+
+    let srv = rbac_server().await;
+    let sa =
+        team_with_role(&srv, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}]))
+            .await;
+    let stream = watcher(Api::<ConfigMap>::namespaced(sa.clone(), "team"), watcher::Config::default());
+    let mut events = std::pin::pin!(stream);
+    Api::<ConfigMap>::namespaced(srv.client(), "team").create(&PostParams::default(), &cm("seen")).await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(e) = events.try_next().await.expect("the watch is allowed") {
+            let objects = match e {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                _ => Vec::new(),
+            };
+            if objects.iter().any(|o| o.metadata.name.as_deref() == Some("seen")) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the watch delivers the new ConfigMap");
+    assert!(seen);
+    // Without watch, the same watcher fails with 403 on its watch request.
+    let srv2 = rbac_server().await;
+    let sa2 = team_with_role(&srv2, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])).await;
+    let mut stream2 = std::pin::pin!(watcher(Api::<ConfigMap>::namespaced(sa2, "team"), watcher::Config::default()));
+    let first_error = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream2.next().await {
+                Some(Err(e)) => return e.to_string(),
+                Some(Ok(_)) => continue,
+                None => return String::new(),
+            }
+        }
+    })
+    .await
+    .expect("the watch is refused");
+    assert!(first_error.contains("403") || first_error.contains("forbidden"), "{first_error}");
+    assert!(srv2.denied_requests(SA_USER).iter().any(|a| a.verb == "watch"));
+}
+
+#[tokio::test]
+async fn tokens_for_another_audience_do_not_authenticate_to_the_api_server() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+
+    let srv = rbac_server().await;
+    let _ = team_with_role(&srv, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])).await;
+    let admin = srv.client();
+    let request = json!({"spec": {"audiences": ["sts.amazonaws.com"]}});
+    let (code, body) = raw(&admin, "POST", "/api/v1/namespaces/team/serviceaccounts/app/token", &[], request).await;
+    assert_eq!(code, 201, "{body}");
+    let sts_token = body["status"]["token"].as_str().unwrap().to_string();
+    let client = srv.client_for_token(&sts_token).unwrap();
+    let s = status(Api::<ConfigMap>::namespaced(client, "team").list(&ListParams::default()).await);
+    assert_eq!((s.code, s.reason.as_str()), (401, "Unauthorized"));
+    // TokenReview for that audience accepts it (what STS would check), for the default one not.
+    let reviews: Api<TokenReview> = Api::all(admin);
+    let pp = PostParams::default();
+    let for_sts: TokenReview = obj(json!({"spec": {"token": sts_token, "audiences": ["sts.amazonaws.com"]}}));
+    let st = reviews.create(&pp, &for_sts).await.unwrap().status.unwrap();
+    assert_eq!(st.authenticated, Some(true));
+    assert_eq!(st.user.unwrap().username.as_deref(), Some(SA_USER));
+    assert_eq!(st.audiences.as_deref(), Some(&["sts.amazonaws.com".to_string()][..]));
+    let for_api: TokenReview = obj(json!({"spec": {"token": sts_token}}));
+    assert_eq!(reviews.create(&pp, &for_api).await.unwrap().status.unwrap().authenticated, Some(false));
+}

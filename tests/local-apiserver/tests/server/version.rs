@@ -126,3 +126,30 @@ async fn fields_of_features_off_at_the_version_are_dropped() {
     let kept = apply(driver(Some(20), true)).await;
     assert_eq!(kept.spec.node_allocatable_update_period_seconds, Some(20));
 }
+
+#[tokio::test]
+async fn with_rbac_only_the_admin_changes_the_version() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use local_apiserver::{Authorization, LocalApiServer, Options};
+    let srv =
+        LocalApiServer::start_with(Options { authorization: Authorization::Rbac, ..Options::default() }).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(srv.client(), "default");
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let app = srv.client_for_service_account("default", "app").unwrap();
+    let post = || {
+        axum::http::Request::post("/local-apiserver/version")
+            .header("content-type", "application/json")
+            .body(br#"{"kubernetesVersion": "1.34"}"#.to_vec())
+            .unwrap()
+    };
+    // Everyone may read /version (system:public-info-viewer); changing it is a non-resource
+    // "post" that only the admin (system:masters) holds.
+    assert_eq!(app.apiserver_version().await.unwrap().minor, "33");
+    let e = status(app.request::<Value>(post()).await);
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{}", e.message);
+    assert_eq!(srv.kubernetes_version(), "1.33");
+    let doc: Value = srv.client().request(post()).await.unwrap();
+    assert_eq!(doc["minor"], "34");
+    assert_eq!(app.apiserver_version().await.unwrap().minor, "34");
+}
