@@ -198,6 +198,8 @@ fn process(
         Work::DaemonSet(k) => daemonset::reconcile(&mut cx, k),
         Work::Node(name) => nodes::reconcile(&mut cx, name),
         Work::Pod(k) => match cx.get(PODS, k) {
+            // Finished pods are left as they are (neither scheduled nor restarted).
+            Some(pod) if matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) => None,
             Some(pod) if pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty) => {
                 if !controllers::terminating(&pod) {
                     scheduling::schedule(&mut cx, &pod);

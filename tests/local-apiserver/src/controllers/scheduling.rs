@@ -158,7 +158,9 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
         let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                           "lastProbeTime": null, "lastTransitionTime": keep_transition(pod, "PodScheduled", "False")});
         set_condition(&mut status, cond);
-        status["phase"] = json!("Pending");
+        if status["phase"].is_null() {
+            status["phase"] = json!("Pending");
+        }
         if cx.update_status(PODS, pod, status, "kube-scheduler").is_some() {
             cx.event(pod, &source, "Warning", "FailedScheduling", &message);
         }
