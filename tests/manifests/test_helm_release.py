@@ -16,6 +16,7 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -290,3 +291,65 @@ def test_helm_test_runs_the_hook_pod_and_cleans_up_after_success(tmp_path, phase
             assert f"{RELEASE}-test" in str(outcome["error"]), outcome["error"]
             # A failed run leaves the pod for `kubectl logs`; the next run replaces it.
             assert _exists(kc, "pod", f"{RELEASE}-test", True)
+
+
+def _set_ready(kc: Path, name: str, status: str) -> None:
+    """The operator's part: the driver's Ready condition in its status (the operator does not run
+    here)."""
+    generation = _get(kc, "hardenedcsidriver", name)["metadata"]["generation"]
+    condition = {
+        "type": "Ready", "status": status, "reason": "Available" if status == "True" else "ControllerUnavailable",
+        "message": "controller 2/2, nodes 3/3", "lastTransitionTime": "2026-12-01T00:00:00Z",
+        "observedGeneration": generation,
+    }
+    kubectl(kc, "patch", "hardenedcsidriver", name, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"observedGeneration": generation, "conditions": [condition]}}))
+
+
+def test_helm_test_identity_may_wait_for_its_driver_and_nothing_else(tmp_path):
+    """With RBAC enforced (local-apiserver --authorization-mode=RBAC, as a real cluster), the test
+    pod's own ServiceAccount runs the pod's exact `kubectl wait` to success against the driver it
+    checks, and is refused everything else; its token dies with the hook objects."""
+    with local_apiserver(tmp_path, rbac=True) as kc:
+        helm = _helm(kc)
+        helm.install(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
+        _apply_driver(kc)
+        other = {**_driver(), "metadata": {"name": "other"}}
+        kubectl(kc, "apply", "--server-side", "-f", "-", stdin=json.dumps(other))
+        _set_ready(kc, "ebs", "True")
+
+        thread, outcome = _helm_test_in_background(helm)
+        pod_name = f"{RELEASE}-test"
+        _wait_for("the test pod", lambda: _exists(kc, "pod", pod_name, True))
+        pod = _get(kc, "-n", RELEASE_NAMESPACE, "pod", pod_name)
+        token = kubectl(kc, "-n", RELEASE_NAMESPACE, "create", "token", pod["spec"]["serviceAccountName"]).stdout.strip()
+
+        def as_test_pod(*args: str) -> subprocess.CompletedProcess:
+            return kubectl(kc, f"--token={token}", *args, check=False)
+
+        (container,) = [c for c in pod["spec"]["containers"] if c["command"] == ["kubectl"]]
+        args = [a if not a.startswith("--cache-dir=") else f"--cache-dir={tmp_path / 'kube-cache'}" for a in container["args"]]
+        waited = as_test_pod(*args)
+        assert waited.returncode == 0, waited.stderr
+        assert "condition met" in waited.stdout
+        for denied in (
+            ["get", "hardenedcsidriver", "other"],
+            ["get", "hardenedcsidrivers"],
+            ["-n", RELEASE_NAMESPACE, "get", "secrets"],
+            ["patch", "hardenedcsidriver", "ebs", "--type=merge", "-p", '{"spec":{"adopt":true}}'],
+        ):
+            proc = as_test_pod(*denied)
+            assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), (denied, proc.stderr)
+
+        # Not Ready: the same command fails (with a short timeout), so the test would fail.
+        _set_ready(kc, "ebs", "False")
+        short = [a if not a.startswith("--timeout=") else "--timeout=2s" for a in args]
+        assert as_test_pod(*short).returncode != 0
+
+        kubectl(kc, "-n", RELEASE_NAMESPACE, "patch", "pod", pod_name, "--subresource=status",
+                "--type=merge", "-p", json.dumps({"status": {"phase": "Succeeded"}}))
+        thread.join(timeout=90)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+        _wait_for("hook clean-up", lambda: not any(_exists(kc, *o) for o in TEST_OBJECTS))
+        gone = as_test_pod("get", "hardenedcsidriver", "ebs")
+        assert gone.returncode != 0 and "unauthorized" in gone.stderr.lower(), gone.stderr
