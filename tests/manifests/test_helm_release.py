@@ -1,7 +1,9 @@
 """Release journeys of the chart through the real Helm 4 engine (helm-python-sdk) against the
 project's local API server, started as its own process: `helm upgrade` updates the CRD so a field
-a release adds is stored, `helm uninstall` keeps the CRD, and the README's adoption step moves a
-0.1.0 install (CRD from crds/) onto the templated CRD.
+a release adds is stored, `helm uninstall` keeps the CRD, the README's adoption step moves a 0.1.0
+install (CRD from crds/) onto the templated CRD, and `helm test` creates its hook objects in order,
+reads the pod's phase and cleans up, with an identity (checked under RBAC) that may only wait for
+its driver.
 
 The previous chart version is built in the test from the current chart: the same chart with one
 CRD field removed, in either layout a release has shipped (0.1.0's crds/ directory, or the
