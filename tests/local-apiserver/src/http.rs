@@ -72,6 +72,9 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         }
         ["healthz" | "livez" | "readyz", ..] => return Ok(Route::Text("ok")),
         ["local-apiserver", "version"] => return Ok(Route::VersionControl),
+        ["local-apiserver", "access-log"] if method == Method::GET => {
+            return crate::auth::audit::report(shared, q.get("user")).map(Route::Discovery);
+        }
         ["api"] => {
             let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(Route::Discovery(discovery::core_versions(port)));

@@ -372,8 +372,14 @@ impl LocalApiServer {
     /// What `user`'s (non-default) bindings grant and none of its recorded requests used: one
     /// entry per verb × API group × resource × resource name (or verb × non-resource URL).
     pub fn unused_grants(&self, user: &str) -> Vec<UnusedGrant> {
+        self.unused_grants_with(user, &[])
+    }
+
+    /// Like [`unused_grants`](Self::unused_grants), counting `also_used` as used too: accesses
+    /// collected from other servers (e.g. every test of a suite), so one check covers a suite.
+    pub fn unused_grants_with(&self, user: &str, also_used: &[Access]) -> Vec<UnusedGrant> {
         let s = self.shared.store.lock();
-        auth::audit::unused_grants(&s, &self.shared.auth.audit, &auth::audit::identity_for(user))
+        auth::audit::unused_grants(&s, &self.shared.auth.audit, &auth::audit::identity_for(user), also_used)
     }
 
     /// Forgets the recorded accesses of every user.

@@ -174,6 +174,25 @@ fn kubectl_under_rbac() {
         ),
         "{err}"
     );
+    // The access audit over HTTP (admin only, like any path outside the API).
+    let report = ok(&kc, &["get", "--raw", &format!("/local-apiserver/access-log?user={SA}")]);
+    let report: serde_json::Value = serde_json::from_str(&report).expect("a JSON report");
+    let unused: Vec<&str> =
+        report["unusedGrants"].as_array().unwrap().iter().map(|g| g["description"].as_str().unwrap()).collect();
+    // can-i asks through access reviews, which use no permission: only list and get were used.
+    assert_eq!(
+        unused,
+        [
+            "get \"secrets\" in API group \"\" named \"creds\" in the namespace \"team\" (granted by RoleBinding \
+             \"team/app\" of Role \"app\")",
+            "watch \"configmaps\" in API group \"\" in the namespace \"team\" (granted by RoleBinding \"team/app\" \
+             of Role \"app\")",
+        ],
+        "{report}"
+    );
+    assert!(report["denied"].as_array().unwrap().iter().any(|d| d["verb"] == "delete"), "{report}");
+    let (allowed, _, _) = kubectl(&kc, &[&as_token, "get", "--raw", &format!("/local-apiserver/access-log?user={SA}")]);
+    assert!(!allowed, "the audit is not for the ServiceAccount itself");
     // An unknown token is 401, which kubectl reports as not logged in.
     let (allowed, _, err) = kubectl(&kc, &["--token=not-a-token", "get", "configmaps", "-n", "team"]);
     assert!(!allowed);
