@@ -92,6 +92,11 @@ pub fn table(
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {
+    match c.json_path.as_str() {
+        "printer:pod-status" => return json!(crate::controllers::kubelet::printed_status(obj)),
+        "printer:pod-restarts" => return json!(crate::controllers::kubelet::printed_restarts(obj)),
+        _ => {}
+    }
     if let Some(rest) = c.json_path.strip_prefix("ratio:") {
         let (a, b) = rest.split_once(':').unwrap_or((rest, ""));
         let count = |p: &str| -> i64 {
@@ -182,10 +187,10 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert_eq!(
-            format_from_accept(concat!(
-                "application/json;as=Table;v=v1;g=meta.k8s.io,",
-                "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-            )),
+            format_from_accept(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,\
+                 application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ),
             Format::Table
         );
         assert_eq!(
@@ -197,8 +202,8 @@ mod tests {
 
     #[test]
     fn json_path_subset() {
-        let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X",
-            "status": "False"}]},
+        let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"},
+                                                 {"type": "X", "status": "False"}]},
                        "spec": {"items": [{"n": 1}, {"n": 2}]}});
         assert_eq!(eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"), Some(json!("True")));
         assert_eq!(eval(&o, ".spec.items[1].n"), Some(json!(2)));

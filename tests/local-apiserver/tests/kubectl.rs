@@ -42,11 +42,12 @@ impl Drop for Server {
     }
 }
 
-fn start(name: &str) -> Server {
+fn start(name: &str, extra: &[&str]) -> Server {
     let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
         .args(["--port", "0", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -133,7 +134,8 @@ spec:
 
 #[test]
 fn kubectl_drives_the_server() {
-    let srv = start("kubectl");
+    // One Node, so the Deployment's pods have somewhere to run.
+    let srv = start("kubectl", &["--nodes", "1"]);
     let kc = srv.kubeconfig.clone();
     let dir = std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -188,7 +190,7 @@ fn kubectl_drives_the_server() {
     let ns = ok(&kc, &["get", "namespaces"]);
     assert!(ns.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{ns}");
     assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
-    // The simulated controller makes the deployment ready.
+    // The controllers, the scheduler and the kubelet stand-in make the deployment ready.
     let mut table = String::new();
     for _ in 0..100 {
         table = ok(&kc, &["get", "deployments"]);
@@ -304,7 +306,7 @@ fn stdout_of(kc: &Path, args: &[&str]) -> String {
 
 #[test]
 fn kubectl_sees_a_control_plane_upgrade() {
-    let srv = start("version");
+    let srv = start("version", &[]);
     let kc = srv.kubeconfig.clone();
     let dir = std::env::temp_dir().join(format!("local-apiserver-version-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
