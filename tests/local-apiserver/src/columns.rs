@@ -113,7 +113,10 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
         ],
         _ => Vec::new(),
     };
-    cols.extend(extra);
+    // Age after the default columns, before the ones only `-o wide` shows (as the real printers).
+    let (default, wide): (Vec<Column>, Vec<Column>) = extra.into_iter().partition(|c| c.priority == 0);
+    cols.extend(default);
     cols.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
+    cols.extend(wide);
     cols
 }

@@ -159,7 +159,10 @@ pub fn eval(obj: &Value, path: &str) -> Option<Value> {
                     .flatten()
                     .filter(|item| match item.get(k.trim()) {
                         Some(Value::String(s)) => s == want,
-                        Some(other) => *other == want,
+                        // Booleans and numbers compare by value (`@.ready==true`).
+                        Some(Value::Bool(b)) => want == if *b { "true" } else { "false" },
+                        Some(Value::Number(n)) => want.parse::<f64>().ok() == n.as_f64(),
+                        Some(_) => false,
                         None => false,
                     })
                     .cloned()

@@ -61,8 +61,7 @@ fn kubelet_status(node: &Value, index: usize, version: &str) -> Value {
         (
             "nodeInfo",
             json!({"kubeletVersion": format!("v{}", version.trim_start_matches('v')), "kubeProxyVersion": "",
-                "operatingSystem": os,
-                   "architecture": arch, "containerRuntimeVersion": "containerd://1.7.27",
+                   "operatingSystem": os, "architecture": arch, "containerRuntimeVersion": "containerd://1.7.27",
                    "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.1.0-local",
                    "machineID": format!("{:032x}", index + 1), "systemUUID": format!("{:032x}", index + 1),
                    "bootID": format!("{:032x}", index + 1)}),
