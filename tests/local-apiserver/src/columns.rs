@@ -36,6 +36,8 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             col("Restarts", "string", "printer:pod-restarts", "The number of times the containers were restarted."),
             wide(col("IP", "string", ".status.podIP", "The IP address of the pod.")),
             wide(col("Node", "string", ".spec.nodeName", "The node the pod is bound to.")),
+            wide(col("Nominated Node", "string", ".status.nominatedNodeName", "The node preemption nominated.")),
+            wide(col("Readiness Gates", "string", ".spec.readinessGates[*].conditionType", "Readiness gates.")),
         ],
         ("", "services") => vec![
             col("Type", "string", ".spec.type", "The type of the service."),
@@ -70,6 +72,7 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             col("Ready", "integer", ".status.numberReady", "Ready pods."),
             col("Up-to-date", "integer", ".status.updatedNumberScheduled", "Updated pods."),
             col("Available", "integer", ".status.numberAvailable", "Available pods."),
+            col("Node Selector", "string", "printer:node-selector", "The node selector of the pods."),
         ],
         ("storage.k8s.io", "storageclasses") => vec![col("Provisioner", "string", ".provisioner", "The provisioner.")],
         ("storage.k8s.io", "volumeattributesclasses") => {

@@ -95,6 +95,13 @@ fn cell(c: &Column, obj: &Value) -> Value {
     match c.json_path.as_str() {
         "printer:pod-status" => return json!(crate::controllers::kubelet::printed_status(obj)),
         "printer:pod-restarts" => return json!(crate::controllers::kubelet::printed_restarts(obj)),
+        "printer:node-selector" => {
+            let pairs: Vec<String> = obj["spec"]["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                .unwrap_or_default();
+            return json!(if pairs.is_empty() { "<none>".to_string() } else { pairs.join(",") });
+        }
         _ => {}
     }
     if let Some(rest) = c.json_path.strip_prefix("ratio:") {

@@ -426,6 +426,12 @@ fn kubectl_rollout_status_and_pod_states() {
     assert_eq!(rows.len(), 4, "2 web pods and one agent per node:\n{table}");
     assert!(rows.iter().all(|r| r.contains(" 1/1 ") && r.contains(" Running ")), "{table}");
     assert!(rows.iter().any(|r| r.contains("node-0")) && rows.iter().any(|r| r.contains("node-1")), "{table}");
+    let ds = ok(&kc, &["get", "ds", "agent"]);
+    let header: Vec<&str> = ds.lines().next().unwrap_or_default().split_whitespace().collect();
+    let want = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR", "AGE"];
+    assert_eq!(header, want, "{ds}");
+    let row: Vec<&str> = ds.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..7], ["agent", "2", "2", "2", "2", "2", "<none>"], "{ds}");
     let rs = ok(&kc, &["get", "rs", "-l", "app=web"]);
     assert!(
         rs.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "DESIRED", "CURRENT", "READY", "AGE"])

@@ -27,6 +27,7 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
         cx.list(PODS, Some(&key.0)).into_iter().filter(|p| owned_by(p, &rs) && is_active(p)).collect();
     let source = Source::controller("replicaset-controller");
     let count = active.len() as i64;
+    let mut retry = None;
     if count < want {
         for _ in count..want {
             let pod = pod_from_template(&rs, &rs["spec"]["template"]);
@@ -38,6 +39,8 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
                 }
                 None => {
                     cx.event(&rs, &source, "Warning", "FailedCreate", "Error creating: the pod was refused");
+                    // Tried again later, as the real controller's rate-limited queue does.
+                    retry = Some(Duration::from_secs(1));
                     break;
                 }
             }
@@ -56,7 +59,7 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let template_labels =
         LabelSelector::from_object(&json!({"matchLabels": rs["spec"]["template"]["metadata"]["labels"]}));
     let mut status = json!({"replicas": active.len()});
-    let mut next: Option<Duration> = None;
+    let mut next: Option<Duration> = retry;
     let (mut ready, mut available, mut labelled) = (0, 0, 0);
     for p in &active {
         if template_labels.matches(p["metadata"].get("labels")) {

@@ -677,3 +677,20 @@ async fn bad_taints_are_refused_with_the_field() {
     assert!(e.contains("taints") && e.contains("NoSchedule, PreferNoSchedule, NoExecute"), "{e}");
     assert!(srv.set_node_ready("missing", true).is_err());
 }
+
+#[tokio::test]
+async fn a_settled_cluster_writes_nothing() {
+    let srv = two_nodes().await;
+    let client = srv.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    apply(&deploys, "calm", &deployment("calm", 3, "nginx:1")).await;
+    let daemons: Api<DaemonSet> = Api::default_namespaced(client.clone());
+    apply(&daemons, "calm-agent", &daemonset("calm-agent", "agent:1")).await;
+    rolled_out(&deploys, "calm", 3).await;
+    ds_status(&daemons, "calm-agent", 2).await;
+    // No hot loop: once everything is up, the controllers and kubelets change nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = srv.resource_version();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(srv.resource_version(), before, "writes while nothing changed");
+}
