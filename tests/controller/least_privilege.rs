@@ -194,17 +194,9 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     let election = LeaderElection::start(h.operator.clone(), settings, metrics);
     wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
 
-    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), DRIVER_NAMESPACE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &obj(json!({"metadata": {"name": "dhi-pull"},
-            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}})),
-        )
-        .await
-        .expect("pull secret");
+    super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
     let mut s = spec();
-    s["images"] = json!({"pullSecrets": ["dhi-pull"]});
+    s["images"] = json!({"pullSecrets": [super::support::PULL_SECRET, "dhi-pull"]});
     s["metrics"] = json!({"enabled": true});
     s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
     s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}, {"name": "archive"}]);

@@ -14,7 +14,7 @@ use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::reconciler::{self, Options};
 use hardened_csi_operator::render::rbac::driver_rbac;
 use hardened_csi_operator::runtime::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -29,7 +29,7 @@ pub const OPERATOR_SA: &str = "hardened-csi-operator";
 /// The driver namespace the operator is installed for (`run --driver-namespace`).
 pub const DRIVER_NAMESPACE: &str = "kube-system";
 /// The pull Secrets the chart's pull-secret Role names (values `pullSecretCheck.secretNames`).
-pub const PULL_SECRETS: &[&str] = &["dhi-pull"];
+pub const PULL_SECRETS: &[&str] = &[PULL_SECRET, "dhi-pull"];
 
 /// The operator's user name as the API server authenticates its token.
 pub fn operator_user() -> String {
@@ -48,13 +48,34 @@ pub struct Harness {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The registry login a user creates before installing (README: "Pull secret"): the local API
+/// server's kubelet refuses to pull dhi.io images without it, as a real one does.
+pub const PULL_SECRET: &str = "dhi-login";
+
+pub async fn create_pull_secret(client: &Client) {
+    create_pull_secret_named(client, PULL_SECRET).await;
+}
+
+/// A dhi.io pull Secret named `name` in kube-system.
+pub async fn create_pull_secret_named(client: &Client, name: &str) {
+    let config = json!({"auths": {"dhi.io": {"username": "test", "password": "test", "auth": "dGVzdDp0ZXN0"}}});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    secrets.create(&PostParams::default(), &secret).await.expect("pull secret created");
+}
+
 pub async fn wait_for<F, Fut>(what: &str, mut f: F) -> Value
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<Value>>,
 {
-    // A deadline, not a performance check: under injected faults and latency (faults.rs) with
-    // TLS and RBAC on every request, converging takes close to 20s on a loaded 2-core machine.
+    // A deadline, not a performance check: the fault tests converge through the operator's own
+    // backoff (~20 s), with TLS and RBAC on every request, on a loaded 2-core machine.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
         if let Some(v) = f().await {
@@ -97,6 +118,7 @@ impl Harness {
             .await;
         install_operator_rbac(&client).await;
         let operator = server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
+        create_pull_secret(&client).await;
         let node_api: Api<Node> = Api::all(client.clone());
         for i in 0..nodes {
             let node: Node = serde_json::from_value(
@@ -152,7 +174,7 @@ impl Harness {
     pub async fn create_driver(&self, name: &str, spec: Value) {
         let obj: HardenedCsiDriver =
             serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
-                "metadata": {"name": name}, "spec": spec}))
+                                          "metadata": {"name": name}, "spec": spec}))
             .expect("driver object");
         self.drivers().create(&PostParams::default(), &obj).await.expect("driver created");
     }
@@ -163,7 +185,7 @@ impl Harness {
         let pv = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
+                     "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
         }))
         .expect("pv");
         pvs.create(&PostParams::default(), &pv).await.expect("pv created");
@@ -353,7 +375,7 @@ pub fn snapshot_crd() -> CustomResourceDefinition {
         "spec": {
             "group": "snapshot.storage.k8s.io",
             "names": {"kind": "VolumeSnapshotClass", "listKind": "VolumeSnapshotClassList",
-                "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
+                      "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
             "scope": "Cluster",
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
