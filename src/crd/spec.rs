@@ -38,8 +38,15 @@ use super::status::HardenedCsiDriverStatus;
 pub struct HardenedCsiDriverSpec {
     /// Namespace for the driver's namespaced objects (controller Deployment, node DaemonSet,
     /// service accounts, leases Role). It must exist; the operator does not create or delete it.
+    /// Must be the driver namespace the operator was installed for (chart value driverNamespace)
+    /// and cannot change: moving it would leave nodes without a node plugin (README: "Moving the
+    /// driver to another namespace").
     #[serde(default = "default_namespace")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.namespace cannot change: moving the driver \
+        would leave every node without its node plugin. Delete this HardenedCsiDriver, reinstall the operator with \
+        driverNamespace set to the new namespace and create it there (README: Moving the driver to another \
+        namespace)"))]
     pub namespace: String,
 
     /// Where the images come from: Docker Hardened Images on dhi.io by default.

@@ -160,6 +160,20 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
     );
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
     assert!(h.managed_names(&deploy).await.is_empty());
+
+    // spec.namespace cannot move on an existing driver: refused at admission, with the way to move.
+    let err = h
+        .drivers()
+        .patch(DRIVER, &PatchParams::default(), &Patch::Merge(json!({"spec": {"namespace": "storage"}})))
+        .await
+        .expect_err("the namespace is immutable");
+    let kube::Error::Api(s) = err else { panic!("{err}") };
+    assert_eq!(s.code, 422, "{s:?}");
+    assert!(
+        s.message.contains("spec.namespace cannot change") && s.message.contains("driverNamespace"),
+        "{}",
+        s.message
+    );
     h.stop().await;
 
     // The same mirror, added at install time: deployed.

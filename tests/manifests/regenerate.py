@@ -8,8 +8,8 @@
   false), so `helm upgrade` updates it;
 - charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
   (chart_readme.py);
-- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,driver-rbac}.yaml, the kustomize base's copies of
-  `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
+- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,driver-rbac}.yaml, the
+  kustomize base's copies of `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
 
 The suite and `make crds-check` (`regenerate.py --check`) fail when any of them is stale. `make crds`
 runs this script; after changing the chart's values, Deployment or RBAC, run:

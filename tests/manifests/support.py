@@ -99,6 +99,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "no-leader-election": {**PINNED, "leaderElection": {"enabled": False}},
+    "guardrails": {
+        **PINNED,
+        "driverNamespace": "storage",
+        "allowedRegistries": ["dhi.io", "registry.example.com/dhi"],
+        "admissionPolicy": {"enabled": True},
+    },
     "existing-sa": {
         **PINNED,
         "serviceAccount": {"create": False, "name": "platform-operator"},

@@ -240,3 +240,25 @@ def test_operator_may_apply_watch_and_prune_every_rendered_object(example):
         for verb in ("list", "watch"):
             assert {(group, resource, verb, "*"), (group, resource, verb, name)} & held, (
                 f"chart lacks {verb} on {group or 'core'}/{resource}")
+
+
+def test_admission_policy_is_off_by_default_and_carries_the_install_settings():
+    assert not by_kind(chart_docs(VALUE_SETS["default"]), "ValidatingAdmissionPolicy")
+    docs = chart_docs(VALUE_SETS["guardrails"])
+    policy = one(by_kind(docs, "ValidatingAdmissionPolicy"), "ValidatingAdmissionPolicy")
+    binding = one(by_kind(docs, "ValidatingAdmissionPolicyBinding"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [{"apiGroups": ["csi.hardened.dev"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                      "resources": ["hardenedcsidrivers"]}]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["allowedRegistries"] == '["dhi.io","registry.example.com/dhi"]'
+    checks = [v["expression"] for v in policy["spec"]["validations"]]
+    assert checks[0] == '!has(object.spec.namespace) || object.spec.namespace == "storage"'
+    assert "variables.allowedRegistries.exists" in checks[1]
+    assert all(p in checks[2] for p in ("'/etc'", "'/proc'", "'/sys'", "'/dev'", "'/boot'", "'/root'"))
+    messages = [v["messageExpression"] for v in policy["spec"]["validations"]]
+    assert "driverNamespace" in messages[0] and "allowedRegistries" in messages[1]
+    assert "spec.node.kubeletPath" in messages[2]

@@ -162,8 +162,10 @@ The driver namespace, fixed at install time: the operator's namespaced grants ar
 it refuses a HardenedCsiDriver whose spec.namespace differs. A driver block must agree.
 */}}
 {{- define "hco.driverNamespace" -}}
-{{- if and .Values.driver.enabled .Values.driver.spec.namespace (ne .Values.driver.spec.namespace .Values.driverNamespace) -}}
-{{- fail (printf "driver.spec.namespace is %q but driverNamespace is %q: the operator is installed for one driver namespace; set both to the same value" .Values.driver.spec.namespace .Values.driverNamespace) -}}
+{{- $want := .Values.driverNamespace -}}
+{{- if and .Values.driver.enabled .Values.driver.spec.namespace (ne .Values.driver.spec.namespace $want) -}}
+{{- $why := "the operator is installed for one driver namespace; set both to the same value" -}}
+{{- fail (printf "driver.spec.namespace is %q but driverNamespace is %q: %s" .Values.driver.spec.namespace $want $why) -}}
 {{- end -}}
 {{- .Values.driverNamespace -}}
 {{- end -}}
