@@ -126,6 +126,9 @@ print(doc["metadata"]["name"], spec.get("namespace", "kube-system"), ",".join(se
     printf '    kubernetes.io/os: linux\n    topology.kubernetes.io/zone: us-east-1%s\n' "$zone"
   done
 } | kubectl apply -f - >/dev/null
+# The driver's own RBAC, as the chart (or kustomize) installs it: the operator never writes RBAC.
+# Its Role and bindings name the driver namespace kube-system, the examples' namespace.
+kubectl apply -f deploy/operator/driver-rbac.yaml >/dev/null
 
 echo "==> kubectl apply -f $EXAMPLE"
 kubectl apply -f "$EXAMPLE"
