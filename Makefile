@@ -13,7 +13,7 @@ export MOTO_EC2_LOAD_DEFAULT_AMIS := false
 # Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: all build test venv crds crds-check cargo-test manifests demo run-local bench clean deny
+.PHONY: all build lint test venv crds crds-check cargo-test manifests demo bench clean deny
 
 all: build
 
@@ -27,6 +27,14 @@ $(VENV)/.installed: tests/manifests/requirements.lock
 	touch $@
 
 venv: $(VENV)/.installed
+
+## Gates before the tests: formatting, clippy with warnings as errors, one-way layers and line width,
+## cargo-deny.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tests/lint/check_source.py
+	$(MAKE) deny
 
 ## Regenerate the CRD from the Rust types: crds/, then the files derived from it (the chart's CRD
 ## template, values.schema.json, deploy/operator/).

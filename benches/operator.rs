@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardened_csi_operator::crd::HardenedCsiDriver;
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -52,11 +52,10 @@ async fn main() {
 
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
-    let obj: HardenedCsiDriver = serde_json::from_value(
-        json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"},
+    let obj: HardenedCsiDriver = serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1",
+        "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"},
         // The pull secret the harness created: the local kubelet refuses dhi.io pulls without it.
-        "spec": {"images": {"pullSecrets": [support::PULL_SECRET]}}}),
-    )
+        "spec": {"images": {"pullSecrets": [support::PULL_SECRET]}}}))
     .expect("driver");
     let expected_children = hardened_csi_operator::render::render(
         &obj,

@@ -1,21 +1,22 @@
 //! hardened-csi-operator: runs the AWS EBS CSI driver from Docker Hardened Images, declared by one
-//! cluster-scoped `HardenedCsiDriver`.
+//! cluster-scoped `HardenedCsiDriver`. Read `ARCHITECTURE.md` first.
 //!
-//! - `crd`: the API types and their validation.
-//! - `render`: the pure builders of every child object.
-//! - `aws`: the AWS inventory, IAM preflight and `doctor`.
-//! - `metrics`: the Prometheus registry.
+//! Layers, each importing only the ones below it (`make lint` checks this):
+//!
+//! - `commands`: the subcommands (`run`, `render`, `doctor`, `crd`, `operator-rbac`); each parses
+//!   its flags and wires the layers below together. `main.rs` only dispatches to them.
+//! - `reconciler`: the watch-driven loop that turns a HardenedCsiDriver into applied children,
+//!   guards deletion, and computes every condition of the status from what it observed.
+//! - `runtime`: process services shared by the commands: configuration, HTTP probes and metrics,
+//!   leader election, shutdown, logging.
+//! - `aws`: what AWS says (inventory, orphans, IAM preflight) behind the `AwsApi` trait, and the
+//!   poller that refreshes it on its own interval and hands the facts to the reconciler.
+//! - `render`: pure builders of every child object (one file per object family), no I/O.
+//! - `crd`: the API types (spec, status, condition names), parsing and validation; a leaf.
 
 pub mod aws;
-pub mod config;
-pub mod controller;
+pub mod commands;
 pub mod crd;
-pub mod error;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod permissions;
+pub mod reconciler;
 pub mod render;
-pub mod run;
-pub mod shutdown;
-pub mod telemetry;
+pub mod runtime;

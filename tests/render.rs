@@ -25,7 +25,8 @@ fn render_yaml(spec_yaml: &str, caps: &Capabilities) -> String {
     render::to_yaml(&children)
 }
 
-const IRSA: &str = "aws:\n  region: us-east-1\n  clusterId: prod-eks\n  identity:\n    irsa: {roleArn: \"arn:aws:iam::111122223333:role/ebs-csi\"}\n  extraTags: {team: storage, env: prod}\n";
+const IRSA: &str = "aws:\n  region: us-east-1\n  clusterId: prod-eks\n  identity:\n    irsa: {roleArn: \
+    \"arn:aws:iam::111122223333:role/ebs-csi\"}\n  extraTags: {team: storage, env: prod}\n";
 
 #[test]
 fn snapshots() {
@@ -36,7 +37,9 @@ fn snapshots() {
         (
             "mirror_digest",
             &format!(
-                "images:\n  mirror: registry.example.com/acme\n  pullSecrets: [dhi-pull, mirror-pull]\n  pullPolicy: Always\n  driver: {{tag: \"1.64.0\", digest: \"sha256:{}\"}}\n  provisioner: {{digest: \"sha256:{}\"}}\n",
+                "images:\n  mirror: registry.example.com/acme\n  pullSecrets: [dhi-pull, mirror-pull]\n  pullPolicy: \
+                    Always\n  driver: {{tag: \"1.64.0\", digest: \"sha256:{}\"}}\n  provisioner: {{digest: \
+                    \"sha256:{}\"}}\n",
                 "a".repeat(64),
                 "b".repeat(64)
             ),
@@ -46,12 +49,19 @@ fn snapshots() {
         ("pod_identity", "aws:\n  region: eu-west-1\n  identity: {podIdentity: {}}\n", caps.clone()),
         (
             "static_secret",
-            "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \"169.254.169.254,10.0.0.0/8\"}\n",
+            "aws:\n  region: eu-west-1\n  identity: {secretRef: {name: aws-creds}}\n  ec2Endpoint: \
+                https://ec2.eu-west-1.amazonaws.com\nproxy: {httpProxy: \"http://proxy.internal:3128\", noProxy: \
+                \"169.254.169.254,10.0.0.0/8\"}\n",
             caps.clone(),
         ),
         (
             "custom_storage_classes",
-            "storageClasses:\n  - {name: gp3-fast, default: true, type: gp3, iops: 6000, throughput: 500, kmsKeyId: alias/ebs, fsType: xfs, mountOptions: [noatime], parameters: {tagSpecification_1: \"team=storage\"}}\n  - {name: io2-retain, type: io2, iops: 10000, reclaimPolicy: Retain, volumeBindingMode: Immediate, allowVolumeExpansion: false}\nvolumeSnapshotClasses:\n  - {name: ebs-snapshots, default: true, deletionPolicy: Retain, parameters: {fastSnapshotRestoreAvailabilityZones: us-east-1a}}\nmetrics: {enabled: true}\n",
+            "storageClasses:\n  - {name: gp3-fast, default: true, type: gp3, iops: 6000, throughput: 500, kmsKeyId: \
+                alias/ebs, fsType: xfs, mountOptions: [noatime], parameters: {tagSpecification_1: \
+                \"team=storage\"}}\n  - {name: io2-retain, type: io2, iops: 10000, reclaimPolicy: Retain, \
+                volumeBindingMode: Immediate, allowVolumeExpansion: false}\nvolumeSnapshotClasses:\n  - {name: \
+                ebs-snapshots, default: true, deletionPolicy: Retain, parameters: \
+                {fastSnapshotRestoreAvailabilityZones: us-east-1a}}\nmetrics: {enabled: true}\n",
             caps.clone(),
         ),
         (
@@ -61,7 +71,9 @@ fn snapshots() {
         ),
         (
             "tolerations_off",
-            "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: 2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n",
+            "node:\n  tolerateAllTaints: false\n  tolerations: [{key: storage, operator: Equal, value: ebs, effect: \
+                NoSchedule}]\n  volumeAttachLimit: 25\n  kubeletPath: /var/lib/k0s/kubelet\n  maxUnavailable: \
+                2\ncontroller:\n  replicas: 3\n  podDisruptionBudget: {enabled: false}\n  tolerations: []\n",
             caps.clone(),
         ),
         ("kubernetes_1_32", "{}", Capabilities { kubernetes_version: (1, 32), ..caps.clone() }),
@@ -127,14 +139,18 @@ const INTENTIONAL_DIFFERENCES: &[&str] = &[
     "images come from dhi.io (Docker Hardened Images), not public.ecr.aws",
     "no Windows DaemonSet: the hardened images are Linux-only",
     "labels: app.kubernetes.io/{instance,managed-by,part-of,version} added to every object and pod template",
-    "controller pod runs as the DHI nonroot user 65532 (upstream 1000) with seccomp RuntimeDefault; node pod gets seccomp RuntimeDefault",
+    "controller pod runs as the DHI nonroot user 65532 (upstream 1000) with seccomp RuntimeDefault; node pod gets \
+        seccomp RuntimeDefault",
     "every container: capabilities drop ALL, seccomp RuntimeDefault (unprivileged ones), explicit runAsNonRoot",
-    "controller ebs-plugin: no optional env from the aws-secret Secret or aws-meta ConfigMap; credentials and endpoints are explicit spec fields",
+    "controller ebs-plugin: no optional env from the aws-secret Secret or aws-meta ConfigMap; credentials and \
+        endpoints are explicit spec fields",
     "--user-agent-extra=hardened-csi-operator instead of kustomize",
     "RBAC subjects name their namespace (upstream leaves it to kustomize's namespace: stamp)",
     "node DaemonSet carries checkov skip annotations for the four checks a privileged CSI node plugin cannot pass",
-    "automountServiceAccountToken: false on both pods; a projected API token is mounted only in containers that call the API",
-    "CSI sidecars serve /healthz/leader-election (--http-endpoint on ports 3302-3305) with liveness and readiness probes; livenessprobe sidecars get TCP probes; the registrar gets a readiness probe",
+    "automountServiceAccountToken: false on both pods; a projected API token is mounted only in containers that call \
+        the API",
+    "CSI sidecars serve /healthz/leader-election (--http-endpoint on ports 3302-3305) with liveness and readiness \
+        probes; livenessprobe sidecars get TCP probes; the registrar gets a readiness probe",
     "CPU limits beside upstream's requests and memory limits",
     "a NetworkPolicy admits ingress to the driver pods only on their health and metrics ports",
 ];
@@ -286,7 +302,8 @@ fn default_render_matches_upstream_in_substance() {
                 let mut intended_psc = us["securityContext"].clone();
                 intended_psc["seccompProfile"] = json!({"type": "RuntimeDefault"});
                 if controller_pod {
-                    intended_psc = json!({"fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}});
+                    intended_psc = json!({"fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true,
+                        "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}});
                 }
                 assert_eq!(os["securityContext"], intended_psc, "{key}: pod securityContext");
             }
@@ -488,12 +505,14 @@ mod properties {
             cluster in proptest::option::of(pick(&["prod", "a b", ""])),
             identity in pick(&["irsa", "pod", "secret", "none", "two"]),
             tag in proptest::option::of("[a-z0-9.-]{0,12}"),
-            digest in proptest::option::of(pick(&["", "sha256:xyz", "sha256:0000000000000000000000000000000000000000000000000000000000000000"])),
+            digest in proptest::option::of(pick(&["", "sha256:xyz",
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000"])),
             mirror in pick(&["", "registry.example.com/acme", "https://x/"]),
             replicas in -1i32..12,
             attach in proptest::option::of(-1i32..130),
             reserved in proptest::option::of(-1i32..3),
-            classes in proptest::collection::vec((pick(&["gp3", "gp2", "io2", "sc1"]), any::<bool>(), proptest::option::of(50i64..300_000), pick(&["a", "b", "c", "Bad"])), 0..4),
+            classes in proptest::collection::vec((pick(&["gp3", "gp2", "io2", "sc1"]), any::<bool>(),
+                proptest::option::of(50i64..300_000), pick(&["a", "b", "c", "Bad"])), 0..4),
             extra_tag in pick(&["team", "kubernetes.io/x", "CSIVolumeName", "aws:x"]),
             interval in pick(&["5m", "30s", "1h", "x"]),
             max_unavailable in pick(&["10%", "0%", "x", "3"]),
@@ -505,15 +524,18 @@ mod properties {
                 "none" => json!({}),
                 _ => json!({"podIdentity": {}, "secretRef": {"name": "x"}}),
             };
-            let max_unavailable = max_unavailable.parse::<i32>().map(Value::from).unwrap_or_else(|_| json!(max_unavailable));
+            let max_unavailable =
+                max_unavailable.parse::<i32>().map(Value::from).unwrap_or_else(|_| json!(max_unavailable));
             json!({
                 "namespace": ns,
                 "fips": fips,
                 "images": {"mirror": mirror, "driver": {"tag": tag, "digest": digest}},
                 "aws": {"region": region, "clusterId": cluster, "identity": identity, "extraTags": {extra_tag: "v"}},
                 "controller": {"replicas": replicas},
-                "node": {"volumeAttachLimit": attach, "reservedVolumeAttachments": reserved, "maxUnavailable": max_unavailable},
-                "storageClasses": classes.iter().map(|(t, d, iops, n)| json!({"name": n, "type": t, "default": d, "iops": iops})).collect::<Vec<_>>(),
+                "node": {"volumeAttachLimit": attach, "reservedVolumeAttachments": reserved,
+                    "maxUnavailable": max_unavailable},
+                "storageClasses": classes.iter().map(|(t, d, iops, n)| json!({"name": n, "type": t, "default": d,
+                    "iops": iops})).collect::<Vec<_>>(),
                 "inventory": {"interval": interval},
             })
         }
@@ -524,10 +546,12 @@ mod properties {
 
         /// Random specs never panic `render`: they yield well-formed objects or field errors.
         #[test]
-        fn render_never_panics_and_is_well_formed_or_names_fields(spec in spec(), snapshot in any::<bool>(), minor in 30u32..38) {
+        fn render_never_panics_and_is_well_formed_or_names_fields(spec in spec(), snapshot in any::<bool>(),
+            minor in 30u32..38) {
             let mut v = spec;
             strip_nulls(&mut v);
-            let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": v});
+            let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+                "metadata": {"name": "ebs"}, "spec": v});
             let caps = Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot };
             match parse::from_value(doc).and_then(|h| render::render(&h, &caps)) {
                 Err(errs) => {

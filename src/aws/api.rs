@@ -152,7 +152,8 @@ pub enum Verdict {
 /// The identity whose permissions are probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// Human description, for example `irsa role arn:aws:iam::...:role/x (service account kube-system/ebs-csi-controller-sa)`.
+    /// Human description, for example `irsa role arn:aws:iam::...:role/x (service account
+    /// kube-system/ebs-csi-controller-sa)`.
     pub description: String,
     /// The caller ARN AWS reported (GetCallerIdentity or the assumed role user), when known.
     pub arn: Option<String>,

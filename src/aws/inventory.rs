@@ -13,11 +13,11 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::api::{AwsApi, AwsError, ErrorClass, Filter, Principal, Snapshot, Verdict, Volume};
 use super::preflight::{self, Targets};
-use super::status::{
+use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
+use crate::crd::{
     AwsStatus, OrphanReport, OrphanVolume, SnapshotInventory, SnapshotVerification, StuckAttachment, StuckReport,
     VolumeInventory,
 };
-use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
 
 /// Orphans listed by name in the status (oldest first); the count covers all.
 pub const ORPHANS_LISTED: usize = 20;
@@ -59,15 +59,12 @@ impl Default for RefreshParams {
 }
 
 impl RefreshParams {
-    /// From a driver's spec; durations that do not parse (validation rejects them) fall back to
-    /// the defaults.
+    /// From a driver's spec.
     pub fn from_spec(spec: &crate::crd::HardenedCsiDriverSpec) -> Self {
-        let d = Self::default();
-        let parse = crate::crd::validate::parse_duration;
         Self {
             cluster_id: spec.aws.cluster_id.clone().filter(|c| !c.is_empty()),
-            orphan_grace: parse(&spec.inventory.orphan_grace_period).unwrap_or(d.orphan_grace),
-            stuck_threshold: parse(&spec.inventory.stuck_threshold).unwrap_or(d.stuck_threshold),
+            orphan_grace: spec.inventory.orphan_grace_period.get(),
+            stuck_threshold: spec.inventory.stuck_threshold.get(),
             verify_snapshots: spec.inventory.verify_snapshots,
         }
     }
@@ -117,7 +114,8 @@ pub async fn refresh(
             status
         }
         Err(err) => {
-            tracing::warn!(operation = %err.operation, code = %err.code, attempts = err.attempts, "AWS inventory refresh failed: {}", err.message);
+            tracing::warn!(operation = %err.operation, code = %err.code, attempts = err.attempts, "AWS inventory \
+                refresh failed: {}", err.message);
             let mut status = failed(previous, params, &err, now);
             status.region = Some(api.region().to_string());
             status.fips_endpoints = api.fips();

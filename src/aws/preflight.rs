@@ -11,8 +11,8 @@
 //! CreateTags call that the managed policy would deny.
 
 use super::api::{AwsApi, AwsError, Probe, Verdict};
-use super::status::{PermissionReport, UnverifiedAction};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
+use crate::crd::{PermissionReport, UnverifiedAction};
 
 /// Every EC2 action the driver uses, in the order they are reported.
 pub const DRIVER_ACTIONS: [&str; 19] = [
@@ -157,7 +157,8 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
 fn undecided_reason(code: &str) -> String {
     if code.ends_with(".NotFound") || code.ends_with(".Malformed") {
         format!(
-            "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster has one"
+            "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster \
+                has one"
         )
     } else {
         format!("EC2 answered {code} instead of deciding the DryRun")

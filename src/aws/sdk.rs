@@ -32,8 +32,8 @@ use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 
 use super::api::{Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume};
+use super::metrics::AwsMetrics;
 use super::{STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
-use crate::metrics::Metrics;
 
 /// Page sizes: the largest EC2 allows, so a refresh needs the fewest requests.
 pub const VOLUME_PAGE: i32 = 500;
@@ -130,13 +130,13 @@ pub struct AwsSettings {
     /// HTTP client override (tests use the SDK's replay and function clients).
     pub http_client: Option<SharedHttpClient>,
     pub retry: RetryPolicy,
-    pub metrics: Arc<Metrics>,
+    pub metrics: AwsMetrics,
     /// How the status names non-role credentials (default `operator credentials`).
     pub principal_label: Option<String>,
 }
 
 impl AwsSettings {
-    pub fn new(region: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(region: impl Into<String>, metrics: AwsMetrics) -> Self {
         Self {
             region: Some(region.into()),
             endpoint_url: None,
@@ -154,7 +154,7 @@ impl AwsSettings {
 /// Makes one logical call: retries it within the policy and counts every request.
 #[derive(Clone)]
 struct Caller {
-    metrics: Arc<Metrics>,
+    metrics: AwsMetrics,
     retry: RetryPolicy,
 }
 
@@ -171,14 +171,14 @@ impl Caller {
             attempt += 1;
             match send().await {
                 Ok(v) => {
-                    self.metrics.count_aws_request(operation, "ok");
+                    self.metrics.count_request(operation, "ok");
                     return Ok(v);
                 }
                 Err(e) => {
                     let mut err = to_aws_error(operation, &e);
                     err.attempts = attempt;
                     let outcome = if err.code == "DryRunOperation" { "dry_run" } else { err.class.outcome() };
-                    self.metrics.count_aws_request(operation, outcome);
+                    self.metrics.count_request(operation, outcome);
                     if !policy.retries(err.class) || attempt >= max {
                         return Err(err);
                     }
@@ -352,10 +352,12 @@ async fn service_account_token(
             _ => Err(fail(format!("the TokenRequest for {namespace}/{service_account} returned no token"))),
         },
         Err(kube::Error::Api(s)) if s.code == 404 => Err(fail(format!(
-            "service account {namespace}/{service_account} not found: the driver's controller service account must exist before its IRSA role can be checked"
+            "service account {namespace}/{service_account} not found: the driver's controller service account must \
+                exist before its IRSA role can be checked"
         ))),
         Err(kube::Error::Api(s)) if s.code == 403 => Err(fail(format!(
-            "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on serviceaccounts/token in {namespace} ({})",
+            "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on \
+                serviceaccounts/token in {namespace} ({})",
             s.message
         ))),
         Err(e) => Err(fail(format!("TokenRequest for {namespace}/{service_account}: {e}"))),

@@ -2,11 +2,16 @@
 //! write, the status the operator reports, and the cross-field rules both the API server (as CEL)
 //! and the operator (in Rust, with field paths) enforce.
 
+mod aws_status;
+pub mod conditions;
+pub mod duration;
 pub mod parse;
 mod spec;
 mod status;
 pub mod validate;
 
+pub use aws_status::*;
+pub use duration::SpecDuration;
 pub use spec::*;
 pub use status::*;
 

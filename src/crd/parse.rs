@@ -51,10 +51,12 @@ mod tests {
 
     #[test]
     fn type_errors_and_unknown_fields_name_the_path() {
-        let bad = "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata: {name: ebs}\nspec:\n  controller: {replicas: two}\n";
+        let bad = "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata: {name: \
+            ebs}\nspec:\n  controller: {replicas: two}\n";
         let e = from_yaml(bad).unwrap_err();
         assert_eq!(e.0[0].field, "spec.controller.replicas");
-        let unknown = "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata: {name: ebs}\nspec:\n  storageClass: []\n  node: {kubeletDir: /x}\n";
+        let unknown = "apiVersion: csi.hardened.dev/v1alpha1\nkind: HardenedCsiDriver\nmetadata: {name: \
+            ebs}\nspec:\n  storageClass: []\n  node: {kubeletDir: /x}\n";
         let e = from_yaml(unknown).unwrap_err();
         let mut fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
         fields.sort();

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
@@ -22,10 +23,14 @@ use super::status::HardenedCsiDriverStatus;
     category = "storage",
     status = "HardenedCsiDriverStatus",
     derive = "PartialEq",
-    doc = "The AWS EBS CSI driver run from Docker Hardened Images: one per cluster. The operator renders and owns the driver's controller, node plugin, RBAC, CSIDriver, StorageClasses and VolumeSnapshotClasses, and reports what AWS says in status.aws.",
+    doc = "The AWS EBS CSI driver run from Docker Hardened Images: one per cluster. The operator renders and owns the \
+        driver's controller, node plugin, RBAC, CSIDriver, StorageClasses and VolumeSnapshotClasses, and reports what \
+        AWS says in status.aws.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Controller","type":"string","description":"ready/desired controller replicas","jsonPath":".status.controller.summary"}"#,
-    printcolumn = r#"{"name":"Nodes","type":"string","description":"ready/desired node plugin pods","jsonPath":".status.node.summary"}"#,
+    printcolumn = "{\"name\":\"Controller\",\"type\":\"string\",\"description\":\"ready/desired controller replicas\",\
+        \"jsonPath\":\".status.controller.summary\"}",
+    printcolumn = "{\"name\":\"Nodes\",\"type\":\"string\",\"description\":\"ready/desired node plugin pods\",\
+        \"jsonPath\":\".status.node.summary\"}",
     printcolumn = r#"{"name":"Driver image","type":"string","priority":1,"jsonPath":".status.driverImage"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -63,16 +68,20 @@ pub struct HardenedCsiDriverSpec {
     /// StorageClasses the operator manages. At most one may be the default class.
     #[serde(default = "default_storage_classes")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one StorageClass may be the default"))]
-    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("StorageClass names must be unique"))]
+    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one StorageClass may be \
+        the default"))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("StorageClass names \
+        must be unique"))]
     pub storage_classes: Vec<StorageClassSpec>,
 
     /// VolumeSnapshotClasses the operator manages, when the snapshot API
     /// (snapshot.storage.k8s.io/v1) is installed. At most one may be the default class.
     #[serde(default)]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one VolumeSnapshotClass may be the default"))]
-    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("VolumeSnapshotClass names must be unique"))]
+    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one VolumeSnapshotClass \
+        may be the default"))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("VolumeSnapshotClass \
+        names must be unique"))]
     pub volume_snapshot_classes: Vec<VolumeSnapshotClassSpec>,
 
     /// HTTP proxy for the driver's AWS calls.
@@ -202,7 +211,8 @@ pub struct ImageRef {
     /// Digest pinning the image, `sha256:` and 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
-    #[x_kube(validation = Rule::new("self == '' || self.matches('^sha256:[a-f0-9]{64}$')").message("digest must be sha256: followed by 64 lowercase hex digits"))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^sha256:[a-f0-9]{64}$')").message("digest must be \
+        sha256: followed by 64 lowercase hex digits"))]
     pub digest: Option<String>,
 }
 
@@ -226,7 +236,9 @@ pub struct AwsSpec {
     /// Extra tags on every volume and snapshot (`--extra-tags`). Reserved keys are rejected:
     /// `CSIVolumeName`, `CSIVolumeSnapshotName`, `kubernetes.io*`, `ebs.csi.aws.com/*`.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(k, k != 'CSIVolumeName' && k != 'CSIVolumeSnapshotName' && !k.startsWith('kubernetes.io') && !k.startsWith('ebs.csi.aws.com/'))").message("extraTags must not use reserved keys: CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io*, ebs.csi.aws.com/*"))]
+    #[x_kube(validation = Rule::new("self.all(k, k != 'CSIVolumeName' && k != 'CSIVolumeSnapshotName' && \
+        !k.startsWith('kubernetes.io') && !k.startsWith('ebs.csi.aws.com/'))").message("extraTags must not use \
+        reserved keys: CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io*, ebs.csi.aws.com/*"))]
     pub extra_tags: BTreeMap<String, String>,
     /// EC2 endpoint override (AWS_EC2_ENDPOINT), for VPC endpoints or tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,7 +249,8 @@ pub struct AwsSpec {
 /// Exactly one way to get AWS credentials.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.irsa) ? 1 : 0) + (has(self.podIdentity) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1").message("exactly one of irsa, podIdentity, secretRef must be set"))]
+#[x_kube(validation = Rule::new("(has(self.irsa) ? 1 : 0) + (has(self.podIdentity) ? 1 : 0) + (has(self.secretRef) ? \
+    1 : 0) == 1").message("exactly one of irsa, podIdentity, secretRef must be set"))]
 pub struct Identity {
     /// IAM Roles for Service Accounts: annotates the controller service account with the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,7 +320,8 @@ pub struct ControllerSpec {
     pub priority_class_name: String,
     /// Extra arguments for the driver's controller (`--name=value`).
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(a, a.startsWith('--'))").message("extraArgs must be flags starting with --"))]
+    #[x_kube(validation = Rule::new("self.all(a, a.startsWith('--'))").message("extraArgs must be flags starting with \
+        --"))]
     pub extra_args: Vec<String>,
     /// PodDisruptionBudget of the controller.
     #[serde(default)]
@@ -388,7 +402,9 @@ impl FsType {
 /// The node plugin DaemonSet.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.volumeAttachLimit) && has(self.reservedVolumeAttachments))").message("volumeAttachLimit and reservedVolumeAttachments are mutually exclusive"))]
+#[x_kube(validation = Rule::new("!(has(self.volumeAttachLimit) && \
+    has(self.reservedVolumeAttachments))").message("volumeAttachLimit and reservedVolumeAttachments are mutually \
+    exclusive"))]
 pub struct NodeSpec {
     /// Tolerate every taint, so volumes keep working on tainted nodes (upstream default).
     #[serde(default = "default_true")]
@@ -457,8 +473,10 @@ fn default_max_unavailable() -> IntOrString {
 /// One StorageClass of the driver.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.iops) || self.type in ['gp3', 'io1', 'io2']").message("iops applies only to gp3, io1 and io2"))]
-#[x_kube(validation = Rule::new("!has(self.throughput) || self.type == 'gp3'").message("throughput applies only to gp3"))]
+#[x_kube(validation = Rule::new("!has(self.iops) || self.type in ['gp3', 'io1', 'io2']").message("iops applies only \
+    to gp3, io1 and io2"))]
+#[x_kube(validation = Rule::new("!has(self.throughput) || self.type == 'gp3'").message("throughput applies only to \
+    gp3"))]
 pub struct StorageClassSpec {
     /// StorageClass name.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
@@ -634,16 +652,13 @@ pub struct InventorySpec {
     pub enabled: bool,
     /// How often to poll (a duration like `5m`; minimum `1m`). Jittered.
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub interval: String,
+    pub interval: SpecDuration,
     /// How long an available, unreferenced volume must exist before it is reported as orphaned.
     #[serde(default = "default_orphan_grace")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub orphan_grace_period: String,
+    pub orphan_grace_period: SpecDuration,
     /// How long an attachment may be attaching/detaching before it is reported as stuck.
     #[serde(default = "default_stuck_threshold")]
-    #[schemars(regex(pattern = r"^(\d+h)?(\d+m)?(\d+s)?$"))]
-    pub stuck_threshold: String,
+    pub stuck_threshold: SpecDuration,
     /// Check that the newest completed snapshot is readable through the EBS direct API.
     #[serde(default)]
     pub verify_snapshots: bool,
@@ -661,14 +676,17 @@ impl Default for InventorySpec {
     }
 }
 
-fn default_interval() -> String {
-    "5m".into()
+fn duration(text: &str) -> SpecDuration {
+    text.parse().unwrap_or_else(|e| unreachable!("built-in default: {e}"))
 }
-fn default_orphan_grace() -> String {
-    "1h".into()
+fn default_interval() -> SpecDuration {
+    duration("5m")
 }
-fn default_stuck_threshold() -> String {
-    "15m".into()
+fn default_orphan_grace() -> SpecDuration {
+    duration("1h")
+}
+fn default_stuck_threshold() -> SpecDuration {
+    duration("15m")
 }
 
 impl Default for HardenedCsiDriverSpec {

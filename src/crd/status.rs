@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::status::AwsStatus;
+use crate::crd::AwsStatus;
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -60,11 +60,5 @@ pub struct ReplicaStatus {
 impl ReplicaStatus {
     pub fn new(desired: i32, ready: i32, updated: i32, available: i32) -> Self {
         Self { desired, ready, updated, available, summary: format!("{ready}/{desired}") }
-    }
-}
-
-impl HardenedCsiDriverStatus {
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == type_)
     }
 }

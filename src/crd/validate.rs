@@ -198,10 +198,21 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
     }
     if spec.fips {
         match &aws.region {
-            None => errs.push("spec.aws.region", format!("required when spec.fips is true, one of the regions with FIPS endpoints: {}", FIPS_REGIONS.join(", "))),
+            None => errs.push(
+                "spec.aws.region",
+                format!(
+                    "required when spec.fips is true, one of the regions with \
+                FIPS endpoints: {}",
+                    FIPS_REGIONS.join(", ")
+                ),
+            ),
             Some(r) if !FIPS_REGIONS.contains(&r.as_str()) => errs.push(
                 "spec.aws.region",
-                format!("{r:?} has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of {} or set spec.fips: false", FIPS_REGIONS.join(", ")),
+                format!(
+                    "{r:?} has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of \
+                    {} or set spec.fips: false",
+                    FIPS_REGIONS.join(", ")
+                ),
             ),
             Some(_) => {}
         }
@@ -233,7 +244,8 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
         if is_reserved_tag(key) {
             errs.push(
                 format!("spec.aws.extraTags[{key}]"),
-                "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and ebs.csi.aws.com/* (it would exit at start-up)",
+                "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and \
+                    ebs.csi.aws.com/* (it would exit at start-up)",
             );
         } else if key.is_empty() || key.len() > 128 || key.starts_with("aws:") {
             errs.push(
@@ -399,46 +411,9 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
 }
 
 fn inventory(inv: &InventorySpec, errs: &mut FieldErrors) {
-    match parse_duration(&inv.interval) {
-        None => {
-            errs.push("spec.inventory.interval", format!("{:?} is not a duration like 30s, 5m, 1h30m", inv.interval))
-        }
-        Some(d) if d < MIN_INVENTORY_INTERVAL => {
-            errs.push("spec.inventory.interval", format!("{:?} is below the minimum of 1m", inv.interval))
-        }
-        Some(_) => {}
+    if inv.interval.get() < MIN_INVENTORY_INTERVAL {
+        errs.push("spec.inventory.interval", format!("{:?} is below the minimum of 1m", inv.interval.as_str()))
     }
-    for (field, v) in [("orphanGracePeriod", &inv.orphan_grace_period), ("stuckThreshold", &inv.stuck_threshold)] {
-        if parse_duration(v).is_none() {
-            errs.push(format!("spec.inventory.{field}"), format!("{v:?} is not a duration like 30s, 5m, 1h30m"));
-        }
-    }
-}
-
-/// Parses `1h30m`, `5m`, `45s` (the CRD's duration pattern). None for anything else, or zero.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    let mut last_unit = 0;
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let (rank, secs) = match ch {
-            'h' => (1, 3600),
-            'm' => (2, 60),
-            's' => (3, 1),
-            _ => return None,
-        };
-        if num.is_empty() || rank <= last_unit {
-            return None;
-        }
-        total = total.checked_add(num.parse::<u64>().ok()?.checked_mul(secs)?)?;
-        num.clear();
-        last_unit = rank;
-    }
-    (num.is_empty() && total > 0).then(|| Duration::from_secs(total))
 }
 
 fn is_sha256_digest(d: &str) -> bool {
@@ -486,16 +461,6 @@ fn is_percentage(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
-        for bad in ["", "5", "m", "5x", "1m1h", "0s", "5m5m"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn arns_and_regions() {

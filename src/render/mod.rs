@@ -3,16 +3,21 @@
 //! the same input renders byte-identical output, which is what `render` prints, what the
 //! reconciler applies and what the snapshot tests pin.
 
-mod controller;
+//! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
+//! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
+//! `classes` (StorageClasses, VolumeSnapshotClasses), `network_policy`; `pod` holds what both
+//! pod templates share and `images` resolves image references.
+
+mod classes;
+pub mod controller_deployment;
 mod csidriver;
 pub mod images;
-mod network;
-mod node;
+mod network_policy;
+pub mod node_daemonset;
 mod pod;
 pub mod rbac;
-mod storage;
 
-pub use storage::{VolumeSnapshotClass, VolumeSnapshotClassFields};
+pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
 
 use std::collections::BTreeMap;
 
@@ -119,10 +124,10 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     let mut children = Vec::new();
     children.extend(rbac::build(&ctx));
     children.push(Child::new(csidriver::build(&ctx)));
-    children.extend(controller::build(&ctx));
-    children.push(Child::new(node::build(&ctx)));
-    children.push(Child::new(network::build(&ctx)));
-    children.extend(storage::build(&ctx));
+    children.extend(controller_deployment::build(&ctx));
+    children.push(Child::new(node_daemonset::build(&ctx)));
+    children.push(Child::new(network_policy::build(&ctx)));
+    children.extend(classes::build(&ctx));
     Ok(children)
 }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use std::collections::BTreeMap;
 
-use super::{Child, RenderCtx, controller, node};
+use super::{Child, RenderCtx, controller_deployment as controller, node_daemonset as node};
 
 pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use hardened_csi_operator::aws::conditions;
 use hardened_csi_operator::aws::inventory::{self, RefreshParams};
 use hardened_csi_operator::aws::poller::{PollerSettings, SdkFactory};
 use hardened_csi_operator::aws::sdk::SdkAws;
 use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, Irsa};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::reconciler::conditions::aws_conditions as conditions;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use local_apiserver::LocalApiServer;
@@ -31,7 +31,7 @@ fn irsa_spec() -> HardenedCsiDriverSpec {
 async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metrics>) -> SdkAws {
     let factory = SdkFactory {
         client: server.client(),
-        metrics: metrics.clone(),
+        metrics: metrics.aws.clone(),
         settings: PollerSettings {
             http_client: Some(fake.client()),
             credentials: moto::static_credentials(),
@@ -112,7 +112,7 @@ async fn irsa_probes_run_as_the_driver_role_through_token_request_and_web_identi
             r.authorization
         );
     }
-    assert_eq!(metrics.aws_requests_total() as usize, reqs.len());
+    assert_eq!(metrics.aws.requests_total() as usize, reqs.len());
 
     // The next refresh reuses the role's credentials: no TokenRequest, no STS call.
     let again = inventory::refresh(&api, &params, None, Some(&status), jiff::Timestamp::now()).await;

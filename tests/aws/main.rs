@@ -16,7 +16,7 @@ mod poller;
 use std::sync::Arc;
 
 use hardened_csi_operator::aws::sdk::{AwsSettings, SdkAws};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::metrics::Metrics;
 
 /// The SDK implementation talking to a fake, with static keys and fast retries.
 pub async fn sdk_on(fake: &Arc<fake::Fake>, metrics: &Arc<Metrics>) -> SdkAws {
@@ -28,7 +28,7 @@ pub fn sdk_settings(fake: &Arc<fake::Fake>, metrics: &Arc<Metrics>) -> AwsSettin
         http_client: Some(fake.client()),
         credentials: moto::static_credentials(),
         retry: moto::fast_retries(),
-        ..AwsSettings::new(moto::REGION, metrics.clone())
+        ..AwsSettings::new(moto::REGION, metrics.aws.clone())
     }
 }
 

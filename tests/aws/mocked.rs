@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use hardened_csi_operator::aws::inventory::{self, RefreshParams, fixed_requests};
+use hardened_csi_operator::aws::preflight;
 use hardened_csi_operator::aws::sdk::{AwsSettings, SdkAws};
-use hardened_csi_operator::aws::status::AwsStatus;
-use hardened_csi_operator::aws::{conditions, preflight};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::crd::AwsStatus;
+use hardened_csi_operator::reconciler::conditions::aws_conditions as conditions;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use jiff::Timestamp;
 
 use crate::fake::{self, Fake};
@@ -36,7 +37,7 @@ async fn ten_thousand_volumes_and_five_thousand_snapshots_fit_the_request_budget
     let made = fake.requests().len();
     println!("aws_requests_per_refresh {made} requests (V={v}, S={s}; budget {budget})");
     assert_eq!(made, budget, "requests: {:?}", fake.requests().iter().map(|r| r.action.clone()).collect::<Vec<_>>());
-    assert_eq!(metrics.aws_requests_total() as usize, made, "every request is counted once");
+    assert_eq!(metrics.aws.requests_total() as usize, made, "every request is counted once");
     assert_eq!(fake.count("DescribeVolumes"), 20);
     assert_eq!(fake.count("DescribeSnapshots"), 5);
 

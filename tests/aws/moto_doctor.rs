@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use hardened_csi_operator::aws::doctor::{self, DoctorArgs, OutputFormat, run_doctor_with};
-use hardened_csi_operator::aws::status::AwsStatus;
+use hardened_csi_operator::commands::doctor::{self, DoctorArgs, OutputFormat, run_doctor_with};
+use hardened_csi_operator::crd::AwsStatus;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, PostParams};
 use local_apiserver::LocalApiServer;
@@ -18,7 +18,8 @@ async fn cluster_with_pv(ids: &[String]) -> (LocalApiServer, tempfile::TempDir, 
     let pvs: Api<PersistentVolume> = Api::all(server.client());
     let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "pvc-a1"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"], "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": ids[0]}}
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": ids[0]}}
     }))
     .expect("PV");
     pvs.create(&PostParams::default(), &pv).await.expect("PV created");

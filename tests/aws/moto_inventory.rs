@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
 use hardened_csi_operator::aws::inventory::{self, RefreshParams};
 use hardened_csi_operator::aws::poller::pv_references;
 use hardened_csi_operator::aws::sdk::SdkAws;
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, PostParams};
 use local_apiserver::LocalApiServer;

@@ -1,19 +1,17 @@
-//! The poller against the local API server (HardenedCsiDriver objects, PersistentVolumes) and
-//! moto: it publishes a result and triggers a reconcile once, stays quiet while nothing changes,
-//! triggers again on a change, drops disabled drivers, and stops on cancellation.
+//! The poller against the local API server (PersistentVolumes) and moto, fed the drivers the
+//! reconciler tracks: it publishes a result and triggers a reconcile once, stays quiet while
+//! nothing changes, triggers again on a change, drops disabled and untracked drivers, and stops on
+//! cancellation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use hardened_csi_operator::aws::poller::{AwsStatusStore, Poller, PollerSettings};
-use hardened_csi_operator::controller::AwsView;
-use hardened_csi_operator::crd::{HardenedCsiDriver, HardenedCsiDriverSpec};
-use hardened_csi_operator::metrics::Metrics;
-use hardened_csi_operator::shutdown::CancellationToken;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use hardened_csi_operator::crd::HardenedCsiDriverSpec;
+use hardened_csi_operator::reconciler::conditions::aws_conditions;
+use hardened_csi_operator::runtime::metrics::Metrics;
+use hardened_csi_operator::runtime::shutdown::CancellationToken;
 use local_apiserver::LocalApiServer;
 use tokio::sync::mpsc;
 
@@ -42,16 +40,13 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     seed(&moto).await;
     let server = LocalApiServer::start().await.expect("local API server");
     let client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");
     let mut spec = HardenedCsiDriverSpec::default();
     spec.aws.region = Some(moto::REGION.into());
     spec.aws.cluster_id = Some("alpha".into());
-    spec.inventory.interval = "1s".into();
-    let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
-    drivers.create(&PostParams::default(), &HardenedCsiDriver::new("ebs", spec)).await.expect("driver created");
+    spec.inventory.interval = "1s".parse().expect("duration");
 
     let store = AwsStatusStore::default();
+    store.track("ebs", &spec);
     let metrics = Arc::new(Metrics::new());
     let (tx, mut rx) = mpsc::channel(8);
     let settings = PollerSettings {
@@ -63,8 +58,9 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
         ..PollerSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let task =
-        tokio::spawn(Poller::new(client.clone(), store.clone(), metrics.clone(), tx, settings).run(shutdown.clone()));
+    let task = tokio::spawn(
+        Poller::new(client.clone(), store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()),
+    );
 
     // First result: published with one trigger.
     assert_eq!(next_trigger(&mut rx).await, "ebs");
@@ -78,7 +74,7 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
         "{}",
         first.permissions.principal
     );
-    let conds = store.conditions("ebs");
+    let conds = aws_conditions(&first);
     assert_eq!((conds[0].type_, conds[0].status), ("AwsReachable", "True"));
     assert!(metrics.encode().contains("hardened_csi_operator_ebs_volumes{state=\"available\"} 3"));
 
@@ -112,8 +108,17 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     assert_eq!(store.get("ebs").expect("published").volumes.count, 4);
 
     // Inventory disabled: the entry goes, with a trigger so the reconciler clears status.aws.
-    let patch = serde_json::json!({"spec": {"inventory": {"enabled": false}}});
-    drivers.patch("ebs", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("driver patched");
+    spec.inventory.enabled = false;
+    store.track("ebs", &spec);
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    assert!(store.get("ebs").is_none());
+
+    // Enabled again, then untracked (another driver took charge, or the spec became invalid).
+    spec.inventory.enabled = true;
+    store.track("ebs", &spec);
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    assert!(store.get("ebs").is_some());
+    store.untrack("ebs");
     assert_eq!(next_trigger(&mut rx).await, "ebs");
     assert!(store.get("ebs").is_none());
 
@@ -128,16 +133,13 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
 async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself() {
     let server = LocalApiServer::start().await.expect("local API server");
     let client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");
     let mut spec = HardenedCsiDriverSpec::default();
     spec.aws.region = Some("us-east-1".into());
-    spec.inventory.interval = "1s".into();
-    let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
-    drivers.create(&PostParams::default(), &HardenedCsiDriver::new("ebs", spec)).await.expect("driver created");
+    spec.inventory.interval = "1s".parse().expect("duration");
 
     let fake = Arc::new(crate::fake::Fake::new(7, 2));
     let store = AwsStatusStore::default();
+    store.track("ebs", &spec);
     let metrics = Arc::new(Metrics::new());
     let (tx, mut rx) = mpsc::channel(8);
     let settings = PollerSettings {
@@ -149,7 +151,8 @@ async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself
         ..PollerSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(Poller::new(client, store.clone(), metrics.clone(), tx, settings).run(shutdown.clone()));
+    let task =
+        tokio::spawn(Poller::new(client, store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()));
 
     assert_eq!(next_trigger(&mut rx).await, "ebs");
     let good = store.get("ebs").expect("published");
@@ -163,7 +166,7 @@ async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself
     assert_eq!(bad.last_error.as_deref(), Some("RequestLimitExceeded"));
     assert_eq!(bad.volumes, good.volumes);
     assert_eq!(bad.last_success_at, good.last_success_at);
-    assert_eq!(store.conditions("ebs")[0].reason, "Throttled");
+    assert_eq!(aws_conditions(&bad)[0].reason, "Throttled");
     let throttled = aws_requests(&metrics, "DescribeVolumes", "throttled");
     let attempts = moto::fast_retries().max_attempts as u64;
     wait_until("two more failing refreshes", || {

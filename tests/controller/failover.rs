@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardened_csi_operator::config::LeaseSettings;
-use hardened_csi_operator::controller::{self, Options};
 use hardened_csi_operator::crd::HardenedCsiDriver;
-use hardened_csi_operator::http::Readiness;
-use hardened_csi_operator::leader::{LeaderElection, run_while_leader};
-use hardened_csi_operator::metrics::Metrics;
-use hardened_csi_operator::shutdown::CancellationToken;
+use hardened_csi_operator::reconciler::{self, Options};
+use hardened_csi_operator::runtime::config::LeaseSettings;
+use hardened_csi_operator::runtime::http::Readiness;
+use hardened_csi_operator::runtime::leader::{LeaderElection, run_while_leader};
+use hardened_csi_operator::runtime::metrics::Metrics;
+use hardened_csi_operator::runtime::shutdown::CancellationToken;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -47,7 +47,7 @@ fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::Jo
             };
             let client = client.clone();
             async move {
-                let _ = controller::run(client, opts).await;
+                let _ = reconciler::run(client, opts).await;
             }
         };
         run_while_leader(election.subscribe(), stop, Duration::from_secs(5), work).await;
@@ -58,7 +58,7 @@ fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::Jo
 /// resourceVersion of every object the operator manages, and of the driver itself.
 async fn versions(client: &Client) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for kind in controller::child_kinds() {
+    for kind in reconciler::caches::child_kinds() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
         let Ok(list) =
             api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=hardened-csi-operator")).await
@@ -69,7 +69,7 @@ async fn versions(client: &Client) -> BTreeMap<String, String> {
             out.insert(format!("{}/{}", kind.resource.kind, o.name_any()), o.resource_version().unwrap_or_default());
         }
     }
-    let drivers: Api<DynamicObject> = Api::all_with(client.clone(), &controller::driver_resource());
+    let drivers: Api<DynamicObject> = Api::all_with(client.clone(), &reconciler::driver_resource());
     let d = drivers.get(DRIVER).await.expect("driver");
     out.insert("HardenedCsiDriver".into(), d.resource_version().unwrap_or_default());
     out

@@ -91,7 +91,9 @@ async fn reports_missing_pull_secrets_by_name() {
     let c = h.wait_condition(DRIVER, "PullSecretsPresent", "False").await;
     assert!(c["message"].as_str().unwrap_or_default().contains("dhi-pull"), "{c}");
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "kube-system");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "dhi-pull"}, "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}})).expect("secret");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "dhi-pull"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}))
+    .expect("secret");
     secrets.create(&PostParams::default(), &secret).await.expect("secret created");
     h.reconcile_once(DRIVER).await;
     h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardened_csi_operator::controller::{self, Options};
 use hardened_csi_operator::crd::HardenedCsiDriver;
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::reconciler::{self, Options};
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -93,7 +93,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let (trigger, rx) = mpsc::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
-        let ready = hardened_csi_operator::http::Readiness::new();
+        let ready = hardened_csi_operator::runtime::http::Readiness::new();
         let opts = Options {
             metrics: metrics.clone(),
             aws: None,
@@ -106,7 +106,7 @@ impl Harness {
         };
         let c = client.clone();
         let task = tokio::spawn(async move {
-            controller::run(c, opts).await.expect("controller runs");
+            reconciler::run(c, opts).await.expect("controller runs");
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !ready.is_ready() {

@@ -130,10 +130,15 @@ def _has_field(kubeconfig: Path) -> bool:
 
 
 def test_helm_upgrade_updates_the_crd_and_the_new_field_is_stored(tmp_path):
-    with local_apiserver(tmp_path) as kc:
+    """Install and upgrade wait as Helm 4 and Flux do (kstatus, `wait="watcher"`): the operator's
+    Deployment is rolled out on a Node by the local API server's controllers both times."""
+    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
         helm = _helm(kc)
         previous = _previous_chart(tmp_path, "template")
-        helm.install(str(previous), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
+        helm.install(
+            str(previous), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT, wait="watcher"
+        )
+        assert _get(kc, "-n", RELEASE_NAMESPACE, "deployment", RELEASE)["status"].get("readyReplicas") == 1
         assert not _has_field(kc)
         # The previous CRD does not know the field: strict validation refuses it, and a client
         # that does not validate strictly has it pruned, silently.
@@ -143,7 +148,7 @@ def test_helm_upgrade_updates_the_crd_and_the_new_field_is_stored(tmp_path):
         assert _stored_field(before) is None, "the previous CRD must prune the field (else this test proves nothing)"
         crd_uid = _get(kc, "crd", CRD_NAME)["metadata"]["uid"]
 
-        release = helm.upgrade(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, timeout=TIMEOUT)
+        release = helm.upgrade(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, timeout=TIMEOUT, wait="watcher")
         assert release["revision"] == 2 and release["chart_version"] == yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
         crd = _get(kc, "crd", CRD_NAME)
         assert crd["metadata"]["uid"] == crd_uid, "the CRD was updated in place, not recreated"

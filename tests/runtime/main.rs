@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hardened_csi_operator::config::LeaseSettings;
-use hardened_csi_operator::leader::{LeadOutcome, LeaderElection, run_while_leader};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::config::LeaseSettings;
+use hardened_csi_operator::runtime::leader::{LeadOutcome, LeaderElection, run_while_leader};
+use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use local_apiserver::{LocalApiServer, Match};
@@ -52,9 +52,12 @@ fn replica(server: &LocalApiServer, name: &'static str, s: LeaseSettings) -> Rep
 /// Samples every live replica's leader flag in a loop and records the largest number of
 /// simultaneous leaders. A killed replica is removed before it is killed: a dead process's last
 /// belief does not count.
+/// Each live replica's name and leader flag.
+type LiveFlags = Arc<Mutex<Vec<(&'static str, watch::Receiver<bool>)>>>;
+
 #[derive(Clone, Default)]
 struct Sampler {
-    live: Arc<Mutex<Vec<(&'static str, watch::Receiver<bool>)>>>,
+    live: LiveFlags,
     max_leaders: Arc<AtomicUsize>,
     samples: Arc<AtomicUsize>,
 }

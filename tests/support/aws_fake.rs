@@ -86,7 +86,8 @@ fn ec2_error(status: u16, code: &str, message: &str) -> (u16, String) {
     (
         status,
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+                <Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
         ),
     )
 }
@@ -104,7 +105,8 @@ fn sts_error(code: &str, message: &str) -> (u16, String) {
     (
         403,
         format!(
-            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                <Code>{code}</Code><Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
         ),
     )
 }
@@ -113,7 +115,9 @@ fn ec2_ok(action: &str, inner: &str) -> (u16, String) {
     (
         200,
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>req-1</requestId>{inner}</{action}Response>"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{action}Response \
+                xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                <requestId>req-1</requestId>{inner}</{action}Response>"
         ),
     )
 }
@@ -201,7 +205,10 @@ impl Fake {
             "GetCallerIdentity" => (
                 200,
                 format!(
-                    "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+                    "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                        <GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AIDAEXAMPLE</UserId>\
+                        <Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata>\
+                        <RequestId>req-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
                 ),
             ),
             "AssumeRoleWithWebIdentity" | "AssumeRole" => {
@@ -211,13 +218,20 @@ impl Fake {
                 (
                     200,
                     format!(
-                        "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result><AssumedRoleUser><Arn>{ASSUMED_ARN}</Arn><AssumedRoleId>AROAEXAMPLE:s</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{ASSUMED_KEY}</AccessKeyId><SecretAccessKey>secret</SecretAccessKey><SessionToken>session</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result><ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></{action}Response>"
+                        "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result>\
+                            <AssumedRoleUser><Arn>{ASSUMED_ARN}</Arn><AssumedRoleId>AROAEXAMPLE:s</AssumedRoleId>\
+                            </AssumedRoleUser><Credentials><AccessKeyId>{ASSUMED_KEY}</AccessKeyId>\
+                            <SecretAccessKey>secret</SecretAccessKey><SessionToken>session</SessionToken>\
+                            <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result>\
+                            <ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata></{action}Response>"
                     ),
                 )
             }
             "DescribeAvailabilityZones" => ec2_ok(
                 &action,
-                "<availabilityZoneInfo><item><zoneName>us-east-1a</zoneName><zoneState>available</zoneState></item><item><zoneName>us-east-1b</zoneName><zoneState>available</zoneState></item><item><zoneName>us-east-1c</zoneName><zoneState>available</zoneState></item></availabilityZoneInfo>",
+                "<availabilityZoneInfo><item><zoneName>us-east-1a</zoneName><zoneState>available</zoneState></item>\
+                    <item><zoneName>us-east-1b</zoneName><zoneState>available</zoneState></item><item>\
+                    <zoneName>us-east-1c</zoneName><zoneState>available</zoneState></item></availabilityZoneInfo>",
             ),
             "GetEbsEncryptionByDefault" => ec2_ok(&action, "<ebsEncryptionByDefault>true</ebsEncryptionByDefault>"),
             "GetEbsDefaultKmsKeyId" => ec2_ok(&action, "<kmsKeyId>alias/aws/ebs</kmsKeyId>"),
@@ -226,7 +240,11 @@ impl Fake {
                 let mut items = String::new();
                 for i in start..end {
                     items.push_str(&format!(
-                        "<item><volumeId>vol-{i:017x}</volumeId><size>{}</size><availabilityZone>{}</availabilityZone><status>{}</status><createTime>2026-01-01T00:00:00.000Z</createTime><volumeType>{}</volumeType><tagSet><item><key>CSIVolumeName</key><value>pv-{i}</value></item><item><key>ebs.csi.aws.com/cluster</key><value>true</value></item></tagSet><attachmentSet/></item>",
+                        "<item><volumeId>vol-{i:017x}</volumeId><size>{}</size><availabilityZone>{}</availabilityZone>\
+                            <status>{}</status><createTime>2026-01-01T00:00:00.000Z</createTime>\
+                            <volumeType>{}</volumeType><tagSet><item><key>CSIVolumeName</key><value>pv-{i}</value>\
+                            </item><item><key>ebs.csi.aws.com/cluster</key><value>true</value></item></tagSet>\
+                            <attachmentSet/></item>",
                         volume_size(i),
                         volume_zone(i),
                         volume_state(i),
@@ -240,7 +258,9 @@ impl Fake {
                 let mut items = String::new();
                 for j in start..end {
                     items.push_str(&format!(
-                        "<item><snapshotId>snap-{j:017x}</snapshotId><volumeId>vol-{j:017x}</volumeId><status>{}</status><startTime>2026-01-02T00:00:00.000Z</startTime><volumeSize>10</volumeSize><ownerId>123456789012</ownerId></item>",
+                        "<item><snapshotId>snap-{j:017x}</snapshotId><volumeId>vol-{j:017x}</volumeId>\
+                            <status>{}</status><startTime>2026-01-02T00:00:00.000Z</startTime>\
+                            <volumeSize>10</volumeSize><ownerId>123456789012</ownerId></item>",
                         snapshot_state(j)
                     ));
                 }

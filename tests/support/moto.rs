@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hardened_csi_operator::aws::sdk::{AwsSettings, CredentialSource, RetryPolicy};
-use hardened_csi_operator::metrics::Metrics;
+use hardened_csi_operator::runtime::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -57,7 +57,8 @@ impl Moto {
         let bin = binary();
         assert!(
             bin.exists(),
-            "moto_server not found at {}: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.2.*'`), or set MOTO_SERVER to its path",
+            "moto_server not found at {}: run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install \
+                'moto[server]==5.2.*'`), or set MOTO_SERVER to its path",
             bin.display()
         );
         for _ in 0..3 {
@@ -102,7 +103,7 @@ impl Moto {
             endpoint_url: Some(self.url.clone()),
             credentials: static_credentials(),
             retry: fast_retries(),
-            ..AwsSettings::new(REGION, metrics)
+            ..AwsSettings::new(REGION, metrics.aws.clone())
         }
     }
 

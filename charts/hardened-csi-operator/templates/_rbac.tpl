@@ -1,5 +1,5 @@
 {{/*
-The operator's rules, one per call the code makes (src/permissions.rs says why each exists);
+The operator's rules, one per call the code makes (src/commands/operator_rbac.rs says why each exists);
 kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac.py.
 */}}
 {{- define "hco.clusterRules" -}}

@@ -22,8 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             let api = api.clone();
             async move {
-                let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i:05}"), "labels": {"parity": if i % 2 == 0 { "even" } else { "odd" }}}, "data": {"k": "v"}}))
-                    .expect("valid ConfigMap");
+                let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i:05}"),
+                    "labels": {"parity": if i % 2 == 0 { "even" } else { "odd" }}}, "data": {"k": "v"}}))
+                .expect("valid ConfigMap");
                 api.create(&PostParams::default(), &cm).await
             }
         })

@@ -49,7 +49,8 @@ pub fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
         .unwrap_or_else(|| "Background".into());
     if !matches!(propagation.as_str(), "Background" | "Foreground" | "Orphan") {
         return Err(ApiError::bad_request(format!(
-            "propagationPolicy: Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            "propagationPolicy: Unsupported value: \"{propagation}\": supported values: \"Foreground\", \
+                \"Background\", \"Orphan\""
         )));
     }
     Ok(DeleteOpts {
@@ -196,7 +197,8 @@ pub fn delete_collection(shared: &Shared, t: &Target, q: &Query, body: &[u8]) ->
     drop(s);
     Ok(Reply {
         code: 200,
-        body: json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+        body: json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
         changed,
     })
 }

@@ -145,7 +145,8 @@ fn injected(status: u16) -> ApiError {
     let (reason, message): (&'static str, &str) = match status {
         409 => (
             "Conflict",
-            "injected conflict: the object has been modified; please apply your changes to the latest version and try again",
+            "injected conflict: the object has been modified; please apply your changes to the latest version and try \
+                again",
         ),
         429 => ("TooManyRequests", "injected throttling: too many requests, please try again later"),
         500 => ("InternalError", "injected internal error"),

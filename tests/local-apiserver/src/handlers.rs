@@ -145,7 +145,11 @@ pub fn list(shared: &Shared, t: &Target, q: &Query) -> ApiResult<Reply> {
             // expired, as on a real server (clients then list again from the start).
             if rv < s.compacted_rv() {
                 return Err(ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a \
+                        new list without the continue parameter, or use the continue token in this response to \
+                        retrieve the remainder of the results. Continuing with the provided token results in an \
+                        inconsistent list - objects that were created, modified, or deleted between the time the \
+                        first chunk was returned and now may show up in the list.",
                 ));
             }
             (rv, Some(key))

@@ -81,7 +81,9 @@ pub fn validate_name(name: &str, kind: &str) -> Option<Cause> {
         "Required value: name or generateName is required".to_string()
     } else {
         format!(
-            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
+                characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', \
+                regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
         )
     };
     Some(Cause {

@@ -65,15 +65,21 @@ pub fn document(reg: &Registry, group: &str, version: &str, kubernetes_version: 
         };
         paths.insert(
             collection.clone(),
-            json!({"get": operation(r, "list", false), "post": operation(r, "post", true), "delete": operation(r, "deletecollection", false)}),
+            json!({"get": operation(r, "list", false), "post": operation(r, "post", true), "delete": operation(r,
+                "deletecollection", false)}),
         );
         let item = format!("{collection}/{{name}}");
         paths.insert(
             item.clone(),
-            json!({"get": operation(r, "get", false), "put": operation(r, "put", true), "patch": operation(r, "patch", true), "delete": operation(r, "delete", false)}),
+            json!({"get": operation(r, "get", false), "put": operation(r, "put", true), "patch": operation(r, "patch",
+                true), "delete": operation(r, "delete", false)}),
         );
         if r.status_subresource {
-            paths.insert(format!("{item}/status"), json!({"get": operation(r, "get", false), "put": operation(r, "put", true), "patch": operation(r, "patch", true)}));
+            paths.insert(
+                format!("{item}/status"),
+                json!({"get": operation(r, "get", false), "put": operation(r,
+                "put", true), "patch": operation(r, "patch", true)}),
+            );
         }
     }
     Some(json!({

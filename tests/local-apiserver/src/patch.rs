@@ -193,7 +193,11 @@ mod tests {
     #[test]
     fn strategic_merge_merges_containers_by_name() {
         let root = Node::builtin("api::core::v1::Pod");
-        let body = br#"{"spec":{"containers":[{"name":"c2","image":"new"},{"name":"c1","$patch":"delete"}],"tolerations":[{"key":"y"}]}}"#;
+        let body = concat!(
+            r#"{"spec":{"containers":[{"name":"c2","image":"new"},{"name":"c1","$patch":"delete"}],"#,
+            r#""tolerations":[{"key":"y"}]}}"#
+        )
+        .as_bytes();
         let out = apply_patch(&pod(), body, PatchType::Strategic, root).unwrap();
         assert_eq!(out["spec"]["containers"], json!([{"name": "c2", "image": "new"}]));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "y"}]));

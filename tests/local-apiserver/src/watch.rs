@@ -235,7 +235,8 @@ pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Resu
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        let _ = tx.send(error_line(&ApiError::gone("the watch fell behind; re-list and watch again"))).await;
+                        let _ = tx.send(error_line(&ApiError::gone("the watch fell behind; re-list and watch \
+                            again"))).await;
                         return;
                     }
                     Err(RecvError::Closed) => return,

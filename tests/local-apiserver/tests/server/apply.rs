@@ -19,7 +19,8 @@ fn dep(containers: Value, extra_spec: Value) -> Value {
             s.insert(k.clone(), v.clone());
         }
     }
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"}, "spec": spec})
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"},
+        "spec": spec})
 }
 
 fn pp(manager: &str) -> PatchParams {
@@ -52,7 +53,8 @@ async fn apply_creates_merges_by_key_and_removes_omitted_fields() {
 
     // The operator drops env B, the port and replicas.
     let v2 = dep(
-        json!([{"name": "app", "image": "app:2", "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "v", "mountPath": "/a"}]}]),
+        json!([{"name": "app", "image": "app:2", "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "v",
+            "mountPath": "/a"}]}]),
         json!({}),
     );
     let after = api.patch("d", &pp("operator"), &Patch::Apply(&v2)).await.unwrap();
@@ -138,7 +140,8 @@ async fn rbac_rules_are_atomic_and_status_apply_is_separate() {
     with_status["status"] = json!({"replicas": 7});
     let created = deps.patch("d", &pp("operator"), &Patch::Apply(&with_status)).await.unwrap();
     assert!(created.status.is_none_or(|s| s.replicas.is_none()), "main-resource apply ignores status");
-    let st = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"}, "status": {"replicas": 3}});
+    let st = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"},
+        "status": {"replicas": 3}});
     let s = deps.patch_status("d", &pp("status-writer"), &Patch::Apply(&st)).await.unwrap();
     assert_eq!(s.status.unwrap().replicas, Some(3));
     let entry =

@@ -24,19 +24,23 @@ pub fn widget_crd(scope: &str) -> Value {
                     "properties": {
                         "spec": {
                             "type": "object", "required": ["size"],
-                            "x-kubernetes-validations": [{"rule": "self.size <= self.maxSize", "message": "size must not exceed maxSize"}],
+                            "x-kubernetes-validations": [{"rule": "self.size <= self.maxSize", "message": "size must \
+                                not exceed maxSize"}],
                             "properties": {
                                 "size": {"type": "integer", "minimum": 1, "maximum": 100},
                                 "maxSize": {"type": "integer", "default": 10},
                                 "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
                                 "name": {"type": "string", "pattern": "^[a-z]+$"},
                                 "port": {"x-kubernetes-int-or-string": true},
-                                "items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
-                                          "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+                                "items": {"type": "array", "x-kubernetes-list-type": "map",
+                                    "x-kubernetes-list-map-keys": ["name"],
+                                          "items": {"type": "object", "required": ["name"],
+                                              "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
                                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
                             }
                         },
-                        "status": {"type": "object", "properties": {"conditions": {"type": "array", "items": {"type": "object",
+                        "status": {"type": "object", "properties": {"conditions": {"type": "array",
+                            "items": {"type": "object",
                             "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}}}}
                     }
                 }}

@@ -39,14 +39,16 @@ async fn crud_for_every_builtin_kind() {
             "v1",
             "Deployment",
             "deployments",
-            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
         ),
         (
             "apps",
             "v1",
             "DaemonSet",
             "daemonsets",
-            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
         ),
         (
             "rbac.authorization.k8s.io",
@@ -60,7 +62,8 @@ async fn crud_for_every_builtin_kind() {
             "v1",
             "ClusterRoleBinding",
             "clusterrolebindings",
-            json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x"}, "subjects": []}),
+            json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x"},
+                "subjects": []}),
         ),
         ("rbac.authorization.k8s.io", "v1", "Role", "roles", json!({"rules": []})),
         (
@@ -87,7 +90,8 @@ async fn crud_for_every_builtin_kind() {
             "v1",
             "Event",
             "events",
-            json!({"reason": "R", "note": "n", "eventTime": "2026-01-01T00:00:00.000000Z", "action": "A", "reportingController": "c", "reportingInstance": "i"}),
+            json!({"reason": "R", "note": "n", "eventTime": "2026-01-01T00:00:00.000000Z", "action": "A",
+                "reportingController": "c", "reportingInstance": "i"}),
         ),
     ];
     let mut last_rv = 0u64;
@@ -147,7 +151,8 @@ fn deployment(name: &str, image: &str) -> Deployment {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": image}]}}}
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c",
+                     "image": image}]}}}
     }))
     .unwrap()
 }
@@ -213,7 +218,8 @@ async fn invalid_names_missing_namespaces_and_generate_name() {
 #[tokio::test]
 async fn insert_raw_bypasses_validation() {
     let srv = server().await;
-    srv.insert_raw(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_Valid", "namespace": "default"}, "data": {"k": 5}}));
+    srv.insert_raw(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_Valid",
+        "namespace": "default"}, "data": {"k": 5}}));
     let api: Api<DynamicObject> = Api::namespaced_with(srv.client(), "default", &ApiResource::erase::<ConfigMap>(&()));
     let got = api.get("Not_Valid").await.unwrap();
     assert_eq!(got.data["data"]["k"], 5);
@@ -309,7 +315,8 @@ async fn builtin_defaults_are_filled_in() {
     assert_eq!(again.metadata.resource_version, stored.metadata.resource_version, "re-applying stringData is a no-op");
 
     let drivers: Api<CSIDriver> = Api::all(client);
-    let drv = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "ebs.csi.aws.com"}, "spec": {"attachRequired": true}});
+    let drv = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "ebs.csi.aws.com"},
+        "spec": {"attachRequired": true}});
     let made = drivers.patch("ebs.csi.aws.com", &PatchParams::apply("op"), &Patch::Apply(&drv)).await.unwrap();
     assert_eq!(made.spec.fs_group_policy.as_deref(), Some("ReadWriteOnceWithFSType"));
     let mut changed = drv.clone();

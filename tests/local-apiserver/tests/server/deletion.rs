@@ -49,7 +49,8 @@ async fn owner_references_garbage_collect_in_the_background() {
     let scs: Api<StorageClass> = Api::all(client.clone());
     let sc: StorageClass = serde_json::from_value(json!({"metadata": {"name": "sc"}, "provisioner": "x"})).unwrap();
     let sc = scs.create(&PostParams::default(), &sc).await.unwrap();
-    let sref = json!([{"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "sc", "uid": sc.metadata.uid.unwrap()}]);
+    let sref = json!([{"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "name": "sc",
+        "uid": sc.metadata.uid.unwrap()}]);
     cms.create(&PostParams::default(), &cm("of-cluster-owner", json!({"ownerReferences": sref}))).await.unwrap();
 
     cms.delete("owner", &DeleteParams::background()).await.unwrap();
@@ -72,7 +73,8 @@ async fn foreground_and_orphan_propagation() {
     let srv = server().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
     let fg = cms.create(&PostParams::default(), &cm("fg", json!({}))).await.unwrap();
-    let fref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg", "uid": fg.metadata.uid.unwrap(), "blockOwnerDeletion": true}]);
+    let fref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg", "uid": fg.metadata.uid.unwrap(),
+        "blockOwnerDeletion": true}]);
     cms.create(&PostParams::default(), &cm("fg-dep", json!({"ownerReferences": fref}))).await.unwrap();
     cms.delete("fg", &DeleteParams::foreground()).await.unwrap();
     eventually("foreground deletion finishes", || async {

@@ -60,8 +60,10 @@ async fn status_subresource_writes_only_status_and_main_writes_ignore_it() {
     srv.set_simulate_workloads(false);
     let api: Api<Deployment> = Api::default_namespaced(srv.client());
     let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"replicas": 1,
-        "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-        "status": {"replicas": 9}})).unwrap();
+        "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        "status": {"replicas": 9}}))
+    .unwrap();
     let created = api.create(&PostParams::default(), &d).await.unwrap();
     assert!(created.status.is_none_or(|s| s.replicas.is_none()), "status is reset on create");
     let st = api

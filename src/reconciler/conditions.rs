@@ -4,20 +4,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::aws::status::AwsStatus;
-use crate::crd::{HardenedCsiDriverStatus, ReplicaStatus};
+use crate::aws::api::{ErrorClass, classify};
+use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus};
 
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-pub const SPEC_VALID: &str = "SpecValid";
-pub const ACTIVE: &str = "Active";
-pub const OWNERSHIP: &str = "OwnershipConflict";
-pub const CONTROLLER_AVAILABLE: &str = "ControllerAvailable";
-pub const NODE_AVAILABLE: &str = "NodeAvailable";
-pub const SNAPSHOT_API: &str = "SnapshotApi";
-pub const PULL_SECRETS: &str = "PullSecretsPresent";
-pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+pub use crate::crd::conditions::*;
 
 /// One condition as decided by the reconciler, before timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +63,8 @@ pub struct Observed {
     pub storage_classes: Vec<String>,
     pub volume_snapshot_classes: Vec<String>,
     pub deletion_blocked_by: Option<usize>,
+    /// The AWS poller's facts for this driver; None while the inventory is off or not yet run.
     pub aws: Option<AwsStatus>,
-    pub aws_conditions: Vec<Cond>,
 }
 
 /// Decides the conditions from what was observed.
@@ -94,7 +84,10 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             ACTIVE,
             false,
             "AnotherDriverActive",
-            format!("HardenedCsiDriver {first:?} already manages the EBS CSI driver (one per cluster); delete this one or {first:?} first."),
+            format!(
+                "HardenedCsiDriver {first:?} already manages the EBS CSI driver (one per cluster); delete this \
+                one or {first:?} first."
+            ),
         ),
     });
     out.push(if o.foreign.is_empty() {
@@ -111,22 +104,40 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         )
     });
     out.push(if o.snapshot_api {
-        Cond::new(SNAPSHOT_API, true, "Installed", "snapshot.storage.k8s.io/v1 is served: the csi-snapshotter sidecar and VolumeSnapshotClasses are managed.")
+        Cond::new(
+            SNAPSHOT_API,
+            true,
+            "Installed",
+            "snapshot.storage.k8s.io/v1 is served: the csi-snapshotter sidecar \
+            and VolumeSnapshotClasses are managed.",
+        )
     } else {
         Cond::new(
             SNAPSHOT_API,
             false,
             "NotInstalled",
-            "snapshot.storage.k8s.io/v1 is not served: the csi-snapshotter sidecar and VolumeSnapshotClasses are left out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
+            "snapshot.storage.k8s.io/v1 is not served: the csi-snapshotter sidecar and VolumeSnapshotClasses are left \
+                out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
         )
     });
     match (&o.missing_pull_secrets, &o.pull_secret_check_error) {
-        (_, Some(err)) => out.push(Cond::unknown(PULL_SECRETS, "CannotCheck", format!("Could not check the image pull Secrets: {err}"))),
+        (_, Some(err)) => out.push(Cond::unknown(
+            PULL_SECRETS,
+            "CannotCheck",
+            format!(
+                "Could not check the image pull \
+            Secrets: {err}"
+            ),
+        )),
         (Some(missing), None) if !missing.is_empty() => out.push(Cond::new(
             PULL_SECRETS,
             false,
             "Missing",
-            format!("Image pull Secrets not found in the driver namespace: {}. Create them (kubectl create secret docker-registry NAME --docker-server=dhi.io ...) or fix spec.images.pullSecrets.", missing.join(", ")),
+            format!(
+                "Image pull Secrets not found in the driver namespace: {}. Create them (kubectl create secret \
+                docker-registry NAME --docker-server=dhi.io ...) or fix spec.images.pullSecrets.",
+                missing.join(", ")
+            ),
         )),
         (Some(_), None) => out.push(Cond::new(PULL_SECRETS, true, "Present", "Every image pull Secret exists.")),
         (None, None) => {}
@@ -170,10 +181,14 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             DELETION_BLOCKED,
             true,
             "VolumesExist",
-            format!("{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the driver anyway (volumes and EBS data are kept)."),
+            format!(
+                "{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. \
+                Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the \
+                driver anyway (volumes and EBS data are kept)."
+            ),
         ));
     }
-    out.extend(o.aws_conditions.iter().cloned());
+    out.extend(o.aws.as_ref().map(aws_conditions).unwrap_or_default());
 
     let rolled_out = ctrl.is_some_and(Rollout::complete) && node.is_some_and(Rollout::complete);
     let (ready, reason, message) = if let Some(e) = &o.spec_errors {
@@ -244,6 +259,123 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     out
 }
 
+/// `AwsReachable` and `AwsPermissions` from an inventory, with messages that say what to do.
+/// Messages carry no timestamps that move while the answer stays the same.
+pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
+    let mut out = Vec::with_capacity(2);
+    out.push(match &s.last_error {
+        None if s.last_success_at.is_some() => Cond::new(
+            AWS_REACHABLE,
+            true,
+            "Reachable",
+            format!(
+                "AWS answered ({}, region {}): {} volumes, {} snapshots, {} orphaned.",
+                s.scope,
+                s.region.as_deref().unwrap_or("?"),
+                s.volumes.count,
+                s.snapshots.count,
+                s.orphaned.count
+            ),
+        ),
+        None => Cond::unknown(AWS_REACHABLE, "NotChecked", "AWS has not been asked yet."),
+        Some(code) => {
+            let since = match &s.last_success_at {
+                Some(t) => format!("the figures in status.aws are from {t} and marked stale"),
+                None => "there are no figures yet".to_string(),
+            };
+            let detail = s.last_error_message.as_deref().unwrap_or("");
+            Cond::new(
+                AWS_REACHABLE,
+                false,
+                reachable_reason(code),
+                format!("The last AWS check failed with {code} ({detail}); {since}. {}", hint(code)),
+            )
+        }
+    });
+    let p = &s.permissions;
+    let who = if p.principal.is_empty() { "the probed identity".to_string() } else { p.principal.clone() };
+    out.push(if p.checked.is_empty() {
+        Cond::unknown(
+            AWS_PERMISSIONS,
+            "NotChecked",
+            "The driver's IAM permissions have not been probed yet (see \
+            AwsReachable).",
+        )
+    } else if !p.missing.is_empty() {
+        Cond::new(
+            AWS_PERMISSIONS,
+            false,
+            "MissingPermissions",
+            format!(
+                "{who} lacks {}. Grant them to the driver's IAM role (the AWS managed policy AmazonEBSCSIDriverPolicy \
+                    has all of them); volumes cannot be provisioned, attached or snapshotted reliably until then.",
+                p.missing.join(", ")
+            ),
+        )
+    } else if !p.unverified.is_empty() {
+        let list: Vec<&str> = p.unverified.iter().map(|u| u.action.as_str()).collect();
+        Cond::unknown(
+            AWS_PERMISSIONS,
+            "PartlyVerified",
+            format!(
+                "{who} has every probed action; {} could not be decided ({}).",
+                list.join(", "),
+                p.unverified[0].reason
+            ),
+        )
+    } else {
+        Cond::new(
+            AWS_PERMISSIONS,
+            true,
+            "AllGranted",
+            format!("{who} has all {} EC2 actions the driver needs.", p.checked.len()),
+        )
+    });
+    out
+}
+
+fn reachable_reason(code: &str) -> &'static str {
+    match classify(code, None) {
+        ErrorClass::Throttled => "Throttled",
+        ErrorClass::Denied => "AccessDenied",
+        ErrorClass::Credentials => "CredentialsFailed",
+        ErrorClass::Server => "AwsServerError",
+        ErrorClass::Transport => "Unreachable",
+        ErrorClass::Client => "AwsError",
+    }
+}
+
+fn hint(code: &str) -> &'static str {
+    match code {
+        "ServiceAccountToken" => {
+            "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the \
+                IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the \
+                service account exists."
+        }
+        "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => {
+            "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the \
+                role's trust policy allows system:serviceaccount:<namespace>:ebs-csi-controller-sa with audience \
+                sts.amazonaws.com."
+        }
+        "AccessDenied" | "UnauthorizedOperation" => {
+            "The identity may not make this call: grant it (AmazonEBSCSIDriverPolicy), or for IRSA check the role's \
+                trust policy names the driver's service account."
+        }
+        "NoCredentials" | "InvalidClientTokenId" | "AuthFailure" | "ExpiredToken" | "SignatureDoesNotMatch" => {
+            "The operator has no valid AWS credentials: give its own service account an IAM role (IRSA or EKS Pod \
+                Identity)."
+        }
+        "MissingRegion" => "Set spec.aws.region (or run the operator with --aws-region).",
+        _ if classify(code, None) == ErrorClass::Throttled => {
+            "EC2 is throttling this account; the operator backs off and tries again on its next interval."
+        }
+        _ if classify(code, None) == ErrorClass::Transport => {
+            "Check network access from the operator to the EC2 endpoint (VPC endpoints, proxies, spec.aws.ec2Endpoint)."
+        }
+        _ => "The operator tries again on its next interval.",
+    }
+}
+
 impl Rollout {
     /// Rolled out to the current generation, yet fewer pods ready than desired.
     fn complete_but_short(&self) -> bool {
@@ -301,6 +433,7 @@ pub fn transitions<'a>(old: Option<&HardenedCsiDriverStatus>, new: &'a HardenedC
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{PermissionReport, UnverifiedAction};
 
     fn t(s: &str) -> Time {
         Time(s.parse().expect("timestamp"))
@@ -345,5 +478,60 @@ mod tests {
             changed.contains(&READY) && changed.contains(&NODE_AVAILABLE) && !changed.contains(&SPEC_VALID),
             "{changed:?}"
         );
+    }
+
+    fn ok_status() -> AwsStatus {
+        AwsStatus {
+            last_success_at: Some("2026-01-01T00:00:00Z".into()),
+            scope: "cluster prod".into(),
+            region: Some("us-east-1".into()),
+            permissions: PermissionReport {
+                principal: "operator credentials".into(),
+                checked: vec!["ec2:CreateVolume".into(), "ec2:DeleteVolume".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn conditions_say_reachable_and_granted() {
+        let c = aws_conditions(&ok_status());
+        assert_eq!((c[0].type_, c[0].status, c[0].reason.as_str()), (AWS_REACHABLE, "True", "Reachable"));
+        assert_eq!((c[1].type_, c[1].status, c[1].reason.as_str()), (AWS_PERMISSIONS, "True", "AllGranted"));
+    }
+
+    #[test]
+    fn conditions_name_missing_actions_and_the_failure() {
+        let mut s = ok_status();
+        s.permissions.missing = vec!["ec2:DeleteVolume".into()];
+        s.last_error = Some("RequestLimitExceeded".into());
+        s.last_error_message = Some("DescribeVolumes: Request limit exceeded.".into());
+        s.stale = true;
+        let c = aws_conditions(&s);
+        assert_eq!((c[0].status, c[0].reason.as_str()), ("False", "Throttled"));
+        assert!(c[0].message.contains("RequestLimitExceeded") && c[0].message.contains("stale"), "{}", c[0].message);
+        assert_eq!((c[1].status, c[1].reason.as_str()), ("False", "MissingPermissions"));
+        assert!(
+            c[1].message.contains("ec2:DeleteVolume") && c[1].message.contains("operator credentials"),
+            "{}",
+            c[1].message
+        );
+    }
+
+    #[test]
+    fn conditions_before_any_answer_and_with_unverified_actions() {
+        let c = aws_conditions(&AwsStatus::default());
+        assert_eq!((c[0].status, c[1].status), ("Unknown", "Unknown"));
+        let mut s = ok_status();
+        s.permissions.unverified =
+            vec![UnverifiedAction { action: "ec2:AttachVolume".into(), reason: "no instance".into() }];
+        let c = aws_conditions(&s);
+        assert_eq!((c[1].status, c[1].reason.as_str()), ("Unknown", "PartlyVerified"));
+        let mut s = ok_status();
+        s.last_error = Some("ServiceAccountToken".into());
+        let c = aws_conditions(&s);
+        assert_eq!(c[0].reason, "CredentialsFailed");
+        assert!(c[0].message.contains("serviceaccounts/token"), "{}", c[0].message);
     }
 }

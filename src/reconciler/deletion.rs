@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::FINALIZER;
-use crate::error::{Error, Result};
+use crate::reconciler::error::{Error, Result};
 use crate::render::DRIVER_NAME;
 
 pub fn has_finalizer(obj: &DynamicObject) -> bool {

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-use super::controller::{DRIVER_HEALTH_PORT, METRICS_PORT, SIDECAR_HEALTH_PORTS};
+use super::controller_deployment::{DRIVER_HEALTH_PORT, METRICS_PORT, SIDECAR_HEALTH_PORTS};
 use super::{APP_NAME, LABEL_NAME, RenderCtx};
 
 pub const NAME: &str = "ebs-csi-driver";

@@ -49,12 +49,14 @@ pub struct RunArgs {
 
     /// How long a lease is valid without renewal; a replica takes over a lease its holder has not
     /// renewed for this long (whole seconds, e.g. 15s).
-    #[arg(long, env = "HCO_LEASE_DURATION", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "HCO_LEASE_DURATION", value_name = "DURATION", default_value = "15s",
+        value_parser = parse_duration)]
     pub lease_duration: Duration,
 
     /// How long the leader keeps leading while renewals fail; must be shorter than the lease
     /// duration so it stops before anyone else may start.
-    #[arg(long, env = "HCO_RENEW_DEADLINE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HCO_RENEW_DEADLINE", value_name = "DURATION", default_value = "10s",
+        value_parser = parse_duration)]
     pub renew_deadline: Duration,
 
     /// Interval between attempts to acquire or renew the lease.
@@ -79,7 +81,8 @@ pub struct RunArgs {
 
     /// Time allowed after SIGTERM to finish in-flight work and release the lease; keep it below
     /// the pod's terminationGracePeriodSeconds.
-    #[arg(long, env = "HCO_SHUTDOWN_GRACE_PERIOD", value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "HCO_SHUTDOWN_GRACE_PERIOD", value_name = "DURATION", default_value = "25s",
+        value_parser = parse_duration)]
     pub shutdown_grace_period: Duration,
 
     /// Identity of this replica in the Lease; defaults to $POD_NAME, then the host name.
@@ -183,7 +186,8 @@ impl LeaseSettings {
                 flag: "--retry-period",
                 value: self.retry_period,
                 rule: format!(
-                    "must be shorter than --renew-deadline ({:?}) so a failed renewal is retried before leadership is given up",
+                    "must be shorter than --renew-deadline ({:?}) so a failed renewal is retried before leadership is \
+                        given up",
                     self.renew_deadline
                 ),
             });
@@ -412,8 +416,11 @@ mod tests {
             return;
         }
         let exe = std::env::current_exe().expect("test binary path");
+        // The test's name inside the binary: its module path without the crate name.
+        let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
+        let name = format!("{module}::environment_fills_flags_and_flags_win");
         let output = std::process::Command::new(exe)
-            .args(["config::tests::environment_fills_flags_and_flags_win", "--exact", "--test-threads=1"])
+            .args([name.as_str(), "--exact", "--test-threads=1"])
             .env_clear()
             .env("HCO_CONFIG_TEST_CHILD", "1")
             .env("HCO_METRICS_ADDR", "127.0.0.1:9090")
@@ -534,8 +541,10 @@ mod tests {
         let path = dir.path().join("kubeconfig");
         std::fs::write(
             &path,
-            "apiVersion: v1\nkind: Config\ncurrent-context: local\nclusters:\n- name: local\n  cluster:\n    server: http://127.0.0.1:6443\n\
-             contexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: ops\nusers:\n- name: local\n  user: {}\n",
+            "apiVersion: v1\nkind: Config\ncurrent-context: local\nclusters:\n- name: local\n  cluster:\n    server: \
+                http://127.0.0.1:6443\n\
+             contexts:\n- name: local\n  context:\n    cluster: local\n    user: local\n    namespace: ops\n\
+             users:\n- name: local\n  user: {}\n",
         )
         .expect("write kubeconfig");
         let mut args = parse(&[]).expect("defaults");

@@ -13,11 +13,11 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::status::{self, Observed, Rollout};
+use super::conditions::{self, Observed, Rollout};
+use super::error::{ApiMessage, Error, Result};
 use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource};
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, parse};
-use crate::error::{Error, Result};
-use crate::render::{self, MANAGER};
+use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -33,6 +33,9 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
 }
 
 async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
+    if !ctx.synced() {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let name = obj.name_any();
     let uid = obj.uid();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &driver_resource());
@@ -43,12 +46,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         generation: obj.metadata.generation,
         snapshot_api: caps.snapshot_api,
         kubernetes_version: Some(format!("{}.{}", caps.kubernetes_version.0, caps.kubernetes_version.1)),
-        aws: ctx.aws.as_ref().and_then(|a| a.status(&name)),
-        aws_conditions: ctx.aws.as_ref().map(|a| a.conditions(&name)).unwrap_or_default(),
+        aws: ctx.aws.as_ref().and_then(|a| a.get(&name)),
         ..Observed::default()
     };
 
     if obj.metadata.deletion_timestamp.is_some() {
+        untrack(ctx, &name);
         return finalize(obj, ctx, &api, old_status, observed).await;
     }
     if !deletion::has_finalizer(obj) {
@@ -60,6 +63,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         && first != name
     {
         observed.other_driver = Some(first);
+        untrack(ctx, &name);
         write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
@@ -68,19 +72,23 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let mut errors = Vec::new();
     let namespace = match parse::from_value(value).and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
         Err(e) => {
+            untrack(ctx, &name);
             observed.spec_errors = Some(e.to_string());
             // Nothing running is touched; report what the last good spec's workloads do.
             old_status.as_ref().and(obj.data.pointer("/spec/namespace").and_then(Value::as_str).map(str::to_string))
         }
         Ok((hcd, children)) => {
+            if let Some(aws) = &ctx.aws {
+                aws.track(&name, &hcd.spec);
+            }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
             check_pull_secrets(ctx, &hcd, &mut observed).await;
             Some(hcd.spec.namespace.clone())
         }
     };
     if let Some(ns) = namespace {
-        observed.controller = Some(rollout(ctx, "Deployment", &ns, "ebs-csi-controller"));
-        observed.node = Some(rollout(ctx, "DaemonSet", &ns, "ebs-csi-node"));
+        observed.controller = Some(controller_rollout(ctx, &ns));
+        observed.node = Some(node_rollout(ctx, &ns));
     }
     observed.apply_errors = errors.iter().map(ToString::to_string).collect();
     write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
@@ -99,9 +107,12 @@ async fn apply_children(
 ) -> Result<Vec<Error>> {
     let name = hcd.name_any();
     observed.driver_image = Some(render::images::resolve(&hcd.spec).driver);
-    observed.storage_classes = children.iter().filter(|c| c.kind() == "StorageClass").map(|c| c.name()).collect();
-    observed.volume_snapshot_classes =
-        children.iter().filter(|c| c.kind() == "VolumeSnapshotClass").map(|c| c.name()).collect();
+    use k8s_openapi::api::storage::v1::StorageClass;
+
+    use crate::render::VolumeSnapshotClass;
+    let names_of = |kind: &str| children.iter().filter(|c| c.kind() == kind).map(|c| c.name()).collect();
+    observed.storage_classes = names_of(&StorageClass::kind(&()));
+    observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
     // `hcd` is the stored object, uid included, so every child already carries our owner reference.
     let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
     if !foreign.is_empty() && !hcd.spec.adopt {
@@ -116,17 +127,21 @@ async fn apply_children(
     Ok(errors)
 }
 
-/// The driver in charge: one already Active keeps its place; otherwise the oldest (creation
-/// time, then name) of those not being deleted. Timestamps have second resolution, so ties are
-/// real and the Active flag keeps a later tie-break from handing the cluster over.
+/// The AWS poller stops polling a driver that is not (or no longer) in charge with a valid spec.
+fn untrack(ctx: &Context, name: &str) {
+    if let Some(aws) = &ctx.aws {
+        aws.untrack(name);
+    }
+}
+
+/// The driver in charge: one that already runs the driver's children keeps its place;
+/// otherwise the oldest (creation time, then name) of those not being deleted. Timestamps have
+/// second resolution, so ties are real; deciding from the children that exist (not from a
+/// condition written earlier) keeps a later tie-break from handing the cluster over.
 fn first_driver(ctx: &Context, me: &DynamicObject) -> Option<String> {
     let key = |d: &DynamicObject| {
-        let active = d
-            .data
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == status::ACTIVE && c["status"] == "True"));
-        (!active, d.metadata.creation_timestamp.clone(), d.name_any())
+        let runs = children::owns_any(&ctx.caches, &d.name_any(), d.uid().as_deref());
+        (!runs, d.metadata.creation_timestamp.clone(), d.name_any())
     };
     let mut all: Vec<_> =
         ctx.drivers.state().iter().filter(|d| d.metadata.deletion_timestamp.is_none()).map(|d| key(d)).collect();
@@ -137,29 +152,35 @@ fn first_driver(ctx: &Context, me: &DynamicObject) -> Option<String> {
     all.into_iter().next().map(|(_, _, n)| n)
 }
 
-/// Reads a workload's rollout from the cache.
-fn rollout(ctx: &Context, kind: &str, namespace: &str, name: &str) -> Rollout {
-    let Some(obj) = ctx.caches.full(kind, namespace, name) else { return Rollout::default() };
-    let st = obj.data.get("status").cloned().unwrap_or(Value::Null);
-    let int = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0) as i32;
-    let observed = st.get("observedGeneration").and_then(Value::as_i64) == obj.metadata.generation;
-    let replicas = if kind == "Deployment" {
-        let desired = obj.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as i32;
-        ReplicaStatus::new(
+/// The controller Deployment's rollout, from the typed cache.
+fn controller_rollout(ctx: &Context, namespace: &str) -> Rollout {
+    let Some(d) = ctx.caches.deployment(namespace, controller_deployment::NAME) else { return Rollout::default() };
+    let st = d.status.clone().unwrap_or_default();
+    let desired = d.spec.replicas.unwrap_or(1);
+    Rollout {
+        replicas: ReplicaStatus::new(
             desired,
-            int(&st, "readyReplicas"),
-            int(&st, "updatedReplicas"),
-            int(&st, "availableReplicas"),
-        )
-    } else {
-        ReplicaStatus::new(
-            int(&st, "desiredNumberScheduled"),
-            int(&st, "numberReady"),
-            int(&st, "updatedNumberScheduled"),
-            int(&st, "numberAvailable"),
-        )
-    };
-    Rollout { replicas, observed }
+            st.ready_replicas.unwrap_or(0),
+            st.updated_replicas.unwrap_or(0),
+            st.available_replicas.unwrap_or(0),
+        ),
+        observed: st.observed_generation == d.metadata.generation,
+    }
+}
+
+/// The node DaemonSet's rollout, from the typed cache.
+fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
+    let Some(d) = ctx.caches.daemon_set(namespace, node_daemonset::NAME) else { return Rollout::default() };
+    let st = d.status.clone().unwrap_or_default();
+    Rollout {
+        replicas: ReplicaStatus::new(
+            st.desired_number_scheduled,
+            st.number_ready,
+            st.updated_number_scheduled.unwrap_or(0),
+            st.number_available.unwrap_or(0),
+        ),
+        observed: st.observed_generation == d.metadata.generation,
+    }
 }
 
 /// Checks that the pull Secrets exist, by metadata only: the operator never reads secret data.
@@ -175,7 +196,7 @@ async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &m
             Ok(Some(_)) => {}
             Ok(None) => missing.push(n.clone()),
             Err(e) => {
-                observed.pull_secret_check_error = Some(e.to_string());
+                observed.pull_secret_check_error = Some(ApiMessage(&e).to_string());
                 return;
             }
         }
@@ -224,31 +245,32 @@ async fn write_status(
     observed: &Observed,
 ) -> Result<()> {
     let now = Time(jiff::Timestamp::now());
-    let new = status::build(old, observed, &now);
+    let new = conditions::build(old, observed, &now);
     if old == Some(&new) {
         return Ok(());
     }
     let name = obj.name_any();
-    let patch = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "status": new});
+    let patch =
+        json!({"apiVersion": HardenedCsiDriver::api_version(&()), "kind": HardenedCsiDriver::kind(&()), "status": new});
     api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| Error::Status { name: name.clone(), source })?;
     let reference = obj.object_ref(&driver_resource());
-    for c in status::transitions(old, &new) {
+    for c in conditions::transitions(old, &new) {
         if !matches!(
             c.type_.as_str(),
-            status::READY
-                | status::DEGRADED
-                | status::SPEC_VALID
-                | status::ACTIVE
-                | status::OWNERSHIP
-                | status::DELETION_BLOCKED
-                | status::PULL_SECRETS
+            conditions::READY
+                | conditions::DEGRADED
+                | conditions::SPEC_VALID
+                | conditions::ACTIVE
+                | conditions::OWNERSHIP
+                | conditions::DELETION_BLOCKED
+                | conditions::PULL_SECRETS
         ) {
             continue;
         }
         let good = match c.type_.as_str() {
-            status::DEGRADED | status::OWNERSHIP | status::DELETION_BLOCKED => c.status == "False",
+            conditions::DEGRADED | conditions::OWNERSHIP | conditions::DELETION_BLOCKED => c.status == "False",
             _ => c.status == "True",
         };
         // An event is a courtesy; failing to publish one must not fail the reconcile.

@@ -37,7 +37,7 @@ pub fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), NAME.to_string()), (LABEL_NAME.to_string(), APP_NAME.to_string())])
 }
 
-pub fn build(ctx: &RenderCtx) -> Vec<Child> {
+pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     let mut out = vec![Child::new(deployment(ctx))];
     if ctx.spec.controller.pod_disruption_budget.enabled {
         out.push(Child::new(pdb(ctx)));

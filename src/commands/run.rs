@@ -1,6 +1,6 @@
 //! `hardened-csi-operator run`: the operator process. Wires configuration, logging, the HTTP
-//! endpoints, leader election, the controller and shutdown together; each piece lives in its own
-//! module.
+//! endpoints, leader election, the reconciler, the AWS poller and shutdown together; each piece
+//! lives in its own module.
 //!
 //! On SIGTERM: the shared token is cancelled, the controller stops taking work and finishes what
 //! is in flight, the lease is released, and the HTTP server stops last.
@@ -12,13 +12,13 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::aws::{AwsStatusStore, Poller, PollerSettings};
-use crate::config::{self, ConfigError, RunArgs};
-use crate::controller::{self, Options};
-use crate::http::{self, HttpError, Readiness};
-use crate::leader::{self, LeadOutcome, LeaderElection, RELEASE_BUDGET};
-use crate::metrics::Metrics;
-use crate::shutdown::{CancellationToken, SignalListener};
-use crate::telemetry::{self, TelemetryError};
+use crate::reconciler::{self, Options};
+use crate::runtime::config::{self, ConfigError, RunArgs};
+use crate::runtime::http::{self, HttpError, Readiness};
+use crate::runtime::leader::{self, LeadOutcome, LeaderElection, RELEASE_BUDGET};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::shutdown::{CancellationToken, SignalListener};
+use crate::runtime::telemetry::{self, TelemetryError};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -32,6 +32,18 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("{0}")]
     Stopped(&'static str),
+}
+
+/// `hardened-csi-operator run`: exit 0 after a graceful stop, 1 for a start-up failure.
+pub fn main(args: RunArgs) -> std::process::ExitCode {
+    match super::block_on(run(args)) {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(code) => code,
+    }
 }
 
 /// Runs until SIGTERM/SIGINT. Errors are start-up problems (bad flags, port in use, no cluster)
@@ -79,10 +91,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         move |token: CancellationToken| {
             let (triggers_tx, triggers_rx) = mpsc::channel(16);
             let poller =
-                Poller::new(client.clone(), store.clone(), metrics.clone(), triggers_tx, poller_settings.clone());
+                Poller::new(client.clone(), store.clone(), metrics.aws.clone(), triggers_tx, poller_settings.clone());
             let opts = Options {
                 metrics: metrics.clone(),
-                aws: Some(Arc::new(store.clone())),
+                aws: Some(store.clone()),
                 triggers: Some(triggers_rx),
                 ready: Some(readiness.clone()),
                 shutdown: Box::pin(token.clone().cancelled_owned()),
@@ -91,7 +103,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             let client = client.clone();
             async move {
                 let poll = tokio::spawn(poller.run(token.clone()));
-                if let Err(e) = controller::run(client, opts).await {
+                if let Err(e) = reconciler::run(client, opts).await {
                     tracing::error!(error = %e, "controller stopped");
                 }
                 token.cancel();

@@ -1,4 +1,6 @@
-//! Prometheus metrics of the operator: one registry, typed families, served on `/metrics`.
+//! Prometheus metrics of the operator: one registry, typed families, served on `/metrics`. The
+//! AWS layer owns its families (`aws::metrics`); they are registered here beside the
+//! reconciler's and the process's.
 //!
 //! Label values are small fixed sets (kinds, results, AWS operation names), never user data,
 //! so the series count stays bounded.
@@ -11,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::aws::metrics::AwsMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
@@ -19,17 +23,6 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AwsLabels {
-    pub operation: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,11 +36,7 @@ pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub applies: Family<KindLabels, Counter>,
-    pub aws_requests: Family<AwsLabels, Counter>,
-    pub volumes: Family<StateLabels, Gauge>,
-    pub snapshots: Family<StateLabels, Gauge>,
-    pub orphaned_volumes: Gauge,
-    pub missing_permissions: Gauge,
+    pub aws: AwsMetrics,
     pub leader: Gauge,
     pub build_info: Family<BuildLabels, Gauge>,
 }
@@ -67,42 +56,14 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
         let applies = Family::<KindLabels, Counter>::default();
         registry.register("applies", "Server-side applies of children by kind", applies.clone());
-        let aws_requests = Family::<AwsLabels, Counter>::default();
-        registry.register("aws_requests", "AWS API requests by operation and outcome", aws_requests.clone());
-        let volumes = Family::<StateLabels, Gauge>::default();
-        registry.register("ebs_volumes", "EBS volumes of this cluster's driver by state", volumes.clone());
-        let snapshots = Family::<StateLabels, Gauge>::default();
-        registry.register("ebs_snapshots", "EBS snapshots of this cluster's driver by state", snapshots.clone());
-        let orphaned_volumes = Gauge::default();
-        registry.register(
-            "ebs_orphaned_volumes",
-            "Available volumes of this cluster that no PersistentVolume references",
-            orphaned_volumes.clone(),
-        );
-        let missing_permissions = Gauge::default();
-        registry.register(
-            "iam_missing_permissions",
-            "EC2 actions the driver needs that its identity lacks",
-            missing_permissions.clone(),
-        );
+        let aws = AwsMetrics::default();
+        aws.register(&mut registry);
         let leader = Gauge::default();
         registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Build information", build_info.clone());
         build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
-        Self {
-            registry,
-            reconciles,
-            reconcile_duration,
-            applies,
-            aws_requests,
-            volumes,
-            snapshots,
-            orphaned_volumes,
-            missing_permissions,
-            leader,
-            build_info,
-        }
+        Self { registry, reconciles, reconcile_duration, applies, aws, leader, build_info }
     }
 
     pub fn count_reconcile(&self, result: &str) {
@@ -111,23 +72,6 @@ impl Metrics {
 
     pub fn count_apply(&self, kind: &str) {
         self.applies.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
-    }
-
-    pub fn count_aws_request(&self, operation: &str, outcome: &str) {
-        self.aws_requests
-            .get_or_create(&AwsLabels { operation: operation.to_string(), outcome: outcome.to_string() })
-            .inc();
-    }
-
-    /// Total AWS requests counted so far, over every operation and outcome.
-    pub fn aws_requests_total(&self) -> u64 {
-        let mut text = String::new();
-        // The family has no iterator; the encoded form is the public, stable view of it.
-        let _ = encode(&mut text, &self.registry);
-        text.lines()
-            .filter(|l| l.starts_with("hardened_csi_operator_aws_requests_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -148,13 +92,31 @@ mod tests {
         let m = Metrics::new();
         m.count_reconcile("ok");
         m.count_apply("Deployment");
-        m.count_aws_request("DescribeVolumes", "ok");
-        m.count_aws_request("DescribeVolumes", "throttled");
+        m.aws.count_request("DescribeVolumes", "ok");
+        m.aws.count_request("DescribeVolumes", "throttled");
         let text = m.encode();
         assert!(text.contains("hardened_csi_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("hardened_csi_operator_applies_total{kind=\"Deployment\"} 1"));
         assert!(text.contains("hardened_csi_operator_build_info{version=\""));
-        assert_eq!(m.aws_requests_total(), 2);
+        assert_eq!(m.aws.requests_total(), 2);
+        assert!(
+            text.contains("hardened_csi_operator_aws_requests_total{operation=\"DescribeVolumes\",outcome=\"ok\"} 1")
+        );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn aws_gauges_follow_the_inventory_and_zero_vanished_states() {
+        let m = Metrics::new();
+        let mut s = crate::crd::AwsStatus::default();
+        s.volumes.by_state.insert("available".into(), 3);
+        s.orphaned.count = 2;
+        m.aws.set_inventory(&s);
+        let text = m.encode();
+        assert!(text.contains("ebs_volumes{state=\"available\"} 3"), "{text}");
+        assert!(text.contains("ebs_orphaned_volumes 2"), "{text}");
+        s.volumes.by_state.clear();
+        m.aws.set_inventory(&s);
+        assert!(m.encode().contains("ebs_volumes{state=\"available\"} 0"));
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::controller::not_special_compute;
+use super::controller_deployment::not_special_compute;
 use super::pod::*;
 use super::{APP_NAME, DRIVER_NAME, LABEL_NAME, RenderCtx};
 
@@ -31,7 +31,7 @@ pub fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), NAME.to_string()), (LABEL_NAME.to_string(), APP_NAME.to_string())])
 }
 
-pub fn build(ctx: &RenderCtx) -> DaemonSet {
+pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
     let n = &ctx.spec.node;
     let kubelet = n.kubelet_path.trim_end_matches('/');
     let plugin_dir = format!("{kubelet}/plugins/{DRIVER_NAME}/");
@@ -210,8 +210,8 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
     Container {
         volume_mounts: Some(vec![mount("plugin-dir", "/csi")]),
         resources: Some(small_resources()),
-        liveness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 20)),
-        readiness_probe: Some(tcp_probe(super::controller::DRIVER_HEALTH_PORT, 10)),
+        liveness_probe: Some(tcp_probe(super::controller_deployment::DRIVER_HEALTH_PORT, 20)),
+        readiness_probe: Some(tcp_probe(super::controller_deployment::DRIVER_HEALTH_PORT, 10)),
         ..container(
             ctx,
             "liveness-probe",

@@ -4,14 +4,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, Resource};
 
-use super::kinds::{ChildCaches, ChildKind};
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::render::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
+use super::caches::{Cached, ChildCaches, ChildKind};
+use super::error::{Error, Result};
+use crate::crd::HardenedCsiDriver;
+use crate::render::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::runtime::metrics::Metrics;
 
 /// What the operator last applied to one child, to tell an unchanged child from drift.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,8 +32,8 @@ fn hash_of(child: &Child) -> u64 {
     h.finish()
 }
 
-fn version_of(meta: &ObjectMeta, full: bool) -> String {
-    if full {
+fn version_of(meta: &ObjectMeta, cached: Cached) -> String {
+    if cached != Cached::Metadata {
         meta.generation.map(|g| format!("g{g}")).unwrap_or_default()
     } else {
         meta.resource_version.clone().unwrap_or_default()
@@ -48,8 +50,11 @@ fn api_for(client: &Client, kind: &ChildKind, namespace: Option<&str>) -> Api<Dy
 /// Is this existing object one of ours: owned by the HardenedCsiDriver with `uid`, or carrying
 /// our labels for `instance` (children of an earlier incarnation are ours to take back).
 pub fn is_ours(meta: &ObjectMeta, instance: &str, uid: Option<&str>) -> bool {
-    let owned =
-        meta.owner_references.iter().flatten().any(|o| o.kind == "HardenedCsiDriver" && Some(o.uid.as_str()) == uid);
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == HardenedCsiDriver::kind(&()) && Some(o.uid.as_str()) == uid);
     let labels = meta.labels.as_ref();
     let labelled = labels.and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGER)
         && labels.and_then(|l| l.get(LABEL_INSTANCE)).is_some_and(|v| v == instance);
@@ -65,7 +70,9 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
     let (owner, how) = if managed_by.eq_ignore_ascii_case("eks") || managers.iter().any(|m| m == "eks") {
         (
             "the EKS managed add-on aws-ebs-csi-driver".to_string(),
-            "remove the add-on but keep its objects (aws eks delete-addon --addon-name aws-ebs-csi-driver --preserve), then set spec.adopt: true".to_string(),
+            "remove the add-on but keep its objects (aws eks delete-addon --addon-name aws-ebs-csi-driver \
+                --preserve), then set spec.adopt: true"
+                .to_string(),
         )
     } else if managed_by == "Helm" || annotations.contains_key("meta.helm.sh/release-name") {
         let release = annotations.get("meta.helm.sh/release-name").cloned().unwrap_or_else(|| "?".into());
@@ -73,7 +80,8 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
         (
             format!("Helm release {release} (namespace {ns})"),
             format!(
-                "set spec.adopt: true to take the objects over, then delete the release record without uninstalling (kubectl delete secret -n {ns} -l owner=helm,name={release})"
+                "set spec.adopt: true to take the objects over, then delete the release record without uninstalling \
+                    (kubectl delete secret -n {ns} -l owner=helm,name={release})"
             ),
         )
     } else if labels.get(LABEL_MANAGED_BY).is_some_and(|v| v == MANAGER) {
@@ -136,7 +144,7 @@ pub async fn apply(
         let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
         if let (Some(meta), Some(last)) = (&cached, &last)
             && last.hash == hash
-            && last.version == version_of(meta, kind.full)
+            && last.version == version_of(meta, kind.cached)
         {
             continue;
         }
@@ -144,13 +152,18 @@ pub async fn apply(
             Ok(applied) => {
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
-                    l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.full) });
+                    l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.cached) });
                 }
             }
             Err(e) => errors.push(e),
         }
     }
     errors
+}
+
+/// StorageClasses and VolumeSnapshotClasses: parameters are immutable, so a change recreates them.
+fn is_class(kind: &str) -> bool {
+    kind == StorageClass::kind(&()) || kind == VolumeSnapshotClass::kind(&())
 }
 
 async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
@@ -160,7 +173,7 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
         Ok(o) => Ok(o),
         // StorageClass and VolumeSnapshotClass parameters are immutable. Deleting a class does
         // not touch volumes or snapshots made from it, so recreate it.
-        Err(kube::Error::Api(s)) if s.code == 422 && matches!(c.kind(), "StorageClass" | "VolumeSnapshotClass") => {
+        Err(kube::Error::Api(s)) if s.code == 422 && is_class(c.kind()) => {
             api.delete(&c.name(), &DeleteParams::default())
                 .await
                 .map_err(|source| Error::Delete { child: c.key(), source })?;

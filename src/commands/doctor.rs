@@ -8,18 +8,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use clap::{Args, ValueEnum};
 use thiserror::Error;
 
-use super::api::AwsApi;
-use super::inventory::{self, RefreshParams};
-use super::poller::pv_references;
-use super::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
-use super::status::AwsStatus;
-use crate::metrics::Metrics;
+use crate::aws::api::{AwsApi, AwsError};
+use crate::aws::inventory::{self, RefreshParams};
+use crate::aws::metrics::AwsMetrics;
+use crate::aws::poller::pv_references;
+use crate::aws::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
+use crate::crd::AwsStatus;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_MISSING_PERMISSIONS: i32 = 1;
@@ -97,7 +96,7 @@ pub enum DoctorError {
     #[error("listing PersistentVolumes: {0}")]
     ListPersistentVolumes(#[source] kube::Error),
     #[error("AWS client: {0}")]
-    Aws(#[from] super::api::AwsError),
+    Aws(#[from] AwsError),
     #[error("writing the report: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -105,7 +104,7 @@ pub enum DoctorError {
 impl DoctorArgs {
     fn params(&self) -> Result<RefreshParams, DoctorError> {
         let duration = |flag: &'static str, v: &str| {
-            crate::crd::validate::parse_duration(v).ok_or(DoctorError::InvalidArgument {
+            crate::crd::duration::parse(v).ok_or(DoctorError::InvalidArgument {
                 flag,
                 value: v.to_string(),
                 rule: "a duration like 30s, 15m or 1h30m",
@@ -138,7 +137,19 @@ impl DoctorArgs {
     }
 }
 
-/// What `main` calls: the checks with the caller's default AWS credentials, report on stdout.
+/// `hardened-csi-operator doctor`: exit 0/1/3 as documented above, 2 for bad arguments.
+pub fn main(args: DoctorArgs) -> std::process::ExitCode {
+    match super::block_on(run_doctor(args)) {
+        Ok(Ok(code)) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+        Err(code) => code,
+    }
+}
+
+/// The checks with the caller's default AWS credentials, report on stdout. Returns the exit code.
 /// Returns the exit code.
 pub async fn run_doctor(args: DoctorArgs) -> Result<i32, DoctorError> {
     let mut report = Vec::new();
@@ -174,7 +185,7 @@ pub async fn run_doctor_with(
         credentials,
         http_client,
         retry: RetryPolicy::default(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: AwsMetrics::default(),
         principal_label: Some("your credentials".to_string()),
     };
     let api = SdkAws::new(settings).await?;
@@ -348,7 +359,9 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
     let verdict = match exit_code(s) {
         EXIT_OK => "OK".to_string(),
         EXIT_MISSING_PERMISSIONS => {
-            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy AmazonEBSCSIDriverPolicy covers them)".to_string()
+            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy \
+                AmazonEBSCSIDriverPolicy covers them)"
+                .to_string()
         }
         _ => format!("AWS CHECK FAILED ({})", s.last_error.as_deref().unwrap_or("?")),
     };
@@ -356,7 +369,7 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
     t
 }
 
-impl super::status::PermissionReport {
+impl crate::crd::PermissionReport {
     fn arn_suffix(&self) -> String {
         self.principal_arn.as_deref().map(|a| format!(" [{a}]")).unwrap_or_default()
     }

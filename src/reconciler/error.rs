@@ -1,21 +1,44 @@
-//! The operator's one error type. Each variant says which child or which call failed and has a
-//! short stable label for metrics and events.
+//! The reconciler's one error type. Each variant says which child or which call failed and has a
+//! short stable label for metrics and events. Displayed, it carries the API server's own message
+//! (what a person reads in a condition or an event), never a Debug dump of the response.
+
+use std::fmt;
 
 use thiserror::Error;
 
+/// A `kube::Error` as a person reads it: for an API answer the server's message and code, for
+/// anything else kube's own description.
+pub struct ApiMessage<'a>(pub &'a kube::Error);
+
+impl fmt::Display for ApiMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            kube::Error::Api(s) if !s.message.is_empty() => write!(f, "{} ({} {})", s.message, s.code, s.reason),
+            kube::Error::Api(s) => write!(f, "the API server answered {} {}", s.code, s.reason),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl fmt::Debug for ApiMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("applying {child}: {source}")]
+    #[error("applying {child}: {}", ApiMessage(source))]
     Apply { child: String, source: kube::Error },
-    #[error("deleting {child}: {source}")]
+    #[error("deleting {child}: {}", ApiMessage(source))]
     Delete { child: String, source: kube::Error },
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}: {}", ApiMessage(source))]
     Read { what: String, source: kube::Error },
-    #[error("writing status of {name}: {source}")]
+    #[error("writing status of {name}: {}", ApiMessage(source))]
     Status { name: String, source: kube::Error },
-    #[error("updating finalizers of {name}: {source}")]
+    #[error("updating finalizers of {name}: {}", ApiMessage(source))]
     Finalizer { name: String, source: kube::Error },
-    #[error("discovering cluster capabilities: {0}")]
+    #[error("discovering cluster capabilities: {}", ApiMessage(.0))]
     Discovery(kube::Error),
     #[error("serialising {what}: {source}")]
     Serialize { what: String, source: serde_json::Error },

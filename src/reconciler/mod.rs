@@ -3,18 +3,28 @@
 //!
 //! HardenedCsiDriver objects are watched as dynamic objects and parsed per object, so one stored
 //! object that bypassed schema validation gets a condition instead of breaking the watch for all.
+//!
+//! - `reconcile`: one pass over one driver (check, render, apply, observe, write status).
+//! - `children`: ownership, server-side apply of what changed, pruning.
+//! - `caches`: the kinds of child and their label-filtered caches.
+//! - `deletion`: the finalizer and the volume guard.
+//! - `conditions`: every condition, as a pure function of what one reconcile observed.
+//! - `error`: the error type and its messages.
 
+pub mod caches;
 mod children;
+pub mod conditions;
 mod deletion;
-pub mod kinds;
+pub mod error;
 mod reconcile;
-pub mod status;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -22,16 +32,17 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::aws::status::AwsStatus;
+use crate::aws::AwsStatusStore;
 use crate::crd::HardenedCsiDriver;
-use crate::error::Error;
-use crate::metrics::Metrics;
-use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
-pub use kinds::{ChildCaches, ChildKind, KindStore, child_kinds};
-pub use status::Cond;
+use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::runtime::http::Readiness;
+use crate::runtime::metrics::Metrics;
+use caches::{Cached, ChildCaches, KindStore, child_kinds};
+pub use conditions::Cond;
+use error::Error;
 
 /// Finalizer that holds a HardenedCsiDriver until its children are removed.
 pub const FINALIZER: &str = "csi.hardened.dev/cleanup";
@@ -42,12 +53,6 @@ pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
 
-/// What the AWS inventory knows, as the reconciler reads it (implemented by the AWS poller's store).
-pub trait AwsView: Send + Sync {
-    fn status(&self, name: &str) -> Option<AwsStatus>;
-    fn conditions(&self, name: &str) -> Vec<Cond>;
-}
-
 /// Shared state of every reconcile.
 pub struct Context {
     pub client: Client,
@@ -57,11 +62,18 @@ pub struct Context {
     pub drivers: Store<DynamicObject>,
     pub capabilities: Arc<RwLock<Capabilities>>,
     pub applied: children::AppliedLog,
-    pub aws: Option<Arc<dyn AwsView>>,
+    pub aws: Option<AwsStatusStore>,
+    /// Set once the driver store and every child cache have their initial list: no decision
+    /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
+    synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
     pub fn capabilities(&self) -> Capabilities {
         self.capabilities.read().map(|c| c.clone()).unwrap_or_default()
     }
@@ -82,11 +94,13 @@ fn instance_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
 /// Everything `run` needs besides the client.
 pub struct Options {
     pub metrics: Arc<Metrics>,
-    pub aws: Option<Arc<dyn AwsView>>,
+    /// Shared with the AWS poller: the reconciler tracks the driver in charge, the poller
+    /// publishes its facts.
+    pub aws: Option<AwsStatusStore>,
     /// Extra reconcile triggers (the AWS poller's result changes).
     pub triggers: Option<mpsc::Receiver<String>>,
     /// Set once every cache has synced.
-    pub ready: Option<crate::http::Readiness>,
+    pub ready: Option<Readiness>,
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
@@ -116,42 +130,42 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     for kind in child_kinds() {
         let cfg = watcher::Config::default().labels(&label);
-        if kind.full {
-            let writer = reflector::store::Writer::<DynamicObject>::new(kind.resource.clone());
-            let reader = writer.as_reader();
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
-            let stream = quiet(reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects());
-            controller = controller.watches_stream_with(
-                stream,
-                |o: DynamicObject| instance_ref(&o.metadata),
-                kind.resource.clone(),
-            );
-            let (r, k) = (reader.clone(), kind.resource.kind.clone());
-            syncs.push(Box::pin(async move {
-                synced(&r).await;
-                tracing::debug!(kind = %k, "cache synced");
-            }));
-            caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Full(reader)));
-        } else {
-            let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
-            let reader = writer.as_reader();
-            let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
-            let stream = quiet(reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects());
-            controller = controller.watches_stream_with(
-                stream,
-                |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
-                kind.resource.clone(),
-            );
-            // The snapshot API may be absent; its cache must not hold up readiness.
-            if kind.resource.group != "snapshot.storage.k8s.io" {
-                let (r, k) = (reader.clone(), kind.resource.kind.clone());
-                syncs.push(Box::pin(async move {
-                    synced(&r).await;
-                    tracing::debug!(kind = %k, "cache synced");
-                }));
+        let name = kind.resource.kind.clone();
+        let store = match kind.cached {
+            Cached::Deployment => {
+                let (reader, writer) = reflector::store::<Deployment>();
+                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                controller = controller
+                    .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
+                syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
+                KindStore::Deployment(reader)
             }
-            caches.by_kind.insert(kind.resource.kind.clone(), (kind, KindStore::Meta(reader)));
-        }
+            Cached::DaemonSet => {
+                let (reader, writer) = reflector::store::<DaemonSet>();
+                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                controller = controller
+                    .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
+                syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
+                KindStore::DaemonSet(reader)
+            }
+            Cached::Metadata => {
+                let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
+                let reader = writer.as_reader();
+                let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
+                let stream = reflector::reflector(writer, watcher(api, cfg));
+                controller = controller.watches_stream_with(
+                    quiet(stream.default_backoff().touched_objects()),
+                    |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
+                    kind.resource.clone(),
+                );
+                // The snapshot API may be absent; its cache must not hold up readiness.
+                if kind.resource.group != VolumeSnapshotClass::group(&()) {
+                    syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
+                }
+                KindStore::Meta(reader)
+            }
+        };
+        caches.by_kind.insert(name, (kind, store));
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
@@ -162,6 +176,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         controller = controller.reconcile_on(tokio_stream(rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
     }
 
+    let synced_flag = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -174,15 +189,19 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         capabilities: caps,
         applied: Mutex::new(HashMap::new()),
         aws: opts.aws,
+        synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
     });
 
-    if let Some(ready) = opts.ready {
-        let store = drivers_store;
+    {
+        let (store, synced_flag, ready) = (drivers_store, synced_flag, opts.ready);
         tokio::spawn(async move {
             synced(&store).await;
             futures::future::join_all(syncs).await;
-            ready.set_ready();
+            synced_flag.store(true, Ordering::Release);
+            if let Some(ready) = ready {
+                ready.set_ready();
+            }
             tracing::info!("caches synced; ready");
         });
     }
@@ -219,6 +238,15 @@ where
         }
         futures::future::ready(r.is_ok())
     })
+}
+
+async fn synced_named<K>(store: Store<K>, kind: String)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    synced(&store).await;
+    tracing::debug!(%kind, "cache synced");
 }
 
 /// Waits until a store has its initial list. kube's readiness signal wakes only the most recent

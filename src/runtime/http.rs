@@ -22,12 +22,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Content type of the OpenMetrics 1.0 text format that `prometheus-client` writes.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Shared readiness flag: cheap to clone, set once the controller's caches have synced.
+/// Shared readiness flag: cheap to clone, set once the reconciler's caches have synced (or, on a
+/// standby replica, once it takes part in the election).
 #[derive(Clone, Debug, Default)]
 pub struct Readiness(Arc<AtomicBool>);
 
@@ -36,23 +37,8 @@ impl Readiness {
         Self::default()
     }
 
-    /// Readiness backed by an existing flag (e.g. the one `controller::Options::ready` sets).
-    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
-        Self(flag)
-    }
-
-    /// The underlying flag, for code that takes an `Arc<AtomicBool>`.
-    pub fn shared_flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
-    }
-
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::Release);
-    }
-
-    /// Back to not ready, e.g. when the watch behind the caches is lost for good.
-    pub fn set_not_ready(&self) {
-        self.0.store(false, Ordering::Release);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -135,11 +121,6 @@ impl HttpServer {
             Err(source) => Err(HttpError::Task { addr, source }),
         }
     }
-
-    /// The task, for [`crate::shutdown::drain`].
-    pub fn into_task(self) -> JoinHandle<std::io::Result<()>> {
-        self.task
-    }
 }
 
 /// Binds `addr` and serves until `shutdown` is cancelled. Binding happens before this returns,
@@ -198,11 +179,6 @@ mod tests {
         assert_eq!(status, 503);
         assert!(body.contains("caches have not synced"), "{body}");
         readiness.set_ready();
-        assert_eq!(get(addr, "/readyz").await.0, 200);
-        readiness.set_not_ready();
-        assert_eq!(get(addr, "/readyz").await.0, 503);
-        // The controller sets the same flag through its `Arc<AtomicBool>`.
-        readiness.shared_flag().store(true, Ordering::SeqCst);
         assert_eq!(get(addr, "/readyz").await.0, 200);
         assert_eq!(get(addr, "/nope").await.0, 404);
         token.cancel();

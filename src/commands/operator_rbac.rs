@@ -164,3 +164,17 @@ pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
         .chain(OPERATOR_NAMESPACE)
         .any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
 }
+
+/// `hardened-csi-operator operator-rbac`: the rules as YAML.
+pub fn run() -> std::process::ExitCode {
+    match serde_yaml_ng::to_string(&operator_rbac()) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: serialising the rules: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

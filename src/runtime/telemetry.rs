@@ -22,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
+use crate::runtime::config::LogFormat;
 
 /// Crates whose `trace` output can contain credentials (request headers with security tokens,
 /// signing input). Capped at `debug` unless named in the filter.
@@ -185,7 +185,8 @@ mod tests {
     #[test]
     fn credential_bearing_crates_are_capped_at_debug_unless_named() {
         let text = capture(LogFormat::Text, "trace", || {
-            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "transmitting request x-amz-security-token");
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "transmitting request \
+                x-amz-security-token");
             tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "beginning attempt");
             tracing::trace!(target: "hardened_csi_operator", "own trace");
         });

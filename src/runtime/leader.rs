@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LeaseSettings;
-use crate::metrics::Metrics;
+use crate::runtime::config::LeaseSettings;
+use crate::runtime::metrics::Metrics;
 
 /// Time to keep at the end of the shutdown grace period for releasing the Lease (one read and
 /// one write): give leader-only work `grace - RELEASE_BUDGET`, then `release_within(RELEASE_BUDGET)`.
@@ -183,7 +183,7 @@ impl LeaderElection {
 
     /// Completes once this replica has read the Lease successfully, i.e. it takes part in the
     /// election with a working API connection. A standby replica runs no controller and so never
-    /// syncs caches: this is what makes it ready (see the wiring in `main.rs`). Pending forever if
+    /// syncs caches: this is what makes it ready (see the wiring in `commands::run`). Pending forever if
     /// the election task ended before any read.
     pub fn first_contact(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut contacted = self.contacted.clone();
@@ -252,7 +252,7 @@ enum Next {
 }
 
 enum WriteResult {
-    Written(Lease),
+    Written(Box<Lease>),
     Conflict,
     Failed,
 }
@@ -405,7 +405,7 @@ impl Elector {
                 if let Some(spec) = &lease.spec {
                     self.observed = Some((spec.clone(), Instant::now()));
                 }
-                self.held = Some(lease);
+                self.held = Some(*lease);
                 let was_leading = self.renewed_at.replace(attempt).is_some();
                 if !was_leading {
                     tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "became leader");
@@ -470,7 +470,7 @@ impl Elector {
 
 fn classify(result: Result<Lease, kube::Error>) -> WriteResult {
     match result {
-        Ok(lease) => WriteResult::Written(lease),
+        Ok(lease) => WriteResult::Written(Box::new(lease)),
         // 409 on replace: resourceVersion moved on; on create: someone created it first.
         Err(kube::Error::Api(status)) if status.code == 409 => WriteResult::Conflict,
         Err(err) => {
@@ -530,7 +530,8 @@ where
             biased;
             _ = shutdown.cancelled() => {
                 if tokio::time::timeout(grace, &mut task).await.is_err() {
-                    tracing::warn!(?grace, "leader-only work still running at the end of the grace period: aborting it");
+                    tracing::warn!(?grace, "leader-only work still running at the end of the grace period: aborting \
+                        it");
                     task.abort();
                 }
                 return LeadOutcome::Shutdown;

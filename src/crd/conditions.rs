@@ -1,0 +1,28 @@
+//! The condition types of `status.conditions`, and the typed questions asked of a status.
+
+use super::HardenedCsiDriverStatus;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const SPEC_VALID: &str = "SpecValid";
+pub const ACTIVE: &str = "Active";
+pub const OWNERSHIP: &str = "OwnershipConflict";
+pub const CONTROLLER_AVAILABLE: &str = "ControllerAvailable";
+pub const NODE_AVAILABLE: &str = "NodeAvailable";
+pub const SNAPSHOT_API: &str = "SnapshotApi";
+pub const PULL_SECRETS: &str = "PullSecretsPresent";
+pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+pub const AWS_REACHABLE: &str = "AwsReachable";
+pub const AWS_PERMISSIONS: &str = "AwsPermissions";
+
+impl HardenedCsiDriverStatus {
+    pub fn condition(&self, type_: &str) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether the condition `type_` is `True`.
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+}

@@ -1,0 +1,122 @@
+//! Durations as the spec spells them (`1h30m`, `5m`, `45s`), parsed once when an object is read:
+//! a spec that deserialises holds valid durations, and no later reader parses the text again.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The CRD's pattern for durations; `parse` accepts exactly what it matches, minus zero.
+pub const PATTERN: &str = r"^(\d+h)?(\d+m)?(\d+s)?$";
+
+/// A positive duration with the text the user wrote (kept so the object round-trips unchanged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecDuration {
+    text: String,
+    value: Duration,
+}
+
+impl SpecDuration {
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::str::FromStr for SpecDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s)
+            .map(|value| Self { text: s.to_string(), value })
+            .ok_or_else(|| format!("{s:?} is not a duration like 30s, 5m or 1h30m"))
+    }
+}
+
+impl fmt::Display for SpecDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for SpecDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for SpecDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": PATTERN})
+    }
+}
+
+/// Parses `1h30m`, `5m`, `45s`. None for anything else, for zero, and for a value that overflows.
+pub fn parse(s: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut last_unit = 0;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let (rank, secs) = match ch {
+            'h' => (1, 3600),
+            'm' => (2, 60),
+            's' => (3, 1),
+            _ => return None,
+        };
+        if num.is_empty() || rank <= last_unit {
+            return None;
+        }
+        total = total.checked_add(num.parse::<u64>().ok()?.checked_mul(secs)?)?;
+        num.clear();
+        last_unit = rank;
+    }
+    (num.is_empty() && total > 0).then(|| Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_crd_pattern_and_refuses_the_rest() {
+        assert_eq!(parse("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse("45s"), Some(Duration::from_secs(45)));
+        for bad in ["", "0s", "5", "m", "5x", "1m1h", "5m5m", "-5m", "99999999999999999999h"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn round_trips_the_users_text() {
+        let d: SpecDuration = serde_json::from_value(serde_json::json!("90m")).expect("parses");
+        assert_eq!(d.get(), Duration::from_secs(5400));
+        assert_eq!(serde_json::to_value(&d).expect("serialises"), serde_json::json!("90m"));
+        let err = serde_json::from_value::<SpecDuration>(serde_json::json!("5 minutes")).expect_err("refused");
+        assert!(err.to_string().contains("not a duration like 30s"), "{err}");
+    }
+}
