@@ -334,8 +334,8 @@ pub mod rules {
     pub const HTTP_PROXY: CelRule = CelRule {
         field: "spec.proxy.httpProxy",
         rule: concat!("self.matches('", url_pattern!(), "')"),
-        message: "httpProxy must be an http:// or https:// URL like http://proxy.internal:3128 or \
-            http://user:password@proxy.internal:3128 (host name or IPv4 address; no spaces, quotes or '$')",
+        message: "httpProxy must be an http:// or https:// URL like http://proxy.internal:3128, credentials as \
+            user:password before the host (host name or IPv4 address; no spaces, quotes or '$')",
     };
     pub const NO_PROXY: CelRule = CelRule {
         field: "spec.proxy.noProxy",
