@@ -6,13 +6,13 @@ use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 
 use super::caches::{Cached, ChildCaches, ChildKind};
-use super::error::{Error, Result};
+use super::error::{ApiMessage, Error, Result};
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{ANNOTATION_OWNER_UID, Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 use crate::runtime::metrics::Metrics;
 
 /// What the operator last applied to one child, to tell an unchanged child from drift.
@@ -47,14 +47,18 @@ fn api_for(client: &Client, kind: &ChildKind, namespace: Option<&str>) -> Api<Dy
     }
 }
 
-/// Is this existing object one of ours: owned by the HardenedCsiDriver with `uid`, or carrying
-/// our labels for `instance` (children of an earlier incarnation are ours to take back).
+/// Is this existing object one of ours: recorded as belonging to the HardenedCsiDriver with
+/// `uid` (our owner-uid annotation, or an ownerReference as earlier versions set on every child),
+/// or carrying our labels for `instance` (children of an earlier incarnation are ours to take back).
 pub fn is_ours(meta: &ObjectMeta, instance: &str, uid: Option<&str>) -> bool {
-    let owned = meta
+    let referenced = meta
         .owner_references
         .iter()
         .flatten()
         .any(|o| o.kind == HardenedCsiDriver::kind(&()) && Some(o.uid.as_str()) == uid);
+    let annotated =
+        uid.is_some() && meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_OWNER_UID)).map(String::as_str) == uid;
+    let owned = referenced || annotated;
     let labels = meta.labels.as_ref();
     let labelled = labels.and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGER)
         && labels.and_then(|l| l.get(LABEL_INSTANCE)).is_some_and(|v| v == instance);
@@ -161,9 +165,33 @@ pub async fn apply(
     errors
 }
 
-/// StorageClasses and VolumeSnapshotClasses: parameters are immutable, so a change recreates them.
-fn is_class(kind: &str) -> bool {
-    kind == StorageClass::kind(&()) || kind == VolumeSnapshotClass::kind(&())
+/// The fields of a class kind that the API server refuses to update. A change to one of them is
+/// the only reason the operator deletes and recreates a class; empty for every other kind.
+fn immutable_fields(kind: &str) -> &'static [&'static str] {
+    if kind == StorageClass::kind(&()) {
+        &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
+    } else if kind == VolumeSnapshotClass::kind(&()) {
+        &["parameters", "driver", "deletionPolicy"]
+    } else {
+        &[]
+    }
+}
+
+/// Whether a refusal is only about immutable fields of a class. kube-apiserver words them
+/// `parameters: Forbidden: updates to parameters are forbidden.` (likewise provisioner and
+/// reclaimPolicy) and `volumeBindingMode: Invalid value: "Immediate": field is immutable`, one
+/// cause per field; a CRD's CEL transition rule names its field too. Any other cause (or none)
+/// means the change is wrong in some other way, and deleting the class would not help.
+pub fn only_immutable_fields(kind: &str, status: &kube::core::Status) -> bool {
+    let fields = immutable_fields(kind);
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    status.code == 422
+        && !causes.is_empty()
+        && causes.iter().all(|c| {
+            let field = c.field.trim_start_matches('.');
+            let message = c.message.to_ascii_lowercase();
+            fields.contains(&field) && (message.contains("forbidden") || message.contains("immutable"))
+        })
 }
 
 async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
@@ -171,18 +199,40 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
     let params = PatchParams::apply(MANAGER).force();
     match api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await {
         Ok(o) => Ok(o),
-        // StorageClass and VolumeSnapshotClass parameters are immutable. Deleting a class does
-        // not touch volumes or snapshots made from it, so recreate it.
-        Err(kube::Error::Api(s)) if s.code == 422 && is_class(c.kind()) => {
-            api.delete(&c.name(), &DeleteParams::default())
-                .await
-                .map_err(|source| Error::Delete { child: c.key(), source })?;
-            api.patch(&c.name(), &params, &Patch::Apply(&c.object))
-                .await
-                .map_err(|source| Error::Apply { child: c.key(), source })
-        }
+        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params).await,
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
+}
+
+/// Deletes and recreates a class whose immutable fields changed. Deleting a class does not touch
+/// the volumes or snapshots made from it. The class is read first and deleted with its uid as a
+/// precondition, so what is put back if the recreate fails is exactly what was there.
+async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> Result<DynamicObject> {
+    let old = api.get(&c.name()).await.map_err(|source| Error::Read { what: c.key(), source })?;
+    let delete = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: old.metadata.uid.clone(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    api.delete(&c.name(), &delete).await.map_err(|source| Error::Delete { child: c.key(), source })?;
+    tracing::info!(child = %c.key(), "immutable fields changed; recreating");
+    let source = match api.patch(&c.name(), params, &Patch::Apply(&c.object)).await {
+        Ok(o) => return Ok(o),
+        Err(source) => source,
+    };
+    // Never leave the class deleted: put back what was read before the delete.
+    let mut back = old;
+    back.metadata = ObjectMeta {
+        name: back.metadata.name,
+        labels: back.metadata.labels,
+        annotations: back.metadata.annotations,
+        owner_references: back.metadata.owner_references,
+        ..ObjectMeta::default()
+    };
+    let restore = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &back).await;
+    if let Err(e) = &restore {
+        tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old class back");
+    }
+    Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
 }
 
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
@@ -221,9 +271,78 @@ pub fn owns_any(caches: &ChildCaches, instance: &str, uid: Option<&str>) -> bool
     caches.by_kind.values().any(|(_, store)| store.metas().iter().any(|m| is_ours(m, instance, uid)))
 }
 
-/// Deletes every child of `instance` (the finalizer's cleanup).
+/// Deletes every child of `instance` (the finalizer's cleanup, after the guard passed). Reads each
+/// kind live by label rather than from the caches: with no ownerReference on the data path, a
+/// child missed here would be left running with nobody to remove it. A kind the cluster does not
+/// serve (the snapshot API) has nothing to delete.
 pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>) -> Vec<Error> {
-    prune(client, caches, instance, uid, &BTreeSet::new()).await
+    let lp = kube::api::ListParams::default().labels(&crate::render::children_selector(instance));
+    let mut errors = Vec::new();
+    for (kind_name, (kind, _)) in &caches.by_kind {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+        let list = match api.list_metadata(&lp).await {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(source) => {
+                errors.push(Error::Read { what: format!("{kind_name}s of {instance}"), source });
+                continue;
+            }
+        };
+        for o in list.items {
+            let meta = o.metadata;
+            if !is_ours(&meta, instance, uid) || meta.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = meta.name.clone().unwrap_or_default();
+            let key = match &meta.namespace {
+                Some(ns) => format!("{kind_name}/{ns}/{name}"),
+                None => format!("{kind_name}/{name}"),
+            };
+            let api = api_for(client, kind, meta.namespace.as_deref());
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(child = %key, "deleted"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => errors.push(Error::Delete { child: key, source }),
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use serde_json::json;
+
+    fn refusal(causes: &[(&str, &str, &str)]) -> Status {
+        let causes: Vec<_> = causes
+            .iter()
+            .map(|(reason, field, message)| json!({"reason": reason, "field": field, "message": message}))
+            .collect();
+        serde_json::from_value(json!({"status": "Failure", "code": 422, "reason": "Invalid",
+            "message": "StorageClass.storage.k8s.io \"gp3\" is invalid", "details": {"causes": causes}}))
+        .expect("status")
+    }
+
+    #[test]
+    fn only_immutable_field_refusals_recreate_a_class() {
+        let sc = StorageClass::kind(&());
+        // kube-apiserver's words (ValidateStorageClassUpdate).
+        let params = ("FieldValueForbidden", "parameters", "Forbidden: updates to parameters are forbidden.");
+        let binding = ("FieldValueInvalid", "volumeBindingMode", "Invalid value: \"Immediate\": field is immutable");
+        assert!(only_immutable_fields(&sc, &refusal(&[params])));
+        assert!(only_immutable_fields(&sc, &refusal(&[params, binding])));
+        // Anything else in the refusal, no causes, another code or another kind: no recreate.
+        let other = ("FieldValueNotSupported", "allowedTopologies[0]", "Unsupported value: \"x\"");
+        assert!(!only_immutable_fields(&sc, &refusal(&[params, other])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[params]).with_code(409)));
+        assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
+        let vsc = VolumeSnapshotClass::kind(&());
+        let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
+        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+    }
 }
 
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
