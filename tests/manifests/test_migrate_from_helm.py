@@ -121,7 +121,8 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
                 assert now["spec"]["selector"] == old["spec"]["selector"], f"{kind}: the selector is kept"
                 assert _satisfies(now["spec"]["template"]["metadata"]["labels"], now["spec"]["selector"])
                 assert now["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "hardened-csi-operator"
-                assert [o["kind"] for o in now["metadata"]["ownerReferences"]] == ["HardenedCsiDriver"]
+                hcd_uid = _get(kc, "hardenedcsidriver", driver["metadata"]["name"])["metadata"]["uid"]
+                assert now["metadata"]["annotations"]["csi.hardened.dev/owner-uid"] == hcd_uid
                 pod = now["spec"]["template"]["spec"]
                 images = [c["image"] for c in pod["containers"] + (pod.get("initContainers") or [])]
                 assert images and all(i.startswith("dhi.io/") for i in images), images
@@ -149,7 +150,8 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
             kubectl(kc, "annotate", "hardenedcsidriver", driver["metadata"]["name"], "journey/step=released")
             assert _wait_ready(kc, driver["metadata"]["name"], log)["Ready"]["status"] == "True"
             for kind, old in before.items():
-                assert _get(kc, "-n", NAMESPACE, kind, old["metadata"]["name"])["metadata"]["uid"] == old["metadata"]["uid"]
+                still = _get(kc, "-n", NAMESPACE, kind, old["metadata"]["name"])
+                assert still["metadata"]["uid"] == old["metadata"]["uid"], f"{kind} is gone or replaced"
             assert operator.poll() is None, log.read_text()[-3000:]
         finally:
             operator.terminate()
