@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -152,7 +152,7 @@ pub async fn apply(
         {
             continue;
         }
-        match apply_one(client, kind, c).await {
+        match apply_child(client, caches, kind, c).await {
             Ok(applied) => {
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
@@ -343,4 +343,171 @@ mod tests {
         let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
         assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
     }
+}
+
+/// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
+/// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels),
+/// and a CSIDriver whose immutable spec must change is replaced.
+async fn apply_child(client: &Client, caches: &ChildCaches, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
+    let kept;
+    let c = match adopted_selector(client, caches, kind, c).await? {
+        Some(selector) => {
+            kept = keep_selector(c, &selector);
+            &kept
+        }
+        None => c,
+    };
+    match apply_one(client, kind, c).await {
+        Err(Error::Apply { source: kube::Error::Api(s), .. })
+            if s.code == 422 && c.kind() == CSIDriver::kind(&()) && s.message.contains("immutable") =>
+        {
+            replace_csidriver(client, kind, c, &s.message).await
+        }
+        other => other,
+    }
+}
+
+/// The `spec.selector` of the existing Deployment/DaemonSet `c`, when it differs from ours (an
+/// object adopted from the upstream chart selects on `app.kubernetes.io/instance: <release>`).
+/// Selectors are immutable, so the existing one is kept.
+async fn adopted_selector(
+    client: &Client,
+    caches: &ChildCaches,
+    kind: &ChildKind,
+    c: &Child,
+) -> Result<Option<serde_json::Value>> {
+    if kind.cached == Cached::Metadata {
+        return Ok(None);
+    }
+    let ns = c.namespace();
+    let cached = match kind.cached {
+        Cached::Deployment => caches
+            .deployment(ns.as_deref().unwrap_or_default(), &c.name())
+            .map(|d| serde_json::to_value(&d.spec.selector)),
+        Cached::DaemonSet => caches
+            .daemon_set(ns.as_deref().unwrap_or_default(), &c.name())
+            .map(|d| serde_json::to_value(&d.spec.selector)),
+        Cached::Metadata => None,
+    };
+    let existing = match cached {
+        Some(v) => v.ok(),
+        // Not in our caches: not created by us (yet). One read, only until we have applied it.
+        None => api_for(client, kind, ns.as_deref())
+            .get_opt(&c.name())
+            .await
+            .map_err(|source| Error::Read { what: c.key(), source })?
+            .and_then(|o| o.data.pointer("/spec/selector").cloned()),
+    };
+    let ours = c.object.data.pointer("/spec/selector");
+    Ok(existing.filter(|e| !e.is_null() && Some(e) != ours))
+}
+
+/// `c` with `selector` as its selector and the selector's `matchLabels` added to its pod
+/// template labels (taking precedence over ours, so the template satisfies the selector).
+fn keep_selector(c: &Child, selector: &serde_json::Value) -> Child {
+    let mut out = c.clone();
+    let data = &mut out.object.data;
+    if let Some(spec) = data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.insert("selector".into(), selector.clone());
+    }
+    if let (Some(want), Some(labels)) = (
+        selector.get("matchLabels").and_then(|m| m.as_object()),
+        data.pointer_mut("/spec/template/metadata").and_then(|m| m.as_object_mut()),
+    ) {
+        let labels = labels.entry("labels").or_insert_with(|| serde_json::json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            for (k, v) in want {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// CSIDriver spec fields are immutable (a CSIDriver from before `fsGroupPolicy`, upstream's
+/// `useOldCSIDriver`, cannot gain it in place). Only reached for our own or an adopted CSIDriver
+/// and only on an immutable-field refusal: it is deleted and created again. Mounted volumes
+/// keep working meanwhile (kubernetes-sigs/aws-ebs-csi-driver#1390).
+async fn replace_csidriver(client: &Client, kind: &ChildKind, c: &Child, why: &str) -> Result<DynamicObject> {
+    let api = api_for(client, kind, None);
+    tracing::info!(child = %c.key(), reason = %why, "replacing the CSIDriver: an immutable field changes");
+    match api.delete(&c.name(), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(source) => return Err(Error::Delete { child: c.key(), source }),
+    }
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch(&c.name(), &params, &Patch::Apply(&c.object))
+        .await
+        .map_err(|source| Error::Apply { child: c.key(), source })
+}
+
+/// Objects of a Helm release we adopted from that the operator does not render (the upstream
+/// chart's Windows node DaemonSet, extra metrics Services, ...): each named with what to do.
+/// Releases are read from the `meta.helm.sh/release-*` annotations our children kept from Helm.
+pub async fn release_leftovers(
+    client: &Client,
+    caches: &ChildCaches,
+    children: &[Child],
+    instance: &str,
+    uid: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut releases = BTreeSet::new();
+    for (_, store) in caches.by_kind.values() {
+        for meta in store.metas().iter().filter(|m| is_ours(m, instance, uid)) {
+            let a = meta.annotations.clone().unwrap_or_default();
+            if let (Some(r), Some(ns)) = (a.get(HELM_RELEASE_NAME), a.get(HELM_RELEASE_NAMESPACE)) {
+                releases.insert((r.clone(), ns.clone()));
+            }
+        }
+    }
+    let rendered: BTreeSet<String> = children.iter().map(Child::key).collect();
+    let mut out = Vec::new();
+    for (release, release_ns) in &releases {
+        let selector = format!("{LABEL_INSTANCE}={release}");
+        let driver_ns = children.iter().find_map(Child::namespace);
+        for (kind_name, (kind, _)) in &caches.by_kind {
+            let ns = if kind.namespaced { driver_ns.as_deref() } else { None };
+            let api = api_for(client, kind, ns);
+            let list = match api.list_metadata(&kube::api::ListParams::default().labels(&selector)).await {
+                Ok(list) => list.items,
+                // A kind the cluster does not serve (no snapshot API) holds nothing of the release.
+                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                Err(source) => {
+                    return Err(Error::Read { what: format!("{kind_name} of Helm release {release}"), source });
+                }
+            };
+            for o in list {
+                let meta = o.metadata;
+                let name = meta.name.clone().unwrap_or_default();
+                let key = match &meta.namespace {
+                    Some(n) => format!("{kind_name}/{n}/{name}"),
+                    None => format!("{kind_name}/{name}"),
+                };
+                let of_release =
+                    meta.annotations.as_ref().and_then(|a| a.get(HELM_RELEASE_NAME)).is_some_and(|r| r == release);
+                if rendered.contains(&key) || is_ours(&meta, instance, uid) || !of_release {
+                    continue;
+                }
+                out.push(leftover_advice(kind_name, &meta, release, release_ns));
+            }
+        }
+    }
+    Ok(out)
+}
+
+const HELM_RELEASE_NAME: &str = "meta.helm.sh/release-name";
+const HELM_RELEASE_NAMESPACE: &str = "meta.helm.sh/release-namespace";
+
+fn leftover_advice(kind: &str, meta: &ObjectMeta, release: &str, release_ns: &str) -> String {
+    let name = meta.name.clone().unwrap_or_default();
+    let ns_flag = meta.namespace.as_ref().map(|n| format!(" -n {n}")).unwrap_or_default();
+    let delete = format!("kubectl{ns_flag} delete {} {name}", kind.to_lowercase());
+    let what = if kind == "DaemonSet" && name.ends_with("-windows") {
+        "the upstream Windows node plugin, still running the upstream images (this operator runs no Windows \
+            node plugin): keep it while Windows nodes mount EBS volumes, else delete it"
+    } else {
+        "not rendered by this operator and still left as Helm created it: delete it once nothing uses it"
+    };
+    format!("{kind}/{name} of Helm release {release} (namespace {release_ns}) is {what} ({delete}).")
 }

@@ -51,6 +51,8 @@ pub struct Observed {
     pub spec_errors: Option<String>,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
+    /// Objects of an adopted Helm release the operator does not render, each with what to do.
+    pub release_leftovers: Vec<String>,
     pub apply_errors: Vec<String>,
     pub snapshot_api: bool,
     pub kubernetes_version: Option<String>,
@@ -91,7 +93,18 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             ),
         ),
     });
-    out.push(if o.foreign.is_empty() {
+    out.push(if o.foreign.is_empty() && !o.release_leftovers.is_empty() {
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "UnmanagedReleaseObjects",
+            format!(
+                "Every driver object is owned by this HardenedCsiDriver, but objects of the adopted Helm release are \
+                not managed by it and were left as they are: {}",
+                o.release_leftovers.join(" ")
+            ),
+        )
+    } else if o.foreign.is_empty() {
         Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
     } else {
         Cond::new(

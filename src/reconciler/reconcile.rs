@@ -124,6 +124,12 @@ async fn apply_children(
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
     }
+    if hcd.spec.adopt {
+        match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {
+            Ok(leftovers) => observed.release_leftovers = leftovers,
+            Err(e) => errors.push(e),
+        }
+    }
     Ok(errors)
 }
 

@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::crd::HardenedCsiDriver;
-use crate::crd::validate::{FieldErrors, validate};
+use crate::crd::validate::{FieldErrors, validate_driver};
 
 /// The CSI driver name the EBS driver registers; also the CSIDriver object's name.
 pub const DRIVER_NAME: &str = "ebs.csi.aws.com";
@@ -123,7 +123,7 @@ impl Child {
 /// Every child of `hcd`, in apply order (identities and RBAC before the workloads that use them).
 /// An invalid spec renders nothing and names every broken field.
 pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>, FieldErrors> {
-    validate(&hcd.spec)?;
+    validate_driver(hcd)?;
     let ctx = RenderCtx::new(hcd, caps);
     let mut children = Vec::new();
     children.extend(rbac::build(&ctx));
