@@ -309,42 +309,6 @@ pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, u
     errors
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::core::Status;
-    use serde_json::json;
-
-    fn refusal(causes: &[(&str, &str, &str)]) -> Status {
-        let causes: Vec<_> = causes
-            .iter()
-            .map(|(reason, field, message)| json!({"reason": reason, "field": field, "message": message}))
-            .collect();
-        serde_json::from_value(json!({"status": "Failure", "code": 422, "reason": "Invalid",
-            "message": "StorageClass.storage.k8s.io \"gp3\" is invalid", "details": {"causes": causes}}))
-        .expect("status")
-    }
-
-    #[test]
-    fn only_immutable_field_refusals_recreate_a_class() {
-        let sc = StorageClass::kind(&());
-        // kube-apiserver's words (ValidateStorageClassUpdate).
-        let params = ("FieldValueForbidden", "parameters", "Forbidden: updates to parameters are forbidden.");
-        let binding = ("FieldValueInvalid", "volumeBindingMode", "Invalid value: \"Immediate\": field is immutable");
-        assert!(only_immutable_fields(&sc, &refusal(&[params])));
-        assert!(only_immutable_fields(&sc, &refusal(&[params, binding])));
-        // Anything else in the refusal, no causes, another code or another kind: no recreate.
-        let other = ("FieldValueNotSupported", "allowedTopologies[0]", "Unsupported value: \"x\"");
-        assert!(!only_immutable_fields(&sc, &refusal(&[params, other])));
-        assert!(!only_immutable_fields(&sc, &refusal(&[])));
-        assert!(!only_immutable_fields(&sc, &refusal(&[params]).with_code(409)));
-        assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
-        let vsc = VolumeSnapshotClass::kind(&());
-        let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
-        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
-    }
-}
-
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
 /// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels),
 /// and a CSIDriver whose immutable spec must change is replaced.
@@ -510,4 +474,40 @@ fn leftover_advice(kind: &str, meta: &ObjectMeta, release: &str, release_ns: &st
         "not rendered by this operator and still left as Helm created it: delete it once nothing uses it"
     };
     format!("{kind}/{name} of Helm release {release} (namespace {release_ns}) is {what} ({delete}).")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use serde_json::json;
+
+    fn refusal(causes: &[(&str, &str, &str)]) -> Status {
+        let causes: Vec<_> = causes
+            .iter()
+            .map(|(reason, field, message)| json!({"reason": reason, "field": field, "message": message}))
+            .collect();
+        serde_json::from_value(json!({"status": "Failure", "code": 422, "reason": "Invalid",
+            "message": "StorageClass.storage.k8s.io \"gp3\" is invalid", "details": {"causes": causes}}))
+        .expect("status")
+    }
+
+    #[test]
+    fn only_immutable_field_refusals_recreate_a_class() {
+        let sc = StorageClass::kind(&());
+        // kube-apiserver's words (ValidateStorageClassUpdate).
+        let params = ("FieldValueForbidden", "parameters", "Forbidden: updates to parameters are forbidden.");
+        let binding = ("FieldValueInvalid", "volumeBindingMode", "Invalid value: \"Immediate\": field is immutable");
+        assert!(only_immutable_fields(&sc, &refusal(&[params])));
+        assert!(only_immutable_fields(&sc, &refusal(&[params, binding])));
+        // Anything else in the refusal, no causes, another code or another kind: no recreate.
+        let other = ("FieldValueNotSupported", "allowedTopologies[0]", "Unsupported value: \"x\"");
+        assert!(!only_immutable_fields(&sc, &refusal(&[params, other])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[params]).with_code(409)));
+        assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
+        let vsc = VolumeSnapshotClass::kind(&());
+        let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
+        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+    }
 }
