@@ -14,7 +14,7 @@
 pub mod caches;
 mod children;
 pub mod conditions;
-mod deletion;
+pub mod deletion;
 pub mod error;
 mod reconcile;
 

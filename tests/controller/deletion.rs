@@ -349,3 +349,111 @@ async fn a_class_is_never_recreated_for_any_other_422() {
     h.server.faults().clear();
     h.stop().await;
 }
+
+#[tokio::test]
+async fn deletion_during_a_failover_is_guarded_by_the_next_leader() {
+    use hardened_csi_operator::runtime::shutdown::CancellationToken;
+
+    use super::failover::{holder, replica};
+    let h = Harness::start(1).await;
+    driver_with_pv(&h).await;
+    // The harness's controller steps aside; two replicas with leader election take over.
+    let mut h = h;
+    h.stop_controller().await;
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = replica(h.client.clone(), "replica-a", stop_a.clone());
+    let b = replica(h.client.clone(), "replica-b", stop_b.clone());
+    let first = wait_for("a leader", || async { holder(&h.client).await.map(Value::String) }).await;
+    let (stop_leader, leader_task, other) =
+        if first == "replica-a" { (stop_a.clone(), a, "replica-b") } else { (stop_b.clone(), b, "replica-a") };
+    // The leader goes away, and the driver is deleted before the other replica leads.
+    stop_leader.cancel();
+    tokio::time::timeout(Duration::from_secs(10), leader_task).await.expect("leader stops").expect("leader task");
+    h.drivers().delete(DRIVER, &DeleteParams::foreground()).await.expect("delete");
+    wait_for("the other replica leads", || async {
+        (holder(&h.client).await.as_deref() == Some(other)).then_some(Value::Null)
+    })
+    .await;
+    assert_held(&h, &["PersistentVolume/pv-data"]).await;
+    delete_pv(&h, "pv-data").await;
+    // The new leader recounts on its own timer (no trigger channel here).
+    wait_for("the driver object gone", || async {
+        h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null)
+    })
+    .await;
+    wait_for("every child removed", || async { managed_children(&h.client).await.is_empty().then_some(Value::Null) })
+        .await;
+    stop_a.cancel();
+    stop_b.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_k_deploy_keeps_the_driver_until_its_volumes_are_gone() {
+    // `kubectl delete -k deploy/` deletes the CRD too, which deletes every HardenedCsiDriver.
+    // The CRD waits (Terminating) for the driver's finalizer, the driver waits for its volumes.
+    let h = Harness::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    h.server.write_kubeconfig(&kc).expect("kubeconfig");
+    let deploy = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let (kc2, d2) = (kc.clone(), deploy.clone());
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc2, &["apply", "--server-side", "--force-conflicts", "-k", d2.to_str().expect("path")])
+    })
+    .await
+    .expect("kubectl apply -k");
+    driver_with_pv(&h).await;
+    let (kc2, d2) = (kc.clone(), deploy.clone());
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc2, &["delete", "-k", d2.to_str().expect("path"), "--wait=false", "--ignore-not-found"])
+    })
+    .await
+    .expect("kubectl delete -k");
+    assert_held(&h, &["PersistentVolume/pv-data"]).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(h.client.clone());
+    let crd = crds.get("hardenedcsidrivers.csi.hardened.dev").await.expect("the CRD waits for the driver");
+    assert!(crd.metadata.deletion_timestamp.is_some());
+    delete_pv(&h, "pv-data").await;
+    assert_completes(&h).await;
+    wait_for("the CRD gone", || async {
+        crds.get_opt("hardenedcsidrivers.csi.hardened.dev").await.ok()?.is_none().then_some(Value::Null)
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_drops_the_owner_references_earlier_versions_set() {
+    // Earlier versions applied every child with an ownerReference to the driver. The upgraded
+    // operator's first apply (same field manager) no longer sets it, so server-side apply removes
+    // it, and a foreground deletion afterwards cannot cascade the data path away.
+    let mut h = Harness::start(1).await;
+    h.create_driver(DRIVER, spec()).await;
+    ready(&h).await;
+    let uid = h.drivers().get(DRIVER).await.expect("driver").metadata.uid.expect("uid");
+    let ds = h.dynamic("apps/v1", "DaemonSet", "daemonsets", Some("kube-system"));
+    h.stop_controller().await;
+    let mut old = serde_json::to_value(ds.get("ebs-csi-node").await.expect("ds")).expect("json");
+    for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+        old["metadata"].as_object_mut().expect("meta").remove(k);
+    }
+    old.as_object_mut().expect("obj").remove("status");
+    old["metadata"]["ownerReferences"] = json!([{"apiVersion": "csi.hardened.dev/v1alpha1",
+        "kind": "HardenedCsiDriver", "name": DRIVER, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    ds.patch("ebs-csi-node", &PatchParams::apply("hardened-csi-operator").force(), &Patch::Apply(&old))
+        .await
+        .expect("apply as the old version");
+    assert!(ds.get("ebs-csi-node").await.expect("ds").metadata.owner_references.is_some());
+    h.start_controller().await;
+    wait_for("the owner reference dropped", || async {
+        ds.get("ebs-csi-node").await.ok()?.metadata.owner_references.is_none_or(|r| r.is_empty()).then_some(Value::Null)
+    })
+    .await;
+    h.create_driver_pv("pv-data").await;
+    h.drivers().delete(DRIVER, &DeleteParams::foreground()).await.expect("delete");
+    assert_held(&h, &["PersistentVolume/pv-data"]).await;
+    delete_pv(&h, "pv-data").await;
+    assert_completes(&h).await;
+    h.stop().await;
+}
