@@ -116,6 +116,7 @@ pub const CLUSTER: &[Permission] = &[
         "detect the snapshot API: get and a watch by metadata.name of its one CRD",
     ),
     p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
+    p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
     p(
         "events.k8s.io",
         &["events"],

@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::aws::api::{ErrorClass, classify};
-use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus};
+use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse};
 
 pub use crate::crd::conditions::*;
 
@@ -55,6 +55,8 @@ pub struct Observed {
     pub driver_rbac: Vec<String>,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
+    /// Objects of an adopted Helm release the operator does not render, each with what to do.
+    pub release_leftovers: Vec<String>,
     pub apply_errors: Vec<String>,
     pub snapshot_api: bool,
     pub kubernetes_version: Option<String>,
@@ -66,7 +68,8 @@ pub struct Observed {
     pub driver_image: Option<String>,
     pub storage_classes: Vec<String>,
     pub volume_snapshot_classes: Vec<String>,
-    pub deletion_blocked_by: Option<usize>,
+    /// Deletion waits for these volumes.
+    pub deletion_blocked_by: Option<VolumesInUse>,
     /// The AWS poller's facts for this driver; None while the inventory is off or not yet run.
     pub aws: Option<AwsStatus>,
 }
@@ -104,7 +107,18 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             ),
         ),
     });
-    out.push(if o.foreign.is_empty() {
+    out.push(if o.foreign.is_empty() && !o.release_leftovers.is_empty() {
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "UnmanagedReleaseObjects",
+            format!(
+                "Every driver object is owned by this HardenedCsiDriver, but objects of the adopted Helm release are \
+                not managed by it and were left as they are: {}",
+                o.release_leftovers.join(" ")
+            ),
+        )
+    } else if o.foreign.is_empty() {
         Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
     } else {
         Cond::new(
@@ -190,15 +204,17 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             },
         ));
     }
-    if let Some(pvs) = o.deletion_blocked_by {
+    if let Some(v) = &o.deletion_blocked_by {
         out.push(Cond::new(
             DELETION_BLOCKED,
             true,
             "VolumesExist",
             format!(
-                "{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. \
-                Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the \
-                driver anyway (volumes and EBS data are kept)."
+                "Deletion waits: {} still need the driver, and removing it would leave them unable to attach, mount \
+                or detach. The driver keeps running. Delete those volumes (or move them to another EBS CSI driver) \
+                first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the driver \
+                anyway (volumes and EBS data are kept).",
+                v.summary()
             ),
         ));
     }
@@ -233,7 +249,7 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         (
             false,
             "DeletionBlocked",
-            "Deletion waits for the driver's PersistentVolumes; see DeletionBlocked.".to_string(),
+            "Deletion waits for the volumes that need the driver; see DeletionBlocked.".to_string(),
         )
     } else if !rolled_out {
         (false, "RollingOut", "Children applied; waiting for the controller and node rollouts to complete.".to_string())
@@ -449,6 +465,7 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         volume_snapshot_classes: o.volume_snapshot_classes.clone(),
         kubernetes_version: o.kubernetes_version.clone(),
         aws: o.aws.clone(),
+        deletion_blocked_by: o.deletion_blocked_by.clone(),
     }
 }
 

@@ -16,7 +16,7 @@
 pub mod caches;
 mod children;
 pub mod conditions;
-mod deletion;
+pub mod deletion;
 pub mod driver_rbac;
 pub mod error;
 pub mod policy;

@@ -42,6 +42,8 @@ pub struct Harness {
     pub client: Client,
     /// The operator's identity: its ServiceAccount token, nothing more.
     pub operator: Client,
+    /// The install-time settings the controller runs with.
+    pub policy: InstallPolicy,
     pub metrics: Arc<Metrics>,
     pub trigger: mpsc::Sender<String>,
     stop: Option<oneshot::Sender<()>>,
@@ -127,36 +129,18 @@ impl Harness {
             .expect("node");
             node_api.create(&PostParams::default(), &node).await.expect("node created");
         }
-        let metrics = Arc::new(Metrics::new());
-        let (trigger, rx) = mpsc::channel(16);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let ready = hardened_csi_operator::runtime::http::Readiness::new();
-        let opts = Options {
-            metrics: metrics.clone(),
-            aws: None,
-            triggers: Some(rx),
-            ready: Some(ready.clone()),
-            shutdown: Box::pin(async move {
-                let _ = stopped.await;
-            }),
-            reporter: "test".into(),
-            policy,
-        };
-        let c = operator.clone();
-        let task = tokio::spawn(async move {
-            reconciler::run(c, opts).await.expect("controller runs");
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !ready.is_ready() {
-            assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { server, client, operator, metrics, trigger, stop: Some(stop), task: Some(task) }
+        let (metrics, trigger, stop, task) = spawn_controller(operator.clone(), policy.clone()).await;
+        Self { server, client, operator, policy, metrics, trigger, stop, task }
     }
 
     /// Stops the controller, then fails the test if the API server refused the operator anything:
     /// every request the code makes must be covered by the chart's RBAC.
     pub async fn stop(mut self) {
+        self.stop_controller().await;
+    }
+
+    /// Stops the controller (as when the operator is down); the server and its objects stay.
+    pub async fn stop_controller(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -165,6 +149,14 @@ impl Harness {
         }
         let denied = self.server.denied_requests(&operator_user());
         assert!(denied.is_empty(), "the chart's RBAC refused the operator: {denied:#?}");
+    }
+
+    /// Starts a fresh controller process against the same server (an operator restart): new
+    /// caches, nothing remembered from the previous one. Returns once its caches synced.
+    pub async fn start_controller(&mut self) {
+        self.stop_controller().await;
+        let (metrics, trigger, stop, task) = spawn_controller(self.operator.clone(), self.policy.clone()).await;
+        (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
     }
 
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
@@ -356,6 +348,36 @@ pub async fn install_driver_rbac(admin: &Client) {
     for o in driver.role_bindings {
         create(Api::<RoleBinding>::namespaced(admin.clone(), DRIVER_NAMESPACE), o).await;
     }
+}
+
+type Spawned = (Arc<Metrics>, mpsc::Sender<String>, Option<oneshot::Sender<()>>, Option<tokio::task::JoinHandle<()>>);
+
+/// The real controller against `client`, returned once its caches synced.
+pub async fn spawn_controller(client: Client, policy: InstallPolicy) -> Spawned {
+    let metrics = Arc::new(Metrics::new());
+    let (trigger, rx) = mpsc::channel(16);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ready = hardened_csi_operator::runtime::http::Readiness::new();
+    let opts = Options {
+        metrics: metrics.clone(),
+        aws: None,
+        triggers: Some(rx),
+        ready: Some(ready.clone()),
+        shutdown: Box::pin(async move {
+            let _ = stopped.await;
+        }),
+        reporter: "test".into(),
+        policy,
+    };
+    let task = tokio::spawn(async move {
+        reconciler::run(client, opts).await.expect("controller runs");
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (metrics, trigger, Some(stop), Some(task))
 }
 
 fn reconciles(m: &Metrics) -> u64 {

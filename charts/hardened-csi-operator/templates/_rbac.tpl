@@ -65,6 +65,10 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: [""]
   resources: ["persistentvolumes"]
   verbs: ["list"]
+# Deletion guard: the driver's VolumeAttachments (read only).
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattachments"]
+  verbs: ["list"]
 # Events on condition transitions (a cluster-scoped object's events go to the default namespace).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
