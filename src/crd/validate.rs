@@ -97,6 +97,8 @@ const MANAGED_CONTROLLER_FLAGS: &[&str] = &[
     "--user-agent-extra",
 ];
 const MIN_INVENTORY_INTERVAL: Duration = Duration::from_secs(60);
+/// The kubelet's first back-off: a shorter grace would report one retried pull as Degraded.
+const MIN_DEGRADED_AFTER: Duration = Duration::from_secs(10);
 
 /// Check the whole spec. Returns every broken rule so a user can fix them in one go.
 pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
@@ -122,6 +124,15 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
         errs.push("spec.proxy.httpProxy", format!("{p:?} must be an http:// or https:// URL"));
     }
     inventory(&spec.inventory, &mut errs);
+    if spec.health.degraded_after.get() < MIN_DEGRADED_AFTER {
+        errs.push(
+            "spec.health.degradedAfter",
+            format!(
+                "{:?} is below the minimum of 10s (the kubelet's first back-off)",
+                spec.health.degraded_after.as_str()
+            ),
+        );
+    }
     if errs.0.is_empty() { Ok(()) } else { Err(errs) }
 }
 
