@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use local_apiserver::LocalApiServer;
+use serde_json::json;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,6 +54,18 @@ impl Drop for Operator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_kubeconfig_driven_by_kubectl() {
     let server = LocalApiServer::start().await.expect("local API server");
+    // What the example asks for before applying: a Node to run on and the dhi.io pull secret.
+    server.add_node("node-0", &[("kubernetes.io/os", "linux")], &[]).expect("node");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dhi-pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": json!({"auths": {"dhi.io": {"auth": "ZGVtbzpkZW1v"}}}).to_string()},
+    }))
+    .expect("secret");
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(server.client(), "kube-system")
+        .create(&Default::default(), &secret)
+        .await
+        .expect("pull secret");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");

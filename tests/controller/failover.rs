@@ -91,6 +91,7 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
         serde_json::from_value(json!({"metadata": {"name": "node-0", "labels": {"kubernetes.io/os": "linux"}}}))
             .expect("node");
     nodes.create(&PostParams::default(), &node).await.expect("node");
+    super::support::create_pull_secret(&client).await;
 
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let a = replica(client.clone(), "replica-a", stop_a.clone());
@@ -100,7 +101,7 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver =
         serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
-            "metadata": {"name": DRIVER}, "spec": spec()}))
+                                      "metadata": {"name": DRIVER}, "spec": spec()}))
         .expect("driver");
     drivers.create(&PostParams::default(), &obj).await.expect("create");
     wait_for("Ready", || async {

@@ -13,12 +13,12 @@ use support::{Harness, snapshot_crd, wait_for};
 pub const DRIVER: &str = "ebs";
 
 pub fn spec() -> Value {
-    json!({"aws": {"region": "us-east-1", "clusterId": "test"}, "volumeSnapshotClasses": [{"name": "ebs-snapshots",
-        "default": true}]})
+    json!({"aws": {"region": "us-east-1", "clusterId": "test"}, "images": {"pullSecrets": [support::PULL_SECRET]},
+           "volumeSnapshotClasses": [{"name": "ebs-snapshots", "default": true}]})
 }
 
 /// Waits until the controller Deployment and node DaemonSet exist and the driver is Ready (the
-/// local server simulates rollouts).
+/// local server runs their ReplicaSets and Pods).
 pub async fn ready(h: &Harness) {
     h.wait_condition(DRIVER, "Ready", "True").await;
 }
@@ -111,9 +111,10 @@ async fn prunes_what_falls_out_of_the_spec() {
     let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
     assert_eq!(h.managed_names(&sc).await, ["gp3", "io2"]);
     // An unrelated StorageClass with the same name pattern is never touched.
-    let foreign: kube::api::DynamicObject = serde_json::from_value(json!({"apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass", "metadata": {"name": "standard"},
-        "provisioner": "kubernetes.io/no-provisioner"}))
+    let foreign: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
+        "provisioner": "kubernetes.io/no-provisioner"
+    }))
     .expect("sc");
     sc.create(&PostParams::default(), &foreign).await.expect("create foreign sc");
     h.patch_spec(DRIVER, json!({"storageClasses": [{"name": "gp3"}]})).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::reconciler::{self, Options};
 use hardened_csi_operator::runtime::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
@@ -24,12 +24,29 @@ pub struct Harness {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The registry login a user creates before installing (README: "Pull secret"): the local API
+/// server's kubelet refuses to pull dhi.io images without it, as a real one does.
+pub const PULL_SECRET: &str = "dhi-login";
+
+pub async fn create_pull_secret(client: &Client) {
+    let config = json!({"auths": {"dhi.io": {"username": "test", "password": "test", "auth": "dGVzdDp0ZXN0"}}});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": PULL_SECRET},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    secrets.create(&PostParams::default(), &secret).await.expect("pull secret created");
+}
+
 pub async fn wait_for<F, Fut>(what: &str, mut f: F) -> Value
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<Value>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Generous: the fault tests converge through the operator's own backoff (~20 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(v) = f().await {
             return v;
@@ -64,6 +81,7 @@ impl Harness {
                 &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns"),
             )
             .await;
+        create_pull_secret(&client).await;
         let node_api: Api<Node> = Api::all(client.clone());
         for i in 0..nodes {
             let node: Node = serde_json::from_value(
@@ -114,7 +132,7 @@ impl Harness {
     pub async fn create_driver(&self, name: &str, spec: Value) {
         let obj: HardenedCsiDriver =
             serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
-                "metadata": {"name": name}, "spec": spec}))
+                                          "metadata": {"name": name}, "spec": spec}))
             .expect("driver object");
         self.drivers().create(&PostParams::default(), &obj).await.expect("driver created");
     }
@@ -125,7 +143,7 @@ impl Harness {
         let pv = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
+                     "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")}}
         }))
         .expect("pv");
         pvs.create(&PostParams::default(), &pv).await.expect("pv created");
@@ -210,7 +228,7 @@ pub fn snapshot_crd() -> CustomResourceDefinition {
         "spec": {
             "group": "snapshot.storage.k8s.io",
             "names": {"kind": "VolumeSnapshotClass", "listKind": "VolumeSnapshotClassList",
-                "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
+                      "plural": "volumesnapshotclasses", "singular": "volumesnapshotclass"},
             "scope": "Cluster",
             "versions": [{
                 "name": "v1", "served": true, "storage": true,

@@ -115,8 +115,8 @@ helm install {name} oci://ghcr.io/hardened-csi/charts/{name} \\
 
 The chart installs the HardenedCsiDriver CRD as a template (`crds.install`), so `helm upgrade`
 updates it; `helm uninstall` keeps it (`crds.keep`), because deleting it would delete every
-HardenedCsiDriver. From chart 0.1.0 (CRD from `crds/`), adopt the CRD into the release once before
-upgrading:
+HardenedCsiDriver. A release from a chart that shipped the CRD in `crds/` (0.1.0 as first
+published) adopts the CRD once before its first upgrade:
 
 ```sh
 kubectl label crd hardenedcsidrivers.csi.hardened.dev app.kubernetes.io/managed-by=Helm

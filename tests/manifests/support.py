@@ -191,11 +191,11 @@ def operator_rbac() -> dict[str, list[dict]]:
 
 
 @contextlib.contextmanager
-def local_apiserver(workdir: Path, rbac: bool = False) -> Iterator[Path]:
+def local_apiserver(workdir: Path, rbac: bool = False, args: Iterable[str] = ()) -> Iterator[Path]:
     """The project's local Kubernetes API server as its own process on a free port; yields the
     kubeconfig it wrote (with rbac: https, authentication and RBAC enforced like a real cluster,
-    the kubeconfig holding the admin). Stopped (SIGTERM, then SIGKILL) on exit; its log is in the
-    failure."""
+    the kubeconfig holding the admin; `args`: more flags, e.g. `--nodes 2`). Stopped (SIGTERM,
+    then SIGKILL) on exit; its log is in the failure."""
     if not LOCAL_APISERVER.exists():
         raise AssertionError(f"{LOCAL_APISERVER} does not exist: build it first (`make build`)")
     with socket.socket() as s:
@@ -205,7 +205,8 @@ def local_apiserver(workdir: Path, rbac: bool = False) -> Iterator[Path]:
     log = (workdir / "local-apiserver.log").open("w+")
     proc = subprocess.Popen(
         [str(LOCAL_APISERVER), "--port", str(port), "--kubeconfig", str(kubeconfig)]
-        + (["--authorization-mode=RBAC"] if rbac else []),
+        + (["--authorization-mode=RBAC"] if rbac else [])
+        + list(args),
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     try:

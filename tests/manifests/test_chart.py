@@ -222,6 +222,9 @@ def test_notes_tell_the_next_step():
     assert "kind: HardenedCsiDriver" in notes
     notes = render_chart(VALUE_SETS["driver"])["hardened-csi-operator/templates/NOTES.txt"]
     assert "kubectl get hardenedcsidriver ebs -w" in notes
+    assert f"helm test {RELEASE} -n {RELEASE_NAMESPACE}" in notes
+    notes = render_chart({"tests": {"enabled": False}})["hardened-csi-operator/templates/NOTES.txt"]
+    assert "helm test" not in notes
 
 
 BAD_VALUES = {

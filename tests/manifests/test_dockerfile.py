@@ -203,7 +203,7 @@ def test_readme_release_command_builds_both_platforms_with_sbom_and_provenance()
     section = README_FILE.read_text().split("## Building the image", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
     text = block.replace("\\\n", " ")
-    assert "hack/pin-base-images.sh" in text
+    assert "hack/pin-base-images.sh" in section, "the release notes how the digests get pinned"
     (build,) = [line for line in text.splitlines() if "docker buildx build" in line]
     for flag in ("--sbom=true", "--provenance=mode=max", "--platform linux/amd64,linux/arm64", "--push"):
         assert flag in build, f"{flag} missing from the release command: {build}"

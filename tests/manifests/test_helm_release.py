@@ -1,7 +1,9 @@
 """Release journeys of the chart through the real Helm 4 engine (helm-python-sdk) against the
 project's local API server, started as its own process: `helm upgrade` updates the CRD so a field
-a release adds is stored, `helm uninstall` keeps the CRD, and the README's adoption step moves a
-0.1.0 install (CRD from crds/) onto the templated CRD.
+a release adds is stored, `helm uninstall` keeps the CRD, the README's adoption step moves a 0.1.0
+install (CRD from crds/) onto the templated CRD, and `helm test` creates its hook objects in order,
+reads the pod's phase and cleans up, with an identity (checked under RBAC) that may only wait for
+its driver.
 
 The previous chart version is built in the test from the current chart: the same chart with one
 CRD field removed, in either layout a release has shipped (0.1.0's crds/ directory, or the
@@ -128,10 +130,15 @@ def _has_field(kubeconfig: Path) -> bool:
 
 
 def test_helm_upgrade_updates_the_crd_and_the_new_field_is_stored(tmp_path):
-    with local_apiserver(tmp_path) as kc:
+    """Install and upgrade wait as Helm 4 and Flux do (kstatus, `wait="watcher"`): the operator's
+    Deployment is rolled out on a Node by the local API server's controllers both times."""
+    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
         helm = _helm(kc)
         previous = _previous_chart(tmp_path, "template")
-        helm.install(str(previous), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
+        helm.install(
+            str(previous), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT, wait="watcher"
+        )
+        assert _get(kc, "-n", RELEASE_NAMESPACE, "deployment", RELEASE)["status"].get("readyReplicas") == 1
         assert not _has_field(kc)
         # The previous CRD does not know the field: strict validation refuses it, and a client
         # that does not validate strictly has it pruned, silently.
@@ -141,7 +148,7 @@ def test_helm_upgrade_updates_the_crd_and_the_new_field_is_stored(tmp_path):
         assert _stored_field(before) is None, "the previous CRD must prune the field (else this test proves nothing)"
         crd_uid = _get(kc, "crd", CRD_NAME)["metadata"]["uid"]
 
-        release = helm.upgrade(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, timeout=TIMEOUT)
+        release = helm.upgrade(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, timeout=TIMEOUT, wait="watcher")
         assert release["revision"] == 2 and release["chart_version"] == yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
         crd = _get(kc, "crd", CRD_NAME)
         assert crd["metadata"]["uid"] == crd_uid, "the CRD was updated in place, not recreated"
@@ -269,9 +276,10 @@ def _exists(kc: Path, kind: str, name: str, namespaced: bool) -> bool:
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_helm_test_runs_the_hook_pod_and_cleans_up_after_success(tmp_path, phase):
     """`helm test` through the real engine: the hook's ServiceAccount and RBAC exist before its
-    pod, and Helm reads the pod's phase. There is no kubelet here, so the test sets the phase a
-    kubelet would report once both containers exited; the containers themselves are checked by
-    the render tests and checkov."""
+    pod, and Helm reads the pod's phase. The local API server's kubelet stand-in does not run
+    container commands (and without a Node nothing is scheduled), so the test sets the phase a
+    kubelet reports once both containers exited; what the containers run is checked by the render
+    tests, checkov and, for the kubectl check, the RBAC test below."""
     with local_apiserver(tmp_path) as kc:
         helm = _helm(kc)
         helm.install(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
@@ -353,3 +361,46 @@ def test_helm_test_identity_may_wait_for_its_driver_and_nothing_else(tmp_path):
         _wait_for("hook clean-up", lambda: not any(_exists(kc, *o) for o in TEST_OBJECTS))
         gone = as_test_pod("get", "hardenedcsidriver", "ebs")
         assert gone.returncode != 0 and "unauthorized" in gone.stderr.lower(), gone.stderr
+
+
+def _container_states(kc: Path, pod: str) -> dict[str, str]:
+    """container name -> its state (`running`, or the waiting/terminated reason)."""
+    status = _get(kc, "-n", RELEASE_NAMESPACE, "pod", pod).get("status", {})
+    out = {}
+    for c in status.get("containerStatuses", []):
+        state = c.get("state", {})
+        out[c["name"]] = "running" if "running" in state else next(
+            (v.get("reason", k) for k, v in state.items()), "unknown"
+        )
+    return out
+
+
+def test_helm_test_pod_pulls_from_dhi_io_only_with_the_pull_secret(tmp_path):
+    """The local API server's kubelet stand-in refuses dhi.io pulls without a pull secret for the
+    registry, as a real kubelet does: the test pod waits in ErrImagePull/ImagePullBackOff until
+    `tests.imagePullSecrets` exists in the release namespace, then both containers start."""
+    with local_apiserver(tmp_path) as kc:
+        helm = _helm(kc)
+        helm.install(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "labels": {"kubernetes.io/os": "linux"}}}
+        kubectl(kc, "apply", "-f", "-", stdin=json.dumps(node))
+        thread, outcome = _helm_test_in_background(helm)
+        pod = f"{RELEASE}-test"
+        _wait_for("the test pod", lambda: _exists(kc, "pod", pod, True))
+        _wait_for(
+            "ErrImagePull without the pull secret",
+            lambda: set(_container_states(kc, pod).values()) & {"ErrImagePull", "ImagePullBackOff"},
+        )
+        secret = kubectl(
+            kc, "-n", RELEASE_NAMESPACE, "create", "secret", "docker-registry", "dhi-pull", "--dry-run=client", "-o", "json",
+            "--docker-server=dhi.io", "--docker-username=test", "--docker-password=test",
+        ).stdout
+        kubectl(kc, "apply", "-f", "-", stdin=secret)
+        _wait_for("both test containers running", lambda: _container_states(kc, pod) == {
+            "operator-readyz": "running", "driver-ready": "running"
+        }, seconds=60)
+        # The containers would now exit by themselves; the stand-in does not run their commands.
+        kubectl(kc, "-n", RELEASE_NAMESPACE, "patch", "pod", pod, "--subresource=status",
+                "--type=merge", "-p", json.dumps({"status": {"phase": "Succeeded"}}))
+        thread.join(timeout=90)
+        assert not thread.is_alive() and "error" not in outcome, outcome

@@ -164,6 +164,7 @@ pub fn create_defaults(shared: &Shared, s: &Inner, info: &ResourceInfo, obj: &mu
                 obj["spec"]["clusterIPs"] = json!([ip]);
             }
         }
+        ("", "Pod") => crate::controllers::kubelet::service_account_pull_secrets(s, obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
             if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {

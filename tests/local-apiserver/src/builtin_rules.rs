@@ -61,7 +61,7 @@ fn unchanged(old: &Value, new: &Value, path: &str, out: &mut Vec<Cause>) {
 pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Cause> {
     let mut out = crate::auth::validation::causes(info, new);
     match (info.group.as_str(), info.kind.as_str()) {
-        ("apps", "Deployment" | "DaemonSet") => {
+        ("apps", "Deployment" | "DaemonSet" | "ReplicaSet") => {
             let sel = &new["spec"]["selector"];
             if !sel.is_object() {
                 out.push(required("spec.selector"));
@@ -86,6 +86,18 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
             containers(&new["spec"]["template"]["spec"], "spec.template.spec", &mut out);
             if let Some(old) = old {
                 unchanged(old, new, "spec.selector", &mut out);
+            }
+            let strategy = if info.kind == "Deployment" { "strategy" } else { "updateStrategy" };
+            let ru = &new["spec"][strategy]["rollingUpdate"];
+            let zero = |v: &Value| matches!(v.as_i64(), Some(0)) || matches!(v.as_str(), Some("0" | "0%"));
+            // Defaults: maxSurge 25% / maxUnavailable 25% (Deployment), 0 / 1 (DaemonSet).
+            let surge_zero = ru.get("maxSurge").map_or(info.kind == "DaemonSet", zero);
+            if ru.is_object() && surge_zero && ru.get("maxUnavailable").is_some_and(zero) {
+                out.push(cause(
+                    "FieldValueInvalid",
+                    &format!("spec.{strategy}.rollingUpdate.maxUnavailable"),
+                    format!("Invalid value: {}: may not be 0 when `maxSurge` is 0", ru["maxUnavailable"]),
+                ));
             }
         }
         ("", "Pod") => containers(&new["spec"], "spec", &mut out),
@@ -230,6 +242,21 @@ mod tests {
         moved["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i");
         let c = validate(&info("apps", "deployments"), Some(&ok), &moved);
         assert!(c.iter().any(|c| c.field == "spec.selector" && c.message.contains("immutable")));
+    }
+
+    #[test]
+    fn a_rollout_must_be_able_to_move() {
+        let d = |ru: Value| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": ru}, "template": {"metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "x", "image": "i"}]}}}})
+        };
+        let c = validate(&info("apps", "deployments"), None, &d(json!({"maxSurge": 0, "maxUnavailable": "0%"})));
+        assert_eq!(c[0].field, "spec.strategy.rollingUpdate.maxUnavailable");
+        assert!(c[0].message.contains("may not be 0 when `maxSurge` is 0"), "{}", c[0].message);
+        assert!(
+            validate(&info("apps", "deployments"), None, &d(json!({"maxSurge": 1, "maxUnavailable": 0}))).is_empty()
+        );
     }
 
     #[test]

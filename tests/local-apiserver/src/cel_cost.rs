@@ -13,11 +13,15 @@
 //! product of string and regex sizes, other calls 1 plus their arguments. This is an estimate of
 //! the same model, not cel-go's code: rules far over or far under the budget get the real
 //! answer, rules within a few percent of it may not.
+//!
+//! The same walk finds fields a rule selects that its schema does not declare, which the real
+//! server's type check refuses (`undefined field 'x'`).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use kube::core::cel::cel::common::ast::{Expr, IdedExpr, LiteralValue};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cel_rules;
 
@@ -124,8 +128,18 @@ fn ceil(x: f64) -> f64 {
     x.ceil()
 }
 
+/// What rules see of `metadata` at the root and in embedded resources.
+static METADATA: LazyLock<Value> = LazyLock::new(
+    || json!({"type": "object", "properties": {"name": {"type": "string"}, "generateName": {"type": "string"}}}),
+);
+static STRING: LazyLock<Value> = LazyLock::new(|| json!({"type": "string"}));
+
 struct Estimator<'a> {
     vars: HashMap<String, Shape<'a>>,
+    /// The schema of the object's root (which also exposes apiVersion, kind and metadata).
+    root: Option<&'a Value>,
+    /// Fields selected on object schemas that do not declare them.
+    undefined: Vec<String>,
 }
 
 impl<'a> Estimator<'a> {
@@ -139,9 +153,9 @@ impl<'a> Estimator<'a> {
             Expr::Ident(name) => (1.0, self.vars.get(name).copied().unwrap_or_else(Shape::scalar)),
             Expr::Select(sel) => {
                 let (c, operand) = self.cost(&sel.operand);
-                let child = operand.schema.and_then(|s| field_schema(s, &sel.field)).map(Shape::of);
+                let child = self.select(operand, &sel.field);
                 // has() costs nothing beyond its operand (the real server keeps cel-go's old cost).
-                (c + if sel.test { 0.0 } else { 1.0 }, child.unwrap_or_else(Shape::scalar))
+                (c + if sel.test { 0.0 } else { 1.0 }, child)
             }
             Expr::List(list) => {
                 let mut c = 10.0;
@@ -205,7 +219,39 @@ impl<'a> Estimator<'a> {
         }
     }
 
+    /// The shape of `operand.field`, noting fields an object schema does not declare (the real
+    /// server's type check refuses them: "undefined field").
+    fn select(&mut self, operand: Shape<'a>, field: &str) -> Shape<'a> {
+        let Some(s) = operand.schema else {
+            return Shape::scalar();
+        };
+        let typed = self.root.is_some_and(|r| std::ptr::eq(r, s))
+            || s.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
+        match field {
+            "apiVersion" | "kind" if typed => return Shape::of(&STRING),
+            "metadata" if typed => return Shape::of(&METADATA),
+            _ => {}
+        }
+        if let Some(child) = field_schema(s, field) {
+            return Shape::of(child);
+        }
+        let declares = type_of(s) == "object" && s.get("properties").is_some_and(Value::is_object);
+        let open = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            || s.get("additionalProperties").is_some_and(|a| a.is_object() || a == &Value::Bool(true));
+        if declares && !open && !self.undefined.iter().any(|f| f == field) {
+            self.undefined.push(field.to_string());
+        }
+        Shape::scalar()
+    }
+
     fn call(&mut self, name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> (f64, Shape<'a>) {
+        if name == "_?._"
+            && let [operand, field] = args
+            && let Expr::Literal(LiteralValue::String(f)) = &field.expr
+        {
+            let (c, shape) = self.cost(operand);
+            return (c + 1.0, self.select(shape, f.inner()));
+        }
         let t = target.map(|t| self.cost(t));
         let a: Vec<(f64, Shape<'a>)> = args.iter().map(|x| self.cost(x)).collect();
         let sum = t.map_or(0.0, |t| t.0) + a.iter().map(|x| x.0).sum::<f64>();
@@ -268,11 +314,21 @@ impl<'a> Estimator<'a> {
     }
 }
 
-/// The estimated worst-case cost of one rule at a schema node.
-pub fn rule_cost(expr: &IdedExpr, schema: &Value) -> f64 {
+/// What the real server's compiler finds out about a rule statically.
+pub struct Analysis {
+    /// Estimated worst-case cost of one evaluation.
+    pub cost: f64,
+    /// Fields the rule selects that the schema does not declare.
+    pub undefined_fields: Vec<String>,
+}
+
+/// Estimates a rule at a schema node (`root`: the node is the object's root).
+pub fn analyze(expr: &IdedExpr, schema: &Value, root: bool) -> Analysis {
     let self_shape = Shape::of(schema);
     let vars = HashMap::from([("self".to_string(), self_shape), ("oldSelf".to_string(), self_shape)]);
-    Estimator { vars }.cost(expr).0
+    let mut est = Estimator { vars, root: root.then_some(schema), undefined: Vec::new() };
+    let cost = est.cost(expr).0;
+    Analysis { cost, undefined_fields: est.undefined }
 }
 
 /// How many times the rules of a child node can run per object: its parent's count times the
@@ -312,7 +368,7 @@ mod tests {
     use serde_json::json;
 
     fn cost(rule: &str, schema: &Value) -> f64 {
-        rule_cost(&cel_rules::compile(rule).unwrap(), schema)
+        analyze(&cel_rules::compile(rule).unwrap(), schema, false).cost
     }
 
     #[test]
@@ -343,6 +399,22 @@ mod tests {
         let digest = json!({"type": "string"});
         assert!(cost("self == '' || self.matches('^sha256:[a-f0-9]{64}$')", &digest) < RULE_LIMIT);
         assert!(cost("self.matches('^sha256:[a-f0-9]{64}$') && self.contains(self)", &digest) > RULE_LIMIT);
+    }
+
+    #[test]
+    fn undeclared_fields_are_found() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "iops": {"type": "integer"},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {}},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}});
+        let undefined = |rule: &str| analyze(&cel_rules::compile(rule).unwrap(), &schema, true).undefined_fields;
+        assert_eq!(undefined("!has(self.spec.iopsPerGB) || self.spec.iops > 0"), ["iopsPerGB"]);
+        assert_eq!(undefined("self.spec.items.all(i, i.nam != '')"), ["nam"]);
+        assert_eq!(undefined("self.spec.?iop.orValue(1) > 0"), ["iop"]);
+        assert!(undefined("self.metadata.name != '' && self.kind == 'K' && self.spec.tags.any_key == 'x'").is_empty());
+        assert!(undefined("has(self.spec.free.anything) && self.spec.items.all(i, i.name != '')").is_empty());
+        assert_eq!(undefined("self.metadata.labels.size() > 0"), ["labels"]);
     }
 
     #[test]

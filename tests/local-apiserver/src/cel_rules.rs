@@ -19,7 +19,9 @@
 //! `oldSelf` is a CEL optional (`optional.none()` on create) for every evaluation, as in the real
 //! server.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use kube::core::cel::KubeCelExt;
@@ -81,10 +83,34 @@ pub fn escape_property(name: &str) -> Option<String> {
     )
 }
 
+thread_local! {
+    /// Parsed rules by source: parsing costs about a millisecond (debug build) and every write of
+    /// a custom resource evaluates each rule once per value it applies to.
+    static PARSED: RefCell<HashMap<String, Rc<Expression>>> = RefCell::new(HashMap::new());
+}
+
+/// Rules kept parsed per thread; past this the cache starts over (CRDs have far fewer).
+const PARSED_MAX: usize = 4096;
+
 /// Parses a rule (with CEL optional syntax, which Kubernetes enables). The error reads like the
 /// real server's compile errors.
-pub fn compile(rule: &str) -> Result<Expression, String> {
-    cel::parser::Parser::new().enable_optional_syntax(true).parse(rule).map_err(|e| format!("compilation failed: {e}"))
+pub fn compile(rule: &str) -> Result<Rc<Expression>, String> {
+    if let Some(hit) = PARSED.with(|p| p.borrow().get(rule).cloned()) {
+        return Ok(hit);
+    }
+    let parsed = cel::parser::Parser::new()
+        .enable_optional_syntax(true)
+        .parse(rule)
+        .map_err(|e| format!("compilation failed: {e}"))?;
+    let parsed = Rc::new(parsed);
+    PARSED.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= PARSED_MAX {
+            p.clear();
+        }
+        p.insert(rule.to_string(), parsed.clone());
+    });
+    Ok(parsed)
 }
 
 /// Whether a compiled rule refers to `oldSelf` (a transition rule).

@@ -14,6 +14,12 @@ pub fn col(name: &str, type_: &str, json_path: &str, description: &str) -> Colum
     }
 }
 
+/// A column `kubectl get -o wide` shows.
+fn wide(mut c: Column) -> Column {
+    c.priority = 1;
+    c
+}
+
 pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
     let mut cols = vec![col("Name", "string", ".metadata.name", "Name must be unique within a namespace.")];
     cols[0].format = "name".into();
@@ -26,7 +32,12 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
                 "ratio:.status.containerStatuses[?(@.ready==true)]:.spec.containers",
                 "Ready containers.",
             ),
-            col("Status", "string", ".status.phase", "The phase of the pod."),
+            col("Status", "string", "printer:pod-status", "The aggregate status of the containers in this pod."),
+            col("Restarts", "string", "printer:pod-restarts", "The number of times the containers were restarted."),
+            wide(col("IP", "string", ".status.podIP", "The IP address of the pod.")),
+            wide(col("Node", "string", ".spec.nodeName", "The node the pod is bound to.")),
+            wide(col("Nominated Node", "string", ".status.nominatedNodeName", "The node preemption nominated.")),
+            wide(col("Readiness Gates", "string", ".spec.readinessGates[*].conditionType", "Readiness gates.")),
         ],
         ("", "services") => vec![
             col("Type", "string", ".spec.type", "The type of the service."),
@@ -46,12 +57,22 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             col("Up-to-date", "integer", ".status.updatedReplicas", "Updated replicas."),
             col("Available", "integer", ".status.availableReplicas", "Available replicas."),
         ],
+        ("apps", "replicasets") => vec![
+            col("Desired", "integer", ".spec.replicas", "Number of desired pods."),
+            col("Current", "integer", ".status.replicas", "Number of actual replicas."),
+            col("Ready", "integer", ".status.readyReplicas", "Number of ready replicas."),
+        ],
+        ("apps", "controllerrevisions") => vec![
+            col("Controller", "string", ".metadata.ownerReferences[0].name", "Controller of the revision."),
+            col("Revision", "integer", ".revision", "Revision number."),
+        ],
         ("apps", "daemonsets") => vec![
             col("Desired", "integer", ".status.desiredNumberScheduled", "Desired pods."),
             col("Current", "integer", ".status.currentNumberScheduled", "Current pods."),
             col("Ready", "integer", ".status.numberReady", "Ready pods."),
             col("Up-to-date", "integer", ".status.updatedNumberScheduled", "Updated pods."),
             col("Available", "integer", ".status.numberAvailable", "Available pods."),
+            col("Node Selector", "string", "printer:node-selector", "The node selector of the pods."),
         ],
         ("storage.k8s.io", "storageclasses") => vec![col("Provisioner", "string", ".provisioner", "The provisioner.")],
         ("storage.k8s.io", "volumeattributesclasses") => {
@@ -95,7 +116,10 @@ pub fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
         ],
         _ => Vec::new(),
     };
-    cols.extend(extra);
+    // Age after the default columns, before the ones only `-o wide` shows (as the real printers).
+    let (default, wide): (Vec<Column>, Vec<Column>) = extra.into_iter().partition(|c| c.priority == 0);
+    cols.extend(default);
     cols.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation."));
+    cols.extend(wide);
     cols
 }

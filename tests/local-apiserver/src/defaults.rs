@@ -38,6 +38,10 @@ pub fn apply(info: &ResourceInfo, obj: &mut Value) {
             }
             pod_template(&mut spec["template"]);
         }
+        ("apps", "ReplicaSet") => {
+            default(&mut obj["spec"], "replicas", json!(1));
+            pod_template(&mut obj["spec"]["template"]);
+        }
         ("apps", "DaemonSet") => {
             let spec = &mut obj["spec"];
             default(spec, "revisionHistoryLimit", json!(10));

@@ -22,7 +22,8 @@
 //! - server-side apply: `managed` (managedFields, apply), `fieldpath` (field sets), `schema`
 //!   (list and map merge rules), `patch` (merge, JSON and strategic patches), `selectors`;
 //! - controllers: `gc` (finalizers, ownerReferences, namespace and CRD deletion), `workloads`
-//!   (simulated Deployment/DaemonSet status);
+//!   (the loop running `controllers`: deployment, replicaset, daemonset, scheduling, nodes and
+//!   the kubelet stand-in);
 //! - authentication and RBAC (`auth`, off unless [`Authorization::Rbac`]): tokens, impersonation,
 //!   the RBAC evaluator, escalation checks, the reviews, https, the access audit;
 //! - test controls: `faults`, `counters`, the Kubernetes version (`discovery::version_control` serves
@@ -38,6 +39,7 @@ mod builtin_rules;
 mod cel_cost;
 mod cel_rules;
 mod columns;
+mod controllers;
 mod counters;
 mod defaults;
 mod deletion;
@@ -81,6 +83,7 @@ pub use auth::audit::{Access, UnusedGrant};
 pub use counters::Counters;
 pub use error::Error;
 pub use faults::{Faults, Match};
+pub use workloads::{ImageFault, KubeletOptions};
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -88,8 +91,14 @@ pub struct Options {
     /// Reported by `/version` (e.g. "1.33" or "1.34.2"); decides which versioned built-in APIs
     /// are served. Changeable at run time with [`LocalApiServer::set_kubernetes_version`].
     pub kubernetes_version: String,
-    /// Simulate Deployment and DaemonSet status (see [`LocalApiServer::set_simulate_workloads`]).
+    /// Run the workload controllers, the scheduler and the kubelet stand-in (see
+    /// [`LocalApiServer::set_simulate_workloads`]).
     pub simulate_workloads: bool,
+    /// Timing of the kubelet stand-in and the registries whose images need a pull secret.
+    pub kubelet: KubeletOptions,
+    /// Ready Nodes (`node-0`, `node-1`, ... labelled `kubernetes.io/os: linux`) that exist at
+    /// start. A cluster without Nodes schedules nothing.
+    pub nodes: usize,
     /// How many change events are kept for watches from an old resourceVersion; a watch from
     /// before the oldest kept event gets 410 Gone.
     pub watch_history: usize,
@@ -109,6 +118,8 @@ impl Default for Options {
         Options {
             kubernetes_version: "1.33".into(),
             simulate_workloads: true,
+            kubelet: KubeletOptions::default(),
+            nodes: 0,
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(1),
             port: 0,
@@ -149,6 +160,7 @@ impl LocalApiServer {
             counters: counters::CounterSink::default(),
             faults: Faults::default(),
             simulate_workloads: AtomicBool::new(opts.simulate_workloads),
+            workloads: workloads::Config::new(opts.kubelet.clone()),
             gc_wake: Notify::new(),
             bookmark_interval: opts.bookmark_interval,
             port: AtomicU16::new(addr.port()),
@@ -183,6 +195,10 @@ impl LocalApiServer {
                 write::create(&shared, &t, &Default::default(), &body, "application/json", "local-apiserver")
                     .map_err(|e| Error::InvalidOption { field: "authorization", message: e.message })?;
             }
+        }
+        for i in 0..opts.nodes {
+            let node = controllers::nodes::node_object(&format!("node-{i}"), &[("kubernetes.io/os", "linux")], &[])?;
+            create_node(&shared, node)?;
         }
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
@@ -306,13 +322,73 @@ impl LocalApiServer {
         }
     }
 
-    /// Turns simulated Deployment/DaemonSet status on or off. Turning it on brings every
-    /// workload's status up to date.
+    /// Turns the workload controllers, scheduler and kubelet stand-in on or off. Off, nothing
+    /// moves (no ReplicaSets, Pods or status changes); turning it on catches every workload up.
     pub fn set_simulate_workloads(&self, on: bool) {
         self.shared.simulate_workloads.store(on, Ordering::Relaxed);
         if on {
             workloads::reconcile_all(&self.shared);
         }
+    }
+
+    /// Adds a Node, as a joining kubelet registers it: `labels` as given (the kubelet adds
+    /// `kubernetes.io/hostname`, `kubernetes.io/os` and `kubernetes.io/arch` when absent),
+    /// `taints` in kubectl's syntax (`key=value:NoSchedule`, `key:NoExecute`). It reports
+    /// Ready; DaemonSets place pods on it and pending pods may be scheduled to it.
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)], taints: &[&str]) -> Result<(), Error> {
+        create_node(&self.shared, controllers::nodes::node_object(name, labels, taints)?)
+    }
+
+    /// Removes a Node; its pods go away (pod GC) and DaemonSets stop counting it. Returns
+    /// whether it existed.
+    pub fn remove_node(&self, name: &str) -> bool {
+        let Some(info) = self.shared.registry.lookup("", "v1", "nodes") else { return false };
+        let opts = deletion::DeleteOpts {
+            propagation: "Background".into(),
+            precondition_rv: None,
+            precondition_uid: None,
+            dry_run: false,
+        };
+        let mut s = self.shared.store.lock();
+        deletion::delete_locked(&self.shared, &mut s, &info, &(String::new(), name.to_string()), &opts).is_ok()
+    }
+
+    /// Sets a Node's Ready condition: not ready (`Unknown`, as when its kubelet stops posting
+    /// status) keeps new pods off it and marks its pods not ready; ready again resumes them.
+    pub fn set_node_ready(&self, name: &str, ready: bool) -> Result<(), Error> {
+        let unknown = || Error::InvalidOption { field: "node", message: format!("no Node named {name:?}") };
+        let info = self.shared.registry.lookup("", "v1", "nodes").ok_or_else(unknown)?;
+        let mut s = self.shared.store.lock();
+        let old = s.get(&info.storage_key(), &(String::new(), name.to_string())).ok_or_else(unknown)?;
+        let mut new = (*old).clone();
+        new["status"] = controllers::nodes::with_ready(&old, ready);
+        let t = handlers::Target {
+            info,
+            namespace: None,
+            name: Some(name.to_string()),
+            subresource: Some("status".into()),
+        };
+        write::finish_write(&self.shared, &mut s, &t, Some(&old), new, false, "kubelet", false)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidOption { field: "node", message: e.message })
+    }
+
+    /// Makes every container running `image` (the exact image string of the pod spec) crash
+    /// ([`ImageFault::Crash`]: CrashLoopBackOff with growing restartCount) or never become
+    /// ready ([`ImageFault::NeverReady`]). Applies to running pods too.
+    pub fn set_image_fault(&self, image: &str, fault: ImageFault) {
+        self.shared.workloads.set_fault(image, Some(fault));
+    }
+
+    /// Clears the fault of `image`: crashing containers start normally at their next restart.
+    pub fn clear_image_fault(&self, image: &str) {
+        self.shared.workloads.set_fault(image, None);
+    }
+
+    /// Replaces the registries whose images need a pull secret (default `["dhi.io"]`).
+    pub fn set_private_registries(&self, registries: &[&str]) {
+        let mut k = self.shared.workloads.kubelet.lock().unwrap_or_else(|p| p.into_inner());
+        k.private_registries = registries.iter().map(|r| r.to_string()).collect();
     }
 
     /// Mints a token for the ServiceAccount `namespace/name` through the server's TokenRequest
@@ -427,6 +503,19 @@ impl Drop for LocalApiServer {
             t.abort();
         }
     }
+}
+
+fn create_node(shared: &server::Shared, node: serde_json::Value) -> Result<(), Error> {
+    let name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let info = shared
+        .registry
+        .lookup("", "v1", "nodes")
+        .ok_or(Error::InvalidOption { field: "nodes", message: "nodes are not served".into() })?;
+    let t = handlers::Target { info, namespace: None, name: Some(name.clone()), subresource: None };
+    let body = serde_json::to_vec(&node).unwrap_or_default();
+    write::create(shared, &t, &Default::default(), &body, "application/json", "kubelet")
+        .map(|_| ())
+        .map_err(|e| Error::InvalidOption { field: "nodes", message: format!("{name}: {}", e.message) })
 }
 
 /// A kubeconfig pointing at `server` without credentials.

@@ -18,6 +18,8 @@ pub struct Shared {
     pub counters: CounterSink,
     pub faults: Faults,
     pub simulate_workloads: AtomicBool,
+    /// Kubelet settings and image faults of the workload loop.
+    pub workloads: crate::workloads::Config,
     /// Wakes the garbage collector / finalizer / namespace-deletion loop.
     pub gc_wake: Notify,
     pub bookmark_interval: Duration,

@@ -92,6 +92,18 @@ pub fn table(
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {
+    match c.json_path.as_str() {
+        "printer:pod-status" => return json!(crate::controllers::kubelet::printed_status(obj)),
+        "printer:pod-restarts" => return json!(crate::controllers::kubelet::printed_restarts(obj)),
+        "printer:node-selector" => {
+            let pairs: Vec<String> = obj["spec"]["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+                .unwrap_or_default();
+            return json!(if pairs.is_empty() { "<none>".to_string() } else { pairs.join(",") });
+        }
+        _ => {}
+    }
     if let Some(rest) = c.json_path.strip_prefix("ratio:") {
         let (a, b) = rest.split_once(':').unwrap_or((rest, ""));
         let count = |p: &str| -> i64 {
@@ -154,7 +166,10 @@ pub fn eval(obj: &Value, path: &str) -> Option<Value> {
                     .flatten()
                     .filter(|item| match item.get(k.trim()) {
                         Some(Value::String(s)) => s == want,
-                        Some(other) => *other == want,
+                        // Booleans and numbers compare by value (`@.ready==true`).
+                        Some(Value::Bool(b)) => want == if *b { "true" } else { "false" },
+                        Some(Value::Number(n)) => want.parse::<f64>().ok() == n.as_f64(),
+                        Some(_) => false,
                         None => false,
                     })
                     .cloned()
@@ -182,10 +197,10 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert_eq!(
-            format_from_accept(concat!(
-                "application/json;as=Table;v=v1;g=meta.k8s.io,",
-                "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-            )),
+            format_from_accept(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,\
+                 application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ),
             Format::Table
         );
         assert_eq!(
@@ -197,8 +212,8 @@ mod tests {
 
     #[test]
     fn json_path_subset() {
-        let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X",
-            "status": "False"}]},
+        let o = json!({"status": {"conditions": [{"type": "Ready", "status": "True"},
+                                                 {"type": "X", "status": "False"}]},
                        "spec": {"items": [{"n": 1}, {"n": 2}]}});
         assert_eq!(eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"), Some(json!("True")));
         assert_eq!(eval(&o, ".spec.items[1].n"), Some(json!(2)));

@@ -580,7 +580,7 @@ fn normalize_field_path(fp: &str) -> String {
 pub fn crd_rule_causes(schema: &Value, path: &str) -> Vec<Cause> {
     let mut out = Vec::new();
     let mut total = 0.0;
-    check_rules(schema, path, None, Some(1.0), &mut total, &mut out);
+    check_rules(schema, path, true, None, Some(1.0), &mut total, &mut out);
     if total > cel_cost::SCHEMA_LIMIT {
         let what = "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema";
         let msg = cel_cost::exceeds_message(what, total, cel_cost::SCHEMA_LIMIT);
@@ -594,6 +594,7 @@ pub fn crd_rule_causes(schema: &Value, path: &str) -> Vec<Cause> {
 fn check_rules(
     schema: &Value,
     path: &str,
+    root: bool,
     uncorrelatable: Option<&str>,
     card: Option<f64>,
     total: &mut f64,
@@ -608,7 +609,17 @@ fn check_rules(
                 out.push(cause("FieldValueInvalid", &format!("{at}.rule"), format!("Invalid value: {src:?}: {e}")))
             }
             Ok(expr) => {
-                let cost = cel_cost::rule_cost(&expr, schema) * cel_cost::cardinality(card, schema);
+                let analysis = cel_cost::analyze(&expr, schema, root);
+                for field in &analysis.undefined_fields {
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        &format!("{at}.rule"),
+                        format!(
+                            "Invalid value: {src:?}: compilation failed: ERROR: <input>: undefined field '{field}'"
+                        ),
+                    ));
+                }
+                let cost = analysis.cost * cel_cost::cardinality(card, schema);
                 *total += cost;
                 if cost > cel_cost::RULE_LIMIT {
                     let msg = cel_cost::exceeds_message("estimated rule cost", cost, cel_cost::RULE_LIMIT);
@@ -639,22 +650,22 @@ fn check_rules(
         }
     }
     for (k, child) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
-        check_rules(child, &format!("{path}.properties[{k}]"), uncorrelatable, card, total, out);
+        check_rules(child, &format!("{path}.properties[{k}]"), false, uncorrelatable, card, total, out);
     }
     if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
         let card = cel_cost::child_cardinality(card, schema);
-        check_rules(ap, &format!("{path}.additionalProperties"), uncorrelatable, card, total, out);
+        check_rules(ap, &format!("{path}.additionalProperties"), false, uncorrelatable, card, total, out);
     }
     if let Some(items) = schema.get("items") {
         let map_list = schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
         let within =
             if map_list { uncorrelatable.map(str::to_string) } else { Some(uncorrelatable.unwrap_or(path).into()) };
         let card = cel_cost::child_cardinality(card, schema);
-        check_rules(items, &format!("{path}.items"), within.as_deref(), card, total, out);
+        check_rules(items, &format!("{path}.items"), false, within.as_deref(), card, total, out);
     }
     for key in ["allOf", "anyOf", "oneOf"] {
         for (i, sub) in schema.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
-            check_rules(sub, &format!("{path}.{key}[{i}]"), uncorrelatable, card, total, out);
+            check_rules(sub, &format!("{path}.{key}[{i}]"), root, uncorrelatable, card, total, out);
         }
     }
 }

@@ -1,277 +1,285 @@
-//! Simulated workload controllers (switchable): Deployments and DaemonSets get the status the
-//! deployment and daemonset controllers would report once every pod is up, written through the
-//! status subresource as a separate change (a new resourceVersion and watch event) by manager
-//! `kube-controller-manager`. DaemonSets count the Node objects that match their node selector
-//! and required node affinity and whose NoSchedule/NoExecute taints they tolerate.
+//! The workload loop (switchable): runs the controllers of `controllers` the way
+//! kube-controller-manager, kube-scheduler and the kubelets of a real cluster do — Deployments
+//! get ReplicaSets and Pods, DaemonSets get one Pod per fitting Node, pending Pods are bound to
+//! Nodes and run by a kubelet stand-in. It is driven by the store's change events (so it sees
+//! exactly what watches see) plus timers for what takes time (image pulls, back-offs, progress
+//! deadlines). Switched off, nothing moves; switched back on, everything is looked at again.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use crate::fieldpath::Scope;
-use crate::managed::{self, WriteCtx};
-use crate::selectors::LabelSelector;
+pub use crate::controllers::kubelet::{ImageFault, KubeletOptions};
+use crate::controllers::{
+    self, Ctx, DAEMONSETS, DEPLOYMENTS, Memory, NODES, PODS, REPLICASETS, Work, controller_of, daemonset, deployment,
+    kubelet, nodes, replicaset, scheduling,
+};
 use crate::server::Shared;
-use crate::store::{EventType, Inner, key_of};
+use crate::store::{Event, EventType, key_of};
 
-const DEPLOYMENTS: &str = "apps/deployments";
-const DAEMONSETS: &str = "apps/daemonsets";
-const NODES: &str = "/nodes";
-const MANAGER: &str = "kube-controller-manager";
+/// Settings and fault controls shared between the library API and the loop.
+pub struct Config {
+    pub kubelet: Mutex<KubeletOptions>,
+    pub image_faults: Mutex<HashMap<String, ImageFault>>,
+    /// Set to have the loop look at every workload object again.
+    resync: AtomicBool,
+    wake: Notify,
+}
+
+impl Config {
+    pub fn new(kubelet: KubeletOptions) -> Config {
+        Config {
+            kubelet: Mutex::new(kubelet),
+            image_faults: Mutex::new(HashMap::new()),
+            resync: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn kubelet(&self) -> KubeletOptions {
+        self.kubelet.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn faults(&self) -> HashMap<String, ImageFault> {
+        self.image_faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_fault(&self, image: &str, fault: Option<ImageFault>) {
+        let mut f = self.image_faults.lock().unwrap_or_else(|p| p.into_inner());
+        match fault {
+            Some(x) => f.insert(image.to_string(), x),
+            None => f.remove(image),
+        };
+        drop(f);
+        self.request_resync();
+    }
+
+    pub fn request_resync(&self) {
+        self.resync.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// The loop's queue: work now, and work at a later instant.
+#[derive(Default)]
+struct Queue {
+    now: Vec<Work>,
+    queued: HashSet<Work>,
+    timers: BTreeMap<(Instant, u64), Work>,
+    /// The one pending timer of each work item (the earliest wins).
+    timer_of: HashMap<Work, (Instant, u64)>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, w: Work) {
+        if self.queued.insert(w.clone()) {
+            self.now.push(w);
+        }
+    }
+
+    fn after(&mut self, w: Work, d: Duration) {
+        if d.is_zero() {
+            self.push(w);
+            return;
+        }
+        let at = Instant::now() + d;
+        if let Some(existing) = self.timer_of.get(&w) {
+            if existing.0 <= at {
+                return;
+            }
+            self.timers.remove(&existing.clone());
+        }
+        self.seq += 1;
+        self.timer_of.insert(w.clone(), (at, self.seq));
+        self.timers.insert((at, self.seq), w);
+    }
+
+    fn due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let w = entry.remove();
+            self.timer_of.remove(&w);
+            self.push(w);
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    fn pop(&mut self) -> Option<Work> {
+        let w = self.now.pop()?;
+        self.queued.remove(&w);
+        Some(w)
+    }
+}
+
+fn everything(shared: &Shared, q: &mut Queue) {
+    let s = shared.store.lock();
+    for n in s.list(NODES, None) {
+        q.push(Work::Node(key_of(&n).1));
+    }
+    for (storage, make) in [
+        (DEPLOYMENTS, Work::Deployment as fn(_) -> Work),
+        (REPLICASETS, Work::ReplicaSet),
+        (DAEMONSETS, Work::DaemonSet),
+        (PODS, Work::Pod),
+    ] {
+        for o in s.list(storage, None) {
+            q.push(make(key_of(&o)));
+        }
+    }
+}
+
+/// What one change makes worth looking at.
+fn dispatch(shared: &Shared, q: &mut Queue, mem: &mut Memory, e: &Event) {
+    let key = key_of(&e.object);
+    match e.storage_key.as_str() {
+        DEPLOYMENTS if e.type_ != EventType::Deleted => q.push(Work::Deployment(key)),
+        REPLICASETS => {
+            if e.type_ != EventType::Deleted {
+                q.push(Work::ReplicaSet(key.clone()));
+            }
+            if let Some(("Deployment", name, _)) = controller_of(&e.object) {
+                q.push(Work::Deployment((key.0, name.to_string())));
+            }
+        }
+        DAEMONSETS if e.type_ != EventType::Deleted => q.push(Work::DaemonSet(key)),
+        PODS => {
+            match controller_of(&e.object) {
+                Some(("ReplicaSet", name, _)) => q.push(Work::ReplicaSet((key.0.clone(), name.to_string()))),
+                Some(("DaemonSet", name, _)) => q.push(Work::DaemonSet((key.0.clone(), name.to_string()))),
+                _ => {}
+            }
+            if e.type_ == EventType::Deleted {
+                if let Some(uid) = e.object["metadata"]["uid"].as_str() {
+                    mem.pods.remove(uid);
+                }
+            } else {
+                q.push(Work::Pod(key));
+            }
+        }
+        NODES => {
+            q.push(Work::Node(key.1));
+            let s = shared.store.lock();
+            for ds in s.list(DAEMONSETS, None) {
+                q.push(Work::DaemonSet(key_of(&ds)));
+            }
+            for p in s.list(PODS, None) {
+                if p["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
+                    q.push(Work::Pod(key_of(&p)));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn process(
+    shared: &Shared,
+    mem: &mut Memory,
+    w: &Work,
+    opts: &KubeletOptions,
+    faults: &HashMap<String, ImageFault>,
+) -> (Option<Duration>, Vec<Work>) {
+    let mut s = shared.store.lock();
+    let mut cx = Ctx { shared, s: &mut s, mem, now: Instant::now(), follow_up: Vec::new() };
+    let next = match w {
+        Work::Deployment(k) => deployment::reconcile(&mut cx, k),
+        Work::ReplicaSet(k) => replicaset::reconcile(&mut cx, k),
+        Work::DaemonSet(k) => daemonset::reconcile(&mut cx, k),
+        Work::Node(name) => nodes::reconcile(&mut cx, name),
+        Work::Pod(k) => match cx.get(PODS, k) {
+            // Finished pods are left as they are (neither scheduled nor restarted).
+            Some(pod) if matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) => None,
+            Some(pod) if pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty) => {
+                if !controllers::terminating(&pod) {
+                    scheduling::schedule(&mut cx, &pod);
+                }
+                None
+            }
+            Some(pod) => kubelet::sync(&mut cx, pod, opts, faults),
+            None => None,
+        },
+    };
+    (next, cx.follow_up)
+}
 
 pub async fn run(shared: Arc<Shared>) {
     let mut sub = shared.store.lock().subscribe();
-    reconcile_all(&shared);
+    let mut q = Queue::default();
+    let mut mem = Memory::default();
+    everything(&shared, &mut q);
     loop {
-        match sub.recv().await {
-            Ok(e) => {
-                if !shared.simulate() {
-                    continue;
+        loop {
+            match sub.try_recv() {
+                Ok(e) => {
+                    if shared.simulate() {
+                        dispatch(&shared, &mut q, &mut mem, &e);
+                    }
                 }
-                match e.storage_key.as_str() {
-                    DEPLOYMENTS | DAEMONSETS if e.type_ != EventType::Deleted => {
-                        let mut s = shared.store.lock();
-                        reconcile_one(&shared, &mut s, &e.storage_key, &key_of(&e.object));
-                    }
-                    NODES => {
-                        let mut s = shared.store.lock();
-                        for ds in s.list(DAEMONSETS, None) {
-                            reconcile_one(&shared, &mut s, DAEMONSETS, &key_of(&ds));
-                        }
-                    }
-                    _ => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_)) => everything(&shared, &mut q),
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        if shared.workloads.resync.swap(false, Ordering::SeqCst) && shared.simulate() {
+            everything(&shared, &mut q);
+        }
+        if shared.simulate() {
+            q.due();
+            let opts = shared.workloads.kubelet();
+            let faults = shared.workloads.faults();
+            // A bounded batch, then back to the events (which our own writes produced).
+            for _ in 0..64 {
+                let Some(w) = q.pop() else { break };
+                let (next, follow) = process(&shared, &mut mem, &w, &opts, &faults);
+                if let Some(d) = next {
+                    q.after(w, d);
+                }
+                for f in follow {
+                    q.push(f);
                 }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => reconcile_all(&shared),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            if !q.now.is_empty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+        } else {
+            q.now.clear();
+            q.queued.clear();
+        }
+        let sleep = async {
+            match q.next_timer() {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = sub.recv() => match r {
+                Ok(e) => {
+                    if shared.simulate() {
+                        dispatch(&shared, &mut q, &mut mem, &e);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => everything(&shared, &mut q),
+                Err(RecvError::Closed) => return,
+            },
+            _ = sleep => {}
+            _ = shared.workloads.wake.notified() => {}
         }
     }
 }
 
-/// Brings every workload's status up to date (on start and when switched back on).
+/// Brings every workload up to date (when switched back on).
 pub fn reconcile_all(shared: &Shared) {
-    if !shared.simulate() {
-        return;
-    }
-    let mut s = shared.store.lock();
-    for key in [DEPLOYMENTS, DAEMONSETS] {
-        for o in s.list(key, None) {
-            reconcile_one(shared, &mut s, key, &key_of(&o));
-        }
-    }
-}
-
-fn reconcile_one(shared: &Shared, s: &mut Inner, storage: &str, key: &crate::store::ObjKey) {
-    let Some(obj) = s.get(storage, key) else {
-        return;
-    };
-    if obj["metadata"].get("deletionTimestamp").is_some() {
-        return;
-    }
-    let desired = if storage == DEPLOYMENTS {
-        deployment_status(&obj)
-    } else {
-        let nodes = s.list(NODES, None);
-        daemonset_status(&obj, &nodes)
-    };
-    if obj.get("status") == Some(&desired) {
-        return;
-    }
-    let mut new = (*obj).clone();
-    new["status"] = desired;
-    let Some(info) = shared.registry.any_version(storage) else {
-        return;
-    };
-    let ctx = WriteCtx {
-        manager: MANAGER,
-        api_version: "apps/v1",
-        subresource: "status",
-        root: info.root_node(),
-        scope: Scope::StatusOnly,
-    };
-    managed::record_update(Some(&obj), &mut new, &ctx);
-    s.put(storage, new);
-}
-
-fn keep_time(old: &Value, type_: &str, status: &str, field: &str) -> String {
-    old["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_ && c["status"] == status))
-        .and_then(|c| c[field].as_str().map(str::to_string))
-        .unwrap_or_else(crate::meta::now)
-}
-
-pub fn deployment_status(d: &Value) -> Value {
-    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let name = d["metadata"]["name"].as_str().unwrap_or_default();
-    let generation = d["metadata"]["generation"].as_i64().unwrap_or(1);
-    let mut st = json!({"observedGeneration": generation});
-    if replicas > 0 {
-        for f in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
-            st[f] = json!(replicas);
-        }
-    }
-    st["conditions"] = json!([
-        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-         "message": "Deployment has minimum availability.",
-         "lastUpdateTime": keep_time(d, "Available", "True", "lastUpdateTime"),
-         "lastTransitionTime": keep_time(d, "Available", "True", "lastTransitionTime")},
-        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-         "message": format!("ReplicaSet \"{name}-{}\" has successfully progressed.", template_hash(d)),
-         "lastUpdateTime": keep_time(d, "Progressing", "True", "lastUpdateTime"),
-         "lastTransitionTime": keep_time(d, "Progressing", "True", "lastTransitionTime")},
-    ]);
-    st
-}
-
-/// A stable hash of the pod template, like the pod-template-hash label.
-fn template_hash(d: &Value) -> String {
-    let s = d["spec"]["template"].to_string();
-    let h = s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut x = h;
-    (0..10)
-        .map(|_| {
-            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
-            x /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
-}
-
-/// Tolerations the daemonset controller adds to every daemon pod.
-const DAEMON_TOLERATED: &[&str] = &[
-    "node.kubernetes.io/not-ready",
-    "node.kubernetes.io/unreachable",
-    "node.kubernetes.io/disk-pressure",
-    "node.kubernetes.io/memory-pressure",
-    "node.kubernetes.io/pid-pressure",
-    "node.kubernetes.io/unschedulable",
-    "node.kubernetes.io/network-unavailable",
-];
-
-fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
-    let key = taint["key"].as_str().unwrap_or_default();
-    if DAEMON_TOLERATED.contains(&key) {
-        return true;
-    }
-    let effect = taint["effect"].as_str().unwrap_or_default();
-    let value = taint["value"].as_str().unwrap_or_default();
-    tolerations.iter().any(|t| {
-        let t_effect = t["effect"].as_str().unwrap_or_default();
-        if !t_effect.is_empty() && t_effect != effect {
-            return false;
-        }
-        let t_key = t["key"].as_str().unwrap_or_default();
-        match t["operator"].as_str().unwrap_or("Equal") {
-            "Exists" => t_key.is_empty() || t_key == key,
-            _ => t_key == key && t["value"].as_str().unwrap_or_default() == value,
-        }
-    })
-}
-
-fn node_matches_term(labels: Option<&Value>, term: &Value) -> bool {
-    term["matchExpressions"].as_array().into_iter().flatten().all(|e| {
-        let key = e["key"].as_str().unwrap_or_default();
-        let actual = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        match e["operator"].as_str().unwrap_or_default() {
-            "In" => actual.is_some_and(|a| values.contains(&a)),
-            "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
-            "Exists" => actual.is_some(),
-            "DoesNotExist" => actual.is_none(),
-            "Gt" => actual
-                .and_then(|a| a.parse::<i64>().ok())
-                .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
-                .is_some_and(|(a, v)| a > v),
-            "Lt" => actual
-                .and_then(|a| a.parse::<i64>().ok())
-                .zip(values.first().and_then(|v| v.parse::<i64>().ok()))
-                .is_some_and(|(a, v)| a < v),
-            _ => false,
-        }
-    })
-}
-
-/// Whether a daemon pod with this pod spec would run on `node`.
-pub fn schedulable_on(pod_spec: &Value, node: &Value) -> bool {
-    let labels = node["metadata"].get("labels");
-    if let Some(sel) = pod_spec["nodeSelector"].as_object() {
-        let s = LabelSelector::from_object(&json!({"matchLabels": sel}));
-        if !s.matches(labels) {
-            return false;
-        }
-    }
-    if let Some(terms) =
-        pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-            .as_array()
-        && !terms.is_empty()
-        && !terms.iter().any(|t| node_matches_term(labels, t))
-    {
-        return false;
-    }
-    let tolerations = pod_spec["tolerations"].as_array().cloned().unwrap_or_default();
-    node["spec"]["taints"].as_array().into_iter().flatten().all(|taint| {
-        !matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute")) || tolerates(&tolerations, taint)
-    })
-}
-
-pub fn daemonset_status(ds: &Value, nodes: &[Arc<Value>]) -> Value {
-    let pod_spec = &ds["spec"]["template"]["spec"];
-    let n = nodes
-        .iter()
-        .filter(|node| node["metadata"].get("deletionTimestamp").is_none() && schedulable_on(pod_spec, node))
-        .count();
-    json!({
-        "observedGeneration": ds["metadata"]["generation"].as_i64().unwrap_or(1),
-        "desiredNumberScheduled": n,
-        "currentNumberScheduled": n,
-        "numberReady": n,
-        "updatedNumberScheduled": n,
-        "numberAvailable": n,
-        "numberMisscheduled": 0,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(name: &str, labels: Value, taints: Value) -> Arc<Value> {
-        Arc::new(json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}))
-    }
-
-    #[test]
-    fn daemonsets_count_matching_tolerated_nodes() {
-        let nodes = vec![
-            node("a", json!({"os": "linux"}), json!([])),
-            node("b", json!({"os": "linux"}), json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])),
-            node("c", json!({"os": "windows"}), json!([])),
-            node("d", json!({"os": "linux"}), json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}])),
-            node("e", json!({"os": "linux"}), json!([{"key": "soft", "effect": "PreferNoSchedule"}])),
-        ];
-        let ds =
-            json!({"metadata": {"generation": 2}, "spec": {"template": {"spec": {"nodeSelector": {"os": "linux"}}}}});
-        assert_eq!(daemonset_status(&ds, &nodes)["desiredNumberScheduled"], 3);
-        let tolerant = json!({"metadata": {"generation": 2}, "spec": {"template": {"spec": {
-            "nodeSelector": {"os": "linux"}, "tolerations": [{"operator": "Exists"}]}}}});
-        let st = daemonset_status(&tolerant, &nodes);
-        assert_eq!(st["desiredNumberScheduled"], 4);
-        assert_eq!(st["numberReady"], 4);
-        assert_eq!(st["observedGeneration"], 2);
-        let affinity = json!({"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "os", "operator": "In",
-                "values": ["windows"]}]}]}}}}}}});
-        assert_eq!(daemonset_status(&affinity, &nodes)["desiredNumberScheduled"], 1);
-    }
-
-    #[test]
-    fn deployments_report_their_replicas() {
-        let d = json!({"metadata": {"name": "x", "generation": 3}, "spec": {"replicas": 2, "template": {}}});
-        let st = deployment_status(&d);
-        assert_eq!(st["observedGeneration"], 3);
-        assert_eq!(st["readyReplicas"], 2);
-        assert_eq!(st["conditions"][0]["type"], "Available");
-    }
+    shared.workloads.request_resync();
 }

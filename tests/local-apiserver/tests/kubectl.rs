@@ -42,11 +42,12 @@ impl Drop for Server {
     }
 }
 
-fn start(name: &str) -> Server {
+fn start(name: &str, extra: &[&str]) -> Server {
     let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
         .args(["--port", "0", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -133,7 +134,8 @@ spec:
 
 #[test]
 fn kubectl_drives_the_server() {
-    let srv = start("kubectl");
+    // One Node, so the Deployment's pods have somewhere to run.
+    let srv = start("kubectl", &["--nodes", "1"]);
     let kc = srv.kubeconfig.clone();
     let dir = std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -188,7 +190,7 @@ fn kubectl_drives_the_server() {
     let ns = ok(&kc, &["get", "namespaces"]);
     assert!(ns.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{ns}");
     assert!(ns.contains("kube-system") && ns.contains("Active"), "{ns}");
-    // The simulated controller makes the deployment ready.
+    // The controllers, the scheduler and the kubelet stand-in make the deployment ready.
     let mut table = String::new();
     for _ in 0..100 {
         table = ok(&kc, &["get", "deployments"]);
@@ -304,7 +306,7 @@ fn stdout_of(kc: &Path, args: &[&str]) -> String {
 
 #[test]
 fn kubectl_sees_a_control_plane_upgrade() {
-    let srv = start("version");
+    let srv = start("version", &[]);
     let kc = srv.kubeconfig.clone();
     let dir = std::env::temp_dir().join(format!("local-apiserver-version-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -342,4 +344,123 @@ fn kubectl_sees_a_control_plane_upgrade() {
     assert!(!success, "{text}");
     assert!(text.contains("is not a Kubernetes version"), "{text}");
     assert_eq!(server_version()["minor"], "34");
+}
+
+const WORKLOADS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1"}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: "agent:1"}]
+"#;
+
+const BROKEN: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: private}
+spec:
+  progressDeadlineSeconds: 2
+  selector: {matchLabels: {app: private}}
+  template:
+    metadata: {labels: {app: private}}
+    spec:
+      containers: [{name: driver, image: "dhi.io/aws-ebs-csi-driver:1.64.0"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crashy}
+spec:
+  selector: {matchLabels: {app: crashy}}
+  template:
+    metadata: {labels: {app: crashy}}
+    spec:
+      containers: [{name: app, image: "app:crash"}]
+"#;
+
+/// Polls `kubectl get pods -l SELECTOR` until a row's STATUS is `status`; returns the table.
+fn pods_until(kc: &Path, selector: &str, status: &str) -> String {
+    let mut table = String::new();
+    for _ in 0..300 {
+        table = ok(kc, &["get", "pods", "-l", selector]);
+        if table.lines().skip(1).any(|l| l.split_whitespace().nth(2) == Some(status)) {
+            return table;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no pod of {selector} reached STATUS {status}:\n{table}");
+}
+
+#[test]
+fn kubectl_rollout_status_and_pod_states() {
+    // Two Nodes; pulls slow enough (1 s) that kubectl sees a rollout in progress.
+    let srv = start("rollout", &["--nodes", "2", "--image-pull-ms", "1000", "--crashing-image", "app:crash"]);
+    let kc = srv.kubeconfig.clone();
+    let dir = std::env::temp_dir().join(format!("local-apiserver-rollout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = TempDir(dir.clone());
+    ok(&kc, &["create", "-f", &write(&dir, "workloads.yaml", WORKLOADS)]);
+
+    let done = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(done.contains("deployment \"web\" successfully rolled out"), "{done}");
+    let done = ok(&kc, &["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    assert!(done.contains("daemon set \"agent\" successfully rolled out"), "{done}");
+    let table = ok(&kc, &["get", "pods", "-o", "wide"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header[..5], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{table}");
+    assert!(header.contains(&"IP") && header.contains(&"NODE"), "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "2 web pods and one agent per node:\n{table}");
+    assert!(rows.iter().all(|r| r.contains(" 1/1 ") && r.contains(" Running ")), "{table}");
+    assert!(rows.iter().any(|r| r.contains("node-0")) && rows.iter().any(|r| r.contains("node-1")), "{table}");
+    let ds = ok(&kc, &["get", "ds", "agent"]);
+    let header: Vec<&str> = ds.lines().next().unwrap_or_default().split_whitespace().collect();
+    let want = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR", "AGE"];
+    assert_eq!(header, want, "{ds}");
+    let row: Vec<&str> = ds.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..7], ["agent", "2", "2", "2", "2", "2", "<none>"], "{ds}");
+    let rs = ok(&kc, &["get", "rs", "-l", "app=web"]);
+    assert!(
+        rs.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "DESIRED", "CURRENT", "READY", "AGE"])
+    );
+
+    // A rolling update, followed by kubectl as it happens.
+    ok(&kc, &["set", "image", "deployment/web", "web=nginx:2"]);
+    let rolled = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(rolled.contains("Waiting for deployment \"web\" rollout to finish"), "{rolled}");
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    let history = ok(&kc, &["rollout", "history", "deployment/web"]);
+    assert!(history.contains("REVISION") && history.lines().count() >= 4, "{history}");
+    ok(&kc, &["set", "image", "daemonset/agent", "agent=agent:2"]);
+    let rolled = ok(&kc, &["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    assert!(rolled.contains("Waiting for daemon set \"agent\" rollout to finish"), "{rolled}");
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    let history = ok(&kc, &["rollout", "history", "daemonset/agent"]);
+    assert!(history.lines().filter(|l| l.trim_start().starts_with(['1', '2'])).count() == 2, "{history}");
+
+    // A dhi.io image without a pull secret, and a crashing image.
+    ok(&kc, &["create", "-f", &write(&dir, "broken.yaml", BROKEN)]);
+    pods_until(&kc, "app=private", "ErrImagePull");
+    pods_until(&kc, "app=private", "ImagePullBackOff");
+    let (stalled, out) = kubectl(&kc, &["rollout", "status", "deployment/private", "--timeout=30s"]);
+    assert!(!stalled && out.contains("exceeded its progress deadline"), "{out}");
+    let described = ok(&kc, &["describe", "pods", "-l", "app=private"]);
+    assert!(described.contains("Failed to pull image \"dhi.io/aws-ebs-csi-driver:1.64.0\""), "{described}");
+    assert!(described.contains("401 Unauthorized") && described.contains("Back-off pulling image"), "{described}");
+    let table = pods_until(&kc, "app=crashy", "CrashLoopBackOff");
+    let restarts = table.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).unwrap_or_default().to_string();
+    assert!(restarts.parse::<u32>().is_ok_and(|n| n >= 1), "{table}");
 }

@@ -254,6 +254,8 @@ async fn crds_with_rules_that_do_not_compile_are_refused() {
     let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     spec["broken"] = prop("string", json!({"rule": "self.("}));
     spec["list"] = json!({"type": "array", "items": prop("string", json!({"rule": "self == oldSelf"}))});
+    spec["renamed"] = json!({"type": "object", "properties": {"iops": {"type": "integer"}},
+                             "x-kubernetes-validations": [{"rule": "!has(self.iopsPerGB) || self.iops > 0"}]});
     let e = status(crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap()).await);
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     let fields: Vec<String> = e.details.unwrap().causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
@@ -269,6 +271,11 @@ async fn crds_with_rules_that_do_not_compile_are_refused() {
             && f.contains("oldSelf cannot be used on the uncorrelatable portion of the schema")),
         "{fields:?}"
     );
+    let undefined = format!(
+        "{base}[renamed].x-kubernetes-validations[0].rule: Invalid value: \"!has(self.iopsPerGB) || self.iops > 0\": \
+         compilation failed: ERROR: <input>: undefined field 'iopsPerGB'"
+    );
+    assert!(fields.contains(&undefined), "{fields:?}");
     assert!(crds.get_opt("rules.example.com").await.unwrap().is_none(), "nothing was stored");
 }
 
