@@ -494,7 +494,17 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
                 namespace (operator-rbac)."
             ),
         )),
-        (None, None) => {}
+        // The pod watch has not listed yet (a new leader): keep what was known.
+        (None, None) => {
+            if let Some(c) = old.and_then(|s| s.condition(PODS_HEALTHY)) {
+                let status = match c.status.as_str() {
+                    "True" => "True",
+                    "False" => "False",
+                    _ => "Unknown",
+                };
+                out.push(Cond { type_: PODS_HEALTHY, status, reason: c.reason.clone(), message: c.message.clone() });
+            }
+        }
         (Some(_), _) if !h.failing.is_empty() => {
             let reason = h.failing[0].failure.as_ref().map(|f| f.kind.reason()).unwrap_or_default();
             let message = failing_message(o, &h.failing);
@@ -766,6 +776,17 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         kubernetes_version: o.kubernetes_version.clone(),
         aws: o.aws.clone(),
     }
+}
+
+/// Equal statuses, whatever the order of their conditions: a condition type added later sits at
+/// the end of the stored list (the API server merges the list by type), not where `build` puts it.
+pub fn same_status(a: &HardenedCsiDriverStatus, b: &HardenedCsiDriverStatus) -> bool {
+    let sorted = |s: &HardenedCsiDriverStatus| {
+        let mut s = s.clone();
+        s.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
+        s
+    };
+    a.conditions.len() == b.conditions.len() && sorted(a) == sorted(b)
 }
 
 /// The conditions whose status differs between two statuses: what deserves an event.

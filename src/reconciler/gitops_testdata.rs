@@ -168,7 +168,9 @@ fn scenarios() -> Vec<Scenario> {
     let mut new_generation = base();
     new_generation.generation = Some(2);
     new_generation.node = Some(rollout(3, 3, 1));
-    new_generation.node.as_mut().map(|n| n.observed = false);
+    if let Some(n) = new_generation.node.as_mut() {
+        n.observed = false;
+    }
 
     let s =
         |file, steps, health, decided_by| Scenario { file, steps, generation: 1, health, decided_by, message: None };

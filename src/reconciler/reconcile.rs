@@ -290,7 +290,7 @@ async fn write_status(
 ) -> Result<HardenedCsiDriverStatus> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
-    if old == Some(&new) {
+    if old.is_some_and(|o| conditions::same_status(o, &new)) {
         return Ok(new);
     }
     let name = obj.name_any();

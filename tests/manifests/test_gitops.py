@@ -159,3 +159,20 @@ def test_gitops_chart_values_pass_the_chart_schema_and_the_crd():
         for d in drivers:
             assert crd_errors(d) == []
     assert one(chart_docs(app["spec"]["source"]["helm"]["valuesObject"]), "HardenedCsiDriver")
+
+
+def test_flux_cel_health_check_reads_the_operators_conditions():
+    """The healthCheckExprs example is the driver's Kustomization with CEL in place of kstatus: the
+    same object, and expressions over exactly the fields the operator writes."""
+    (cel,) = load_docs((GITOPS / "flux" / "kustomization-cel.yaml").read_text())
+    docs = load_docs((GITOPS / "flux" / "kustomizations.yaml").read_text())
+    drv = {d["metadata"]["name"]: d for d in docs}["hardened-csi-driver"]
+    assert cel["metadata"] == drv["metadata"] and cel["spec"]["path"] == drv["spec"]["path"]
+    spec = crd()["spec"]
+    (expr,) = cel["spec"]["healthCheckExprs"]
+    assert (expr["apiVersion"], expr["kind"]) == (f"{spec['group']}/v1alpha1", spec["names"]["kind"])
+    assert "observedGeneration" in expr["inProgress"] and "'Reconciling'" in expr["inProgress"]
+    assert "'Stalled'" in expr["failed"] and "'Degraded'" in expr["failed"]
+    assert "'Ready'" in expr["current"]
+    status = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["default"] == {"observedGeneration": -1}
