@@ -53,7 +53,9 @@ async fn main() {
     // A new default driver: requests until Ready, and time until every child is applied.
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver = serde_json::from_value(json!({"apiVersion": "csi.hardened.dev/v1alpha1",
-        "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"}, "spec": {}}))
+        "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"},
+        // The pull secret the harness created: the local kubelet refuses dhi.io pulls without it.
+        "spec": {"images": {"pullSecrets": [support::PULL_SECRET]}}}))
     .expect("driver");
     let expected_children = hardened_csi_operator::render::render(
         &obj,

@@ -37,7 +37,6 @@ from support import (
 
 DIGEST_CHECKS = {"CKV_K8S_43", "CKV_K8S_15"}
 NODE_PLUGIN_SKIPS = {"CKV_K8S_16", "CKV_K8S_20", "CKV_K8S_23", "CKV_K8S_40"}
-CLUSTERROLE_SKIP = {"CKV_K8S_158"}
 # (check, kind): the operator's ClusterRole (escalate, limited by resourceNames) and the `helm test`
 # pod (probes: it runs to completion, like the Jobs checkov exempts from them).
 ALLOWED_SKIPS = {("CKV_K8S_158", "ClusterRole"), ("CKV_K8S_8", "Pod"), ("CKV_K8S_9", "Pod")}
