@@ -980,7 +980,8 @@ mod tests {
 
     #[test]
     fn what_needs_a_person_is_stalled_at_once_and_apply_errors_after_retries() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Observed)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Observed)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("InvalidSpec", Box::new(|o| o.spec_errors = Some("spec.inventory.interval: too short".into()))),
             (
                 "FipsRegionUnsupported",

@@ -55,18 +55,20 @@ impl PodWatch {
 
     /// The pods of driver `instance` in `namespace`, starting the watch there if needed. `Ok(None)`
     /// until the watch has its first list (its completion triggers a reconcile); `Err` with the
-    /// API server's words while the watch fails (for example 403 without the RBAC grant).
+    /// API server's words while that first list fails (for example 403 without the RBAC grant).
     pub fn pods(&self, namespace: &str, instance: &str) -> Result<Option<Vec<Arc<Pod>>>, String> {
         let Ok(mut running) = self.running.lock() else { return Ok(None) };
         if running.as_ref().is_none_or(|r| r.namespace != namespace) {
             *running = Some(self.start(namespace));
         }
         let Some(r) = running.as_ref() else { return Ok(None) };
-        if let Some(e) = r.error.lock().ok().and_then(|e| e.clone()) {
-            return Err(e);
-        }
+        // Once listed, the store stays readable while the watch re-lists after an error (a
+        // dropped watch, a throttled list): the last known pods, not a flip to Unknown.
         if !r.synced.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(None);
+            return match r.error.lock().ok().and_then(|e| e.clone()) {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         }
         Ok(Some(
             r.store

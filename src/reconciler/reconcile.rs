@@ -115,6 +115,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                 facts.sort_by(|a, b| a.name.cmp(&b.name));
                 observed.pods = Some(facts);
             }
+            // The pod watch of this namespace has not listed yet: decide once it has (its list
+            // triggers a reconcile), so the status is not written twice in a row.
+            Ok(None) if errors.is_empty() => return Ok(Action::requeue(Duration::from_millis(500))),
             Ok(None) => {}
             Err(e) => observed.pod_watch_error = Some(e),
         }

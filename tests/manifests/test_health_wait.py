@@ -190,8 +190,11 @@ def test_install_wait_fails_with_the_operators_message_when_pods_cannot_become_r
         assert stalled["status"] == "True", obj["status"]["conditions"]
         if failure == "pull":
             assert stalled["reason"] == "ImagePullFailed"
-            for needle in (f"cannot pull {DRIVER_IMAGE}", "ErrImagePull", "dhi-pull", "kube-system", "mirror"):
+            # The pods, the image, the kubelet's reason and message, and what to check.
+            for needle in ("ebs-csi-node-", f"cannot pull {DRIVER_IMAGE}", "401 Unauthorized", "dhi-pull",
+                           "kube-system", "spec.images.mirror"):
                 assert needle in stalled["message"], stalled["message"]
+            assert "(ErrImagePull)" in stalled["message"] or "(ImagePullBackOff)" in stalled["message"]
         else:
             assert stalled["reason"] == "CrashLoopBackOff"
             assert "keeps crashing: exited with code 1" in stalled["message"], stalled["message"]
