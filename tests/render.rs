@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use hardened_csi_operator::crd::{HardenedCsiDriver, parse};
 use hardened_csi_operator::render::{self, Capabilities, Child};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 fn hcd(spec_yaml: &str) -> HardenedCsiDriver {
@@ -436,7 +437,8 @@ fn invalid_specs_are_rejected_with_field_paths() {
     // And the valid specs used above pass CEL.
     for ok in ["{}", IRSA, "fips: true\naws: {region: us-east-1}\n"] {
         let obj = hcd(ok);
-        assert!(kube::core::cel::validate_cel(&obj).is_ok(), "{ok}: CEL accepts a valid spec");
+        let cel = kube::core::cel::validate_cel(&obj);
+        assert!(cel.is_ok(), "{ok}: CEL accepts a valid spec: {cel:?}");
         assert!(render::render(&obj, &Capabilities::default()).is_ok());
     }
 }
@@ -469,16 +471,40 @@ fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
 }
 
 #[test]
-fn owner_reference_only_for_stored_objects() {
+fn owner_reference_only_where_the_garbage_collector_may_cascade() {
     let mut obj = hcd("{}");
     let children = render::render(&obj, &Capabilities::default()).expect("renders");
     assert!(children.iter().all(|c| c.object.metadata.owner_references.is_none()));
-    obj.metadata.uid = Some("0b6f5e2e-1111-2222-3333-444455556666".into());
+    assert!(children.iter().all(|c| c.object.annotations().get(render::ANNOTATION_OWNER_UID).is_none()));
+    let uid = "0b6f5e2e-1111-2222-3333-444455556666";
+    obj.metadata.uid = Some(uid.into());
     let children = render::render(&obj, &Capabilities::default()).expect("renders");
     for c in &children {
-        let refs = c.object.metadata.owner_references.as_ref().expect("owner reference");
-        assert_eq!(refs[0].kind, "HardenedCsiDriver");
-        assert_eq!(refs[0].controller, Some(true));
+        assert_eq!(c.object.annotations().get(render::ANNOTATION_OWNER_UID).map(String::as_str), Some(uid));
+        match &c.object.metadata.owner_references {
+            Some(refs) => {
+                assert_eq!(c.kind(), "Service", "only the metrics Service may be cascaded by the GC");
+                assert_eq!((refs[0].kind.as_str(), refs[0].controller), ("HardenedCsiDriver", Some(true)));
+            }
+            None => assert!(!render::gc_may_cascade(c.kind()), "{}", c.key()),
+        }
+    }
+    // The data path and what it needs are never cascaded.
+    for kind in [
+        "DaemonSet",
+        "Deployment",
+        "CSIDriver",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "StorageClass",
+        "VolumeSnapshotClass",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ] {
+        assert!(!render::gc_may_cascade(kind), "{kind}");
     }
 }
 

@@ -34,6 +34,9 @@ use crate::render::{DRIVER_NAME, controller_deployment};
 
 /// No refresh runs more often than this, whatever the spec says.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// Nor less often than this: the CRD bounds `spec.inventory.interval` to 24h, and the poller
+/// clamps too, so a stored object that bypassed admission cannot overflow the clock arithmetic.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Default)]
 struct Shared {
@@ -206,9 +209,16 @@ pub async fn pv_references(client: &kube::Client) -> Result<PvReferences, kube::
     Ok(refs)
 }
 
-/// `interval` jittered by ±10%, never below `min`.
+/// `interval` jittered by ±10%, never below `min`; clamped to `MAX_INTERVAL` first, so the
+/// multiplication cannot overflow.
 pub fn jittered(interval: Duration, min: Duration) -> Duration {
-    interval.max(min).mul_f64(0.9 + fastrand::f64() * 0.2).max(min)
+    interval.min(MAX_INTERVAL).max(min).mul_f64(0.9 + fastrand::f64() * 0.2).max(min)
+}
+
+/// When the next refresh is due: `now` plus the jittered interval, or (should that not fit the
+/// clock) the latest instant `MAX_INTERVAL` allows.
+fn next_due(now: Instant, interval: Duration, min: Duration) -> Instant {
+    now.checked_add(jittered(interval, min)).or_else(|| now.checked_add(MAX_INTERVAL)).unwrap_or(now)
 }
 
 struct Entry {
@@ -337,7 +347,7 @@ impl Poller {
         shutdown: &CancellationToken,
     ) {
         let Some(entry) = self.entries.get_mut(name) else { return };
-        entry.next = Instant::now() + jittered(entry.interval, self.settings.min_interval);
+        entry.next = next_due(Instant::now(), entry.interval, self.settings.min_interval);
         let api = match &entry.api {
             Some(api) => api.clone(),
             None => match self.factory.build(spec).await {
@@ -397,6 +407,18 @@ mod tests {
             assert!(d >= Duration::from_secs(270) && d <= Duration::from_secs(330), "{d:?}");
             let d = jittered(Duration::from_secs(10), MIN_INTERVAL);
             assert!(d >= MIN_INTERVAL && d <= Duration::from_secs(66), "{d:?}");
+            let d = jittered(Duration::from_secs(u64::MAX), MIN_INTERVAL);
+            assert!(d <= MAX_INTERVAL.mul_f64(1.1), "{d:?}");
         }
+    }
+
+    #[test]
+    fn next_due_never_overflows_the_clock() {
+        let now = Instant::now();
+        // What `interval: 3000000000000000h` parsed to would have been, had it got this far.
+        let due = next_due(now, Duration::from_secs(3_000_000_000_000_000 * 3600 / 3600), MIN_INTERVAL);
+        assert!(due > now && due <= now + MAX_INTERVAL.mul_f64(1.1), "{due:?}");
+        let due = next_due(now, Duration::MAX, MIN_INTERVAL);
+        assert!(due > now && due <= now + MAX_INTERVAL.mul_f64(1.1), "{due:?}");
     }
 }

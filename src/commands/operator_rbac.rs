@@ -105,6 +105,7 @@ pub const CLUSTER: &[Permission] = &[
         "detect the snapshot API (read only)",
     ),
     p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
+    p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
     p(
         "",
         &["serviceaccounts/token"],

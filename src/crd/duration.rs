@@ -8,8 +8,13 @@ use std::time::Duration;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The CRD's pattern for durations; `parse` accepts exactly what it matches, minus zero.
-pub const PATTERN: &str = r"^(\d+h)?(\d+m)?(\d+s)?$";
+/// The CRD's pattern for durations; `parse` accepts exactly what it matches, minus zero. The digit
+/// limits keep every match far below what a signed 64-bit count of nanoseconds holds, so no
+/// reader (Rust, kube's CEL, the API server's CEL `duration()`) can overflow on it.
+pub const PATTERN: &str = "^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$";
+/// At most `99999h9999999m999999999s`.
+pub const MAX_LENGTH: usize = 24;
+const MAX_DIGITS: [usize; 3] = [5, 7, 9];
 
 /// A positive duration with the text the user wrote (kept so the object round-trips unchanged).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +37,13 @@ impl std::str::FromStr for SpecDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse(s)
-            .map(|value| Self { text: s.to_string(), value })
-            .ok_or_else(|| format!("{s:?} is not a duration like 30s, 5m or 1h30m"))
+        parse(s).map(|value| Self { text: s.to_string(), value }).ok_or_else(|| {
+            format!(
+                "{:?} is not a duration like 30s, 5m or 1h30m (hours, minutes, seconds in that order, at most 5, \
+                    7 and 9 digits)",
+                s.chars().take(40).collect::<String>()
+            )
+        })
     }
 }
 
@@ -67,7 +76,7 @@ impl JsonSchema for SpecDuration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "pattern": PATTERN})
+        json_schema!({"type": "string", "maxLength": MAX_LENGTH, "pattern": PATTERN})
     }
 }
 
@@ -81,13 +90,13 @@ pub fn parse(s: &str) -> Option<Duration> {
             num.push(ch);
             continue;
         }
-        let (rank, secs) = match ch {
+        let (rank, secs): (usize, u64) = match ch {
             'h' => (1, 3600),
             'm' => (2, 60),
             's' => (3, 1),
             _ => return None,
         };
-        if num.is_empty() || rank <= last_unit {
+        if num.is_empty() || rank <= last_unit || num.len() > MAX_DIGITS[rank - 1] {
             return None;
         }
         total = total.checked_add(num.parse::<u64>().ok()?.checked_mul(secs)?)?;
@@ -106,7 +115,13 @@ mod tests {
         assert_eq!(parse("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse("45s"), Some(Duration::from_secs(45)));
-        for bad in ["", "0s", "5", "m", "5x", "1m1h", "5m5m", "-5m", "99999999999999999999h"] {
+        assert_eq!(
+            parse("99999h9999999m999999999s"),
+            Some(Duration::from_secs(99999 * 3600 + 9999999 * 60 + 999999999))
+        );
+        for bad in
+            ["", "0s", "5", "m", "5x", "1m1h", "5m5m", "-5m", "99999999999999999999h", "3000000000000000h", "100000h"]
+        {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

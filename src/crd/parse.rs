@@ -14,16 +14,13 @@ pub fn from_value(value: serde_json::Value) -> Result<HardenedCsiDriver, FieldEr
     let mut errs = FieldErrors::default();
     match parsed {
         Err(e) => {
-            errs.0.push(FieldError { field: e.path().to_string(), message: e.inner().to_string() });
+            errs.0.push(FieldError::new(e.path().to_string(), e.inner().to_string()));
             Err(errs)
         }
         Ok(hcd) => {
             // metadata is the API server's business; only the user's spec must be exact.
             for path in unknown.into_iter().filter(|p| p.starts_with("spec.")) {
-                errs.0.push(FieldError {
-                    field: path,
-                    message: "unknown field; see `kubectl explain hardenedcsidriver.spec`".into(),
-                });
+                errs.0.push(FieldError::new(path, "unknown field; see `kubectl explain hardenedcsidriver.spec`"));
             }
             if errs.0.is_empty() { Ok(hcd) } else { Err(errs) }
         }
@@ -32,15 +29,14 @@ pub fn from_value(value: serde_json::Value) -> Result<HardenedCsiDriver, FieldEr
 
 /// Parses the first YAML document of a file's text.
 pub fn from_yaml(text: &str) -> Result<HardenedCsiDriver, FieldErrors> {
-    let value: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        FieldErrors(vec![FieldError { field: "(document)".into(), message: format!("not valid YAML: {e}") }])
-    })?;
+    let value: serde_json::Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| FieldErrors(vec![FieldError::new("(document)", format!("not valid YAML: {e}"))]))?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
     if kind != "HardenedCsiDriver" {
-        return Err(FieldErrors(vec![FieldError {
-            field: "kind".into(),
-            message: format!("{kind:?} is not HardenedCsiDriver (apiVersion csi.hardened.dev/v1alpha1)"),
-        }]));
+        return Err(FieldErrors(vec![FieldError::new(
+            "kind",
+            format!("{kind:?} is not HardenedCsiDriver (apiVersion csi.hardened.dev/v1alpha1)"),
+        )]));
     }
     from_value(value)
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
+use super::validate::rules;
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -23,6 +24,7 @@ use super::status::HardenedCsiDriverStatus;
     category = "storage",
     status = "HardenedCsiDriverStatus",
     derive = "PartialEq",
+    validation = Rule::new(rules::NAME_LENGTH.rule).message(rules::NAME_LENGTH.message),
     doc = "The AWS EBS CSI driver run from Docker Hardened Images: one per cluster. The operator renders and owns the \
         driver's controller, node plugin, RBAC, CSIDriver, StorageClasses and VolumeSnapshotClasses, and reports what \
         AWS says in status.aws.",
@@ -70,20 +72,16 @@ pub struct HardenedCsiDriverSpec {
     /// StorageClasses the operator manages. At most one may be the default class.
     #[serde(default = "default_storage_classes")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one StorageClass may be \
-        the default"))]
-    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("StorageClass names \
-        must be unique"))]
+    #[x_kube(validation = Rule::new(rules::STORAGE_CLASS_DEFAULT.rule).message(rules::STORAGE_CLASS_DEFAULT.message))]
+    #[x_kube(validation = Rule::new(rules::STORAGE_CLASS_UNIQUE.rule).message(rules::STORAGE_CLASS_UNIQUE.message))]
     pub storage_classes: Vec<StorageClassSpec>,
 
     /// VolumeSnapshotClasses the operator manages, when the snapshot API
     /// (snapshot.storage.k8s.io/v1) is installed. At most one may be the default class.
     #[serde(default)]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.filter(c, c.default).size() <= 1").message("at most one VolumeSnapshotClass \
-        may be the default"))]
-    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("VolumeSnapshotClass \
-        names must be unique"))]
+    #[x_kube(validation = Rule::new(rules::SNAPSHOT_CLASS_DEFAULT.rule).message(rules::SNAPSHOT_CLASS_DEFAULT.message))]
+    #[x_kube(validation = Rule::new(rules::SNAPSHOT_CLASS_UNIQUE.rule).message(rules::SNAPSHOT_CLASS_UNIQUE.message))]
     pub volume_snapshot_classes: Vec<VolumeSnapshotClassSpec>,
 
     /// HTTP proxy for the driver's AWS calls.
@@ -125,11 +123,18 @@ fn default_storage_classes() -> Vec<StorageClassSpec> {
 pub struct Images {
     /// Registry of the hardened images.
     #[serde(default = "default_registry")]
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+    )]
     pub registry: String,
     /// A mirror (registry and path, for example `registry.example.com/acme`) holding the images as
     /// `dhi-<repository>`. Empty: pull from `registry`.
     #[serde(default)]
+    #[schemars(
+        length(max = 255),
+        regex(pattern = r"^([A-Za-z0-9-]+([.][A-Za-z0-9-]+)*(:[0-9]{1,5})?(/[a-z0-9._-]+)*)?$")
+    )]
     pub mirror: String,
     /// Image pull policy of every container.
     #[serde(default)]
@@ -137,6 +142,8 @@ pub struct Images {
     /// Names of `kubernetes.io/dockerconfigjson` Secrets in `spec.namespace`, used by every pod
     /// that pulls (dhi.io needs a login).
     #[serde(default)]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new(rules::PULL_SECRET_NAMES.rule).message(rules::PULL_SECRET_NAMES.message))]
     pub pull_secrets: Vec<String>,
     /// The driver image (controller and node plugin). Default `aws-ebs-csi-driver:1.64.0`.
     #[serde(default)]
@@ -208,7 +215,7 @@ impl PullPolicy {
 pub struct ImageRef {
     /// Repository under the registry (or, with a mirror, the part after `dhi-`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"))]
+    #[schemars(length(max = 255), regex(pattern = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"))]
     pub repository: Option<String>,
     /// Tag, without a leading `v` (DHI convention), for example `1.64.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,8 +224,7 @@ pub struct ImageRef {
     /// Digest pinning the image, `sha256:` and 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
-    #[x_kube(validation = Rule::new("self == '' || self.matches('^sha256:[a-f0-9]{64}$')").message("digest must be \
-        sha256: followed by 64 lowercase hex digits"))]
+    #[x_kube(validation = Rule::new(rules::DIGEST.rule).message(rules::DIGEST.message))]
     pub digest: Option<String>,
 }
 
@@ -228,35 +234,38 @@ pub struct ImageRef {
 pub struct AwsSpec {
     /// AWS region (AWS_REGION on the controller). Unset: the driver asks the instance metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$"))]
     pub region: Option<String>,
     /// Cluster id (`--k8s-tag-cluster-id`): tags every volume and snapshot with the cluster and
     /// scopes the operator's AWS inventory to this cluster. Without it the inventory is
     /// account-wide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub cluster_id: Option<String>,
     /// How the driver gets AWS credentials: exactly one of irsa, podIdentity, secretRef.
     #[serde(default)]
     pub identity: Identity,
-    /// Extra tags on every volume and snapshot (`--extra-tags`). Reserved keys are rejected:
-    /// `CSIVolumeName`, `CSIVolumeSnapshotName`, `kubernetes.io*`, `ebs.csi.aws.com/*`.
+    /// Extra tags on every volume and snapshot (`--extra-tags`), at most 40. Keys: 1-128 ASCII
+    /// letters, digits, spaces and `+ - . _ : / @`; values: up to 256 of the same and `=`. Reserved
+    /// keys are rejected: `aws:*`, `CSIVolumeName`, `CSIVolumeSnapshotName`, `kubernetes.io*`,
+    /// `ebs.csi.aws.com/*`.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(k, k != 'CSIVolumeName' && k != 'CSIVolumeSnapshotName' && \
-        !k.startsWith('kubernetes.io') && !k.startsWith('ebs.csi.aws.com/'))").message("extraTags must not use \
-        reserved keys: CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io*, ebs.csi.aws.com/*"))]
+    #[schemars(extend("maxProperties" = 40, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new(rules::TAGS_RESERVED.rule).message(rules::TAGS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::TAG_KEYS.rule).message(rules::TAG_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::TAG_VALUES.rule).message(rules::TAG_VALUES.message))]
     pub extra_tags: BTreeMap<String, String>,
     /// EC2 endpoint override (AWS_EC2_ENDPOINT), for VPC endpoints or tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://.+"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(rules::EC2_ENDPOINT.rule).message(rules::EC2_ENDPOINT.message))]
     pub ec2_endpoint: Option<String>,
 }
 
 /// Exactly one way to get AWS credentials.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.irsa) ? 1 : 0) + (has(self.podIdentity) ? 1 : 0) + (has(self.secretRef) ? \
-    1 : 0) == 1").message("exactly one of irsa, podIdentity, secretRef must be set"))]
+#[x_kube(validation = Rule::new(rules::IDENTITY_ONE_OF.rule).message(rules::IDENTITY_ONE_OF.message))]
 pub struct Identity {
     /// IAM Roles for Service Accounts: annotates the controller service account with the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,7 +289,7 @@ impl Default for Identity {
 #[serde(rename_all = "camelCase")]
 pub struct Irsa {
     /// ARN of the IAM role the driver assumes, `arn:aws:iam::<account>:role/<name>`.
-    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"))]
+    #[schemars(length(max = 2048), regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$"))]
     pub role_arn: String,
 }
 
@@ -290,7 +299,10 @@ pub struct PodIdentity {}
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretRef {
     /// Secret name in `spec.namespace`.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -311,23 +323,32 @@ pub struct ControllerSpec {
     pub resources: Option<ResourceRequirements>,
     /// Node selector, added to `kubernetes.io/os: linux`.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations. Unset: CriticalAddonsOnly and NoExecute for 300s, as upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub tolerations: Option<Vec<Toleration>>,
     /// Affinity. Unset: avoid Fargate/auto/hybrid nodes and spread replicas across hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Topology spread constraints of the controller pods.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// Priority class of the controller pods.
     #[serde(default = "default_controller_priority")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub priority_class_name: String,
-    /// Extra arguments for the driver's controller (`--name=value`).
+    /// Extra arguments for the driver's controller (`--name=value`), at most 32. Flags the
+    /// operator sets itself are refused (use their spec fields).
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(a, a.startsWith('--'))").message("extraArgs must be flags starting with \
-        --"))]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
+    #[x_kube(validation = Rule::new(rules::EXTRA_ARGS_FORM.rule).message(rules::EXTRA_ARGS_FORM.message))]
+    #[x_kube(validation = Rule::new(rules::EXTRA_ARGS_MANAGED.rule).message(rules::EXTRA_ARGS_MANAGED.message))]
     pub extra_args: Vec<String>,
     /// PodDisruptionBudget of the controller.
     #[serde(default)]
@@ -408,28 +429,36 @@ impl FsType {
 /// The node plugin DaemonSet.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.volumeAttachLimit) && \
-    has(self.reservedVolumeAttachments))").message("volumeAttachLimit and reservedVolumeAttachments are mutually \
-    exclusive"))]
+#[x_kube(validation = Rule::new(rules::ATTACH_EXCLUSIVE.rule).message(rules::ATTACH_EXCLUSIVE.message))]
 pub struct NodeSpec {
     /// Tolerate every taint, so volumes keep working on tainted nodes (upstream default).
     #[serde(default = "default_true")]
     pub tolerate_all_taints: bool,
     /// Tolerations used when `tolerateAllTaints` is false.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub tolerations: Vec<Toleration>,
     /// Node selector, added to `kubernetes.io/os: linux`.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32))]
     pub node_selector: BTreeMap<String, String>,
     /// Resources of the ebs-plugin container. Default: requests cpu 10m, memory 40Mi; limit memory 256Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Priority class of the node pods.
     #[serde(default = "default_node_priority")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub priority_class_name: String,
-    /// The kubelet's root directory on the nodes.
+    /// The kubelet's root directory on the nodes: `/var/lib/kubelet` (k0s: `/var/lib/k0s/kubelet`,
+    /// MicroK8s: `/var/snap/microk8s/common/var/lib/kubelet`). A plain absolute path, never a
+    /// system directory: it is mounted Bidirectional into a privileged container.
     #[serde(default = "default_kubelet_path")]
-    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new(rules::KUBELET_PATH_FORM.rule).message(rules::KUBELET_PATH_FORM.message))]
+    #[x_kube(validation = Rule::new(rules::KUBELET_PATH_SYSTEM.rule).message(rules::KUBELET_PATH_SYSTEM.message))]
     pub kubelet_path: String,
     /// Override the number of EBS volumes a node may attach (`--volume-attach-limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -444,6 +473,7 @@ pub struct NodeSpec {
     pub host_network: bool,
     /// DaemonSet rolling update maxUnavailable (count or percentage).
     #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new(rules::MAX_UNAVAILABLE.rule).message(rules::MAX_UNAVAILABLE.message))]
     pub max_unavailable: IntOrString,
     /// Log verbosity (`--v`) of the node plugin and sidecars.
     #[serde(default = "default_log_level")]
@@ -479,10 +509,9 @@ fn default_max_unavailable() -> IntOrString {
 /// One StorageClass of the driver.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.iops) || self.type in ['gp3', 'io1', 'io2']").message("iops applies only \
-    to gp3, io1 and io2"))]
-#[x_kube(validation = Rule::new("!has(self.throughput) || self.type == 'gp3'").message("throughput applies only to \
-    gp3"))]
+#[x_kube(validation = Rule::new(rules::IOPS_TYPE.rule).message(rules::IOPS_TYPE.message))]
+#[x_kube(validation = Rule::new(rules::THROUGHPUT_TYPE.rule).message(rules::THROUGHPUT_TYPE.message))]
+#[x_kube(validation = Rule::new(rules::KMS_NEEDS_ENCRYPTION.rule).message(rules::KMS_NEEDS_ENCRYPTION.message))]
 pub struct StorageClassSpec {
     /// StorageClass name.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
@@ -498,6 +527,7 @@ pub struct StorageClassSpec {
     pub encrypted: bool,
     /// KMS key (id, alias or ARN) for encryption; empty: the account's default EBS key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub kms_key_id: Option<String>,
     /// Provisioned IOPS (gp3, io1, io2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -522,12 +552,15 @@ pub struct StorageClassSpec {
     /// Other driver parameters (for example `blockExpress`, `tagSpecification_1`), checked
     /// against the driver's known parameters.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,
     /// Mount options of volumes of this class.
     #[serde(default)]
+    #[schemars(length(max = 32), inner(length(max = 256)))]
     pub mount_options: Vec<String>,
     /// Restrict provisioning to these topologies.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub allowed_topologies: Vec<TopologySelectorTerm>,
 }
 
@@ -627,6 +660,7 @@ pub struct VolumeSnapshotClassSpec {
     /// Driver snapshot parameters (for example `tagSpecification_1`,
     /// `fastSnapshotRestoreAvailabilityZones`), checked against the known list.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -635,10 +669,13 @@ pub struct VolumeSnapshotClassSpec {
 pub struct ProxySpec {
     /// HTTP(S) proxy URL for the driver's AWS calls (HTTP_PROXY and HTTPS_PROXY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://.+"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(rules::HTTP_PROXY.rule).message(rules::HTTP_PROXY.message))]
     pub http_proxy: Option<String>,
     /// Hosts that bypass the proxy (NO_PROXY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new(rules::NO_PROXY.rule).message(rules::NO_PROXY.message))]
     pub no_proxy: Option<String>,
 }
 
@@ -656,14 +693,19 @@ pub struct InventorySpec {
     /// Poll AWS for this cluster's volumes, snapshots and the driver's permissions.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How often to poll (a duration like `5m`; minimum `1m`). Jittered.
+    /// How often to poll (a duration like `5m`, from `1m` to `24h`). Jittered.
     #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new(rules::INTERVAL.rule).message(rules::INTERVAL.message))]
     pub interval: SpecDuration,
-    /// How long an available, unreferenced volume must exist before it is reported as orphaned.
+    /// How long an available, unreferenced volume must exist before it is reported as orphaned
+    /// (`1m` to `8760h`).
     #[serde(default = "default_orphan_grace")]
+    #[x_kube(validation = Rule::new(rules::ORPHAN_GRACE.rule).message(rules::ORPHAN_GRACE.message))]
     pub orphan_grace_period: SpecDuration,
-    /// How long an attachment may be attaching/detaching before it is reported as stuck.
+    /// How long an attachment may be attaching/detaching before it is reported as stuck (`1m` to
+    /// `168h`).
     #[serde(default = "default_stuck_threshold")]
+    #[x_kube(validation = Rule::new(rules::STUCK_THRESHOLD.rule).message(rules::STUCK_THRESHOLD.message))]
     pub stuck_threshold: SpecDuration,
     /// Check that the newest completed snapshot is readable through the EBS direct API.
     #[serde(default)]

@@ -49,6 +49,53 @@ pub struct HardenedCsiDriverStatus {
     /// What AWS says about this cluster's EBS storage and the driver's permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsStatus>,
+    /// While deletion waits: the volumes that still need the driver (see DeletionBlocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_blocked_by: Option<VolumesInUse>,
+}
+
+/// The volumes that need the EBS CSI driver, as counted by the deletion guard.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumesInUse {
+    /// PersistentVolumes of the CSI driver ebs.csi.aws.com.
+    pub csi_persistent_volumes: u64,
+    /// In-tree awsElasticBlockStore PersistentVolumes: CSI migration serves them with this driver.
+    pub in_tree_persistent_volumes: u64,
+    /// VolumeAttachments whose attacher is ebs.csi.aws.com.
+    pub volume_attachments: u64,
+    /// The first few of them, as `PersistentVolume/name` or `VolumeAttachment/name`.
+    #[serde(default)]
+    pub examples: Vec<String>,
+}
+
+impl VolumesInUse {
+    pub fn total(&self) -> u64 {
+        self.csi_persistent_volumes + self.in_tree_persistent_volumes + self.volume_attachments
+    }
+
+    /// `2 CSI PersistentVolume(s), 1 in-tree ..., 1 VolumeAttachment(s) (PersistentVolume/a, ...)`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if self.csi_persistent_volumes > 0 {
+            parts.push(format!("{} CSI PersistentVolume(s) of ebs.csi.aws.com", self.csi_persistent_volumes));
+        }
+        if self.in_tree_persistent_volumes > 0 {
+            parts.push(format!(
+                "{} in-tree awsElasticBlockStore PersistentVolume(s) (served by this driver through CSI migration)",
+                self.in_tree_persistent_volumes
+            ));
+        }
+        if self.volume_attachments > 0 {
+            parts.push(format!("{} VolumeAttachment(s) of ebs.csi.aws.com", self.volume_attachments));
+        }
+        let more = self.total().saturating_sub(self.examples.len() as u64);
+        let names = match more {
+            0 => self.examples.join(", "),
+            n => format!("{}, and {n} more", self.examples.join(", ")),
+        };
+        format!("{} ({names})", parts.join(", "))
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

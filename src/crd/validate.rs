@@ -1,24 +1,51 @@
 //! Cross-field and value rules of the spec, in Rust. The API server enforces the same rules as
-//! CEL and schema patterns; these run too so `render` and the reconciler can name the field of
-//! an object that bypassed admission (or a file given to `render`) and what would be valid.
+//! CEL and schema bounds; these run too so `render` and the reconciler can name the field of an
+//! object that bypassed admission (or a file given to `render`) and what would be valid.
+//!
+//! One validation, two enforcers: every rule that CEL can express is a [`CelRule`] below. The
+//! CRD carries its expression and message (`spec.rs` refers to these constants), the Rust check
+//! gives the same message, and both match values with the same regular expressions (the
+//! `*_PATTERN` constants), so `kubectl apply`, Helm, GitOps, `render` and the `SpecValid`
+//! condition refuse the same objects with the same words. `tests/validation.rs` enumerates
+//! [`CEL_RULES`] and checks each against the local API server and this module.
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use regex::Regex;
 
+use super::HardenedCsiDriver;
 use super::spec::*;
 
-/// One rule broken: the field path (`spec.aws.identity`) and what is wrong / what is allowed.
+/// One rule broken: the field path (`spec.aws.identity`), the value (shown as the API server
+/// shows it, secrets redacted) and what is wrong / what would be valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
+    /// The offending value, JSON-quoted, shortened and with credentials redacted; None for a
+    /// rule about a whole object or list.
+    pub value: Option<String>,
     pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), value: None, message: message.into() }
+    }
+
+    pub fn with_value(field: impl Into<String>, value: &str, message: impl Into<String>) -> Self {
+        Self { field: field.into(), value: Some(show(value)), message: message.into() }
+    }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
+        match &self.value {
+            Some(v) => write!(f, "{}: Invalid value: {v}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
     }
 }
 
@@ -37,9 +64,332 @@ impl std::error::Error for FieldErrors {}
 
 impl FieldErrors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError::new(field, message));
+    }
+
+    fn invalid(&mut self, field: impl Into<String>, value: &str, message: impl Into<String>) {
+        self.0.push(FieldError::with_value(field, value, message));
     }
 }
+
+/// A value as a message shows it: JSON-quoted (control characters escaped), credentials in a
+/// URL replaced by `***`, and cut after 80 characters with the full length said.
+pub fn show(value: &str) -> String {
+    let redacted = redact_url(value);
+    let n = redacted.chars().count();
+    if n <= 80 {
+        return serde_json::Value::from(redacted).to_string();
+    }
+    let head: String = redacted.chars().take(80).collect();
+    format!("{}... ({n} characters)", serde_json::Value::from(head))
+}
+
+/// `scheme://user:password@host` becomes `scheme://***@host`; anything else is unchanged.
+pub fn redact_url(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => value.to_string(),
+    }
+}
+
+/// A rule the CRD carries as CEL (`x-kubernetes-validations` at `field`) and this module checks
+/// in Rust, with one message for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CelRule {
+    /// Where the rule sits: the field path the API server names when it fails.
+    pub field: &'static str,
+    pub rule: &'static str,
+    pub message: &'static str,
+}
+
+// Regular expressions shared by the CEL rules and the Rust checks. They avoid backslashes so the
+// same text is valid inside a CEL string literal and in Rust, and use only what RE2 (the real API
+// server) and the `regex` crate (kube's CEL, the local API server, this module) read alike.
+macro_rules! tag_key_pattern {
+    () => {
+        "^[A-Za-z0-9+._:/@-]([A-Za-z0-9 +._:/@-]{0,126}[A-Za-z0-9+._:/@-])?$"
+    };
+}
+macro_rules! tag_value_pattern {
+    () => {
+        "^([A-Za-z0-9+=._:/@-]([A-Za-z0-9 +=._:/@-]{0,254}[A-Za-z0-9+=._:/@-])?)?$"
+    };
+}
+macro_rules! arg_pattern {
+    () => {
+        "^--?[A-Za-z0-9][A-Za-z0-9_.-]*(=.*)?$"
+    };
+}
+macro_rules! managed_arg_pattern {
+    () => {
+        "^--?(endpoint|batching|logging-format|user-agent-extra|v|k8s-tag-cluster-id|extra-tags|http-endpoint)(=|$)"
+    };
+}
+macro_rules! path_pattern {
+    () => {
+        "^(/[A-Za-z0-9_.-]+)+$"
+    };
+}
+macro_rules! dot_segment_pattern {
+    () => {
+        "/[.][.]?(/|$)"
+    };
+}
+macro_rules! system_tree_pattern {
+    () => {
+        "^/(etc|proc|sys|dev|boot|root|usr|bin|sbin|lib|lib32|lib64)(/|$)"
+    };
+}
+macro_rules! system_dirs {
+    () => {
+        "'/var', '/var/lib', '/var/run', '/run', '/home', '/opt', '/mnt', '/srv', '/tmp', '/media'"
+    };
+}
+macro_rules! url_pattern {
+    () => {
+        "^https?://([A-Za-z0-9._~%!&()*+,;=-]+(:[A-Za-z0-9._~%!&()*+,;=-]*)?@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?\
+        (/[A-Za-z0-9._~%!&()*+,;=:@/-]*)?$"
+    };
+}
+macro_rules! no_proxy_pattern {
+    () => {
+        "^[A-Za-z0-9.,:/*_%-]*$"
+    };
+}
+macro_rules! percent_pattern {
+    () => {
+        "^([1-9][0-9]?|100)%$"
+    };
+}
+macro_rules! dns_subdomain_pattern {
+    () => {
+        "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    };
+}
+macro_rules! duration_guard {
+    () => {
+        "self.matches('^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && "
+    };
+}
+
+pub const TAG_KEY_PATTERN: &str = tag_key_pattern!();
+pub const TAG_VALUE_PATTERN: &str = tag_value_pattern!();
+pub const KUBELET_PATH_PATTERN: &str = path_pattern!();
+pub const URL_PATTERN: &str = url_pattern!();
+pub const NO_PROXY_PATTERN: &str = no_proxy_pattern!();
+
+pub mod rules {
+    //! The rules both enforcers apply, one constant each.
+    use super::CelRule;
+
+    pub const NAME_LENGTH: CelRule = CelRule {
+        field: "metadata.name",
+        rule: "size(self.metadata.name) <= 63",
+        message: "metadata.name must be at most 63 characters: it is the app.kubernetes.io/instance label value of \
+            every object the operator creates",
+    };
+    pub const PULL_SECRET_NAMES: CelRule = CelRule {
+        field: "spec.images.pullSecrets",
+        rule: concat!("self.all(s, size(s) <= 253 && s.matches('", dns_subdomain_pattern!(), "'))"),
+        message: "pullSecrets must be Secret names: lowercase letters, digits, '-' and '.', at most 253",
+    };
+    pub const IDENTITY_ONE_OF: CelRule = CelRule {
+        field: "spec.aws.identity",
+        rule: "(has(self.irsa) ? 1 : 0) + (has(self.podIdentity) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",
+        message: "exactly one of irsa, podIdentity, secretRef must be set",
+    };
+    pub const TAGS_RESERVED: CelRule = CelRule {
+        field: "spec.aws.extraTags",
+        rule: "self.all(k, k != 'CSIVolumeName' && k != 'CSIVolumeSnapshotName' && !k.startsWith('kubernetes.io') && \
+            !k.startsWith('ebs.csi.aws.com/'))",
+        message: "extraTags must not use reserved keys: CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io*, \
+            ebs.csi.aws.com/* (the driver would exit at start-up)",
+    };
+    pub const TAG_KEYS: CelRule = CelRule {
+        field: "spec.aws.extraTags",
+        rule: concat!("self.all(k, k.matches('", tag_key_pattern!(), "') && !k.lowerAscii().startsWith('aws:'))"),
+        message: "extraTags keys must be 1-128 characters: ASCII letters, digits, spaces and + - . _ : / @, not \
+            starting or ending with a space, without '=' or ',' (the --extra-tags separators), and not starting with \
+            aws:",
+    };
+    pub const TAG_VALUES: CelRule = CelRule {
+        field: "spec.aws.extraTags",
+        rule: concat!("self.all(k, self[k].matches('", tag_value_pattern!(), "'))"),
+        message: "extraTags values must be at most 256 characters: ASCII letters, digits, spaces and + - = . _ : / @, \
+            not starting or ending with a space, without ',' (the --extra-tags separator)",
+    };
+    pub const EC2_ENDPOINT: CelRule = CelRule {
+        field: "spec.aws.ec2Endpoint",
+        rule: concat!("self.matches('", url_pattern!(), "')"),
+        message: "ec2Endpoint must be an http:// or https:// URL like https://ec2.us-east-1.amazonaws.com (host name \
+            or IPv4 address, optional port and path; no spaces, quotes or '$')",
+    };
+    pub const EXTRA_ARGS_FORM: CelRule = CelRule {
+        field: "spec.controller.extraArgs",
+        rule: concat!("self.all(a, a.matches('", arg_pattern!(), "'))"),
+        message: "extraArgs must be driver flags like --name or --name=value, one per item",
+    };
+    pub const EXTRA_ARGS_MANAGED: CelRule = CelRule {
+        field: "spec.controller.extraArgs",
+        rule: concat!("self.all(a, !a.matches('", managed_arg_pattern!(), "'))"),
+        message: "extraArgs must not repeat a flag the operator sets (--endpoint, --batching, --logging-format, \
+            --user-agent-extra, --v, --k8s-tag-cluster-id, --extra-tags, --http-endpoint): use the matching spec \
+            field (logLevel, aws.clusterId, aws.extraTags, metrics.enabled)",
+    };
+    pub const ATTACH_EXCLUSIVE: CelRule = CelRule {
+        field: "spec.node",
+        rule: "!(has(self.volumeAttachLimit) && has(self.reservedVolumeAttachments))",
+        message: "volumeAttachLimit and reservedVolumeAttachments are mutually exclusive; set one",
+    };
+    pub const KUBELET_PATH_FORM: CelRule = CelRule {
+        field: "spec.node.kubeletPath",
+        rule: concat!("self.matches('", path_pattern!(), "') && !self.matches('", dot_segment_pattern!(), "')"),
+        message: "kubeletPath must be a plain absolute path like /var/lib/kubelet: letters, digits, '.', '_' and '-' \
+            between single slashes, no '.' or '..' segment, no trailing slash",
+    };
+    pub const KUBELET_PATH_SYSTEM: CelRule = CelRule {
+        field: "spec.node.kubeletPath",
+        rule: concat!("!self.matches('", system_tree_pattern!(), "') && !(self in [", system_dirs!(), "])"),
+        message: "kubeletPath must not be a system directory (it is mounted read-write, Bidirectional, into a \
+            privileged container): not /etc, /proc, /sys, /dev, /boot, /root, /usr, /bin, /sbin, /lib* or below, nor \
+            /var, /var/lib, /var/run, /run, /home, /opt, /mnt, /srv, /tmp, /media themselves; the kubelet's root \
+            directory is usually /var/lib/kubelet (k0s: /var/lib/k0s/kubelet, MicroK8s: \
+            /var/snap/microk8s/common/var/lib/kubelet)",
+    };
+    pub const MAX_UNAVAILABLE: CelRule = CelRule {
+        field: "spec.node.maxUnavailable",
+        // kube's CEL has no type(); an int equals its own decimal text parsed back, a string never does.
+        rule: concat!(
+            "string(self).matches('^-?[0-9]{1,18}$') && self == int(string(self)) ? self >= 1 : string(self).matches('",
+            percent_pattern!(),
+            "')"
+        ),
+        message: "maxUnavailable must be a number of at least 1 or a percentage from 1% to 100%, like 10%",
+    };
+    pub const STORAGE_CLASS_DEFAULT: CelRule = CelRule {
+        field: "spec.storageClasses",
+        rule: "self.filter(c, c.default).size() <= 1",
+        message: "at most one StorageClass may be the default",
+    };
+    pub const STORAGE_CLASS_UNIQUE: CelRule = CelRule {
+        field: "spec.storageClasses",
+        rule: "self.all(c, self.exists_one(d, d.name == c.name))",
+        message: "StorageClass names must be unique",
+    };
+    pub const SNAPSHOT_CLASS_DEFAULT: CelRule = CelRule {
+        field: "spec.volumeSnapshotClasses",
+        rule: "self.filter(c, c.default).size() <= 1",
+        message: "at most one VolumeSnapshotClass may be the default",
+    };
+    pub const SNAPSHOT_CLASS_UNIQUE: CelRule = CelRule {
+        field: "spec.volumeSnapshotClasses",
+        rule: "self.all(c, self.exists_one(d, d.name == c.name))",
+        message: "VolumeSnapshotClass names must be unique",
+    };
+    pub const IOPS_TYPE: CelRule = CelRule {
+        field: "spec.storageClasses[*]",
+        rule: "!has(self.iops) || self.type in ['gp3', 'io1', 'io2']",
+        message: "iops applies only to gp3, io1 and io2",
+    };
+    pub const THROUGHPUT_TYPE: CelRule = CelRule {
+        field: "spec.storageClasses[*]",
+        rule: "!has(self.throughput) || self.type == 'gp3'",
+        message: "throughput applies only to gp3",
+    };
+    pub const KMS_NEEDS_ENCRYPTION: CelRule = CelRule {
+        field: "spec.storageClasses[*]",
+        rule: "!has(self.kmsKeyId) || self.encrypted",
+        message: "kmsKeyId needs encrypted: true",
+    };
+    pub const DIGEST: CelRule = CelRule {
+        field: "spec.images.*.digest",
+        rule: "self == '' || self.matches('^sha256:[a-f0-9]{64}$')",
+        message: "digest must be sha256: followed by 64 lowercase hex digits",
+    };
+    pub const HTTP_PROXY: CelRule = CelRule {
+        field: "spec.proxy.httpProxy",
+        rule: concat!("self.matches('", url_pattern!(), "')"),
+        message: "httpProxy must be an http:// or https:// URL like http://proxy.internal:3128 or \
+            http://user:password@proxy.internal:3128 (host name or IPv4 address; no spaces, quotes or '$')",
+    };
+    pub const NO_PROXY: CelRule = CelRule {
+        field: "spec.proxy.noProxy",
+        rule: concat!("self.matches('", no_proxy_pattern!(), "')"),
+        message: "noProxy must be a comma-separated list of host names, domains (.example.com), IP addresses or CIDRs: \
+            letters, digits and . , : / * _ % - only",
+    };
+    pub const INTERVAL: CelRule = CelRule {
+        field: "spec.inventory.interval",
+        rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('24h')"),
+        message: "interval must be a duration from 1m to 24h, like 5m or 1h30m",
+    };
+    pub const ORPHAN_GRACE: CelRule = CelRule {
+        field: "spec.inventory.orphanGracePeriod",
+        rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('8760h')"),
+        message: "orphanGracePeriod must be a duration from 1m to 8760h (one year), like 1h or 72h",
+    };
+    pub const STUCK_THRESHOLD: CelRule = CelRule {
+        field: "spec.inventory.stuckThreshold",
+        rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('168h')"),
+        message: "stuckThreshold must be a duration from 1m to 168h (one week), like 15m",
+    };
+}
+
+/// Every CEL rule of the CRD, for the tests that check both enforcers.
+pub const CEL_RULES: &[CelRule] = &[
+    rules::NAME_LENGTH,
+    rules::PULL_SECRET_NAMES,
+    rules::IDENTITY_ONE_OF,
+    rules::TAGS_RESERVED,
+    rules::TAG_KEYS,
+    rules::TAG_VALUES,
+    rules::EC2_ENDPOINT,
+    rules::EXTRA_ARGS_FORM,
+    rules::EXTRA_ARGS_MANAGED,
+    rules::ATTACH_EXCLUSIVE,
+    rules::KUBELET_PATH_FORM,
+    rules::KUBELET_PATH_SYSTEM,
+    rules::MAX_UNAVAILABLE,
+    rules::STORAGE_CLASS_DEFAULT,
+    rules::STORAGE_CLASS_UNIQUE,
+    rules::SNAPSHOT_CLASS_DEFAULT,
+    rules::SNAPSHOT_CLASS_UNIQUE,
+    rules::IOPS_TYPE,
+    rules::THROUGHPUT_TYPE,
+    rules::KMS_NEEDS_ENCRYPTION,
+    rules::DIGEST,
+    rules::HTTP_PROXY,
+    rules::NO_PROXY,
+    rules::INTERVAL,
+    rules::ORPHAN_GRACE,
+    rules::STUCK_THRESHOLD,
+];
+
+/// Bounds of sizes and lengths, in the CRD as `maxItems`/`maxProperties`/`maxLength` and checked
+/// here. EBS allows 50 tags a volume; the driver adds up to 10 of its own.
+pub const MAX_EXTRA_TAGS: usize = 40;
+pub const MAX_EXTRA_ARGS: usize = 32;
+pub const MAX_ARG_LENGTH: usize = 1024;
+pub const MAX_CLASSES: usize = 32;
+pub const MAX_PULL_SECRETS: usize = 16;
+pub const MAX_SELECTOR_LABELS: usize = 32;
+pub const MAX_TOLERATIONS: usize = 64;
+pub const MAX_SPREAD_CONSTRAINTS: usize = 16;
+pub const MAX_PARAMETERS: usize = 64;
+pub const MAX_PARAMETER_VALUE: usize = 1024;
+pub const MAX_MOUNT_OPTIONS: usize = 32;
+pub const MAX_MOUNT_OPTION: usize = 256;
+pub const MAX_TOPOLOGIES: usize = 16;
+pub const MAX_URL: usize = 2048;
+pub const MAX_NO_PROXY: usize = 4096;
+pub const MAX_PATH: usize = 256;
+pub const MAX_REGISTRY: usize = 255;
+pub const MAX_KMS_KEY: usize = 2048;
+/// EKS cluster names are at most 100 characters; the id also ends up in the tag key
+/// `kubernetes.io/cluster/<id>`, which EBS limits to 128.
+pub const MAX_CLUSTER_ID: usize = 100;
 
 /// AWS regions that have FIPS endpoints for EC2 and STS.
 pub const FIPS_REGIONS: &[&str] = &[
@@ -86,17 +436,41 @@ pub const SNAPSHOT_CLASS_PARAMETERS: &[&str] = &[
     "lockExpirationDate",
     "lockCoolOffPeriod",
 ];
-/// Driver flags the operator sets itself; `controller.extraArgs` may not repeat them.
-const MANAGED_CONTROLLER_FLAGS: &[&str] = &[
-    "--endpoint",
-    "--k8s-tag-cluster-id",
-    "--extra-tags",
-    "--v",
-    "--logging-format",
-    "--http-endpoint",
-    "--user-agent-extra",
-];
-const MIN_INVENTORY_INTERVAL: Duration = Duration::from_secs(60);
+/// Bounds of the inventory durations (the CEL rules above say the same).
+pub const INTERVAL_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
+pub const ORPHAN_GRACE_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(8760 * 3600));
+pub const STUCK_THRESHOLD_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(168 * 3600));
+
+fn re(pattern: &'static str) -> Regex {
+    Regex::new(pattern).unwrap_or_else(|e| unreachable!("built-in pattern {pattern}: {e}"))
+}
+
+static TAG_KEY: LazyLock<Regex> = LazyLock::new(|| re(TAG_KEY_PATTERN));
+static TAG_VALUE: LazyLock<Regex> = LazyLock::new(|| re(TAG_VALUE_PATTERN));
+static ARG: LazyLock<Regex> = LazyLock::new(|| re(arg_pattern!()));
+static MANAGED_ARG: LazyLock<Regex> = LazyLock::new(|| re(managed_arg_pattern!()));
+static PATH: LazyLock<Regex> = LazyLock::new(|| re(KUBELET_PATH_PATTERN));
+static DOT_SEGMENT: LazyLock<Regex> = LazyLock::new(|| re(dot_segment_pattern!()));
+static SYSTEM_TREE: LazyLock<Regex> = LazyLock::new(|| re(system_tree_pattern!()));
+static URL: LazyLock<Regex> = LazyLock::new(|| re(URL_PATTERN));
+static NO_PROXY_RE: LazyLock<Regex> = LazyLock::new(|| re(NO_PROXY_PATTERN));
+static PERCENT: LazyLock<Regex> = LazyLock::new(|| re(percent_pattern!()));
+const SYSTEM_DIRS: &[&str] =
+    &["/var", "/var/lib", "/var/run", "/run", "/home", "/opt", "/mnt", "/srv", "/tmp", "/media"];
+
+/// Check a whole object: the name that becomes a label value, then the spec.
+pub fn validate_driver(hcd: &HardenedCsiDriver) -> Result<(), FieldErrors> {
+    let mut errs = match validate(&hcd.spec) {
+        Ok(()) => FieldErrors::default(),
+        Err(e) => e,
+    };
+    if let Some(name) = &hcd.metadata.name
+        && name.len() > 63
+    {
+        errs.0.insert(0, FieldError::with_value("metadata.name", name, rules::NAME_LENGTH.message));
+    }
+    if errs.0.is_empty() { Ok(()) } else { Err(errs) }
+}
 /// The kubelet's first back-off: a shorter grace would report one retried pull as Degraded.
 const MIN_DEGRADED_AFTER: Duration = Duration::from_secs(10);
 
@@ -104,12 +478,10 @@ const MIN_DEGRADED_AFTER: Duration = Duration::from_secs(10);
 pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
     if !is_dns_label(&spec.namespace) {
-        errs.push(
+        errs.invalid(
             "spec.namespace",
-            format!(
-                "{:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
-                spec.namespace
-            ),
+            &spec.namespace,
+            "not a valid namespace name (lowercase letters, digits and '-', at most 63)",
         );
     }
     images(&spec.images, &mut errs);
@@ -118,11 +490,7 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     node(&spec.node, &mut errs);
     storage_classes(&spec.storage_classes, &mut errs);
     snapshot_classes(&spec.volume_snapshot_classes, &mut errs);
-    if let Some(p) = &spec.proxy.http_proxy
-        && !(p.starts_with("http://") || p.starts_with("https://"))
-    {
-        errs.push("spec.proxy.httpProxy", format!("{p:?} must be an http:// or https:// URL"));
-    }
+    proxy(&spec.proxy, &mut errs);
     inventory(&spec.inventory, &mut errs);
     if spec.health.degraded_after.get() < MIN_DEGRADED_AFTER {
         errs.push(
@@ -136,35 +504,59 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     if errs.0.is_empty() { Ok(()) } else { Err(errs) }
 }
 
+/// A list or map over its bound, in the API server's words for `maxItems`/`maxProperties`.
+fn too_many(errs: &mut FieldErrors, field: &str, n: usize, max: usize) {
+    if n > max {
+        errs.push(field, format!("Too many: {n}: must have at most {max} items"));
+    }
+}
+
+/// A string over its bound, in the API server's words for `maxLength` (which counts characters).
+fn too_long(errs: &mut FieldErrors, field: &str, value: &str, max: usize) -> bool {
+    let long = value.chars().count() > max;
+    if long {
+        errs.push(field, format!("Too long: may not be more than {max} bytes"));
+    }
+    long
+}
+
 fn images(images: &Images, errs: &mut FieldErrors) {
-    if images.registry.is_empty() || images.registry.contains("://") || images.registry.ends_with('/') {
-        errs.push(
+    if !too_long(errs, "spec.images.registry", &images.registry, MAX_REGISTRY) && !is_registry(&images.registry) {
+        errs.invalid(
             "spec.images.registry",
-            "must be a registry host (and optional path) without scheme or trailing '/', for example dhi.io",
+            &images.registry,
+            "must be a registry host (and optional port and path) without scheme or trailing '/', for example dhi.io",
         );
     }
-    if images.mirror.contains("://") || images.mirror.ends_with('/') {
-        errs.push(
+    if !too_long(errs, "spec.images.mirror", &images.mirror, MAX_REGISTRY)
+        && !images.mirror.is_empty()
+        && !is_registry(&images.mirror)
+    {
+        errs.invalid(
             "spec.images.mirror",
+            &images.mirror,
             "must be a registry host and path without scheme or trailing '/', for example registry.example.com/acme",
         );
     }
+    too_many(errs, "spec.images.pullSecrets", images.pull_secrets.len(), MAX_PULL_SECRETS);
     for (i, s) in images.pull_secrets.iter().enumerate() {
         if !is_dns_subdomain(s) {
-            errs.push(format!("spec.images.pullSecrets[{i}]"), format!("{s:?} is not a valid Secret name"));
+            errs.invalid(format!("spec.images.pullSecrets[{i}]"), s, rules::PULL_SECRET_NAMES.message);
         }
     }
     for (role, r) in image_roles(images) {
         let path = format!("spec.images.{role}");
         if let Some(repo) = &r.repository
             && (repo.is_empty()
+                || repo.len() > MAX_REGISTRY
                 || !repo
                     .split(['/', '.', '_', '-'])
                     .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())))
         {
-            errs.push(
+            errs.invalid(
                 format!("{path}.repository"),
-                format!("{repo:?} is not a valid repository (lowercase letters, digits, '.', '_', '-', '/')"),
+                repo,
+                "not a valid repository (lowercase letters, digits, '.', '_', '-', '/', at most 255)",
             );
         }
         if let Some(tag) = &r.tag
@@ -173,18 +565,23 @@ fn images(images: &Images, errs: &mut FieldErrors) {
                 || tag.starts_with(['.', '-'])
                 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
         {
-            errs.push(
-                format!("{path}.tag"),
-                format!("{tag:?} is not a valid tag (letters, digits, '.', '_', '-', at most 128)"),
-            );
+            errs.invalid(format!("{path}.tag"), tag, "not a valid tag (letters, digits, '.', '_', '-', at most 128)");
         }
         if let Some(d) = &r.digest
             && !d.is_empty()
             && !is_sha256_digest(d)
         {
-            errs.push(format!("{path}.digest"), format!("{d:?} must be sha256: followed by 64 lowercase hex digits"));
+            errs.invalid(format!("{path}.digest"), d, rules::DIGEST.message);
         }
     }
+}
+
+/// `host[:port][/path]` of an image registry or mirror (the CRD's pattern).
+pub const REGISTRY_PATTERN: &str = "^[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*(:[0-9]{1,5})?(/[a-z0-9._-]+)*$";
+
+fn is_registry(s: &str) -> bool {
+    static REGISTRY: LazyLock<Regex> = LazyLock::new(|| re(REGISTRY_PATTERN));
+    REGISTRY.is_match(s)
 }
 
 /// The images by their field name under `spec.images`.
@@ -205,23 +602,23 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
     if let Some(region) = &aws.region
         && !is_region(region)
     {
-        errs.push("spec.aws.region", format!("{region:?} is not an AWS region name like us-east-1"));
+        errs.invalid("spec.aws.region", region, "not an AWS region name like us-east-1");
     }
     if spec.fips {
         match &aws.region {
             None => errs.push(
                 "spec.aws.region",
                 format!(
-                    "required when spec.fips is true, one of the regions with \
-                FIPS endpoints: {}",
+                    "required when spec.fips is true, one of the regions with FIPS endpoints: {}",
                     FIPS_REGIONS.join(", ")
                 ),
             ),
-            Some(r) if !FIPS_REGIONS.contains(&r.as_str()) => errs.push(
+            Some(r) if is_region(r) && !FIPS_REGIONS.contains(&r.as_str()) => errs.invalid(
                 "spec.aws.region",
+                r,
                 format!(
-                    "{r:?} has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of \
-                    {} or set spec.fips: false",
+                    "has no AWS FIPS endpoints, so spec.fips: true would make the driver fail; use one of {} or set \
+                    spec.fips: false",
                     FIPS_REGIONS.join(", ")
                 ),
             ),
@@ -229,54 +626,48 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
         }
     }
     if let Some(id) = &aws.cluster_id
-        && (id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        && (id.is_empty()
+            || id.len() > MAX_CLUSTER_ID
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
     {
-        errs.push("spec.aws.clusterId", format!("{id:?} must be 1-128 letters, digits, '-', '_' or '.'"));
+        errs.invalid("spec.aws.clusterId", id, "must be 1-100 letters, digits, '-', '_' or '.'");
     }
     let id = &aws.identity;
     let set = [id.irsa.is_some(), id.pod_identity.is_some(), id.secret_ref.is_some()].iter().filter(|s| **s).count();
     if set != 1 {
-        errs.push("spec.aws.identity", format!("exactly one of irsa, podIdentity, secretRef must be set ({set} set)"));
+        errs.push("spec.aws.identity", format!("{} ({set} set)", rules::IDENTITY_ONE_OF.message));
     }
     if let Some(irsa) = &id.irsa
         && !is_role_arn(&irsa.role_arn)
     {
-        errs.push(
+        errs.invalid(
             "spec.aws.identity.irsa.roleArn",
-            format!("{:?} is not an IAM role ARN like arn:aws:iam::111122223333:role/ebs-csi", irsa.role_arn),
+            &irsa.role_arn,
+            "not an IAM role ARN like arn:aws:iam::111122223333:role/ebs-csi",
         );
     }
     if let Some(s) = &id.secret_ref
         && !is_dns_subdomain(&s.name)
     {
-        errs.push("spec.aws.identity.secretRef.name", format!("{:?} is not a valid Secret name", s.name));
+        errs.invalid("spec.aws.identity.secretRef.name", &s.name, "not a valid Secret name");
     }
-    for key in aws.extra_tags.keys() {
-        if is_reserved_tag(key) {
-            errs.push(
-                format!("spec.aws.extraTags[{key}]"),
-                "reserved key: the driver refuses CSIVolumeName, CSIVolumeSnapshotName, kubernetes.io* and \
-                    ebs.csi.aws.com/* (it would exit at start-up)",
-            );
-        } else if key.is_empty() || key.len() > 128 || key.starts_with("aws:") {
-            errs.push(
-                format!("spec.aws.extraTags[{key}]"),
-                "tag keys must be 1-128 characters and must not start with aws:",
-            );
-        }
-    }
+    too_many(errs, "spec.aws.extraTags", aws.extra_tags.len(), MAX_EXTRA_TAGS);
     for (key, value) in &aws.extra_tags {
-        if value.len() > 256 || value.contains(',') || value.contains('=') {
-            errs.push(
-                format!("spec.aws.extraTags[{key}]"),
-                "tag values must be at most 256 characters without ',' or '=' (the --extra-tags separators)",
-            );
+        let field = format!("spec.aws.extraTags[{key}]");
+        if is_reserved_tag(key) {
+            errs.invalid(&field, key, rules::TAGS_RESERVED.message);
+        } else if !is_tag_key(key) {
+            errs.invalid(&field, key, rules::TAG_KEYS.message);
+        }
+        if !too_long(errs, &field, value, 256) && !TAG_VALUE.is_match(value) {
+            errs.invalid(&field, value, rules::TAG_VALUES.message);
         }
     }
     if let Some(e) = &aws.ec2_endpoint
-        && !(e.starts_with("https://") || e.starts_with("http://"))
+        && !too_long(errs, "spec.aws.ec2Endpoint", e, MAX_URL)
+        && !URL.is_match(e)
     {
-        errs.push("spec.aws.ec2Endpoint", format!("{e:?} must be an http(s):// URL"));
+        errs.invalid("spec.aws.ec2Endpoint", e, rules::EC2_ENDPOINT.message);
     }
 }
 
@@ -287,6 +678,17 @@ pub fn is_reserved_tag(key: &str) -> bool {
         || key.starts_with("ebs.csi.aws.com/")
 }
 
+/// The EBS tag key grammar and the `--extra-tags` syntax (no `=`, no `,`), `aws:` reserved.
+pub fn is_tag_key(key: &str) -> bool {
+    TAG_KEY.is_match(key) && !key.to_ascii_lowercase().starts_with("aws:")
+}
+
+/// The flag name of an argument: `--name=value`, `--name`, `-name` all give `name`.
+pub fn flag_name(arg: &str) -> &str {
+    let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).unwrap_or(arg);
+    bare.split_once('=').map_or(bare, |(name, _)| name)
+}
+
 fn controller(c: &ControllerSpec, errs: &mut FieldErrors) {
     if !(1..=10).contains(&c.replicas) {
         errs.push("spec.controller.replicas", format!("{} is out of range: 1 to 10", c.replicas));
@@ -294,22 +696,43 @@ fn controller(c: &ControllerSpec, errs: &mut FieldErrors) {
     if !(0..=10).contains(&c.log_level) {
         errs.push("spec.controller.logLevel", format!("{} is out of range: 0 to 10", c.log_level));
     }
+    priority_class("spec.controller.priorityClassName", &c.priority_class_name, errs);
+    too_many(errs, "spec.controller.nodeSelector", c.node_selector.len(), MAX_SELECTOR_LABELS);
+    let tolerations = c.tolerations.as_ref().map_or(0, Vec::len);
+    too_many(errs, "spec.controller.tolerations", tolerations, MAX_TOLERATIONS);
+    too_many(
+        errs,
+        "spec.controller.topologySpreadConstraints",
+        c.topology_spread_constraints.len(),
+        MAX_SPREAD_CONSTRAINTS,
+    );
+    too_many(errs, "spec.controller.extraArgs", c.extra_args.len(), MAX_EXTRA_ARGS);
     for (i, a) in c.extra_args.iter().enumerate() {
-        let flag = a.split('=').next().unwrap_or(a);
-        if !a.starts_with("--") || flag.len() <= 2 {
-            errs.push(format!("spec.controller.extraArgs[{i}]"), format!("{a:?} must be a flag like --name=value"));
-        } else if MANAGED_CONTROLLER_FLAGS.contains(&flag) {
-            errs.push(
-                format!("spec.controller.extraArgs[{i}]"),
-                format!("{flag} is set by the operator from the spec; use the matching spec field instead"),
+        let field = format!("spec.controller.extraArgs[{i}]");
+        if too_long(errs, &field, a, MAX_ARG_LENGTH) {
+            continue;
+        }
+        if !ARG.is_match(a) {
+            errs.invalid(field, a, rules::EXTRA_ARGS_FORM.message);
+        } else if MANAGED_ARG.is_match(a) {
+            errs.invalid(
+                field,
+                a,
+                format!("--{} is set by the operator: {}", flag_name(a), rules::EXTRA_ARGS_MANAGED.message),
             );
         }
     }
 }
 
+fn priority_class(field: &str, name: &str, errs: &mut FieldErrors) {
+    if !is_dns_subdomain(name) {
+        errs.invalid(field, name, "not a valid PriorityClass name (lowercase letters, digits, '-', '.', at most 253)");
+    }
+}
+
 fn node(n: &NodeSpec, errs: &mut FieldErrors) {
     if n.volume_attach_limit.is_some() && n.reserved_volume_attachments.is_some() {
-        errs.push("spec.node", "volumeAttachLimit and reservedVolumeAttachments are mutually exclusive; set one");
+        errs.push("spec.node", rules::ATTACH_EXCLUSIVE.message);
     }
     if let Some(l) = n.volume_attach_limit
         && !(1..=128).contains(&l)
@@ -321,18 +744,27 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
     {
         errs.push("spec.node.reservedVolumeAttachments", format!("{r} is out of range: 0 to 127"));
     }
-    if !n.kubelet_path.starts_with('/') || n.kubelet_path.chars().any(char::is_whitespace) {
-        errs.push("spec.node.kubeletPath", format!("{:?} must be an absolute path", n.kubelet_path));
+    priority_class("spec.node.priorityClassName", &n.priority_class_name, errs);
+    too_many(errs, "spec.node.nodeSelector", n.node_selector.len(), MAX_SELECTOR_LABELS);
+    too_many(errs, "spec.node.tolerations", n.tolerations.len(), MAX_TOLERATIONS);
+    let path = &n.kubelet_path;
+    if !too_long(errs, "spec.node.kubeletPath", path, MAX_PATH) {
+        if !PATH.is_match(path) || DOT_SEGMENT.is_match(path) {
+            errs.invalid("spec.node.kubeletPath", path, rules::KUBELET_PATH_FORM.message);
+        }
+        if SYSTEM_TREE.is_match(path) || SYSTEM_DIRS.contains(&path.as_str()) {
+            errs.invalid("spec.node.kubeletPath", path, rules::KUBELET_PATH_SYSTEM.message);
+        }
     }
     if !(0..=10).contains(&n.log_level) {
         errs.push("spec.node.logLevel", format!("{} is out of range: 0 to 10", n.log_level));
     }
     match &n.max_unavailable {
         IntOrString::Int(i) if *i < 1 => {
-            errs.push("spec.node.maxUnavailable", "must be at least 1 or a percentage like 10%")
+            errs.push("spec.node.maxUnavailable", format!("{i}: {}", rules::MAX_UNAVAILABLE.message))
         }
-        IntOrString::String(s) if !is_percentage(s) => {
-            errs.push("spec.node.maxUnavailable", format!("{s:?} must be a number or a percentage like 10%"))
+        IntOrString::String(s) if !PERCENT.is_match(s) => {
+            errs.invalid("spec.node.maxUnavailable", s, rules::MAX_UNAVAILABLE.message)
         }
         _ => {}
     }
@@ -340,6 +772,7 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
 
 /// The rules every class list shares: valid, unique names and at most one default.
 fn class_names(field: &str, kind: &str, classes: &[(&str, bool)], errs: &mut FieldErrors) {
+    too_many(errs, &format!("spec.{field}"), classes.len(), MAX_CLASSES);
     let defaults: Vec<&str> = classes.iter().filter(|(_, d)| *d).map(|(n, _)| *n).collect();
     if defaults.len() > 1 {
         errs.push(
@@ -350,11 +783,18 @@ fn class_names(field: &str, kind: &str, classes: &[(&str, bool)], errs: &mut Fie
     for (i, (name, _)) in classes.iter().enumerate() {
         let path = format!("spec.{field}[{i}].name");
         if !is_dns_subdomain(name) {
-            errs.push(path.clone(), format!("{name:?} is not a valid {kind} name"));
+            errs.invalid(path.clone(), name, format!("not a valid {kind} name"));
         }
         if classes[..i].iter().any(|(other, _)| other == name) {
-            errs.push(path, format!("{name:?} appears more than once"));
+            errs.invalid(path, name, format!("appears more than once: {kind} names must be unique"));
         }
+    }
+}
+
+fn parameters(path: &str, params: &std::collections::BTreeMap<String, String>, errs: &mut FieldErrors) {
+    too_many(errs, &format!("{path}.parameters"), params.len(), MAX_PARAMETERS);
+    for (key, value) in params {
+        too_long(errs, &format!("{path}.parameters[{key}]"), value, MAX_PARAMETER_VALUE);
     }
 }
 
@@ -366,21 +806,28 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
         let t = c.volume_type;
         if let Some(iops) = c.iops {
             if !matches!(t, VolumeType::Gp3 | VolumeType::Io1 | VolumeType::Io2) {
-                errs.push(format!("{path}.iops"), format!("applies only to gp3, io1 and io2, not {}", t.as_str()));
+                errs.push(format!("{path}.iops"), format!("{}, not {}", rules::IOPS_TYPE.message, t.as_str()));
             } else if !(100..=256_000).contains(&iops) {
                 errs.push(format!("{path}.iops"), format!("{iops} is out of range: 100 to 256000"));
             }
         }
         if let Some(tp) = c.throughput {
             if t != VolumeType::Gp3 {
-                errs.push(format!("{path}.throughput"), format!("applies only to gp3, not {}", t.as_str()));
+                errs.push(
+                    format!("{path}.throughput"),
+                    format!("{}, not {}", rules::THROUGHPUT_TYPE.message, t.as_str()),
+                );
             } else if !(125..=2000).contains(&tp) {
                 errs.push(format!("{path}.throughput"), format!("{tp} is out of range: 125 to 2000 MiB/s"));
             }
         }
-        if c.kms_key_id.is_some() && !c.encrypted {
-            errs.push(format!("{path}.kmsKeyId"), "needs encrypted: true");
+        if let Some(k) = &c.kms_key_id {
+            too_long(errs, &format!("{path}.kmsKeyId"), k, MAX_KMS_KEY);
+            if !c.encrypted {
+                errs.push(format!("{path}.kmsKeyId"), rules::KMS_NEEDS_ENCRYPTION.message);
+            }
         }
+        parameters(&path, &c.parameters, errs);
         for key in c.parameters.keys() {
             if let Some((_, field)) = STORAGE_CLASS_FIELD_PARAMETERS.iter().find(|(p, _)| p == key) {
                 errs.push(format!("{path}.parameters[{key}]"), format!("set it with {path}.{field} instead"));
@@ -396,6 +843,11 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
                 );
             }
         }
+        too_many(errs, &format!("{path}.mountOptions"), c.mount_options.len(), MAX_MOUNT_OPTIONS);
+        for (j, o) in c.mount_options.iter().enumerate() {
+            too_long(errs, &format!("{path}.mountOptions[{j}]"), o, MAX_MOUNT_OPTION);
+        }
+        too_many(errs, &format!("{path}.allowedTopologies"), c.allowed_topologies.len(), MAX_TOPOLOGIES);
     }
 }
 
@@ -404,6 +856,7 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
     class_names("volumeSnapshotClasses", "VolumeSnapshotClass", &names, errs);
     for (i, c) in classes.iter().enumerate() {
         let path = format!("spec.volumeSnapshotClasses[{i}]");
+        parameters(&path, &c.parameters, errs);
         for key in c.parameters.keys() {
             if !SNAPSHOT_CLASS_PARAMETERS.contains(&key.as_str())
                 && !key.starts_with("tagSpecification_")
@@ -421,9 +874,36 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
     }
 }
 
+fn proxy(p: &ProxySpec, errs: &mut FieldErrors) {
+    if let Some(url) = &p.http_proxy
+        && !too_long(errs, "spec.proxy.httpProxy", url, MAX_URL)
+        && !URL.is_match(url)
+    {
+        errs.invalid("spec.proxy.httpProxy", url, rules::HTTP_PROXY.message);
+    }
+    if let Some(n) = &p.no_proxy
+        && !too_long(errs, "spec.proxy.noProxy", n, MAX_NO_PROXY)
+        && !NO_PROXY_RE.is_match(n)
+    {
+        errs.invalid("spec.proxy.noProxy", n, rules::NO_PROXY.message);
+    }
+}
+
 fn inventory(inv: &InventorySpec, errs: &mut FieldErrors) {
-    if inv.interval.get() < MIN_INVENTORY_INTERVAL {
-        errs.push("spec.inventory.interval", format!("{:?} is below the minimum of 1m", inv.interval.as_str()))
+    let checks = [
+        ("spec.inventory.interval", &inv.interval, INTERVAL_BOUNDS, rules::INTERVAL.message),
+        (
+            "spec.inventory.orphanGracePeriod",
+            &inv.orphan_grace_period,
+            ORPHAN_GRACE_BOUNDS,
+            rules::ORPHAN_GRACE.message,
+        ),
+        ("spec.inventory.stuckThreshold", &inv.stuck_threshold, STUCK_THRESHOLD_BOUNDS, rules::STUCK_THRESHOLD.message),
+    ];
+    for (field, d, (min, max), message) in checks {
+        if d.get() < min || d.get() > max {
+            errs.invalid(field, d.as_str(), message);
+        }
     }
 }
 
@@ -440,17 +920,21 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A DNS-1123 subdomain (the names of Secrets, classes, PriorityClasses), as the CRD's pattern.
+pub const DNS_SUBDOMAIN_PATTERN: &str = dns_subdomain_pattern!();
+
 fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    static SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| re(DNS_SUBDOMAIN_PATTERN));
+    s.len() <= 253 && SUBDOMAIN.is_match(s)
 }
 
+/// Exactly the CRD's pattern `^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$`.
 fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+    static REGION: LazyLock<Regex> = LazyLock::new(|| re(REGION_PATTERN));
+    REGION.is_match(s)
 }
+
+pub const REGION_PATTERN: &str = "^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$";
 
 fn is_role_arn(s: &str) -> bool {
     let mut it = s.splitn(6, ':');
@@ -460,13 +944,12 @@ fn is_role_arn(s: &str) -> bool {
         return false;
     };
     partition.starts_with("aws")
+        && partition.chars().all(|c| c.is_ascii_lowercase() || c == '-')
         && account.len() == 12
         && account.chars().all(|c| c.is_ascii_digit())
-        && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty())
-}
-
-fn is_percentage(s: &str) -> bool {
-    s.strip_suffix('%').and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| (1..=100).contains(&n))
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@/-".contains(c)))
 }
 
 #[cfg(test)]
@@ -479,7 +962,67 @@ mod tests {
         assert!(is_role_arn("arn:aws-us-gov:iam::111122223333:role/path/ebs"));
         assert!(!is_role_arn("arn:aws:iam::1111:role/x"));
         assert!(!is_role_arn("arn:aws:iam::111122223333:user/x"));
+        assert!(!is_role_arn("arn:aws:iam::111122223333:role/$(AWS_SECRET_ACCESS_KEY)"));
         assert!(is_region("us-east-1") && is_region("us-gov-west-1") && is_region("ap-southeast-2"));
         assert!(!is_region("useast1") && !is_region("US-EAST-1"));
+    }
+
+    #[test]
+    fn urls_are_redacted_and_long_values_cut() {
+        assert_eq!(redact_url("http://u:secret@proxy:3128"), "http://***@proxy:3128");
+        assert_eq!(redact_url("http://u:p@ss@proxy:3128/x@y"), "http://***@proxy:3128/x@y");
+        assert_eq!(redact_url("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(show("http://u:$(AWS_SECRET_ACCESS_KEY)@proxy:3128"), "\"http://***@proxy:3128\"");
+        let long = show(&"a".repeat(500));
+        assert!(long.ends_with("... (500 characters)") && long.len() < 110, "{long}");
+        assert_eq!(show("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn flag_names_in_every_form() {
+        for a in ["--v=5", "-v=5", "--v", "-v"] {
+            assert_eq!(flag_name(a), "v", "{a}");
+            assert!(MANAGED_ARG.is_match(a), "{a}");
+        }
+        for a in ["--vv", "--verbose", "--extra-tags-x=1", "--endpointx"] {
+            assert!(!MANAGED_ARG.is_match(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn kubelet_paths() {
+        let ok = ["/var/lib/kubelet", "/var/lib/k0s/kubelet", "/var/snap/microk8s/common/var/lib/kubelet", "/data/k"];
+        for p in ok {
+            assert!(PATH.is_match(p) && !DOT_SEGMENT.is_match(p) && !SYSTEM_TREE.is_match(p), "{p}");
+        }
+        for p in ["/", "//var/lib/kubelet", "/var/lib/kubelet/", "/var/../etc", "/var/./lib", "var/lib", "/a b"] {
+            assert!(!PATH.is_match(p) || DOT_SEGMENT.is_match(p), "{p}");
+        }
+        for p in ["/etc", "/etc/kubernetes", "/proc/1", "/sys", "/dev/sda", "/boot", "/root", "/usr/lib/x"] {
+            assert!(SYSTEM_TREE.is_match(p), "{p}");
+        }
+        assert!(!SYSTEM_TREE.is_match("/etcetera") && !SYSTEM_TREE.is_match("/var/lib/etc"));
+    }
+
+    #[test]
+    fn every_cel_rule_pattern_compiles_in_rust() {
+        for p in [
+            TAG_KEY_PATTERN,
+            TAG_VALUE_PATTERN,
+            arg_pattern!(),
+            managed_arg_pattern!(),
+            KUBELET_PATH_PATTERN,
+            dot_segment_pattern!(),
+            system_tree_pattern!(),
+            URL_PATTERN,
+            NO_PROXY_PATTERN,
+            percent_pattern!(),
+            REGION_PATTERN,
+            REGISTRY_PATTERN,
+            DNS_SUBDOMAIN_PATTERN,
+        ] {
+            assert!(Regex::new(p).is_ok(), "{p}");
+            assert!(!p.contains('\\') && !p.contains('\''), "{p} must fit a CEL string literal as is");
+        }
     }
 }

@@ -4,15 +4,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 
 use super::caches::{Cached, ChildCaches, ChildKind};
-use super::error::{Error, Result};
+use super::error::{ApiMessage, Error, Result};
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{ANNOTATION_OWNER_UID, Child, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 use crate::runtime::metrics::Metrics;
 
 /// What the operator last applied to one child, to tell an unchanged child from drift.
@@ -54,14 +54,18 @@ fn api_for(client: &Client, kind: &ChildKind, namespace: Option<&str>) -> Api<Dy
     }
 }
 
-/// Is this existing object one of ours: owned by the HardenedCsiDriver with `uid`, or carrying
-/// our labels for `instance` (children of an earlier incarnation are ours to take back).
+/// Is this existing object one of ours: recorded as belonging to the HardenedCsiDriver with
+/// `uid` (our owner-uid annotation, or an ownerReference as earlier versions set on every child),
+/// or carrying our labels for `instance` (children of an earlier incarnation are ours to take back).
 pub fn is_ours(meta: &ObjectMeta, instance: &str, uid: Option<&str>) -> bool {
-    let owned = meta
+    let referenced = meta
         .owner_references
         .iter()
         .flatten()
         .any(|o| o.kind == HardenedCsiDriver::kind(&()) && Some(o.uid.as_str()) == uid);
+    let annotated =
+        uid.is_some() && meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_OWNER_UID)).map(String::as_str) == uid;
+    let owned = referenced || annotated;
     let labels = meta.labels.as_ref();
     let labelled = labels.and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGER)
         && labels.and_then(|l| l.get(LABEL_INSTANCE)).is_some_and(|v| v == instance);
@@ -155,7 +159,7 @@ pub async fn apply(
         {
             continue;
         }
-        match apply_one(client, kind, c).await {
+        match apply_child(client, caches, kind, c).await {
             Ok(applied) => {
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
@@ -168,9 +172,33 @@ pub async fn apply(
     errors
 }
 
-/// StorageClasses and VolumeSnapshotClasses: parameters are immutable, so a change recreates them.
-fn is_class(kind: &str) -> bool {
-    kind == StorageClass::kind(&()) || kind == VolumeSnapshotClass::kind(&())
+/// The fields of a class kind that the API server refuses to update. A change to one of them is
+/// the only reason the operator deletes and recreates a class; empty for every other kind.
+fn immutable_fields(kind: &str) -> &'static [&'static str] {
+    if kind == StorageClass::kind(&()) {
+        &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
+    } else if kind == VolumeSnapshotClass::kind(&()) {
+        &["parameters", "driver", "deletionPolicy"]
+    } else {
+        &[]
+    }
+}
+
+/// Whether a refusal is only about immutable fields of a class. kube-apiserver words them
+/// `parameters: Forbidden: updates to parameters are forbidden.` (likewise provisioner and
+/// reclaimPolicy) and `volumeBindingMode: Invalid value: "Immediate": field is immutable`, one
+/// cause per field; a CRD's CEL transition rule names its field too. Any other cause (or none)
+/// means the change is wrong in some other way, and deleting the class would not help.
+pub fn only_immutable_fields(kind: &str, status: &kube::core::Status) -> bool {
+    let fields = immutable_fields(kind);
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    status.code == 422
+        && !causes.is_empty()
+        && causes.iter().all(|c| {
+            let field = c.field.trim_start_matches('.');
+            let message = c.message.to_ascii_lowercase();
+            fields.contains(&field) && (message.contains("forbidden") || message.contains("immutable"))
+        })
 }
 
 async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
@@ -178,18 +206,40 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
     let params = PatchParams::apply(MANAGER).force();
     match api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await {
         Ok(o) => Ok(o),
-        // StorageClass and VolumeSnapshotClass parameters are immutable. Deleting a class does
-        // not touch volumes or snapshots made from it, so recreate it.
-        Err(kube::Error::Api(s)) if s.code == 422 && is_class(c.kind()) => {
-            api.delete(&c.name(), &DeleteParams::default())
-                .await
-                .map_err(|source| Error::Delete { child: c.key(), source })?;
-            api.patch(&c.name(), &params, &Patch::Apply(&c.object))
-                .await
-                .map_err(|source| Error::Apply { child: c.key(), source })
-        }
+        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params).await,
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
+}
+
+/// Deletes and recreates a class whose immutable fields changed. Deleting a class does not touch
+/// the volumes or snapshots made from it. The class is read first and deleted with its uid as a
+/// precondition, so what is put back if the recreate fails is exactly what was there.
+async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> Result<DynamicObject> {
+    let old = api.get(&c.name()).await.map_err(|source| Error::Read { what: c.key(), source })?;
+    let delete = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: old.metadata.uid.clone(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    api.delete(&c.name(), &delete).await.map_err(|source| Error::Delete { child: c.key(), source })?;
+    tracing::info!(child = %c.key(), "immutable fields changed; recreating");
+    let source = match api.patch(&c.name(), params, &Patch::Apply(&c.object)).await {
+        Ok(o) => return Ok(o),
+        Err(source) => source,
+    };
+    // Never leave the class deleted: put back what was read before the delete.
+    let mut back = old;
+    back.metadata = ObjectMeta {
+        name: back.metadata.name,
+        labels: back.metadata.labels,
+        annotations: back.metadata.annotations,
+        owner_references: back.metadata.owner_references,
+        ..ObjectMeta::default()
+    };
+    let restore = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &back).await;
+    if let Err(e) = &restore {
+        tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old class back");
+    }
+    Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
 }
 
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
@@ -228,7 +278,243 @@ pub fn owns_any(caches: &ChildCaches, instance: &str, uid: Option<&str>) -> bool
     caches.by_kind.values().any(|(_, store)| store.metas().iter().any(|m| is_ours(m, instance, uid)))
 }
 
-/// Deletes every child of `instance` (the finalizer's cleanup).
+/// Deletes every child of `instance` (the finalizer's cleanup, after the guard passed). Reads each
+/// kind live by label rather than from the caches: with no ownerReference on the data path, a
+/// child missed here would be left running with nobody to remove it. A kind the cluster does not
+/// serve (the snapshot API) has nothing to delete.
 pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>) -> Vec<Error> {
-    prune(client, caches, instance, uid, &BTreeSet::new()).await
+    let lp = kube::api::ListParams::default().labels(&crate::render::children_selector(instance));
+    let mut errors = Vec::new();
+    for (kind_name, (kind, _)) in &caches.by_kind {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+        let list = match api.list_metadata(&lp).await {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(source) => {
+                errors.push(Error::Read { what: format!("{kind_name}s of {instance}"), source });
+                continue;
+            }
+        };
+        for o in list.items {
+            let meta = o.metadata;
+            if !is_ours(&meta, instance, uid) || meta.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = meta.name.clone().unwrap_or_default();
+            let key = match &meta.namespace {
+                Some(ns) => format!("{kind_name}/{ns}/{name}"),
+                None => format!("{kind_name}/{name}"),
+            };
+            let api = api_for(client, kind, meta.namespace.as_deref());
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(child = %key, "deleted"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => errors.push(Error::Delete { child: key, source }),
+            }
+        }
+    }
+    errors
+}
+
+/// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
+/// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels),
+/// and a CSIDriver whose immutable spec must change is replaced.
+async fn apply_child(client: &Client, caches: &ChildCaches, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
+    let kept;
+    let c = match adopted_selector(client, caches, kind, c).await? {
+        Some(selector) => {
+            kept = keep_selector(c, &selector);
+            &kept
+        }
+        None => c,
+    };
+    match apply_one(client, kind, c).await {
+        Err(Error::Apply { source: kube::Error::Api(s), .. })
+            if s.code == 422 && c.kind() == CSIDriver::kind(&()) && s.message.contains("immutable") =>
+        {
+            replace_csidriver(client, kind, c, &s.message).await
+        }
+        other => other,
+    }
+}
+
+/// The `spec.selector` of the existing Deployment/DaemonSet `c`, when it differs from ours (an
+/// object adopted from the upstream chart selects on `app.kubernetes.io/instance: <release>`).
+/// Selectors are immutable, so the existing one is kept.
+async fn adopted_selector(
+    client: &Client,
+    caches: &ChildCaches,
+    kind: &ChildKind,
+    c: &Child,
+) -> Result<Option<serde_json::Value>> {
+    if kind.cached == Cached::Metadata {
+        return Ok(None);
+    }
+    let ns = c.namespace();
+    let cached = match kind.cached {
+        Cached::Deployment => caches
+            .deployment(ns.as_deref().unwrap_or_default(), &c.name())
+            .map(|d| serde_json::to_value(&d.spec.selector)),
+        Cached::DaemonSet => caches
+            .daemon_set(ns.as_deref().unwrap_or_default(), &c.name())
+            .map(|d| serde_json::to_value(&d.spec.selector)),
+        Cached::Metadata => None,
+    };
+    let existing = match cached {
+        Some(v) => v.ok(),
+        // Not in our caches: not created by us (yet). One read, only until we have applied it.
+        None => api_for(client, kind, ns.as_deref())
+            .get_opt(&c.name())
+            .await
+            .map_err(|source| Error::Read { what: c.key(), source })?
+            .and_then(|o| o.data.pointer("/spec/selector").cloned()),
+    };
+    let ours = c.object.data.pointer("/spec/selector");
+    Ok(existing.filter(|e| !e.is_null() && Some(e) != ours))
+}
+
+/// `c` with `selector` as its selector and the selector's `matchLabels` added to its pod
+/// template labels (taking precedence over ours, so the template satisfies the selector).
+fn keep_selector(c: &Child, selector: &serde_json::Value) -> Child {
+    let mut out = c.clone();
+    let data = &mut out.object.data;
+    if let Some(spec) = data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.insert("selector".into(), selector.clone());
+    }
+    if let (Some(want), Some(labels)) = (
+        selector.get("matchLabels").and_then(|m| m.as_object()),
+        data.pointer_mut("/spec/template/metadata").and_then(|m| m.as_object_mut()),
+    ) {
+        let labels = labels.entry("labels").or_insert_with(|| serde_json::json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            for (k, v) in want {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// CSIDriver spec fields are immutable (a CSIDriver from before `fsGroupPolicy`, upstream's
+/// `useOldCSIDriver`, cannot gain it in place). Only reached for our own or an adopted CSIDriver
+/// and only on an immutable-field refusal: it is deleted and created again. Mounted volumes
+/// keep working meanwhile (kubernetes-sigs/aws-ebs-csi-driver#1390).
+async fn replace_csidriver(client: &Client, kind: &ChildKind, c: &Child, why: &str) -> Result<DynamicObject> {
+    let api = api_for(client, kind, None);
+    tracing::info!(child = %c.key(), reason = %why, "replacing the CSIDriver: an immutable field changes");
+    match api.delete(&c.name(), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(source) => return Err(Error::Delete { child: c.key(), source }),
+    }
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch(&c.name(), &params, &Patch::Apply(&c.object))
+        .await
+        .map_err(|source| Error::Apply { child: c.key(), source })
+}
+
+/// Objects of a Helm release we adopted from that the operator does not render (the upstream
+/// chart's Windows node DaemonSet, extra metrics Services, ...): each named with what to do.
+/// Releases are read from the `meta.helm.sh/release-*` annotations our children kept from Helm.
+pub async fn release_leftovers(
+    client: &Client,
+    caches: &ChildCaches,
+    children: &[Child],
+    instance: &str,
+    uid: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut releases = BTreeSet::new();
+    for (_, store) in caches.by_kind.values() {
+        for meta in store.metas().iter().filter(|m| is_ours(m, instance, uid)) {
+            let a = meta.annotations.clone().unwrap_or_default();
+            if let (Some(r), Some(ns)) = (a.get(HELM_RELEASE_NAME), a.get(HELM_RELEASE_NAMESPACE)) {
+                releases.insert((r.clone(), ns.clone()));
+            }
+        }
+    }
+    let rendered: BTreeSet<String> = children.iter().map(Child::key).collect();
+    let mut out = Vec::new();
+    for (release, release_ns) in &releases {
+        let selector = format!("{LABEL_INSTANCE}={release}");
+        let driver_ns = children.iter().find_map(Child::namespace);
+        for (kind_name, (kind, _)) in &caches.by_kind {
+            let ns = if kind.namespaced { driver_ns.as_deref() } else { None };
+            let api = api_for(client, kind, ns);
+            let list = match api.list_metadata(&kube::api::ListParams::default().labels(&selector)).await {
+                Ok(list) => list.items,
+                // A kind the cluster does not serve (no snapshot API) holds nothing of the release.
+                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                Err(source) => {
+                    return Err(Error::Read { what: format!("{kind_name} of Helm release {release}"), source });
+                }
+            };
+            for o in list {
+                let meta = o.metadata;
+                let name = meta.name.clone().unwrap_or_default();
+                let key = match &meta.namespace {
+                    Some(n) => format!("{kind_name}/{n}/{name}"),
+                    None => format!("{kind_name}/{name}"),
+                };
+                let of_release =
+                    meta.annotations.as_ref().and_then(|a| a.get(HELM_RELEASE_NAME)).is_some_and(|r| r == release);
+                if rendered.contains(&key) || is_ours(&meta, instance, uid) || !of_release {
+                    continue;
+                }
+                out.push(leftover_advice(kind_name, &meta, release, release_ns));
+            }
+        }
+    }
+    Ok(out)
+}
+
+const HELM_RELEASE_NAME: &str = "meta.helm.sh/release-name";
+const HELM_RELEASE_NAMESPACE: &str = "meta.helm.sh/release-namespace";
+
+fn leftover_advice(kind: &str, meta: &ObjectMeta, release: &str, release_ns: &str) -> String {
+    let name = meta.name.clone().unwrap_or_default();
+    let ns_flag = meta.namespace.as_ref().map(|n| format!(" -n {n}")).unwrap_or_default();
+    let delete = format!("kubectl{ns_flag} delete {} {name}", kind.to_lowercase());
+    let what = if kind == "DaemonSet" && name.ends_with("-windows") {
+        "the upstream Windows node plugin, still running the upstream images (this operator runs no Windows \
+            node plugin): keep it while Windows nodes mount EBS volumes, else delete it"
+    } else {
+        "not rendered by this operator and still left as Helm created it: delete it once nothing uses it"
+    };
+    format!("{kind}/{name} of Helm release {release} (namespace {release_ns}) is {what} ({delete}).")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use serde_json::json;
+
+    fn refusal(causes: &[(&str, &str, &str)]) -> Status {
+        let causes: Vec<_> = causes
+            .iter()
+            .map(|(reason, field, message)| json!({"reason": reason, "field": field, "message": message}))
+            .collect();
+        serde_json::from_value(json!({"status": "Failure", "code": 422, "reason": "Invalid",
+            "message": "StorageClass.storage.k8s.io \"gp3\" is invalid", "details": {"causes": causes}}))
+        .expect("status")
+    }
+
+    #[test]
+    fn only_immutable_field_refusals_recreate_a_class() {
+        let sc = StorageClass::kind(&());
+        // kube-apiserver's words (ValidateStorageClassUpdate).
+        let params = ("FieldValueForbidden", "parameters", "Forbidden: updates to parameters are forbidden.");
+        let binding = ("FieldValueInvalid", "volumeBindingMode", "Invalid value: \"Immediate\": field is immutable");
+        assert!(only_immutable_fields(&sc, &refusal(&[params])));
+        assert!(only_immutable_fields(&sc, &refusal(&[params, binding])));
+        // Anything else in the refusal, no causes, another code or another kind: no recreate.
+        let other = ("FieldValueNotSupported", "allowedTopologies[0]", "Unsupported value: \"x\"");
+        assert!(!only_immutable_fields(&sc, &refusal(&[params, other])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[params]).with_code(409)));
+        assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
+        let vsc = VolumeSnapshotClass::kind(&());
+        let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
+        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+    }
 }

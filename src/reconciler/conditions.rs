@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::aws::api::{ErrorClass, classify};
-use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus};
+use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse};
 
 pub use crate::crd::conditions::*;
 
@@ -144,6 +144,8 @@ pub struct Observed {
     pub fips_refused: bool,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
+    /// Objects of an adopted Helm release the operator does not render, each with what to do.
+    pub release_leftovers: Vec<String>,
     pub apply_errors: Vec<String>,
     /// Reconciles of this driver that failed in a row before this one.
     pub failed_attempts: u32,
@@ -163,7 +165,8 @@ pub struct Observed {
     pub driver_image: Option<String>,
     pub storage_classes: Vec<String>,
     pub volume_snapshot_classes: Vec<String>,
-    pub deletion_blocked_by: Option<usize>,
+    /// Deletion waits for these volumes.
+    pub deletion_blocked_by: Option<VolumesInUse>,
     /// The AWS poller's facts for this driver; None while the inventory is off or not yet run.
     pub aws: Option<AwsStatus>,
 }
@@ -245,10 +248,10 @@ fn assess(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -
                 o.apply_errors.join("; ")
             ),
         ))
-    } else if let Some(pvs) = o.deletion_blocked_by {
+    } else if let Some(v) = &o.deletion_blocked_by {
         Some((
             "DeletionBlocked".to_string(),
-            format!("Deletion waits for {pvs} PersistentVolume(s) of ebs.csi.aws.com; see DeletionBlocked."),
+            format!("Deletion waits for {} that need the driver; see DeletionBlocked.", v.summary()),
         ))
     } else if failing_persists {
         let reason = failing.first().and_then(|p| p.failure.as_ref()).map(|f| f.kind.reason());
@@ -399,7 +402,18 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
             ),
         ),
     });
-    out.push(if o.foreign.is_empty() {
+    out.push(if o.foreign.is_empty() && !o.release_leftovers.is_empty() {
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "UnmanagedReleaseObjects",
+            format!(
+                "Every driver object is owned by this HardenedCsiDriver, but objects of the adopted Helm release are \
+                not managed by it and were left as they are: {}",
+                o.release_leftovers.join(" ")
+            ),
+        )
+    } else if o.foreign.is_empty() {
         Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
     } else {
         Cond::new(
@@ -528,15 +542,17 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
             )),
         },
     }
-    if let Some(pvs) = o.deletion_blocked_by {
+    if let Some(v) = &o.deletion_blocked_by {
         out.push(Cond::new(
             DELETION_BLOCKED,
             true,
             "VolumesExist",
             format!(
-                "{pvs} PersistentVolume(s) of ebs.csi.aws.com still exist; deleting the driver would strand them. \
-                Delete them first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the \
-                driver anyway (volumes and EBS data are kept)."
+                "Deletion waits: {} still need the driver, and removing it would leave them unable to attach, mount \
+                or detach. The driver keeps running. Delete those volumes (or move them to another EBS CSI driver) \
+                first, or annotate this object with csi.hardened.dev/force-delete=\"true\" to remove the driver \
+                anyway (volumes and EBS data are kept).",
+                v.summary()
             ),
         ));
     }
@@ -775,6 +791,7 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         volume_snapshot_classes: o.volume_snapshot_classes.clone(),
         kubernetes_version: o.kubernetes_version.clone(),
         aws: o.aws.clone(),
+        deletion_blocked_by: o.deletion_blocked_by.clone(),
     }
 }
 
@@ -995,7 +1012,12 @@ mod tests {
                 "OwnershipConflict",
                 Box::new(|o| o.foreign = vec!["CSIDriver/ebs.csi.aws.com is managed by eks.".into()]),
             ),
-            ("DeletionBlocked", Box::new(|o| o.deletion_blocked_by = Some(2))),
+            (
+                "DeletionBlocked",
+                Box::new(|o| {
+                    o.deletion_blocked_by = Some(VolumesInUse { csi_persistent_volumes: 2, ..VolumesInUse::default() })
+                }),
+            ),
         ];
         for (reason, edit) in cases {
             let mut o = healthy();

@@ -32,6 +32,12 @@ pub enum Error {
     Apply { child: String, source: kube::Error },
     #[error("deleting {child}: {}", ApiMessage(source))]
     Delete { child: String, source: kube::Error },
+    /// A class whose immutable fields changed was deleted, and creating it anew failed.
+    #[error("recreating {child} (its immutable fields changed): {}; {}", ApiMessage(source), match restored {
+        None => "the old class was put back unchanged".to_string(),
+        Some(e) => format!("putting the old class back failed too ({e}): the operator retries the recreate"),
+    })]
+    Recreate { child: String, source: kube::Error, restored: Option<String> },
     #[error("reading {what}: {}", ApiMessage(source))]
     Read { what: String, source: kube::Error },
     #[error("writing status of {name}: {}", ApiMessage(source))]
@@ -50,6 +56,7 @@ impl Error {
         let source = match self {
             Error::Apply { source, .. }
             | Error::Delete { source, .. }
+            | Error::Recreate { source, .. }
             | Error::Read { source, .. }
             | Error::Status { source, .. }
             | Error::Finalizer { source, .. } => source,
@@ -67,6 +74,7 @@ impl Error {
         match self {
             Error::Apply { .. } => "apply_failed",
             Error::Delete { .. } => "delete_failed",
+            Error::Recreate { .. } => "recreate_failed",
             Error::Read { .. } => "read_failed",
             Error::Status { .. } => "status_failed",
             Error::Finalizer { .. } => "finalizer_failed",

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::conditions::*;
 use crate::crd::validate::validate;
-use crate::crd::{HardenedCsiDriverSpec, HardenedCsiDriverStatus, ReplicaStatus};
+use crate::crd::{HardenedCsiDriverSpec, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -164,7 +164,12 @@ fn scenarios() -> Vec<Scenario> {
         o
     };
     let mut deleting = base();
-    deleting.deletion_blocked_by = Some(4);
+    deleting.deletion_blocked_by = Some(VolumesInUse {
+        csi_persistent_volumes: 3,
+        volume_attachments: 1,
+        examples: vec!["PersistentVolume/pvc-0a1b".into(), "VolumeAttachment/csi-9f8e".into()],
+        ..VolumesInUse::default()
+    });
     let mut new_generation = base();
     new_generation.generation = Some(2);
     new_generation.node = Some(rollout(3, 3, 1));

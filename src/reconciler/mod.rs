@@ -15,7 +15,7 @@
 pub mod caches;
 mod children;
 pub mod conditions;
-mod deletion;
+pub mod deletion;
 pub mod error;
 #[cfg(test)]
 mod gitops_testdata;

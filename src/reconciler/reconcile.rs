@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource, pods};
-use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, parse};
+use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -160,6 +160,12 @@ async fn apply_children(
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
     }
+    if hcd.spec.adopt {
+        match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {
+            Ok(leftovers) => observed.release_leftovers = leftovers,
+            Err(e) => errors.push(e),
+        }
+    }
     Ok(errors)
 }
 
@@ -261,24 +267,63 @@ async fn finalize(
     if !deletion::has_finalizer(obj) {
         return Ok(Action::await_change());
     }
-    // A driver that never ran anything (a second, inactive one) guards nothing.
-    let runs_the_driver = children::owns_any(&ctx.caches, &obj.name_any(), obj.uid().as_deref());
+    let name = obj.name_any();
+    let uid = obj.uid();
     let force = obj.annotations().get(FORCE_DELETE_ANNOTATION).is_some_and(|v| v == "true");
-    let pvs = if runs_the_driver { deletion::driver_volumes(&ctx.client).await? } else { 0 };
-    if pvs > 0 && !force {
-        observed.deletion_blocked_by = Some(pvs);
+    // "Runs nothing, guards nothing" needs positive evidence from three sides: the driver's own
+    // record says it was never in charge, the synced caches hold none of its children, and a
+    // live read finds none of its data-path objects. Anything else, and the guard counts volumes.
+    let inactive = old.as_ref().and_then(|s| s.condition(conditions::ACTIVE)).is_some_and(|c| c.status == "False");
+    let namespace = obj.data.pointer("/spec/namespace").and_then(Value::as_str);
+    let guarded = !inactive
+        || children::owns_any(&ctx.caches, &name, uid.as_deref())
+        || deletion::runs_data_path_live(&ctx.client, &name, namespace).await?;
+    let (volumes, requests) =
+        if guarded { deletion::volumes_in_use(&ctx.client).await? } else { (VolumesInUse::default(), 0) };
+    if volumes.total() > 0 && !force {
+        observed.deletion_blocked_by = Some(volumes);
         observed.controller =
             old.as_ref().and_then(|s| s.controller.clone()).map(|replicas| Rollout { replicas, observed: true });
         observed.node = old.as_ref().and_then(|s| s.node.clone()).map(|replicas| Rollout { replicas, observed: true });
         write_status(ctx, api, obj, old.as_ref(), &observed).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        // Nothing watches volumes; recount on a timer, less often when a count costs many pages.
+        let recheck = if requests <= 4 { Duration::from_secs(10) } else { Duration::from_secs(60) };
+        return Ok(Action::requeue(recheck));
     }
-    let errors = children::delete_all(&ctx.client, &ctx.caches, &obj.name_any(), obj.uid().as_deref()).await;
+    let errors = children::delete_all(&ctx.client, &ctx.caches, &name, uid.as_deref()).await;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
+    if volumes.total() > 0 {
+        let stranded = volumes.summary();
+        tracing::warn!(
+            driver = %name,
+            csi_persistent_volumes = volumes.csi_persistent_volumes,
+            in_tree_persistent_volumes = volumes.in_tree_persistent_volumes,
+            volume_attachments = volumes.volume_attachments,
+            examples = %volumes.examples.join(","),
+            "force-deleted the driver while volumes need it; volumes and EBS data are kept"
+        );
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "ForceDeleted".into(),
+            note: Some(truncate(
+                &format!(
+                    "Removed the driver on csi.hardened.dev/force-delete while {stranded} still need it. Volumes and \
+                    EBS data are kept, but they cannot be attached, mounted, detached or resized until an EBS CSI \
+                    driver runs again."
+                ),
+                1000,
+            )),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&driver_resource())).await {
+            tracing::debug!(error = %e, "event not published");
+        }
+    }
     deletion::set_finalizer(api, obj, false).await?;
-    tracing::info!(driver = %obj.name_any(), volumes_kept = pvs, "driver removed");
+    tracing::info!(driver = %name, volumes_kept = volumes.total(), "driver removed");
     Ok(Action::await_change())
 }
 

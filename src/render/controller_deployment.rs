@@ -169,16 +169,16 @@ fn driver(ctx: &RenderCtx) -> Container {
         log_level_arg(spec.controller.log_level),
     ];
     if let Some(id) = &aws.cluster_id {
-        args.push(format!("--k8s-tag-cluster-id={id}"));
+        args.push(literal(&format!("--k8s-tag-cluster-id={id}")));
     }
     if !aws.extra_tags.is_empty() {
         let tags: Vec<String> = aws.extra_tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        args.push(format!("--extra-tags={}", tags.join(",")));
+        args.push(literal(&format!("--extra-tags={}", tags.join(","))));
     }
     if spec.metrics.enabled {
         args.push(format!("--http-endpoint=0.0.0.0:{METRICS_PORT}"));
     }
-    args.extend(spec.controller.extra_args.iter().cloned());
+    args.extend(spec.controller.extra_args.iter().map(|a| literal(a)));
 
     let mut vars = vec![env("CSI_ENDPOINT", &format!("unix://{SOCKET}")), env_field("CSI_NODE_NAME", "spec.nodeName")];
     if let Some(s) = &aws.identity.secret_ref {
@@ -186,10 +186,10 @@ fn driver(ctx: &RenderCtx) -> Container {
         vars.push(secret_env("AWS_SECRET_ACCESS_KEY", &s.name, "access_key"));
     }
     if let Some(r) = &aws.region {
-        vars.push(env("AWS_REGION", r));
+        vars.push(user_env("AWS_REGION", r));
     }
     if let Some(e) = &aws.ec2_endpoint {
-        vars.push(env("AWS_EC2_ENDPOINT", e));
+        vars.push(user_env("AWS_EC2_ENDPOINT", e));
     }
     vars.extend(driver_env(ctx));
 

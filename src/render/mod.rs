@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::crd::HardenedCsiDriver;
-use crate::crd::validate::{FieldErrors, validate};
+use crate::crd::validate::{FieldErrors, validate_driver};
 
 /// The CSI driver name the EBS driver registers; also the CSIDriver object's name.
 pub const DRIVER_NAME: &str = "ebs.csi.aws.com";
@@ -41,6 +41,10 @@ pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 /// `app.kubernetes.io/name` of the driver's objects, as upstream (selectors depend on it).
 pub const APP_NAME: &str = "aws-ebs-csi-driver";
 pub const PART_OF: &str = "hardened-csi-driver";
+/// The uid of the HardenedCsiDriver a child belongs to. Children carry no ownerReference to the
+/// driver (see `gc_may_cascade`), so this annotation, with the `managed-by`/`instance` labels,
+/// is how ownership is recorded and checked.
+pub const ANNOTATION_OWNER_UID: &str = "csi.hardened.dev/owner-uid";
 
 /// What the cluster offers, discovered by the reconciler (or given on the `render` command line).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +123,7 @@ impl Child {
 /// Every child of `hcd`, in apply order (identities and RBAC before the workloads that use them).
 /// An invalid spec renders nothing and names every broken field.
 pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>, FieldErrors> {
-    validate(&hcd.spec)?;
+    validate_driver(hcd)?;
     let ctx = RenderCtx::new(hcd, caps);
     let mut children = Vec::new();
     children.extend(rbac::build(&ctx));
@@ -128,7 +132,34 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
     children.extend(classes::build(&ctx));
+    for c in &mut children {
+        ctx.stamp_owner(c);
+    }
     Ok(children)
+}
+
+/// Whether the garbage collector may remove a child of this kind by cascading from the
+/// HardenedCsiDriver, i.e. whether the child carries an ownerReference to it.
+///
+/// A finalizer holds only the owner: on `--cascade=foreground` (Argo CD's default for app
+/// deletion and prune) the garbage collector deletes every dependent first, whatever our
+/// finalizer and volume guard decide. So a kind gets an ownerReference only when losing it while
+/// deletion waits for volumes harms nothing:
+/// - DaemonSet, Deployment, CSIDriver: the data path itself (mount, attach, provision).
+/// - ServiceAccount, ClusterRole(Binding), Role(Binding): without them the driver's pods lose
+///   their API access (attacher, provisioner, resizer, leader Leases) and stop working.
+/// - PodDisruptionBudget: without it a drain may evict every controller replica at once while
+///   volumes still need attaching and detaching.
+/// - NetworkPolicy: the controller keeps running for as long as deletion waits; removing its
+///   policy first would leave it unisolated for that time.
+/// - StorageClass, VolumeSnapshotClass: new claims and snapshots of a driver that is still
+///   running would fail, and a default class would silently vanish; the operator removes them
+///   with the rest, after the guard.
+/// - Service (the controller's metrics endpoint): observability only, nothing reads it on the
+///   data path, so it keeps its ownerReference (and shows under the driver in tools that draw
+///   ownership trees).
+pub fn gc_may_cascade(kind: &str) -> bool {
+    kind == "Service"
 }
 
 /// What every builder needs: the spec, the capabilities and the common metadata.
@@ -160,11 +191,17 @@ impl<'a> RenderCtx<'a> {
 
     /// Metadata of a cluster-scoped child.
     pub fn cluster_meta(&self, name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(self.labels()),
-            owner_references: self.owner.clone().map(|o| vec![o]),
-            ..ObjectMeta::default()
+        ObjectMeta { name: Some(name.to_string()), labels: Some(self.labels()), ..ObjectMeta::default() }
+    }
+
+    /// Records which driver a child belongs to: the owner-uid annotation on every child of a
+    /// stored driver, and an ownerReference only where `gc_may_cascade` allows it.
+    fn stamp_owner(&self, child: &mut Child) {
+        let (Some(owner), Some(uid)) = (&self.owner, self.hcd.meta().uid.as_ref()) else { return };
+        let meta = &mut child.object.metadata;
+        meta.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_OWNER_UID.to_string(), uid.clone());
+        if gc_may_cascade(&child.resource.kind) {
+            meta.owner_references = Some(vec![owner.clone()]);
         }
     }
 

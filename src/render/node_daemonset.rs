@@ -129,7 +129,7 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     let mut args = vec![
         "node".to_string(),
         "--endpoint=$(CSI_ENDPOINT)".into(),
-        format!("--csi-mount-point-prefix={kubelet}/plugins/kubernetes.io/csi/{DRIVER_NAME}/"),
+        literal(&format!("--csi-mount-point-prefix={kubelet}/plugins/kubernetes.io/csi/{DRIVER_NAME}/")),
         "--logging-format=text".into(),
         log_level_arg(n.log_level),
     ];
@@ -181,7 +181,10 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
 
 fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
     Container {
-        env: Some(vec![env("ADDRESS", "/csi/csi.sock"), env("DRIVER_REG_SOCK_PATH", &format!("{plugin_dir}csi.sock"))]),
+        env: Some(vec![
+            env("ADDRESS", "/csi/csi.sock"),
+            user_env("DRIVER_REG_SOCK_PATH", &format!("{plugin_dir}csi.sock")),
+        ]),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort { protocol: None, ..port("healthz-ndr", 9809) }]),
         liveness_probe: Some(http_probe("/healthz", "healthz-ndr", Some(30), 15, 90, None)),
         readiness_probe: Some(http_probe("/healthz", "healthz-ndr", None, 15, 30, None)),

@@ -147,6 +147,19 @@ pub fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
+/// A user's string as the container must see it: Kubernetes expands `$(VAR)` in env values and
+/// args from the container's environment (so `$(AWS_SECRET_ACCESS_KEY)` in a proxy URL would send
+/// the secret key to that proxy), and `$$` is its escape for `$`. Every `$` doubled: the
+/// container gets the text exactly as written, and nothing the user wrote references a variable.
+pub fn literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+/// An env var whose value comes from the spec, escaped (see `literal`).
+pub fn user_env(name: &str, value: &str) -> EnvVar {
+    env(name, &literal(value))
+}
+
 pub fn env_field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -216,11 +229,11 @@ pub fn driver_env(ctx: &RenderCtx) -> Vec<EnvVar> {
         out.push(env("GODEBUG", "fips140=on"));
     }
     if let Some(p) = &ctx.spec.proxy.http_proxy {
-        out.push(env("HTTP_PROXY", p));
-        out.push(env("HTTPS_PROXY", p));
+        out.push(user_env("HTTP_PROXY", p));
+        out.push(user_env("HTTPS_PROXY", p));
     }
     if let Some(n) = &ctx.spec.proxy.no_proxy {
-        out.push(env("NO_PROXY", n));
+        out.push(user_env("NO_PROXY", n));
     }
     out
 }

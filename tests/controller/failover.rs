@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::support::wait_for;
 use super::{DRIVER, spec};
 
-fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(super) fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let settings = LeaseSettings {
         name: "hardened-csi-operator".into(),
         namespace: "kube-system".into(),
@@ -75,7 +75,7 @@ async fn versions(client: &Client) -> BTreeMap<String, String> {
     out
 }
 
-async fn holder(client: &Client) -> Option<String> {
+pub(super) async fn holder(client: &Client) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
     leases.get_opt("hardened-csi-operator").await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
 }

@@ -1,11 +1,13 @@
 //! The reconciler against the local API server over HTTP: every behaviour of the reconciler issue.
 
+mod deletion;
 mod failover;
 mod faults;
 mod support;
 
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{Harness, snapshot_crd, wait_for};
@@ -47,11 +49,17 @@ async fn creates_every_child_and_reports_ready() {
     assert_eq!(st["node"]["summary"], json!("3/3"));
     assert_eq!(st["driverImage"], json!("dhi.io/aws-ebs-csi-driver:1.64.0"));
     assert_eq!(st["storageClasses"], json!(["gp3"]));
-    // Every child carries an owner reference to the driver.
+    // The data path carries no owner reference (the garbage collector must not cascade it away
+    // behind the deletion guard); the driver's uid annotation records ownership instead.
+    let uid = h.drivers().get(DRIVER).await.expect("driver").metadata.uid.expect("uid");
     let d = deploy.get("ebs-csi-controller").await.expect("deployment");
-    let owners = d.metadata.owner_references.expect("owner refs");
-    assert_eq!(owners[0].kind, "HardenedCsiDriver");
-    assert_eq!(owners[0].name, DRIVER);
+    assert!(d.metadata.owner_references.is_none(), "{:?}", d.metadata.owner_references);
+    assert_eq!(d.annotations().get("csi.hardened.dev/owner-uid"), Some(&uid));
+    let svc = h.dynamic("v1", "Service", "services", Some("kube-system"));
+    for s in svc.list(&Default::default()).await.expect("services").items {
+        let owners = s.metadata.owner_references.expect("the metrics Service keeps its owner reference");
+        assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("HardenedCsiDriver", DRIVER));
+    }
     h.stop().await;
 }
 
@@ -201,7 +209,8 @@ async fn refuses_foreign_objects_until_adopt() {
     h.patch_spec(DRIVER, json!({"adopt": true})).await;
     ready(&h).await;
     let d = csid.get("ebs.csi.aws.com").await.expect("csidriver");
-    assert_eq!(d.metadata.owner_references.expect("adopted")[0].name, DRIVER);
+    assert_eq!(d.labels().get("app.kubernetes.io/instance").map(String::as_str), Some(DRIVER), "adopted");
+    assert!(d.annotations().contains_key("csi.hardened.dev/owner-uid"), "adopted");
     assert_eq!(h.condition(DRIVER, "OwnershipConflict").await.expect("c")["status"], json!("False"));
     h.stop().await;
 }
@@ -259,7 +268,7 @@ async fn deletion_waits_for_volumes_unless_forced() {
     h.create_driver_pv("pv-1").await;
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
     let c = h.wait_condition(DRIVER, "DeletionBlocked", "True").await;
-    assert!(c["message"].as_str().unwrap_or_default().contains("1 PersistentVolume"), "{c}");
+    assert!(c["message"].as_str().unwrap_or_default().contains("1 CSI PersistentVolume"), "{c}");
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
     assert!(h.exists(&deploy, "ebs-csi-controller").await, "children stay while volumes exist");
 

@@ -90,39 +90,30 @@ impl Harness {
             .expect("node");
             node_api.create(&PostParams::default(), &node).await.expect("node created");
         }
-        let metrics = Arc::new(Metrics::new());
-        let (trigger, rx) = mpsc::channel(16);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let ready = hardened_csi_operator::runtime::http::Readiness::new();
-        let opts = Options {
-            metrics: metrics.clone(),
-            aws: None,
-            triggers: Some(rx),
-            ready: Some(ready.clone()),
-            shutdown: Box::pin(async move {
-                let _ = stopped.await;
-            }),
-            reporter: "test".into(),
-        };
-        let c = client.clone();
-        let task = tokio::spawn(async move {
-            reconciler::run(c, opts).await.expect("controller runs");
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !ready.is_ready() {
-            assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { server, client, metrics, trigger, stop: Some(stop), task: Some(task) }
+        let (metrics, trigger, stop, task) = spawn_controller(client.clone()).await;
+        Self { server, client, metrics, trigger, stop, task }
     }
 
     pub async fn stop(mut self) {
+        self.stop_controller().await;
+    }
+
+    /// Stops the controller (as when the operator is down); the server and its objects stay.
+    pub async fn stop_controller(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+    }
+
+    /// Starts a fresh controller process against the same server (an operator restart): new
+    /// caches, nothing remembered from the previous one. Returns once its caches synced.
+    pub async fn start_controller(&mut self) {
+        self.stop_controller().await;
+        let (metrics, trigger, stop, task) = spawn_controller(self.client.clone()).await;
+        (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
     }
 
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
@@ -209,6 +200,35 @@ impl Harness {
         self.trigger.send(name.to_string()).await.expect("trigger");
         wait_for("a reconcile", || async { (reconciles(&self.metrics) > before).then_some(Value::Null) }).await;
     }
+}
+
+type Spawned = (Arc<Metrics>, mpsc::Sender<String>, Option<oneshot::Sender<()>>, Option<tokio::task::JoinHandle<()>>);
+
+/// The real controller against `client`, returned once its caches synced.
+async fn spawn_controller(client: Client) -> Spawned {
+    let metrics = Arc::new(Metrics::new());
+    let (trigger, rx) = mpsc::channel(16);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ready = hardened_csi_operator::runtime::http::Readiness::new();
+    let opts = Options {
+        metrics: metrics.clone(),
+        aws: None,
+        triggers: Some(rx),
+        ready: Some(ready.clone()),
+        shutdown: Box::pin(async move {
+            let _ = stopped.await;
+        }),
+        reporter: "test".into(),
+    };
+    let task = tokio::spawn(async move {
+        reconciler::run(client, opts).await.expect("controller runs");
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "controller caches never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (metrics, trigger, Some(stop), Some(task))
 }
 
 fn reconciles(m: &Metrics) -> u64 {

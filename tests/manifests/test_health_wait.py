@@ -218,14 +218,14 @@ def test_a_second_driver_fails_the_wait_with_the_operators_message(tmp_path):
 
 
 def test_a_spec_the_operator_refuses_fails_the_wait_with_its_message(tmp_path):
-    """The CRD's schema accepts `inventory.interval: 30s`; the operator's rules refuse it."""
+    """The CRD's schema accepts `health.degradedAfter: 5s`; the operator's rules refuse it."""
     with _cluster(tmp_path) as (kc, helm):
         with pytest.raises(helm_python.HelmError) as err:
-            _install(helm, _values(inventory={"enabled": False, "interval": "30s"}))
+            _install(helm, _values(health={"degradedAfter": "5s"}))
         text = str(err.value)
         stalled = _cond(_driver(kc), "Stalled")
         assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
-        assert "spec.inventory.interval" in text and "below the minimum of 1m" in text, text
+        assert "spec.health.degradedAfter" in text and "below the minimum of 10s" in text, text
         assert "context deadline exceeded" not in text, text
 
 

@@ -68,6 +68,10 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: [""]
   resources: ["persistentvolumes"]
   verbs: ["list"]
+# Deletion guard: the driver's VolumeAttachments (read only).
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattachments"]
+  verbs: ["list"]
 # IRSA probe: a short-lived token for the driver's ServiceAccount, exchanged with STS.
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]

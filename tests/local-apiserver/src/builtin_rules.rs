@@ -119,11 +119,14 @@ pub fn validate(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Vec<Ca
                 out.push(required("provisioner"));
             }
             if let Some(old) = old {
-                for f in ["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"] {
+                // As ValidateStorageClassUpdate words them: three Forbidden, and volumeBindingMode
+                // through ValidateImmutableField.
+                for f in ["parameters", "provisioner", "reclaimPolicy"] {
                     if at(old, f) != at(new, f) {
                         out.push(cause("FieldValueForbidden", f, format!("Forbidden: updates to {f} are forbidden.")));
                     }
                 }
+                unchanged(old, new, "volumeBindingMode", &mut out);
             }
         }
         ("storage.k8s.io", "CSIDriver") => {

@@ -36,6 +36,8 @@ impl Match {
 enum Rule {
     Next {
         m: Match,
+        /// Matching requests to let through before failing any.
+        skip: u64,
         remaining: u64,
         status: u16,
     },
@@ -78,7 +80,13 @@ impl Faults {
 
     /// Fails the next `n` requests matching `m` with `status`.
     pub fn fail_next(&self, n: u64, m: Match, status: u16) {
-        self.lock().rules.push(Rule::Next { m, remaining: n, status });
+        self.fail_after(0, n, m, status);
+    }
+
+    /// Lets the next `skip` requests matching `m` through, then fails the `n` after them with
+    /// `status` (to fail the second step of a multi-step operation, e.g. the create after a delete).
+    pub fn fail_after(&self, skip: u64, n: u64, m: Match, status: u16) {
+        self.lock().rules.push(Rule::Next { m, skip, remaining: n, status });
     }
 
     /// Fails each request matching `m` with probability `share` (0.0..=1.0) with `status`,
@@ -115,7 +123,10 @@ impl Faults {
         for rule in st.rules.iter_mut() {
             match rule {
                 Rule::Latency { m, delay: d } if m.hits(verb, resource) => delay += *d,
-                Rule::Next { m, remaining, status }
+                Rule::Next { m, skip, .. } if failure.is_none() && *skip > 0 && m.hits(verb, resource) => {
+                    *skip -= 1;
+                }
+                Rule::Next { m, remaining, status, .. }
                     if failure.is_none() && *remaining > 0 && m.hits(verb, resource) =>
                 {
                     *remaining -= 1;

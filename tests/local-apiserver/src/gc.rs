@@ -130,7 +130,20 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
         if terminating && storage == CRD_KEY && has_finalizer(obj, CRD_CLEANUP_FINALIZER) {
             let group = obj["spec"]["group"].as_str().unwrap_or_default();
             let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
-            s.drop_resource(&format!("{group}/{plural}"));
+            let resource = format!("{group}/{plural}");
+            // As apiextensions' finalizer: delete every custom resource, and keep the CRD
+            // (Terminating) until they are gone, their own finalizers included.
+            let remaining = s.list(&resource, None);
+            if !remaining.is_empty() {
+                if let Some(info) = shared.registry.any_version(&resource) {
+                    for cr in remaining.iter().filter(|o| o["metadata"].get("deletionTimestamp").is_none()) {
+                        changed |=
+                            delete_locked(shared, s, &info, &key_of(cr), &background()).map(|r| r.2).unwrap_or(false);
+                    }
+                }
+                continue;
+            }
+            s.drop_resource(&resource);
             if let Some(name) = obj["metadata"]["name"].as_str() {
                 shared.registry.unregister_crd(name);
             }

@@ -463,4 +463,41 @@ fn kubectl_rollout_status_and_pod_states() {
     let table = pods_until(&kc, "app=crashy", "CrashLoopBackOff");
     let restarts = table.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).unwrap_or_default().to_string();
     assert!(restarts.parse::<u32>().is_ok_and(|n| n >= 1), "{table}");
+
+    // Rollback: the revision-1 ReplicaSet becomes revision 3 and runs again.
+    ok(&kc, &["rollout", "undo", "deployment/web", "--to-revision=1"]);
+    let undone = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(undone.contains("successfully rolled out"), "{undone}");
+    let image = ok(&kc, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "nginx:1");
+    let revision = ok(
+        &kc,
+        &["get", "deploy", "web", "-o", "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"],
+    );
+    assert_eq!(revision, "3");
+    assert_eq!(ok(&kc, &["get", "rs", "-l", "app=web", "-o", "name"]).lines().count(), 2, "rolled back, not recreated");
+
+    // A Node leaves: its pods are collected, the web pods are replaced on the other Node and the
+    // DaemonSet wants one pod less; a Node created with kubectl joins.
+    ok(&kc, &["delete", "node", "node-1"]);
+    let mut wide = String::new();
+    for _ in 0..300 {
+        wide = ok(&kc, &["get", "pods", "-l", "app in (web, agent)", "-o", "wide"]);
+        let rows: Vec<&str> = wide.lines().skip(1).collect();
+        if rows.len() == 3 && rows.iter().all(|r| r.contains("node-0") && r.contains(" Running ")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!wide.contains("node-1") && wide.lines().count() == 4, "{wide}");
+    let node = write(&dir, "node.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: node-9}\n");
+    ok(&kc, &["create", "-f", &node]);
+    let nodes = ok(&kc, &["get", "nodes"]);
+    assert!(nodes.lines().any(|l| l.starts_with("node-9") && l.contains(" True ")), "{nodes}");
+    let agents = ok(&kc, &["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    assert!(agents.contains("successfully rolled out"), "{agents}");
+    let placed = ok(&kc, &["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    let mut placed: Vec<&str> = placed.split_whitespace().collect();
+    placed.sort();
+    assert_eq!(placed, ["node-0", "node-9"]);
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::scheduling::set_condition;
 use super::{
     CONTROLLER_MANAGER, Ctx, DEPLOYMENTS, REPLICASETS, Source, condition, controller_ref, owned_by, scaled,
-    seconds_since, template_hash, terminating,
+    seconds_since, template_hash, terminating, without_nulls,
 };
 use crate::store::{ObjKey, key_of};
 
@@ -91,7 +91,8 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
         v
     };
     let all = owned(cx);
-    let mut new_rs = all.iter().find(|rs| without_hash(&rs["spec"]["template"]) == template).cloned();
+    let wanted = without_nulls(&template);
+    let mut new_rs = all.iter().find(|rs| without_nulls(&without_hash(&rs["spec"]["template"])) == wanted).cloned();
     let max_old_revision = all
         .iter()
         .filter(|rs| new_rs.as_ref().is_none_or(|n| n["metadata"]["uid"] != rs["metadata"]["uid"]))

@@ -267,11 +267,24 @@ pub fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// JSON with object keys sorted, so equal values hash equally whatever their key order.
+/// A copy without null-valued object keys: the API server's Go types read a null field as an
+/// absent one (`creationTimestamp: null` in a template kubectl sends back is no change).
+pub fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), without_nulls(x))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// JSON with object keys sorted (and null-valued keys left out), so equal values hash equally
+/// whatever their key order.
 pub fn canonical(v: &Value) -> String {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
+            let mut keys: Vec<&String> = m.iter().filter(|(_, x)| !x.is_null()).map(|(k, _)| k).collect();
             keys.sort();
             let parts: Vec<String> =
                 keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[*k]))).collect();
@@ -349,6 +362,10 @@ mod tests {
         let b = json!({"spec": {"x": 1}, "metadata": {"labels": {"b": "2", "a": "1"}}});
         assert_eq!(template_hash(&a, 0), template_hash(&b, 0));
         assert_ne!(template_hash(&a, 0), template_hash(&a, 1));
+        let with_null =
+            json!({"spec": {"x": 1}, "metadata": {"creationTimestamp": null, "labels": {"b": "2", "a": "1"}}});
+        assert_eq!(template_hash(&a, 0), template_hash(&with_null, 0));
+        assert_eq!(without_nulls(&with_null), b);
         let h = template_hash(&a, 0);
         assert!(!h.is_empty() && h.len() <= 10 && h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{h}");
     }

@@ -269,3 +269,30 @@ async fn crd_defaults_apply_on_read_from_storage() {
     assert_eq!(created.data["status"], json!({"observedGeneration": -1}));
     assert_eq!(widgets.get("new").await.expect("get").data["status"], json!({"observedGeneration": -1}));
 }
+
+#[tokio::test]
+async fn deleting_a_crd_waits_for_the_finalizers_of_its_resources() {
+    // As apiextensions-apiserver: every custom resource is deleted, and the CRD stays until they
+    // are gone; a finalizer on one holds the CRD (Terminating) until it is removed.
+    let srv = server().await;
+    let client = srv.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Cluster"))).await.unwrap();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &widget_ar());
+    let mut held = widget("held", json!({"size": 1}));
+    held["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+    api.create(&PostParams::default(), &serde_json::from_value(held).unwrap()).await.unwrap();
+    let free: DynamicObject = serde_json::from_value(widget("free", json!({"size": 1}))).unwrap();
+    api.create(&PostParams::default(), &free).await.unwrap();
+    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    eventually("the free widget is deleted", || async { api.get_opt("free").await.unwrap().is_none().then_some(()) })
+        .await;
+    let w = api.get("held").await.expect("a widget with a finalizer stays, and is still served");
+    assert!(w.metadata.deletion_timestamp.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let crd = crds.get("widgets.example.com").await.expect("the CRD waits");
+    assert!(crd.metadata.deletion_timestamp.is_some());
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("the CRD goes", || async { crds.get_opt("widgets.example.com").await.unwrap().is_none().then_some(()) })
+        .await;
+}

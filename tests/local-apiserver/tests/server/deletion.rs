@@ -119,3 +119,29 @@ async fn deleting_a_namespace_removes_its_contents() {
     let err = status(nss.delete("kube-system", &DeleteParams::default()).await);
     assert_eq!(err.code, 403, "system namespaces may not be deleted");
 }
+
+#[tokio::test]
+async fn foreground_deletion_removes_dependents_whatever_the_owners_finalizers() {
+    // A finalizer holds only the object that carries it: kube-controller-manager's garbage
+    // collector deletes the dependents of a foreground deletion while the owner waits.
+    let srv = server().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    let owner = cms
+        .create(&PostParams::default(), &cm("held-owner", json!({"finalizers": ["example.com/hold"]})))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "held-owner",
+        "uid": owner.metadata.uid.unwrap(), "blockOwnerDeletion": true}]);
+    cms.create(&PostParams::default(), &cm("held-dep", json!({"ownerReferences": oref}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("unowned", json!({}))).await.unwrap();
+    cms.delete("held-owner", &DeleteParams::foreground()).await.unwrap();
+    eventually("the dependent is deleted", || async { cms.get_opt("held-dep").await.unwrap().is_none().then_some(()) })
+        .await;
+    let o = cms.get("held-owner").await.expect("the owner waits for its own finalizer");
+    assert_eq!(o.metadata.finalizers, Some(vec!["example.com/hold".to_string()]), "foregroundDeletion is done");
+    assert!(cms.get_opt("unowned").await.unwrap().is_some());
+    cms.patch("held-owner", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    assert_eq!(status(cms.get("held-owner").await).code, 404);
+}
