@@ -359,11 +359,14 @@ async fn write_status(
                 | conditions::DELETION_BLOCKED
                 | conditions::PULL_SECRETS
                 | conditions::PODS_HEALTHY
-        ) {
+        ) && !(c.type_ == conditions::RECONCILING && c.reason == "ApplyRetrying")
+        {
             continue;
         }
         let good = match c.type_.as_str() {
             conditions::DEGRADED | conditions::OWNERSHIP | conditions::DELETION_BLOCKED => c.status == "False",
+            // An apply the API server refused, retried: a warning at once, before it stalls.
+            conditions::RECONCILING => false,
             _ => c.status == "True",
         };
         // An event is a courtesy; failing to publish one must not fail the reconcile.
