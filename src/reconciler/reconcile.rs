@@ -349,7 +349,7 @@ async fn write_status(
         .map_err(|source| Error::Status { name: name.clone(), source })?;
     let reference = obj.object_ref(&driver_resource());
     for c in conditions::transitions(old, &new) {
-        if !matches!(
+        let decision = matches!(
             c.type_.as_str(),
             conditions::READY
                 | conditions::DEGRADED
@@ -359,8 +359,9 @@ async fn write_status(
                 | conditions::DELETION_BLOCKED
                 | conditions::PULL_SECRETS
                 | conditions::PODS_HEALTHY
-        ) && !(c.type_ == conditions::RECONCILING && c.reason == "ApplyRetrying")
-        {
+        );
+        let retrying = c.type_ == conditions::RECONCILING && c.reason == "ApplyRetrying";
+        if !decision && !retrying {
             continue;
         }
         let good = match c.type_.as_str() {
