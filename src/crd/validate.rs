@@ -41,12 +41,35 @@ impl FieldError {
 }
 
 impl fmt::Display for FieldError {
+    /// What `render`, the condition and the logs show: credentials in any URL anywhere in the
+    /// field path (a map key), the value or the message (a parse error quoting the input) redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (field, message) = (redact_credentials(&self.field), redact_credentials(&self.message));
         match &self.value {
-            Some(v) => write!(f, "{}: Invalid value: {v}: {}", self.field, self.message),
-            None => write!(f, "{}: {}", self.field, self.message),
+            Some(v) => write!(f, "{field}: Invalid value: {v}: {message}"),
+            None => write!(f, "{field}: {message}"),
         }
     }
+}
+
+/// Every `scheme://user:password@host` in `text` becomes `scheme://***@host`.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '?', '#', '"', '\'', ' ', ',', ';', ']', '\\', '\n']).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every rule the spec breaks, in field order. Empty when valid.
@@ -311,8 +334,8 @@ pub mod rules {
     pub const HTTP_PROXY: CelRule = CelRule {
         field: "spec.proxy.httpProxy",
         rule: concat!("self.matches('", url_pattern!(), "')"),
-        message: "httpProxy must be an http:// or https:// URL like http://proxy.internal:3128 or \
-            http://user:password@proxy.internal:3128 (host name or IPv4 address; no spaces, quotes or '$')",
+        message: "httpProxy must be an http:// or https:// URL like http://proxy.internal:3128, credentials as \
+            user:password before the host (host name or IPv4 address; no spaces, quotes or '$')",
     };
     pub const NO_PROXY: CelRule = CelRule {
         field: "spec.proxy.noProxy",
@@ -976,6 +999,10 @@ mod tests {
         let long = show(&"a".repeat(500));
         assert!(long.ends_with("... (500 characters)") && long.len() < 110, "{long}");
         assert_eq!(show("a\nb"), "\"a\\nb\"");
+        assert_eq!(
+            redact_credentials("x[http://a:b@p:1]: \"https://c@q/x@y\" ftp://r"),
+            "x[http://***@p:1]: \"https://***@q/x@y\" ftp://r"
+        );
     }
 
     #[test]

@@ -422,3 +422,38 @@ async fn kubectl_delete_k_deploy_keeps_the_driver_until_its_volumes_are_gone() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_upgrade_drops_the_owner_references_earlier_versions_set() {
+    // Earlier versions applied every child with an ownerReference to the driver. The upgraded
+    // operator's first apply (same field manager) no longer sets it, so server-side apply removes
+    // it, and a foreground deletion afterwards cannot cascade the data path away.
+    let mut h = Harness::start(1).await;
+    h.create_driver(DRIVER, spec()).await;
+    ready(&h).await;
+    let uid = h.drivers().get(DRIVER).await.expect("driver").metadata.uid.expect("uid");
+    let ds = h.dynamic("apps/v1", "DaemonSet", "daemonsets", Some("kube-system"));
+    h.stop_controller().await;
+    let mut old = serde_json::to_value(ds.get("ebs-csi-node").await.expect("ds")).expect("json");
+    for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+        old["metadata"].as_object_mut().expect("meta").remove(k);
+    }
+    old.as_object_mut().expect("obj").remove("status");
+    old["metadata"]["ownerReferences"] = json!([{"apiVersion": "csi.hardened.dev/v1alpha1",
+        "kind": "HardenedCsiDriver", "name": DRIVER, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    ds.patch("ebs-csi-node", &PatchParams::apply("hardened-csi-operator").force(), &Patch::Apply(&old))
+        .await
+        .expect("apply as the old version");
+    assert!(ds.get("ebs-csi-node").await.expect("ds").metadata.owner_references.is_some());
+    h.start_controller().await;
+    wait_for("the owner reference dropped", || async {
+        ds.get("ebs-csi-node").await.ok()?.metadata.owner_references.is_none_or(|r| r.is_empty()).then_some(Value::Null)
+    })
+    .await;
+    h.create_driver_pv("pv-data").await;
+    h.drivers().delete(DRIVER, &DeleteParams::foreground()).await.expect("delete");
+    assert_held(&h, &["PersistentVolume/pv-data"]).await;
+    delete_pv(&h, "pv-data").await;
+    assert_completes(&h).await;
+    h.stop().await;
+}

@@ -186,6 +186,23 @@ def test_helm_uninstall_with_crds_keep_false_deletes_the_crd(tmp_path):
         assert kubectl(kc, "get", "crd", CRD_NAME, check=False).returncode != 0
 
 
+def test_helm_uninstall_keeps_the_driver_of_the_driver_block(tmp_path):
+    """The chart's HardenedCsiDriver carries helm.sh/resource-policy: keep: `helm uninstall` leaves
+    it alone (not even marked for deletion), so the driver keeps running while volumes need it;
+    deleting it is a kubectl step the guard decides (README, "Removing the driver")."""
+    driver_values = {"driver": {"enabled": True, "name": "ebs", "spec": {"aws": {"region": "us-east-1"}}}}
+    with local_apiserver(tmp_path) as kc:
+        helm = _helm(kc)
+        helm.install(str(CHART), RELEASE, {}, namespace=RELEASE_NAMESPACE, create_namespace=True, timeout=TIMEOUT)
+        helm.upgrade(str(CHART), RELEASE, driver_values, namespace=RELEASE_NAMESPACE, timeout=TIMEOUT)
+        helm.uninstall(RELEASE, timeout=TIMEOUT)
+        driver = _get(kc, "hardenedcsidriver", "ebs")
+        assert "deletionTimestamp" not in driver["metadata"], driver["metadata"]
+        assert driver["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert kubectl(kc, "-n", RELEASE_NAMESPACE, "get", "deployment", RELEASE, check=False).returncode != 0
+        assert helm.list(all_states=True) == []
+
+
 def _readme_adoption_commands() -> list[list[str]]:
     """The `kubectl label|annotate crd ...` lines of the README's upgrade note, as argv lists."""
     text = README_FILE.read_text().replace("\\\n", " ")
