@@ -150,6 +150,13 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
     p("", &["services"], CACHE, "Service cache (metadata)"),
     named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
     p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
+    p(
+        "",
+        &["pods"],
+        CACHE,
+        "PodsHealthy and the health grace rules: the driver pods' container statuses (pull failures, crash loops), \
+        one label-filtered watch (read only)",
+    ),
     named(
         "rbac.authorization.k8s.io",
         &["roles"],

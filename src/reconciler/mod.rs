@@ -11,6 +11,7 @@
 //! - `policy`: the install-time guardrails (driver namespace, registry allowlist).
 //! - `driver_rbac`: verification of the driver's RBAC the chart installs.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
+//! - `pods`: the watch of the driver's pods and what each tells the health rules.
 //! - `error`: the error type and its messages.
 
 pub mod caches;
@@ -19,6 +20,9 @@ pub mod conditions;
 pub mod deletion;
 pub mod driver_rbac;
 pub mod error;
+#[cfg(test)]
+mod gitops_testdata;
+pub mod pods;
 pub mod policy;
 mod reconcile;
 
@@ -69,6 +73,8 @@ pub struct Context {
     pub applied: children::AppliedLog,
     pub aws: Option<AwsStatusStore>,
     pub policy: policy::InstallPolicy,
+    /// The driver's pods (container statuses), for PodsHealthy and the grace rules.
+    pub pods: pods::PodWatch,
     /// Set once the driver store and every child cache have their initial list: no decision
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
@@ -194,8 +200,15 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         controller = controller.reconcile_on(tokio_stream(rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
     }
 
+    let (pod_tx, pod_rx) = mpsc::channel::<String>(64);
+    {
+        let ar = hcd_ar.clone();
+        controller =
+            controller.reconcile_on(tokio_stream(pod_rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
+    }
     let synced_flag = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context {
+        pods: pods::PodWatch::new(client.clone(), pod_tx),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) },

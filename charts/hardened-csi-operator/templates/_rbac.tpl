@@ -133,6 +133,11 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch"]
+# PodsHealthy: the driver pods' container statuses (pull failures, crash loops), one
+# label-filtered watch; read only.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # Read only, by name: verify the driver's leases Role and binding this chart installs.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
