@@ -189,4 +189,8 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}");
+    let denied = server.denied_requests(&user);
+    assert!(denied.is_empty(), "the kustomize base's RBAC refused the operator: {denied:#?}");
+    assert!(!server.access_log(&user).is_empty(), "the operator ran as its ServiceAccount");
 }

@@ -68,12 +68,6 @@ pub const CLUSTER: &[Permission] = &[
         "watch drivers; patch adds/removes the cleanup finalizer",
     ),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
-    p(
-        "csi.hardened.dev",
-        &["hardenedcsidrivers/finalizers"],
-        &["update"],
-        "owner references with blockOwnerDeletion, under the OwnerReferencesPermissionEnforcement admission plugin",
-    ),
     named("storage.k8s.io", &["csidrivers"], BY_NAME, CSI_DRIVER, "the CSIDriver ebs.csi.aws.com, by name only"),
     named(
         "storage.k8s.io",

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 use super::validate::rules;
+use super::validate::transition_rules::NAMESPACE_IMMUTABLE;
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -47,10 +48,7 @@ pub struct HardenedCsiDriverSpec {
     /// driver to another namespace").
     #[serde(default = "default_namespace")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.namespace cannot change: moving the driver \
-        would leave every node without its node plugin. Delete this HardenedCsiDriver, reinstall the operator with \
-        driverNamespace set to the new namespace and create it there (README: Moving the driver to another \
-        namespace)"))]
+    #[x_kube(validation = Rule::new(NAMESPACE_IMMUTABLE.rule).message(NAMESPACE_IMMUTABLE.message))]
     pub namespace: String,
 
     /// Where the images come from: Docker Hardened Images on dhi.io by default.

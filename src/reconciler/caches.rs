@@ -16,7 +16,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::render::VolumeSnapshotClass;
+use crate::render::{DRIVER_NAME, VolumeSnapshotClass};
 
 /// What a kind's cache holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,15 @@ pub struct ChildKind {
     pub resource: ApiResource,
     pub namespaced: bool,
     pub cached: Cached,
+}
+
+impl ChildKind {
+    /// The field selector every read of this kind carries: the one CSIDriver is read by name, so
+    /// RBAC (which authorises a list or watch with `fieldSelector=metadata.name=X` as a request
+    /// for X) can limit even its list and watch to `ebs.csi.aws.com`.
+    pub fn field_selector(&self) -> Option<String> {
+        (self.resource.kind == CSIDriver::kind(&())).then(|| format!("metadata.name={DRIVER_NAME}"))
+    }
 }
 
 fn kind<K: Resource<DynamicType = ()>>(namespaced: bool, cached: Cached) -> ChildKind {

@@ -281,12 +281,28 @@ pub fn owns_any(caches: &ChildCaches, instance: &str, uid: Option<&str>) -> bool
 /// Deletes every child of `instance` (the finalizer's cleanup, after the guard passed). Reads each
 /// kind live by label rather than from the caches: with no ownerReference on the data path, a
 /// child missed here would be left running with nobody to remove it. A kind the cluster does not
-/// serve (the snapshot API) has nothing to delete.
-pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>) -> Vec<Error> {
-    let lp = kube::api::ListParams::default().labels(&crate::render::children_selector(instance));
+/// serve (the snapshot API) has nothing to delete. Reads where the caches read: namespaced kinds
+/// in the install's driver namespace (the only one the operator can write to), the CSIDriver by
+/// name.
+pub async fn delete_all(
+    client: &Client,
+    caches: &ChildCaches,
+    driver_namespace: &str,
+    instance: &str,
+    uid: Option<&str>,
+) -> Vec<Error> {
+    let selector = crate::render::children_selector(instance);
     let mut errors = Vec::new();
     for (kind_name, (kind, _)) in &caches.by_kind {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+        let mut lp = kube::api::ListParams::default().labels(&selector);
+        if let Some(fields) = kind.field_selector() {
+            lp = lp.fields(&fields);
+        }
+        let api: Api<DynamicObject> = if kind.namespaced {
+            Api::namespaced_with(client.clone(), driver_namespace, &kind.resource)
+        } else {
+            Api::all_with(client.clone(), &kind.resource)
+        };
         let list = match api.list_metadata(&lp).await {
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
@@ -440,7 +456,11 @@ pub async fn release_leftovers(
         for (kind_name, (kind, _)) in &caches.by_kind {
             let ns = if kind.namespaced { driver_ns.as_deref() } else { None };
             let api = api_for(client, kind, ns);
-            let list = match api.list_metadata(&kube::api::ListParams::default().labels(&selector)).await {
+            let mut lp = kube::api::ListParams::default().labels(&selector);
+            if let Some(fields) = kind.field_selector() {
+                lp = lp.fields(&fields);
+            }
+            let list = match api.list_metadata(&lp).await {
                 Ok(list) => list.items,
                 // A kind the cluster does not serve (no snapshot API) holds nothing of the release.
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -46,7 +45,7 @@ use tokio::sync::mpsc;
 
 use crate::aws::AwsStatusStore;
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Capabilities, DRIVER_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use caches::{Cached, ChildCaches, KindStore, child_kinds};
@@ -147,8 +146,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     for kind in child_kinds() {
         let mut cfg = watcher::Config::default().labels(&label);
         // The one CSIDriver is watched by name, so RBAC can limit even the watch to it.
-        if kind.resource.kind == CSIDriver::kind(&()) {
-            cfg = cfg.fields(&format!("metadata.name={DRIVER_NAME}"));
+        if let Some(fields) = kind.field_selector() {
+            cfg = cfg.fields(&fields);
         }
         let name = kind.resource.kind.clone();
         let store = match kind.cached {

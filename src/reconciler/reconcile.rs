@@ -283,7 +283,7 @@ async fn finalize(
     let inactive = old.as_ref().and_then(|s| s.condition(conditions::ACTIVE)).is_some_and(|c| c.status == "False");
     // The operator can only ever have deployed into the install's driver namespace (its RBAC
     // grants nothing elsewhere), whatever the stored spec says.
-    let namespace = Some(ctx.policy.driver_namespace.as_str());
+    let namespace = ctx.policy.driver_namespace.as_str();
     let guarded = !inactive
         || children::owns_any(&ctx.caches, &name, uid.as_deref())
         || deletion::runs_data_path_live(&ctx.client, &name, namespace).await?;
@@ -299,7 +299,8 @@ async fn finalize(
         let recheck = if requests <= 4 { Duration::from_secs(10) } else { Duration::from_secs(60) };
         return Ok(Action::requeue(recheck));
     }
-    let errors = children::delete_all(&ctx.client, &ctx.caches, &name, uid.as_deref()).await;
+    let errors =
+        children::delete_all(&ctx.client, &ctx.caches, &ctx.policy.driver_namespace, &name, uid.as_deref()).await;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }

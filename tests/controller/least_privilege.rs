@@ -259,15 +259,10 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
         .await;
     assert!(election.release_within(Duration::from_secs(2)).await, "the lease is released");
 
-    let unused = h.server.unused_grants(&operator_user());
-    let listed: Vec<String> = unused
-        .iter()
-        // Needed only where the OwnerReferencesPermissionEnforcement admission plugin is on (it
-        // is optional and the local API server does not run it): setting blockOwnerDeletion on
-        // the children's owner references then needs update on the owner's finalizers.
-        .filter(|g| !(g.resource == "hardenedcsidrivers/finalizers" && g.verb == "update"))
-        .map(ToString::to_string)
-        .collect();
+    // No exemption. The harness runs the OwnerReferencesPermissionEnforcement admission plugin:
+    // the metrics Service's owner reference sets no blockOwnerDeletion, so no grant on the
+    // driver's finalizers is needed (and none is held).
+    let listed: Vec<String> = h.server.unused_grants(&operator_user()).iter().map(ToString::to_string).collect();
     assert!(listed.is_empty(), "grants no part of the operator used:\n{}", listed.join("\n"));
     h.stop().await;
 }

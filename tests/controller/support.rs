@@ -1,40 +1,30 @@
 //! Test harness: a local API server enforcing authentication and RBAC, with the CRD, a namespace
 //! and nodes, and the real controller running against it over HTTP as the operator's
-//! ServiceAccount, holding exactly the chart's RBAC (the rules `operator_rbac()` yields, which
-//! tests/manifests/test_rbac.py proves equal to `helm template`). A permission the code needs and
-//! the chart lacks fails the test with the API server's 403; `h.client` is the cluster admin that
-//! plays the user.
+//! ServiceAccount, holding exactly the RBAC objects `helm template` of the chart renders
+//! (`chart-rbac.yaml`, generated). A permission the code needs and the chart lacks fails the test
+//! with the API server's 403; `h.client` is the cluster admin that plays the user.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardened_csi_operator::commands::operator_rbac::operator_rbac;
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::reconciler::{self, Options};
-use hardened_csi_operator::render::rbac::driver_rbac;
 use hardened_csi_operator::runtime::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use local_apiserver::{Authorization, LocalApiServer};
+use local_apiserver::LocalApiServer;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-/// The operator's namespace and ServiceAccount, as the chart installs them.
-pub const OPERATOR_NAMESPACE: &str = "hardened-csi-operator";
-pub const OPERATOR_SA: &str = "hardened-csi-operator";
-/// The driver namespace the operator is installed for (`run --driver-namespace`).
-pub const DRIVER_NAMESPACE: &str = "kube-system";
-/// The pull Secrets the chart's pull-secret Role names (values `pullSecretCheck.secretNames`).
-pub const PULL_SECRETS: &[&str] = &[PULL_SECRET, "dhi-pull"];
+#[path = "../support/chart_rbac.rs"]
+pub mod chart_rbac;
 
-/// The operator's user name as the API server authenticates its token.
-pub fn operator_user() -> String {
-    format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}")
-}
+// Re-exported for the suites (the bench that includes this file uses fewer).
+#[allow(unused_imports)]
+pub use chart_rbac::{DRIVER_NAMESPACE, OPERATOR_NAMESPACE, OPERATOR_SA, operator_user, rbac_server};
 
 pub struct Harness {
     pub server: LocalApiServer,
@@ -159,6 +149,27 @@ impl Harness {
         (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
     }
 
+    /// The operator installed again after its namespace and ServiceAccount were deleted: its RBAC
+    /// re-created, a token for the new ServiceAccount (the old one died with the old account), and
+    /// a fresh controller process with it.
+    pub async fn reinstall_operator(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let ns: Api<Namespace> = Api::all(self.client.clone());
+        wait_for("the operator's namespace gone", || async {
+            ns.get_opt(OPERATOR_NAMESPACE).await.ok()?.is_none().then_some(Value::Null)
+        })
+        .await;
+        install_operator_rbac(&self.client).await;
+        self.operator =
+            self.server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
+        self.start_controller().await;
+    }
+
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
         Api::all(self.client.clone())
     }
@@ -253,101 +264,15 @@ impl Harness {
     }
 }
 
-/// A local API server that authenticates and authorizes like a real cluster.
-pub async fn rbac_server() -> LocalApiServer {
-    LocalApiServer::start_with(local_apiserver::Options {
-        authorization: Authorization::Rbac,
-        ..local_apiserver::Options::default()
-    })
-    .await
-    .expect("local API server starts")
-}
-
-fn named<T: serde::de::DeserializeOwned>(v: Value) -> T {
-    serde_json::from_value(v).expect("RBAC object")
-}
-
-async fn create<K>(api: Api<K>, obj: K)
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("creating {:?}: {e}", obj.meta().name),
-    }
-}
-
-fn subjects() -> Value {
-    json!([{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}])
-}
-
-fn role_ref(kind: &str, name: &str) -> Value {
-    json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name})
-}
-
-/// What the chart installs for the operator, as the cluster admin: its namespace and
-/// ServiceAccount, the ClusterRole and binding, the leases Role in its namespace and the
-/// pull-secret Role in the driver namespace, all from `operator_rbac()`.
+/// What the chart installs for the operator, as the cluster admin: exactly the ServiceAccount and
+/// RBAC objects `helm template` renders (`tests/support/chart-rbac.yaml`).
 pub async fn install_operator_rbac(admin: &Client) {
-    let rbac = operator_rbac();
-    let ns: Api<Namespace> = Api::all(admin.clone());
-    for n in [OPERATOR_NAMESPACE, DRIVER_NAMESPACE] {
-        create(ns.clone(), named(json!({"metadata": {"name": n}}))).await;
-    }
-    let sa: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
-    create(sa, named(json!({"metadata": {"name": OPERATOR_SA}}))).await;
-    let name = OPERATOR_SA;
-    create(
-        Api::<ClusterRole>::all(admin.clone()),
-        named(json!({"metadata": {"name": name}, "rules": rbac.cluster_rules})),
-    )
-    .await;
-    create(
-        Api::<ClusterRoleBinding>::all(admin.clone()),
-        named(json!({"metadata": {"name": name}, "roleRef": role_ref("ClusterRole", name), "subjects": subjects()})),
-    )
-    .await;
-    let pull_secrets: Vec<PolicyRule> = rbac
-        .pull_secret_rules
-        .iter()
-        .map(|r| PolicyRule { resource_names: Some(PULL_SECRETS.iter().map(|s| s.to_string()).collect()), ..r.clone() })
-        .collect();
-    for (namespace, role, rules) in [
-        (OPERATOR_NAMESPACE, format!("{name}-leases"), rbac.operator_namespace_rules),
-        (DRIVER_NAMESPACE, format!("{name}-driver"), rbac.driver_namespace_rules),
-        (DRIVER_NAMESPACE, format!("{name}-pull-secrets"), pull_secrets),
-    ] {
-        create(
-            Api::<Role>::namespaced(admin.clone(), namespace),
-            named(json!({"metadata": {"name": role, "namespace": namespace}, "rules": rules})),
-        )
-        .await;
-        create(
-            Api::<RoleBinding>::namespaced(admin.clone(), namespace),
-            named(json!({"metadata": {"name": role, "namespace": namespace}, "roleRef": role_ref("Role", &role),
-                "subjects": subjects()})),
-        )
-        .await;
-    }
-    install_driver_rbac(admin).await;
+    chart_rbac::install(admin).await;
 }
 
 /// The driver's ClusterRoles, bindings and leases Role, as the chart installs them.
 pub async fn install_driver_rbac(admin: &Client) {
-    let driver = driver_rbac(DRIVER_NAMESPACE);
-    for o in driver.cluster_roles {
-        create(Api::<ClusterRole>::all(admin.clone()), o).await;
-    }
-    for o in driver.cluster_role_bindings {
-        create(Api::<ClusterRoleBinding>::all(admin.clone()), o).await;
-    }
-    for o in driver.roles {
-        create(Api::<Role>::namespaced(admin.clone(), DRIVER_NAMESPACE), o).await;
-    }
-    for o in driver.role_bindings {
-        create(Api::<RoleBinding>::namespaced(admin.clone(), DRIVER_NAMESPACE), o).await;
-    }
+    chart_rbac::install_driver_rbac(admin).await;
 }
 
 type Spawned = (Arc<Metrics>, mpsc::Sender<String>, Option<oneshot::Sender<()>>, Option<tokio::task::JoinHandle<()>>);

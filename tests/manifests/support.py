@@ -483,3 +483,50 @@ def one(docs: Iterable[dict], kind: str, name: str | None = None) -> dict:
     found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+# ---------------------------------------------------------------- the operator's identity
+
+IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def install_operator_identity(
+    kubeconfig: Path, values: dict[str, Any], release: str = RELEASE, driver_rbac: bool = True
+) -> tuple[Path, str]:
+    """As the cluster admin, what `helm install` of the chart with `values` creates first: its
+    ServiceAccount and every RBAC object of `helm template`, carrying the release's ownership
+    metadata so the later `helm install` of that release adopts them. Returns a kubeconfig that
+    holds only that ServiceAccount's token (`kubectl create token`) and the ServiceAccount's user
+    name: the operator process runs with exactly the chart's RBAC, as its pod would. Without
+    `driver_rbac`, the driver's own ClusterRoles and bindings (`app.kubernetes.io/component:
+    driver-rbac`) are left out: a cluster migrating from the upstream chart has its copies."""
+    docs = [
+        d for d in chart_docs(values, release=release)
+        if d["kind"] in IDENTITY_KINDS
+        and (driver_rbac or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "driver-rbac")
+    ]
+    for d in docs:
+        d["metadata"].setdefault("annotations", {}).update(
+            {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": RELEASE_NAMESPACE}
+        )
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    name, namespace = sa["metadata"]["name"], sa["metadata"].get("namespace", RELEASE_NAMESPACE)
+    if kubectl(kubeconfig, "get", "namespace", namespace, check=False).returncode != 0:
+        kubectl(kubeconfig, "create", "namespace", namespace)
+    kubectl(kubeconfig, "create", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    token = kubectl(kubeconfig, "-n", namespace, "create", "token", name, "--duration=2h").stdout.strip()
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = kubeconfig.with_name(f"{name}.kubeconfig")
+    path.write_text(yaml.safe_dump(config))
+    return path, f"system:serviceaccount:{namespace}:{name}"
+
+
+def assert_never_refused(kubeconfig: Path, user: str) -> None:
+    """The local API server (RBAC mode) refused `user` nothing: every request the operator made
+    was granted by the chart (its access log, `GET /local-apiserver/access-log`)."""
+    report = json.loads(kubectl(kubeconfig, "get", "--raw", f"/local-apiserver/access-log?user={user}").stdout)
+    assert report["allowed"], f"{user} made no request: did the operator run with its own token?"
+    denied = [a.get("description", a) for a in report["denied"]]
+    assert not denied, f"the chart's RBAC refused {user}:\n" + "\n".join(map(str, denied))

@@ -29,7 +29,16 @@ from typing import Iterator
 import helm_python
 import pytest
 
-from support import BIN, CHART, CRD_FILE, RELEASE_NAMESPACE, kubectl, local_apiserver
+from support import (
+    BIN,
+    CHART,
+    CRD_FILE,
+    RELEASE_NAMESPACE,
+    assert_never_refused,
+    install_operator_identity,
+    kubectl,
+    local_apiserver,
+)
 
 RELEASE = "hco"
 DRIVER = "ebs"
@@ -85,15 +94,21 @@ def _operator(tmp_path: Path, kubeconfig: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _cluster(tmp_path: Path, *server_args: str, pull_secret: bool = True) -> Iterator[tuple[Path, helm_python.Config]]:
-    with local_apiserver(tmp_path, args=("--nodes", "2", *server_args)) as kc:
+    """A cluster enforcing RBAC, the CRD, and the operator running as the release's
+    ServiceAccount with exactly the chart's RBAC (created before the release, which adopts it, as
+    Helm creates RBAC before the operator's pod starts). Whatever the test did, the API server
+    must have refused the operator nothing."""
+    with local_apiserver(tmp_path, rbac=True, args=("--nodes", "2", *server_args)) as kc:
         kubectl(kc, "create", "namespace", RELEASE_NAMESPACE)
         kubectl(kc, "apply", "--server-side", "-f", str(CRD_FILE))
         kubectl(kc, "wait", "--for=condition=Established", "crd/hardenedcsidrivers.csi.hardened.dev")
         if pull_secret:
             _create_pull_secret(kc)
-        with _operator(tmp_path, kc) as log:
+        operator_kc, user = install_operator_identity(kc, _values(), release=RELEASE)
+        with _operator(tmp_path, operator_kc) as log:
             try:
                 yield kc, helm_python.Config(kubeconfig_path=str(kc), namespace=RELEASE_NAMESPACE)
+                assert_never_refused(kc, user)
             except BaseException:
                 print(f"---- operator log\n{log.read_text()[-6000:]}")
                 raise

@@ -23,7 +23,17 @@ from pathlib import Path
 import helm_python
 import yaml
 
-from support import BIN, CRD_FILE, EXAMPLES, REPO, kubectl, local_apiserver
+from support import (
+    BIN,
+    CRD_FILE,
+    EXAMPLES,
+    RELEASE_NAMESPACE,
+    REPO,
+    assert_never_refused,
+    install_operator_identity,
+    kubectl,
+    local_apiserver,
+)
 
 UPSTREAM_CHART = REPO.parent / "shared" / "reference" / "upstream-ebs-csi" / "chart" / "aws-ebs-csi-driver"
 RELEASE = "legacy-ebs"
@@ -77,7 +87,7 @@ def _satisfies(labels: dict, selector: dict) -> bool:
 
 
 def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2")) as kc:
+    with local_apiserver(tmp_path, rbac=True, args=("--nodes", "2")) as kc:
         kubectl(kc, "apply", "-f", str(CRD_FILE))
         helm = helm_python.Config(kubeconfig_path=str(kc), namespace=NAMESPACE)
         helm.install(str(UPSTREAM_CHART), RELEASE, UPSTREAM_VALUES, namespace=NAMESPACE, timeout=TIMEOUT)
@@ -101,11 +111,15 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
                 capture_output=True, text=True, check=True,
             ).stdout,
         )
+        # The operator as the chart's ServiceAccount with the chart's RBAC (the upstream release
+        # already holds the driver's ClusterRoles and bindings, which the operator verifies).
+        operator_kc, user = install_operator_identity(kc, {}, driver_rbac=False)
         log = tmp_path / "operator.log"
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         with log.open("w") as out:
             operator = subprocess.Popen(
-                [str(BIN), "run", "--kubeconfig", str(kc), "--metrics-addr", f"127.0.0.1:{_free_port()}",
+                [str(BIN), "run", "--kubeconfig", str(operator_kc), "--metrics-addr", f"127.0.0.1:{_free_port()}",
+                 "--lease-namespace", RELEASE_NAMESPACE,
                  # No AWS here: the inventory fails on a closed port, which the driver's Ready ignores.
                  "--aws-endpoint-url", f"http://127.0.0.1:{_free_port()}", "--log-format", "text"],
                 stdout=out, stderr=subprocess.STDOUT, env=env,

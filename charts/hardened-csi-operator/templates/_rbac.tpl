@@ -11,11 +11,6 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers/status"]
   verbs: ["patch"]
-# Children carry owner references with blockOwnerDeletion; clusters with the
-# OwnerReferencesPermissionEnforcement admission plugin require this to set them.
-- apiGroups: ["csi.hardened.dev"]
-  resources: ["hardenedcsidrivers/finalizers"]
-  verbs: ["update"]
 # The CSIDriver ebs.csi.aws.com, by name only (server-side apply that creates is authorised as
 # `create` of that name); its cache watches with fieldSelector metadata.name, so the watch is by name too.
 - apiGroups: ["storage.k8s.io"]

@@ -45,6 +45,7 @@ pub fn finish_write(
 ) -> ApiResult<(Value, bool)> {
     crate::auth::validation::default(&t.info, &mut new);
     crate::auth::escalation::check(shared, s, t, old, &new)?;
+    crate::auth::owner_references::check(shared, s, t, old, &new)?;
     let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
     if changed {
         wake_gc_for(shared, s, &stored);

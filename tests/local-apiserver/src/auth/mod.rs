@@ -6,6 +6,7 @@
 //! - `rbac`: the RBAC evaluator over the stored Roles, ClusterRoles and bindings, the default
 //!   cluster roles, and the 403 bodies;
 //! - `escalation`: the RBAC storage's escalation checks (`escalate`, `bind`, covering rules);
+//! - `owner_references`: the OwnerReferencesPermissionEnforcement admission plugin, when enabled;
 //! - `reviews`: SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview,
 //!   SelfSubjectRulesReview, TokenReview and SelfSubjectReview;
 //! - `audit`: which authorised requests each user made, and which granted rules went unused;
@@ -20,6 +21,7 @@ pub mod aggregation;
 pub mod audit;
 pub mod authn;
 pub mod escalation;
+pub mod owner_references;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;
@@ -124,6 +126,8 @@ pub struct AuthState {
     pub audit: audit::AuditLog,
     /// The CA and acceptor of the https listener (RBAC mode only).
     pub tls: Option<tls::Tls>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin is on (RBAC mode only).
+    pub owner_references_permission_enforcement: bool,
 }
 
 impl AuthState {
@@ -134,6 +138,7 @@ impl AuthState {
             tokens: authn::TokenRegistry::default(),
             audit: audit::AuditLog::default(),
             tls: if mode == Authorization::Rbac { Some(tls::generate()?) } else { None },
+            owner_references_permission_enforcement: false,
         })
     }
 
