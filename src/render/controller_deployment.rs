@@ -385,7 +385,6 @@ fn pdb(ctx: &RenderCtx) -> PodDisruptionBudget {
             },
             min_available: p.min_available.clone(),
             unhealthy_pod_eviction_policy: p.unhealthy_pod_eviction_policy.map(|u| u.as_str().to_string()),
-            ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
     }
