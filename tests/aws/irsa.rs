@@ -255,8 +255,13 @@ async fn pod_identity_without_an_association_says_so() {
 async fn static_keys_are_reported_not_verifiable_with_the_doctor_command_and_never_probed() {
     let server = LocalApiServer::start().await.expect("local API server");
     let mut spec = irsa_spec();
-    spec.aws.identity =
-        Identity { irsa: None, pod_identity: None, secret_ref: Some(SecretRef { name: "aws-keys".into() }) };
+    spec.aws.identity = Identity {
+        irsa: None,
+        pod_identity: None,
+        secret_ref: Some(
+            serde_json::from_value::<SecretRef>(serde_json::json!({"name": "aws-keys"})).expect("SecretRef"),
+        ),
+    };
     let fake = Arc::new(Fake::new(3, 1));
     let metrics = Arc::new(Metrics::new());
     let api = api_for_spec(&server, &fake, &metrics, &spec).await;

@@ -44,8 +44,11 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     spec.aws.region = Some(moto::REGION.into());
     spec.aws.cluster_id = Some("alpha".into());
     // Static keys: the inventory runs with the operator's credentials, the preflight does not.
-    spec.aws.identity =
-        Identity { irsa: None, pod_identity: None, secret_ref: Some(SecretRef { name: "keys".into() }) };
+    spec.aws.identity = Identity {
+        irsa: None,
+        pod_identity: None,
+        secret_ref: Some(serde_json::from_value::<SecretRef>(serde_json::json!({"name": "keys"})).expect("SecretRef")),
+    };
     spec.inventory.interval = "1s".parse().expect("duration");
 
     let store = AwsStatusStore::default();
