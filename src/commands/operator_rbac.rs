@@ -109,8 +109,30 @@ pub const CLUSTER: &[Permission] = &[
         &[SNAPSHOT_CRD],
         "detect the snapshot API: get and a watch by metadata.name of its one CRD",
     ),
-    p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
-    p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
+    p(
+        "",
+        &["persistentvolumes"],
+        &["list", "watch"],
+        "deletion guard; the inventory's PersistentVolume watch (orphans, leaks; read only)",
+    ),
+    p(
+        "storage.k8s.io",
+        &["volumeattachments"],
+        &["list", "watch"],
+        "deletion guard; the inventory's stuck-attachment watch (read only)",
+    ),
+    p(
+        "",
+        &["nodes"],
+        &["list", "watch"],
+        "the inventory: Nodes' providerID (instances to probe, gone nodes; read only)",
+    ),
+    p(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents"],
+        &["list", "watch"],
+        "the inventory: snapshots no VolumeSnapshotContent references (read only)",
+    ),
     p(
         "events.k8s.io",
         &["events"],
@@ -133,7 +155,8 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
         &["serviceaccounts/token"],
         &["create"],
         &[controller_deployment::SERVICE_ACCOUNT],
-        "IRSA preflight: a token for the driver controller's ServiceAccount only, to assume its role",
+        "IAM preflight as the driver: a token for the controller's ServiceAccount only (IRSA via STS, Pod Identity \
+        via EKS Auth)",
     ),
     named("apps", &["deployments"], BY_NAME, CONTROLLER, "the controller Deployment"),
     named("apps", &["daemonsets"], BY_NAME, NODE, "the node DaemonSet"),

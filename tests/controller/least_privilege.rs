@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hardened_csi_operator::aws::cluster::ClusterWatches;
 use hardened_csi_operator::aws::sdk::service_account_token;
 use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::runtime::config::LeaseSettings;
@@ -207,6 +208,19 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     };
     let election = LeaderElection::start(h.operator.clone(), settings, metrics);
     wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
+    // The AWS inventory's cluster side (the harness runs no AWS poller): its watches of
+    // PersistentVolumes, VolumeAttachments, Nodes and VolumeSnapshotContents, as the operator.
+    let inventory = ClusterWatches::start(h.operator.clone());
+    inventory.wait_listed(Duration::from_secs(10)).await;
+    wait_for("the inventory's watches", || async {
+        let log = h.server.access_log(&operator_user());
+        let watching = |r: &str| log.iter().any(|a| a.resource == r && a.verb == "watch");
+        ["persistentvolumes", "volumeattachments", "nodes", "volumesnapshotcontents"]
+            .iter()
+            .all(|r| watching(r))
+            .then_some(Value::Null)
+    })
+    .await;
 
     super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
     let mut s = spec();
@@ -217,7 +231,13 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     h.create_driver(DRIVER, s.clone()).await;
     ready(&h).await;
     h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
-    let token = service_account_token(&h.operator, DRIVER_NAMESPACE, "ebs-csi-controller-sa").await;
+    let token = service_account_token(
+        &h.operator,
+        DRIVER_NAMESPACE,
+        "ebs-csi-controller-sa",
+        hardened_csi_operator::aws::STS_AUDIENCE,
+    )
+    .await;
     assert!(token.is_ok_and(|t| !t.is_empty()), "the IRSA TokenRequest for the driver's ServiceAccount");
 
     // The driver's RBAC breaks and is repaired: Ready goes False and True again, so the second

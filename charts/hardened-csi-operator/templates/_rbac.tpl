@@ -56,14 +56,22 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   verbs: ["get", "list", "watch"]
   resourceNames:
     - volumesnapshotclasses.snapshot.storage.k8s.io
-# Deletion guard (no driver removal under live volumes) and the orphaned-volume inventory.
+# Deletion guard (no driver removal under live volumes) and the inventory's PV watch (orphans, leaks).
 - apiGroups: [""]
   resources: ["persistentvolumes"]
-  verbs: ["list"]
-# Deletion guard: the driver's VolumeAttachments (read only).
+  verbs: ["list", "watch"]
+# Deletion guard and the inventory's stuck-attachment watch (read only).
 - apiGroups: ["storage.k8s.io"]
   resources: ["volumeattachments"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
+# The inventory: Nodes' providerID (the instance AttachVolume is probed on, gone nodes; read only).
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
+# The inventory: snapshots that no VolumeSnapshotContent references (read only).
+- apiGroups: ["snapshot.storage.k8s.io"]
+  resources: ["volumesnapshotcontents"]
+  verbs: ["list", "watch"]
 # Events on condition transitions (a cluster-scoped object's events go to the default namespace).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
