@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hardened_csi_operator::aws::cluster::ClusterWatches;
+use hardened_csi_operator::aws::cluster::{ClusterWatches, VolumeSnapshotContent};
 use hardened_csi_operator::aws::sdk::service_account_token;
 use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::runtime::config::LeaseSettings;
@@ -16,6 +16,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -210,6 +212,9 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
     // The AWS inventory's cluster side (the harness runs no AWS poller): its watches of
     // PersistentVolumes, VolumeAttachments, Nodes and VolumeSnapshotContents, as the operator.
+    // The VolumeSnapshotContent CRD, as the external-snapshotter installs it beside the classes'.
+    let crds: Api<CustomResourceDefinition> = Api::all(h.client.clone());
+    crds.create(&PostParams::default(), &VolumeSnapshotContent::crd()).await.expect("VolumeSnapshotContent CRD");
     let inventory = ClusterWatches::start(h.operator.clone());
     inventory.wait_listed(Duration::from_secs(10)).await;
     wait_for("the inventory's watches", || async {

@@ -196,7 +196,8 @@ async fn release_hands_over_without_waiting_for_the_lease_to_expire() {
     let b = replica(&server, "b", settings("b", 30, 20_000, 200));
     tokio::time::timeout(Duration::from_secs(5), b.election.first_contact()).await.expect("b contact");
     let sampling = Sampler::start(&[&a, &b]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Long enough for the sampler to take its samples while the TLS server shares the runtime.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!b.election.is_leader());
 
     let a_metrics = a.metrics.clone();
