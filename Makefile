@@ -13,7 +13,7 @@ export MOTO_EC2_LOAD_DEFAULT_AMIS := false
 # Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: all build lint test venv crds crds-check cargo-test manifests demo bench clean deny
+.PHONY: gitops-testdata all build lint test venv crds crds-check cargo-test manifests demo bench clean deny
 
 all: build
 
@@ -41,6 +41,11 @@ lint:
 crds: build venv
 	$(BIN) crd > $(CRD)
 	$(PY) tests/manifests/regenerate.py
+
+## Rewrites the Argo CD health check's test data (deploy/gitops/argocd/csi.hardened.dev/) from the
+## operator's health rules; the same unit test fails when it is stale.
+gitops-testdata:
+	UPDATE_GITOPS_TESTDATA=1 $(CARGO) test --lib gitops_testdata
 
 ## Fails when the checked-in CRD differs from what the Rust types generate, or a derived file is stale.
 crds-check: build venv

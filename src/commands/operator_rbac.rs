@@ -116,12 +116,21 @@ pub const CLUSTER: &[Permission] = &[
 ];
 
 /// Permissions in the driver's namespace (`spec.namespace`, a Role there).
-pub const DRIVER_NAMESPACE: &[Permission] = &[p(
-    "",
-    &["secrets"],
-    &["get"],
-    "check that image pull Secrets exist; metadata-only requests, secret data is never fetched",
-)];
+pub const DRIVER_NAMESPACE: &[Permission] = &[
+    p(
+        "",
+        &["secrets"],
+        &["get"],
+        "check that image pull Secrets exist; metadata-only requests, secret data is never fetched",
+    ),
+    p(
+        "",
+        &["pods"],
+        &["list", "watch"],
+        "PodsHealthy and the health grace rules: the driver pods' container statuses (pull failures, crash loops), \
+        one label-filtered watch",
+    ),
+];
 
 /// Permissions in the operator's own namespace (a Role there).
 pub const OPERATOR_NAMESPACE: &[Permission] =

@@ -5,6 +5,12 @@ use super::HardenedCsiDriverStatus;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// kstatus: True while the operator works towards the spec (InProgress for Helm, Flux).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: True when nothing progresses without a person (Failed for Helm, Flux).
+pub const STALLED: &str = "Stalled";
+/// No driver pod fails to pull its image, crash-loops or cannot start its containers.
+pub const PODS_HEALTHY: &str = "PodsHealthy";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const ACTIVE: &str = "Active";
 pub const OWNERSHIP: &str = "OwnershipConflict";

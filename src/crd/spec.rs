@@ -34,6 +34,8 @@ use super::validate::rules;
     printcolumn = "{\"name\":\"Nodes\",\"type\":\"string\",\"description\":\"ready/desired node plugin pods\",\
         \"jsonPath\":\".status.node.summary\"}",
     printcolumn = r#"{"name":"Driver image","type":"string","priority":1,"jsonPath":".status.driverImage"}"#,
+    printcolumn = "{\"name\":\"Message\",\"type\":\"string\",\"priority\":1,\"description\":\"the Ready condition's \
+        message\",\"jsonPath\":\".status.conditions[?(@.type==\\\"Ready\\\")].message\"}",
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +96,10 @@ pub struct HardenedCsiDriverSpec {
     /// `status.aws`.
     #[serde(default)]
     pub inventory: InventorySpec,
+
+    /// How the operator judges the driver's health in status (Ready, Degraded, Stalled).
+    #[serde(default)]
+    pub health: HealthSpec,
 
     /// Take over existing driver objects (for example from the EKS add-on or the upstream Helm
     /// chart) that the operator did not create. Without it such objects are left alone and
@@ -718,6 +724,28 @@ impl Default for InventorySpec {
     }
 }
 
+/// Health reporting: how long a problem must last before it counts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    /// How long a driver pod may be unready, or fail to pull its image or crash, before the driver
+    /// is reported Degraded (failures also Stalled) and Ready turns False. Pods starting within
+    /// this time (a node joining, a rolling update) only make the driver Progressing. A duration
+    /// like `5m`; at least `10s`, the kubelet's first back-off.
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: SpecDuration,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self { degraded_after: default_degraded_after() }
+    }
+}
+
+fn default_degraded_after() -> SpecDuration {
+    duration("5m")
+}
+
 fn duration(text: &str) -> SpecDuration {
     text.parse().unwrap_or_else(|e| unreachable!("built-in default: {e}"))
 }
@@ -745,6 +773,7 @@ impl Default for HardenedCsiDriverSpec {
             proxy: ProxySpec::default(),
             metrics: MetricsSpec::default(),
             inventory: InventorySpec::default(),
+            health: HealthSpec::default(),
             adopt: false,
         }
     }

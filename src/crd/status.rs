@@ -7,15 +7,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::AwsStatus;
 
+// The schema's default (`observedGeneration: -1`) is what a new object reads before the operator
+// has written anything: the API server applies it when it decodes the object from storage, so
+// every reader (kstatus in Helm `--wait` and Flux, the Argo CD health check) sees a generation
+// not yet observed, InProgress, instead of a status-less object that kstatus calls Current.
+/// What the operator observed. A new object reads `observedGeneration: -1` until the operator has
+/// seen it.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": -1}))]
 pub struct HardenedCsiDriverStatus {
-    /// The spec generation this status describes.
+    /// The spec generation (metadata.generation) this status describes: the one the operator's
+    /// last reconcile acted on. -1 until the operator has seen the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded and the specific conditions (ControllerAvailable,
-    /// NodeAvailable, SnapshotApi, OwnershipConflict, SpecValid, ...), each with a reason and a
-    /// message that says what to do.
+    /// Ready, Progressing, Degraded, kstatus's Reconciling and Stalled, and the specific conditions
+    /// (SpecValid, Active, OwnershipConflict, PodsHealthy, ControllerAvailable, NodeAvailable,
+    /// SnapshotApi, ...), each with the generation it describes, a reason and a message that says
+    /// what to do.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -494,6 +494,8 @@ pub fn validate_driver(hcd: &HardenedCsiDriver) -> Result<(), FieldErrors> {
     }
     if errs.0.is_empty() { Ok(()) } else { Err(errs) }
 }
+/// The kubelet's first back-off: a shorter grace would report one retried pull as Degraded.
+const MIN_DEGRADED_AFTER: Duration = Duration::from_secs(10);
 
 /// Check the whole spec. Returns every broken rule so a user can fix them in one go.
 pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
@@ -513,6 +515,15 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     snapshot_classes(&spec.volume_snapshot_classes, &mut errs);
     proxy(&spec.proxy, &mut errs);
     inventory(&spec.inventory, &mut errs);
+    if spec.health.degraded_after.get() < MIN_DEGRADED_AFTER {
+        errs.push(
+            "spec.health.degradedAfter",
+            format!(
+                "{:?} is below the minimum of 10s (the kubelet's first back-off)",
+                spec.health.degraded_after.as_str()
+            ),
+        );
+    }
     if errs.0.is_empty() { Ok(()) } else { Err(errs) }
 }
 

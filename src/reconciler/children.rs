@@ -25,6 +25,13 @@ pub struct Applied {
 
 pub type AppliedLog = std::sync::Mutex<HashMap<String, Applied>>;
 
+/// The generation a workload had right after our last apply of it (key as `Child::key`): a
+/// cached copy older than that has not caught up with the apply yet.
+pub fn applied_generation(log: &AppliedLog, key: &str) -> Option<i64> {
+    let l = log.lock().ok()?;
+    l.get(key)?.version.strip_prefix('g')?.parse().ok()
+}
+
 fn hash_of(child: &Child) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // Serialising our own typed objects cannot fail; a failure would only force a re-apply.

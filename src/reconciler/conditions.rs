@@ -1,13 +1,38 @@
-//! Status as a pure function of what one reconcile observed. Conditions keep their
-//! `lastTransitionTime` unless their status changes, so an unchanged world yields an identical
-//! status and the reconciler writes nothing.
+//! Status as a pure function of what one reconcile observed, the previous status and the time.
+//! Conditions keep their `lastTransitionTime` unless their status changes, so an unchanged world
+//! yields an identical status and the reconciler writes nothing.
+//!
+//! The health rules (README "Health"), decided here and nowhere else:
+//! - `Stalled=True` when nothing progresses without a person: an invalid spec (or a FIPS region
+//!   refused), another HardenedCsiDriver in charge, foreign objects in the way, applying that
+//!   keeps failing ([`STALL_AFTER_ATTEMPTS`] reconciles in a row), deletion waiting on volumes, or
+//!   driver pods that have failed to pull or kept crashing for `spec.health.degradedAfter`.
+//! - `Reconciling=True` (and `Progressing=True`) while the operator works towards the spec and is
+//!   not stalled: a rollout or a node join in progress, pods starting, failures still within the
+//!   grace period, an apply being retried. kstatus (Helm `--wait`, Flux) reads InProgress.
+//! - `Degraded=True` only for what persists: every Stalled cause, and pods unready for longer
+//!   than `degradedAfter`. A node joining or a rolling update is never Degraded by itself.
+//! - `Ready=True` once everything is rolled out. Once Ready, it stays True through a rollout or a
+//!   node join while the controller has an available replica and no pod has been unready or
+//!   failing for `degradedAfter`: one new node's pod starting does not drop it. A first install
+//!   is Ready only when fully rolled out.
 
+use std::time::Duration;
+
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::aws::api::{ErrorClass, classify};
 use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse};
 
 pub use crate::crd::conditions::*;
+
+/// Consecutive failed reconciles with apply errors after which the driver is Stalled.
+pub const STALL_AFTER_ATTEMPTS: u32 = 3;
+/// The grace period when the spec cannot be read (it is invalid): the spec's default.
+pub const DEFAULT_DEGRADED_AFTER: Duration = Duration::from_secs(300);
+/// At most this many pods are named in one message.
+const PODS_NAMED: usize = 3;
 
 /// One condition as decided by the reconciler, before timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +57,7 @@ impl Cond {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Rollout {
     pub replicas: ReplicaStatus,
-    /// observedGeneration caught up with generation.
+    /// The workload controller reported on the generation the operator last applied.
     pub observed: bool,
 }
 
@@ -44,20 +69,96 @@ impl Rollout {
     }
 }
 
+/// Which of the driver's workloads a pod belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    Controller,
+    Node,
+}
+
+/// What keeps a container from running, most actionable first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Failure {
+    /// ErrImagePull, ImagePullBackOff, InvalidImageName, ErrImageNeverPull.
+    ImagePull,
+    /// CrashLoopBackOff, or restarted after a crash and not yet running steadily.
+    CrashLoop,
+    /// CreateContainerConfigError, CreateContainerError, RunContainerError.
+    CannotStart,
+}
+
+impl Failure {
+    /// The condition reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::ImagePull => "ImagePullFailed",
+            Failure::CrashLoop => "CrashLoopBackOff",
+            Failure::CannotStart => "ContainerCannotStart",
+        }
+    }
+}
+
+/// One failing container of a pod, in the kubelet's words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerFailure {
+    pub kind: Failure,
+    pub container: String,
+    pub image: String,
+    /// The kubelet's reason: ErrImagePull, ImagePullBackOff, CrashLoopBackOff, ...
+    pub reason: String,
+    /// The kubelet's message, without the parts that change on every retry.
+    pub message: String,
+}
+
+/// One driver pod as the operator saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFacts {
+    pub name: String,
+    pub workload: Workload,
+    pub node: Option<String>,
+    pub ready: bool,
+    /// Since when it is not ready: its Ready condition's transition, else its creation.
+    pub unready_since: Option<Timestamp>,
+    pub failure: Option<ContainerFailure>,
+    pub terminating: bool,
+    /// When this pod's classification changes by itself (a restarted container becomes steady).
+    pub review_at: Option<Timestamp>,
+}
+
+/// Where the images come from, for the messages about pulls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageSource {
+    pub registry: String,
+    pub mirror: String,
+    pub pull_secrets: Vec<String>,
+    pub namespace: String,
+}
+
 /// Everything one reconcile learnt, from which the status follows.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
+    /// The generation this reconcile acted on (the object it read).
     pub generation: Option<i64>,
     pub spec_errors: Option<String>,
+    /// The spec asks for FIPS in a region without FIPS endpoints (one of the spec errors).
+    pub fips_refused: bool,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
     /// Objects of an adopted Helm release the operator does not render, each with what to do.
     pub release_leftovers: Vec<String>,
     pub apply_errors: Vec<String>,
+    /// Reconciles of this driver that failed in a row before this one.
+    pub failed_attempts: u32,
     pub snapshot_api: bool,
     pub kubernetes_version: Option<String>,
     pub controller: Option<Rollout>,
     pub node: Option<Rollout>,
+    /// The driver's pods; None when they could not be read (see `pod_watch_error`).
+    pub pods: Option<Vec<PodFacts>>,
+    pub pod_watch_error: Option<String>,
+    /// `spec.health.degradedAfter`; zero means the default.
+    pub degraded_after: Duration,
+    pub images: Option<ImageSource>,
     /// None: not checked (no permission or no pull secrets); Some(list): the missing ones.
     pub missing_pull_secrets: Option<Vec<String>>,
     pub pull_secret_check_error: Option<String>,
@@ -70,16 +171,224 @@ pub struct Observed {
     pub aws: Option<AwsStatus>,
 }
 
-/// Decides the conditions from what was observed.
-pub fn conditions(o: &Observed) -> Vec<Cond> {
+impl Observed {
+    fn grace(&self) -> Duration {
+        if self.degraded_after.is_zero() { DEFAULT_DEGRADED_AFTER } else { self.degraded_after }
+    }
+}
+
+/// What the health rules conclude, before they become conditions.
+struct Health {
+    /// Stalled: reason and message.
+    stalled: Option<(String, String)>,
+    /// Failing pods (pulls, crashes), and since when PodsHealthy has been False.
+    failing: Vec<PodFacts>,
+    failing_since: Timestamp,
+    failing_persists: bool,
+    /// Pods unready (not failing) for longer than the grace period.
+    stuck: Vec<PodFacts>,
+    rolled_out: bool,
+}
+
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or_default()
+}
+
+/// The previous status's condition `type_`, when it had `status`.
+fn previous<'a>(old: Option<&'a HardenedCsiDriverStatus>, type_: &str, status: &str) -> Option<&'a Condition> {
+    old.and_then(|s| s.condition(type_)).filter(|c| c.status == status)
+}
+
+fn live_pods(o: &Observed) -> impl Iterator<Item = &PodFacts> {
+    o.pods.iter().flatten().filter(|p| !p.terminating)
+}
+
+fn assess(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -> Health {
+    let grace = o.grace();
+    let failing: Vec<PodFacts> = live_pods(o).filter(|p| p.failure.is_some()).cloned().collect();
+    // Pods recovering from a failure (a pull retried, a container restarting) are still failing
+    // until they are ready, so one retry does not restart the clock.
+    let recovering =
+        failing.is_empty() && previous(old, PODS_HEALTHY, "False").is_some() && live_pods(o).any(|p| !p.ready);
+    let failing_since = previous(old, PODS_HEALTHY, "False").map(|c| c.last_transition_time.0).unwrap_or(now);
+    let failing_persists = (!failing.is_empty() || recovering) && elapsed(failing_since, now) >= grace;
+    let stuck: Vec<PodFacts> = live_pods(o)
+        .filter(|p| !p.ready && p.failure.is_none())
+        .filter(|p| p.unready_since.is_some_and(|t| elapsed(t, now) >= grace))
+        .cloned()
+        .collect();
+    let rolled_out =
+        o.controller.as_ref().is_some_and(Rollout::complete) && o.node.as_ref().is_some_and(Rollout::complete);
+
+    let stalled = if let Some(e) = &o.spec_errors {
+        let reason = if o.fips_refused { "FipsRegionUnsupported" } else { "InvalidSpec" };
+        Some((reason.to_string(), format!("Fix the spec; nothing running was changed: {e}")))
+    } else if let Some(first) = &o.other_driver {
+        Some((
+            "AnotherDriverActive".to_string(),
+            format!(
+                "HardenedCsiDriver {first:?} already manages the EBS CSI driver (one per cluster); delete this one or \
+                {first:?} first."
+            ),
+        ))
+    } else if !o.foreign.is_empty() {
+        Some((
+            "OwnershipConflict".to_string(),
+            format!(
+                "Existing objects not created by this operator block the install; nothing was changed. {}",
+                o.foreign.join(" ")
+            ),
+        ))
+    } else if !o.apply_errors.is_empty() && o.failed_attempts + 1 >= STALL_AFTER_ATTEMPTS {
+        Some((
+            "ApplyFailed".to_string(),
+            format!(
+                "Applying the driver's objects failed {STALL_AFTER_ATTEMPTS} times in a row or more (retried with \
+                back-off): {}",
+                o.apply_errors.join("; ")
+            ),
+        ))
+    } else if let Some(v) = &o.deletion_blocked_by {
+        Some((
+            "DeletionBlocked".to_string(),
+            format!("Deletion waits for {} that need the driver; see DeletionBlocked.", v.summary()),
+        ))
+    } else if failing_persists {
+        let reason = failing.first().and_then(|p| p.failure.as_ref()).map(|f| f.kind.reason());
+        let old = previous(old, PODS_HEALTHY, "False");
+        let reason = reason.map(str::to_string).or_else(|| old.map(|c| c.reason.clone())).unwrap_or_default();
+        let message = if failing.is_empty() {
+            old.map(|c| c.message.clone()).unwrap_or_default()
+        } else {
+            failing_message(o, &failing)
+        };
+        Some((reason, format!("For more than {}: {message}", show(grace))))
+    } else {
+        None
+    };
+    Health { stalled, failing, failing_since, failing_persists, stuck, rolled_out }
+}
+
+/// `5m`, `90s`, `1h30m`.
+fn show(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
+}
+
+fn pod_names(pods: &[&PodFacts]) -> String {
+    let mut names: Vec<String> = pods
+        .iter()
+        .take(PODS_NAMED)
+        .map(|p| match &p.node {
+            Some(n) => format!("{} (node {n})", p.name),
+            None => p.name.clone(),
+        })
+        .collect();
+    if pods.len() > PODS_NAMED {
+        names.push(format!("and {} more", pods.len() - PODS_NAMED));
+    }
+    names.join(", ")
+}
+
+/// Which pods fail, grouped by image and kubelet message, and what to check.
+fn failing_message(o: &Observed, failing: &[PodFacts]) -> String {
+    let mut groups: Vec<(&ContainerFailure, Vec<&PodFacts>)> = Vec::new();
+    for p in failing {
+        let Some(f) = &p.failure else { continue };
+        match groups.iter_mut().find(|(g, _)| g.kind == f.kind && g.image == f.image && g.message == f.message) {
+            Some((_, pods)) => pods.push(p),
+            None => groups.push((f, vec![p])),
+        }
+    }
+    groups.sort_by(|a, b| a.0.kind.cmp(&b.0.kind).then(a.0.image.cmp(&b.0.image)));
+    let mut parts = Vec::new();
+    for (f, pods) in &groups {
+        let who = pod_names(pods);
+        let what = match f.kind {
+            Failure::ImagePull => format!("{who}: container {} cannot pull {} ({})", f.container, f.image, f.reason),
+            Failure::CrashLoop => format!("{who}: container {} ({}) keeps crashing", f.container, f.image),
+            Failure::CannotStart => {
+                format!("{who}: container {} ({}) cannot start ({})", f.container, f.image, f.reason)
+            }
+        };
+        parts.push(if f.message.is_empty() { format!("{what}.") } else { format!("{what}: {}.", f.message) });
+    }
+    if groups.iter().any(|(f, _)| f.kind == Failure::ImagePull) {
+        parts.push(pull_hint(o));
+    }
+    if groups.iter().any(|(f, _)| f.kind == Failure::CrashLoop) {
+        parts.push(
+            "Check the container's log (kubectl logs --previous) and the driver's AWS identity and region.".to_string(),
+        );
+    }
+    parts.join(" ")
+}
+
+fn pull_hint(o: &Observed) -> String {
+    let Some(i) = &o.images else {
+        return "Check the image pull Secret and the registry.".to_string();
+    };
+    let registry = if i.mirror.is_empty() { i.registry.as_str() } else { i.mirror.as_str() };
+    let host = registry.split('/').next().unwrap_or(registry);
+    let secrets = if i.pull_secrets.is_empty() {
+        format!(
+            "spec.images.pullSecrets is empty: create a docker-registry Secret for {host} in {} and list it there \
+            (kubectl -n {} create secret docker-registry dhi-pull --docker-server={host} ...)",
+            i.namespace, i.namespace
+        )
+    } else {
+        format!(
+            "check that the pull Secret(s) {} in {} exist and hold a login for {host} with access to the images",
+            i.pull_secrets.join(", "),
+            i.namespace
+        )
+    };
+    let mirror = if i.mirror.is_empty() {
+        "or set spec.images.mirror to a registry that mirrors them".to_string()
+    } else {
+        format!("and that the mirror {} holds every image as dhi-<repository>", i.mirror)
+    };
+    format!("To fix: {secrets}, {mirror}.")
+}
+
+fn rollout_message(o: &Observed) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &o.controller {
+        let r = &c.replicas;
+        parts.push(format!("ebs-csi-controller {}/{} ready, {} updated", r.ready, r.desired, r.updated));
+    }
+    if let Some(n) = &o.node {
+        let r = &n.replicas;
+        parts.push(format!("ebs-csi-node {}/{} ready, {} updated", r.ready, r.desired, r.updated));
+    }
+    if parts.is_empty() { "waiting for the controller and node workloads".to_string() } else { parts.join("; ") }
+}
+
+/// Decides the conditions from what was observed, the previous status and the time.
+pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -> Vec<Cond> {
     let mut out = Vec::new();
-    let applied = o.spec_errors.is_none() && o.other_driver.is_none() && o.foreign.is_empty();
+    let grace = o.grace();
+    let h = assess(o, old, now);
 
     out.push(match &o.spec_errors {
         None => Cond::new(SPEC_VALID, true, "Valid", "The spec passes every rule."),
-        Some(e) => {
-            Cond::new(SPEC_VALID, false, "InvalidSpec", format!("Fix the spec; nothing running was changed: {e}"))
-        }
+        Some(e) => Cond::new(
+            SPEC_VALID,
+            false,
+            if o.fips_refused { "FipsRegionUnsupported" } else { "InvalidSpec" },
+            format!("Fix the spec; nothing running was changed: {e}"),
+        ),
     });
     out.push(match &o.other_driver {
         None => Cond::new(ACTIVE, true, "InCharge", "This HardenedCsiDriver manages the cluster's EBS CSI driver."),
@@ -190,6 +499,49 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             },
         ));
     }
+    match (&o.pods, &o.pod_watch_error) {
+        (None, Some(err)) => out.push(Cond::unknown(
+            PODS_HEALTHY,
+            "CannotWatchPods",
+            format!(
+                "Could not watch the driver's pods: {err}. Grant the operator list and watch on pods in the driver \
+                namespace (operator-rbac)."
+            ),
+        )),
+        // The pod watch has not listed yet (a new leader): keep what was known.
+        (None, None) => {
+            if let Some(c) = old.and_then(|s| s.condition(PODS_HEALTHY)) {
+                let status = match c.status.as_str() {
+                    "True" => "True",
+                    "False" => "False",
+                    _ => "Unknown",
+                };
+                out.push(Cond { type_: PODS_HEALTHY, status, reason: c.reason.clone(), message: c.message.clone() });
+            }
+        }
+        (Some(_), _) if !h.failing.is_empty() => {
+            let reason = h.failing[0].failure.as_ref().map(|f| f.kind.reason()).unwrap_or_default();
+            let message = failing_message(o, &h.failing);
+            let message = if h.failing_persists {
+                message
+            } else {
+                format!("{message} Reported as Stalled if it lasts {}.", show(grace))
+            };
+            out.push(Cond::new(PODS_HEALTHY, false, reason, message));
+        }
+        (Some(_), _) => match previous(old, PODS_HEALTHY, "False") {
+            // Recovering: keep what failed until every pod is ready.
+            Some(c) if live_pods(o).any(|p| !p.ready) => {
+                out.push(Cond::new(PODS_HEALTHY, false, c.reason.clone(), c.message.clone()))
+            }
+            _ => out.push(Cond::new(
+                PODS_HEALTHY,
+                true,
+                "Healthy",
+                "No driver pod fails to pull its images, crash-loops or cannot start.",
+            )),
+        },
+    }
     if let Some(v) = &o.deletion_blocked_by {
         out.push(Cond::new(
             DELETION_BLOCKED,
@@ -206,73 +558,85 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
     }
     out.extend(o.aws.as_ref().map(aws_conditions).unwrap_or_default());
 
-    let rolled_out = ctrl.is_some_and(Rollout::complete) && node.is_some_and(Rollout::complete);
-    let (ready, reason, message) = if let Some(e) = &o.spec_errors {
-        (false, "InvalidSpec", format!("Invalid spec: {e}"))
-    } else if let Some(first) = &o.other_driver {
-        (false, "AnotherDriverActive", format!("HardenedCsiDriver {first:?} manages the driver."))
-    } else if !o.foreign.is_empty() {
-        (
-            false,
-            "OwnershipConflict",
-            "Objects from another installation block the install; see the OwnershipConflict condition.".to_string(),
-        )
-    } else if !o.apply_errors.is_empty() {
-        (false, "ApplyFailed", o.apply_errors.join("; "))
-    } else if o.deletion_blocked_by.is_some() {
-        (
-            false,
-            "DeletionBlocked",
-            "Deletion waits for the volumes that need the driver; see DeletionBlocked.".to_string(),
-        )
-    } else if !rolled_out {
-        (false, "RollingOut", "Children applied; waiting for the controller and node rollouts to complete.".to_string())
-    } else {
-        (true, "Ready", "Every child is applied and the controller and node plugin are rolled out.".to_string())
+    let rollout = rollout_message(o);
+    let was_ready = previous(old, READY, "True").is_some();
+    let serving = ctrl.is_some_and(|c| c.replicas.available > 0)
+        && node.is_some_and(|n| n.replicas.ready > 0 || n.replicas.desired == 0);
+    let stuck_message = || {
+        let refs: Vec<&PodFacts> = h.stuck.iter().collect();
+        format!("{} not ready for more than {}; {rollout}.", pod_names(&refs), show(grace))
     };
-    out.push(Cond::new(READY, ready, reason, message.clone()));
-    let progressing = applied && o.apply_errors.is_empty() && !rolled_out;
-    out.push(Cond::new(
-        PROGRESSING,
-        progressing,
-        if progressing {
-            "RollingOut"
-        } else if rolled_out {
-            "Complete"
-        } else {
-            "Blocked"
-        },
-        if progressing {
-            "Rolling out the driver."
-        } else if rolled_out {
-            "The rollout is complete."
-        } else {
-            "Nothing can progress until the Ready condition's cause is fixed."
-        },
-    ));
-    let degraded_reason = if !applied {
-        Some(reason)
-    } else if !o.apply_errors.is_empty() {
-        Some("ApplyFailed")
-    } else if ctrl.is_some_and(|c| c.complete_but_short()) || node.is_some_and(|n| n.complete_but_short()) {
-        Some("PodsUnavailable")
-    } else {
-        None
-    };
-    out.push(match degraded_reason {
-        Some(r) => Cond::new(
-            DEGRADED,
+    let (ready, reason, message) = if let Some((reason, message)) = &h.stalled {
+        (false, reason.clone(), message.clone())
+    } else if !h.stuck.is_empty() {
+        (false, "PodsUnavailable".to_string(), stuck_message())
+    } else if h.rolled_out {
+        (
             true,
-            r,
-            if r == "PodsUnavailable" {
-                "Some driver pods are not ready; see ControllerAvailable and NodeAvailable.".to_string()
-            } else {
-                message.clone()
-            },
-        ),
-        None => Cond::new(DEGRADED, false, "AsExpected", "Nothing is degraded."),
+            "Ready".to_string(),
+            "Every child is applied and the controller and node plugin are rolled out.".to_string(),
+        )
+    } else if was_ready && serving {
+        (true, "Ready".to_string(), format!("Serving while pods start ({rollout}); see Progressing."))
+    } else if !o.apply_errors.is_empty() {
+        (false, "ApplyFailed".to_string(), format!("Retrying: {}", o.apply_errors.join("; ")))
+    } else {
+        (false, "RollingOut".to_string(), format!("Children applied; waiting for the rollout: {rollout}."))
+    };
+    out.push(Cond::new(READY, ready, reason, message));
+
+    let (reconciling, reason, message) = if h.stalled.is_some() {
+        (false, "Stalled".to_string(), "Nothing progresses until the Stalled condition's cause is fixed.".to_string())
+    } else if !o.apply_errors.is_empty() {
+        (
+            true,
+            "ApplyRetrying".to_string(),
+            format!("Applying failed; retrying with back-off: {}", o.apply_errors.join("; ")),
+        )
+    } else if !h.failing.is_empty() {
+        let reason = h.failing[0].failure.as_ref().map(|f| f.kind.reason()).unwrap_or_default();
+        (
+            true,
+            reason.to_string(),
+            format!("{} Stalled if it lasts {}; {rollout}.", failing_message(o, &h.failing), show(grace)),
+        )
+    } else if !h.stuck.is_empty() {
+        (true, "PodsUnavailable".to_string(), stuck_message())
+    } else if !h.rolled_out {
+        (true, "RollingOut".to_string(), format!("Rolling out the driver: {rollout}."))
+    } else {
+        (false, "Complete".to_string(), "The driver is rolled out and every pod is ready.".to_string())
+    };
+    out.push(Cond::new(RECONCILING, reconciling, reason.clone(), message.clone()));
+    out.push(Cond::new(PROGRESSING, reconciling, reason, message));
+    out.push(match &h.stalled {
+        Some((reason, message)) => Cond::new(STALLED, true, reason.clone(), message.clone()),
+        None => Cond::new(STALLED, false, "NotStalled", "The operator can make progress on its own."),
+    });
+    out.push(match (&h.stalled, h.stuck.is_empty()) {
+        (Some((reason, message)), _) => Cond::new(DEGRADED, true, reason.clone(), message.clone()),
+        (None, false) => Cond::new(DEGRADED, true, "PodsUnavailable", stuck_message()),
+        (None, true) => Cond::new(DEGRADED, false, "AsExpected", "Nothing is degraded."),
     });
     out
+}
+
+/// When the status would change with no new observation: a grace period running out, a restarted
+/// container becoming steady. The reconciler requeues then.
+pub fn next_review(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -> Option<Duration> {
+    let grace = o.grace();
+    let h = assess(o, old, now);
+    let mut due: Vec<Timestamp> = Vec::new();
+    if !h.failing.is_empty() && !h.failing_persists {
+        due.extend(h.failing_since.checked_add(grace).ok());
+    }
+    for p in live_pods(o) {
+        if !p.ready && p.failure.is_none() {
+            due.extend(p.unready_since.and_then(|t| t.checked_add(grace).ok()));
+        }
+        due.extend(p.review_at);
+    }
+    due.into_iter().filter(|t| *t > now).min().map(|t| elapsed(now, t))
 }
 
 /// `AwsReachable` and `AwsPermissions` from an inventory, with messages that say what to do.
@@ -392,14 +756,6 @@ fn hint(code: &str) -> &'static str {
     }
 }
 
-impl Rollout {
-    /// Rolled out to the current generation, yet fewer pods ready than desired.
-    fn complete_but_short(&self) -> bool {
-        let r = &self.replicas;
-        self.observed && r.updated >= r.desired && r.ready < r.desired
-    }
-}
-
 /// Turns decided conditions into API conditions, keeping `lastTransitionTime` of every condition
 /// whose status did not change.
 pub fn merge_conditions(old: &[Condition], new: &[Cond], generation: Option<i64>, now: &Time) -> Vec<Condition> {
@@ -427,7 +783,7 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     HardenedCsiDriverStatus {
         observed_generation: o.generation,
-        conditions: merge_conditions(old_conditions, &conditions(o), o.generation, now),
+        conditions: merge_conditions(old_conditions, &conditions(o, old, now.0), o.generation, now),
         controller: o.controller.as_ref().map(|r| r.replicas.clone()),
         node: o.node.as_ref().map(|r| r.replicas.clone()),
         driver_image: o.driver_image.clone(),
@@ -437,6 +793,17 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         aws: o.aws.clone(),
         deletion_blocked_by: o.deletion_blocked_by.clone(),
     }
+}
+
+/// Equal statuses, whatever the order of their conditions: a condition type added later sits at
+/// the end of the stored list (the API server merges the list by type), not where `build` puts it.
+pub fn same_status(a: &HardenedCsiDriverStatus, b: &HardenedCsiDriverStatus) -> bool {
+    let sorted = |s: &HardenedCsiDriverStatus| {
+        let mut s = s.clone();
+        s.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
+        s
+    };
+    a.conditions.len() == b.conditions.len() && sorted(a) == sorted(b)
 }
 
 /// The conditions whose status differs between two statuses: what deserves an event.
@@ -465,7 +832,11 @@ mod tests {
         let mut o =
             Observed { controller: Some(rolled(2)), node: Some(rolled(3)), snapshot_api: true, ..Observed::default() };
         let ready = |o: &Observed| {
-            conditions(o).into_iter().find(|c| c.type_ == READY).map(|c| (c.status, c.reason)).expect("ready")
+            conditions(o, None, t("2026-01-01T00:00:00Z").0)
+                .into_iter()
+                .find(|c| c.type_ == READY)
+                .map(|c| (c.status, c.reason))
+                .expect("ready")
         };
         assert_eq!(ready(&o), ("True", "Ready".to_string()));
         o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 1, 3, 1), observed: true });
@@ -495,6 +866,204 @@ mod tests {
             changed.contains(&READY) && changed.contains(&NODE_AVAILABLE) && !changed.contains(&SPEC_VALID),
             "{changed:?}"
         );
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        t("2026-01-01T00:00:00Z").0.checked_add(jiff::SignedDuration::from_secs(secs)).expect("in range")
+    }
+
+    fn node_pod(name: &str, since: i64, failure: Option<Failure>) -> PodFacts {
+        PodFacts {
+            name: name.into(),
+            workload: Workload::Node,
+            node: Some("node-3".into()),
+            ready: false,
+            unready_since: Some(at(since)),
+            failure: failure.map(|kind| ContainerFailure {
+                kind,
+                container: "ebs-plugin".into(),
+                image: "dhi.io/aws-ebs-csi-driver:1.64.0".into(),
+                reason: "ImagePullBackOff".into(),
+                message: "401 Unauthorized".into(),
+            }),
+            terminating: false,
+            review_at: None,
+        }
+    }
+
+    fn healthy() -> Observed {
+        Observed {
+            generation: Some(4),
+            controller: Some(rolled(2)),
+            node: Some(rolled(3)),
+            pods: Some(Vec::new()),
+            degraded_after: Duration::from_secs(300),
+            images: Some(ImageSource {
+                registry: "dhi.io".into(),
+                mirror: String::new(),
+                pull_secrets: vec!["dhi-pull".into()],
+                namespace: "kube-system".into(),
+            }),
+            ..Observed::default()
+        }
+    }
+
+    /// (status, reason) of each kstatus-relevant condition after `steps` (seconds, observation).
+    fn run(steps: &[(i64, &Observed)]) -> HardenedCsiDriverStatus {
+        let mut status = None;
+        for (secs, o) in steps {
+            status = Some(build(status.as_ref(), o, &Time(at(*secs))));
+        }
+        status.expect("one step")
+    }
+
+    fn get(s: &HardenedCsiDriverStatus, type_: &str) -> (String, String) {
+        let c = s.condition(type_).unwrap_or_else(|| panic!("{type_} missing"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn is(status: &str, reason: &str) -> (String, String) {
+        (status.to_string(), reason.to_string())
+    }
+
+    #[test]
+    fn a_first_install_is_reconciling_until_rolled_out() {
+        let mut o = healthy();
+        o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 1, 3, 1), observed: true });
+        o.pods = Some(vec![node_pod("ebs-csi-node-a", 0, None)]);
+        let s = run(&[(0, &o)]);
+        assert_eq!(get(&s, READY), is("False", "RollingOut"));
+        assert_eq!(get(&s, RECONCILING), is("True", "RollingOut"));
+        assert_eq!(get(&s, PROGRESSING), is("True", "RollingOut"));
+        assert_eq!(get(&s, STALLED), is("False", "NotStalled"));
+        assert_eq!(get(&s, DEGRADED), is("False", "AsExpected"));
+        let done = run(&[(0, &o), (20, &healthy())]);
+        assert_eq!(get(&done, READY), is("True", "Ready"));
+        assert_eq!(get(&done, RECONCILING), is("False", "Complete"));
+        assert!(done.conditions.iter().all(|c| c.observed_generation == Some(4)), "{:?}", done.conditions);
+        assert_eq!(done.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_node_joining_keeps_ready_and_is_never_degraded_within_the_grace() {
+        let mut joined = healthy();
+        joined.node = Some(Rollout { replicas: ReplicaStatus::new(4, 3, 4, 3), observed: true });
+        joined.pods = Some(vec![node_pod("ebs-csi-node-new", 60, None)]);
+        let s = run(&[(0, &healthy()), (60, &joined), (300, &joined)]);
+        assert_eq!(get(&s, READY), is("True", "Ready"), "one new node's pod starting does not drop Ready");
+        assert_eq!(get(&s, RECONCILING), is("True", "RollingOut"), "kstatus waits for the join");
+        assert_eq!(get(&s, DEGRADED), is("False", "AsExpected"));
+        let ready_since = s.condition(READY).map(|c| c.last_transition_time.clone());
+        assert_eq!(ready_since, Some(Time(at(0))), "Ready never flipped");
+        // The same pod still unready past the grace period: now it counts.
+        let late = run(&[(0, &healthy()), (60, &joined), (361, &joined)]);
+        assert_eq!(get(&late, READY), is("False", "PodsUnavailable"));
+        assert_eq!(get(&late, DEGRADED), is("True", "PodsUnavailable"));
+        assert_eq!(get(&late, STALLED), is("False", "NotStalled"), "a pod that may still start is not Stalled");
+        let msg = &late.condition(DEGRADED).expect("degraded").message;
+        assert!(msg.contains("ebs-csi-node-new (node node-3)") && msg.contains("5m"), "{msg}");
+    }
+
+    #[test]
+    fn pull_failures_are_reported_at_once_and_stall_after_the_grace() {
+        let mut o = healthy();
+        o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 2, 3, 2), observed: true });
+        o.pods = Some(vec![node_pod("ebs-csi-node-x", 0, Some(Failure::ImagePull))]);
+        let s = run(&[(0, &o)]);
+        let pods = s.condition(PODS_HEALTHY).expect("pods");
+        assert_eq!((pods.status.as_str(), pods.reason.as_str()), ("False", "ImagePullFailed"));
+        for needle in ["ebs-csi-node-x", "dhi.io/aws-ebs-csi-driver:1.64.0", "401 Unauthorized", "dhi-pull", "mirror"] {
+            assert!(pods.message.contains(needle), "{needle} missing from {}", pods.message);
+        }
+        assert_eq!(get(&s, RECONCILING), is("True", "ImagePullFailed"));
+        assert_eq!(get(&s, STALLED), is("False", "NotStalled"));
+        assert_eq!(get(&s, DEGRADED), is("False", "AsExpected"));
+        assert_eq!(next_review(&o, Some(&s), at(0)), Some(Duration::from_secs(300)));
+        // A retry in between (the kubelet pulling again) does not restart the clock.
+        let mut retrying = o.clone();
+        retrying.pods = Some(vec![node_pod("ebs-csi-node-x", 0, None)]);
+        let s = run(&[(0, &o), (100, &retrying), (200, &o), (300, &retrying)]);
+        assert_eq!(get(&s, STALLED), is("True", "ImagePullFailed"));
+        assert_eq!(get(&s, DEGRADED), is("True", "ImagePullFailed"));
+        assert_eq!(get(&s, READY), is("False", "ImagePullFailed"));
+        assert_eq!(get(&s, RECONCILING), is("False", "Stalled"));
+        assert_eq!(get(&s, PODS_HEALTHY), is("False", "ImagePullFailed"));
+        // Fixed: every pod ready again.
+        let s = run(&[(0, &o), (300, &o), (400, &healthy())]);
+        assert_eq!(get(&s, PODS_HEALTHY), is("True", "Healthy"));
+        assert_eq!(get(&s, STALLED), is("False", "NotStalled"));
+        assert_eq!(get(&s, READY), is("True", "Ready"));
+    }
+
+    #[test]
+    fn what_needs_a_person_is_stalled_at_once_and_apply_errors_after_retries() {
+        type Edit = Box<dyn Fn(&mut Observed)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("InvalidSpec", Box::new(|o| o.spec_errors = Some("spec.inventory.interval: too short".into()))),
+            (
+                "FipsRegionUnsupported",
+                Box::new(|o| {
+                    o.spec_errors = Some("spec.aws.region: no FIPS".into());
+                    o.fips_refused = true;
+                }),
+            ),
+            ("AnotherDriverActive", Box::new(|o| o.other_driver = Some("first".into()))),
+            (
+                "OwnershipConflict",
+                Box::new(|o| o.foreign = vec!["CSIDriver/ebs.csi.aws.com is managed by eks.".into()]),
+            ),
+            (
+                "DeletionBlocked",
+                Box::new(|o| {
+                    o.deletion_blocked_by = Some(VolumesInUse { csi_persistent_volumes: 2, ..VolumesInUse::default() })
+                }),
+            ),
+        ];
+        for (reason, edit) in cases {
+            let mut o = healthy();
+            edit(&mut o);
+            let s = run(&[(0, &healthy()), (1, &o)]);
+            assert_eq!(get(&s, STALLED), is("True", reason));
+            assert_eq!(get(&s, READY), is("False", reason));
+            assert_eq!(get(&s, DEGRADED), is("True", reason));
+            assert_eq!(get(&s, RECONCILING), is("False", "Stalled"));
+        }
+        let mut o = healthy();
+        o.apply_errors = vec!["applying DaemonSet/kube-system/ebs-csi-node: denied (403 Forbidden)".into()];
+        let s = run(&[(0, &healthy()), (1, &o)]);
+        assert_eq!(get(&s, STALLED), is("False", "NotStalled"), "the first failure is retried");
+        assert_eq!(get(&s, RECONCILING), is("True", "ApplyRetrying"));
+        assert_eq!(get(&s, READY), is("True", "Ready"), "the running driver still serves");
+        o.failed_attempts = STALL_AFTER_ATTEMPTS - 1;
+        let s = run(&[(0, &healthy()), (1, &o)]);
+        assert_eq!(get(&s, STALLED), is("True", "ApplyFailed"));
+        assert!(s.condition(STALLED).expect("stalled").message.contains("403 Forbidden"));
+    }
+
+    #[test]
+    fn reconciling_and_stalled_are_never_both_true() {
+        let mut all = vec![healthy()];
+        let mut o = healthy();
+        o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 0, 3, 0), observed: false });
+        all.push(o.clone());
+        o.pods = Some(vec![node_pod("p", 0, Some(Failure::CrashLoop))]);
+        all.push(o.clone());
+        o.spec_errors = Some("x".into());
+        all.push(o);
+        for o in &all {
+            for late in [0, 1000] {
+                let s = run(&[(0, o), (late, o)]);
+                assert!(!(s.is_true(RECONCILING) && s.is_true(STALLED)), "{:?}", s.conditions);
+            }
+        }
+    }
+
+    #[test]
+    fn a_stale_cached_rollout_is_not_complete() {
+        let mut o = healthy();
+        o.controller = Some(Rollout { replicas: ReplicaStatus::new(2, 2, 2, 2), observed: false });
+        let s = run(&[(0, &healthy()), (10, &o)]);
+        assert_eq!(get(&s, RECONCILING), is("True", "RollingOut"));
     }
 
     fn ok_status() -> AwsStatus {

@@ -9,6 +9,7 @@
 //! - `caches`: the kinds of child and their label-filtered caches.
 //! - `deletion`: the finalizer and the volume guard.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
+//! - `pods`: the watch of the driver's pods and what each tells the health rules.
 //! - `error`: the error type and its messages.
 
 pub mod caches;
@@ -16,6 +17,9 @@ mod children;
 pub mod conditions;
 pub mod deletion;
 pub mod error;
+#[cfg(test)]
+mod gitops_testdata;
+pub mod pods;
 mod reconcile;
 
 use std::collections::HashMap;
@@ -63,6 +67,8 @@ pub struct Context {
     pub capabilities: Arc<RwLock<Capabilities>>,
     pub applied: children::AppliedLog,
     pub aws: Option<AwsStatusStore>,
+    /// The driver's pods (container statuses), for PodsHealthy and the grace rules.
+    pub pods: pods::PodWatch,
     /// Set once the driver store and every child cache have their initial list: no decision
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
@@ -176,8 +182,15 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         controller = controller.reconcile_on(tokio_stream(rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
     }
 
+    let (pod_tx, pod_rx) = mpsc::channel::<String>(64);
+    {
+        let ar = hcd_ar.clone();
+        controller =
+            controller.reconcile_on(tokio_stream(pod_rx).map(move |name| ObjectRef::new_with(&name, ar.clone())));
+    }
     let synced_flag = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context {
+        pods: pods::PodWatch::new(client.clone(), pod_tx),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) },

@@ -13,9 +13,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::conditions::{self, Observed, Rollout};
+use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
-use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource};
+use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource, pods};
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
@@ -43,7 +43,9 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let old_status: Option<HardenedCsiDriverStatus> =
         obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
     let mut observed = Observed {
+        // The generation of the object this reconcile acts on: what the status describes.
         generation: obj.metadata.generation,
+        failed_attempts: ctx.failures.lock().ok().and_then(|f| f.get(&name).copied()).unwrap_or(0),
         snapshot_api: caps.snapshot_api,
         kubernetes_version: Some(format!("{}.{}", caps.kubernetes_version.0, caps.kubernetes_version.1)),
         aws: ctx.aws.as_ref().and_then(|a| a.get(&name)),
@@ -67,12 +69,20 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    // The grace period of the health rules; an unreadable spec keeps the last one.
+    if let Some(d) = obj.data.pointer("/spec/health/degradedAfter").and_then(Value::as_str)
+        && let Ok(d) = d.parse::<crate::crd::SpecDuration>()
+    {
+        observed.degraded_after = d.get();
+    }
 
     let value = serde_json::to_value(obj).map_err(|source| Error::Serialize { what: name.clone(), source })?;
     let mut errors = Vec::new();
     let namespace = match parse::from_value(value).and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
         Err(e) => {
             untrack(ctx, &name);
+            let fips = obj.data.pointer("/spec/fips").and_then(Value::as_bool).unwrap_or(false);
+            observed.fips_refused = fips && e.0.iter().any(|f| f.field == "spec.aws.region");
             observed.spec_errors = Some(e.to_string());
             // Nothing running is touched; report what the last good spec's workloads do.
             old_status.as_ref().and(obj.data.pointer("/spec/namespace").and_then(Value::as_str).map(str::to_string))
@@ -83,18 +93,44 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
             check_pull_secrets(ctx, &hcd, &mut observed).await;
+            let i = &hcd.spec.images;
+            observed.images = Some(ImageSource {
+                registry: i.registry.clone(),
+                mirror: i.mirror.clone(),
+                pull_secrets: i.pull_secrets.clone(),
+                namespace: hcd.spec.namespace.clone(),
+            });
             Some(hcd.spec.namespace.clone())
         }
     };
+    let now = jiff::Timestamp::now();
     if let Some(ns) = namespace {
         observed.controller = Some(controller_rollout(ctx, &ns));
         observed.node = Some(node_rollout(ctx, &ns));
+        match ctx.pods.pods(&ns, &name) {
+            Ok(Some(list)) => {
+                let grace = observed.degraded_after;
+                let grace = if grace.is_zero() { conditions::DEFAULT_DEGRADED_AFTER } else { grace };
+                let mut facts: Vec<_> = list.iter().filter_map(|p| pods::facts(p, now, grace)).collect();
+                facts.sort_by(|a, b| a.name.cmp(&b.name));
+                observed.pods = Some(facts);
+            }
+            // The pod watch of this namespace has not listed yet: decide once it has (its list
+            // triggers a reconcile), so the status is not written twice in a row.
+            Ok(None) if errors.is_empty() => return Ok(Action::requeue(Duration::from_millis(500))),
+            Ok(None) => {}
+            Err(e) => observed.pod_watch_error = Some(e),
+        }
     }
     observed.apply_errors = errors.iter().map(ToString::to_string).collect();
-    write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
+    let status = write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
     match errors.into_iter().next() {
         Some(e) => Err(e),
-        None => Ok(Action::requeue(RESYNC)),
+        None => {
+            // Wake up when a grace period runs out, even if nothing else changes.
+            let review = conditions::next_review(&observed, Some(&status), now);
+            Ok(Action::requeue(review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC))))
+        }
     }
 }
 
@@ -158,11 +194,20 @@ fn first_driver(ctx: &Context, me: &DynamicObject) -> Option<String> {
     all.into_iter().next().map(|(_, _, n)| n)
 }
 
+/// Whether the cached workload has caught up with our last apply of it (the cache lags the apply
+/// response; a stale copy would report the previous generation's finished rollout).
+fn caught_up(ctx: &Context, kind: &str, namespace: &str, name: &str, generation: Option<i64>) -> bool {
+    let applied = children::applied_generation(&ctx.applied, &format!("{kind}/{namespace}/{name}"));
+    applied.is_none_or(|a| generation.is_some_and(|g| g >= a))
+}
+
 /// The controller Deployment's rollout, from the typed cache.
 fn controller_rollout(ctx: &Context, namespace: &str) -> Rollout {
+    use k8s_openapi::api::apps::v1::Deployment;
     let Some(d) = ctx.caches.deployment(namespace, controller_deployment::NAME) else { return Rollout::default() };
     let st = d.status.clone().unwrap_or_default();
     let desired = d.spec.replicas.unwrap_or(1);
+    let fresh = caught_up(ctx, &Deployment::kind(&()), namespace, controller_deployment::NAME, d.metadata.generation);
     Rollout {
         replicas: ReplicaStatus::new(
             desired,
@@ -170,14 +215,16 @@ fn controller_rollout(ctx: &Context, namespace: &str) -> Rollout {
             st.updated_replicas.unwrap_or(0),
             st.available_replicas.unwrap_or(0),
         ),
-        observed: st.observed_generation == d.metadata.generation,
+        observed: fresh && st.observed_generation == d.metadata.generation,
     }
 }
 
 /// The node DaemonSet's rollout, from the typed cache.
 fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
+    use k8s_openapi::api::apps::v1::DaemonSet;
     let Some(d) = ctx.caches.daemon_set(namespace, node_daemonset::NAME) else { return Rollout::default() };
     let st = d.status.clone().unwrap_or_default();
+    let fresh = caught_up(ctx, &DaemonSet::kind(&()), namespace, node_daemonset::NAME, d.metadata.generation);
     Rollout {
         replicas: ReplicaStatus::new(
             st.desired_number_scheduled,
@@ -185,7 +232,7 @@ fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
             st.updated_number_scheduled.unwrap_or(0),
             st.number_available.unwrap_or(0),
         ),
-        observed: st.observed_generation == d.metadata.generation,
+        observed: fresh && st.observed_generation == d.metadata.generation,
     }
 }
 
@@ -288,11 +335,11 @@ async fn write_status(
     obj: &DynamicObject,
     old: Option<&HardenedCsiDriverStatus>,
     observed: &Observed,
-) -> Result<()> {
+) -> Result<HardenedCsiDriverStatus> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
-    if old == Some(&new) {
-        return Ok(());
+    if old.is_some_and(|o| conditions::same_status(o, &new)) {
+        return Ok(new);
     }
     let name = obj.name_any();
     let patch =
@@ -302,7 +349,7 @@ async fn write_status(
         .map_err(|source| Error::Status { name: name.clone(), source })?;
     let reference = obj.object_ref(&driver_resource());
     for c in conditions::transitions(old, &new) {
-        if !matches!(
+        let decision = matches!(
             c.type_.as_str(),
             conditions::READY
                 | conditions::DEGRADED
@@ -311,11 +358,16 @@ async fn write_status(
                 | conditions::OWNERSHIP
                 | conditions::DELETION_BLOCKED
                 | conditions::PULL_SECRETS
-        ) {
+                | conditions::PODS_HEALTHY
+        );
+        let retrying = c.type_ == conditions::RECONCILING && c.reason == "ApplyRetrying";
+        if !decision && !retrying {
             continue;
         }
         let good = match c.type_.as_str() {
             conditions::DEGRADED | conditions::OWNERSHIP | conditions::DELETION_BLOCKED => c.status == "False",
+            // An apply the API server refused, retried: a warning at once, before it stalls.
+            conditions::RECONCILING => false,
             _ => c.status == "True",
         };
         // An event is a courtesy; failing to publish one must not fail the reconcile.
@@ -330,7 +382,7 @@ async fn write_status(
             tracing::debug!(error = %e, "event not published");
         }
     }
-    Ok(())
+    Ok(new)
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -8,7 +8,7 @@
   false), so `helm upgrade` updates it;
 - charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
   (chart_readme.py);
-- deploy/operator/{clusterrole,deployment,role-pull-secrets}.yaml, the kustomize base's copies of
+- deploy/operator/{clusterrole,deployment,role-pull-secrets,role-pods}.yaml, the kustomize base's copies of
   `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
 
 The suite and `make crds-check` (`regenerate.py --check`) fail when any of them is stale. `make crds`
@@ -163,7 +163,7 @@ def values_schema() -> str:
 # ---------------------------------------------------------------- kustomize copies
 
 HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)|helm\.sh/chart")
-FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml")
+FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml", "role-pods.yaml")
 
 
 # ---------------------------------------------------------------- the chart's CRD template

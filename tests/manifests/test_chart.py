@@ -40,8 +40,8 @@ def test_chart_renders_operator_objects(name):
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
     for d in docs:
-        if d["metadata"]["name"].endswith("-pull-secrets"):
-            # The pull-Secret grant lives in the driver namespace.
+        if d["metadata"]["name"].endswith(("-pull-secrets", "-pods")):
+            # The pull-Secret and pod grants live in the driver namespace.
             assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
         elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver", "CustomResourceDefinition"}:
             assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]

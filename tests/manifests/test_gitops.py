@@ -10,7 +10,9 @@ from lupa import lua51
 
 from support import CHART, GITOPS, REPO, crd, load_docs, yamllint_errors
 
-HEALTH_LUA = GITOPS / "argocd" / "health.lua"
+# Argo CD's resource_customizations layout: <group>/<Kind>/{health.lua, health_test.yaml, testdata/}.
+CUSTOMIZATION = GITOPS / "argocd" / "csi.hardened.dev" / "HardenedCsiDriver"
+HEALTH_LUA = CUSTOMIZATION / "health.lua"
 HEALTH_KEY = "resource.customizations.health.csi.hardened.dev_HardenedCsiDriver"
 
 
@@ -30,6 +32,26 @@ def _health(obj: dict) -> tuple[str, str]:
     return hs["status"], hs["message"]
 
 
+def _health_tests() -> list[dict]:
+    return yaml.safe_load((CUSTOMIZATION / "health_test.yaml").read_text())["tests"]
+
+
+@pytest.mark.parametrize("case", _health_tests(), ids=lambda c: c["inputPath"].removeprefix("testdata/"))
+def test_argocd_health_of_every_status_the_operator_reports(case):
+    """health_test.yaml as Argo CD's own resource_customizations test runs it: the objects in
+    testdata/ are generated from the operator's health rules (src/reconciler/gitops_testdata.rs),
+    one per reason."""
+    obj = yaml.safe_load((CUSTOMIZATION / case["inputPath"]).read_text())
+    assert _health(obj) == (case["healthStatus"]["status"], case["healthStatus"]["message"])
+
+
+def test_argocd_testdata_covers_every_health():
+    assert {c["healthStatus"]["status"] for c in _health_tests()} == {"Healthy", "Progressing", "Degraded"}
+    assert {c["inputPath"] for c in _health_tests()} == {
+        f"testdata/{p.name}" for p in (CUSTOMIZATION / "testdata").glob("*.yaml")
+    }
+
+
 def _hcd(generation=2, observed=2, conditions=None, status=True):
     obj = {"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs", "generation": generation}}
     if status:
@@ -44,25 +66,23 @@ def _cond(type_, status, reason, message=""):
 READY = _cond("Ready", "True", "Available", "controller 2/2, nodes 3/3")
 NOT_READY = _cond("Ready", "False", "ControllerUnavailable", "0/2 controller pods ready")
 PROGRESSING = _cond("Progressing", "True", "RollingOut", "node plugin 1/3 updated")
-DEGRADED = _cond("Degraded", "True", "ImagePullFailed", "dhi.io: pull secret dhi-pull missing")
-NOT_DEGRADED = _cond("Degraded", "False", "AsExpected")
 
 
 @pytest.mark.parametrize(
     "obj, status, message",
     [
         (_hcd(status=False), "Progressing", "Waiting for the operator to report status"),
-        (_hcd(generation=3, observed=2, conditions=[READY]), "Progressing", "Waiting for the operator to observe generation 3"),
-        (_hcd(conditions=[READY, NOT_DEGRADED]), "Healthy", "Available: controller 2/2, nodes 3/3"),
-        (_hcd(conditions=[READY, DEGRADED]), "Degraded", "ImagePullFailed: dhi.io: pull secret dhi-pull missing"),
+        (_hcd(generation=1, observed=-1), "Progressing", "Waiting for the operator to observe generation 1"),
         (_hcd(conditions=[NOT_READY, PROGRESSING]), "Progressing", "RollingOut: node plugin 1/3 updated"),
-        (_hcd(conditions=[NOT_READY, NOT_DEGRADED]), "Degraded", "ControllerUnavailable: 0/2 controller pods ready"),
+        (_hcd(conditions=[NOT_READY]), "Degraded", "ControllerUnavailable: 0/2 controller pods ready"),
         (_hcd(conditions=[_cond("Ready", "Unknown", "Pending")]), "Progressing", "Waiting for the Ready condition"),
         (_hcd(conditions=[_cond("Ready", "True", "Available")]), "Healthy", "Available"),
     ],
-    ids=["no-status", "stale-generation", "ready", "degraded-wins", "progressing", "not-ready", "unknown", "no-message"],
+    ids=["no-status", "status-default", "pre-kstatus-progressing", "pre-kstatus-not-ready", "unknown", "no-message"],
 )
-def test_argocd_health(obj, status, message):
+def test_argocd_health_of_statuses_without_kstatus_conditions(obj, status, message):
+    """Objects the generated test data cannot hold: no status at all (an API server that does not
+    apply the CRD's status default), and statuses of operators before Reconciling and Stalled."""
     assert _health(obj) == (status, message)
 
 
@@ -139,3 +159,20 @@ def test_gitops_chart_values_pass_the_chart_schema_and_the_crd():
         for d in drivers:
             assert crd_errors(d) == []
     assert one(chart_docs(app["spec"]["source"]["helm"]["valuesObject"]), "HardenedCsiDriver")
+
+
+def test_flux_cel_health_check_reads_the_operators_conditions():
+    """The healthCheckExprs example is the driver's Kustomization with CEL in place of kstatus: the
+    same object, and expressions over exactly the fields the operator writes."""
+    (cel,) = load_docs((GITOPS / "flux" / "kustomization-cel.yaml").read_text())
+    docs = load_docs((GITOPS / "flux" / "kustomizations.yaml").read_text())
+    drv = {d["metadata"]["name"]: d for d in docs}["hardened-csi-driver"]
+    assert cel["metadata"] == drv["metadata"] and cel["spec"]["path"] == drv["spec"]["path"]
+    spec = crd()["spec"]
+    (expr,) = cel["spec"]["healthCheckExprs"]
+    assert (expr["apiVersion"], expr["kind"]) == (f"{spec['group']}/v1alpha1", spec["names"]["kind"])
+    assert "observedGeneration" in expr["inProgress"] and "'Reconciling'" in expr["inProgress"]
+    assert "'Stalled'" in expr["failed"] and "'Degraded'" in expr["failed"]
+    assert "'Ready'" in expr["current"]
+    status = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["default"] == {"observedGeneration": -1}

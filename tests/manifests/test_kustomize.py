@@ -27,8 +27,8 @@ def test_every_namespaced_object_is_in_the_operator_namespace():
     for d in _docs():
         if d["kind"] in cluster_scoped:
             assert "namespace" not in d["metadata"], f"{d['kind']} {d['metadata']['name']} got a namespace"
-        elif d["metadata"]["name"].endswith("-pull-secrets"):
-            # The pull-Secret check reads in the driver namespace.
+        elif d["metadata"]["name"].endswith(("-pull-secrets", "-pods")):
+            # The pull-Secret check and the pod watch read in the driver namespace.
             assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
         else:
             assert d["metadata"]["namespace"] == NS, d["metadata"]

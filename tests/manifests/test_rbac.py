@@ -31,13 +31,13 @@ def _role(docs, suffix):
 def _chart_grants(values=None):
     docs = chart_docs(VALUE_SETS["ha"] if values is None else values)
     leases = _role(docs, "-leases")
-    secrets = _role(docs, "-pull-secrets")
+    driver_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith(("-pull-secrets", "-pods"))]
     assert leases["metadata"]["namespace"] == RELEASE_NAMESPACE
-    assert secrets["metadata"]["namespace"] == "kube-system"
+    assert {r["metadata"]["namespace"] for r in driver_roles} == {"kube-system"}
     return {
         "clusterRules": expand_rules(one(docs, "ClusterRole")["rules"]),
         "operatorNamespaceRules": expand_rules(leases["rules"]),
-        "driverNamespaceRules": expand_rules(secrets["rules"]),
+        "driverNamespaceRules": expand_rules([rule for r in driver_roles for rule in r["rules"]]),
     }
 
 
@@ -56,15 +56,17 @@ def test_chart_rbac_equals_operator_rbac(scope):
     )
 
 
-def test_chart_pull_secret_role_is_operator_rbac_limited_to_the_named_secrets():
+def test_chart_driver_namespace_roles_are_operator_rbac_with_secrets_limited_to_the_named_ones():
     needed = expand_rules(operator_rbac()["driverNamespaceRules"])
+    secrets = {g for g in needed if g[1] == "secrets"}
     for values, names in [
         (VALUE_SETS["ha"], {"dhi-pull"}),
         (VALUE_SETS["driver"], set(VALUE_SETS["driver"]["driver"]["spec"]["images"]["pullSecrets"])),
         ({"pullSecretCheck": {"secretNames": ["mirror-pull", "dhi-pull"]}}, {"mirror-pull", "dhi-pull"}),
     ]:
         granted = _chart_grants(values)["driverNamespaceRules"]
-        assert {(g, r, v, n) for g, r, v, _ in needed for n in names} == granted, _fmt(granted)
+        want = {(g, r, v, n) for g, r, v, _ in secrets for n in names} | (needed - secrets)
+        assert want == granted, _fmt(granted)
 
 
 def test_pull_secret_role_follows_the_driver_block():
@@ -74,8 +76,9 @@ def test_pull_secret_role_follows_the_driver_block():
     assert role["metadata"]["namespace"] == "storage"
     assert role["rules"][0]["resourceNames"] == ["mirror-pull"]
     assert _role(docs, "-pull-secrets")["metadata"]["name"] == one(
-        [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["namespace"] == "storage"], "RoleBinding"
+        [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"].endswith("-pull-secrets")], "RoleBinding"
     )["roleRef"]["name"]
+    assert _role(docs, "-pods")["metadata"]["namespace"] == "storage"
     # Without pull secrets, or turned off: no grant at all.
     for values in ({"pullSecretCheck": {"secretNames": []}}, {"pullSecretCheck": {"enabled": False}}):
         assert not [d for d in chart_docs(values) if d["metadata"]["name"].endswith("-pull-secrets")]
@@ -92,7 +95,10 @@ def test_kustomize_rbac_equals_chart_rbac():
     chart = _chart_grants(VALUE_SETS["default"])
     assert expand_rules(one(docs, "ClusterRole")["rules"]) == chart["clusterRules"]
     assert expand_rules(_role(docs, "-leases")["rules"]) == chart["operatorNamespaceRules"]
-    assert expand_rules(_role(docs, "-pull-secrets")["rules"]) == chart["driverNamespaceRules"]
+    assert (
+        expand_rules(_role(docs, "-pull-secrets")["rules"] + _role(docs, "-pods")["rules"])
+        == chart["driverNamespaceRules"]
+    )
     sa = one(docs, "ServiceAccount")
     subject = [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}]
     assert one(docs, "ClusterRoleBinding")["subjects"] == subject

@@ -86,9 +86,16 @@ def _handwritten_yaml():
     return [p for p in files if p.is_file()]
 
 
+# The Argo CD resource customization's health_test.yaml and testdata/ are written by the
+# operator's own condition code (`make gitops-testdata`): their condition messages are one line
+# each, as the operator writes them, so they are linted as generated text (no line-length rule).
+ARGOCD_GENERATED = DEPLOY / "gitops" / "argocd" / "csi.hardened.dev"
+
+
 @pytest.mark.parametrize("path", _handwritten_yaml(), ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_yaml_passes_yamllint(path):
-    assert yamllint_errors(path.read_text(), generated=False) == []
+    generated = path.is_relative_to(ARGOCD_GENERATED) and path.name != "health.lua"
+    assert yamllint_errors(path.read_text(), generated=generated) == []
 
 
 @pytest.mark.parametrize(

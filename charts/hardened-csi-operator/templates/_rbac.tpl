@@ -97,6 +97,13 @@ data) in the driver namespace. RBAC cannot tell a metadata request from a read, 
     {{- end }}
 {{- end -}}
 
+{{/* PodsHealthy: the driver pods' container statuses, read only. */}}
+{{- define "hco.podRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
 {{/* Driver namespace and pull Secret names: from the driver block when it sets them. */}}
 {{- define "hco.driverNamespace" -}}
 {{- $ns := .Values.pullSecretCheck.namespace -}}

@@ -85,6 +85,9 @@ pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
 /// The object as served at the requested version.
 pub fn present(obj: &Value, info: &ResourceInfo) -> Value {
     let mut o = obj.clone();
+    if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema {
+        crate::validation::default_on_read(&mut o, schema);
+    }
     o["apiVersion"] = json!(info.api_version());
     o
 }

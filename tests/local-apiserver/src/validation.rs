@@ -146,6 +146,15 @@ fn prune_value(v: &mut Value, schema: &Value, path: &str, removed: &mut Vec<Stri
     }
 }
 
+/// A CRD's structural defaults applied to an object as read from storage: the real server's
+/// storage decoder applies them on every read (GET, LIST, WATCH, write responses), not only when
+/// a request is decoded, so an object stored before its CRD gained a default reads with it (the
+/// stored bytes stay as they are). A default on `status` thus shows on a new object whose status
+/// the create dropped.
+pub fn default_on_read(v: &mut Value, schema: &Value) {
+    default_value(v, schema);
+}
+
 fn default_value(v: &mut Value, schema: &Value) {
     match v {
         Value::Object(m) => {

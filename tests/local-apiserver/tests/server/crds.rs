@@ -221,6 +221,55 @@ async fn apply_merges_crd_lists_by_their_declared_keys() {
     assert_eq!(again.metadata.resource_version, rv, "no-op apply on a custom resource");
 }
 
+/// Structural defaults apply when an object is read from storage, not only on writes: a Widget
+/// stored before its CRD gained defaults (on spec and on status, a default that also shows on a
+/// new object whose status the create dropped) reads with them, and its stored version is
+/// unchanged (nothing was written).
+#[tokio::test]
+async fn crd_defaults_apply_on_read_from_storage() {
+    let srv = server().await;
+    let client = srv.client();
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<CustomResourceDefinition>(&()));
+    let mut crd = widget_crd("Cluster");
+    crds.create(&PostParams::default(), &serde_json::from_value(crd.clone()).expect("crd")).await.expect("crd");
+    let widgets: Api<DynamicObject> = Api::all_with(client.clone(), &widget_ar());
+    let w: DynamicObject = serde_json::from_value(widget("old", json!({"size": 1}))).expect("widget");
+    let created = eventually("the CRD is served", || {
+        let (widgets, w) = (widgets.clone(), w.clone());
+        async move { widgets.create(&PostParams::default(), &w).await.ok() }
+    })
+    .await;
+    assert!(created.data.get("status").is_none(), "no status default yet: {:?}", created.data);
+    let rv = created.metadata.resource_version.clone();
+
+    let schema = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    schema["status"]["default"] = json!({"observedGeneration": -1});
+    schema["status"]["properties"]["observedGeneration"] = json!({"type": "integer", "format": "int64"});
+    schema["spec"]["properties"]["size"]["default"] = json!(5);
+    schema["spec"]["properties"]["zone"] = json!({"type": "string", "default": "a"});
+    crds.patch("widgets.example.com", &PatchParams::apply("test").force(), &Patch::Apply(&crd)).await.expect("update");
+
+    let read = eventually("the new defaults are served", || {
+        let widgets = widgets.clone();
+        async move { widgets.get("old").await.ok().filter(|o| o.data.get("status").is_some()) }
+    })
+    .await;
+    assert_eq!(read.data["status"], json!({"observedGeneration": -1}));
+    assert_eq!(read.data["spec"]["zone"], json!("a"), "a spec default the object lacked");
+    assert_eq!(read.data["spec"]["size"], json!(1), "a set field keeps its value");
+    assert_eq!(read.metadata.resource_version, rv, "reading wrote nothing");
+    let listed = widgets.list(&Default::default()).await.expect("list");
+    assert_eq!(listed.items[0].data["status"], json!({"observedGeneration": -1}));
+
+    // A new Widget: the create drops status (status subresource), the read shows the default.
+    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "new"}, "spec": {"size": 2}, "status": {"observedGeneration": 7}}))
+    .expect("widget");
+    let created = widgets.create(&PostParams::default(), &w).await.expect("create");
+    assert_eq!(created.data["status"], json!({"observedGeneration": -1}));
+    assert_eq!(widgets.get("new").await.expect("get").data["status"], json!({"observedGeneration": -1}));
+}
+
 #[tokio::test]
 async fn deleting_a_crd_waits_for_the_finalizers_of_its_resources() {
     // As apiextensions-apiserver: every custom resource is deleted, and the CRD stays until they
