@@ -103,6 +103,18 @@ fn commit_write(
             // look like a spec change.
             crate::defaults::apply(info, &mut new);
             meta::carry_over(old, &mut new);
+            if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema
+                && let Some(g) = old["metadata"].get("generation").and_then(Value::as_i64)
+            {
+                // The custom resource strategy bumps generation when the spec changes, comparing
+                // both as decoded (defaulted, pruned); the status strategy never does.
+                let changed = !t.is_status()
+                    && meta::spec_changed(
+                        &crate::validation::decode_stored(old, schema),
+                        &crate::validation::decode_stored(&new, schema),
+                    );
+                new["metadata"]["generation"] = json!(g + i64::from(changed));
+            }
             if !managed_done {
                 let ctx = WriteCtx {
                     manager,

@@ -72,6 +72,9 @@ async fn writes_that_leave_invalid_values_unchanged_pass_and_changed_ones_are_re
     // The status subresource: a merge patch and a server-side apply (what controllers send).
     let written = api.patch_status("old", &pp, &merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
     assert_eq!(written.data["status"], json!({"replicas": -1, "phase": "Ready"}));
+    // The stored spec lacks its default (maxSize); reading it with the default is no spec change,
+    // and a status write never moves the generation.
+    assert_eq!(written.metadata.generation, Some(1));
     let apply = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "old"},
         "status": {"phase": "Failed"}});
     api.patch_status("old", &PatchParams::apply("controller").force(), &Patch::Apply(apply)).await.unwrap();
@@ -85,7 +88,8 @@ async fn writes_that_leave_invalid_values_unchanged_pass_and_changed_ones_are_re
     assert!(e.contains("status.phase: Unsupported value: \"Gone\""), "{e}");
 
     // The main resource: a label leaves the spec unchanged.
-    api.patch("old", &pp, &merge(json!({"metadata": {"labels": {"team": "storage"}}}))).await.unwrap();
+    let labelled = api.patch("old", &pp, &merge(json!({"metadata": {"labels": {"team": "storage"}}}))).await.unwrap();
+    assert_eq!(labelled.metadata.generation, Some(1));
     // Changing an invalid value to another invalid one is refused, and so is the rule of the
     // changed spec.
     let e = refused(api.patch("old", &pp, &merge(json!({"spec": {"size": 600}}))).await).await;
@@ -96,6 +100,7 @@ async fn writes_that_leave_invalid_values_unchanged_pass_and_changed_ones_are_re
     // Fixing the spec is accepted, and the stored object reads with its defaults.
     let fixed = api.patch("old", &pp, &merge(json!({"spec": {"size": 5, "name": "good"}}))).await.unwrap();
     assert_eq!(fixed.data["spec"], json!({"size": 5, "name": "good", "maxSize": 10}));
+    assert_eq!(fixed.metadata.generation, Some(2));
     // A new object gets no ratcheting at all.
     let created = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "new"},
         "spec": {"size": 500}});
