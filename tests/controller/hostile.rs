@@ -191,7 +191,7 @@ fn spec_schema() -> Value {
 }
 
 /// How many seeds; each gives an in-schema and an extreme spec, both stored and both polled.
-const CASES: usize = 24;
+const CASES: usize = 10;
 /// The AWS secret key the poller signs with: it must never be shown anywhere.
 const AWS_SECRET: &str = "hostile-test-secret-access-key";
 /// The proxy password some generated specs carry.
@@ -275,11 +275,11 @@ async fn submit(h: &Harness, spec: &Value) -> (i64, bool) {
 /// empty patch of the status subresource). A real 1.33 server refuses them when a CEL rule fails
 /// to evaluate on the stored spec (evaluation errors are never ratcheted); the operator then
 /// cannot report and must still stay up and leave everything running alone.
-async fn status_writable(h: &Harness) -> bool {
+async fn status_refusal(h: &Harness) -> Option<String> {
     let pp = PatchParams { dry_run: true, ..PatchParams::default() };
     match drivers_api(h).patch_status(DRIVER, &pp, &Patch::Merge(json!({}))).await {
-        Ok(_) => true,
-        Err(kube::Error::Api(e)) if e.code == 422 => false,
+        Ok(_) => None,
+        Err(kube::Error::Api(e)) if e.code == 422 => Some(e.message),
         Err(e) => panic!("dry-run status patch: {e}"),
     }
 }
@@ -413,12 +413,18 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
                 }
             }
 
-            let writable = status_writable(&h).await;
+            let refusal = status_refusal(&h).await;
+            let writable = refusal.is_none();
+            if let Some(r) = &refusal {
+                // Only a rule that cannot be evaluated on the stored spec blocks status writes (a
+                // value of the wrong type, `duration('')`): the spec's schema is not checked on
+                // status writes and its rule failures are ratcheted.
+                assert!(r.contains(" evaluating rule: "), "{ctx}: status writes refused: {r}");
+            }
             let outcome = match (&expected, writable) {
                 (_, false) => {
                     // The server refuses every status write of this object: the operator keeps
                     // trying, and must neither stop nor touch anything running.
-                    h.reconcile_once(DRIVER).await;
                     h.reconcile_once(DRIVER).await;
                     assert!(expected.is_err(), "{ctx}: a spec the server cannot take a status for must be invalid");
                     "invalid, status refused by the API server"
@@ -434,8 +440,7 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
                             e.field
                         );
                     }
-                    // More passes over the same invalid spec change nothing either.
-                    h.reconcile_once(DRIVER).await;
+                    // Another pass over the same invalid spec changes nothing either.
                     h.reconcile_once(DRIVER).await;
                     if admitted { "invalid, admitted by the API server" } else { "invalid, stored past admission" }
                 }
