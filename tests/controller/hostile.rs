@@ -185,13 +185,49 @@ fn pick_string(schema: &Value, rng: &mut fastrand::Rng, strict: bool) -> Option<
         .or_else(|| schema.get("default").and_then(Value::as_str).map(str::to_string))
 }
 
+/// Whether the Rust validation (parse, then render) accepts `spec`.
+fn rust_valid(spec: &Value) -> bool {
+    let object = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+        "metadata": {"name": DRIVER}, "spec": spec});
+    parse::from_value(object).and_then(|p| render::render(&p, &Capabilities::default())).is_ok()
+}
+
+/// A valid spec near `base`: the fields of `generated` (to the second level) added one at a time,
+/// each kept only when the spec stays valid. What survives are the extreme values the rules allow.
+fn valid_variant(base: &Value, generated: &Value) -> Value {
+    let mut spec = base.clone();
+    for (k, v) in generated.as_object().into_iter().flatten() {
+        let parts: Vec<(Option<&String>, &Value)> = match v.as_object() {
+            Some(inner) if !inner.is_empty() => inner.iter().map(|(sub, sv)| (Some(sub), sv)).collect(),
+            _ => vec![(None, v)],
+        };
+        for (sub, value) in parts {
+            let mut candidate = spec.clone();
+            match sub {
+                Some(sub) => {
+                    if !candidate[k.as_str()].is_object() {
+                        candidate[k.as_str()] = json!({});
+                    }
+                    candidate[k.as_str()][sub.as_str()] = value.clone();
+                }
+                None => candidate[k.as_str()] = value.clone(),
+            }
+            if rust_valid(&candidate) {
+                spec = candidate;
+            }
+        }
+    }
+    spec
+}
+
 fn spec_schema() -> Value {
     let crd = serde_json::to_value(HardenedCsiDriver::crd()).expect("crd");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
 }
 
-/// How many seeds; each gives an in-schema and an extreme spec, both stored and both polled.
-const CASES: usize = 10;
+/// How many seeds; each gives an in-schema and an extreme spec (every other one also a valid
+/// variant), each stored and polled.
+const CASES: usize = 8;
 /// The AWS secret key the poller signs with: it must never be shown anywhere.
 const AWS_SECRET: &str = "hostile-test-secret-access-key";
 /// The proxy password some generated specs carry.
@@ -381,7 +417,12 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
         let in_schema = generate(&schema, &mut rng, 0, true).unwrap_or_else(|| json!({}));
         // Anything: values past every bound, now and then of the wrong type.
         let extreme = generate(&schema, &mut rng, 0, false).unwrap_or_else(|| json!({}));
-        for (i, hostile) in [in_schema, extreme].into_iter().enumerate() {
+        let mut specs = vec![in_schema, extreme];
+        // Every other seed, what the rules allow of its in-schema spec: valid, often at a bound.
+        if case % 2 == 0 {
+            specs.push(valid_variant(&base, &specs[0]));
+        }
+        for (i, hostile) in specs.into_iter().enumerate() {
             let shown_spec: String = hostile.to_string().chars().take(400).collect();
             let ctx = format!("case {case}.{i} (seed {seed}): {shown_spec}");
             if !settled {
@@ -395,6 +436,8 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
 
             let (generation, admitted) = submit(&h, &hostile).await;
             h.server.reset_counters();
+            // One validation, two enforcers: what the Rust rules accept, the CRD admits.
+            assert!(admitted || !rust_valid(&hostile), "{ctx}: valid by the Rust rules, refused at admission");
             // What the operator reads back (with the CRD's defaults, as the API server serves it).
             let served = serde_json::to_value(drivers_api(&h).get(DRIVER).await.expect("driver")).expect("json");
             let expected = parse::from_value(served.clone()).and_then(|p| render::render(&p, &Capabilities::default()));
