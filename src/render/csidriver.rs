@@ -18,6 +18,7 @@ pub fn build(ctx: &RenderCtx) -> CSIDriver {
             pod_info_on_mount: Some(false),
             fs_group_policy: Some("File".into()),
             node_allocatable_update_period_seconds: ctx.caps.node_allocatable_updates().then_some(10),
+            se_linux_mount: ctx.spec.node.selinux.then_some(true),
             ..CSIDriverSpec::default()
         },
     }
