@@ -138,7 +138,7 @@ impl SecretWatch {
                     .lock()
                     .map(|mut s| {
                         s.error = None;
-                        std::mem::replace(&mut s.listed, Some(next.clone())) != Some(next)
+                        s.listed.replace(next.clone()) != Some(next)
                     })
                     .unwrap_or(false);
                 if changed && let Some(n) = who.lock().ok().map(|i| i.clone()) {
