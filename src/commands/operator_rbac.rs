@@ -144,6 +144,7 @@ pub const CLUSTER: &[Permission] = &[
 const CONTROLLER: &[&str] = &[controller_deployment::NAME];
 const NODE: &[&str] = &[node_daemonset::NAME];
 const NETWORK_POLICY: &[&str] = &[network_policy::NAME];
+const METRICS_SERVICES: &[&str] = &[controller_deployment::NAME, node_daemonset::NAME];
 
 /// Permissions in the driver namespace, fixed at install time (`run --driver-namespace`, chart
 /// value `driverNamespace`): a Role there. Every write is limited to the driver's objects by name.
@@ -163,7 +164,7 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
     p("apps", &["deployments", "daemonsets"], CACHE, "workload caches (rollout status)"),
     named("policy", &["poddisruptionbudgets"], BY_NAME, CONTROLLER, "the controller PodDisruptionBudget"),
     p("policy", &["poddisruptionbudgets"], CACHE, "PodDisruptionBudget cache (metadata)"),
-    named("", &["services"], BY_NAME, CONTROLLER, "the driver metrics Service"),
+    named("", &["services"], BY_NAME, METRICS_SERVICES, "the driver metrics Services (controller, node)"),
     p("", &["services"], CACHE, "Service cache (metadata)"),
     named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
     p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
@@ -195,9 +196,10 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
 pub const PULL_SECRETS: &[Permission] = &[p(
     "",
     &["secrets"],
-    &["get"],
-    "check that image pull Secrets exist; metadata-only requests, secret data is never fetched; limited by \
-        resourceNames to the pull Secrets at install time",
+    &["get", "list", "watch"],
+    "the named image pull Secrets and static-key Secret, each watched by name (fieldSelector metadata.name) for \
+        PullSecretsPresent and the controller's identity hash; metadata-only requests, secret data is never \
+        fetched; limited by resourceNames to the Secrets named at install time",
 )];
 
 /// Permissions in the operator's own namespace (a Role there).

@@ -53,8 +53,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     args.validate()?;
     telemetry::init(args.log_format, &args.log_level)?;
     let lease = args.lease_settings()?;
-    let client = config::kube_client(&args).await?;
     let metrics = Arc::new(Metrics::new());
+    let client = config::kube_client_counted(&args, Some(metrics.kube_requests.clone())).await?;
     let readiness = Readiness::new();
     let shutdown = CancellationToken::new();
     let signals = SignalListener::install().map_err(RunError::Signals)?.cancel_on_signal(shutdown.clone());
@@ -105,6 +105,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 shutdown: Box::pin(token.clone().cancelled_owned()),
                 reporter: reporter.clone(),
                 policy: policy.clone(),
+                discovery_interval: args.discovery_interval,
             };
             let client = client.clone();
             async move {

@@ -85,6 +85,12 @@ pub struct RunArgs {
         value_parser = parse_duration)]
     pub shutdown_grace_period: Duration,
 
+    /// How often the Kubernetes version is asked again while running (also at once after a watch
+    /// error), so a control-plane upgrade or downgrade re-renders the driver without a restart.
+    #[arg(long, env = "HCO_DISCOVERY_INTERVAL", value_name = "DURATION", default_value = "60s",
+        value_parser = parse_duration)]
+    pub discovery_interval: Duration,
+
     /// Identity of this replica in the Lease; defaults to $POD_NAME, then the host name.
     #[arg(long, env = "HCO_IDENTITY", value_name = "NAME")]
     pub identity: Option<String>,
@@ -235,13 +241,21 @@ impl RunArgs {
         Ok(Some(settings))
     }
 
-    /// Checks every value that flags alone cannot check: the lease settings and the grace period.
+    /// Checks every value that flags alone cannot check: the lease settings, the grace period and
+    /// the discovery interval.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shutdown_grace_period.is_zero() {
             return Err(ConfigError::Duration {
                 flag: "--shutdown-grace-period",
                 value: self.shutdown_grace_period,
                 rule: "must be greater than zero".into(),
+            });
+        }
+        if self.discovery_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Duration {
+                flag: "--discovery-interval",
+                value: self.discovery_interval,
+                rule: "must be at least 1s (each re-discovery is a request to the API server)".into(),
             });
         }
         self.lease_settings().map(|_| ())
@@ -295,6 +309,14 @@ fn non_empty(value: &str, flag: &'static str) -> Result<String, ConfigError> {
 /// The Kubernetes client: from `--kubeconfig` when given (its current context), otherwise
 /// inferred (in-cluster service account, then $KUBECONFIG / ~/.kube/config).
 pub async fn kube_client(args: &RunArgs) -> Result<kube::Client, ConfigError> {
+    kube_client_counted(args, None).await
+}
+
+/// The Kubernetes client, counting every request in `requests` when given.
+pub async fn kube_client_counted(
+    args: &RunArgs,
+    requests: Option<super::metrics::KubeRequests>,
+) -> Result<kube::Client, ConfigError> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -305,7 +327,13 @@ pub async fn kube_client(args: &RunArgs) -> Result<kube::Client, ConfigError> {
         }
         None => kube::Config::infer().await.map_err(ConfigError::InferConfig)?,
     };
-    kube::Client::try_from(config).map_err(ConfigError::Client)
+    match requests {
+        None => kube::Client::try_from(config).map_err(ConfigError::Client),
+        Some(r) => {
+            let builder = kube::client::ClientBuilder::try_from(config).map_err(ConfigError::Client)?;
+            Ok(builder.with_layer(&super::kube_metrics::CountRequestsLayer(r)).build())
+        }
+    }
 }
 
 /// Parses a duration such as `500ms`, `15s`, `2m`, `1h30m` or ISO 8601 `PT15S`. A bare number is
@@ -463,7 +491,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 16, "a flag was added or removed: update this test and the docs");
+        assert_eq!(checked, 17, "a flag was added or removed: update this test and the docs");
     }
 
     /// Runs the real environment fallback in a child process (the test binary re-executed for this

@@ -3,6 +3,8 @@
 mod deletion;
 mod failover;
 mod faults;
+mod hostile;
+mod journeys;
 mod least_privilege;
 mod support;
 

@@ -170,6 +170,11 @@ impl Harness {
         self.start_controller().await;
     }
 
+    /// The controller task ended (it must not while the harness is up).
+    pub fn controller_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
         Api::all(self.client.clone())
     }
@@ -293,6 +298,7 @@ pub async fn spawn_controller(client: Client, policy: InstallPolicy) -> Spawned 
         }),
         reporter: "test".into(),
         policy,
+        discovery_interval: reconciler::DEFAULT_DISCOVERY_INTERVAL,
     };
     let task = tokio::spawn(async move {
         reconciler::run(client, opts).await.expect("controller runs");

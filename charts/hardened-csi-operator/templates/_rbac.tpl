@@ -125,6 +125,7 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   verbs: ["get", "create", "patch", "delete"]
   resourceNames:
     - ebs-csi-controller
+    - ebs-csi-node
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch"]
@@ -155,14 +156,16 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
 {{- end -}}
 
 {{/*
-The PullSecretsPresent condition: the operator fetches the pull Secrets' metadata (never their
-data) in the driver namespace. RBAC cannot tell a metadata request from a read, so the grant is
-`get` limited by resourceNames to exactly the pull Secrets the driver uses.
+The PullSecretsPresent condition and the controller's identity hash: the operator watches the pull
+Secrets and the static-key Secret one by one by name (a list/watch with fieldSelector
+metadata.name=NAME is authorised as NAME) and requests their metadata only (never their data), in
+the driver namespace. RBAC cannot tell a metadata request from a read, so the grant is `get`,
+`list` and `watch` limited by resourceNames to exactly the Secrets the driver names.
 */}}
 {{- define "hco.pullSecretRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
   resourceNames:
     {{- range (include "hco.pullSecretNames" . | fromJsonArray) }}
     - {{ . }}
@@ -190,6 +193,11 @@ it refuses a HardenedCsiDriver whose spec.namespace differs. A driver block must
 {{- with .Values.driver.spec.images -}}
 {{- with .pullSecrets -}}
 {{- $names = . -}}
+{{- end -}}
+{{- end -}}
+{{- with ((((.Values.driver.spec).aws).identity).secretRef) -}}
+{{- if and .name (not (has .name $names)) -}}
+{{- $names = append $names .name -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
