@@ -99,12 +99,29 @@ pub const CLUSTER: &[Permission] = &[
         "VolumeSnapshotClasses",
     ),
     p(
+        "storage.k8s.io",
+        &["volumeattributesclasses"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "VolumeAttributesClasses",
+    ),
+    p(
         "apiextensions.k8s.io",
         &["customresourcedefinitions"],
         &["get", "list", "watch"],
         "detect the snapshot API (read only)",
     ),
-    p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
+    p(
+        "",
+        &["persistentvolumes"],
+        &["list"],
+        "deletion guard, orphaned-volume inventory, VolumeAttributesClasses in use (read only)",
+    ),
+    p(
+        "",
+        &["persistentvolumeclaims"],
+        &["list"],
+        "a VolumeAttributesClass is kept while a claim names it (read only, before deleting one)",
+    ),
     p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
     p(
         "",

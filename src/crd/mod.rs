@@ -9,6 +9,7 @@ pub mod parse;
 mod spec;
 mod status;
 pub mod validate;
+pub mod versions;
 
 pub use aws_status::*;
 pub use duration::SpecDuration;

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
@@ -56,6 +56,7 @@ pub fn child_kinds() -> Vec<ChildKind> {
         kind::<NetworkPolicy>(true, Metadata),
         kind::<StorageClass>(false, Metadata),
         kind::<VolumeSnapshotClass>(false, Metadata),
+        kind::<VolumeAttributesClass>(false, Metadata),
     ]
 }
 

@@ -4,7 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -179,6 +180,8 @@ fn immutable_fields(kind: &str) -> &'static [&'static str] {
         &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
     } else if kind == VolumeSnapshotClass::kind(&()) {
         &["parameters", "driver", "deletionPolicy"]
+    } else if kind == VolumeAttributesClass::kind(&()) {
+        &["parameters", "driverName"]
     } else {
         &[]
     }
@@ -206,7 +209,16 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
     let params = PatchParams::apply(MANAGER).force();
     match api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await {
         Ok(o) => Ok(o),
-        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params).await,
+        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => {
+            if c.kind() == VolumeAttributesClass::kind(&()) {
+                let users = ClassUsers::read(client).await?;
+                let users = users.of(&c.name());
+                if !users.is_empty() {
+                    return Err(Error::ClassInUse { child: c.key(), users });
+                }
+            }
+            recreate(&api, c, &params).await
+        }
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
 }
@@ -242,16 +254,88 @@ async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> 
     Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
 }
 
+/// Which claims and volumes name each VolumeAttributesClass: a claim's
+/// `spec.volumeAttributesClassName`, the class its volume has (`status.currentVolumeAttributesClassName`)
+/// or is being modified to (`status.modifyVolumeStatus.targetVolumeAttributesClassName`), and a
+/// PersistentVolume's `spec.volumeAttributesClassName`. One paged read of each kind.
+pub struct ClassUsers(Vec<(String, String)>);
+
+impl ClassUsers {
+    pub async fn read(client: &Client) -> Result<Self> {
+        let mut out = Vec::new();
+        let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+        for pvc in list_all(&claims, "PersistentVolumeClaims").await? {
+            let who = format!(
+                "PersistentVolumeClaim/{}/{}",
+                pvc.metadata.namespace.clone().unwrap_or_default(),
+                pvc.metadata.name.clone().unwrap_or_default()
+            );
+            let spec = pvc.spec.as_ref().and_then(|s| s.volume_attributes_class_name.clone());
+            let status = pvc.status.as_ref();
+            let current = status.and_then(|s| s.current_volume_attributes_class_name.clone());
+            let target = status
+                .and_then(|s| s.modify_volume_status.as_ref())
+                .and_then(|m| m.target_volume_attributes_class_name.clone());
+            let names: BTreeSet<String> = [spec, current, target].into_iter().flatten().collect();
+            out.extend(names.into_iter().map(|n| (n, who.clone())));
+        }
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        for pv in list_all(&volumes, "PersistentVolumes").await? {
+            if let Some(n) = pv.spec.as_ref().and_then(|s| s.volume_attributes_class_name.clone()) {
+                out.push((n, format!("PersistentVolume/{}", pv.metadata.name.clone().unwrap_or_default())));
+            }
+        }
+        Ok(Self(out))
+    }
+
+    /// Who uses class `name`, the first five and how many more.
+    pub fn of(&self, name: &str) -> Vec<String> {
+        let all: Vec<&String> = self.0.iter().filter(|(n, _)| n == name).map(|(_, w)| w).collect();
+        let mut shown: Vec<String> = all.iter().take(5).map(|w| w.to_string()).collect();
+        if all.len() > 5 {
+            shown.push(format!("and {} more", all.len() - 5));
+        }
+        shown
+    }
+}
+
+async fn list_all<K>(api: &Api<K>, what: &str) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut lp = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await.map_err(|source| Error::Read { what: what.to_string(), source })?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What pruning left: errors, and VolumeAttributesClasses kept because something references them
+/// (each `name (used by ...)`).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub errors: Vec<Error>,
+    pub kept_classes: Vec<String>,
+}
+
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
-/// label-filtered caches and checked for our ownership again, never by name alone.
+/// label-filtered caches and checked for our ownership again, never by name alone. A
+/// VolumeAttributesClass a claim or volume still references is kept and reported: deleting it
+/// would leave those claims naming a class that no longer exists.
 pub async fn prune(
     client: &Client,
     caches: &ChildCaches,
     instance: &str,
     uid: Option<&str>,
     keep: &BTreeSet<String>,
-) -> Vec<Error> {
-    let mut errors = Vec::new();
+) -> Pruned {
+    let mut out = Pruned::default();
+    let mut users: Option<ClassUsers> = None;
     for (kind_name, (kind, store)) in &caches.by_kind {
         for meta in store.metas() {
             let name = meta.name.clone().unwrap_or_default();
@@ -262,15 +346,31 @@ pub async fn prune(
             if keep.contains(&key) || !is_ours(&meta, instance, uid) || meta.deletion_timestamp.is_some() {
                 continue;
             }
+            if *kind_name == VolumeAttributesClass::kind(&()) {
+                if users.is_none() {
+                    match ClassUsers::read(client).await {
+                        Ok(u) => users = Some(u),
+                        Err(e) => {
+                            out.errors.push(e);
+                            continue;
+                        }
+                    }
+                }
+                let using = users.as_ref().map(|u| u.of(&name)).unwrap_or_default();
+                if !using.is_empty() {
+                    out.kept_classes.push(format!("{name} (used by {})", using.join(", ")));
+                    continue;
+                }
+            }
             let api = api_for(client, kind, meta.namespace.as_deref());
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => tracing::info!(child = %key, "pruned"),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => errors.push(Error::Delete { child: key, source }),
+                Err(source) => out.errors.push(Error::Delete { child: key, source }),
             }
         }
     }
-    errors
+    out
 }
 
 /// Whether any cached child belongs to `instance`.

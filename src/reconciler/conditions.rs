@@ -150,6 +150,12 @@ pub struct Observed {
     /// Reconciles of this driver that failed in a row before this one.
     pub failed_attempts: u32,
     pub snapshot_api: bool,
+    /// The storage.k8s.io version serving VolumeAttributesClass, None when none does.
+    pub volume_attributes_class_api: Option<&'static str>,
+    /// Classes the spec asks for, those rendered, and those kept after removal (with their users).
+    pub requested_volume_attributes_classes: usize,
+    pub volume_attributes_classes: Vec<String>,
+    pub kept_volume_attributes_classes: Vec<String>,
     pub kubernetes_version: Option<String>,
     pub controller: Option<Rollout>,
     pub node: Option<Rollout>,
@@ -163,6 +169,8 @@ pub struct Observed {
     pub missing_pull_secrets: Option<Vec<String>>,
     pub pull_secret_check_error: Option<String>,
     pub driver_image: Option<String>,
+    /// The release the applied children run (`spec.version` or the default).
+    pub version: Option<String>,
     pub storage_classes: Vec<String>,
     pub volume_snapshot_classes: Vec<String>,
     /// Deletion waits for these volumes.
@@ -443,6 +451,7 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
                 out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
         )
     });
+    out.push(volume_attributes_classes(o));
     match (&o.missing_pull_secrets, &o.pull_secret_check_error) {
         (_, Some(err)) => out.push(Cond::unknown(
             PULL_SECRETS,
@@ -778,6 +787,48 @@ pub fn merge_conditions(old: &[Condition], new: &[Cond], generation: Option<i64>
         .collect()
 }
 
+fn volume_attributes_classes(o: &Observed) -> Cond {
+    let Some(version) = o.volume_attributes_class_api else {
+        let skipped = match o.requested_volume_attributes_classes {
+            0 => String::new(),
+            n => format!(" The {n} class(es) of spec.volumeAttributesClasses are not created."),
+        };
+        return Cond::new(
+            VOLUME_ATTRIBUTES_CLASSES,
+            false,
+            "NotServed",
+            format!(
+                "The cluster serves no VolumeAttributesClass API (storage.k8s.io/v1 from Kubernetes 1.34; v1beta1 on \
+                1.31-1.33 only with --runtime-config=storage.k8s.io/v1beta1=true and the VolumeAttributesClass \
+                feature gate): the csi-provisioner and csi-resizer run with VolumeAttributesClass=false.{skipped}"
+            ),
+        );
+    };
+    let managed = match o.volume_attributes_classes.as_slice() {
+        [] => "no classes in the spec".to_string(),
+        names => format!("managing {}", names.join(", ")),
+    };
+    if o.kept_volume_attributes_classes.is_empty() {
+        return Cond::new(
+            VOLUME_ATTRIBUTES_CLASSES,
+            true,
+            "Served",
+            format!("storage.k8s.io/{version} serves VolumeAttributesClass; {managed}."),
+        );
+    }
+    Cond::new(
+        VOLUME_ATTRIBUTES_CLASSES,
+        true,
+        "RemovedClassesInUse",
+        format!(
+            "storage.k8s.io/{version} serves VolumeAttributesClass; {managed}. Removed from the spec but kept because \
+            they are in use: {}. Move those claims to another class (spec.volumeAttributesClassName); the operator \
+            deletes each class once nothing uses it.",
+            o.kept_volume_attributes_classes.join("; ")
+        ),
+    )
+}
+
 /// The whole status from what was observed and the previous status.
 pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) -> HardenedCsiDriverStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -786,9 +837,16 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         conditions: merge_conditions(old_conditions, &conditions(o, old, now.0), o.generation, now),
         controller: o.controller.as_ref().map(|r| r.replicas.clone()),
         node: o.node.as_ref().map(|r| r.replicas.clone()),
+        // The release counts as running once both workloads rolled it out; until then the last one.
+        version: match (&o.version, o.controller.as_ref(), o.node.as_ref()) {
+            (Some(v), Some(c), Some(n)) if c.complete() && n.complete() => Some(v.clone()),
+            _ => old.and_then(|s| s.version.clone()),
+        },
         driver_image: o.driver_image.clone(),
         storage_classes: o.storage_classes.clone(),
         volume_snapshot_classes: o.volume_snapshot_classes.clone(),
+        volume_attributes_classes: o.volume_attributes_classes.clone(),
+        kept_volume_attributes_classes: o.kept_volume_attributes_classes.clone(),
         kubernetes_version: o.kubernetes_version.clone(),
         aws: o.aws.clone(),
         deletion_blocked_by: o.deletion_blocked_by.clone(),

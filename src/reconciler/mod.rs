@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -120,7 +121,23 @@ pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
         .unwrap_or((1, 33));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
-    Ok(Capabilities { kubernetes_version: version, snapshot_api })
+    let volume_attributes_class_api = volume_attributes_class_api(client).await?;
+    Ok(Capabilities { kubernetes_version: version, snapshot_api, volume_attributes_class_api })
+}
+
+/// The storage.k8s.io version that serves VolumeAttributesClass (`v1`, else `v1beta1`), as
+/// upstream's chart asks `.Capabilities.APIVersions`: from the API server's discovery.
+pub async fn volume_attributes_class_api(client: &Client) -> Result<Option<&'static str>, Error> {
+    for version in crate::render::VOLUME_ATTRIBUTES_CLASS_VERSIONS {
+        match client.list_api_group_resources(&format!("storage.k8s.io/{version}")).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == "volumeattributesclasses") => return Ok(Some(version)),
+            Ok(_) => {}
+            // A group version the server does not serve at all.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Discovery(e)),
+        }
+    }
+    Ok(None)
 }
 
 /// Runs the controller until `opts.shutdown` completes and in-flight reconciles finish.
@@ -134,7 +151,14 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let label = format!("{LABEL_MANAGED_BY}={MANAGER}");
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-    for kind in child_kinds() {
+    let vac_api = caps.read().map(|c| c.volume_attributes_class_api).unwrap_or(None);
+    for mut kind in child_kinds() {
+        let is_vac = kind.resource.kind == VolumeAttributesClass::kind(&());
+        if is_vac && let Some(version) = vac_api {
+            // The cache reads the version the cluster serves (v1beta1 before 1.34, where enabled).
+            kind.resource.version = version.to_string();
+            kind.resource.api_version = format!("{}/{version}", kind.resource.group);
+        }
         let cfg = watcher::Config::default().labels(&label);
         let name = kind.resource.kind.clone();
         let store = match kind.cached {
@@ -164,8 +188,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                     |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
                     kind.resource.clone(),
                 );
-                // The snapshot API may be absent; its cache must not hold up readiness.
-                if kind.resource.group != VolumeSnapshotClass::group(&()) {
+                // The snapshot API and VolumeAttributesClass may be absent; their caches must not
+                // hold up readiness.
+                if kind.resource.group != VolumeSnapshotClass::group(&()) && !(is_vac && vac_api.is_none()) {
                     syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 }
                 KindStore::Meta(reader)

@@ -19,6 +19,9 @@ use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
+/// How often a driver with VolumeAttributesClasses kept for their claims checks them again.
+const KEPT_CLASS_RECHECK: Duration = Duration::from_secs(60);
+
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&obj, &ctx).await;
@@ -47,6 +50,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         generation: obj.metadata.generation,
         failed_attempts: ctx.failures.lock().ok().and_then(|f| f.get(&name).copied()).unwrap_or(0),
         snapshot_api: caps.snapshot_api,
+        volume_attributes_class_api: caps.volume_attributes_class_api,
         kubernetes_version: Some(format!("{}.{}", caps.kubernetes_version.0, caps.kubernetes_version.1)),
         aws: ctx.aws.as_ref().and_then(|a| a.get(&name)),
         ..Observed::default()
@@ -129,7 +133,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         None => {
             // Wake up when a grace period runs out, even if nothing else changes.
             let review = conditions::next_review(&observed, Some(&status), now);
-            Ok(Action::requeue(review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC))))
+            // A VolumeAttributesClass kept for its claims is deleted soon after they let it go
+            // (nothing watches claims).
+            let resync = if observed.kept_volume_attributes_classes.is_empty() { RESYNC } else { KEPT_CLASS_RECHECK };
+            Ok(Action::requeue(review.map_or(resync, |d| (d + Duration::from_millis(100)).min(resync))))
         }
     }
 }
@@ -142,23 +149,29 @@ async fn apply_children(
     observed: &mut Observed,
 ) -> Result<Vec<Error>> {
     let name = hcd.name_any();
-    observed.driver_image = Some(render::images::resolve(&hcd.spec).driver);
-    use k8s_openapi::api::storage::v1::StorageClass;
+    let images = render::images::resolve(&hcd.spec);
+    observed.driver_image = Some(images.driver);
+    use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttributesClass};
 
     use crate::render::VolumeSnapshotClass;
     let names_of = |kind: &str| children.iter().filter(|c| c.kind() == kind).map(|c| c.name()).collect();
     observed.storage_classes = names_of(&StorageClass::kind(&()));
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
+    observed.volume_attributes_classes = names_of(&VolumeAttributesClass::kind(&()));
+    observed.requested_volume_attributes_classes = hcd.spec.volume_attributes_classes.len();
     // `hcd` is the stored object, uid included, so every child already carries our owner reference.
     let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
     if !foreign.is_empty() && !hcd.spec.adopt {
         observed.foreign = foreign;
         return Ok(Vec::new());
     }
+    observed.version = Some(images.version);
     let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children).await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
-        errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
+        let pruned = children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await;
+        errors.extend(pruned.errors);
+        observed.kept_volume_attributes_classes = pruned.kept_classes;
     }
     if hcd.spec.adopt {
         match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {

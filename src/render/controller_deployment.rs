@@ -245,6 +245,11 @@ fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback
 
 fn provisioner(ctx: &RenderCtx) -> Container {
     let fs = format!("--default-fstype={}", ctx.spec.controller.default_fs_type.as_str());
+    // One --feature-gates flag: upstream's chart repeats the flag for VolumeAttributesClass.
+    let gates = match super::volume_attributes_classes::feature_gate(ctx) {
+        Some(g) => format!("--feature-gates=Topology=true,{g}"),
+        None => "--feature-gates=Topology=true".to_string(),
+    };
     sidecar(
         ctx,
         "csi-provisioner",
@@ -252,7 +257,7 @@ fn provisioner(ctx: &RenderCtx) -> Container {
         &[
             "--timeout=60s",
             "--csi-address=$(ADDRESS)",
-            "--feature-gates=Topology=true",
+            &gates,
             "--extra-create-metadata",
             "--leader-election=true",
             &fs,
@@ -301,23 +306,20 @@ fn snapshotter(ctx: &RenderCtx) -> Container {
 }
 
 fn resizer(ctx: &RenderCtx) -> Container {
-    sidecar(
-        ctx,
-        "csi-resizer",
-        &ctx.images.resizer,
-        &[
-            "--timeout=60s",
-            "--extra-modify-metadata",
-            "--csi-address=$(ADDRESS)",
-            "--handle-volume-inuse-error=false",
-            "--leader-election=true",
-            "--kube-api-qps=20",
-            "--kube-api-burst=100",
-            "--workers=100",
-            "--retry-interval-max=30m",
-        ],
-        true,
-    )
+    let mut args = vec![
+        "--timeout=60s",
+        "--extra-modify-metadata",
+        "--csi-address=$(ADDRESS)",
+        "--handle-volume-inuse-error=false",
+        "--leader-election=true",
+        "--kube-api-qps=20",
+        "--kube-api-burst=100",
+        "--workers=100",
+        "--retry-interval-max=30m",
+    ];
+    let gate = super::volume_attributes_classes::feature_gate(ctx).map(|g| format!("--feature-gates={g}"));
+    args.extend(gate.as_deref());
+    sidecar(ctx, "csi-resizer", &ctx.images.resizer, &args, true)
 }
 
 fn liveness_probe(ctx: &RenderCtx) -> Container {

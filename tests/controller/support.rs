@@ -63,11 +63,17 @@ impl Harness {
     }
 
     pub async fn start_with(nodes: usize, snapshot_api: bool) -> Self {
+        Self::start_on("1.33", nodes, snapshot_api).await
+    }
+
+    /// As `start_with`, on a server of Kubernetes `version` (what it serves follows it).
+    pub async fn start_on(version: &str, nodes: usize, snapshot_api: bool) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let server = LocalApiServer::start().await.expect("local API server starts");
+        let opts = local_apiserver::Options { kubernetes_version: version.into(), ..Default::default() };
+        let server = LocalApiServer::start_with(opts).await.expect("local API server starts");
         let client = server.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");

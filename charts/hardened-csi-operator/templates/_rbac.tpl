@@ -33,6 +33,9 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshotclasses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattributesclasses"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -64,9 +67,14 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-# Deletion guard (no driver removal under live volumes) and the orphaned-volume inventory.
+# Deletion guard (no driver removal under live volumes), the orphaned-volume inventory and
+# VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
   resources: ["persistentvolumes"]
+  verbs: ["list"]
+# A VolumeAttributesClass is kept while a claim names it (read before deleting one).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
   verbs: ["list"]
 # Deletion guard: the driver's VolumeAttachments (read only).
 - apiGroups: ["storage.k8s.io"]
