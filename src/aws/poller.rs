@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
 use kube::api::{Api, ListParams};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::api::{AwsApi, AwsError};
 use super::inventory::{self, PvReferences, RefreshParams};
 use super::metrics::AwsMetrics;
-use super::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
-use crate::crd::{AwsStatus, HardenedCsiDriverSpec};
+use super::sdk::{AwsSettings, CredentialSource, ProxySettings, RetryPolicy, SdkAws};
+use crate::crd::{AwsStatus, CaBundle, HardenedCsiDriverSpec};
 use crate::render::{DRIVER_NAME, controller_deployment};
 
 /// No refresh runs more often than this, whatever the spec says.
@@ -152,7 +152,15 @@ impl SdkFactory {
             region: spec.aws.region.clone().or_else(|| self.settings.default_region.clone()),
             endpoint_url: self.settings.endpoint_url.clone(),
             ec2_endpoint: spec.aws.ec2_endpoint.clone(),
+            sts_endpoint: spec.aws.sts_endpoint.clone(),
             fips: spec.fips,
+            // The driver's proxy is the operator's too: both reach the same AWS endpoints.
+            proxy: spec
+                .proxy
+                .http_proxy
+                .as_ref()
+                .map(|url| ProxySettings { url: url.clone(), no_proxy: spec.proxy.no_proxy.clone() }),
+            ca_bundle: None,
             credentials,
             http_client: self.settings.http_client.clone(),
             retry: self.settings.retry,
@@ -165,10 +173,53 @@ impl SdkFactory {
 impl ApiFactory for SdkFactory {
     fn build<'a>(&'a self, spec: &'a HardenedCsiDriverSpec) -> BoxFuture<'a, Result<Arc<dyn AwsApi>, AwsError>> {
         Box::pin(async move {
-            let api = SdkAws::new(self.aws_settings(spec)).await?;
+            let mut settings = self.aws_settings(spec);
+            if let Some(b) = &spec.aws.ca_bundle {
+                settings.ca_bundle = Some(read_ca_bundle(&self.client, &spec.namespace, b).await?);
+            }
+            let api = SdkAws::new(settings).await?;
             Ok(Arc::new(api) as Arc<dyn AwsApi>)
         })
     }
+}
+
+/// The PEM bundle `spec.aws.caBundle` names, read from its ConfigMap (one `get`, granted by name).
+async fn read_ca_bundle(client: &kube::Client, namespace: &str, bundle: &CaBundle) -> Result<Vec<u8>, AwsError> {
+    let fail = |code: &str, message: String| {
+        AwsError::new("ReadCaBundle", code, message, None).with_class(super::api::ErrorClass::Client)
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = match api.get(&bundle.name).await {
+        Ok(cm) => cm,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(fail(
+                "NotFound",
+                format!(
+                    "ConfigMap {namespace}/{} (spec.aws.caBundle) not found: create it with the PEM bundle",
+                    bundle.name
+                ),
+            ));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(fail(
+                "Forbidden",
+                format!(
+                    "the operator may not read ConfigMap {namespace}/{} (spec.aws.caBundle): grant it with the chart \
+                    value caBundle.configMapNames ({})",
+                    bundle.name, s.message
+                ),
+            ));
+        }
+        Err(e) => return Err(fail("ReadFailed", format!("ConfigMap {namespace}/{}: {e}", bundle.name))),
+    };
+    let text = cm.data.as_ref().and_then(|d| d.get(&bundle.key)).map(|t| t.as_bytes().to_vec());
+    let bytes = text.or_else(|| cm.binary_data.as_ref().and_then(|d| d.get(&bundle.key)).map(|b| b.0.clone()));
+    bytes.ok_or_else(|| {
+        fail(
+            "MissingKey",
+            format!("ConfigMap {namespace}/{} has no key {:?} (spec.aws.caBundle.key)", bundle.name, bundle.key),
+        )
+    })
 }
 
 /// Whose permissions a non-IRSA spec gets probed with.

@@ -124,8 +124,14 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Endpoint of EC2 only (`spec.aws.ec2Endpoint`, a VPC endpoint); wins over `endpoint_url`.
     pub ec2_endpoint: Option<String>,
+    /// Endpoint of STS only (`spec.aws.stsEndpoint`); wins over `endpoint_url`.
+    pub sts_endpoint: Option<String>,
     /// Use FIPS endpoints for every call the operator makes.
     pub fips: bool,
+    /// HTTP(S) proxy of every AWS call (`spec.proxy`), with its bypass list.
+    pub proxy: Option<ProxySettings>,
+    /// Extra CA certificates (PEM) trusted beside the system roots (`spec.aws.caBundle`).
+    pub ca_bundle: Option<Vec<u8>>,
     pub credentials: CredentialSource,
     /// HTTP client override (tests use the SDK's replay and function clients).
     pub http_client: Option<SharedHttpClient>,
@@ -141,7 +147,10 @@ impl AwsSettings {
             region: Some(region.into()),
             endpoint_url: None,
             ec2_endpoint: None,
+            sts_endpoint: None,
             fips: false,
+            proxy: None,
+            ca_bundle: None,
             credentials: CredentialSource::Default,
             http_client: None,
             retry: RetryPolicy::default(),
@@ -149,6 +158,74 @@ impl AwsSettings {
             principal_label: None,
         }
     }
+}
+
+/// The proxy of the operator's AWS calls: `url` for HTTP and HTTPS, hosts in `no_proxy` direct.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub url: String,
+    pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    /// Credentials in the proxy URL are never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxySettings({}, no_proxy {:?})", crate::crd::validate::redact_url(&self.url), self.no_proxy)
+    }
+}
+
+/// The SDK's HTTPS client (rustls with aws-lc, as the default one) routed through `proxy` and
+/// trusting `ca_bundle` beside the system roots. The PEM is checked here, before the SDK could
+/// panic on it: a bad bundle is an error naming what is wrong.
+pub fn https_client(proxy: Option<&ProxySettings>, ca_bundle: Option<&[u8]>) -> Result<SharedHttpClient, AwsError> {
+    use aws_smithy_http_client::{Connector, proxy::ProxyConfig, tls};
+    let fail =
+        |code: &str, message: String| AwsError::new("Configure", code, message, None).with_class(ErrorClass::Client);
+    let proxy_config = match proxy {
+        None => None,
+        Some(p) => {
+            let config = ProxyConfig::all(&p.url).map_err(|e| {
+                fail("InvalidProxy", format!("proxy {}: {e}", crate::crd::validate::redact_url(&p.url)))
+            })?;
+            Some(match &p.no_proxy {
+                Some(n) => config.no_proxy(n),
+                None => config,
+            })
+        }
+    };
+    let mut trust = tls::TrustStore::default();
+    if let Some(pem) = ca_bundle {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail("InvalidCaBundle", format!("the CA bundle is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(fail("InvalidCaBundle", "the CA bundle holds no PEM certificate".to_string()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.into_iter().enumerate() {
+            roots
+                .add(cert)
+                .map_err(|e| fail("InvalidCaBundle", format!("certificate {} of the CA bundle: {e}", i + 1)))?;
+        }
+        trust = trust.with_pem_certificate(pem.to_vec());
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| fail("InvalidCaBundle", format!("TLS configuration: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, _components| {
+        let mut builder = Connector::builder();
+        if let Some(s) = settings {
+            builder = builder.connector_settings(s.clone());
+        }
+        builder.set_proxy_config(proxy_config.clone());
+        builder
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(context.clone())
+            .build()
+    }))
 }
 
 /// Makes one logical call: retries it within the policy and counts every request.
@@ -419,7 +496,11 @@ impl SdkAws {
             .with_class(ErrorClass::Client));
         };
 
-        let sts = aws_sdk_sts::Client::new(&base);
+        let mut sts_conf = aws_sdk_sts::config::Builder::from(&base);
+        if let Some(url) = &settings.sts_endpoint {
+            sts_conf = sts_conf.endpoint_url(url);
+        }
+        let sts = aws_sdk_sts::Client::from_conf(sts_conf.build());
         let role = role_source.map(|source| {
             Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) })
         });
@@ -466,6 +547,8 @@ async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Resul
     }
     if let Some(client) = &settings.http_client {
         loader = loader.http_client(client.clone());
+    } else if settings.proxy.is_some() || settings.ca_bundle.is_some() {
+        loader = loader.http_client(https_client(settings.proxy.as_ref(), settings.ca_bundle.as_deref())?);
     }
     match source {
         CredentialSource::Default => {}

@@ -10,11 +10,13 @@ mod spec;
 mod status;
 pub mod validate;
 pub mod versions;
+pub mod workload;
 
 pub use aws_status::*;
 pub use duration::SpecDuration;
 pub use spec::*;
 pub use status::*;
+pub use workload::*;
 
 use kube::CustomResourceExt;
 
