@@ -113,8 +113,9 @@ pub const CLUSTER: &[Permission] = &[
     p(
         "",
         &["persistentvolumes"],
-        &["list"],
-        "deletion guard, orphaned-volume inventory, VolumeAttributesClasses in use (read only)",
+        &["list", "watch"],
+        "deletion guard; the inventory's PersistentVolume watch (orphans, leaks); VolumeAttributesClasses in use \
+        (read only)",
     ),
     p(
         "",
@@ -122,12 +123,29 @@ pub const CLUSTER: &[Permission] = &[
         &["list"],
         "a VolumeAttributesClass is kept while a claim names it (read only, before deleting one)",
     ),
-    p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
+    p(
+        "storage.k8s.io",
+        &["volumeattachments"],
+        &["list", "watch"],
+        "deletion guard; the inventory's stuck-attachment watch (read only)",
+    ),
+    p(
+        "",
+        &["nodes"],
+        &["list", "watch"],
+        "the inventory: Nodes' providerID (instances to probe, gone nodes; read only)",
+    ),
+    p(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents"],
+        &["list", "watch"],
+        "the inventory: snapshots no VolumeSnapshotContent references (read only)",
+    ),
     p(
         "",
         &["serviceaccounts/token"],
         &["create"],
-        "IRSA preflight: a token for the driver's service account to assume its role",
+        "IAM preflight as the driver: a token for its service account (IRSA via STS, Pod Identity via EKS Auth)",
     ),
     p("events.k8s.io", &["events"], &["create", "patch"], "events on condition transitions"),
 ];
