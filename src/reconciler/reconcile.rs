@@ -22,6 +22,9 @@ use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 /// How often a driver with VolumeAttributesClasses kept for their claims checks them again.
 const KEPT_CLASS_RECHECK: Duration = Duration::from_secs(60);
 
+/// One pass over one driver. Its span names the driver, so every log line and event of the pass
+/// says which HardenedCsiDriver it is about.
+#[tracing::instrument(name = "reconcile", skip_all, fields(driver = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&obj, &ctx).await;
@@ -336,6 +339,8 @@ async fn finalize(
         }
     }
     deletion::set_finalizer(api, obj, false).await?;
+    let types = old.iter().flat_map(|s| s.conditions.iter().map(|c| c.type_.clone()));
+    ctx.metrics.forget_conditions(&name, types.collect::<Vec<_>>());
     tracing::info!(driver = %name, volumes_kept = volumes.total(), "driver removed");
     Ok(Action::await_change())
 }
@@ -351,6 +356,7 @@ async fn write_status(
 ) -> Result<HardenedCsiDriverStatus> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
+    ctx.metrics.set_conditions(&obj.name_any(), new.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())));
     if old.is_some_and(|o| conditions::same_status(o, &new)) {
         return Ok(new);
     }

@@ -3,6 +3,7 @@
 mod deletion;
 mod failover;
 mod faults;
+mod hostile;
 mod storage;
 mod support;
 
