@@ -133,9 +133,16 @@ async fn main() {
     figure("rss_idle_mib", idle.rss_mib, "MiB");
     let big = process_figures(10_000, 5_000).await;
     figure("aws_requests_per_refresh", big.aws_requests as f64, "requests");
+    // With a clusterId each cluster tag is its own scope query (the fake tags 3 in 4 items with
+    // the cluster-name tag, all with kubernetes.io/cluster/<id>).
+    let named = |n: usize| (0..n).filter(|i| aws_fake::has_cluster_name_tag(*i)).count();
     figure(
         "aws_request_budget_10k_5k",
-        hardened_csi_operator::aws::inventory::request_budget(10_000, 5_000, false) as f64,
+        hardened_csi_operator::aws::inventory::request_budget_scoped(
+            &[named(10_000), 10_000],
+            &[named(5_000), 5_000],
+            false,
+        ) as f64,
         "requests",
     );
     figure("rss_inventory_10k_mib", big.peak_rss_mib, "MiB");
