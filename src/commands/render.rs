@@ -64,7 +64,12 @@ fn render_file(args: &RenderArgs) -> Result<String, String> {
         Some(v) => render::VOLUME_ATTRIBUTES_CLASS_VERSIONS.into_iter().find(|s| *s == v),
         None => (kubernetes_version >= (1, 34)).then_some("v1"),
     };
-    let caps = Capabilities { kubernetes_version, snapshot_api: !args.no_snapshot_api, volume_attributes_class_api };
+    let caps = Capabilities {
+        kubernetes_version,
+        snapshot_api: !args.no_snapshot_api,
+        volume_attributes_class_api,
+        ..Capabilities::default()
+    };
     let children =
         render::render(&hcd, &caps).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
     Ok(render::to_yaml(&children))

@@ -15,12 +15,14 @@ use serde_json::{Value, json};
 
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
-use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource, pods};
+use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource, pods, secrets};
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
 /// How often a driver with VolumeAttributesClasses kept for their claims checks them again.
 const KEPT_CLASS_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a driver with held-back classes is looked at again.
+const HELD_CLASS_RECHECK: Duration = Duration::from_secs(30);
 
 /// One pass over one driver. Its span names the driver, so every log line and event of the pass
 /// says which HardenedCsiDriver it is about.
@@ -61,6 +63,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     if obj.metadata.deletion_timestamp.is_some() {
         untrack(ctx, &name);
+        ctx.secrets.clear();
         return finalize(obj, ctx, &api, old_status, observed).await;
     }
     if !deletion::has_finalizer(obj) {
@@ -85,7 +88,18 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     let value = serde_json::to_value(obj).map_err(|source| Error::Serialize { what: name.clone(), source })?;
     let mut errors = Vec::new();
-    let namespace = match parse::from_value(value).and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
+    let parsed = parse::from_value(value);
+    let mut caps = caps;
+    let mut secrets_seen = Vec::new();
+    if let Ok(hcd) = &parsed {
+        secrets_seen = observe_secrets(ctx, hcd).await;
+        let identity = hcd.spec.aws.identity.secret_ref.as_ref().map(|s| s.name.as_str());
+        caps.identity_secret_version = secrets_seen.iter().find_map(|(n, seen)| match seen {
+            secrets::Seen::Present(rv) if Some(n.as_str()) == identity => Some(rv.clone()),
+            _ => None,
+        });
+    }
+    let namespace = match parsed.and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
         Err(e) => {
             untrack(ctx, &name);
             let fips = obj.data.pointer("/spec/fips").and_then(Value::as_bool).unwrap_or(false);
@@ -99,7 +113,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                 aws.track(&name, &hcd.spec);
             }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
-            check_pull_secrets(ctx, &hcd, &mut observed).await;
+            pull_secrets(&hcd, &secrets_seen, &mut observed);
             let i = &hcd.spec.images;
             observed.images = Some(ImageSource {
                 registry: i.registry.clone(),
@@ -136,10 +150,18 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         None => {
             // Wake up when a grace period runs out, even if nothing else changes.
             let review = conditions::next_review(&observed, Some(&status), now);
+            let mut next = review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC));
+            // A held-back class is someone else's object, outside our label-filtered watches:
+            // look again soon, so it is applied once that object is gone or the spec adopts it.
+            if !observed.foreign_classes.is_empty() {
+                next = next.min(HELD_CLASS_RECHECK);
+            }
             // A VolumeAttributesClass kept for its claims is deleted soon after they let it go
             // (nothing watches claims).
-            let resync = if observed.kept_volume_attributes_classes.is_empty() { RESYNC } else { KEPT_CLASS_RECHECK };
-            Ok(Action::requeue(review.map_or(resync, |d| (d + Duration::from_millis(100)).min(resync))))
+            if !observed.kept_volume_attributes_classes.is_empty() {
+                next = next.min(KEPT_CLASS_RECHECK);
+            }
+            Ok(Action::requeue(next))
         }
     }
 }
@@ -162,21 +184,28 @@ async fn apply_children(
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
     observed.volume_attributes_classes = names_of(&VolumeAttributesClass::kind(&()));
     observed.requested_volume_attributes_classes = hcd.spec.volume_attributes_classes.len();
-    // `hcd` is the stored object, uid included, so every child already carries our owner reference.
+    // Foreign objects the spec lets us take over are applied over; a foreign class the spec does
+    // not let us take over blocks that class only; any other foreign object blocks the driver.
     let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
-    if !foreign.is_empty() && !hcd.spec.adopt {
-        observed.foreign = foreign;
+    let (adopted, refused): (Vec<_>, Vec<_>) = foreign.into_iter().partition(|f| hcd.spec.adopts(&f.kind, &f.name));
+    let (classes, blocking): (Vec<_>, Vec<_>) = refused.into_iter().partition(children::Foreign::is_class);
+    if !blocking.is_empty() {
+        observed.foreign = blocking.into_iter().chain(classes).map(|f| f.message).collect();
         return Ok(Vec::new());
     }
     observed.version = Some(images.version);
-    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children).await;
+    let held: BTreeSet<&str> = classes.iter().map(|f| f.key.as_str()).collect();
+    let applied: Vec<render::Child> = children.iter().filter(|c| !held.contains(c.key().as_str())).cloned().collect();
+    observed.foreign_classes = classes.iter().map(|f| f.message.clone()).collect();
+    let adopting: BTreeSet<String> = adopted.into_iter().map(|f| f.key).collect();
+    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, &applied, &adopting).await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         let pruned = children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await;
         errors.extend(pruned.errors);
         observed.kept_volume_attributes_classes = pruned.kept_classes;
     }
-    if hcd.spec.adopt {
+    if hcd.spec.adopts_any() {
         match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {
             Ok(leftovers) => observed.release_leftovers = leftovers,
             Err(e) => errors.push(e),
@@ -252,22 +281,50 @@ fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
     }
 }
 
-/// Checks that the pull Secrets exist, by metadata only: the operator never reads secret data.
-async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &mut Observed) {
+/// What is known of the Secrets the driver names (pull Secrets, the static-key Secret), from
+/// their watches by name. A Secret whose watch has not listed yet, or cannot list (RBAC granting
+/// `get` only), is read once, metadata only: the operator never reads secret data.
+async fn observe_secrets(ctx: &Context, hcd: &HardenedCsiDriver) -> Vec<(String, secrets::Seen)> {
+    let mut names = hcd.spec.images.pull_secrets.clone();
+    if let Some(s) = &hcd.spec.aws.identity.secret_ref {
+        names.push(s.name.clone());
+    }
+    names.sort();
+    names.dedup();
+    let namespace = &hcd.spec.namespace;
+    let mut seen = ctx.secrets.observe(&hcd.name_any(), namespace, &names);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for (name, s) in &mut seen {
+        if !matches!(s, secrets::Seen::Unknown | secrets::Seen::Error(_)) {
+            continue;
+        }
+        *s = match api.get_metadata_opt(name).await {
+            Ok(Some(m)) => secrets::Seen::Present(m.metadata.resource_version.unwrap_or_default()),
+            Ok(None) => secrets::Seen::Absent,
+            Err(e) => match s {
+                secrets::Seen::Error(watch) => secrets::Seen::Error(watch.clone()),
+                _ => secrets::Seen::Error(ApiMessage(&e).to_string()),
+            },
+        };
+    }
+    seen
+}
+
+/// PullSecretsPresent's facts: which named pull Secrets are missing, or why it is not known.
+fn pull_secrets(hcd: &HardenedCsiDriver, seen: &[(String, secrets::Seen)], observed: &mut Observed) {
     let names = &hcd.spec.images.pull_secrets;
     if names.is_empty() {
         return;
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &hcd.spec.namespace);
     let mut missing = Vec::new();
     for n in names {
-        match api.get_metadata_opt(n).await {
-            Ok(Some(_)) => {}
-            Ok(None) => missing.push(n.clone()),
-            Err(e) => {
-                observed.pull_secret_check_error = Some(ApiMessage(&e).to_string());
+        match seen.iter().find(|(s, _)| s == n).map(|(_, s)| s) {
+            Some(secrets::Seen::Present(_)) => {}
+            Some(secrets::Seen::Error(e)) => {
+                observed.pull_secret_check_error = Some(e.clone());
                 return;
             }
+            Some(secrets::Seen::Absent | secrets::Seen::Unknown) | None => missing.push(n.clone()),
         }
     }
     observed.missing_pull_secrets = Some(missing);

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::*;
@@ -22,15 +22,42 @@ pub const SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
 const SOCKET_DIR: &str = "/var/lib/csi/sockets/pluginproxy/";
 const SOCKET: &str = "/var/lib/csi/sockets/pluginproxy/csi.sock";
 pub const METRICS_PORT: i32 = 3301;
-/// Health (and metrics) endpoints of the CSI sidecars (`--http-endpoint`).
+/// Health and metrics endpoints of the CSI sidecars (`--http-endpoint`), upstream's port numbers.
 pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] = [
     ("csi-provisioner", "healthz-prov", 3302),
     ("csi-attacher", "healthz-att", 3303),
-    ("csi-snapshotter", "healthz-snap", 3304),
-    ("csi-resizer", "healthz-rsz", 3305),
+    ("csi-resizer", "healthz-rsz", 3304),
+    ("csi-snapshotter", "healthz-snap", 3306),
 ];
+/// The controller's livenessprobe metrics (`--metrics-address`), upstream's port.
+pub const LIVENESS_METRICS_PORT: i32 = 3305;
+/// The node plugin's metrics (`--http-endpoint`), upstream's port.
+pub const NODE_METRICS_PORT: i32 = 3302;
 /// Where the livenessprobe sidecar serves the driver's health.
 pub const DRIVER_HEALTH_PORT: i32 = 9808;
+
+/// Pod-template annotation holding a hash of the driver's AWS identity: which kind (IRSA, Pod
+/// Identity, static keys), the IRSA role, the static-key Secret's name and resourceVersion. A
+/// running pod keeps the credentials it started with (the IRSA and Pod Identity webhooks inject
+/// them at pod creation, a `secretKeyRef` is resolved at container start), so any change rolls
+/// the controller and no pod keeps the old credentials.
+pub const IDENTITY_ANNOTATION: &str = "csi.hardened.dev/identity-hash";
+
+/// FNV-1a (64 bit) of the identity, as hex: stable across builds and platforms (the annotation
+/// is compared with what an earlier operator version wrote), and it shows no ARN or name.
+fn identity_hash(ctx: &RenderCtx) -> String {
+    let id = &ctx.spec.aws.identity;
+    let text = if let Some(i) = &id.irsa {
+        format!("irsa\0{}", i.role_arn)
+    } else if let Some(s) = &id.secret_ref {
+        let version = ctx.caps.identity_secret_version.as_deref().unwrap_or_default();
+        format!("secret\0{}\0{version}", s.name)
+    } else {
+        "podIdentity".to_string()
+    };
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
 
 /// The pod selector, exactly upstream's: selectors are immutable, so adopting an upstream
 /// install only works if ours is the same.
@@ -45,6 +72,7 @@ pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     }
     if ctx.spec.metrics.enabled {
         out.push(Child::new(metrics_service(ctx)));
+        out.push(Child::new(node_metrics_service(ctx)));
     }
     out
 }
@@ -53,7 +81,8 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
     let c = &ctx.spec.controller;
     let mut template_labels = ctx.labels();
     template_labels.extend(selector_labels());
-    let template_meta = template_meta(template_labels, &c.pod_labels, &c.pod_annotations);
+    let mut template_meta = template_meta(template_labels, &c.pod_labels, &c.pod_annotations);
+    template_meta.annotations.get_or_insert_default().insert(IDENTITY_ANNOTATION.to_string(), identity_hash(ctx));
     let mut containers = vec![driver(ctx), provisioner(ctx), attacher(ctx)];
     if ctx.caps.snapshot_api {
         containers.push(snapshotter(ctx));
@@ -311,8 +340,10 @@ fn attacher(ctx: &RenderCtx) -> Container {
         "--worker-threads=100",
         "--retry-interval-max=5m",
     ];
-    // Kubernetes 1.33 lets CSI drivers update a node's attach limit; upstream turns it on there.
-    if ctx.caps.at_least(1, 33) {
+    // The attacher's half of the node attach-limit refresh (it reports ResourceExhausted attaches
+    // in a VolumeAttachment field of the same gate): on where the cluster's gate is on by default,
+    // with the CSIDriver's nodeAllocatableUpdatePeriodSeconds (see `csidriver`).
+    if ctx.caps.node_allocatable_updates() {
         args.push("--feature-gates=MutableCSINodeAllocatableCount=true");
     }
     let opts = Sidecar { spec: &ctx.spec.controller.sidecars.attacher, vac_fallback: false, json_logs: false };
@@ -361,7 +392,12 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
     if let Some(l) = s.log_level {
         args.push(log_level_arg(l));
     }
+    let metrics = ctx.spec.metrics.enabled;
+    if metrics {
+        args.push(format!("--metrics-address=0.0.0.0:{LIVENESS_METRICS_PORT}"));
+    }
     Container {
+        ports: metrics.then(|| vec![port("metrics-lp", LIVENESS_METRICS_PORT)]),
         volume_mounts: Some(vec![mount("socket-dir", "/csi")]),
         resources: Some(sidecar_resources(s, small_resources)),
         liveness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 20)),
@@ -393,19 +429,59 @@ fn pdb(ctx: &RenderCtx) -> PodDisruptionBudget {
     }
 }
 
+/// `prometheus.io/*` annotations of a metrics Service, when wanted.
+fn scrape_annotations(ctx: &RenderCtx, port: i32) -> Option<BTreeMap<String, String>> {
+    ctx.spec.metrics.prometheus_annotations.then(|| {
+        BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "true".to_string()),
+            ("prometheus.io/port".to_string(), port.to_string()),
+        ])
+    })
+}
+
+fn service_port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The controller's metrics: the driver (3301, what the annotations point at) and each sidecar.
 fn metrics_service(ctx: &RenderCtx) -> Service {
+    let mut ports = vec![service_port("metrics", METRICS_PORT)];
+    for (name, _, number) in SIDECAR_HEALTH_PORTS {
+        if name == "csi-snapshotter" && !ctx.caps.snapshot_api {
+            continue;
+        }
+        let short = name.trim_start_matches("csi-");
+        ports.push(service_port(&format!("metrics-{short}"), number));
+    }
+    ports.push(service_port("metrics-liveness", LIVENESS_METRICS_PORT));
     Service {
-        metadata: ctx.ns_meta(NAME),
+        metadata: ObjectMeta { annotations: scrape_annotations(ctx, METRICS_PORT), ..ctx.ns_meta(NAME) },
         spec: Some(ServiceSpec {
             selector: Some(selector_labels()),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                port: METRICS_PORT,
-                target_port: Some(IntOrString::Int(METRICS_PORT)),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(ports),
             type_: Some("ClusterIP".into()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The node plugin's metrics, answered by the pod on the scraping node only.
+fn node_metrics_service(ctx: &RenderCtx) -> Service {
+    let name = super::node_daemonset::NAME;
+    Service {
+        metadata: ObjectMeta { annotations: scrape_annotations(ctx, NODE_METRICS_PORT), ..ctx.ns_meta(name) },
+        spec: Some(ServiceSpec {
+            selector: Some(super::node_daemonset::selector_labels()),
+            ports: Some(vec![service_port("metrics", NODE_METRICS_PORT)]),
+            type_: Some("ClusterIP".into()),
+            internal_traffic_policy: Some("Local".into()),
             ..ServiceSpec::default()
         }),
         status: None,

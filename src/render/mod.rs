@@ -58,11 +58,20 @@ pub struct Capabilities {
     /// The storage.k8s.io version serving VolumeAttributesClasses (`v1`, else `v1beta1`), None
     /// when the cluster serves none (before 1.34 unless its beta API is enabled).
     pub volume_attributes_class_api: Option<&'static str>,
+    /// The resourceVersion of the static-key Secret (`spec.aws.identity.secretRef`) as the
+    /// reconciler last saw it (metadata only), part of the controller's identity hash: a rotated
+    /// key rolls the controller. None when unknown (offline `render`, no static keys).
+    pub identity_secret_version: Option<String>,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { kubernetes_version: (1, 33), snapshot_api: true, volume_attributes_class_api: None }
+        Self {
+            kubernetes_version: (1, 33),
+            snapshot_api: true,
+            volume_attributes_class_api: None,
+            identity_secret_version: None,
+        }
     }
 }
 
@@ -72,6 +81,13 @@ pub const VOLUME_ATTRIBUTES_CLASS_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 impl Capabilities {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         self.kubernetes_version >= (major, minor)
+    }
+
+    /// MutableCSINodeAllocatableCount is on by default (from 1.35; alpha in 1.33, off-by-default
+    /// beta in 1.34): the CSIDriver's `nodeAllocatableUpdatePeriodSeconds` and the attacher's
+    /// feature gate are rendered.
+    pub fn node_allocatable_updates(&self) -> bool {
+        self.at_least(1, 35)
     }
 
     /// Parses `1.33`, `v1.33.2`, `1.33+` (what /version's gitVersion and minor can look like).
