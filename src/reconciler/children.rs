@@ -105,69 +105,99 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
     format!("{kind}/{name} is managed by {owner}: {how}.")
 }
 
-/// Children that exist but are not ours. Cached children cost nothing; only children missing
-/// from our label-filtered caches are looked up, metadata only.
-pub async fn foreign(
+/// What the look for existing objects found: the children that exist but are not ours (each
+/// described), and the keys of those that do not exist at all (so applying them needs no read).
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub foreign: Vec<String>,
+    pub absent: BTreeSet<String>,
+}
+
+/// Looks for existing objects in the way of the children. Cached children cost nothing; only
+/// children missing from our label-filtered caches are looked up, metadata only, concurrently.
+pub async fn survey(
     client: &Client,
     caches: &ChildCaches,
     children: &[Child],
     instance: &str,
     uid: Option<&str>,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for c in children {
+) -> Result<Survey> {
+    let metas = futures::future::join_all(children.iter().map(|c| async move {
         let ns = c.namespace();
-        let meta = match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
-            Some(m) => Some(m),
+        match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
+            Some(m) => Ok(Some(Some(m))),
             None => {
-                let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
+                let Some((kind, _)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
                 let api = api_for(client, kind, ns.as_deref());
                 api.get_metadata_opt(&c.name())
                     .await
-                    .map_err(|source| Error::Read { what: c.key(), source })?
-                    .map(|m| m.metadata)
+                    .map(|m| Some(m.map(|m| m.metadata)))
+                    .map_err(|source| Error::Read { what: c.key(), source })
             }
-        };
-        if let Some(meta) = meta
-            && !is_ours(&meta, instance, uid)
-        {
-            out.push(describe_foreign(c.kind(), &c.name(), &meta));
+        }
+    }))
+    .await;
+    let mut out = Survey::default();
+    for (c, meta) in children.iter().zip(metas) {
+        match meta? {
+            Some(Some(meta)) if !is_ours(&meta, instance, uid) => {
+                out.foreign.push(describe_foreign(c.kind(), &c.name(), &meta))
+            }
+            Some(None) => {
+                out.absent.insert(c.key());
+            }
+            _ => {}
         }
     }
     Ok(out)
 }
 
+/// When a child may be applied: roles before the bindings that grant them (the API server
+/// checks a binding against the role it names), and ServiceAccounts, roles and bindings before
+/// the workloads whose pods run with them. Children of one phase are applied concurrently.
+fn phase(kind: &str) -> u8 {
+    match kind {
+        "ClusterRoleBinding" | "RoleBinding" => 1,
+        "Deployment" | "DaemonSet" => 2,
+        _ => 0,
+    }
+}
+
 /// Server-side applies every child that changed since our last apply (or drifted), and nothing
-/// else. Returns the errors of children that could not be applied.
+/// else, phase by phase ([`phase`]), concurrently within a phase. Returns the errors of
+/// children that could not be applied.
 pub async fn apply(
     client: &Client,
     caches: &ChildCaches,
     log: &AppliedLog,
     metrics: &Metrics,
     children: &[Child],
+    absent: &BTreeSet<String>,
 ) -> Vec<Error> {
     let mut errors = Vec::new();
-    for c in children {
-        let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
-        let key = c.key();
-        let hash = hash_of(c);
-        let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
-        let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
-        if let (Some(meta), Some(last)) = (&cached, &last)
-            && last.hash == hash
-            && last.version == version_of(meta, kind.cached)
-        {
-            continue;
-        }
-        match apply_child(client, caches, kind, c).await {
-            Ok(applied) => {
+    for p in 0..=2 {
+        let due = children.iter().filter(|c| phase(c.kind()) == p).filter_map(|c| {
+            let (kind, _) = caches.by_kind.get(c.kind())?;
+            let key = c.key();
+            let hash = hash_of(c);
+            let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
+            let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
+            if let (Some(meta), Some(last)) = (&cached, &last)
+                && last.hash == hash
+                && last.version == version_of(meta, kind.cached)
+            {
+                return None;
+            }
+            Some(async move {
+                let applied = apply_child(client, caches, kind, c, absent.contains(&c.key())).await?;
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
                     l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.cached) });
                 }
-            }
-            Err(e) => errors.push(e),
-        }
+                Ok::<(), Error>(())
+            })
+        });
+        errors.extend(futures::future::join_all(due).await.into_iter().filter_map(Result::err));
     }
     errors
 }
@@ -318,10 +348,18 @@ pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, u
 
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
 /// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels),
-/// and a CSIDriver whose immutable spec must change is replaced.
-async fn apply_child(client: &Client, caches: &ChildCaches, kind: &ChildKind, c: &Child) -> Result<DynamicObject> {
+/// and a CSIDriver whose immutable spec must change is replaced. `absent`: the survey of this
+/// reconcile found no such object, so there is no existing selector to read.
+async fn apply_child(
+    client: &Client,
+    caches: &ChildCaches,
+    kind: &ChildKind,
+    c: &Child,
+    absent: bool,
+) -> Result<DynamicObject> {
     let kept;
-    let c = match adopted_selector(client, caches, kind, c).await? {
+    let selector = if absent { None } else { adopted_selector(client, caches, kind, c).await? };
+    let c = match selector {
         Some(selector) => {
             kept = keep_selector(c, &selector);
             &kept

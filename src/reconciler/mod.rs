@@ -56,6 +56,12 @@ pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
+/// A status change that is only progress (replica counts, a node joining: see
+/// `conditions::progress_only`) is written at most this often per driver; decisions at once.
+pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
+/// Pull Secrets found present are looked up again after this long (or when the spec names
+/// others); missing ones on every reconcile, so a Secret created meanwhile is seen at once.
+pub const PULL_SECRET_RECHECK: Duration = Duration::from_secs(60);
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -73,6 +79,10 @@ pub struct Context {
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each driver's status was last written (the coalescing of progress-only changes).
+    status_written: Mutex<HashMap<String, std::time::Instant>>,
+    /// The last pull Secret check of each driver.
+    pull_checks: Mutex<HashMap<String, reconcile::PullCheck>>,
 }
 
 impl Context {
@@ -204,6 +214,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         aws: opts.aws,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
+        status_written: Mutex::new(HashMap::new()),
+        pull_checks: Mutex::new(HashMap::new()),
     });
 
     {

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
-use super::{Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_resource, pods};
+use super::{
+    Context, FORCE_DELETE_ANNOTATION, PULL_SECRET_RECHECK, RESYNC, STATUS_COALESCE, children, deletion, driver_resource,
+    pods,
+};
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
@@ -123,13 +126,15 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
     }
     observed.apply_errors = errors.iter().map(ToString::to_string).collect();
-    let status = write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
+    let Written { status, deferred } = write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => {
-            // Wake up when a grace period runs out, even if nothing else changes.
+            // Wake up when a grace period runs out, even if nothing else changes, and for a
+            // status write that waits.
             let review = conditions::next_review(&observed, Some(&status), now);
-            Ok(Action::requeue(review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC))))
+            let due = [review.map(|d| d + Duration::from_millis(100)), deferred].into_iter().flatten().min();
+            Ok(Action::requeue(due.map_or(RESYNC, |d| d.min(RESYNC))))
         }
     }
 }
@@ -150,12 +155,13 @@ async fn apply_children(
     observed.storage_classes = names_of(&StorageClass::kind(&()));
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
     // `hcd` is the stored object, uid included, so every child already carries our owner reference.
-    let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
-    if !foreign.is_empty() && !hcd.spec.adopt {
-        observed.foreign = foreign;
+    let survey = children::survey(&ctx.client, &ctx.caches, children, &name, uid).await?;
+    if !survey.foreign.is_empty() && !hcd.spec.adopt {
+        observed.foreign = survey.foreign;
         return Ok(Vec::new());
     }
-    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children).await;
+    let mut errors =
+        children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children, &survey.absent).await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
@@ -236,10 +242,28 @@ fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
     }
 }
 
+/// The last pull Secret check of one driver: the namespace and names it looked for, and when.
+/// Only a check that found every Secret is reused (for `PULL_SECRET_RECHECK`).
+pub struct PullCheck {
+    key: (String, Vec<String>),
+    at: Instant,
+}
+
 /// Checks that the pull Secrets exist, by metadata only: the operator never reads secret data.
+/// The operator may only `get` these Secrets (no watch), so each check is one read per name;
+/// a check that found them all is reused for a while instead of repeated on every reconcile.
 async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &mut Observed) {
     let names = &hcd.spec.images.pull_secrets;
     if names.is_empty() {
+        return;
+    }
+    let driver = hcd.name_any();
+    let key = (hcd.spec.namespace.clone(), names.clone());
+    let fresh = ctx.pull_checks.lock().ok().is_some_and(|m| {
+        m.get(&driver).is_some_and(|c| c.key == key && c.at.elapsed() < PULL_SECRET_RECHECK)
+    });
+    if fresh {
+        observed.missing_pull_secrets = Some(Vec::new());
         return;
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &hcd.spec.namespace);
@@ -252,6 +276,13 @@ async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &m
                 observed.pull_secret_check_error = Some(ApiMessage(&e).to_string());
                 return;
             }
+        }
+    }
+    if let Ok(mut m) = ctx.pull_checks.lock() {
+        if missing.is_empty() {
+            m.insert(driver, PullCheck { key, at: Instant::now() });
+        } else {
+            m.remove(&driver);
         }
     }
     observed.missing_pull_secrets = Some(missing);
@@ -328,25 +359,38 @@ async fn finalize(
 }
 
 /// Writes status (server-side apply of the status subresource) only when it changed, and
-/// publishes an event for each condition whose status changed.
+/// publishes an event for each condition whose status changed. A change that is progress only
+/// is written at most once per `STATUS_COALESCE`: the caller requeues for the deferred write.
 async fn write_status(
     ctx: &Context,
     api: &Api<DynamicObject>,
     obj: &DynamicObject,
     old: Option<&HardenedCsiDriverStatus>,
     observed: &Observed,
-) -> Result<HardenedCsiDriverStatus> {
+) -> Result<Written> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
     if old.is_some_and(|o| conditions::same_status(o, &new)) {
-        return Ok(new);
+        return Ok(Written { status: new, deferred: None });
     }
     let name = obj.name_any();
+    // Progress alone (counts moving while nodes join or pods roll) waits for the coalescing
+    // interval; the reconcile due then writes whatever is current.
+    let last = ctx.status_written.lock().ok().and_then(|w| w.get(&name).copied());
+    if let (Some(o), Some(last)) = (old, last)
+        && conditions::progress_only(o, &new)
+        && let Some(wait) = STATUS_COALESCE.checked_sub(last.elapsed()).filter(|w| !w.is_zero())
+    {
+        return Ok(Written { status: new, deferred: Some(wait) });
+    }
     let patch =
         json!({"apiVersion": HardenedCsiDriver::api_version(&()), "kind": HardenedCsiDriver::kind(&()), "status": new});
     api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| Error::Status { name: name.clone(), source })?;
+    if let Ok(mut w) = ctx.status_written.lock() {
+        w.insert(name.clone(), Instant::now());
+    }
     let reference = obj.object_ref(&driver_resource());
     for c in conditions::transitions(old, &new) {
         let decision = matches!(
@@ -382,7 +426,13 @@ async fn write_status(
             tracing::debug!(error = %e, "event not published");
         }
     }
-    Ok(new)
+    Ok(Written { status: new, deferred: None })
+}
+
+/// The status a reconcile decided, and how long its write waits when it is progress only.
+struct Written {
+    status: HardenedCsiDriverStatus,
+    deferred: Option<Duration>,
 }
 
 fn truncate(s: &str, max: usize) -> String {
