@@ -28,9 +28,9 @@ fn repo() -> PathBuf {
 }
 
 fn upstream_chart() -> PathBuf {
-    std::env::var_os("UPSTREAM_CHART").map(PathBuf::from).unwrap_or_else(|| {
-        repo().join("../shared/reference/upstream-ebs-csi/chart/aws-ebs-csi-driver")
-    })
+    std::env::var_os("UPSTREAM_CHART")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/reference/upstream-ebs-csi/chart/aws-ebs-csi-driver"))
 }
 
 fn python() -> PathBuf {

@@ -32,7 +32,6 @@ const WATCH_TIMEOUT_SECS: f64 = 290.0;
 pub struct Operator {
     child: tokio::process::Child,
     pub pid: u32,
-    pub port: u16,
 }
 
 impl Operator {
@@ -57,7 +56,7 @@ impl Operator {
             .expect("operator starts");
         let pid = child.id().expect("pid");
         wait_for(Duration::from_secs(120), async || http_ok(port, "/readyz").await).await;
-        (Operator { child, pid, port }, t0.elapsed().as_secs_f64() * 1000.0)
+        (Operator { child, pid }, t0.elapsed().as_secs_f64() * 1000.0)
     }
 
     /// `VmRSS` and `VmHWM` (peak) in MiB.
@@ -252,7 +251,9 @@ async fn status_writes_per_node_join(server: &LocalApiServer, drivers: &Api<Hard
     }
     let want = (NODES + joins) as i32;
     wait_for(Duration::from_secs(120), async || {
-        driver_state(drivers).await.is_some_and(|(_, ready, desired, nready, _)| ready && desired == want && nready == want)
+        driver_state(drivers)
+            .await
+            .is_some_and(|(_, ready, desired, nready, _)| ready && desired == want && nready == want)
     })
     .await;
     breakdown("node joins", &server.counters());

@@ -113,8 +113,9 @@ pub struct Survey {
     pub absent: BTreeSet<String>,
 }
 
-/// Looks for existing objects in the way of the children. Cached children cost nothing; only
-/// children missing from our label-filtered caches are looked up, metadata only, concurrently.
+/// Looks for existing objects in the way of the children. Cached objects cost nothing, nor do
+/// names missing from a whole-kind cache; only children missing from a label-filtered cache are
+/// looked up, metadata only, concurrently.
 pub async fn survey(
     client: &Client,
     caches: &ChildCaches,
@@ -127,7 +128,11 @@ pub async fn survey(
         match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
             Some(m) => Ok(Some(Some(m))),
             None => {
-                let Some((kind, _)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
+                let Some((kind, store)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
+                if kind.whole && store.synced() {
+                    // The synced cache holds every object of the kind: this one does not exist.
+                    return Ok(Some(None));
+                }
                 let api = api_for(client, kind, ns.as_deref());
                 api.get_metadata_opt(&c.name())
                     .await

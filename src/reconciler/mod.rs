@@ -168,7 +168,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
                 let reader = writer.as_reader();
                 let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
-                let stream = reflector::reflector(writer, watcher(api, cfg));
+                let cfg = if kind.whole { watcher::Config::default() } else { cfg };
+                let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
+                let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
                     quiet(stream.default_backoff().touched_objects()),
                     |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),

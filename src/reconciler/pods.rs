@@ -57,10 +57,8 @@ pub struct PodWatch {
 /// Whether a pod can change a condition: not ready, terminating, or with a container that
 /// restarted (it may be crash-looping). Pods of neither workload never count.
 fn notable(p: &Pod) -> bool {
-    let ours = matches!(
-        p.labels().get("app").map(String::as_str),
-        Some(controller_deployment::NAME | node_daemonset::NAME)
-    );
+    let ours =
+        matches!(p.labels().get("app").map(String::as_str), Some(controller_deployment::NAME | node_daemonset::NAME));
     let Some(status) = p.status.as_ref() else { return ours };
     let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let restarted = status
@@ -98,7 +96,11 @@ impl PodWatch {
         }
         let Ok(notable) = r.notable.lock() else { return Ok(None) };
         Ok(Some(
-            notable.values().filter(|p| p.labels().get(LABEL_INSTANCE).is_some_and(|i| i == instance)).cloned().collect(),
+            notable
+                .values()
+                .filter(|p| p.labels().get(LABEL_INSTANCE).is_some_and(|i| i == instance))
+                .cloned()
+                .collect(),
         ))
     }
 

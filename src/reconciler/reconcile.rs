@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
-    Context, FORCE_DELETE_ANNOTATION, PULL_SECRET_RECHECK, RESYNC, STATUS_COALESCE, children, deletion, driver_resource,
-    pods,
+    Context, FORCE_DELETE_ANNOTATION, PULL_SECRET_RECHECK, RESYNC, STATUS_COALESCE, children, deletion,
+    driver_resource, pods,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
@@ -259,9 +259,11 @@ async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &m
     }
     let driver = hcd.name_any();
     let key = (hcd.spec.namespace.clone(), names.clone());
-    let fresh = ctx.pull_checks.lock().ok().is_some_and(|m| {
-        m.get(&driver).is_some_and(|c| c.key == key && c.at.elapsed() < PULL_SECRET_RECHECK)
-    });
+    let fresh = ctx
+        .pull_checks
+        .lock()
+        .ok()
+        .is_some_and(|m| m.get(&driver).is_some_and(|c| c.key == key && c.at.elapsed() < PULL_SECRET_RECHECK));
     if fresh {
         observed.missing_pull_secrets = Some(Vec::new());
         return;
@@ -381,6 +383,7 @@ async fn write_status(
         && conditions::progress_only(o, &new)
         && let Some(wait) = STATUS_COALESCE.checked_sub(last.elapsed()).filter(|w| !w.is_zero())
     {
+        tracing::debug!(driver = %name, wait_ms = wait.as_millis() as u64, "progress only; status write coalesced");
         return Ok(Written { status: new, deferred: Some(wait) });
     }
     let patch =
@@ -391,6 +394,12 @@ async fn write_status(
     if let Ok(mut w) = ctx.status_written.lock() {
         w.insert(name.clone(), Instant::now());
     }
+    tracing::debug!(
+        driver = %name,
+        generation = ?new.observed_generation,
+        ready = ?new.condition(conditions::READY).map(|c| (&c.status, &c.reason, &c.message)),
+        "status written"
+    );
     let reference = obj.object_ref(&driver_resource());
     for c in conditions::transitions(old, &new) {
         let decision = matches!(
@@ -414,6 +423,13 @@ async fn write_status(
             conditions::RECONCILING => false,
             _ => c.status == "True",
         };
+        // A condition seen for the first time is news only when something is wrong: a new
+        // driver whose spec is valid and which is rolling out says so in its status, not in a
+        // burst of events.
+        let first = old.and_then(|o| o.condition(&c.type_)).is_none();
+        if first && (good || c.reason == "RollingOut") {
+            continue;
+        }
         // An event is a courtesy; failing to publish one must not fail the reconcile.
         let ev = Event {
             type_: if good { EventType::Normal } else { EventType::Warning },

@@ -154,7 +154,10 @@ impl Fake {
     fn cluster_tags(&self, i: usize) -> Vec<(String, String)> {
         let Some((this, other)) = &self.clusters else { return Vec::new() };
         let id = if i.is_multiple_of(2) { this } else { other };
-        vec![("ebs.csi.aws.com/cluster-name".into(), id.clone()), (format!("kubernetes.io/cluster/{id}"), "owned".into())]
+        vec![
+            ("ebs.csi.aws.com/cluster-name".into(), id.clone()),
+            (format!("kubernetes.io/cluster/{id}"), "owned".into()),
+        ]
     }
 
     /// The indices of the `total` items that every `tag:` filter of the request selects (EC2:
