@@ -158,10 +158,20 @@ async fn process_part() {
     figure("aws_requests_per_refresh", big.aws_requests as f64, "requests");
     figure(
         "aws_request_budget_10k_5k",
-        hardened_csi_operator::aws::inventory::request_budget(10_000, 5_000, false) as f64,
+        // One query per cluster tag: the fake's older volumes lack the cluster-name tag.
+        hardened_csi_operator::aws::inventory::request_budget_scoped(
+            &[named(10_000), 10_000],
+            &[named(5_000), 5_000],
+            false,
+        ) as f64,
         "requests",
     );
     figure("rss_inventory_10k_mib", big.peak_rss_mib, "MiB");
+}
+
+/// How many of the fake's first `n` items carry the cluster-name tag.
+fn named(n: usize) -> usize {
+    (0..n).filter(|i| aws_fake::has_cluster_name_tag(*i)).count()
 }
 
 struct ProcessFigures {
@@ -188,7 +198,7 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver = serde_json::from_value(json!({
         "apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver", "metadata": {"name": "ebs"},
-        "spec": {"aws": {"region": "us-east-1", "clusterId": "bench"}, "inventory": {"interval": "1h"}}
+        "spec": {"aws": {"region": "us-east-1", "clusterId": aws_fake::CLUSTER}, "inventory": {"interval": "1h"}}
     }))
     .expect("driver");
     drivers.create(&PostParams::default(), &obj).await.expect("create");

@@ -615,3 +615,251 @@ mod properties {
         }
     }
 }
+
+// ---------------------------------------------------------------- day-2 knobs (issue 17)
+
+fn container_of<'a>(obj: &'a Value, name: &str) -> &'a Value {
+    obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn args_of(obj: &Value, name: &str) -> Vec<String> {
+    strings(&container_of(obj, name)["args"]).iter().map(|a| a.to_string()).collect()
+}
+
+const SIDECARS: &str = "controller:\n  logLevel: 3\n  loggingFormat: json\n  sidecars:\n    provisioner:\n      \
+    extraArgs: [\"--worker-threads=50\", \"--timeout=120s\", \"--kube-api-qps=$(QPS)\"]\n      logLevel: 5\n      \
+    resources: {requests: {cpu: 50m, memory: 128Mi}, limits: {memory: 1Gi}}\n    attacher: {extraArgs: \
+    [\"--worker-threads=20\"]}\n    livenessProbe: {extraArgs: [\"--probe-timeout=30s\"], logLevel: 4}\nnode:\n  \
+    loggingFormat: json\n  sidecars:\n    nodeDriverRegistrar: {logLevel: 6, resources: {limits: {memory: 64Mi}}}\n";
+
+#[test]
+fn sidecar_tuning_replaces_defaults_in_place_and_appends_the_rest() {
+    let children = ours(&render::render(&hcd(SIDECARS), &Capabilities::default()).expect("renders"));
+    let deploy = &children["Deployment/ebs-csi-controller"];
+    let prov = args_of(deploy, "csi-provisioner");
+    assert_eq!(prov[0], "--timeout=120s", "a default flag is replaced where it stood: {prov:?}");
+    assert!(prov.contains(&"--worker-threads=50".to_string()) && !prov.contains(&"--worker-threads=100".to_string()));
+    assert!(prov.contains(&"--kube-api-qps=$$(QPS)".to_string()), "user strings are escaped: {prov:?}");
+    assert!(prov.contains(&"--v=5".to_string()) && prov.contains(&"--logging-format=json".to_string()), "{prov:?}");
+    assert_eq!(prov.iter().filter(|a| a.starts_with("--timeout")).count(), 1);
+    let prov_c = container_of(deploy, "csi-provisioner");
+    assert_eq!(
+        prov_c["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}})
+    );
+    // The attacher has no JSON logging; it takes the controller's level.
+    let att = args_of(deploy, "csi-attacher");
+    assert!(att.contains(&"--v=3".to_string()) && !att.iter().any(|a| a.starts_with("--logging-format")), "{att:?}");
+    assert!(att.contains(&"--worker-threads=20".to_string()));
+    assert_eq!(container_of(deploy, "csi-attacher")["resources"]["limits"]["memory"], json!("256Mi"));
+    let resizer = args_of(deploy, "csi-resizer");
+    assert!(resizer.contains(&"--logging-format=json".to_string()) && resizer.contains(&"--v=3".to_string()));
+    assert!(args_of(deploy, "ebs-plugin").contains(&"--logging-format=json".to_string()));
+    let lp = args_of(deploy, "liveness-probe");
+    assert_eq!(lp, ["--csi-address=/csi/csi.sock", "--probe-timeout=30s", "--v=4"]);
+    let ds = &children["DaemonSet/ebs-csi-node"];
+    assert!(args_of(ds, "ebs-plugin").contains(&"--logging-format=json".to_string()));
+    let reg = args_of(ds, "node-driver-registrar");
+    assert!(reg.contains(&"--v=6".to_string()) && !reg.iter().any(|a| a.starts_with("--logging-format")), "{reg:?}");
+    assert_eq!(container_of(ds, "node-driver-registrar")["resources"], json!({"limits": {"memory": "64Mi"}}));
+    assert_eq!(args_of(ds, "liveness-probe"), ["--csi-address=/csi/csi.sock"]);
+    // Nothing set: exactly the defaults (the parity test pins them against upstream).
+    let plain = ours(&render::render(&hcd("{}"), &Capabilities::default()).expect("renders"));
+    assert!(!args_of(&plain["Deployment/ebs-csi-controller"], "csi-provisioner").iter().any(|a| a.contains("format")));
+}
+
+const PODS: &str = "controller:\n  podAnnotations: {ad.datadoghq.com/tags: '{\"team\": \"storage\"}'}\n  podLabels: \
+    {team: storage}\n  env: [{name: AWS_MAX_ATTEMPTS, value: \"10\"}, {name: TOKEN, value: \
+    \"$(AWS_SECRET_ACCESS_KEY)\"}, \
+    {name: FROM_SECRET, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n  envFrom: [{configMapRef: {name: \
+    driver-env}}]\n  dnsConfig: {options: [{name: ndots, value: \"2\"}]}\n  terminationGracePeriodSeconds: 45\n  \
+    revisionHistoryLimit: 3\n  podDisruptionBudget: {minAvailable: 1, unhealthyPodEvictionPolicy: AlwaysAllow}\n\
+    node:\n  podLabels: {team: storage}\n  podAnnotations: {example.com/scrape: \"false\"}\n  env: [{name: \
+    AWS_MAX_ATTEMPTS, value: \"5\"}]\n  envFrom: [{secretRef: {name: node-env}}]\n  dnsConfig: {searches: \
+    [corp.example.com]}\n  terminationGracePeriodSeconds: 120\n  revisionHistoryLimit: 5\n";
+
+#[test]
+fn pod_knobs_reach_both_pod_templates_and_the_pdb() {
+    let children = ours(&render::render(&hcd(PODS), &Capabilities::default()).expect("renders"));
+    let deploy = &children["Deployment/ebs-csi-controller"];
+    let (meta, pod) = (&deploy["spec"]["template"]["metadata"], &deploy["spec"]["template"]["spec"]);
+    assert_eq!(meta["labels"]["team"], "storage");
+    assert_eq!(meta["labels"]["app"], "ebs-csi-controller", "the selector labels stay");
+    assert_eq!(meta["annotations"]["ad.datadoghq.com/tags"], "{\"team\": \"storage\"}");
+    assert_eq!(pod["dnsConfig"], json!({"options": [{"name": "ndots", "value": "2"}]}));
+    assert_eq!(pod["terminationGracePeriodSeconds"], 45);
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 3);
+    let plugin = container_of(deploy, "ebs-plugin");
+    let env = plugin["env"].as_array().expect("env");
+    assert!(env.contains(&json!({"name": "AWS_MAX_ATTEMPTS", "value": "10"})));
+    assert!(env.contains(&json!({"name": "TOKEN", "value": "$$(AWS_SECRET_ACCESS_KEY)"})), "values are literal");
+    assert!(env.contains(&json!({"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})));
+    assert_eq!(env[0]["name"], "CSI_ENDPOINT", "the operator's variables come first");
+    assert_eq!(plugin["envFrom"], json!([{"configMapRef": {"name": "driver-env"}}]));
+    assert!(container_of(deploy, "csi-provisioner").get("envFrom").is_none(), "only the driver container");
+    let pdb = &children["PodDisruptionBudget/ebs-csi-controller"]["spec"];
+    assert_eq!(pdb["minAvailable"], 1);
+    assert!(pdb.get("maxUnavailable").is_none(), "{pdb}");
+    assert_eq!(pdb["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+
+    let ds = &children["DaemonSet/ebs-csi-node"];
+    let (meta, pod) = (&ds["spec"]["template"]["metadata"], &ds["spec"]["template"]["spec"]);
+    assert_eq!(
+        (meta["labels"]["team"].as_str(), meta["labels"]["app"].as_str()),
+        (Some("storage"), Some("ebs-csi-node"))
+    );
+    assert_eq!(meta["annotations"], json!({"example.com/scrape": "false"}));
+    assert_eq!(pod["dnsConfig"], json!({"searches": ["corp.example.com"]}));
+    assert_eq!(pod["terminationGracePeriodSeconds"], 120);
+    assert_eq!(ds["spec"]["revisionHistoryLimit"], 5);
+    let plugin = container_of(ds, "ebs-plugin");
+    assert!(plugin["env"].as_array().expect("env").contains(&json!({"name": "AWS_MAX_ATTEMPTS", "value": "5"})));
+    assert_eq!(plugin["envFrom"], json!([{"secretRef": {"name": "node-env"}}]));
+
+    // Defaults: upstream's PDB (maxUnavailable 1), no annotations, grace 30 on the node only.
+    let plain = ours(&render::render(&hcd("{}"), &Capabilities::default()).expect("renders"));
+    assert_eq!(
+        plain["PodDisruptionBudget/ebs-csi-controller"]["spec"],
+        json!({"maxUnavailable": 1, "selector":
+        {"matchLabels": {"app": "ebs-csi-controller", "app.kubernetes.io/name": "aws-ebs-csi-driver"}}})
+    );
+    let d = &plain["Deployment/ebs-csi-controller"]["spec"]["template"];
+    assert!(d["metadata"].get("annotations").is_none() && d["spec"].get("terminationGracePeriodSeconds").is_none());
+    let percent = ours(
+        &render::render(
+            &hcd("controller: {podDisruptionBudget: {maxUnavailable: \"50%\"}}\n"),
+            &Capabilities::default(),
+        )
+        .expect("renders"),
+    );
+    assert_eq!(percent["PodDisruptionBudget/ebs-csi-controller"]["spec"]["maxUnavailable"], "50%");
+}
+
+#[test]
+fn node_plugin_knobs_region_extra_args_host_network_and_selinux() {
+    let spec = "aws: {region: eu-central-1}\nnode:\n  extraArgs: [\"--metadata-sources=kubernetes\", \
+        \"--legacy-xfs=true\"]\n  hostNetwork: true\n  selinux: true\n";
+    let children = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    let ds = &children["DaemonSet/ebs-csi-node"];
+    let plugin = container_of(ds, "ebs-plugin");
+    let args = args_of(ds, "ebs-plugin");
+    assert!(
+        args.ends_with(&["--metadata-sources=kubernetes".to_string(), "--legacy-xfs=true".to_string()]),
+        "{args:?}"
+    );
+    assert!(plugin["env"].as_array().expect("env").contains(&json!({"name": "AWS_REGION", "value": "eu-central-1"})));
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let volumes: Vec<&Value> = pod["volumes"].as_array().expect("volumes").iter().collect();
+    assert!(volumes.contains(&&json!({"name": "selinux-sysfs", "hostPath": {"path": "/sys/fs/selinux", "type":
+        "Directory"}})));
+    assert!(volumes.contains(&&json!({"name": "selinux-config", "hostPath": {"path": "/etc/selinux/config", "type":
+        "File"}})));
+    let mounts = plugin["volumeMounts"].as_array().expect("mounts");
+    assert!(mounts.contains(&json!({"name": "selinux-sysfs", "mountPath": "/sys/fs/selinux"})));
+    assert!(mounts.contains(&json!({"name": "selinux-config", "mountPath": "/etc/selinux/config", "readOnly": true})));
+    assert_eq!(children["CSIDriver/ebs.csi.aws.com"]["spec"]["seLinuxMount"], true);
+    // Off by default: no SELinux mounts, no seLinuxMount, no region on the node without aws.region.
+    let plain = ours(&render::render(&hcd("{}"), &Capabilities::default()).expect("renders"));
+    assert!(plain["CSIDriver/ebs.csi.aws.com"]["spec"].get("seLinuxMount").is_none());
+    let env = &container_of(&plain["DaemonSet/ebs-csi-node"], "ebs-plugin")["env"];
+    assert!(!env.as_array().expect("env").iter().any(|e| e["name"] == "AWS_REGION"));
+    assert_eq!(plain["DaemonSet/ebs-csi-node"]["spec"]["template"]["spec"]["hostNetwork"], false);
+}
+
+#[test]
+fn class_metadata_and_the_driver_parameter_list() {
+    let spec = "storageClasses:\n  - {name: gp3, default: true, labels: {team: storage}, annotations: \
+        {example.com/owner: \
+        storage}, parameters: {blockAttachUntilInitialized: \"true\", EXT4ENCRYPTIONSUPPORT: \"true\", \
+        allowAutoIOPSIncreaseOnModify: \"true\", tagSpecification_1: \"team=storage\"}}\nvolumeSnapshotClasses:\n  \
+        - {name: snaps, labels: {team: storage}, annotations: {example.com/owner: storage}}\n";
+    let children = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    let sc = &children["StorageClass/gp3"];
+    assert_eq!(sc["metadata"]["labels"]["team"], "storage");
+    assert_eq!(sc["metadata"]["labels"]["app.kubernetes.io/managed-by"], "hardened-csi-operator");
+    assert_eq!(
+        sc["metadata"]["annotations"],
+        json!({"example.com/owner": "storage", "storageclass.kubernetes.io/is-default-class": "true"})
+    );
+    assert_eq!(sc["parameters"]["EXT4ENCRYPTIONSUPPORT"], "true", "keys pass as written");
+    let vsc = &children["VolumeSnapshotClass/snaps"];
+    assert_eq!(vsc["metadata"]["labels"]["team"], "storage");
+    assert_eq!(vsc["metadata"]["annotations"], json!({"example.com/owner": "storage"}));
+
+    // What driver 1.64 refuses (CreateVolume fails with "Invalid parameter key"), or a field's
+    // parameter in any case, is refused naming the key.
+    for (params, key, says) in [
+        ("{outpostArn: x}", "outpostArn", "not a parameter driver 1.64 accepts"),
+        ("{TYPE: io2}", "TYPE", "set it with spec.storageClasses[0].type instead"),
+        ("{KmsKeyId: x}", "KmsKeyId", "kmsKeyId instead"),
+        ("{fstype: xfs}", "fstype", "fsType instead"),
+        ("{tagspecification_1: a}", "tagspecification_1", "not a parameter"),
+        ("{csi.storage.k8s.io/pvc/name: x}", "csi.storage.k8s.io/pvc/name", "not a parameter"),
+    ] {
+        let e = render::render(
+            &hcd(&format!("storageClasses: [{{name: a, parameters: {params}}}]\n")),
+            &Capabilities::default(),
+        )
+        .expect_err(params);
+        let field = format!("spec.storageClasses[0].parameters[{key}]");
+        assert!(e.0.iter().any(|f| f.field == field && f.message.contains(says)), "{params}: {e}");
+    }
+    let e = render::render(
+        &hcd("volumeSnapshotClasses: [{name: s, parameters: {blockSize: \"4096\"}}]\n"),
+        &Capabilities::default(),
+    )
+    .expect_err("a volume parameter on a snapshot class");
+    assert!(e.0.iter().any(|f| f.field == "spec.volumeSnapshotClasses[0].parameters[blockSize]"), "{e}");
+}
+
+#[test]
+fn static_key_names_session_token_sts_endpoint_and_ca_bundle() {
+    let spec = "aws:\n  identity: {secretRef: {name: keys, keyId: AWS_ACCESS_KEY_ID, accessKey: AWS_SECRET_ACCESS_KEY, \
+        sessionToken: AWS_SESSION_TOKEN}}\n  stsEndpoint: https://sts.eu-west-1.amazonaws.com\n  caBundle: {name: \
+        corp-ca, key: ca.pem}\n";
+    let children = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    let deploy = &children["Deployment/ebs-csi-controller"];
+    let plugin = container_of(deploy, "ebs-plugin");
+    let env = plugin["env"].as_array().expect("env");
+    let from_secret = |name: &str, key: &str| {
+        let selector = json!({"name": "keys", "key": key, "optional": false});
+        json!({"name": name, "valueFrom": {"secretKeyRef": selector}})
+    };
+    assert!(env.contains(&from_secret("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")), "{env:?}");
+    assert!(env.contains(&from_secret("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")));
+    assert!(env.contains(&from_secret("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN")));
+    assert!(env.contains(&json!({"name": "AWS_ENDPOINT_URL_STS", "value": "https://sts.eu-west-1.amazonaws.com"})));
+    let bundle = json!({"name": "AWS_CA_BUNDLE", "value": "/etc/hardened-csi/aws-ca/ca-bundle.crt"});
+    assert!(env.contains(&bundle));
+    let mount = json!({"name": "aws-ca-bundle", "mountPath": "/etc/hardened-csi/aws-ca", "readOnly": true});
+    assert!(plugin["volumeMounts"].as_array().expect("mounts").contains(&mount));
+    let volume = json!({"name": "aws-ca-bundle", "configMap": {"name": "corp-ca", "items": [{"key": "ca.pem", "path":
+        "ca-bundle.crt"}], "defaultMode": 292, "optional": false}});
+    assert!(deploy["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes").contains(&volume));
+    let ds = &children["DaemonSet/ebs-csi-node"];
+    let node_plugin = container_of(ds, "ebs-plugin");
+    assert!(node_plugin["env"].as_array().expect("env").contains(&bundle));
+    assert!(node_plugin["volumeMounts"].as_array().expect("mounts").contains(&mount));
+    assert!(ds["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes").contains(&volume));
+    // Sidecars never see the bundle or the keys.
+    assert!(
+        container_of(deploy, "csi-provisioner")["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .all(|m| m["name"] != "aws-ca-bundle")
+    );
+    // Defaults: upstream's key names, no session token.
+    let plain = ours(
+        &render::render(&hcd("aws: {identity: {secretRef: {name: keys}}}\n"), &Capabilities::default())
+            .expect("renders"),
+    );
+    let env = container_of(&plain["Deployment/ebs-csi-controller"], "ebs-plugin")["env"].clone();
+    assert!(env.as_array().expect("env").contains(&from_secret("AWS_ACCESS_KEY_ID", "key_id")));
+    assert!(env.as_array().expect("env").contains(&from_secret("AWS_SECRET_ACCESS_KEY", "access_key")));
+    assert!(!env.as_array().expect("env").iter().any(|e| e["name"] == "AWS_SESSION_TOKEN"));
+}

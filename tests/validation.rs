@@ -432,6 +432,147 @@ fn cases() -> Vec<Bad> {
             "spec.inventory.stuckThreshold",
             rule(rules::STUCK_THRESHOLD),
         ),
+        // Day-2 knobs (issue 17): sidecars, pods, node plugin.
+        bad(
+            json!({"controller": {"sidecars": {"provisioner": {"extraArgs": ["worker-threads=5"]}}}}),
+            "spec.controller.sidecars.provisioner.extraArgs[0]",
+            "spec.controller.sidecars.provisioner.extraArgs",
+            rule(rules::SIDECAR_ARGS_FORM),
+        ),
+        bad(
+            json!({"controller": {"sidecars": {"resizer": {"extraArgs": ["--timeout=2m", "--csi-address=/tmp/x"]}}}}),
+            "spec.controller.sidecars.resizer.extraArgs[1]",
+            "spec.controller.sidecars.resizer.extraArgs",
+            rule(rules::SIDECAR_ARGS_MANAGED),
+        ),
+        bad(
+            json!({"node": {"sidecars": {"nodeDriverRegistrar": {"extraArgs": ["--kubelet-registration-path=/x"]}}}}),
+            "spec.node.sidecars.nodeDriverRegistrar.extraArgs[0]",
+            "spec.node.sidecars.nodeDriverRegistrar.extraArgs",
+            rule(rules::SIDECAR_ARGS_MANAGED),
+        ),
+        bad(
+            json!({"controller": {"sidecars": {"attacher": {"logLevel": 11}}}}),
+            "spec.controller.sidecars.attacher.logLevel",
+            "spec.controller.sidecars.attacher.logLevel",
+            Each("11 is out of range: 0 to 10", "should be less than or equal to 10"),
+        ),
+        bad(
+            json!({"node": {"extraArgs": ["--metadata-sources=kubernetes", "-endpoint=unix:/tmp/x"]}}),
+            "spec.node.extraArgs[1]",
+            "spec.node.extraArgs",
+            rule(rules::NODE_ARGS_MANAGED),
+        ),
+        bad(
+            json!({"node": {"extraArgs": ["legacy-xfs"]}}),
+            "spec.node.extraArgs[0]",
+            "spec.node.extraArgs",
+            rule(rules::EXTRA_ARGS_FORM),
+        ),
+        bad(
+            json!({"controller": {"env": [{"name": "AWS_MAX_ATTEMPTS", "value": "5"}, {"name": "AWS_REGION",
+                "value": "eu-west-1"}]}}),
+            "spec.controller.env[1].name",
+            "spec.controller.env",
+            rule(rules::ENV_MANAGED),
+        ),
+        bad(
+            json!({"node": {"env": [{"name": "HTTPS_PROXY", "value": "http://p:3128"}]}}),
+            "spec.node.env[0].name",
+            "spec.node.env",
+            rule(rules::ENV_MANAGED),
+        ),
+        bad(
+            json!({"node": {"dnsConfig": {"nameservers": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]}}}),
+            "spec.node.dnsConfig",
+            "spec.node.dnsConfig",
+            rule(rules::DNS_CONFIG),
+        ),
+        bad(
+            json!({"controller": {"podLabels": {"app": "mine"}}}),
+            "spec.controller.podLabels[app]",
+            "spec.controller.podLabels",
+            rule(rules::POD_LABELS_RESERVED),
+        ),
+        bad(
+            json!({"node": {"podLabels": {"bad key": "x"}}}),
+            "spec.node.podLabels[bad key]",
+            "spec.node.podLabels",
+            rule(rules::LABEL_KEYS),
+        ),
+        bad(
+            json!({"controller": {"podLabels": {"team": "a b"}}}),
+            "spec.controller.podLabels[team]",
+            "spec.controller.podLabels",
+            rule(rules::LABEL_VALUES),
+        ),
+        bad(
+            json!({"node": {"podAnnotations": {"-bad": "x"}}}),
+            "spec.node.podAnnotations[-bad]",
+            "spec.node.podAnnotations",
+            rule(rules::ANNOTATION_KEYS),
+        ),
+        bad(
+            json!({"controller": {"podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}}),
+            "spec.controller.podDisruptionBudget",
+            "spec.controller.podDisruptionBudget",
+            rule(rules::PDB_EXCLUSIVE),
+        ),
+        bad(
+            json!({"controller": {"podDisruptionBudget": {"minAvailable": "150%"}}}),
+            "spec.controller.podDisruptionBudget.minAvailable",
+            "spec.controller.podDisruptionBudget.minAvailable",
+            rule(rules::PDB_VALUE),
+        ),
+        bad(
+            json!({"controller": {"podDisruptionBudget": {"maxUnavailable": -1}}}),
+            "spec.controller.podDisruptionBudget.maxUnavailable",
+            "spec.controller.podDisruptionBudget.maxUnavailable",
+            rule(rules::PDB_VALUE),
+        ),
+        bad(
+            json!({"controller": {"loggingFormat": "yaml"}}),
+            "spec.controller.loggingFormat",
+            "spec.controller.loggingFormat",
+            Each("unknown variant `yaml`, expected `text` or `json`", "supported values: \"text\", \"json\""),
+        ),
+        bad(
+            json!({"node": {"terminationGracePeriodSeconds": 7200}}),
+            "spec.node.terminationGracePeriodSeconds",
+            "spec.node.terminationGracePeriodSeconds",
+            Each("7200 is out of range: 0 to 3600", "should be less than or equal to 3600"),
+        ),
+        bad(
+            json!({"storageClasses": [{"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class":
+                "true"}}]}),
+            "spec.storageClasses[0].annotations[storageclass.kubernetes.io/is-default-class]",
+            "spec.storageClasses[0].annotations",
+            rule(rules::CLASS_ANNOTATIONS),
+        ),
+        bad(
+            json!({"volumeSnapshotClasses": [{"name": "s", "labels": {"app.kubernetes.io/managed-by": "me"}}]}),
+            "spec.volumeSnapshotClasses[0].labels[app.kubernetes.io/managed-by]",
+            "spec.volumeSnapshotClasses[0].labels",
+            rule(rules::POD_LABELS_RESERVED),
+        ),
+        bad(
+            json!({"aws": {"stsEndpoint": "https://sts.example.com/$(AWS_SECRET_ACCESS_KEY)"}}),
+            "spec.aws.stsEndpoint",
+            "spec.aws.stsEndpoint",
+            rule(rules::STS_ENDPOINT),
+        ),
+        bad(
+            json!({"aws": {"identity": {"secretRef": {"name": "keys", "keyId": "key id"}}}}),
+            "spec.aws.identity.secretRef.keyId",
+            "spec.aws.identity.secretRef.keyId",
+            Each("not a valid key", "should match"),
+        ),
+        bad(
+            json!({"aws": {"caBundle": {"name": "Bad_Name"}}}),
+            "spec.aws.caBundle.name",
+            "spec.aws.caBundle.name",
+            Each("not a valid ConfigMap name", "should match"),
+        ),
         bad(
             json!({"namespace": "Bad_NS"}),
             "spec.namespace",
@@ -458,6 +599,31 @@ fn goods() -> Vec<Value> {
         json!({"inventory": {"interval": "24h", "orphanGracePeriod": "8760h", "stuckThreshold": "1m"}}),
         json!({"inventory": {"interval": "1440m", "orphanGracePeriod": "60s", "stuckThreshold": "168h"}}),
         json!({"aws": {"clusterId": "a".repeat(100), "region": "us-gov-west-1"}}),
+        json!({"controller": {
+            "sidecars": {"provisioner": {"extraArgs": ["--worker-threads=50", "--timeout=120s"], "logLevel": 5,
+                "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}},
+                "livenessProbe": {"extraArgs": ["--probe-timeout=30s"]}},
+            "loggingFormat": "json", "podLabels": {"team": "storage", "example.com/tier": ""},
+            "podAnnotations": {"ad.datadoghq.com/logs": "[{\"source\": \"ebs\"}]"},
+            "env": [{"name": "AWS_MAX_ATTEMPTS", "value": "10"}, {"name": "SECRET",
+                "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+            "envFrom": [{"configMapRef": {"name": "driver-env"}}],
+            "dnsConfig": {"nameservers": ["10.0.0.2"], "options": [{"name": "ndots", "value": "2"}]},
+            "terminationGracePeriodSeconds": 60, "revisionHistoryLimit": 0,
+            "podDisruptionBudget": {"minAvailable": "0%", "unhealthyPodEvictionPolicy": "AlwaysAllow"}}}),
+        json!({"aws": {"identity": {"secretRef": {"name": "keys", "keyId": "AWS_ACCESS_KEY_ID", "accessKey":
+            "AWS_SECRET_ACCESS_KEY", "sessionToken": "session.token"}}, "stsEndpoint":
+            "https://sts.us-east-1.amazonaws.com", "caBundle": {"name": "corp-ca", "key": "ca.pem"}}}),
+        json!({"storageClasses": [{"name": "gp3", "labels": {"team": "storage"}, "annotations":
+            {"example.com/owner": "storage team"}, "parameters": {"ALLOWAUTOIOPSINCREASEONMODIFY": "true",
+            "blockAttachUntilInitialized": "true", "ext4EncryptionSupport": "true", "tagSpecification_1": "a=b",
+            "tagSpecificationTeam": "team=x", "csi.storage.k8s.io/provisioner-secret-name": "s"}}],
+            "volumeSnapshotClasses": [{"name": "s", "labels": {"team": "storage"}, "parameters": {"LockMode":
+            "governance", "outpostArn": "arn:aws:outposts:us-east-1:111122223333:outpost/op-1"}}]}),
+        json!({"controller": {"podDisruptionBudget": {"maxUnavailable": 0}}, "node": {
+            "extraArgs": ["--metadata-sources=kubernetes", "--legacy-xfs=true"], "selinux": true,
+            "loggingFormat": "json", "revisionHistoryLimit": 100, "terminationGracePeriodSeconds": 0,
+            "sidecars": {"nodeDriverRegistrar": {"logLevel": 0, "extraArgs": ["--timeout=5s"]}}}}),
     ]
 }
 
@@ -637,7 +803,8 @@ fn expanded_strings(children: &[render::Child]) -> Vec<(String, String)> {
 
 fn operator_references() -> BTreeSet<String> {
     let all = json!({"aws": {"identity": {"secretRef": {"name": "keys"}}, "clusterId": "c", "extraTags": {"a": "b"},
-        "region": "us-east-1", "ec2Endpoint": "https://ec2.example.com"}, "metrics": {"enabled": true},
+        "region": "us-east-1", "ec2Endpoint": "https://ec2.example.com", "stsEndpoint": "https://sts.example.com",
+        "caBundle": {"name": "ca"}}, "metrics": {"enabled": true},
         "proxy": {"httpProxy": "http://p:3128", "noProxy": "x"}, "fips": false});
     let hcd = parse::from_value(object("ebs", &all)).expect("parses");
     let children = render::render(&hcd, &Capabilities::default()).expect("renders");
@@ -687,12 +854,18 @@ mod properties {
             arg in hostile(), key in hostile(), value in hostile(), cluster in hostile(), proxy in hostile(),
             no_proxy in hostile(), endpoint in hostile(), kubelet in hostile(), region in hostile(),
         ) {
+            let (env_a, env_b, sidecar_arg) = (value.clone(), key.clone(), format!("--x={value}"));
             let spec = json!({
                 "aws": {"identity": {"secretRef": {"name": "keys"}}, "clusterId": cluster,
-                    "extraTags": {key: value}, "region": region, "ec2Endpoint": format!("https://{endpoint}")},
-                "controller": {"extraArgs": [format!("--aws-sdk-debug-log={arg}"), arg.clone()]},
+                    "extraTags": {key: value}, "region": region, "ec2Endpoint": format!("https://{endpoint}"),
+                    "stsEndpoint": format!("https://{endpoint}")},
+                "controller": {"extraArgs": [format!("--aws-sdk-debug-log={arg}"), arg.clone()],
+                    "sidecars": {"provisioner": {"extraArgs": [format!("--timeout={arg}"), sidecar_arg]}},
+                    "env": [{"name": "USER_VALUE", "value": env_a}]},
                 "proxy": {"httpProxy": format!("http://{proxy}"), "noProxy": no_proxy},
-                "node": {"kubeletPath": format!("/var/lib/{kubelet}")},
+                "node": {"kubeletPath": format!("/var/lib/{kubelet}"),
+                    "extraArgs": [format!("--metadata-sources={arg}")],
+                    "env": [{"name": "USER_VALUE", "value": env_b}]},
             });
             let allowed = operator_references();
             match parse::from_value(object("ebs", &spec)).and_then(|h| render::render(&h, &Capabilities::default())) {

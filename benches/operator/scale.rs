@@ -22,7 +22,8 @@ pub const PERSISTENT_VOLUMES: usize = 50_000;
 const IN_TREE_EVERY: usize = 5;
 pub const ACCOUNT_VOLUMES: usize = 100_000;
 pub const ACCOUNT_SNAPSHOTS: usize = 20_000;
-pub const CLUSTER: &str = "bench";
+/// The cluster ID of the driver: the one the AWS fake's scope rules know.
+const CLUSTER: &str = aws_fake::CLUSTER;
 const PULL_SECRET: &str = "dhi-login";
 /// kube's watcher asks the API server to end each watch after this long (`watcher::Config`
 /// default), then watches again from the last resourceVersion.
@@ -174,7 +175,12 @@ pub async fn figures() {
     figure("aws_requests_per_refresh_100k", fake.requests().len() as f64, "requests");
     figure(
         "aws_request_budget_100k",
-        hardened_csi_operator::aws::inventory::request_budget(ACCOUNT_VOLUMES / 2, ACCOUNT_SNAPSHOTS / 2, false) as f64,
+        // One query per cluster tag; this cluster's volumes carry both, so each query returns them all.
+        hardened_csi_operator::aws::inventory::request_budget_scoped(
+            &[ACCOUNT_VOLUMES / 2, ACCOUNT_VOLUMES / 2],
+            &[ACCOUNT_SNAPSHOTS / 2, ACCOUNT_SNAPSHOTS / 2],
+            false,
+        ) as f64,
         "requests",
     );
 

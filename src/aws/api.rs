@@ -137,11 +137,40 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// The creating probes, which prove the endpoint honours DryRun before destructive ones run
+    /// (performed anyway, they add a volume or a snapshot and remove nothing).
+    pub fn canary(&self) -> bool {
+        matches!(self, Probe::CreateVolume { .. } | Probe::CreateSnapshot { .. })
+    }
+
+    /// Probes of actions that remove, change or cost something if performed.
+    pub fn destructive(&self) -> bool {
+        !self.canary()
+            && !matches!(
+                self,
+                Probe::DescribeInstances
+                    | Probe::DescribeInstanceTypes
+                    | Probe::DescribeVolumesModifications
+                    | Probe::DescribeVolumeStatus
+            )
+    }
+
+    /// Describe calls (read-only: a success despite DryRun performs nothing).
+    pub fn read_only(&self) -> bool {
+        !self.canary() && !self.destructive()
+    }
+}
+
 /// What a DryRun probe says about one action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// `DryRunOperation` (or, where DryRun is ignored as by moto for Describe calls, a success).
+    /// `DryRunOperation` (or, for a Describe call, a success: moto ignores DryRun there, and a
+    /// read changes nothing).
     Allowed,
+    /// A mutating call that succeeded despite DryRun: the endpoint performed it. Holds what it
+    /// returned (the created resource's ID, when there is one). Every probe stops after this.
+    Performed(String),
     /// `UnauthorizedOperation` / `AccessDenied`.
     Denied,
     /// Any other answer (for example `InvalidVolume.NotFound` when there is no volume of this
@@ -157,6 +186,9 @@ pub struct Principal {
     pub description: String,
     /// The caller ARN AWS reported (GetCallerIdentity or the assumed role user), when known.
     pub arn: Option<String>,
+    /// Set when these are not the driver's credentials and cannot be (static keys the operator
+    /// never reads): the preflight is skipped and this says how to verify them instead.
+    pub not_verifiable: Option<String>,
 }
 
 /// Broad class of an AWS failure: decides retries, metrics outcome and condition reasons.
@@ -220,6 +252,7 @@ const CREDENTIAL_CODES: &[&str] = &[
     "IncompleteSignature",
     "InvalidIdentityToken",
     "IDPRejectedClaim",
+    "InvalidTokenException",
     "IDPCommunicationError",
     "NoCredentials",
     "ServiceAccountToken",

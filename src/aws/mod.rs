@@ -5,6 +5,9 @@
 //! - `sdk`: the implementation on the AWS SDK (credentials, IRSA, FIPS, endpoints, retries, metrics).
 //! - `inventory`: one refresh, from the calls to an `AwsStatus`.
 //! - `preflight`: the EC2 actions the driver needs and how each is probed.
+//! - `cluster`: the VolumeAttachment, Node and VolumeSnapshotContent watches beside it, joined
+//!   into the `ClusterView` a refresh reads.
+//! - `pv_watch`: the PersistentVolume watch (a trimmed reflector) and the references it yields.
 //! - `poller`: the background task that refreshes each tracked driver on its own interval, and
 //!   the store it shares with the reconciler.
 //! - `metrics`: the Prometheus families of AWS requests and the inventory gauges.
@@ -13,10 +16,12 @@
 //! conditions. The `doctor` command lives in `commands::doctor`.
 
 pub mod api;
+pub mod cluster;
 pub mod inventory;
 pub mod metrics;
 pub mod poller;
 pub mod preflight;
+pub mod pv_watch;
 pub mod sdk;
 
 pub use api::{AwsApi, AwsError};
@@ -34,3 +39,5 @@ pub const TAG_CSI_VOLUME_NAME: &str = "CSIVolumeName";
 pub const TAG_CSI_SNAPSHOT_NAME: &str = "CSIVolumeSnapshotName";
 /// Audience of the projected token STS accepts for AssumeRoleWithWebIdentity.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// Audience of the token the EKS Pod Identity Agent exchanges with the EKS Auth API.
+pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";

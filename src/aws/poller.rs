@@ -8,10 +8,9 @@
 //! spec and `track`s the driver in charge (valid spec, inventory enabled) or `untrack`s it, so the
 //! poller runs no watch of its own and never polls an invalid or inactive driver.
 //!
-//! PersistentVolumes are listed in full, not as metadata: whether a PV belongs to the EBS driver
-//! (`spec.csi.driver`) and which volume it points at (`spec.csi.volumeHandle`) live in its spec,
-//! and no field selector reaches them. The list is paged (500 a page) and reduced at once to a
-//! set of names and volume ids, so memory stays proportional to the number of EBS PVs.
+//! The cluster side (PersistentVolumes, VolumeAttachments, Nodes, VolumeSnapshotContents) comes
+//! from trimmed watches (`cluster::ClusterWatches`) the poller starts when it runs: after their
+//! initial lists, a refresh costs no Kubernetes request, whatever the number of PVs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,18 +18,19 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{AwsApi, AwsError};
-use super::inventory::{self, PvReferences, RefreshParams};
+use super::cluster::ClusterWatches;
+use super::inventory::{self, ClusterView, Memory, RefreshParams};
 use super::metrics::AwsMetrics;
-use super::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
-use crate::crd::{AwsStatus, HardenedCsiDriverSpec};
-use crate::render::{DRIVER_NAME, controller_deployment};
+use super::sdk::{AwsSettings, CredentialSource, ProxySettings, RetryPolicy, SdkAws};
+use crate::crd::{AwsStatus, CaBundle, HardenedCsiDriverSpec};
+use crate::render::controller_deployment;
 
 /// No refresh runs more often than this, whatever the spec says.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
@@ -144,20 +144,38 @@ impl SdkFactory {
                 service_account: controller_deployment::SERVICE_ACCOUNT.to_string(),
                 role_arn: irsa.role_arn.clone(),
             },
-            // Pod Identity and Secret keys cannot be assumed by the operator (it never reads
-            // secret data): it probes with its own credentials and says so.
-            None => self.settings.credentials.clone(),
+            None => match (&spec.aws.identity.pod_identity, &spec.aws.cluster_id) {
+                (Some(_), Some(cluster)) if !cluster.is_empty() => CredentialSource::PodIdentity {
+                    kube: self.client.clone(),
+                    namespace: spec.namespace.clone(),
+                    service_account: controller_deployment::SERVICE_ACCOUNT.to_string(),
+                    cluster_name: cluster.clone(),
+                    base: Box::new(self.settings.credentials.clone()),
+                },
+                // Secret keys are never read by the operator (and Pod Identity needs the cluster
+                // name): the inventory runs with its own credentials, the preflight does not.
+                _ => self.settings.credentials.clone(),
+            },
         };
         AwsSettings {
             region: spec.aws.region.clone().or_else(|| self.settings.default_region.clone()),
             endpoint_url: self.settings.endpoint_url.clone(),
             ec2_endpoint: spec.aws.ec2_endpoint.clone(),
+            sts_endpoint: spec.aws.sts_endpoint.clone(),
             fips: spec.fips,
+            // The driver's proxy is the operator's too: both reach the same AWS endpoints.
+            proxy: spec
+                .proxy
+                .http_proxy
+                .as_ref()
+                .map(|url| ProxySettings { url: url.clone(), no_proxy: spec.proxy.no_proxy.clone() }),
+            ca_bundle: None,
             credentials,
             http_client: self.settings.http_client.clone(),
             retry: self.settings.retry,
             metrics: self.metrics.clone(),
             principal_label: Some(principal_label(spec).to_string()),
+            not_verifiable: not_verifiable(spec),
         }
     }
 }
@@ -165,49 +183,93 @@ impl SdkFactory {
 impl ApiFactory for SdkFactory {
     fn build<'a>(&'a self, spec: &'a HardenedCsiDriverSpec) -> BoxFuture<'a, Result<Arc<dyn AwsApi>, AwsError>> {
         Box::pin(async move {
-            let api = SdkAws::new(self.aws_settings(spec)).await?;
+            let mut settings = self.aws_settings(spec);
+            if let Some(b) = &spec.aws.ca_bundle {
+                settings.ca_bundle = Some(read_ca_bundle(&self.client, &spec.namespace, b).await?);
+            }
+            let api = SdkAws::new(settings).await?;
             Ok(Arc::new(api) as Arc<dyn AwsApi>)
         })
     }
 }
 
-/// Whose permissions a non-IRSA spec gets probed with.
+/// The PEM bundle `spec.aws.caBundle` names, read from its ConfigMap (one `get`, granted by name).
+async fn read_ca_bundle(client: &kube::Client, namespace: &str, bundle: &CaBundle) -> Result<Vec<u8>, AwsError> {
+    let fail = |code: &str, message: String| {
+        AwsError::new("ReadCaBundle", code, message, None).with_class(super::api::ErrorClass::Client)
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = match api.get(&bundle.name).await {
+        Ok(cm) => cm,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(fail(
+                "NotFound",
+                format!(
+                    "ConfigMap {namespace}/{} (spec.aws.caBundle) not found: create it with the PEM bundle",
+                    bundle.name
+                ),
+            ));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(fail(
+                "Forbidden",
+                format!(
+                    "the operator may not read ConfigMap {namespace}/{} (spec.aws.caBundle): grant it with the chart \
+                    value caBundle.configMapNames ({})",
+                    bundle.name, s.message
+                ),
+            ));
+        }
+        Err(e) => return Err(fail("ReadFailed", format!("ConfigMap {namespace}/{}: {e}", bundle.name))),
+    };
+    let text = cm.data.as_ref().and_then(|d| d.get(&bundle.key)).map(|t| t.as_bytes().to_vec());
+    let bytes = text.or_else(|| cm.binary_data.as_ref().and_then(|d| d.get(&bundle.key)).map(|b| b.0.clone()));
+    bytes.ok_or_else(|| {
+        fail(
+            "MissingKey",
+            format!("ConfigMap {namespace}/{} has no key {:?} (spec.aws.caBundle.key)", bundle.name, bundle.key),
+        )
+    })
+}
+
+/// How the status names the credentials of a spec whose identity the operator cannot take.
 fn principal_label(spec: &HardenedCsiDriverSpec) -> &'static str {
     let id = &spec.aws.identity;
     if id.secret_ref.is_some() {
-        "operator credentials (the driver uses keys from a Secret, which the operator does not read)"
+        "static keys from a Secret (not read by the operator)"
     } else if id.pod_identity.is_some() {
-        "operator credentials (the driver uses EKS Pod Identity, whose role the operator cannot assume)"
+        "EKS Pod Identity (no cluster name)"
     } else {
         "operator credentials"
     }
 }
 
-/// Lists the references that keep volumes from being orphans: names and volume handles of every
-/// PersistentVolume of `ebs.csi.aws.com`, paged.
-pub async fn pv_references(client: &kube::Client) -> Result<PvReferences, kube::Error> {
-    let api: Api<PersistentVolume> = Api::all(client.clone());
-    let mut refs = PvReferences::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let list = api.list(&params).await?;
-        for pv in &list.items {
-            let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else { continue };
-            if csi.driver != DRIVER_NAME {
-                continue;
-            }
-            if let Some(name) = &pv.metadata.name {
-                refs.insert(name.clone());
-            }
-            refs.insert(csi.volume_handle.clone());
-        }
-        match list.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => params = params.continue_token(&c),
-            None => break,
-        }
+/// Why the driver's identity cannot be checked by the operator, and how to check it instead.
+pub fn not_verifiable(spec: &HardenedCsiDriverSpec) -> Option<String> {
+    let id = &spec.aws.identity;
+    let region = spec.aws.region.as_deref().map(|r| format!(" --region {r}")).unwrap_or_default();
+    let cluster = spec.aws.cluster_id.as_deref().map(|c| format!(" --cluster-id {c}")).unwrap_or_default();
+    if let Some(secret) = &id.secret_ref {
+        Some(format!(
+            "the driver uses static keys from Secret {}/{}, which the operator never reads: verify them with \
+                `AWS_ACCESS_KEY_ID=<{}> AWS_SECRET_ACCESS_KEY=<{}> hardened-csi-operator doctor{region}{cluster}` \
+                (the Secret's {} and {} values)",
+            spec.namespace, secret.name, secret.key_id, secret.access_key, secret.key_id, secret.access_key
+        ))
+    } else if id.pod_identity.is_some() && spec.aws.cluster_id.as_deref().is_none_or(str::is_empty) {
+        Some(format!(
+            "EKS Pod Identity is checked through the EKS Auth API, which needs the EKS cluster name: set \
+                spec.aws.clusterId to it, or run `hardened-csi-operator doctor --service-account {}/{} \
+                --cluster-id <name>{region}`",
+            spec.namespace,
+            controller_deployment::SERVICE_ACCOUNT
+        ))
+    } else {
+        None
     }
-    Ok(refs)
 }
+
+pub use super::pv_watch::list_pv_references as pv_references;
 
 /// `interval` jittered by ±10%, never below `min`; clamped to `MAX_INTERVAL` first, so the
 /// multiplication cannot overflow.
@@ -228,6 +290,8 @@ struct Entry {
     params: RefreshParams,
     interval: Duration,
     next: Instant,
+    /// First-seen times carried from one refresh to the next (detaching, disagreeing).
+    memory: Memory,
 }
 
 /// The poller. Construct with `Poller::new`, run with `run(shutdown)` (on the leader only).
@@ -241,6 +305,8 @@ pub struct Poller {
     /// Latest result per driver, published or not (the base of the next failure's stale status).
     latest: HashMap<String, AwsStatus>,
     entries: HashMap<String, Entry>,
+    /// The cluster-side watches, started when the poller runs (on the leader).
+    watches: Option<ClusterWatches>,
 }
 
 impl Poller {
@@ -267,12 +333,30 @@ impl Poller {
         settings: PollerSettings,
         factory: Arc<dyn ApiFactory>,
     ) -> Self {
-        Self { client, store, metrics, triggers, factory, settings, latest: HashMap::new(), entries: HashMap::new() }
+        Self {
+            client,
+            store,
+            metrics,
+            triggers,
+            factory,
+            settings,
+            latest: HashMap::new(),
+            entries: HashMap::new(),
+            watches: None,
+        }
     }
 
     /// Refreshes each tracked driver when due, until `shutdown` is cancelled. A refresh in
     /// flight at shutdown is abandoned (it publishes nothing).
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let watches = ClusterWatches::start(self.client.clone());
+        // The first refresh waits (briefly) for the PersistentVolumes, so it does not publish
+        // "orphans not checked" only to correct it on the next interval.
+        tokio::select! {
+            _ = watches.wait_listed(Duration::from_secs(10)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        self.watches = Some(watches);
         loop {
             self.pass(&shutdown).await;
             tokio::select! {
@@ -307,6 +391,7 @@ impl Poller {
                 params: RefreshParams::default(),
                 interval,
                 next: now,
+                memory: Memory::default(),
             });
             if entry.key != key {
                 entry.key = key;
@@ -314,6 +399,7 @@ impl Poller {
                 entry.params = RefreshParams::from_spec(spec);
                 entry.interval = interval;
                 entry.next = now;
+                entry.memory = Memory::default();
             }
             if entry.next <= now {
                 due.push(name.clone());
@@ -323,17 +409,16 @@ impl Poller {
             return;
         }
         due.sort();
-        let pvs = match pv_references(&self.client).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "listing PersistentVolumes failed; orphans are not looked for this time");
-                None
-            }
-        };
+        let cluster = self.watches.as_ref().map(ClusterWatches::view).unwrap_or_default();
+        if cluster.pvs.is_none()
+            && let Some(e) = self.watches.as_ref().and_then(|w| w.pvs.error())
+        {
+            tracing::warn!(error = %e, "the PersistentVolume watch has not listed; orphans not looked for");
+        }
         for name in due {
             let Some(spec) = wanted.get(&name) else { continue };
             tokio::select! {
-                _ = self.refresh_one(&name, spec, pvs.as_ref(), shutdown) => {}
+                _ = self.refresh_one(&name, spec, &cluster, shutdown) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -343,7 +428,7 @@ impl Poller {
         &mut self,
         name: &str,
         spec: &HardenedCsiDriverSpec,
-        pvs: Option<&PvReferences>,
+        cluster: &ClusterView,
         shutdown: &CancellationToken,
     ) {
         let Some(entry) = self.entries.get_mut(name) else { return };
@@ -367,8 +452,13 @@ impl Poller {
             },
         };
         let params = entry.params.clone();
+        let mut memory = std::mem::take(&mut entry.memory);
         let previous = self.latest.get(name).cloned();
-        let status = inventory::refresh(api.as_ref(), &params, pvs, previous.as_ref(), jiff::Timestamp::now()).await;
+        let now = jiff::Timestamp::now();
+        let status = inventory::refresh_with(api.as_ref(), &params, cluster, previous.as_ref(), &mut memory, now).await;
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.memory = memory;
+        }
         self.publish(name, status, shutdown).await;
     }
 

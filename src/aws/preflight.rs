@@ -9,6 +9,14 @@
 //! driver. `ec2:CreateTags` is granted to the driver only as part of a create (condition
 //! `ec2:CreateAction`), so it is decided by the tagged CreateVolume probe, not by a bare
 //! CreateTags call that the managed policy would deny.
+//!
+//! Probe safety: the creating probes (CreateVolume, then CreateSnapshot) are the DryRun canary.
+//! Were an endpoint to perform them, they would add a 1 GiB volume or a snapshot and remove
+//! nothing. Only after one of them answered `DryRunOperation` are the probes of destructive
+//! actions (delete, detach, attach, modify, lock, fast restore, untag, copy) sent; an endpoint that
+//! performed a DryRun call stops every further probe, and the report says so. Probes aim only at
+//! volumes attached to nothing and completed snapshots (`inventory::targets`); AttachVolume aims
+//! at a real instance of the cluster from a Node's providerID, so EC2 decides it.
 
 use super::api::{AwsApi, AwsError, Probe, Verdict};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
@@ -52,8 +60,10 @@ pub struct Targets {
     pub zone: Option<String>,
     /// A volume of this cluster (the newest), if any.
     pub volume_id: Option<String>,
-    /// A snapshot of this cluster (the newest), if any.
+    /// A completed snapshot of this cluster (the newest), if any.
     pub snapshot_id: Option<String>,
+    /// An EC2 instance of this cluster (from a Node's providerID), if any.
+    pub instance_id: Option<String>,
 }
 
 /// The tags the driver puts on a volume it creates.
@@ -88,6 +98,7 @@ pub fn plan(t: &Targets) -> Vec<(&'static [&'static str], Probe)> {
     let zone = t.zone.clone().unwrap_or_default();
     let vol = t.volume_id.clone().unwrap_or_else(|| PLACEHOLDER_VOLUME.to_string());
     let snap = t.snapshot_id.clone().unwrap_or_else(|| PLACEHOLDER_SNAPSHOT.to_string());
+    let instance = t.instance_id.clone().unwrap_or_else(|| PLACEHOLDER_INSTANCE.to_string());
     vec![
         (&["ec2:DescribeInstances"], Probe::DescribeInstances),
         (&["ec2:DescribeInstanceTypes"], Probe::DescribeInstanceTypes),
@@ -97,15 +108,12 @@ pub fn plan(t: &Targets) -> Vec<(&'static [&'static str], Probe)> {
             &["ec2:CreateVolume", "ec2:CreateTags"],
             Probe::CreateVolume { zone: zone.clone(), tags: volume_tags(cluster) },
         ),
+        (&["ec2:CreateSnapshot"], Probe::CreateSnapshot { volume_id: vol.clone(), tags: snapshot_tags(cluster) }),
         (&["ec2:CopyVolumes"], Probe::CopyVolumes { volume_id: vol.clone(), tags: volume_tags(cluster) }),
         (&["ec2:DeleteVolume"], Probe::DeleteVolume { volume_id: vol.clone() }),
-        (
-            &["ec2:AttachVolume"],
-            Probe::AttachVolume { volume_id: vol.clone(), instance_id: PLACEHOLDER_INSTANCE.to_string() },
-        ),
+        (&["ec2:AttachVolume"], Probe::AttachVolume { volume_id: vol.clone(), instance_id: instance }),
         (&["ec2:DetachVolume"], Probe::DetachVolume { volume_id: vol.clone() }),
         (&["ec2:ModifyVolume"], Probe::ModifyVolume { volume_id: vol.clone() }),
-        (&["ec2:CreateSnapshot"], Probe::CreateSnapshot { volume_id: vol.clone(), tags: snapshot_tags(cluster) }),
         (&["ec2:DeleteSnapshot"], Probe::DeleteSnapshot { snapshot_id: snap.clone() }),
         (&["ec2:LockSnapshot"], Probe::LockSnapshot { snapshot_id: snap.clone() }),
         (&["ec2:EnableFastSnapshotRestores"], Probe::EnableFastSnapshotRestores { zone, snapshot_id: snap }),
@@ -128,14 +136,49 @@ pub async fn run(
     principal: String,
 ) -> Result<PermissionReport, AwsError> {
     let mut verdicts: Vec<(&'static str, Verdict)> = known.to_vec();
+    let mut dry_run_proven = false;
+    let mut stopped: Option<String> = None;
     for (actions, probe) in plan(targets) {
-        let verdict = api.probe(&probe).await?;
+        let verdict = if stopped.is_some() {
+            Verdict::Undecided(PROBING_STOPPED.to_string())
+        } else if probe.destructive() && !dry_run_proven {
+            Verdict::Undecided(NO_CANARY.to_string())
+        } else {
+            let verdict = api.probe(&probe).await?;
+            match &verdict {
+                Verdict::Performed(what) => {
+                    stopped = Some(format!(
+                        "the EC2 endpoint performed {} despite DryRun ({what}); no further probe was sent. Check \
+                            spec.aws.ec2Endpoint / --aws-endpoint-url: it is not EC2, or it ignores DryRun{}",
+                        probe.operation(),
+                        if what.is_empty() { String::new() } else { format!("; {what} was created by the probe") },
+                    ));
+                }
+                Verdict::Allowed if probe.canary() => dry_run_proven = true,
+                _ => {}
+            }
+            verdict
+        };
         for action in actions {
             verdicts.push((action, verdict.clone()));
         }
     }
-    Ok(report(principal, &verdicts))
+    let mut out = report(principal, &verdicts);
+    if stopped.is_none() && !dry_run_proven {
+        stopped = Some(
+            "no DryRun canary (CreateVolume, CreateSnapshot) answered DryRunOperation, so the probes of destructive \
+                actions were not sent"
+                .to_string(),
+        );
+    }
+    out.probes_stopped = stopped;
+    Ok(out)
 }
+
+/// Undecided because an earlier probe was performed by the endpoint.
+const PROBING_STOPPED: &str = "ProbingStopped";
+/// Undecided because no canary proved that the endpoint honours DryRun.
+const NO_CANARY: &str = "NoDryRunCanary";
 
 /// Builds the report from verdicts, in `DRIVER_ACTIONS` order.
 pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> PermissionReport {
@@ -144,7 +187,7 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
         let Some((_, verdict)) = verdicts.iter().find(|(a, _)| *a == action) else { continue };
         out.checked.push(action.to_string());
         match verdict {
-            Verdict::Allowed => {}
+            Verdict::Allowed | Verdict::Performed(_) => {}
             Verdict::Denied => out.missing.push(action.to_string()),
             Verdict::Undecided(code) => {
                 out.unverified.push(UnverifiedAction { action: action.to_string(), reason: undecided_reason(code) })
@@ -155,7 +198,11 @@ pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> Permis
 }
 
 fn undecided_reason(code: &str) -> String {
-    if code.ends_with(".NotFound") || code.ends_with(".Malformed") {
+    if code == PROBING_STOPPED {
+        "not probed: the endpoint performed an earlier DryRun call (see probesStopped)".to_string()
+    } else if code == NO_CANARY {
+        "not probed: no DryRun canary proved the endpoint honours DryRun, and this action is destructive".to_string()
+    } else if code.ends_with(".NotFound") || code.ends_with(".Malformed") {
         format!(
             "EC2 answered {code}: no resource of this cluster to aim the DryRun at; it is decided once the cluster \
                 has one"
@@ -178,6 +225,11 @@ mod tests {
             assert_eq!(n, 1, "{action} is decided {n} times");
         }
         assert_eq!(probe_count(), 15);
+        // The canaries come before every destructive probe.
+        let order: Vec<Probe> = plan(&Targets::default()).into_iter().map(|(_, p)| p).collect();
+        let last_canary = order.iter().rposition(Probe::canary).expect("a canary");
+        let first_destructive = order.iter().position(Probe::destructive).expect("a destructive probe");
+        assert!(last_canary < first_destructive, "{order:?}");
     }
 
     #[test]
@@ -203,6 +255,7 @@ mod tests {
             zone: Some("us-east-1a".into()),
             volume_id: Some("vol-1".into()),
             snapshot_id: None,
+            instance_id: Some("i-0real".into()),
         };
         let p = plan(&t);
         let create = p.iter().find(|(a, _)| a.contains(&"ec2:CreateVolume")).map(|(_, p)| p.clone());
@@ -212,5 +265,10 @@ mod tests {
         assert!(tags.contains(&(TAG_CLUSTER_NAME.to_string(), "prod".to_string())));
         assert!(p.iter().any(|(_, p)| *p == Probe::DeleteVolume { volume_id: "vol-1".into() }));
         assert!(p.iter().any(|(_, p)| *p == Probe::DeleteSnapshot { snapshot_id: PLACEHOLDER_SNAPSHOT.into() }));
+        assert!(
+            p.iter()
+                .any(|(_, p)| *p == Probe::AttachVolume { volume_id: "vol-1".into(), instance_id: "i-0real".into() }),
+            "AttachVolume aims at the cluster's instance"
+        );
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 
 use super::api::{Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume};
 use super::metrics::AwsMetrics;
-use super::{STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
+use super::{POD_IDENTITY_AUDIENCE, STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
 
 /// Page sizes: the largest EC2 allows, so a refresh needs the fewest requests.
 pub const VOLUME_PAGE: i32 = 500;
@@ -99,6 +99,18 @@ pub enum CredentialSource {
     /// IRSA as the driver gets it: a TokenRequest for the driver's service account (audience
     /// sts.amazonaws.com), then STS AssumeRoleWithWebIdentity with `role_arn`.
     WebIdentity { kube: kube::Client, namespace: String, service_account: String, role_arn: String },
+    /// EKS Pod Identity as the driver gets it: a TokenRequest for the driver's service account
+    /// (audience pods.eks.amazonaws.com), then EKS Auth AssumeRoleForPodIdentity in `cluster_name`,
+    /// signed with the default chain (the operator's own role needs only
+    /// `eks-auth:AssumeRoleForPodIdentity`, never the driver's policy).
+    PodIdentity {
+        kube: kube::Client,
+        namespace: String,
+        service_account: String,
+        cluster_name: String,
+        /// The credentials that sign the EKS Auth call (the operator's own).
+        base: Box<CredentialSource>,
+    },
 }
 
 impl fmt::Debug for CredentialSource {
@@ -110,6 +122,9 @@ impl fmt::Debug for CredentialSource {
             CredentialSource::AssumeRole { role_arn, base } => write!(f, "AssumeRole({role_arn}, base {base:?})"),
             CredentialSource::WebIdentity { namespace, service_account, role_arn, .. } => {
                 write!(f, "WebIdentity({namespace}/{service_account} -> {role_arn})")
+            }
+            CredentialSource::PodIdentity { namespace, service_account, cluster_name, .. } => {
+                write!(f, "PodIdentity({namespace}/{service_account} in {cluster_name})")
             }
         }
     }
@@ -124,8 +139,14 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Endpoint of EC2 only (`spec.aws.ec2Endpoint`, a VPC endpoint); wins over `endpoint_url`.
     pub ec2_endpoint: Option<String>,
+    /// Endpoint of STS only (`spec.aws.stsEndpoint`); wins over `endpoint_url`.
+    pub sts_endpoint: Option<String>,
     /// Use FIPS endpoints for every call the operator makes.
     pub fips: bool,
+    /// HTTP(S) proxy of every AWS call (`spec.proxy`), with its bypass list.
+    pub proxy: Option<ProxySettings>,
+    /// Extra CA certificates (PEM) trusted beside the system roots (`spec.aws.caBundle`).
+    pub ca_bundle: Option<Vec<u8>>,
     pub credentials: CredentialSource,
     /// HTTP client override (tests use the SDK's replay and function clients).
     pub http_client: Option<SharedHttpClient>,
@@ -133,6 +154,9 @@ pub struct AwsSettings {
     pub metrics: AwsMetrics,
     /// How the status names non-role credentials (default `operator credentials`).
     pub principal_label: Option<String>,
+    /// Set when these credentials are not the driver's and cannot be (see
+    /// `Principal::not_verifiable`): the preflight is then skipped.
+    pub not_verifiable: Option<String>,
 }
 
 impl AwsSettings {
@@ -141,14 +165,86 @@ impl AwsSettings {
             region: Some(region.into()),
             endpoint_url: None,
             ec2_endpoint: None,
+            sts_endpoint: None,
             fips: false,
+            proxy: None,
+            ca_bundle: None,
             credentials: CredentialSource::Default,
             http_client: None,
             retry: RetryPolicy::default(),
             metrics,
             principal_label: None,
+            not_verifiable: None,
         }
     }
+}
+
+/// The proxy of the operator's AWS calls: `url` for HTTP and HTTPS, hosts in `no_proxy` direct.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub url: String,
+    pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    /// Credentials in the proxy URL are never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxySettings({}, no_proxy {:?})", crate::crd::validate::redact_url(&self.url), self.no_proxy)
+    }
+}
+
+/// The SDK's HTTPS client (rustls with aws-lc, as the default one) routed through `proxy` and
+/// trusting `ca_bundle` beside the system roots. The PEM is checked here, before the SDK could
+/// panic on it: a bad bundle is an error naming what is wrong.
+pub fn https_client(proxy: Option<&ProxySettings>, ca_bundle: Option<&[u8]>) -> Result<SharedHttpClient, AwsError> {
+    use aws_smithy_http_client::{Connector, proxy::ProxyConfig, tls};
+    let fail =
+        |code: &str, message: String| AwsError::new("Configure", code, message, None).with_class(ErrorClass::Client);
+    let proxy_config = match proxy {
+        None => None,
+        Some(p) => {
+            let config = ProxyConfig::all(&p.url).map_err(|e| {
+                fail("InvalidProxy", format!("proxy {}: {e}", crate::crd::validate::redact_url(&p.url)))
+            })?;
+            Some(match &p.no_proxy {
+                Some(n) => config.no_proxy(n),
+                None => config,
+            })
+        }
+    };
+    let mut trust = tls::TrustStore::default();
+    if let Some(pem) = ca_bundle {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail("InvalidCaBundle", format!("the CA bundle is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(fail("InvalidCaBundle", "the CA bundle holds no PEM certificate".to_string()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.into_iter().enumerate() {
+            roots
+                .add(cert)
+                .map_err(|e| fail("InvalidCaBundle", format!("certificate {} of the CA bundle: {e}", i + 1)))?;
+        }
+        trust = trust.with_pem_certificate(pem.to_vec());
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| fail("InvalidCaBundle", format!("TLS configuration: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, _components| {
+        let mut builder = Connector::builder();
+        if let Some(s) = settings {
+            builder = builder.connector_settings(s.clone());
+        }
+        builder.set_proxy_config(proxy_config.clone());
+        builder
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(context.clone())
+            .build()
+    }))
 }
 
 /// Makes one logical call: retries it within the policy and counts every request.
@@ -259,16 +355,31 @@ struct RoleCredentials {
 }
 
 enum RoleSource {
-    AssumeRole { role_arn: String },
-    WebIdentity { kube: kube::Client, namespace: String, service_account: String, role_arn: String },
+    WebIdentity {
+        kube: kube::Client,
+        namespace: String,
+        service_account: String,
+        role_arn: String,
+    },
+    PodIdentity {
+        kube: kube::Client,
+        namespace: String,
+        service_account: String,
+        cluster_name: String,
+        eks_auth: aws_sdk_eksauth::Client,
+    },
 }
 
 impl RoleCredentials {
     fn description(&self) -> String {
         match &self.source {
-            RoleSource::AssumeRole { role_arn } => format!("role {role_arn} (assumed with the caller's credentials)"),
             RoleSource::WebIdentity { namespace, service_account, role_arn, .. } => {
                 format!("irsa role {role_arn} (service account {namespace}/{service_account})")
+            }
+            RoleSource::PodIdentity { namespace, service_account, cluster_name, .. } => {
+                format!(
+                    "pod identity role of service account {namespace}/{service_account} (EKS cluster {cluster_name})"
+                )
             }
         }
     }
@@ -289,17 +400,34 @@ impl RoleCredentials {
 
     async fn fetch(&self) -> Result<(Credentials, Option<String>), AwsError> {
         let (creds, user) = match &self.source {
-            RoleSource::AssumeRole { role_arn } => {
+            RoleSource::PodIdentity { kube, namespace, service_account, cluster_name, eks_auth } => {
+                let token = service_account_token(kube, namespace, service_account, POD_IDENTITY_AUDIENCE).await?;
                 let out = self
                     .caller
-                    .call("AssumeRole", self.caller.retry, || {
-                        self.sts.assume_role().role_arn(role_arn).role_session_name(SESSION_NAME).send()
+                    .call("AssumeRoleForPodIdentity", self.caller.retry, || {
+                        eks_auth.assume_role_for_pod_identity().cluster_name(cluster_name).token(&token).send()
                     })
                     .await?;
-                (out.credentials, out.assumed_role_user)
+                let Some(c) = out.credentials else {
+                    return Err(AwsError::new(
+                        "AssumeRoleForPodIdentity",
+                        "InvalidResponse",
+                        "EKS Auth returned no credentials",
+                        None,
+                    ));
+                };
+                let expiry = SystemTime::try_from(c.expiration).ok();
+                let credentials = Credentials::new(
+                    c.access_key_id,
+                    c.secret_access_key,
+                    Some(c.session_token),
+                    expiry,
+                    "hardened-csi-operator",
+                );
+                return Ok((credentials, out.assumed_role_user.map(|u| u.arn)));
             }
             RoleSource::WebIdentity { kube, namespace, service_account, role_arn } => {
-                let token = service_account_token(kube, namespace, service_account).await?;
+                let token = service_account_token(kube, namespace, service_account, STS_AUDIENCE).await?;
                 let out = self
                     .caller
                     .call("AssumeRoleWithWebIdentity", self.caller.retry, || {
@@ -329,17 +457,18 @@ impl RoleCredentials {
     }
 }
 
-/// A TokenRequest for the service account, audience sts.amazonaws.com, as the kubelet would
-/// project it into the driver's pod.
-async fn service_account_token(
+/// A TokenRequest for the service account with `audience` (sts.amazonaws.com for IRSA,
+/// pods.eks.amazonaws.com for Pod Identity), as the kubelet would project it into the driver's pod.
+pub async fn service_account_token(
     kube: &kube::Client,
     namespace: &str,
     service_account: &str,
+    audience: &str,
 ) -> Result<String, AwsError> {
     let api: Api<ServiceAccount> = Api::namespaced(kube.clone(), namespace);
     let req = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: Some(vec![STS_AUDIENCE.to_string()]),
+            audiences: Some(vec![audience.to_string()]),
             expiration_seconds: Some(3600),
             ..Default::default()
         }),
@@ -353,7 +482,7 @@ async fn service_account_token(
         },
         Err(kube::Error::Api(s)) if s.code == 404 => Err(fail(format!(
             "service account {namespace}/{service_account} not found: the driver's controller service account must \
-                exist before its IRSA role can be checked"
+                exist before its role can be checked"
         ))),
         Err(kube::Error::Api(s)) if s.code == 403 => Err(fail(format!(
             "the operator may not create tokens for {namespace}/{service_account}: it needs `create` on \
@@ -394,18 +523,24 @@ pub struct SdkAws {
     role: Option<Arc<RoleCredentials>>,
     caller: Caller,
     principal_label: String,
+    not_verifiable: Option<String>,
 }
 
 impl SdkAws {
     /// Builds the clients. Nothing is sent until the first call.
     pub async fn new(settings: AwsSettings) -> Result<Self, AwsError> {
         let caller = Caller { metrics: settings.metrics.clone(), retry: settings.retry };
+        let mut assume_role = None;
         let (base_source, role_source) = match settings.credentials.clone() {
-            CredentialSource::AssumeRole { role_arn, base } => (*base, Some(RoleSource::AssumeRole { role_arn })),
+            CredentialSource::AssumeRole { role_arn, base } => {
+                assume_role = Some(role_arn);
+                (*base, None)
+            }
             CredentialSource::WebIdentity { kube, namespace, service_account, role_arn } => (
                 CredentialSource::Default,
                 Some(RoleSource::WebIdentity { kube, namespace, service_account, role_arn }),
             ),
+            CredentialSource::PodIdentity { base, .. } => (*base, None),
             other => (other, None),
         };
         let base = load_config(&settings, &base_source).await?;
@@ -419,7 +554,39 @@ impl SdkAws {
             .with_class(ErrorClass::Client));
         };
 
-        let sts = aws_sdk_sts::Client::new(&base);
+        // `doctor --role-arn`: aws-config's own AssumeRoleProvider (STS AssumeRole with the base
+        // credentials, cached and renewed by the SDK); every client then signs as the role.
+        let mut principal_label =
+            settings.principal_label.clone().unwrap_or_else(|| "operator credentials".to_string());
+        let base = match &assume_role {
+            Some(role_arn) => {
+                let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+                    .session_name(SESSION_NAME)
+                    .configure(&base)
+                    .build()
+                    .await;
+                principal_label = format!("role {role_arn} (assumed with the caller's credentials)");
+                base.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
+            }
+            None => base,
+        };
+        let mut sts_conf = aws_sdk_sts::config::Builder::from(&base);
+        if let Some(url) = &settings.sts_endpoint {
+            sts_conf = sts_conf.endpoint_url(url);
+        }
+        let sts = aws_sdk_sts::Client::from_conf(sts_conf.build());
+        let role_source = match (role_source, settings.credentials.clone()) {
+            (None, CredentialSource::PodIdentity { kube, namespace, service_account, cluster_name, .. }) => {
+                Some(RoleSource::PodIdentity {
+                    kube,
+                    namespace,
+                    service_account,
+                    cluster_name,
+                    eks_auth: aws_sdk_eksauth::Client::new(&base),
+                })
+            }
+            (other, _) => other,
+        };
         let role = role_source.map(|source| {
             Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) })
         });
@@ -443,7 +610,8 @@ impl SdkAws {
             sts,
             role,
             caller,
-            principal_label: settings.principal_label.clone().unwrap_or_else(|| "operator credentials".to_string()),
+            principal_label,
+            not_verifiable: settings.not_verifiable.clone(),
         })
     }
 }
@@ -466,6 +634,8 @@ async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Resul
     }
     if let Some(client) = &settings.http_client {
         loader = loader.http_client(client.clone());
+    } else if settings.proxy.is_some() || settings.ca_bundle.is_some() {
+        loader = loader.http_client(https_client(settings.proxy.as_ref(), settings.ca_bundle.as_deref())?);
     }
     match source {
         CredentialSource::Default => {}
@@ -473,7 +643,9 @@ async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Resul
             loader =
                 loader.credentials_provider(Credentials::new(access_key_id, secret_access_key, None, None, "static"));
         }
-        CredentialSource::AssumeRole { .. } | CredentialSource::WebIdentity { .. } => {
+        CredentialSource::AssumeRole { .. }
+        | CredentialSource::WebIdentity { .. }
+        | CredentialSource::PodIdentity { .. } => {
             return Err(AwsError::new(
                 "Configure",
                 "InvalidCredentialSource",
@@ -530,14 +702,23 @@ fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
 /// (the refresh fails and is marked stale); a 5xx leaves the action undecided until the next
 /// refresh (EC2 answers DryRun before doing any work, so a 5xx there is not worth a retry storm,
 /// and moto answers 5xx for the actions it lacks).
-fn verdict<T>(r: Result<T, AwsError>) -> Result<Verdict, AwsError> {
+///
+/// A success of a mutating call means the endpoint ignored DryRun and performed it: `Performed`,
+/// with the ID of what it created (empty when nothing was).
+fn verdict(read_only: bool, r: Result<String, AwsError>) -> Result<Verdict, AwsError> {
     match r {
-        Ok(_) => Ok(Verdict::Allowed),
+        Ok(_) if read_only => Ok(Verdict::Allowed),
+        Ok(created) => Ok(Verdict::Performed(created)),
         Err(e) if e.code == "DryRunOperation" => Ok(Verdict::Allowed),
         Err(e) if e.class == ErrorClass::Denied => Ok(Verdict::Denied),
         Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transport | ErrorClass::Credentials) => Err(e),
         Err(e) => Ok(Verdict::Undecided(e.code)),
     }
+}
+
+/// What a probe that creates nothing returns when performed.
+fn none<T>(_: T) -> String {
+    String::new()
 }
 
 impl AwsApi for SdkAws {
@@ -553,7 +734,7 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             if let Some(role) = &self.role {
                 let (_, arn) = role.get().await?;
-                return Ok(Principal { description: role.description(), arn });
+                return Ok(Principal { description: role.description(), arn, not_verifiable: None });
             }
             // Only for the ARN: a cluster whose network reaches EC2 but not STS (a VPC endpoint for
             // EC2 alone) still gets its inventory; bad credentials are reported here already.
@@ -569,7 +750,11 @@ impl AwsApi for SdkAws {
                     None
                 }
             };
-            Ok(Principal { description: self.principal_label.clone(), arn })
+            Ok(Principal {
+                description: self.principal_label.clone(),
+                arn,
+                not_verifiable: self.not_verifiable.clone(),
+            })
         })
     }
 
@@ -668,27 +853,28 @@ impl AwsApi for SdkAws {
             let retry = RetryPolicy { retry_server_errors: false, ..self.caller.retry };
             let ec2 = &self.ec2;
             let c = &self.caller;
-            match &probe {
+            let answer: Result<String, AwsError> = match &probe {
                 Probe::DescribeInstances => {
-                    verdict(c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await)
+                    c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await.map(none)
                 }
                 // One named type, as the driver asks for its node's type (and moto, which ignores
                 // DryRun here, then answers one type instead of hundreds).
-                Probe::DescribeInstanceTypes => verdict(
-                    c.call(op, retry, || {
+                Probe::DescribeInstanceTypes => c
+                    .call(op, retry, || {
                         ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()
                     })
-                    .await,
-                ),
-                Probe::DescribeVolumesModifications => verdict(
-                    c.call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send())
-                        .await,
-                ),
-                Probe::DescribeVolumeStatus => verdict(
-                    c.call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send()).await,
-                ),
-                Probe::CreateVolume { zone, tags } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(none),
+                Probe::DescribeVolumesModifications => c
+                    .call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send())
+                    .await
+                    .map(none),
+                Probe::DescribeVolumeStatus => c
+                    .call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send())
+                    .await
+                    .map(none),
+                Probe::CreateVolume { zone, tags } => c
+                    .call(op, retry, || {
                         ec2.create_volume()
                             .dry_run(true)
                             .availability_zone(zone)
@@ -698,23 +884,23 @@ impl AwsApi for SdkAws {
                             .tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags))
                             .send()
                     })
-                    .await,
-                ),
-                Probe::CopyVolumes { volume_id, tags } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(|o| o.volume_id.unwrap_or_default()),
+                Probe::CopyVolumes { volume_id, tags } => c
+                    .call(op, retry, || {
                         ec2.copy_volumes()
                             .dry_run(true)
                             .source_volume_id(volume_id)
                             .tag_specifications(tag_spec(ec2t::ResourceType::Volume, tags))
                             .send()
                     })
-                    .await,
-                ),
+                    .await
+                    .map(|o| o.volumes().iter().filter_map(|v| v.volume_id()).collect::<Vec<_>>().join(",")),
                 Probe::DeleteVolume { volume_id } => {
-                    verdict(c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await)
+                    c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
                 }
-                Probe::AttachVolume { volume_id, instance_id } => verdict(
-                    c.call(op, retry, || {
+                Probe::AttachVolume { volume_id, instance_id } => c
+                    .call(op, retry, || {
                         ec2.attach_volume()
                             .dry_run(true)
                             .volume_id(volume_id)
@@ -722,32 +908,33 @@ impl AwsApi for SdkAws {
                             .device("/dev/xvdbz")
                             .send()
                     })
-                    .await,
-                ),
+                    .await
+                    .map(none),
                 Probe::DetachVolume { volume_id } => {
-                    verdict(c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await)
+                    c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
                 }
-                Probe::ModifyVolume { volume_id } => verdict(
-                    c.call(op, retry, || {
+                Probe::ModifyVolume { volume_id } => c
+                    .call(op, retry, || {
                         ec2.modify_volume().dry_run(true).volume_id(volume_id).volume_type(ec2t::VolumeType::Gp3).send()
                     })
-                    .await,
-                ),
-                Probe::CreateSnapshot { volume_id, tags } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(none),
+                Probe::CreateSnapshot { volume_id, tags } => c
+                    .call(op, retry, || {
                         ec2.create_snapshot()
                             .dry_run(true)
                             .volume_id(volume_id)
                             .tag_specifications(tag_spec(ec2t::ResourceType::Snapshot, tags))
                             .send()
                     })
-                    .await,
-                ),
-                Probe::DeleteSnapshot { snapshot_id } => verdict(
-                    c.call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send()).await,
-                ),
-                Probe::LockSnapshot { snapshot_id } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(|o| o.snapshot_id.unwrap_or_default()),
+                Probe::DeleteSnapshot { snapshot_id } => c
+                    .call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send())
+                    .await
+                    .map(none),
+                Probe::LockSnapshot { snapshot_id } => c
+                    .call(op, retry, || {
                         ec2.lock_snapshot()
                             .dry_run(true)
                             .snapshot_id(snapshot_id)
@@ -755,26 +942,27 @@ impl AwsApi for SdkAws {
                             .lock_duration(1)
                             .send()
                     })
-                    .await,
-                ),
-                Probe::EnableFastSnapshotRestores { zone, snapshot_id } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(none),
+                Probe::EnableFastSnapshotRestores { zone, snapshot_id } => c
+                    .call(op, retry, || {
                         ec2.enable_fast_snapshot_restores()
                             .dry_run(true)
                             .availability_zones(zone)
                             .source_snapshot_ids(snapshot_id)
                             .send()
                     })
-                    .await,
-                ),
-                Probe::DeleteTags { volume_id, keys } => verdict(
-                    c.call(op, retry, || {
+                    .await
+                    .map(none),
+                Probe::DeleteTags { volume_id, keys } => c
+                    .call(op, retry, || {
                         let tags = keys.iter().map(|k| ec2t::Tag::builder().key(k).build()).collect();
                         ec2.delete_tags().dry_run(true).resources(volume_id).set_tags(Some(tags)).send()
                     })
-                    .await,
-                ),
-            }
+                    .await
+                    .map(none),
+            };
+            verdict(probe.read_only(), answer)
         })
     }
 

@@ -13,11 +13,17 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use clap::{Args, ValueEnum};
 use thiserror::Error;
 
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+
 use crate::aws::api::{AwsApi, AwsError};
-use crate::aws::inventory::{self, RefreshParams};
+use crate::aws::cluster;
+use crate::aws::inventory::{self, ClusterView, Memory, RefreshParams};
 use crate::aws::metrics::AwsMetrics;
-use crate::aws::poller::pv_references;
 use crate::aws::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
+
+/// The annotation IRSA reads on a service account.
+pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 use crate::crd::AwsStatus;
 
 pub const EXIT_OK: i32 = 0;
@@ -43,10 +49,17 @@ pub struct DoctorArgs {
     /// is account-wide.
     #[arg(long, env = "HCO_CLUSTER_ID", value_name = "ID")]
     pub cluster_id: Option<String>,
-    /// IAM role to check (the driver's role): assumed with STS AssumeRole using your credentials.
-    /// Without it your own credentials are checked.
+    /// IAM role to check (the driver's role). Alone: assumed with STS AssumeRole using your
+    /// credentials (its trust policy must allow you). With --service-account: the IRSA role, assumed
+    /// as the driver does. Without either, your own credentials are checked.
     #[arg(long, env = "HCO_ROLE_ARN", value_name = "ARN")]
     pub role_arn: Option<String>,
+    /// Check as the driver's service account (`kube-system/ebs-csi-controller-sa`), exactly as the
+    /// operator does: a TokenRequest through --kubeconfig, then STS AssumeRoleWithWebIdentity (IRSA:
+    /// --role-arn, else the account's eks.amazonaws.com/role-arn annotation) or, without a role, EKS
+    /// Pod Identity's AssumeRoleForPodIdentity in the EKS cluster named by --cluster-id.
+    #[arg(long, env = "HCO_SERVICE_ACCOUNT", value_name = "NAMESPACE/NAME")]
+    pub service_account: Option<String>,
     /// Endpoint URL of every AWS call (a VPC endpoint, or moto).
     #[arg(long, env = "HCO_AWS_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
@@ -76,6 +89,7 @@ impl Default for DoctorArgs {
             region: None,
             cluster_id: None,
             role_arn: None,
+            service_account: None,
             endpoint_url: None,
             kubeconfig: None,
             fips: false,
@@ -95,6 +109,8 @@ pub enum DoctorError {
     Kubeconfig { path: PathBuf, message: String },
     #[error("listing PersistentVolumes: {0}")]
     ListPersistentVolumes(#[source] kube::Error),
+    #[error("--service-account {name}: {message}")]
+    ServiceAccount { name: String, message: String },
     #[error("AWS client: {0}")]
     Aws(#[from] AwsError),
     #[error("writing the report: {0}")]
@@ -118,6 +134,23 @@ impl DoctorArgs {
                 value: arn.clone(),
                 rule: "an IAM role ARN like arn:aws:iam::123456789012:role/name",
             });
+        }
+        if let Some(sa) = &self.service_account {
+            let valid = sa.split_once('/').is_some_and(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'));
+            if !valid {
+                return Err(DoctorError::InvalidArgument {
+                    flag: "--service-account",
+                    value: sa.clone(),
+                    rule: "NAMESPACE/NAME, for example kube-system/ebs-csi-controller-sa",
+                });
+            }
+            if self.kubeconfig.is_none() {
+                return Err(DoctorError::InvalidArgument {
+                    flag: "--service-account",
+                    value: sa.clone(),
+                    rule: "needs --kubeconfig: the token is requested from the cluster",
+                });
+            }
         }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -166,30 +199,38 @@ pub async fn run_doctor_with(
     out: &mut (dyn Write + Send),
 ) -> Result<i32, DoctorError> {
     let params = args.params()?;
-    let pvs = match &args.kubeconfig {
+    let (kube, cluster) = match &args.kubeconfig {
         Some(path) => {
             let client = kube_client(path).await?;
-            Some(pv_references(&client).await.map_err(DoctorError::ListPersistentVolumes)?)
+            let view = cluster::list_view(&client).await.map_err(DoctorError::ListPersistentVolumes)?;
+            (Some(client), view)
         }
-        None => None,
+        None => (None, ClusterView::default()),
     };
-    let credentials = match &args.role_arn {
-        Some(role_arn) => CredentialSource::AssumeRole { role_arn: role_arn.clone(), base: Box::new(base) },
-        None => base,
+    let credentials = match (&args.service_account, kube) {
+        (Some(sa), Some(kube)) => service_account_credentials(&args, sa, kube, base).await?,
+        _ => match &args.role_arn {
+            Some(role_arn) => CredentialSource::AssumeRole { role_arn: role_arn.clone(), base: Box::new(base) },
+            None => base,
+        },
     };
     let settings = AwsSettings {
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
         ec2_endpoint: None,
+        sts_endpoint: None,
         fips: args.fips,
+        proxy: None,
+        ca_bundle: None,
         credentials,
         http_client,
         retry: RetryPolicy::default(),
         metrics: AwsMetrics::default(),
         principal_label: Some("your credentials".to_string()),
+        not_verifiable: None,
     };
     let api = SdkAws::new(settings).await?;
-    let status = check(&api, &params, pvs.as_ref()).await;
+    let status = check(&api, &params, &cluster).await;
     match args.output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&status).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -200,9 +241,41 @@ pub async fn run_doctor_with(
     Ok(exit_code(&status))
 }
 
-/// One refresh, as the poller makes it.
-pub async fn check(api: &dyn AwsApi, params: &RefreshParams, pvs: Option<&inventory::PvReferences>) -> AwsStatus {
-    inventory::refresh(api, params, pvs, None, jiff::Timestamp::now()).await
+/// One refresh, as the poller makes it (one look: a detach in progress cannot be measured, so
+/// only attaching and VolumeAttachment errors can be stuck here).
+pub async fn check(api: &dyn AwsApi, params: &RefreshParams, cluster: &ClusterView) -> AwsStatus {
+    inventory::refresh_with(api, params, cluster, None, &mut Memory::default(), jiff::Timestamp::now()).await
+}
+
+/// The driver's identity as the operator takes it, for `--service-account NAMESPACE/NAME`.
+async fn service_account_credentials(
+    args: &DoctorArgs,
+    sa: &str,
+    kube: kube::Client,
+    base: CredentialSource,
+) -> Result<CredentialSource, DoctorError> {
+    let (namespace, name) = sa.split_once('/').unwrap_or(("", sa));
+    let fail = |message: String| DoctorError::ServiceAccount { name: sa.to_string(), message };
+    let api: Api<ServiceAccount> = Api::namespaced(kube.clone(), namespace);
+    let account = match api.get_opt(name).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(fail("not found in the cluster".to_string())),
+        Err(e) => return Err(fail(format!("reading it: {e}"))),
+    };
+    let annotated = account.metadata.annotations.as_ref().and_then(|a| a.get(IRSA_ANNOTATION)).cloned();
+    let (namespace, service_account) = (namespace.to_string(), name.to_string());
+    if let Some(role_arn) = args.role_arn.clone().or(annotated) {
+        return Ok(CredentialSource::WebIdentity { kube, namespace, service_account, role_arn });
+    }
+    match args.cluster_id.clone().filter(|c| !c.trim().is_empty()) {
+        Some(cluster_name) => {
+            Ok(CredentialSource::PodIdentity { kube, namespace, service_account, cluster_name, base: Box::new(base) })
+        }
+        None => Err(fail(format!(
+            "no {IRSA_ANNOTATION} annotation: pass --role-arn (IRSA) or --cluster-id with the EKS cluster name (EKS \
+                Pod Identity)"
+        ))),
+    }
 }
 
 pub fn exit_code(s: &AwsStatus) -> i32 {
@@ -283,7 +356,9 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             ),
         );
         let o = &s.orphaned;
-        if !o.checked {
+        if !o.checked && params.cluster_id.is_none() {
+            line("orphaned", "not checked: account-wide (pass --cluster-id)".into());
+        } else if !o.checked {
             line("orphaned", "not checked (pass --kubeconfig to compare with the cluster's PersistentVolumes)".into());
         } else {
             line(
@@ -308,7 +383,45 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
                 );
             }
         }
+        let lk = &s.leaks;
+        if lk.checked {
+            let lists = [
+                ("released", "Released PersistentVolumes whose volume still exists", &lk.released_persistent_volumes),
+                ("pv gone", "volumes whose PersistentVolume is gone", &lk.volumes_without_persistent_volume),
+            ];
+            for (label, what, l) in lists {
+                line(label, format!("{} ({} GiB): {what}", l.count, l.total_gib));
+                for i in &l.items {
+                    line("", leak_line(i, now));
+                }
+            }
+            if lk.snapshots_checked {
+                let l = &lk.snapshots_without_content;
+                line(
+                    "snap gone",
+                    format!("{} ({} GiB): snapshots no VolumeSnapshotContent references", l.count, l.total_gib),
+                );
+                for i in &l.items {
+                    line("", leak_line(i, now));
+                }
+            } else {
+                line("snap gone", "not checked (no VolumeSnapshotContents readable)".into());
+            }
+        }
         let st = &s.stuck;
+        for va in &st.volume_attachments {
+            line(
+                "stuck VA",
+                format!(
+                    "{} ({} on {}): {}: {}",
+                    va.name,
+                    va.persistent_volume.as_deref().unwrap_or("-"),
+                    va.node,
+                    va.reason,
+                    va.message
+                ),
+            );
+        }
         if st.attachments.is_empty() && st.error_volumes.is_empty() {
             line("stuck", "none".into());
         } else {
@@ -345,6 +458,12 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             );
         }
     }
+    if let Some(why) = &p.not_verifiable {
+        line("permissions", format!("not verifiable: {why}"));
+    }
+    if let Some(why) = &p.probes_stopped {
+        line("probes", format!("STOPPED: {why}"));
+    }
     if !p.checked.is_empty() {
         line("permissions", format!("{} EC2 actions checked", p.checked.len()));
         if p.missing.is_empty() {
@@ -367,6 +486,18 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
     };
     line("result", verdict);
     t
+}
+
+fn leak_line(i: &crate::crd::LeakItem, now: jiff::Timestamp) -> String {
+    format!(
+        "{} {} GiB {} pv {}{} age {}",
+        i.id,
+        i.size_gib,
+        i.state,
+        i.persistent_volume.as_deref().unwrap_or("-"),
+        i.claim.as_deref().map(|c| format!(" claim {c}")).unwrap_or_default(),
+        inventory::human_age(&i.created_at, now)
+    )
 }
 
 impl crate::crd::PermissionReport {

@@ -104,13 +104,35 @@ pub const CLUSTER: &[Permission] = &[
         &["get", "list", "watch"],
         "detect the snapshot API (read only)",
     ),
-    p("", &["persistentvolumes"], &["list"], "deletion guard and orphaned-volume inventory (read only)"),
-    p("storage.k8s.io", &["volumeattachments"], &["list"], "deletion guard: attachments of the driver (read only)"),
+    p(
+        "",
+        &["persistentvolumes"],
+        &["list", "watch"],
+        "deletion guard; the inventory's PersistentVolume watch (orphans, leaks; read only)",
+    ),
+    p(
+        "storage.k8s.io",
+        &["volumeattachments"],
+        &["list", "watch"],
+        "deletion guard; the inventory's stuck-attachment watch (read only)",
+    ),
+    p(
+        "",
+        &["nodes"],
+        &["list", "watch"],
+        "the inventory: Nodes' providerID (instances to probe, gone nodes; read only)",
+    ),
+    p(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents"],
+        &["list", "watch"],
+        "the inventory: snapshots no VolumeSnapshotContent references (read only)",
+    ),
     p(
         "",
         &["serviceaccounts/token"],
         &["create"],
-        "IRSA preflight: a token for the driver's service account to assume its role",
+        "IAM preflight as the driver: a token for its service account (IRSA via STS, Pod Identity via EKS Auth)",
     ),
     p("events.k8s.io", &["events"], &["create", "patch"], "events on condition transitions"),
 ];

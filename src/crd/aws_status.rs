@@ -48,7 +48,12 @@ pub struct AwsStatus {
     /// Available volumes of this cluster that no PersistentVolume references.
     #[serde(default)]
     pub orphaned: OrphanReport,
-    /// Attachments stuck attaching/detaching, and volumes in error.
+    /// What the cluster and AWS disagree about: Released PersistentVolumes whose volume still
+    /// exists, volumes whose PersistentVolume is gone, snapshots whose VolumeSnapshotContent is gone.
+    #[serde(default)]
+    pub leaks: LeakReport,
+    /// Attachments stuck attaching/detaching (seen from EC2 and from VolumeAttachments), and
+    /// volumes in error.
     #[serde(default)]
     pub stuck: StuckReport,
     /// Snapshots created by this cluster's driver.
@@ -75,10 +80,13 @@ pub struct VolumeInventory {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OrphanReport {
-    /// False when the cluster's PersistentVolumes could not be listed (or `doctor` ran without a
-    /// kubeconfig): orphans were then not looked for and the figures below are zero.
+    /// False when orphans were not looked for (see `reason`): the figures below are then zero.
     #[serde(default)]
     pub checked: bool,
+    /// Why orphans were not looked for: an account-wide inventory (no spec.aws.clusterId) cannot
+    /// tell this cluster's volumes from another's, or the PersistentVolumes are not known yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub count: u64,
     pub total_gib: u64,
     /// The first 20, oldest first.
@@ -104,8 +112,21 @@ pub struct OrphanVolume {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct StuckReport {
+    /// EC2 attachments stuck attaching or detaching, exact.
+    #[serde(default)]
+    pub count: u64,
+    /// The first 20 of them, oldest first.
     #[serde(default)]
     pub attachments: Vec<StuckAttachment>,
+    /// False when the VolumeAttachments or Nodes are not known yet (the lists below are then empty).
+    #[serde(default)]
+    pub volume_attachments_checked: bool,
+    /// VolumeAttachments of ebs.csi.aws.com that are stuck, exact.
+    #[serde(default)]
+    pub volume_attachment_count: u64,
+    /// The first 20 of them, by name.
+    #[serde(default)]
+    pub volume_attachments: Vec<StuckVolumeAttachment>,
     /// Volumes in the `error` state.
     #[serde(default)]
     pub error_volumes: Vec<String>,
@@ -117,9 +138,85 @@ pub struct StuckAttachment {
     pub volume_id: String,
     pub instance_id: String,
     pub state: String,
-    /// When the attachment started (RFC 3339); stuck means longer ago than
-    /// `spec.inventory.stuckThreshold`.
+    /// For `attaching`, when the attachment started; for `detaching`, when the operator first saw
+    /// it detaching (EC2 keeps the attach time while detaching). Stuck means longer ago than
+    /// `spec.inventory.stuckThreshold` (RFC 3339).
     pub since: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckVolumeAttachment {
+    /// The VolumeAttachment's name.
+    pub name: String,
+    /// The PersistentVolume it attaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    /// The EBS volume ID, when the PersistentVolume is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    pub node: String,
+    /// AttachError, DetachError, NodeGone, or Ec2Disagrees.
+    pub reason: String,
+    /// The error the external-attacher recorded, or what EC2 says instead.
+    pub message: String,
+    /// When the operator first saw it this way (RFC 3339); for errors, since when the error stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakReport {
+    /// False when the PersistentVolumes are not known, or the inventory is account-wide.
+    #[serde(default)]
+    pub checked: bool,
+    /// Released PersistentVolumes (claim deleted, reclaim policy Retain) whose EBS volume still
+    /// exists: billed storage nobody can mount until an administrator decides.
+    #[serde(default)]
+    pub released_persistent_volumes: LeakList,
+    /// Volumes created for a PersistentVolume (CSIVolumeName tag) that no longer exists, in any
+    /// state and past the grace period; the available ones are also orphans.
+    #[serde(default)]
+    pub volumes_without_persistent_volume: LeakList,
+    /// False when the VolumeSnapshotContents could not be read (no snapshot API, or not known yet).
+    #[serde(default)]
+    pub snapshots_checked: bool,
+    /// Completed snapshots of this cluster that no VolumeSnapshotContent references, past the
+    /// grace period.
+    #[serde(default)]
+    pub snapshots_without_content: LeakList,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakList {
+    /// Exact count.
+    pub count: u64,
+    pub total_gib: u64,
+    /// The first 20, oldest first.
+    #[serde(default)]
+    pub items: Vec<LeakItem>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakItem {
+    /// The EBS volume or snapshot ID.
+    pub id: String,
+    pub size_gib: u64,
+    /// The PersistentVolume (existing or gone) it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    /// The claim a Released PersistentVolume was bound to (`namespace/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// The EC2 state of the volume or snapshot.
+    pub state: String,
+    /// When the volume or snapshot was created (RFC 3339): the age, as a timestamp so an unchanged
+    /// inventory yields an unchanged status.
+    #[serde(default)]
+    pub created_at: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -150,6 +247,14 @@ pub struct PermissionReport {
     /// (service account kube-system/ebs-csi-controller-sa)` or `operator credentials`.
     #[serde(default)]
     pub principal: String,
+    /// Set when the operator cannot act as the driver's identity (static keys from a Secret,
+    /// which it never reads, or Pod Identity without a cluster name): what to run instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_verifiable: Option<String>,
+    /// Set when probing stopped because the endpoint performed a DryRun call (or no DryRun
+    /// canary could be proven before the probes of destructive actions): what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes_stopped: Option<String>,
     /// The caller ARN AWS reported for that identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_arn: Option<String>,

@@ -9,11 +9,13 @@ pub mod parse;
 mod spec;
 mod status;
 pub mod validate;
+pub mod workload;
 
 pub use aws_status::*;
 pub use duration::SpecDuration;
 pub use spec::*;
 pub use status::*;
+pub use workload::*;
 
 use kube::CustomResourceExt;
 

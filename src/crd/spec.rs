@@ -2,7 +2,8 @@
 //! description (for `kubectl explain`) and a default where one is safe.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySelectorTerm, TopologySpreadConstraint,
+    Affinity, EnvFromSource, EnvVar, PodDNSConfig, ResourceRequirements, Toleration, TopologySelectorTerm,
+    TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 use super::validate::rules;
+use super::workload::{ControllerSidecars, LoggingFormat, NodeSidecars, UnhealthyPodEvictionPolicy};
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -260,6 +262,17 @@ pub struct AwsSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(rules::EC2_ENDPOINT.rule).message(rules::EC2_ENDPOINT.message))]
     pub ec2_endpoint: Option<String>,
+    /// STS endpoint override (`AWS_ENDPOINT_URL_STS` of the driver; also the operator's STS
+    /// calls), for an STS VPC endpoint in a private cluster or an isolated region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(rules::STS_ENDPOINT.rule).message(rules::STS_ENDPOINT.message))]
+    pub sts_endpoint: Option<String>,
+    /// Extra CA certificates (PEM, in a ConfigMap of `spec.namespace`) the driver trusts for AWS
+    /// (`AWS_CA_BUNDLE`, mounted read-only) and the operator trusts for its own AWS calls, beside
+    /// the system roots: for TLS-intercepting proxies and isolated regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// Exactly one way to get AWS credentials.
@@ -274,7 +287,8 @@ pub struct Identity {
     /// nothing is annotated. Without an association the driver falls back to the node's role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_identity: Option<PodIdentity>,
-    /// Static keys from a Secret in `spec.namespace` with keys `key_id` and `access_key`.
+    /// Static keys from a Secret in `spec.namespace` (keys `key_id` and `access_key` unless
+    /// renamed, and optionally a session token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
 }
@@ -297,6 +311,7 @@ pub struct Irsa {
 pub struct PodIdentity {}
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Secret name in `spec.namespace`.
     #[schemars(
@@ -304,6 +319,46 @@ pub struct SecretRef {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
+    /// Key of the access key id in the Secret (upstream `awsAccessSecret.keyId`).
+    #[serde(default = "default_key_id")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key_id: String,
+    /// Key of the secret access key in the Secret (upstream `awsAccessSecret.accessKey`).
+    #[serde(default = "default_access_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub access_key: String,
+    /// Key of a session token in the Secret, for temporary credentials (`AWS_SESSION_TOKEN`).
+    /// Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub session_token: Option<String>,
+}
+
+fn default_key_id() -> String {
+    "key_id".into()
+}
+fn default_access_key() -> String {
+    "access_key".into()
+}
+
+/// A PEM bundle of CA certificates in a ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundle {
+    /// ConfigMap in `spec.namespace` holding the bundle.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key of the bundle in the ConfigMap.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca-bundle.crt".into()
 }
 
 /// The controller Deployment.
@@ -356,6 +411,50 @@ pub struct ControllerSpec {
     /// Default filesystem of provisioned volumes (`--default-fstype` of csi-provisioner).
     #[serde(default)]
     pub default_fs_type: FsType,
+    /// Annotations of the controller pods (for example for a log shipper or a service mesh), at most 64.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(rules::ANNOTATION_KEYS.rule).message(rules::ANNOTATION_KEYS.message))]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Labels of the controller pods, at most 32, besides the operator's own (`app`,
+    /// `app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra environment variables of the ebs-plugin container, at most 64. Values are passed
+    /// literally (`$(VAR)` is not expanded). Variables the operator sets (endpoints, region,
+    /// credentials, proxy, FIPS) are refused: use their spec fields.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(rules::ENV_MANAGED.rule).message(rules::ENV_MANAGED.message))]
+    pub env: Vec<EnvVar>,
+    /// Extra environment of the ebs-plugin container from ConfigMaps or Secrets, at most 16.
+    /// Variables the operator sets take precedence over these (Kubernetes: `env` wins).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub env_from: Vec<EnvFromSource>,
+    /// DNS settings of the controller pods (nameservers, searches, options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(rules::DNS_CONFIG.rule).message(rules::DNS_CONFIG.message))]
+    pub dns_config: Option<PodDNSConfig>,
+    /// Log format of the driver and of the sidecars that support it (csi-provisioner,
+    /// csi-resizer, csi-snapshotter): `text` or `json`.
+    #[serde(default)]
+    pub logging_format: LoggingFormat,
+    /// Old ReplicaSets/ControllerRevisions kept for rollback, 0 to 100.
+    #[serde(default = "default_revision_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
+    /// Seconds a controller pod gets to stop, 0 to 3600. Unset: Kubernetes' default (30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// The CSI sidecars: resources, extra flags and log level of each.
+    #[serde(default)]
+    pub sidecars: ControllerSidecars,
 }
 
 impl Default for ControllerSpec {
@@ -372,6 +471,15 @@ impl Default for ControllerSpec {
             extra_args: Vec::new(),
             pod_disruption_budget: PdbSpec::default(),
             default_fs_type: FsType::default(),
+            pod_annotations: BTreeMap::new(),
+            pod_labels: BTreeMap::new(),
+            env: Vec::new(),
+            env_from: Vec::new(),
+            dns_config: None,
+            logging_format: LoggingFormat::default(),
+            revision_history_limit: default_revision_history(),
+            termination_grace_period_seconds: None,
+            sidecars: ControllerSidecars::default(),
         }
     }
 }
@@ -391,17 +499,40 @@ fn default_node_priority() -> String {
 fn default_true() -> bool {
     true
 }
+fn default_revision_history() -> i32 {
+    10
+}
+fn default_node_grace() -> i64 {
+    30
+}
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// The controller's PodDisruptionBudget. Neither `maxUnavailable` nor `minAvailable` set:
+/// `maxUnavailable: 1`, as upstream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::PDB_EXCLUSIVE.rule).message(rules::PDB_EXCLUSIVE.message))]
 pub struct PdbSpec {
-    /// Create a PodDisruptionBudget (maxUnavailable 1) for the controller.
+    /// Create a PodDisruptionBudget for the controller.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Controller pods a disruption may take down at once: a number (at least 0) or a percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(rules::PDB_VALUE.rule).message(rules::PDB_VALUE.message))]
+    pub max_unavailable: Option<IntOrString>,
+    /// Controller pods that must stay available: a number (at least 0) or a percentage. Exclusive
+    /// with `maxUnavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(rules::PDB_VALUE.rule).message(rules::PDB_VALUE.message))]
+    pub min_available: Option<IntOrString>,
+    /// Whether running but unready pods may be evicted whatever the budget (`AlwaysAllow`) or only
+    /// while the budget holds (`IfHealthyBudget`). Unset: the API server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_pod_eviction_policy: Option<UnhealthyPodEvictionPolicy>,
 }
 
 impl Default for PdbSpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, max_unavailable: None, min_available: None, unhealthy_pod_eviction_policy: None }
     }
 }
 
@@ -479,6 +610,64 @@ pub struct NodeSpec {
     #[serde(default = "default_log_level")]
     #[schemars(range(min = 0, max = 10))]
     pub log_level: i32,
+    /// Annotations of the node plugin pods (for example for a log shipper or a service mesh), at most 64.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(rules::ANNOTATION_KEYS.rule).message(rules::ANNOTATION_KEYS.message))]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Labels of the node plugin pods, at most 32, besides the operator's own (`app`,
+    /// `app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra environment variables of the node ebs-plugin container, at most 64. Values are passed
+    /// literally (`$(VAR)` is not expanded). Variables the operator sets (endpoints, region,
+    /// credentials, proxy, FIPS) are refused: use their spec fields.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(rules::ENV_MANAGED.rule).message(rules::ENV_MANAGED.message))]
+    pub env: Vec<EnvVar>,
+    /// Extra environment of the node ebs-plugin container from ConfigMaps or Secrets, at most 16.
+    /// Variables the operator sets take precedence over these (Kubernetes: `env` wins).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub env_from: Vec<EnvFromSource>,
+    /// DNS settings of the node plugin pods (nameservers, searches, options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(rules::DNS_CONFIG.rule).message(rules::DNS_CONFIG.message))]
+    pub dns_config: Option<PodDNSConfig>,
+    /// Log format of the driver and of the sidecars that support it (csi-provisioner,
+    /// csi-resizer, csi-snapshotter): `text` or `json`.
+    #[serde(default)]
+    pub logging_format: LoggingFormat,
+    /// Old ReplicaSets/ControllerRevisions kept for rollback, 0 to 100.
+    #[serde(default = "default_revision_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
+    /// Seconds a node plugin pod gets to stop (its pre-stop hook waits for volumes to detach), 0
+    /// to 3600.
+    #[serde(default = "default_node_grace")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: i64,
+    /// The node plugin's sidecars: resources, extra flags and log level of each.
+    #[serde(default)]
+    pub sidecars: NodeSidecars,
+    /// Extra arguments of the node plugin (`--name=value`), at most 32, for example
+    /// `--metadata-sources=kubernetes` or `--legacy-xfs=true`. Flags the operator sets are refused
+    /// (use their spec fields).
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
+    #[x_kube(validation = Rule::new(rules::EXTRA_ARGS_FORM.rule).message(rules::EXTRA_ARGS_FORM.message))]
+    #[x_kube(validation = Rule::new(rules::NODE_ARGS_MANAGED.rule).message(rules::NODE_ARGS_MANAGED.message))]
+    pub extra_args: Vec<String>,
+    /// SELinux mount support: mounts the host's `/sys/fs/selinux` and `/etc/selinux/config` into
+    /// the node plugin and sets `seLinuxMount: true` on the CSIDriver, so volumes are mounted with
+    /// the pod's SELinux context (SELinux-enforcing nodes such as Bottlerocket or RHEL).
+    #[serde(default)]
+    pub selinux: bool,
 }
 
 impl Default for NodeSpec {
@@ -495,6 +684,17 @@ impl Default for NodeSpec {
             host_network: false,
             max_unavailable: default_max_unavailable(),
             log_level: default_log_level(),
+            pod_annotations: BTreeMap::new(),
+            pod_labels: BTreeMap::new(),
+            env: Vec::new(),
+            env_from: Vec::new(),
+            dns_config: None,
+            logging_format: LoggingFormat::default(),
+            revision_history_limit: default_revision_history(),
+            termination_grace_period_seconds: default_node_grace(),
+            sidecars: NodeSidecars::default(),
+            extra_args: Vec::new(),
+            selinux: false,
         }
     }
 }
@@ -549,8 +749,9 @@ pub struct StorageClassSpec {
     /// Allow claims to grow.
     #[serde(default = "default_true")]
     pub allow_volume_expansion: bool,
-    /// Other driver parameters (for example `blockExpress`, `tagSpecification_1`), checked
-    /// against the driver's known parameters.
+    /// Other driver parameters (for example `tagSpecification_1`, `blockAttachUntilInitialized`,
+    /// `ext4EncryptionSupport`), checked against those driver 1.64 accepts (keys compared
+    /// case-insensitively, as the driver does).
     #[serde(default)]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,
@@ -562,6 +763,20 @@ pub struct StorageClassSpec {
     #[serde(default)]
     #[schemars(length(max = 16))]
     pub allowed_topologies: Vec<TopologySelectorTerm>,
+    /// Labels of the StorageClass, at most 32, besides the operator's own
+    /// (`app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the StorageClass, at most 64. The default-class annotation is `default`'s.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(rules::ANNOTATION_KEYS.rule).message(rules::ANNOTATION_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::CLASS_ANNOTATIONS.rule).message(rules::CLASS_ANNOTATIONS.message))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Default for StorageClassSpec {
@@ -581,6 +796,8 @@ impl Default for StorageClassSpec {
             parameters: BTreeMap::new(),
             mount_options: Vec::new(),
             allowed_topologies: Vec::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 }
@@ -662,6 +879,20 @@ pub struct VolumeSnapshotClassSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub parameters: BTreeMap<String, String>,
+    /// Labels of the VolumeSnapshotClass, at most 32, besides the operator's own
+    /// (`app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the VolumeSnapshotClass, at most 64. The default-class annotation is `default`'s.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(rules::ANNOTATION_KEYS.rule).message(rules::ANNOTATION_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::CLASS_ANNOTATIONS.rule).message(rules::CLASS_ANNOTATIONS.message))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -150,6 +150,54 @@ macro_rules! managed_arg_pattern {
         "^--?(endpoint|batching|logging-format|user-agent-extra|v|k8s-tag-cluster-id|extra-tags|http-endpoint)(=|$)"
     };
 }
+macro_rules! sidecar_managed_arg_pattern {
+    () => {
+        "^--?(csi-address|v|http-endpoint|metrics-address|leader-election|leader-election-namespace|\
+        kubelet-registration-path|default-fstype|logging-format|feature-gates)(=|$)"
+    };
+}
+macro_rules! node_managed_arg_pattern {
+    () => {
+        "^--?(endpoint|csi-mount-point-prefix|logging-format|v|volume-attach-limit|reserved-volume-attachments|\
+        http-endpoint)(=|$)"
+    };
+}
+macro_rules! managed_env_names {
+    () => {
+        "'CSI_ENDPOINT', 'CSI_NODE_NAME', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', \
+        'AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_EC2_ENDPOINT', 'AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_EC2', \
+        'AWS_ENDPOINT_URL_STS', 'AWS_ENDPOINT_URL_KMS', 'AWS_USE_FIPS_ENDPOINT', 'GODEBUG', 'AWS_CA_BUNDLE', \
+        'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'AWS_ROLE_ARN', \
+        'AWS_WEB_IDENTITY_TOKEN_FILE', 'AWS_CONTAINER_CREDENTIALS_FULL_URI', 'AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE'"
+    };
+}
+macro_rules! reserved_pod_labels {
+    () => {
+        "'app', 'app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by', \
+        'app.kubernetes.io/part-of', 'app.kubernetes.io/version'"
+    };
+}
+macro_rules! reserved_class_annotations {
+    () => {
+        "'storageclass.kubernetes.io/is-default-class', 'snapshot.storage.kubernetes.io/is-default-class', \
+        'csi.hardened.dev/owner-uid'"
+    };
+}
+macro_rules! label_key_pattern {
+    () => {
+        "^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    };
+}
+macro_rules! label_value_pattern {
+    () => {
+        "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+    };
+}
+macro_rules! pdb_percent_pattern {
+    () => {
+        "^([0-9]|[1-9][0-9]|100)%$"
+    };
+}
 macro_rules! path_pattern {
     () => {
         "^(/[A-Za-z0-9_.-]+)+$"
@@ -202,6 +250,8 @@ pub const TAG_VALUE_PATTERN: &str = tag_value_pattern!();
 pub const KUBELET_PATH_PATTERN: &str = path_pattern!();
 pub const URL_PATTERN: &str = url_pattern!();
 pub const NO_PROXY_PATTERN: &str = no_proxy_pattern!();
+pub const LABEL_KEY_PATTERN: &str = label_key_pattern!();
+pub const LABEL_VALUE_PATTERN: &str = label_value_pattern!();
 
 pub mod rules {
     //! The rules both enforcers apply, one constant each.
@@ -247,6 +297,12 @@ pub mod rules {
         field: "spec.aws.ec2Endpoint",
         rule: concat!("self.matches('", url_pattern!(), "')"),
         message: "ec2Endpoint must be an http:// or https:// URL like https://ec2.us-east-1.amazonaws.com (host name \
+            or IPv4 address, optional port and path; no spaces, quotes or '$')",
+    };
+    pub const STS_ENDPOINT: CelRule = CelRule {
+        field: "spec.aws.stsEndpoint",
+        rule: concat!("self.matches('", url_pattern!(), "')"),
+        message: "stsEndpoint must be an http:// or https:// URL like https://sts.us-east-1.amazonaws.com (host name \
             or IPv4 address, optional port and path; no spaces, quotes or '$')",
     };
     pub const EXTRA_ARGS_FORM: CelRule = CelRule {
@@ -343,6 +399,86 @@ pub mod rules {
         message: "noProxy must be a comma-separated list of host names, domains (.example.com), IP addresses or CIDRs: \
             letters, digits and . , : / * _ % - only",
     };
+    pub const SIDECAR_ARGS_FORM: CelRule = CelRule {
+        field: "spec.*.sidecars.*.extraArgs",
+        rule: concat!("self.all(a, a.matches('", arg_pattern!(), "'))"),
+        message: "sidecar extraArgs must be flags like --name or --name=value, one per item",
+    };
+    pub const SIDECAR_ARGS_MANAGED: CelRule = CelRule {
+        field: "spec.*.sidecars.*.extraArgs",
+        rule: concat!("self.all(a, !a.matches('", sidecar_managed_arg_pattern!(), "'))"),
+        message: "sidecar extraArgs must not set a flag the operator manages (--csi-address, --v, --http-endpoint, \
+            --metrics-address, --leader-election, --leader-election-namespace, --kubelet-registration-path, \
+            --default-fstype, --logging-format, --feature-gates): use logLevel, loggingFormat, \
+            controller.defaultFsType; tuning flags such as --timeout, --worker-threads, --kube-api-qps replace the \
+            operator's default",
+    };
+    pub const NODE_ARGS_MANAGED: CelRule = CelRule {
+        field: "spec.node.extraArgs",
+        rule: concat!("self.all(a, !a.matches('", node_managed_arg_pattern!(), "'))"),
+        message: "node extraArgs must not repeat a flag the operator sets (--endpoint, --csi-mount-point-prefix, \
+            --logging-format, --v, --volume-attach-limit, --reserved-volume-attachments, --http-endpoint): use the \
+            matching spec field (kubeletPath, loggingFormat, logLevel, volumeAttachLimit, \
+            reservedVolumeAttachments, metrics)",
+    };
+    pub const ENV_MANAGED: CelRule = CelRule {
+        field: "spec.*.env",
+        rule: concat!("self.all(e, !(e.name in [", managed_env_names!(), "]))"),
+        message: "env must not set a variable the operator manages (CSI_ENDPOINT, CSI_NODE_NAME, AWS credentials \
+            and identity, AWS_REGION, AWS_DEFAULT_REGION, AWS_EC2_ENDPOINT, AWS_ENDPOINT_URL*, \
+            AWS_USE_FIPS_ENDPOINT, GODEBUG, AWS_CA_BUNDLE, HTTP(S)_PROXY, NO_PROXY in either case): use aws.*, \
+            proxy, fips, caBundle",
+    };
+    pub const DNS_CONFIG: CelRule = CelRule {
+        field: "spec.*.dnsConfig",
+        rule: "(!has(self.nameservers) || size(self.nameservers) <= 3) && (!has(self.searches) || \
+            size(self.searches) <= 32)",
+        message: "dnsConfig takes at most 3 nameservers and 32 searches",
+    };
+    pub const POD_LABELS_RESERVED: CelRule = CelRule {
+        field: "spec.*.podLabels",
+        rule: concat!("self.all(k, !(k in [", reserved_pod_labels!(), "]))"),
+        message: "labels must not set the operator's labels (app, app.kubernetes.io/name, instance, managed-by, \
+            part-of, version): selectors and ownership depend on them",
+    };
+    pub const LABEL_KEYS: CelRule = CelRule {
+        field: "spec.*.podLabels",
+        rule: concat!("self.all(k, k.matches('", label_key_pattern!(), "'))"),
+        message: "label keys must be [prefix/]name: name 1-63 letters, digits, '-', '_', '.', starting and ending \
+            with a letter or digit; prefix a DNS subdomain of at most 253",
+    };
+    pub const LABEL_VALUES: CelRule = CelRule {
+        field: "spec.*.podLabels",
+        rule: concat!("self.all(k, self[k].matches('", label_value_pattern!(), "'))"),
+        message: "label values must be empty or 1-63 letters, digits, '-', '_', '.', starting and ending with a \
+            letter or digit",
+    };
+    pub const ANNOTATION_KEYS: CelRule = CelRule {
+        field: "spec.*.podAnnotations",
+        rule: concat!("self.all(k, k.matches('", label_key_pattern!(), "'))"),
+        message: "annotation keys must be [prefix/]name: name 1-63 letters, digits, '-', '_', '.', starting and \
+            ending with a letter or digit; prefix a DNS subdomain of at most 253",
+    };
+    pub const CLASS_ANNOTATIONS: CelRule = CelRule {
+        field: "spec.*Classes[*].annotations",
+        rule: concat!("self.all(k, !(k in [", reserved_class_annotations!(), "]))"),
+        message: "annotations must not set storageclass.kubernetes.io/is-default-class, \
+            snapshot.storage.kubernetes.io/is-default-class (use default: true) or csi.hardened.dev/owner-uid",
+    };
+    pub const PDB_EXCLUSIVE: CelRule = CelRule {
+        field: "spec.controller.podDisruptionBudget",
+        rule: "!(has(self.maxUnavailable) && has(self.minAvailable))",
+        message: "maxUnavailable and minAvailable are mutually exclusive; set one",
+    };
+    pub const PDB_VALUE: CelRule = CelRule {
+        field: "spec.controller.podDisruptionBudget.*",
+        rule: concat!(
+            "string(self).matches('^-?[0-9]{1,18}$') && self == int(string(self)) ? self >= 0 : string(self).matches('",
+            pdb_percent_pattern!(),
+            "')"
+        ),
+        message: "must be a number of at least 0 or a percentage from 0% to 100%, like 1 or 50%",
+    };
     pub const INTERVAL: CelRule = CelRule {
         field: "spec.inventory.interval",
         rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('24h')"),
@@ -369,6 +505,7 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::TAG_KEYS,
     rules::TAG_VALUES,
     rules::EC2_ENDPOINT,
+    rules::STS_ENDPOINT,
     rules::EXTRA_ARGS_FORM,
     rules::EXTRA_ARGS_MANAGED,
     rules::ATTACH_EXCLUSIVE,
@@ -388,6 +525,18 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::INTERVAL,
     rules::ORPHAN_GRACE,
     rules::STUCK_THRESHOLD,
+    rules::SIDECAR_ARGS_FORM,
+    rules::SIDECAR_ARGS_MANAGED,
+    rules::NODE_ARGS_MANAGED,
+    rules::ENV_MANAGED,
+    rules::DNS_CONFIG,
+    rules::POD_LABELS_RESERVED,
+    rules::LABEL_KEYS,
+    rules::LABEL_VALUES,
+    rules::ANNOTATION_KEYS,
+    rules::PDB_EXCLUSIVE,
+    rules::PDB_VALUE,
+    rules::CLASS_ANNOTATIONS,
 ];
 
 /// Bounds of sizes and lengths, in the CRD as `maxItems`/`maxProperties`/`maxLength` and checked
@@ -426,11 +575,14 @@ pub const FIPS_REGIONS: &[&str] = &[
     "us-gov-west-1",
 ];
 
-/// StorageClass parameters the driver understands, besides those with their own field
-/// (`type`, `encrypted`, `kmsKeyId`, `iops`, `throughput`, `csi.storage.k8s.io/fstype`).
+/// StorageClass parameters driver 1.64 accepts (`CreateVolume`; it lower-cases each key before
+/// matching, so these compare case-insensitively), besides those with their own field. `blockExpress`
+/// is deprecated and ignored by the driver, but still accepted.
 pub const STORAGE_CLASS_PARAMETERS: &[&str] = &[
     "iopsPerGB",
     "allowAutoIOPSPerGBIncrease",
+    "allowAutoIOPSIncreaseOnModify",
+    "volumeInitializationRate",
     "blockExpress",
     "blockSize",
     "inodeSize",
@@ -438,19 +590,38 @@ pub const STORAGE_CLASS_PARAMETERS: &[&str] = &[
     "numberOfInodes",
     "ext4BigAlloc",
     "ext4ClusterSize",
-    "volumeInitializationRate",
-    "outpostArn",
+    "ext4EncryptionSupport",
+    "blockAttachUntilInitialized",
 ];
-const STORAGE_CLASS_PARAMETER_PREFIXES: &[&str] = &["tagSpecification_", "csi.storage.k8s.io/"];
+/// Keys the driver matches by prefix, case-sensitively (`tagSpecification_1`, ...).
+pub const TAG_PARAMETER_PREFIX: &str = "tagSpecification";
+/// Keys under `csi.storage.k8s.io/` the external-provisioner consumes itself (it refuses any
+/// other key of that prefix; `fstype` has its field, the `pvc/*`/`pv/*` keys it adds itself).
+pub const PROVISIONER_PARAMETERS: &[&str] = &[
+    "csi.storage.k8s.io/provisioner-secret-name",
+    "csi.storage.k8s.io/provisioner-secret-namespace",
+    "csi.storage.k8s.io/controller-publish-secret-name",
+    "csi.storage.k8s.io/controller-publish-secret-namespace",
+    "csi.storage.k8s.io/node-stage-secret-name",
+    "csi.storage.k8s.io/node-stage-secret-namespace",
+    "csi.storage.k8s.io/node-publish-secret-name",
+    "csi.storage.k8s.io/node-publish-secret-namespace",
+    "csi.storage.k8s.io/controller-expand-secret-name",
+    "csi.storage.k8s.io/controller-expand-secret-namespace",
+    "csi.storage.k8s.io/node-expand-secret-name",
+    "csi.storage.k8s.io/node-expand-secret-namespace",
+];
+/// Parameters the spec sets from a field (lower-case as the driver compares them), with the field.
 const STORAGE_CLASS_FIELD_PARAMETERS: &[(&str, &str)] = &[
     ("type", "type"),
     ("encrypted", "encrypted"),
-    ("kmsKeyId", "kmsKeyId"),
+    ("kmskeyid", "kmsKeyId"),
     ("iops", "iops"),
     ("throughput", "throughput"),
+    ("fstype", "fsType"),
     ("csi.storage.k8s.io/fstype", "fsType"),
 ];
-/// VolumeSnapshotClass parameters the driver understands.
+/// VolumeSnapshotClass parameters driver 1.64 accepts (`CreateSnapshot`, case-insensitive).
 pub const SNAPSHOT_CLASS_PARAMETERS: &[&str] = &[
     "fastSnapshotRestoreAvailabilityZones",
     "outpostArn",
@@ -459,6 +630,22 @@ pub const SNAPSHOT_CLASS_PARAMETERS: &[&str] = &[
     "lockExpirationDate",
     "lockCoolOffPeriod",
 ];
+/// Keys under `csi.storage.k8s.io/` the external-snapshotter consumes itself.
+pub const SNAPSHOTTER_PARAMETERS: &[&str] = &[
+    "csi.storage.k8s.io/snapshotter-secret-name",
+    "csi.storage.k8s.io/snapshotter-secret-namespace",
+    "csi.storage.k8s.io/snapshotter-list-secret-name",
+    "csi.storage.k8s.io/snapshotter-list-secret-namespace",
+];
+
+/// Whether the driver (or the sidecar in front of it) accepts `key`: the driver's own keys
+/// case-insensitively, tag templates by their case-sensitive prefix, the sidecar's exactly.
+pub fn known_parameter(key: &str, driver: &[&str], sidecar: &[&str]) -> bool {
+    driver.iter().any(|k| k.eq_ignore_ascii_case(key))
+        || key.starts_with(TAG_PARAMETER_PREFIX)
+        || sidecar.contains(&key)
+}
+
 /// Bounds of the inventory durations (the CEL rules above say the same).
 pub const INTERVAL_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
 pub const ORPHAN_GRACE_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(8760 * 3600));
@@ -472,6 +659,22 @@ static TAG_KEY: LazyLock<Regex> = LazyLock::new(|| re(TAG_KEY_PATTERN));
 static TAG_VALUE: LazyLock<Regex> = LazyLock::new(|| re(TAG_VALUE_PATTERN));
 static ARG: LazyLock<Regex> = LazyLock::new(|| re(arg_pattern!()));
 static MANAGED_ARG: LazyLock<Regex> = LazyLock::new(|| re(managed_arg_pattern!()));
+static SIDECAR_MANAGED_ARG: LazyLock<Regex> = LazyLock::new(|| re(sidecar_managed_arg_pattern!()));
+static NODE_MANAGED_ARG: LazyLock<Regex> = LazyLock::new(|| re(node_managed_arg_pattern!()));
+static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| re(LABEL_KEY_PATTERN));
+static LABEL_VALUE: LazyLock<Regex> = LazyLock::new(|| re(LABEL_VALUE_PATTERN));
+static PDB_PERCENT: LazyLock<Regex> = LazyLock::new(|| re(pdb_percent_pattern!()));
+static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| re("^[-._a-zA-Z][-._a-zA-Z0-9]*$"));
+
+/// The variables the operator sets (or that carry the driver's identity), refused in `env`.
+pub fn managed_env_names() -> Vec<&'static str> {
+    managed_env_names!().split(',').map(|n| n.trim().trim_matches('\'')).collect()
+}
+
+/// The labels the operator puts on pods, refused in `podLabels`.
+pub fn reserved_pod_labels() -> Vec<&'static str> {
+    reserved_pod_labels!().split(',').map(|n| n.trim().trim_matches('\'')).collect()
+}
 static PATH: LazyLock<Regex> = LazyLock::new(|| re(KUBELET_PATH_PATTERN));
 static DOT_SEGMENT: LazyLock<Regex> = LazyLock::new(|| re(dot_segment_pattern!()));
 static SYSTEM_TREE: LazyLock<Regex> = LazyLock::new(|| re(system_tree_pattern!()));
@@ -692,6 +895,31 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
     {
         errs.invalid("spec.aws.ec2Endpoint", e, rules::EC2_ENDPOINT.message);
     }
+    if let Some(e) = &aws.sts_endpoint
+        && !too_long(errs, "spec.aws.stsEndpoint", e, MAX_URL)
+        && !URL.is_match(e)
+    {
+        errs.invalid("spec.aws.stsEndpoint", e, rules::STS_ENDPOINT.message);
+    }
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    if let Some(s) = &id.secret_ref {
+        keys.push(("spec.aws.identity.secretRef.keyId", &s.key_id));
+        keys.push(("spec.aws.identity.secretRef.accessKey", &s.access_key));
+        if let Some(t) = &s.session_token {
+            keys.push(("spec.aws.identity.secretRef.sessionToken", t));
+        }
+    }
+    if let Some(b) = &aws.ca_bundle {
+        if !is_dns_subdomain(&b.name) {
+            errs.invalid("spec.aws.caBundle.name", &b.name, "not a valid ConfigMap name");
+        }
+        keys.push(("spec.aws.caBundle.key", &b.key));
+    }
+    for (field, key) in keys {
+        if key.is_empty() || key.len() > 253 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+            errs.invalid(field, key, "not a valid key: 1-253 letters, digits, '-', '_' or '.'");
+        }
+    }
 }
 
 pub fn is_reserved_tag(key: &str) -> bool {
@@ -729,22 +957,191 @@ fn controller(c: &ControllerSpec, errs: &mut FieldErrors) {
         c.topology_spread_constraints.len(),
         MAX_SPREAD_CONSTRAINTS,
     );
-    too_many(errs, "spec.controller.extraArgs", c.extra_args.len(), MAX_EXTRA_ARGS);
-    for (i, a) in c.extra_args.iter().enumerate() {
-        let field = format!("spec.controller.extraArgs[{i}]");
+    extra_args(
+        "spec.controller.extraArgs",
+        &c.extra_args,
+        (&ARG, rules::EXTRA_ARGS_FORM.message),
+        (&MANAGED_ARG, rules::EXTRA_ARGS_MANAGED.message),
+        errs,
+    );
+    let p = &c.pod_disruption_budget;
+    if p.max_unavailable.is_some() && p.min_available.is_some() {
+        errs.push("spec.controller.podDisruptionBudget", rules::PDB_EXCLUSIVE.message);
+    }
+    for (name, v) in [("maxUnavailable", &p.max_unavailable), ("minAvailable", &p.min_available)] {
+        let field = format!("spec.controller.podDisruptionBudget.{name}");
+        match v {
+            Some(IntOrString::Int(i)) if *i < 0 => errs.push(field, format!("{i}: {}", rules::PDB_VALUE.message)),
+            Some(IntOrString::String(s)) if !PDB_PERCENT.is_match(s) => {
+                errs.invalid(field, s, rules::PDB_VALUE.message)
+            }
+            _ => {}
+        }
+    }
+    let s = &c.sidecars;
+    for (name, sc) in [
+        ("provisioner", &s.provisioner),
+        ("attacher", &s.attacher),
+        ("snapshotter", &s.snapshotter),
+        ("resizer", &s.resizer),
+        ("livenessProbe", &s.liveness_probe),
+    ] {
+        sidecar(&format!("spec.controller.sidecars.{name}"), sc, errs);
+    }
+    pod_options(
+        "spec.controller",
+        PodOptions {
+            annotations: &c.pod_annotations,
+            labels: &c.pod_labels,
+            env: &c.env,
+            env_from: c.env_from.len(),
+            dns: c.dns_config.as_ref(),
+            revision_history_limit: c.revision_history_limit,
+            grace: c.termination_grace_period_seconds,
+        },
+        errs,
+    );
+}
+
+/// A list of extra flags: bounded, each a flag, none the operator manages.
+fn extra_args(
+    path: &str,
+    args: &[String],
+    (form, form_message): (&Regex, &str),
+    (managed, managed_message): (&Regex, &str),
+    errs: &mut FieldErrors,
+) {
+    too_many(errs, path, args.len(), MAX_EXTRA_ARGS);
+    for (i, a) in args.iter().enumerate() {
+        let field = format!("{path}[{i}]");
         if too_long(errs, &field, a, MAX_ARG_LENGTH) {
             continue;
         }
-        if !ARG.is_match(a) {
-            errs.invalid(field, a, rules::EXTRA_ARGS_FORM.message);
-        } else if MANAGED_ARG.is_match(a) {
+        if !form.is_match(a) {
+            errs.invalid(field, a, form_message);
+        } else if managed.is_match(a) {
+            errs.invalid(field, a, format!("--{} is set by the operator: {managed_message}", flag_name(a)));
+        }
+    }
+}
+
+fn sidecar(path: &str, s: &super::workload::SidecarSpec, errs: &mut FieldErrors) {
+    extra_args(
+        &format!("{path}.extraArgs"),
+        &s.extra_args,
+        (&ARG, rules::SIDECAR_ARGS_FORM.message),
+        (&SIDECAR_MANAGED_ARG, rules::SIDECAR_ARGS_MANAGED.message),
+        errs,
+    );
+    if let Some(l) = s.log_level
+        && !(0..=10).contains(&l)
+    {
+        errs.push(format!("{path}.logLevel"), format!("{l} is out of range: 0 to 10"));
+    }
+}
+
+/// The pod-level knobs the controller and the node plugin share.
+struct PodOptions<'a> {
+    annotations: &'a Map,
+    labels: &'a Map,
+    env: &'a [k8s_openapi::api::core::v1::EnvVar],
+    env_from: usize,
+    dns: Option<&'a k8s_openapi::api::core::v1::PodDNSConfig>,
+    revision_history_limit: i32,
+    grace: Option<i64>,
+}
+
+pub const MAX_POD_ANNOTATIONS: usize = 64;
+pub const MAX_POD_LABELS: usize = 32;
+pub const MAX_ENV: usize = 64;
+pub const MAX_ENV_FROM: usize = 16;
+
+fn pod_options(path: &str, o: PodOptions<'_>, errs: &mut FieldErrors) {
+    metadata_maps(path, ("podLabels", o.labels), ("podAnnotations", o.annotations), errs);
+    too_many(errs, &format!("{path}.env"), o.env.len(), MAX_ENV);
+    let managed = managed_env_names();
+    for (i, e) in o.env.iter().enumerate() {
+        let field = format!("{path}.env[{i}].name");
+        if managed.contains(&e.name.as_str()) {
+            errs.invalid(&field, &e.name, format!("{} is set by the operator: {}", e.name, rules::ENV_MANAGED.message));
+        } else if !ENV_NAME.is_match(&e.name) {
             errs.invalid(
-                field,
-                a,
-                format!("--{} is set by the operator: {}", flag_name(a), rules::EXTRA_ARGS_MANAGED.message),
+                &field,
+                &e.name,
+                "not a valid environment variable name: letters, digits, '_', '-', '.', not starting with a digit",
+            );
+        }
+        if o.env[..i].iter().any(|other| other.name == e.name) {
+            errs.invalid(&field, &e.name, "appears more than once: environment variable names must be unique");
+        }
+    }
+    too_many(errs, &format!("{path}.envFrom"), o.env_from, MAX_ENV_FROM);
+    if let Some(d) = o.dns {
+        let nameservers = d.nameservers.as_ref().map_or(0, Vec::len);
+        let searches = d.searches.as_ref().map_or(0, Vec::len);
+        if nameservers > 3 || searches > 32 {
+            errs.push(
+                format!("{path}.dnsConfig"),
+                format!("{} ({nameservers} nameservers, {searches} searches)", rules::DNS_CONFIG.message),
             );
         }
     }
+    if !(0..=100).contains(&o.revision_history_limit) {
+        errs.push(
+            format!("{path}.revisionHistoryLimit"),
+            format!("{} is out of range: 0 to 100", o.revision_history_limit),
+        );
+    }
+    if let Some(g) = o.grace
+        && !(0..=3600).contains(&g)
+    {
+        errs.push(format!("{path}.terminationGracePeriodSeconds"), format!("{g} is out of range: 0 to 3600"));
+    }
+}
+
+/// Labels and annotations of a class: the same rules as pod labels, and the annotations the
+/// operator sets itself refused.
+fn class_metadata(path: &str, labels: &Map, annotations: &Map, errs: &mut FieldErrors) {
+    let reserved: Vec<&str> = reserved_class_annotations!().split(',').map(|n| n.trim().trim_matches('\'')).collect();
+    for k in annotations.keys() {
+        if reserved.contains(&k.as_str()) {
+            errs.invalid(format!("{path}.annotations[{k}]"), k, rules::CLASS_ANNOTATIONS.message);
+        }
+    }
+    metadata_maps(path, ("labels", labels), ("annotations", annotations), errs);
+}
+
+type Map = std::collections::BTreeMap<String, String>;
+
+/// Labels and annotations a user adds to an object: bounded, valid keys and label values, none
+/// of the operator's labels.
+fn metadata_maps(path: &str, (ln, labels): (&str, &Map), (an, annotations): (&str, &Map), errs: &mut FieldErrors) {
+    too_many(errs, &format!("{path}.{an}"), annotations.len(), MAX_POD_ANNOTATIONS);
+    for (k, v) in annotations {
+        let field = format!("{path}.{an}[{k}]");
+        if !is_qualified_name(k) {
+            errs.invalid(&field, k, rules::ANNOTATION_KEYS.message);
+        }
+        too_long(errs, &field, v, 4096);
+    }
+    too_many(errs, &format!("{path}.{ln}"), labels.len(), MAX_POD_LABELS);
+    let reserved = reserved_pod_labels();
+    for (k, v) in labels {
+        let field = format!("{path}.{ln}[{k}]");
+        if reserved.contains(&k.as_str()) {
+            errs.invalid(&field, k, rules::POD_LABELS_RESERVED.message);
+        } else if !is_qualified_name(k) {
+            errs.invalid(&field, k, rules::LABEL_KEYS.message);
+        }
+        if !too_long(errs, &field, v, 63) && !LABEL_VALUE.is_match(v) {
+            errs.invalid(&field, v, rules::LABEL_VALUES.message);
+        }
+    }
+}
+
+/// A label or annotation key: `[prefix/]name` (the CRD's pattern).
+pub fn is_qualified_name(key: &str) -> bool {
+    LABEL_KEY.is_match(key)
 }
 
 fn priority_class(field: &str, name: &str, errs: &mut FieldErrors) {
@@ -782,6 +1179,30 @@ fn node(n: &NodeSpec, errs: &mut FieldErrors) {
     if !(0..=10).contains(&n.log_level) {
         errs.push("spec.node.logLevel", format!("{} is out of range: 0 to 10", n.log_level));
     }
+    extra_args(
+        "spec.node.extraArgs",
+        &n.extra_args,
+        (&ARG, rules::EXTRA_ARGS_FORM.message),
+        (&NODE_MANAGED_ARG, rules::NODE_ARGS_MANAGED.message),
+        errs,
+    );
+    let s = &n.sidecars;
+    for (name, sc) in [("nodeDriverRegistrar", &s.node_driver_registrar), ("livenessProbe", &s.liveness_probe)] {
+        sidecar(&format!("spec.node.sidecars.{name}"), sc, errs);
+    }
+    pod_options(
+        "spec.node",
+        PodOptions {
+            annotations: &n.pod_annotations,
+            labels: &n.pod_labels,
+            env: &n.env,
+            env_from: n.env_from.len(),
+            dns: n.dns_config.as_ref(),
+            revision_history_limit: n.revision_history_limit,
+            grace: Some(n.termination_grace_period_seconds),
+        },
+        errs,
+    );
     match &n.max_unavailable {
         IntOrString::Int(i) if *i < 1 => {
             errs.push("spec.node.maxUnavailable", format!("{i}: {}", rules::MAX_UNAVAILABLE.message))
@@ -852,20 +1273,21 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
         }
         parameters(&path, &c.parameters, errs);
         for key in c.parameters.keys() {
-            if let Some((_, field)) = STORAGE_CLASS_FIELD_PARAMETERS.iter().find(|(p, _)| p == key) {
+            let lower = key.to_ascii_lowercase();
+            if let Some((_, field)) = STORAGE_CLASS_FIELD_PARAMETERS.iter().find(|(p, _)| *p == lower) {
                 errs.push(format!("{path}.parameters[{key}]"), format!("set it with {path}.{field} instead"));
-            } else if !STORAGE_CLASS_PARAMETERS.contains(&key.as_str())
-                && !STORAGE_CLASS_PARAMETER_PREFIXES.iter().any(|p| key.starts_with(p))
-            {
+            } else if !known_parameter(key, STORAGE_CLASS_PARAMETERS, PROVISIONER_PARAMETERS) {
                 errs.push(
                     format!("{path}.parameters[{key}]"),
                     format!(
-                        "unknown driver parameter; known: {}, tagSpecification_<n>, csi.storage.k8s.io/*",
+                        "not a parameter driver 1.64 accepts (it would fail every CreateVolume); known: {}, \
+                        tagSpecification_<n>, csi.storage.k8s.io/<provisioner secret keys>",
                         STORAGE_CLASS_PARAMETERS.join(", ")
                     ),
                 );
             }
         }
+        class_metadata(&path, &c.labels, &c.annotations, errs);
         too_many(errs, &format!("{path}.mountOptions"), c.mount_options.len(), MAX_MOUNT_OPTIONS);
         for (j, o) in c.mount_options.iter().enumerate() {
             too_long(errs, &format!("{path}.mountOptions[{j}]"), o, MAX_MOUNT_OPTION);
@@ -881,19 +1303,18 @@ fn snapshot_classes(classes: &[VolumeSnapshotClassSpec], errs: &mut FieldErrors)
         let path = format!("spec.volumeSnapshotClasses[{i}]");
         parameters(&path, &c.parameters, errs);
         for key in c.parameters.keys() {
-            if !SNAPSHOT_CLASS_PARAMETERS.contains(&key.as_str())
-                && !key.starts_with("tagSpecification_")
-                && !key.starts_with("csi.storage.k8s.io/")
-            {
+            if !known_parameter(key, SNAPSHOT_CLASS_PARAMETERS, SNAPSHOTTER_PARAMETERS) {
                 errs.push(
                     format!("{path}.parameters[{key}]"),
                     format!(
-                        "unknown driver parameter; known: {}, tagSpecification_<n>",
+                        "not a parameter driver 1.64 accepts (it would fail every CreateSnapshot); known: {}, \
+                        tagSpecification_<n>, csi.storage.k8s.io/<snapshotter secret keys>",
                         SNAPSHOT_CLASS_PARAMETERS.join(", ")
                     ),
                 );
             }
         }
+        class_metadata(&path, &c.labels, &c.annotations, errs);
     }
 }
 
@@ -1047,6 +1468,11 @@ mod tests {
             REGION_PATTERN,
             REGISTRY_PATTERN,
             DNS_SUBDOMAIN_PATTERN,
+            sidecar_managed_arg_pattern!(),
+            node_managed_arg_pattern!(),
+            LABEL_KEY_PATTERN,
+            LABEL_VALUE_PATTERN,
+            pdb_percent_pattern!(),
         ] {
             assert!(Regex::new(p).is_ok(), "{p}");
             assert!(!p.contains('\\') && !p.contains('\''), "{p} must fit a CEL string literal as is");

@@ -277,6 +277,39 @@ async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> 
     Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
 }
 
+/// The key of a cached or listed child, as `Child::key` spells it.
+fn child_key(kind_name: &str, meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match &meta.namespace {
+        Some(ns) => format!("{kind_name}/{ns}/{name}"),
+        None => format!("{kind_name}/{name}"),
+    }
+}
+
+/// Deletes one child in the background (its dependents go with it). One already gone (404) or
+/// already being deleted is not an error; `done` is what the log says when it went.
+async fn delete_child(
+    client: &Client,
+    kind_name: &str,
+    kind: &ChildKind,
+    meta: &ObjectMeta,
+    done: &str,
+) -> Option<Error> {
+    if meta.deletion_timestamp.is_some() {
+        return None;
+    }
+    let key = child_key(kind_name, meta);
+    let api = api_for(client, kind, meta.namespace.as_deref());
+    match api.delete(meta.name.as_deref().unwrap_or_default(), &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(child = %key, "{done}");
+            None
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(source) => Some(Error::Delete { child: key, source }),
+    }
+}
+
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
 /// label-filtered caches and checked for our ownership again, never by name alone.
 pub async fn prune(
@@ -289,20 +322,10 @@ pub async fn prune(
     let mut errors = Vec::new();
     for (kind_name, (kind, store)) in &caches.by_kind {
         for meta in store.metas() {
-            let name = meta.name.clone().unwrap_or_default();
-            let key = match &meta.namespace {
-                Some(ns) => format!("{kind_name}/{ns}/{name}"),
-                None => format!("{kind_name}/{name}"),
-            };
-            if keep.contains(&key) || !is_ours(&meta, instance, uid) || meta.deletion_timestamp.is_some() {
+            if keep.contains(&child_key(kind_name, &meta)) || !is_ours(&meta, instance, uid) {
                 continue;
             }
-            let api = api_for(client, kind, meta.namespace.as_deref());
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => tracing::info!(child = %key, "pruned"),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => errors.push(Error::Delete { child: key, source }),
-            }
+            errors.extend(delete_child(client, kind_name, kind, &meta, "pruned").await);
         }
     }
     errors
@@ -331,20 +354,8 @@ pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, u
             }
         };
         for o in list.items {
-            let meta = o.metadata;
-            if !is_ours(&meta, instance, uid) || meta.deletion_timestamp.is_some() {
-                continue;
-            }
-            let name = meta.name.clone().unwrap_or_default();
-            let key = match &meta.namespace {
-                Some(ns) => format!("{kind_name}/{ns}/{name}"),
-                None => format!("{kind_name}/{name}"),
-            };
-            let api = api_for(client, kind, meta.namespace.as_deref());
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => tracing::info!(child = %key, "deleted"),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => errors.push(Error::Delete { child: key, source }),
+            if is_ours(&o.metadata, instance, uid) {
+                errors.extend(delete_child(client, kind_name, kind, &o.metadata, "deleted").await);
             }
         }
     }

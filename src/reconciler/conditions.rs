@@ -649,12 +649,16 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
             true,
             "Reachable",
             format!(
-                "AWS answered ({}, region {}): {} volumes, {} snapshots, {} orphaned.",
+                "AWS answered ({}, region {}): {} volumes, {} snapshots, {}.",
                 s.scope,
                 s.region.as_deref().unwrap_or("?"),
                 s.volumes.count,
                 s.snapshots.count,
-                s.orphaned.count
+                if s.orphaned.checked {
+                    format!("{} orphaned", s.orphaned.count)
+                } else {
+                    "orphans not checked (see status.aws.orphaned.reason)".to_string()
+                }
             ),
         ),
         None => Cond::unknown(AWS_REACHABLE, "NotChecked", "AWS has not been asked yet."),
@@ -674,7 +678,13 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
     });
     let p = &s.permissions;
     let who = if p.principal.is_empty() { "the probed identity".to_string() } else { p.principal.clone() };
-    out.push(if p.checked.is_empty() {
+    out.push(if let Some(why) = &p.not_verifiable {
+        Cond::unknown(
+            AWS_PERMISSIONS,
+            "NotVerifiable",
+            format!("The operator cannot act as the driver's identity: {why}."),
+        )
+    } else if p.checked.is_empty() {
         Cond::unknown(
             AWS_PERMISSIONS,
             "NotChecked",
@@ -692,6 +702,8 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
                 p.missing.join(", ")
             ),
         )
+    } else if let Some(why) = &p.probes_stopped {
+        Cond::unknown(AWS_PERMISSIONS, "ProbesStopped", format!("{who}: probing stopped: {why}."))
     } else if !p.unverified.is_empty() {
         let list: Vec<&str> = p.unverified.iter().map(|u| u.action.as_str()).collect();
         Cond::unknown(
@@ -731,6 +743,18 @@ fn hint(code: &str) -> &'static str {
             "The operator requests a token for the driver's service account (audience sts.amazonaws.com) to check the \
                 IRSA role: give it `create` on serviceaccounts/token in the driver namespace, and make sure the \
                 service account exists."
+        }
+        "ResourceNotFoundException" => {
+            "EKS Auth found no Pod Identity association for the driver's service account: create one for \
+                <namespace>/ebs-csi-controller-sa in the cluster named by spec.aws.clusterId."
+        }
+        "InvalidTokenException" => {
+            "EKS Auth rejected the service account token: spec.aws.clusterId must be the EKS cluster's name, and the \
+                operator must run in that cluster."
+        }
+        "AccessDeniedException" => {
+            "The operator's own role may not call eks-auth:AssumeRoleForPodIdentity (the only AWS permission the \
+                operator needs for Pod Identity), or the call was denied: grant it to the operator's role."
         }
         "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => {
             "STS rejected the service account token: check the cluster's OIDC provider is registered in IAM and the \

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,16 +39,34 @@ pub fn build(ctx: &RenderCtx) -> Vec<Child> {
                     parameters: c.parameters.clone(),
                 },
             );
-            vsc.metadata = ctx.cluster_meta(&c.name);
-            vsc.metadata.annotations = default_annotation(DEFAULT_SNAPSHOT_CLASS_ANNOTATION, c.default);
+            vsc.metadata =
+                class_meta(ctx, &c.name, &c.labels, &c.annotations, DEFAULT_SNAPSHOT_CLASS_ANNOTATION, c.default);
             out.push(Child::new(vsc));
         }
     }
     out
 }
 
-fn default_annotation(key: &str, default: bool) -> Option<BTreeMap<String, String>> {
-    default.then(|| BTreeMap::from([(key.to_string(), "true".to_string())]))
+/// A class's metadata: the user's labels under the operator's, the user's annotations and the
+/// default-class annotation when it is the default.
+fn class_meta(
+    ctx: &RenderCtx,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    default_key: &str,
+    default: bool,
+) -> ObjectMeta {
+    let mut meta = ctx.cluster_meta(name);
+    let mut all = labels.clone();
+    all.extend(meta.labels.take().unwrap_or_default());
+    meta.labels = Some(all);
+    let mut notes = annotations.clone();
+    if default {
+        notes.insert(default_key.to_string(), "true".to_string());
+    }
+    meta.annotations = (!notes.is_empty()).then_some(notes);
+    meta
 }
 
 fn storage_class(ctx: &RenderCtx, c: &StorageClassSpec) -> StorageClass {
@@ -64,8 +83,7 @@ fn storage_class(ctx: &RenderCtx, c: &StorageClassSpec) -> StorageClass {
     if let Some(t) = c.throughput {
         params.insert("throughput".into(), t.to_string());
     }
-    let mut metadata = ctx.cluster_meta(&c.name);
-    metadata.annotations = default_annotation(DEFAULT_CLASS_ANNOTATION, c.default);
+    let metadata = class_meta(ctx, &c.name, &c.labels, &c.annotations, DEFAULT_CLASS_ANNOTATION, c.default);
     StorageClass {
         metadata,
         provisioner: DRIVER_NAME.into(),

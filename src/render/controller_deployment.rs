@@ -10,11 +10,12 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::*;
 use super::{APP_NAME, Child, LABEL_NAME, RenderCtx};
+use crate::crd::{LoggingFormat, SidecarSpec};
 
 pub const NAME: &str = "ebs-csi-controller";
 pub const SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
@@ -52,6 +53,7 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
     let c = &ctx.spec.controller;
     let mut template_labels = ctx.labels();
     template_labels.extend(selector_labels());
+    let template_meta = template_meta(template_labels, &c.pod_labels, &c.pod_annotations);
     let mut containers = vec![driver(ctx), provisioner(ctx), attacher(ctx)];
     if ctx.caps.snapshot_api {
         containers.push(snapshotter(ctx));
@@ -62,7 +64,7 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
         metadata: ctx.ns_meta(NAME),
         spec: DeploymentSpec {
             replicas: Some(c.replicas),
-            revision_history_limit: Some(10),
+            revision_history_limit: Some(c.revision_history_limit),
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -72,9 +74,11 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
             }),
             selector: LabelSelector { match_labels: Some(selector_labels()), match_expressions: None },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(template_labels), ..ObjectMeta::default() }),
+                metadata: Some(template_meta),
                 spec: Some(PodSpec {
                     node_selector: Some(linux_node_selector(&c.node_selector)),
+                    dns_config: c.dns_config.clone(),
+                    termination_grace_period_seconds: c.termination_grace_period_seconds,
                     service_account_name: Some(SERVICE_ACCOUNT.into()),
                     priority_class_name: Some(c.priority_class_name.clone()),
                     affinity: Some(c.affinity.clone().unwrap_or_else(default_affinity)),
@@ -85,14 +89,19 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
                     automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(ctx),
                     containers,
-                    volumes: Some(vec![
-                        Volume {
-                            name: "socket-dir".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                        api_token_volume(),
-                    ]),
+                    volumes: Some(
+                        [
+                            Volume {
+                                name: "socket-dir".into(),
+                                empty_dir: Some(EmptyDirVolumeSource::default()),
+                                ..Volume::default()
+                            },
+                            api_token_volume(),
+                        ]
+                        .into_iter()
+                        .chain(ca_bundle_volume(ctx))
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },
@@ -164,7 +173,7 @@ fn driver(ctx: &RenderCtx) -> Container {
         "controller".to_string(),
         "--endpoint=$(CSI_ENDPOINT)".into(),
         "--batching=true".into(),
-        "--logging-format=text".into(),
+        format!("--logging-format={}", spec.controller.logging_format.as_str()),
         "--user-agent-extra=hardened-csi-operator".into(),
         log_level_arg(spec.controller.log_level),
     ];
@@ -182,8 +191,11 @@ fn driver(ctx: &RenderCtx) -> Container {
 
     let mut vars = vec![env("CSI_ENDPOINT", &format!("unix://{SOCKET}")), env_field("CSI_NODE_NAME", "spec.nodeName")];
     if let Some(s) = &aws.identity.secret_ref {
-        vars.push(secret_env("AWS_ACCESS_KEY_ID", &s.name, "key_id"));
-        vars.push(secret_env("AWS_SECRET_ACCESS_KEY", &s.name, "access_key"));
+        vars.push(secret_env("AWS_ACCESS_KEY_ID", &s.name, &s.key_id));
+        vars.push(secret_env("AWS_SECRET_ACCESS_KEY", &s.name, &s.access_key));
+        if let Some(t) = &s.session_token {
+            vars.push(secret_env("AWS_SESSION_TOKEN", &s.name, t));
+        }
     }
     if let Some(r) = &aws.region {
         vars.push(user_env("AWS_REGION", r));
@@ -192,6 +204,7 @@ fn driver(ctx: &RenderCtx) -> Container {
         vars.push(user_env("AWS_EC2_ENDPOINT", e));
     }
     vars.extend(driver_env(ctx));
+    vars.extend(user_env_vars(&spec.controller.env));
 
     let mut ports = vec![port("healthz", DRIVER_HEALTH_PORT)];
     if spec.metrics.enabled {
@@ -199,7 +212,10 @@ fn driver(ctx: &RenderCtx) -> Container {
     }
     Container {
         env: Some(vars),
-        volume_mounts: Some(vec![mount("socket-dir", SOCKET_DIR), api_token_mount()]),
+        env_from: (!spec.controller.env_from.is_empty()).then(|| spec.controller.env_from.clone()),
+        volume_mounts: Some(
+            [mount("socket-dir", SOCKET_DIR), api_token_mount()].into_iter().chain(ca_bundle_mount(ctx)).collect(),
+        ),
         ports: Some(ports),
         liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(10))),
         readiness_probe: Some(http_probe("/healthz", "healthz", Some(10), 60, 10, Some(5))),
@@ -219,16 +235,21 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// A CSI sidecar on the controller's socket, with upstream's API client tuning.
-fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback: bool) -> Container {
+/// A CSI sidecar on the controller's socket, with upstream's API client tuning, then the user's
+/// settings of that sidecar.
+fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], opts: Sidecar<'_>) -> Container {
+    let c = &ctx.spec.controller;
     let mut vars = vec![env("ADDRESS", SOCKET)];
-    if vac_fallback {
+    if opts.vac_fallback {
         vars.push(env("ENABLE_VAC_FALLBACK", "true"));
     }
     let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     // Keep upstream's argument order: verbosity follows the socket address.
     let pos = all.iter().position(|a| a == "--csi-address=$(ADDRESS)").map_or(all.len(), |p| p + 1);
-    all.insert(pos, log_level_arg(ctx.spec.controller.log_level));
+    all.insert(pos, log_level_arg(opts.spec.log_level.unwrap_or(c.log_level)));
+    if opts.json_logs && c.logging_format == LoggingFormat::Json {
+        all.push("--logging-format=json".into());
+    }
     // Every sidecar serves /healthz/leader-election, so each container has its own probes.
     let (_, port_name, number) =
         SIDECAR_HEALTH_PORTS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(("", "healthz-side", 3306));
@@ -239,8 +260,18 @@ fn sidecar(ctx: &RenderCtx, name: &str, image: &str, args: &[&str], vac_fallback
         ports: Some(vec![port(port_name, number)]),
         liveness_probe: Some(http_probe("/healthz/leader-election", port_name, Some(10), 10, 20, Some(5))),
         readiness_probe: Some(http_probe("/healthz/leader-election", port_name, None, 10, 10, Some(3))),
-        ..container(ctx, name, image, all, restricted_container())
+        resources: Some(sidecar_resources(opts.spec, default_resources)),
+        ..container(ctx, name, image, merge_args(all, &opts.spec.extra_args), restricted_container())
     }
+}
+
+/// What differs between the controller's sidecars besides their flags.
+struct Sidecar<'a> {
+    spec: &'a SidecarSpec,
+    /// Sets ENABLE_VAC_FALLBACK (VolumeAttributesClass support in the provisioner and resizer).
+    vac_fallback: bool,
+    /// Understands `--logging-format=json`.
+    json_logs: bool,
 }
 
 fn provisioner(ctx: &RenderCtx) -> Container {
@@ -261,7 +292,7 @@ fn provisioner(ctx: &RenderCtx) -> Container {
             "--worker-threads=100",
             "--retry-interval-max=30m",
         ],
-        true,
+        Sidecar { spec: &ctx.spec.controller.sidecars.provisioner, vac_fallback: true, json_logs: true },
     )
 }
 
@@ -279,7 +310,8 @@ fn attacher(ctx: &RenderCtx) -> Container {
     if ctx.caps.at_least(1, 33) {
         args.push("--feature-gates=MutableCSINodeAllocatableCount=true");
     }
-    sidecar(ctx, "csi-attacher", &ctx.images.attacher, &args, false)
+    let opts = Sidecar { spec: &ctx.spec.controller.sidecars.attacher, vac_fallback: false, json_logs: false };
+    sidecar(ctx, "csi-attacher", &ctx.images.attacher, &args, opts)
 }
 
 fn snapshotter(ctx: &RenderCtx) -> Container {
@@ -296,7 +328,7 @@ fn snapshotter(ctx: &RenderCtx) -> Container {
             "--worker-threads=100",
             "--retry-interval-max=30m",
         ],
-        false,
+        Sidecar { spec: &ctx.spec.controller.sidecars.snapshotter, vac_fallback: false, json_logs: true },
     )
 }
 
@@ -316,33 +348,43 @@ fn resizer(ctx: &RenderCtx) -> Container {
             "--workers=100",
             "--retry-interval-max=30m",
         ],
-        true,
+        Sidecar { spec: &ctx.spec.controller.sidecars.resizer, vac_fallback: true, json_logs: true },
     )
 }
 
 fn liveness_probe(ctx: &RenderCtx) -> Container {
+    let s = &ctx.spec.controller.sidecars.liveness_probe;
+    let mut args = vec!["--csi-address=/csi/csi.sock".to_string(), "--probe-timeout=60s".into()];
+    if let Some(l) = s.log_level {
+        args.push(log_level_arg(l));
+    }
     Container {
         volume_mounts: Some(vec![mount("socket-dir", "/csi")]),
-        resources: Some(small_resources()),
+        resources: Some(sidecar_resources(s, small_resources)),
         liveness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 20)),
         readiness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 10)),
         ..container(
             ctx,
             "liveness-probe",
             &ctx.images.liveness_probe,
-            vec!["--csi-address=/csi/csi.sock".into(), "--probe-timeout=60s".into()],
+            merge_args(args, &s.extra_args),
             restricted_container(),
         )
     }
 }
 
 fn pdb(ctx: &RenderCtx) -> PodDisruptionBudget {
+    let p = &ctx.spec.controller.pod_disruption_budget;
     PodDisruptionBudget {
         metadata: ctx.ns_meta(NAME),
         spec: Some(PodDisruptionBudgetSpec {
             selector: Some(LabelSelector { match_labels: Some(selector_labels()), match_expressions: None }),
-            max_unavailable: Some(IntOrString::Int(1)),
-            ..PodDisruptionBudgetSpec::default()
+            max_unavailable: match (&p.max_unavailable, &p.min_available) {
+                (None, None) => Some(IntOrString::Int(1)),
+                (m, _) => m.clone(),
+            },
+            min_available: p.min_available.clone(),
+            unhealthy_pod_eviction_policy: p.unhealthy_pod_eviction_policy.map(|u| u.as_str().to_string()),
         }),
         status: None,
     }

@@ -13,6 +13,7 @@ pub fn build(ctx: &RenderCtx) -> CSIDriver {
             pod_info_on_mount: Some(false),
             fs_group_policy: Some("File".into()),
             node_allocatable_update_period_seconds: ctx.caps.at_least(1, 33).then_some(10),
+            se_linux_mount: ctx.spec.node.selinux.then_some(true),
             ..CSIDriverSpec::default()
         },
     }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     NodeAffinity, NodeSelector, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, SecurityContext,
     Toleration, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::controller_deployment::not_special_compute;
 use super::pod::*;
@@ -37,6 +37,24 @@ pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
     let plugin_dir = format!("{kubelet}/plugins/{DRIVER_NAME}/");
     let mut template_labels = ctx.labels();
     template_labels.extend(selector_labels());
+    let template_meta = template_meta(template_labels, &n.pod_labels, &n.pod_annotations);
+    let mut volumes = vec![
+        host_path("kubelet-dir", kubelet, "Directory"),
+        host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
+        host_path("registration-dir", &format!("{kubelet}/plugins_registry/"), "Directory"),
+        host_path("device-dir", "/dev", "Directory"),
+    ];
+    if n.selinux {
+        volumes.push(host_path("selinux-sysfs", "/sys/fs/selinux", "Directory"));
+        volumes.push(host_path("selinux-config", "/etc/selinux/config", "File"));
+    }
+    volumes.push(Volume {
+        name: "probe-dir".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    volumes.push(api_token_volume());
+    volumes.extend(ca_bundle_volume(ctx));
     let mut meta = ctx.ns_meta(NAME);
     meta.annotations = Some(
         CHECKOV_SKIPS
@@ -53,7 +71,7 @@ pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
     DaemonSet {
         metadata: meta,
         spec: DaemonSetSpec {
-            revision_history_limit: Some(10),
+            revision_history_limit: Some(n.revision_history_limit),
             selector: LabelSelector { match_labels: Some(selector_labels()), match_expressions: None },
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -63,7 +81,7 @@ pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(template_labels), ..ObjectMeta::default() }),
+                metadata: Some(template_meta),
                 spec: Some(PodSpec {
                     affinity: Some(Affinity {
                         node_affinity: Some(NodeAffinity {
@@ -79,7 +97,8 @@ pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
                     }),
                     node_selector: Some(linux_node_selector(&n.node_selector)),
                     service_account_name: Some(SERVICE_ACCOUNT.into()),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(n.termination_grace_period_seconds),
+                    dns_config: n.dns_config.clone(),
                     priority_class_name: Some(n.priority_class_name.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
                     host_network: Some(n.host_network),
@@ -95,18 +114,7 @@ pub(crate) fn build(ctx: &RenderCtx) -> DaemonSet {
                     automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(ctx),
                     containers: vec![driver(ctx, kubelet), registrar(ctx, &plugin_dir), liveness_probe(ctx)],
-                    volumes: Some(vec![
-                        host_path("kubelet-dir", kubelet, "Directory"),
-                        host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
-                        host_path("registration-dir", &format!("{kubelet}/plugins_registry/"), "Directory"),
-                        host_path("device-dir", "/dev", "Directory"),
-                        Volume {
-                            name: "probe-dir".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                        api_token_volume(),
-                    ]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -130,7 +138,7 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
         "node".to_string(),
         "--endpoint=$(CSI_ENDPOINT)".into(),
         literal(&format!("--csi-mount-point-prefix={kubelet}/plugins/kubernetes.io/csi/{DRIVER_NAME}/")),
-        "--logging-format=text".into(),
+        format!("--logging-format={}", n.logging_format.as_str()),
         log_level_arg(n.log_level),
     ];
     if let Some(l) = n.volume_attach_limit {
@@ -139,8 +147,33 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     if let Some(r) = n.reserved_volume_attachments {
         args.push(format!("--reserved-volume-attachments={r}"));
     }
+    let args = merge_args(args, &n.extra_args);
     let mut vars = vec![env("CSI_ENDPOINT", "unix:/csi/csi.sock"), env_field("CSI_NODE_NAME", "spec.nodeName")];
+    // Without it the node plugin asks the instance metadata (IMDS), which a hop limit of 1 or
+    // IMDS turned off makes fail.
+    if let Some(r) = &ctx.spec.aws.region {
+        vars.push(user_env("AWS_REGION", r));
+    }
     vars.extend(driver_env(ctx));
+    vars.extend(user_env_vars(&n.env));
+    let mut mounts = vec![
+        k8s_openapi::api::core::v1::VolumeMount {
+            mount_propagation: Some("Bidirectional".into()),
+            ..mount("kubelet-dir", kubelet)
+        },
+        mount("plugin-dir", "/csi"),
+        mount("device-dir", "/dev"),
+    ];
+    if n.selinux {
+        mounts.push(mount("selinux-sysfs", "/sys/fs/selinux"));
+        mounts.push(k8s_openapi::api::core::v1::VolumeMount {
+            read_only: Some(true),
+            ..mount("selinux-config", "/etc/selinux/config")
+        });
+    }
+    // The node plugin reads its Node and updates CSINode; the sidecars never call the API.
+    mounts.push(api_token_mount());
+    mounts.extend(ca_bundle_mount(ctx));
     // Runtimes grant a privileged container every capability whatever `drop` says; dropping ALL
     // states the intent and takes effect should the container ever stop being privileged.
     let security = SecurityContext {
@@ -151,16 +184,8 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     };
     Container {
         env: Some(vars),
-        volume_mounts: Some(vec![
-            k8s_openapi::api::core::v1::VolumeMount {
-                mount_propagation: Some("Bidirectional".into()),
-                ..mount("kubelet-dir", kubelet)
-            },
-            mount("plugin-dir", "/csi"),
-            mount("device-dir", "/dev"),
-            // The node plugin reads its Node and updates CSINode; the sidecars never call the API.
-            api_token_mount(),
-        ]),
+        env_from: (!n.env_from.is_empty()).then(|| n.env_from.clone()),
+        volume_mounts: Some(mounts),
         ports: Some(vec![port("healthz", 9808)]),
         liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 3, 10, Some(5))),
         readiness_probe: Some(http_probe("/healthz", "healthz", None, 3, 5, Some(3))),
@@ -180,6 +205,7 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
 }
 
 fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
+    let s = &ctx.spec.node.sidecars.node_driver_registrar;
     Container {
         env: Some(vec![
             env("ADDRESS", "/csi/csi.sock"),
@@ -193,34 +219,36 @@ fn registrar(ctx: &RenderCtx, plugin_dir: &str) -> Container {
             mount("registration-dir", "/registration"),
             mount("probe-dir", plugin_dir),
         ]),
-        resources: Some(small_resources()),
+        resources: Some(sidecar_resources(s, small_resources)),
         ..container(
             ctx,
             "node-driver-registrar",
             &ctx.images.node_driver_registrar,
-            vec![
-                "--csi-address=$(ADDRESS)".into(),
-                "--kubelet-registration-path=$(DRIVER_REG_SOCK_PATH)".into(),
-                "--http-endpoint=0.0.0.0:9809".into(),
-                log_level_arg(ctx.spec.node.log_level),
-            ],
+            merge_args(
+                vec![
+                    "--csi-address=$(ADDRESS)".into(),
+                    "--kubelet-registration-path=$(DRIVER_REG_SOCK_PATH)".into(),
+                    "--http-endpoint=0.0.0.0:9809".into(),
+                    log_level_arg(s.log_level.unwrap_or(ctx.spec.node.log_level)),
+                ],
+                &s.extra_args,
+            ),
             node_sidecar(),
         )
     }
 }
 
 fn liveness_probe(ctx: &RenderCtx) -> Container {
+    let s = &ctx.spec.node.sidecars.liveness_probe;
+    let mut args = vec!["--csi-address=/csi/csi.sock".to_string()];
+    if let Some(l) = s.log_level {
+        args.push(log_level_arg(l));
+    }
     Container {
         volume_mounts: Some(vec![mount("plugin-dir", "/csi")]),
-        resources: Some(small_resources()),
+        resources: Some(sidecar_resources(s, small_resources)),
         liveness_probe: Some(tcp_probe(super::controller_deployment::DRIVER_HEALTH_PORT, 20)),
         readiness_probe: Some(tcp_probe(super::controller_deployment::DRIVER_HEALTH_PORT, 10)),
-        ..container(
-            ctx,
-            "liveness-probe",
-            &ctx.images.liveness_probe,
-            vec!["--csi-address=/csi/csi.sock".into()],
-            node_sidecar(),
-        )
+        ..container(ctx, "liveness-probe", &ctx.images.liveness_probe, merge_args(args, &s.extra_args), node_sidecar())
     }
 }

@@ -4,15 +4,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
-    PodSecurityContext, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
-    ServiceAccountTokenProjection, TCPSocketAction, Volume, VolumeMount, VolumeProjection,
+    Capabilities as LinuxCapabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference,
+    ObjectFieldSelector, PodSecurityContext, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, TCPSocketAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::RenderCtx;
+use crate::crd::SidecarSpec;
+use crate::crd::validate::flag_name;
 
 /// UID/GID of the DHI runtime images' nonroot user.
 pub const NONROOT: i64 = 65532;
@@ -221,9 +224,45 @@ pub fn container(ctx: &RenderCtx, name: &str, image: &str, args: Vec<String>, se
     }
 }
 
-/// Env of the driver container in both pods: FIPS and proxy settings.
+/// Where the driver containers find `spec.aws.caBundle`.
+pub const CA_BUNDLE_VOLUME: &str = "aws-ca-bundle";
+const CA_BUNDLE_DIR: &str = "/etc/hardened-csi/aws-ca";
+const CA_BUNDLE_FILE: &str = "ca-bundle.crt";
+
+/// The CA bundle ConfigMap as a volume of the driver's pods, when one is set.
+pub fn ca_bundle_volume(ctx: &RenderCtx) -> Option<Volume> {
+    let b = ctx.spec.aws.ca_bundle.as_ref()?;
+    Some(Volume {
+        name: CA_BUNDLE_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: b.name.clone(),
+            items: Some(vec![KeyToPath { key: b.key.clone(), path: CA_BUNDLE_FILE.into(), ..KeyToPath::default() }]),
+            default_mode: Some(0o444),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
+}
+
+/// The CA bundle mounted read-only into a driver container, when one is set.
+pub fn ca_bundle_mount(ctx: &RenderCtx) -> Option<VolumeMount> {
+    ctx.spec
+        .aws
+        .ca_bundle
+        .as_ref()
+        .map(|_| VolumeMount { read_only: Some(true), ..mount(CA_BUNDLE_VOLUME, CA_BUNDLE_DIR) })
+}
+
+/// Env of the driver container in both pods: region endpoints, CA bundle, FIPS and proxy settings.
 pub fn driver_env(ctx: &RenderCtx) -> Vec<EnvVar> {
     let mut out = Vec::new();
+    if let Some(e) = &ctx.spec.aws.sts_endpoint {
+        out.push(user_env("AWS_ENDPOINT_URL_STS", e));
+    }
+    if ctx.spec.aws.ca_bundle.is_some() {
+        out.push(env("AWS_CA_BUNDLE", &format!("{CA_BUNDLE_DIR}/{CA_BUNDLE_FILE}")));
+    }
     if ctx.spec.fips {
         out.push(env("AWS_USE_FIPS_ENDPOINT", "true"));
         out.push(env("GODEBUG", "fips140=on"));
@@ -252,4 +291,45 @@ pub fn linux_node_selector(extra: &BTreeMap<String, String>) -> BTreeMap<String,
 
 pub fn log_level_arg(level: i32) -> String {
     format!("--v={level}")
+}
+
+/// The operator's flags with a user's extra flags applied: one of the same name replaces the
+/// default where it stands (`--timeout=120s` for `--timeout=60s`), any other is appended. Every
+/// user string is escaped (see `literal`); validation has refused the flags the operator manages.
+pub fn merge_args(defaults: Vec<String>, extra: &[String]) -> Vec<String> {
+    let mut out = defaults;
+    for a in extra {
+        let name = flag_name(a);
+        match out.iter().position(|d| d.starts_with('-') && flag_name(d) == name) {
+            Some(i) => out[i] = literal(a),
+            None => out.push(literal(a)),
+        }
+    }
+    out
+}
+
+/// A user's extra environment, values escaped (see `literal`); `valueFrom` kept as written.
+pub fn user_env_vars(vars: &[EnvVar]) -> Vec<EnvVar> {
+    vars.iter().map(|e| EnvVar { value: e.value.as_deref().map(literal), ..e.clone() }).collect()
+}
+
+/// Pod template metadata: the user's labels and annotations, then the operator's labels (which
+/// validation keeps the user from naming).
+pub fn template_meta(
+    ours: BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> ObjectMeta {
+    let mut all = labels.clone();
+    all.extend(ours);
+    ObjectMeta {
+        labels: Some(all),
+        annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A sidecar's resources: the user's, else the role's default.
+pub fn sidecar_resources(s: &SidecarSpec, default: fn() -> ResourceRequirements) -> ResourceRequirements {
+    s.resources.clone().unwrap_or_else(default)
 }

@@ -1,13 +1,15 @@
-//! IRSA mode: the preflight runs as the driver's own role, through a TokenRequest for the
-//! driver's service account (answered by the local API server) and STS
-//! AssumeRoleWithWebIdentity (answered by the fake).
+//! The driver's identity, for every kind: IRSA (a TokenRequest for the driver's service account,
+//! answered by the local API server, then STS AssumeRoleWithWebIdentity, answered by the fake), EKS
+//! Pod Identity (the same TokenRequest with audience pods.eks.amazonaws.com, then EKS Auth
+//! AssumeRoleForPodIdentity: moto has no EKS Auth, the fake stands in for it on the real wire
+//! protocol), and static keys (not verifiable by the operator: no probe is sent).
 
 use std::sync::Arc;
 
 use hardened_csi_operator::aws::inventory::{self, RefreshParams};
 use hardened_csi_operator::aws::poller::{PollerSettings, SdkFactory};
 use hardened_csi_operator::aws::sdk::SdkAws;
-use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, Irsa};
+use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, Irsa, PodIdentity, SecretRef};
 use hardened_csi_operator::reconciler::conditions::aws_conditions as conditions;
 use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -28,7 +30,22 @@ fn irsa_spec() -> HardenedCsiDriverSpec {
     spec
 }
 
+fn pod_identity_spec() -> HardenedCsiDriverSpec {
+    let mut spec = irsa_spec();
+    spec.aws.identity = Identity { irsa: None, pod_identity: Some(PodIdentity {}), secret_ref: None };
+    spec
+}
+
 async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metrics>) -> SdkAws {
+    api_for_spec(server, fake, metrics, &irsa_spec()).await
+}
+
+async fn api_for_spec(
+    server: &LocalApiServer,
+    fake: &Arc<Fake>,
+    metrics: &Arc<Metrics>,
+    spec: &HardenedCsiDriverSpec,
+) -> SdkAws {
     let factory = SdkFactory {
         client: server.client(),
         metrics: metrics.aws.clone(),
@@ -39,7 +56,7 @@ async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metric
             ..PollerSettings::default()
         },
     };
-    SdkAws::new(factory.aws_settings(&irsa_spec())).await.expect("SDK client builds")
+    SdkAws::new(factory.aws_settings(spec)).await.expect("SDK client builds")
 }
 
 async fn create_service_account(server: &LocalApiServer) {
@@ -162,4 +179,105 @@ async fn irsa_rejected_by_sts_reports_the_sts_code_and_the_trust_policy_hint() {
     assert_eq!(fake.requests().len(), 1, "no EC2 call without the role");
     let c = conditions(&status);
     assert!(c[0].message.contains("trust policy"), "{}", c[0].message);
+}
+
+/// Pod Identity (the default identity) was probed with the operator's own credentials before, so
+/// the operator needed the driver's policy and the report described the wrong identity.
+#[tokio::test]
+async fn pod_identity_probes_run_as_the_driver_role_through_eks_auth() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    create_service_account(&server).await;
+    let fake = Arc::new(Fake::new(30, 3));
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for_spec(&server, &fake, &metrics, &pod_identity_spec()).await;
+    let params = RefreshParams::from_spec(&pod_identity_spec());
+
+    let status = inventory::refresh(&api, &params, None, None, jiff::Timestamp::now()).await;
+
+    assert!(!status.stale, "{:?} {:?}", status.last_error, status.last_error_message);
+    assert_eq!(
+        status.permissions.principal,
+        "pod identity role of service account kube-system/ebs-csi-controller-sa (EKS cluster prod)"
+    );
+    assert_eq!(status.permissions.principal_arn.as_deref(), Some(fake::POD_IDENTITY_ARN));
+    assert!(status.permissions.not_verifiable.is_none());
+    let reqs = fake.requests();
+    let auth: Vec<_> = reqs.iter().filter(|r| r.action == "AssumeRoleForPodIdentity").collect();
+    assert_eq!(auth.len(), 1);
+    assert_eq!(auth[0].params.get("cluster").map(String::as_str), Some("prod"));
+    assert!(
+        auth[0].authorization.contains("Credential=testing/") && auth[0].authorization.contains("/eks-auth/"),
+        "EKS Auth is signed with the operator's own credentials for eks-auth: {}",
+        auth[0].authorization
+    );
+    let c = claims(auth[0].params.get("token").expect("token sent"));
+    assert_eq!(c["aud"], serde_json::json!(["pods.eks.amazonaws.com"]));
+    assert_eq!(c["sub"], "system:serviceaccount:kube-system:ebs-csi-controller-sa");
+    let ec2: Vec<_> = reqs.iter().filter(|r| r.host.starts_with("ec2.")).collect();
+    assert!(ec2.iter().any(|r| r.action == "DeleteVolume"), "the probes ran");
+    for r in &ec2 {
+        assert!(
+            r.authorization.contains(&format!("Credential={}/", fake::POD_IDENTITY_KEY)),
+            "{} signed with {}",
+            r.action,
+            r.authorization
+        );
+    }
+    assert_eq!(fake.count("GetCallerIdentity"), 0);
+    let again = inventory::refresh(&api, &params, None, Some(&status), jiff::Timestamp::now()).await;
+    assert!(!again.stale);
+    assert_eq!(fake.count("AssumeRoleForPodIdentity"), 1, "credentials are reused until close to expiry");
+}
+
+#[tokio::test]
+async fn pod_identity_without_an_association_says_so() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    create_service_account(&server).await;
+    let mut f = Fake::new(3, 1);
+    f.eks_auth_error = Some("ResourceNotFoundException".into());
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for_spec(&server, &fake, &metrics, &pod_identity_spec()).await;
+
+    let status =
+        inventory::refresh(&api, &RefreshParams::from_spec(&pod_identity_spec()), None, None, jiff::Timestamp::now())
+            .await;
+
+    assert!(status.stale);
+    assert_eq!(status.last_error.as_deref(), Some("ResourceNotFoundException"));
+    assert_eq!(fake.requests().len(), 1, "no EC2 call without the driver's role");
+    let c = conditions(&status);
+    assert!(c[0].message.contains("Pod Identity association"), "{}", c[0].message);
+}
+
+/// Static keys were probed with the operator's credentials and reported as the driver's.
+#[tokio::test]
+async fn static_keys_are_reported_not_verifiable_with_the_doctor_command_and_never_probed() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let mut spec = irsa_spec();
+    spec.aws.identity = Identity {
+        irsa: None,
+        pod_identity: None,
+        secret_ref: Some(
+            serde_json::from_value::<SecretRef>(serde_json::json!({"name": "aws-keys"})).expect("SecretRef"),
+        ),
+    };
+    let fake = Arc::new(Fake::new(3, 1));
+    let metrics = Arc::new(Metrics::new());
+    let api = api_for_spec(&server, &fake, &metrics, &spec).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::from_spec(&spec), None, None, jiff::Timestamp::now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    assert_eq!(status.volumes.count, 3, "the inventory still runs with the operator's credentials");
+    let why = status.permissions.not_verifiable.as_deref().expect("not verifiable");
+    assert!(
+        why.contains("kube-system/aws-keys") && why.contains("hardened-csi-operator doctor --region us-east-1"),
+        "{why}"
+    );
+    assert!(status.permissions.checked.is_empty() && status.permissions.missing.is_empty());
+    let probes = ["CreateVolume", "DeleteVolume", "AttachVolume", "DescribeInstances"];
+    assert!(fake.requests().iter().all(|r| !probes.contains(&r.action.as_str())), "no probe as someone else");
+    let c = conditions(&status);
+    assert_eq!((c[1].status, c[1].reason.as_str()), ("Unknown", "NotVerifiable"));
 }

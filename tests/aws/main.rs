@@ -5,6 +5,7 @@
 #[path = "../support/moto.rs"]
 mod moto;
 
+mod cluster_truth;
 #[path = "../support/aws_fake.rs"]
 mod fake;
 mod irsa;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use hardened_csi_operator::aws::inventory::{self, RefreshParams, fixed_requests};
+use hardened_csi_operator::aws::inventory::{self, PvReferences, RefreshParams, fixed_requests};
 use hardened_csi_operator::aws::preflight;
 use hardened_csi_operator::aws::sdk::{AwsSettings, SdkAws};
 use hardened_csi_operator::crd::AwsStatus;
@@ -26,27 +26,44 @@ async fn ten_thousand_volumes_and_five_thousand_snapshots_fit_the_request_budget
     let metrics = Arc::new(Metrics::new());
     let api = sdk_on(&fake, &metrics).await;
     // Every other PV still exists: half of the available volumes are orphans.
-    let pvs: HashSet<String> = (0..v).filter(|i| i % 20 != 0).map(|i| format!("pv-{i}")).collect();
+    let pvs = PvReferences {
+        names: (0..v).filter(|i| i % 20 != 0).map(|i| format!("pv-{i}")).collect(),
+        ..PvReferences::default()
+    };
     let params = RefreshParams { cluster_id: Some("prod".into()), verify_snapshots: true, ..Default::default() };
 
     let status = inventory::refresh(&api, &params, Some(&pvs), None, now()).await;
 
     assert!(!status.stale, "refresh failed: {:?} {:?}", status.last_error, status.last_error_message);
-    let budget = v.div_ceil(500) + s.div_ceil(1000) + fixed_requests() + 1; // +1: snapshot verification
-    assert_eq!(budget, inventory::request_budget(v, s, true));
+    // Two scope queries a kind: the cluster-name tag (3 in 4 here) and kubernetes.io/cluster (all).
+    let named = |n: usize| (0..n).filter(|i| fake::has_cluster_name_tag(*i)).count();
+    // +1: snapshot verification.
+    let budget =
+        named(v).div_ceil(500) + v.div_ceil(500) + named(s).div_ceil(1000) + s.div_ceil(1000) + fixed_requests() + 1;
+    assert_eq!(budget, inventory::request_budget_scoped(&[named(v), v], &[named(s), s], true));
     let made = fake.requests().len();
     println!("aws_requests_per_refresh {made} requests (V={v}, S={s}; budget {budget})");
     assert_eq!(made, budget, "requests: {:?}", fake.requests().iter().map(|r| r.action.clone()).collect::<Vec<_>>());
     assert_eq!(metrics.aws.requests_total() as usize, made, "every request is counted once");
-    assert_eq!(fake.count("DescribeVolumes"), 20);
-    assert_eq!(fake.count("DescribeSnapshots"), 5);
+    assert_eq!(fake.count("DescribeVolumes"), 15 + 20);
+    assert_eq!(fake.count("DescribeSnapshots"), 4 + 5);
 
     // Page sizes, server-side filters and the owner filter went out as specified.
-    for r in fake.requests().iter().filter(|r| r.action == "DescribeVolumes") {
-        assert_eq!(r.params.get("MaxResults").map(String::as_str), Some("500"));
-        assert_eq!(r.params.get("Filter.1.Name").map(String::as_str), Some("tag:ebs.csi.aws.com/cluster-name"));
-        assert_eq!(r.params.get("Filter.1.Value.1").map(String::as_str), Some("prod"));
-    }
+    let tag_filters: HashSet<(String, String)> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.action == "DescribeVolumes")
+        .inspect(|r| assert_eq!(r.params.get("MaxResults").map(String::as_str), Some("500")))
+        .map(|r| (r.params["Filter.1.Name"].clone(), r.params["Filter.1.Value.1"].clone()))
+        .collect();
+    assert_eq!(
+        tag_filters,
+        [
+            ("tag:ebs.csi.aws.com/cluster-name".to_string(), "prod".to_string()),
+            ("tag:kubernetes.io/cluster/prod".to_string(), "owned".to_string())
+        ]
+        .into()
+    );
     for r in fake.requests().iter().filter(|r| r.action == "DescribeSnapshots") {
         assert_eq!(r.params.get("MaxResults").map(String::as_str), Some("1000"));
         assert_eq!(r.params.get("Owner.1").map(String::as_str), Some("self"));
@@ -271,4 +288,101 @@ async fn a_server_repeating_its_page_token_cannot_make_the_refresh_loop() {
     assert!(status.stale);
     assert_eq!(status.last_error.as_deref(), Some("InvalidResponse"));
     assert_eq!(fake.count("DescribeVolumes"), 2, "first page, then the page naming itself: stop");
+}
+
+/// An endpoint that performs a DryRun call (not EC2, or a proxy dropping the flag) must never
+/// receive a destructive probe: the canary (CreateVolume) comes first and stops everything.
+#[tokio::test]
+async fn an_endpoint_that_performs_a_dry_run_stops_every_probe_after_the_canary() {
+    let mut f = Fake::new(5, 2);
+    f.ignore_dry_run = ["CreateVolume".to_string()].into();
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    let sent: Vec<String> = fake.requests().into_iter().map(|r| r.action).collect();
+    let create = sent.iter().position(|a| a == "CreateVolume").expect("the canary was sent");
+    for destructive in ["DeleteVolume", "DetachVolume", "AttachVolume", "ModifyVolume", "DeleteSnapshot", "DeleteTags"]
+    {
+        assert!(!sent.contains(&destructive.to_string()), "{destructive} sent after a performed DryRun: {sent:?}");
+    }
+    assert_eq!(sent.len(), create + 1, "nothing after the canary: {sent:?}");
+    let stopped = status.permissions.probes_stopped.as_deref().expect("probing stopped");
+    assert!(stopped.contains("performed CreateVolume") && stopped.contains("vol-0performed000000"), "{stopped}");
+    assert!(status.permissions.unverified.iter().any(|u| u.action == "ec2:DeleteVolume"));
+    let c = conditions(&status);
+    assert_eq!((c[1].status, c[1].reason.as_str()), ("Unknown", "ProbesStopped"));
+}
+
+#[tokio::test]
+async fn destructive_probes_wait_for_a_canary_that_answered_dry_run() {
+    let mut f = Fake::new(5, 2);
+    f.deny = ["CreateVolume", "CreateSnapshot"].map(String::from).into();
+    let fake = Arc::new(f);
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    assert_eq!(status.permissions.missing, ["ec2:CreateVolume", "ec2:CreateSnapshot", "ec2:CreateTags"]);
+    assert_eq!(fake.count("DeleteVolume") + fake.count("DetachVolume") + fake.count("AttachVolume"), 0);
+    assert!(status.permissions.probes_stopped.as_deref().is_some_and(|m| m.contains("no DryRun canary")));
+    let u = status.permissions.unverified.iter().find(|u| u.action == "ec2:DeleteVolume").expect("unverified");
+    assert!(u.reason.contains("destructive"), "{}", u.reason);
+}
+
+/// Probes aim at a volume attached to nothing: the newest volume of the fake is in use.
+#[tokio::test]
+async fn probes_never_target_a_volume_in_use() {
+    let fake = Arc::new(Fake::new(25, 2));
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+
+    let status = inventory::refresh(&api, &RefreshParams::default(), None, None, now()).await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    let available: HashSet<String> =
+        (0..25).filter(|i| fake::volume_state(*i) == "available").map(|i| format!("vol-{i:017x}")).collect();
+    for r in fake.requests() {
+        if let Some(id) = r.params.get("VolumeId").or_else(|| r.params.get("SourceVolumeId")) {
+            assert!(available.contains(id), "{} aimed at {id}, which is in use", r.action);
+        }
+    }
+    assert!(fake.count("DeleteVolume") == 1 && fake.count("ModifyVolume") == 1);
+}
+
+/// AttachVolume was probed against a placeholder instance, so EC2 never decided it: it now aims
+/// at an instance of the cluster, from a Node's providerID, in the volume's zone.
+#[tokio::test]
+async fn attach_volume_is_probed_on_an_instance_of_the_cluster() {
+    let fake = Arc::new(Fake::new(11, 2));
+    let metrics = Arc::new(Metrics::new());
+    let api = sdk_on(&fake, &metrics).await;
+    let nodes = [
+        ("ip-a".to_string(), inventory::instance_of("aws:///us-east-1a/i-0aaaaaaaaaaaaaaaa")),
+        ("ip-b".to_string(), inventory::instance_of("aws:///us-east-1b/i-0bbbbbbbbbbbbbbbb")),
+    ]
+    .into();
+    let cluster = inventory::ClusterView { nodes: Some(nodes), ..Default::default() };
+
+    let status = inventory::refresh_with(
+        &api,
+        &RefreshParams::default(),
+        &cluster,
+        None,
+        &mut inventory::Memory::default(),
+        now(),
+    )
+    .await;
+
+    assert!(!status.stale, "{:?}", status.last_error_message);
+    let attach = fake.requests().into_iter().find(|r| r.action == "AttachVolume").expect("AttachVolume probed");
+    // Volume 10 is the newest available one (volumes 0 and 10 are available; 10 is in us-east-1b).
+    assert_eq!(attach.params.get("VolumeId").map(String::as_str), Some("vol-0000000000000000a"));
+    assert_eq!(attach.params.get("InstanceId").map(String::as_str), Some("i-0bbbbbbbbbbbbbbbb"));
+    assert!(status.permissions.unverified.is_empty(), "{:?}", status.permissions.unverified);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
 use hardened_csi_operator::aws::inventory::{self, RefreshParams};
 use hardened_csi_operator::aws::poller::pv_references;
+use hardened_csi_operator::aws::pv_watch::{PvRef, PvReferences, PvSource};
 use hardened_csi_operator::aws::sdk::SdkAws;
 use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -95,7 +96,21 @@ async fn moto_inventory_of_two_clusters_counts_only_each_clusters_resources() {
     let metrics = Arc::new(Metrics::new());
     let api = SdkAws::new(moto.settings(metrics.clone())).await.expect("SDK client builds");
     // pvc-a2 still has its PV; pvc-a1 is statically referenced by its volume id.
-    let pvs = ["pvc-a2".to_string(), ids[0].clone()].into();
+    let pvs = PvReferences {
+        names: ["pvc-a2".to_string()].into(),
+        by_volume: [(
+            ids[0].clone(),
+            PvRef {
+                name: "static".into(),
+                source: PvSource::Csi,
+                volume_id: Some(ids[0].clone()),
+                phase: Some("Bound".into()),
+                claim: None,
+            },
+        )]
+        .into(),
+        unparsed: 0,
+    };
 
     let alpha = inventory::refresh(&api, &params(Some("alpha")), Some(&pvs), None, jiff::Timestamp::now()).await;
 
@@ -186,9 +201,10 @@ async fn moto_orphans_are_checked_against_the_persistent_volumes_in_the_cluster(
 
     let refs = pv_references(&server.client()).await.expect("PVs listed");
     assert!(
-        refs.contains("pvc-a1") && refs.contains(&ids[2]) && !refs.contains(&ids[1]) && !refs.contains("other"),
+        refs.references("vol-x", Some("pvc-a1")) && refs.references(&ids[2], None) && !refs.references(&ids[1], None),
         "{refs:?}"
     );
+    assert!(refs.references("vol-x", Some("other")), "a volume created for a live PV of any driver is referenced");
 
     let api = SdkAws::new(moto.settings(Arc::new(Metrics::new()))).await.expect("SDK client builds");
     let alpha = inventory::refresh(&api, &params(Some("alpha")), Some(&refs), None, jiff::Timestamp::now()).await;

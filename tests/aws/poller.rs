@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use hardened_csi_operator::aws::poller::{AwsStatusStore, Poller, PollerSettings};
-use hardened_csi_operator::crd::HardenedCsiDriverSpec;
+use hardened_csi_operator::crd::{HardenedCsiDriverSpec, Identity, SecretRef};
 use hardened_csi_operator::reconciler::conditions::aws_conditions;
 use hardened_csi_operator::runtime::metrics::Metrics;
 use hardened_csi_operator::runtime::shutdown::CancellationToken;
@@ -43,6 +43,12 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     let mut spec = HardenedCsiDriverSpec::default();
     spec.aws.region = Some(moto::REGION.into());
     spec.aws.cluster_id = Some("alpha".into());
+    // Static keys: the inventory runs with the operator's credentials, the preflight does not.
+    spec.aws.identity = Identity {
+        irsa: None,
+        pod_identity: None,
+        secret_ref: Some(serde_json::from_value::<SecretRef>(serde_json::json!({"name": "keys"})).expect("SecretRef")),
+    };
     spec.inventory.interval = "1s".parse().expect("duration");
 
     let store = AwsStatusStore::default();
@@ -69,11 +75,8 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     assert_eq!(first.volumes.count, 3);
     assert!(first.orphaned.checked, "PVs were listed");
     assert_eq!(first.orphaned.count, 0, "inside the default 1h grace period");
-    assert!(
-        first.permissions.principal.starts_with("operator credentials (the driver uses EKS Pod Identity"),
-        "{}",
-        first.permissions.principal
-    );
+    assert_eq!(first.permissions.principal, "static keys from a Secret (not read by the operator)");
+    assert!(first.permissions.not_verifiable.as_deref().is_some_and(|m| m.contains("kube-system/keys")));
     let conds = aws_conditions(&first);
     assert_eq!((conds[0].type_, conds[0].status), ("AwsReachable", "True"));
     assert!(metrics.encode().contains("hardened_csi_operator_ebs_volumes{state=\"available\"} 3"));

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import helm_python
@@ -61,6 +62,9 @@ spec:
         - name: agent
           image: {{ .Values.image }}
 """
+
+
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff"}
 
 
 def _chart(tmp_path: Path) -> Path:
@@ -125,8 +129,16 @@ def test_install_fails_when_the_image_cannot_be_pulled_and_upgrade_recovers(tmp_
                          timeout=20)
         pods = _pods(kc)
         assert pods and not any(_ready(p) for p in pods), pods
-        reasons = set().union(*(_waiting_reasons(p) for p in pods))
-        assert reasons & {"ErrImagePull", "ImagePullBackOff"}, reasons
+        # The kubelet reports the failed pull on its own schedule (a loaded machine can still show
+        # ContainerCreating when Helm gives up): wait for it, as `kubectl get pods -w` would.
+        reasons: set[str] = set()
+        deadline = time.monotonic() + 30
+        while not reasons & PULL_FAILURES and time.monotonic() < deadline:
+            pods = _pods(kc)
+            assert not any(_ready(p) for p in pods), pods
+            reasons = set().union(*(_waiting_reasons(p) for p in pods))
+            time.sleep(0.2)
+        assert reasons & PULL_FAILURES, reasons
         # The fix a user makes: the dhi.io pull secret, referenced by the pods.
         kubectl(kc, "-n", NAMESPACE, "create", "secret", "docker-registry", "dhi-pull", "--docker-server=dhi.io",
                 "--docker-username=user", "--docker-password=token")

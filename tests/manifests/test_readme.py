@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from support import REPO
 
 README = (REPO / "README.md").read_text()
@@ -55,3 +57,60 @@ def test_documented_commands_and_flags_exist():
         help_text = run_bin(sub, "--help").stdout
         missing = sorted(f for f in flags if not re.search(rf"(^|\s){re.escape(f)}([\s=,<]|$)", help_text, re.M))
         assert not missing, f"`{sub}` has no {missing}:\n{help_text}"
+
+
+def _value_paths(values: dict) -> list[str]:
+    """The upstream chart's values as the migration table names them: `key`, `key.child`, and
+    `sidecars.<sidecar>.field`."""
+    out = []
+    for key, value in values.items():
+        if not isinstance(value, dict) or not value:
+            out.append(key)
+            continue
+        for child, v in value.items():
+            if key == "sidecars" and isinstance(v, dict):
+                out.extend(f"sidecars.{child}.{field}" for field in v)
+            else:
+                out.append(f"{key}.{child}")
+    return out
+
+
+def _table_names() -> list[list[str]]:
+    """The first column's names of the migration table, bare names completed with the prefix of
+    the name before them (`controller.affinity`, `nodeSelector` is `controller.nodeSelector`)."""
+    section = README.split("### From the upstream Helm chart", 1)[1].split("\n## ", 1)[0]
+    rows = [l for l in section.splitlines() if l.startswith("| `")]
+    names = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 2 and cells[1], f"a row without its HardenedCsiDriver side: {row}"
+        prefix = ""
+        for token in re.findall(r"`([^`]+)`", cells[0]):
+            token = token.replace("[]", "").split(" ")[0]
+            if "." in token:
+                prefix = token.rsplit(".", 1)[0]
+            elif prefix:
+                token = f"{prefix}.{token}"
+            names.append(token.split("."))
+    return names
+
+
+def _covers(name: list[str], path: list[str]) -> bool:
+    for i, segment in enumerate(path):
+        if i >= len(name):
+            return False
+        if name[i] == "*":
+            return True
+        if name[i] != "<name>" and name[i] != segment:
+            return False
+    return True  # the same path, or a name of one of its fields
+
+
+def test_migration_table_maps_every_upstream_chart_value():
+    """The README's migration table names every value of the upstream chart's values.yaml, with
+    its field or why it is not supported."""
+    chart = REPO.parent / "shared" / "reference" / "upstream-ebs-csi" / "chart" / "aws-ebs-csi-driver"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    names = _table_names()
+    missing = [p for p in _value_paths(values) if not any(_covers(n, p.split(".")) for n in names)]
+    assert len(_value_paths(values)) > 150 and not missing, missing

@@ -55,6 +55,22 @@ fn replica(server: &LocalApiServer, name: &'static str, s: LeaseSettings) -> Rep
 /// Each live replica's name and leader flag.
 type LiveFlags = Arc<Mutex<Vec<(&'static str, watch::Receiver<bool>)>>>;
 
+/// A running sampler.
+struct Sampling {
+    sampler: Sampler,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampling {
+    /// Stops sampling and asserts that no two replicas ever led at the same instant.
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.expect("sampler");
+        self.sampler.assert_never_two();
+    }
+}
+
 #[derive(Clone, Default)]
 struct Sampler {
     live: LiveFlags,
@@ -63,8 +79,13 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn watch(&self, r: &Replica) {
-        self.live.lock().expect("lock").push((r.name, r.election.subscribe()));
+    /// Starts sampling `replicas`; `Sampling::finish` stops it and asserts.
+    fn start(replicas: &[&Replica]) -> Sampling {
+        let sampler = Sampler::default();
+        sampler.live.lock().expect("lock").extend(replicas.iter().map(|r| (r.name, r.election.subscribe())));
+        let stop = CancellationToken::new();
+        let task = sampler.spawn(stop.clone());
+        Sampling { sampler, stop, task }
     }
 
     fn forget(&self, name: &str) {
@@ -126,11 +147,7 @@ async fn exactly_one_of_two_leads_and_the_lease_names_it() {
     let server = LocalApiServer::start().await.expect("api server");
     let a = replica(&server, "a", settings("a", 3, 2000, 200));
     let b = replica(&server, "b", settings("b", 3, 2000, 200));
-    let sampler = Sampler::default();
-    sampler.watch(&a);
-    sampler.watch(&b);
-    let stop = CancellationToken::new();
-    let sampling = sampler.spawn(stop.clone());
+    let sampling = Sampler::start(&[&a, &b]);
 
     let first = leader_among(&[&a, &b], Duration::from_secs(10)).await;
     let (leader, follower) = if first == 0 { (&a, &b) } else { (&b, &a) };
@@ -147,9 +164,7 @@ async fn exactly_one_of_two_leads_and_the_lease_names_it() {
     assert!(leader.metrics.encode().contains("hardened_csi_operator_leader 1"));
     assert!(follower.metrics.encode().contains("hardened_csi_operator_leader 0"));
 
-    stop.cancel();
-    sampling.await.expect("sampler");
-    sampler.assert_never_two();
+    sampling.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,11 +175,7 @@ async fn release_hands_over_without_waiting_for_the_lease_to_expire() {
     wait_leading(&a, true, Duration::from_secs(10)).await;
     let b = replica(&server, "b", settings("b", 30, 20_000, 200));
     tokio::time::timeout(Duration::from_secs(5), b.election.first_contact()).await.expect("b contact");
-    let sampler = Sampler::default();
-    sampler.watch(&a);
-    sampler.watch(&b);
-    let stop = CancellationToken::new();
-    let sampling = sampler.spawn(stop.clone());
+    let sampling = Sampler::start(&[&a, &b]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!b.election.is_leader());
 
@@ -180,9 +191,7 @@ async fn release_hands_over_without_waiting_for_the_lease_to_expire() {
     assert_eq!(transitions(&lease), 1);
     assert_eq!(lease.spec.as_ref().and_then(|s| s.lease_duration_seconds), Some(30), "b restored its duration");
 
-    stop.cancel();
-    sampling.await.expect("sampler");
-    sampler.assert_never_two();
+    sampling.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,14 +202,10 @@ async fn a_killed_leader_is_replaced_only_after_the_lease_duration() {
     wait_leading(&a, true, Duration::from_secs(10)).await;
     let b = replica(&server, "b", settings("b", 3, 2000, 200));
     tokio::time::timeout(Duration::from_secs(5), b.election.first_contact()).await.expect("b contact");
-    let sampler = Sampler::default();
-    sampler.watch(&a);
-    sampler.watch(&b);
-    let stop = CancellationToken::new();
-    let sampling = sampler.spawn(stop.clone());
+    let sampling = Sampler::start(&[&a, &b]);
 
     // Kill: no release. The lease keeps naming "a" until b takes it over.
-    sampler.forget("a");
+    sampling.sampler.forget("a");
     let killed_at = Instant::now();
     drop(a);
     wait_leading(&b, true, Duration::from_secs(15)).await;
@@ -215,9 +220,7 @@ async fn a_killed_leader_is_replaced_only_after_the_lease_duration() {
     assert_eq!(holder(&lease).as_deref(), Some("b"));
     assert_eq!(transitions(&lease), 1);
 
-    stop.cancel();
-    sampling.await.expect("sampler");
-    sampler.assert_never_two();
+    sampling.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

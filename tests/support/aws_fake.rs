@@ -40,10 +40,14 @@ pub struct Fake {
     pub sts_error: Option<String>,
     /// Answer every Describe page with the token it was sent (a paging bug).
     pub repeat_token: bool,
+    /// Actions performed despite DryRun (an endpoint that ignores it): answered with success.
+    pub ignore_dry_run: HashSet<String>,
+    /// EKS Auth AssumeRoleForPodIdentity answer: None = success, Some(code) = that error.
+    pub eks_auth_error: Option<String>,
     /// An account shared by two clusters, (this, other): even-numbered volumes and snapshots
     /// carry this cluster's tags (`ebs.csi.aws.com/cluster-name` and `kubernetes.io/cluster/<id>`
     /// `owned`), odd-numbered ones the other's, and Describe calls honour `tag:` filters as EC2
-    /// does. None: one cluster's volumes, filters ignored.
+    /// does (on top of the default scope rules). None: every item is `CLUSTER`'s.
     pub clusters: Option<(String, String)>,
     pub requests: Mutex<Vec<Req>>,
 }
@@ -51,6 +55,29 @@ pub struct Fake {
 pub const ASSUMED_KEY: &str = "ASIAIRSAEXAMPLE";
 pub const ASSUMED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-driver/hardened-csi-operator-preflight";
 pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/operator";
+pub const POD_IDENTITY_KEY: &str = "ASIAPODIDENTITYEXAMPLE";
+pub const POD_IDENTITY_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-pod-identity/eks-prod-ebs-csi-c-1";
+/// The cluster ID the fake's volumes carry.
+pub const CLUSTER: &str = "prod";
+
+/// Volume (and snapshot) `i` carries `ebs.csi.aws.com/cluster-name=prod` unless `i % 4 == 3`
+/// (created by an older driver or the EKS add-on), and `kubernetes.io/cluster/prod=owned` always.
+pub fn has_cluster_name_tag(i: usize) -> bool {
+    i % 4 != 3
+}
+
+/// Whether item `i` matches the first tag filter of a Describe request.
+fn matches_scope(params: &HashMap<String, String>, i: usize) -> bool {
+    match params.get("Filter.1.Name").map(String::as_str) {
+        Some("tag:ebs.csi.aws.com/cluster-name") => {
+            params.get("Filter.1.Value.1").map(String::as_str) == Some(CLUSTER) && has_cluster_name_tag(i)
+        }
+        Some(name) if name.starts_with("tag:kubernetes.io/cluster/") => {
+            name == format!("tag:kubernetes.io/cluster/{CLUSTER}")
+        }
+        _ => true,
+    }
+}
 
 pub fn volume_state(i: usize) -> &'static str {
     if i.is_multiple_of(10) { "available" } else { "in-use" }
@@ -85,6 +112,11 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// REST/JSON services: the EBS direct API and EKS Auth.
+fn json_path(path: &str) -> bool {
+    path.starts_with("/snapshots") || path.starts_with("/clusters/")
 }
 
 fn ec2_error(status: u16, code: &str, message: &str) -> (u16, String) {
@@ -200,8 +232,7 @@ impl Fake {
             let (status, text) = fake.handle(&body, &host, &path, authorization);
             let mut resp = Response::new(StatusCode::try_from(status).expect("status"), SdkBody::from(text));
             let mut headers = Headers::new();
-            headers
-                .insert("content-type", if path.starts_with("/snapshots") { "application/json" } else { "text/xml" });
+            headers.insert("content-type", if json_path(&path) { "application/json" } else { "text/xml" });
             *resp.headers_mut() = headers;
             resp.try_into_http1x().expect("http 1.x response")
         })
@@ -224,9 +255,22 @@ impl Fake {
                 (decode(k), decode(v))
             })
             .collect();
-        // The EBS direct API is REST/JSON: GET /snapshots/{id}/blocks.
+        // The EBS direct API is REST/JSON: GET /snapshots/{id}/blocks; EKS Auth is REST/JSON:
+        // POST /clusters/{name}/assume-role-for-pod-identity with {"token": ...}.
         let action = if path.starts_with("/snapshots/") {
             "ListSnapshotBlocks".to_string()
+        } else if path.ends_with("/assume-role-for-pod-identity") {
+            let mut params = HashMap::new();
+            let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            params.insert("token".to_string(), json["token"].as_str().unwrap_or_default().to_string());
+            params.insert("cluster".to_string(), path.split('/').nth(2).unwrap_or_default().to_string());
+            self.requests.lock().expect("lock").push(Req {
+                action: "AssumeRoleForPodIdentity".into(),
+                params,
+                host: host.to_string(),
+                authorization: authorization.clone(),
+            });
+            return self.answer("AssumeRoleForPodIdentity", &HashMap::new());
         } else {
             params.get("Action").cloned().unwrap_or_default()
         };
@@ -236,6 +280,11 @@ impl Fake {
             host: host.to_string(),
             authorization,
         });
+        self.answer(&action, &params)
+    }
+
+    fn answer(&self, action: &str, params: &HashMap<String, String>) -> (u16, String) {
+        let action = action.to_string();
         if take(&self.throttle, &action) {
             let code = if is_sts(&action) { "Throttling" } else { "RequestLimitExceeded" };
             return error(&action, if is_sts(&action) { 400 } else { 503 }, code, "Request limit exceeded.");
@@ -246,10 +295,33 @@ impl Fake {
         if self.deny.contains(&action) {
             return error(&action, 403, "UnauthorizedOperation", "You are not authorized to perform this operation.");
         }
-        if params.get("DryRun").map(String::as_str) == Some("true") {
+        if params.get("DryRun").map(String::as_str) == Some("true") && !self.ignore_dry_run.contains(&action) {
             return ec2_error(412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
         }
         match action.as_str() {
+            "AssumeRoleForPodIdentity" => {
+                if let Some(code) = &self.eks_auth_error {
+                    return (
+                        if code == "AccessDeniedException" { 403 } else { 400 },
+                        format!("{{\"__type\":\"{code}\",\"message\":\"EKS Auth says {code}\"}}"),
+                    );
+                }
+                (
+                    200,
+                    format!(
+                        "{{\"subject\":{{\"namespace\":\"kube-system\",\"serviceAccount\":\"ebs-csi-controller-sa\"}},\
+                        \"audience\":\"pods.eks.amazonaws.com\",\"podIdentityAssociation\":{{\"associationArn\":\
+                        \"arn:aws:eks:us-east-1:123456789012:podidentityassociation/prod/a-1\",\
+                        \"associationId\":\"a-1\"}},\
+                        \"assumedRoleUser\":{{\"arn\":\"{POD_IDENTITY_ARN}\",\"assumeRoleId\":\"AROAPOD:s\"}},\
+                        \"credentials\":{{\"sessionToken\":\"session\",\"secretAccessKey\":\"secret\",\
+                        \"accessKeyId\":\"{POD_IDENTITY_KEY}\",\"expiration\":4070908800}}}}"
+                    ),
+                )
+            }
+            "CreateVolume" => {
+                ec2_ok(&action, "<volumeId>vol-0performed000000</volumeId><size>1</size><status>creating</status>")
+            }
             "GetCallerIdentity" => (
                 200,
                 format!(
@@ -284,10 +356,11 @@ impl Fake {
             "GetEbsEncryptionByDefault" => ec2_ok(&action, "<ebsEncryptionByDefault>true</ebsEncryptionByDefault>"),
             "GetEbsDefaultKmsKeyId" => ec2_ok(&action, "<kmsKeyId>alias/aws/ebs</kmsKeyId>"),
             "DescribeVolumes" => {
-                let selected = self.selected(&params, self.volumes);
-                let (start, end, next) = self.page(&params, selected.len());
+                let matching: Vec<usize> =
+                    self.selected(params, self.volumes).into_iter().filter(|i| matches_scope(params, *i)).collect();
+                let (start, end, next) = self.page(params, matching.len());
                 let mut items = String::new();
-                for &i in &selected[start..end] {
+                for &i in &matching[start..end] {
                     items.push_str(&format!(
                         "<item><volumeId>vol-{i:017x}</volumeId><size>{}</size><availabilityZone>{}</availabilityZone>\
                             <status>{}</status><createTime>2026-01-01T00:00:00.000Z</createTime>\
@@ -304,10 +377,11 @@ impl Fake {
                 ec2_ok(&action, &format!("<volumeSet>{items}</volumeSet>{next}"))
             }
             "DescribeSnapshots" => {
-                let selected = self.selected(&params, self.snapshots);
-                let (start, end, next) = self.page(&params, selected.len());
+                let matching: Vec<usize> =
+                    self.selected(params, self.snapshots).into_iter().filter(|j| matches_scope(params, *j)).collect();
+                let (start, end, next) = self.page(params, matching.len());
                 let mut items = String::new();
-                for &j in &selected[start..end] {
+                for &j in &matching[start..end] {
                     items.push_str(&format!(
                         "<item><snapshotId>snap-{j:017x}</snapshotId><volumeId>vol-{j:017x}</volumeId>\
                             <status>{}</status><startTime>2026-01-02T00:00:00.000Z</startTime>\
@@ -355,8 +429,7 @@ impl Fake {
                     let auth =
                         headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
                     let (status, text) = fake.handle(&body, &host, uri.path(), auth);
-                    let content_type =
-                        if uri.path().starts_with("/snapshots") { "application/json" } else { "text/xml" };
+                    let content_type = if json_path(uri.path()) { "application/json" } else { "text/xml" };
                     (
                         axum::http::StatusCode::from_u16(status)
                             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),

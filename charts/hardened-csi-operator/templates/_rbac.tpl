@@ -64,15 +64,23 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-# Deletion guard (no driver removal under live volumes) and the orphaned-volume inventory.
+# Deletion guard (no driver removal under live volumes) and the inventory's PV watch (orphans, leaks).
 - apiGroups: [""]
   resources: ["persistentvolumes"]
-  verbs: ["list"]
-# Deletion guard: the driver's VolumeAttachments (read only).
+  verbs: ["list", "watch"]
+# Deletion guard and the inventory's stuck-attachment watch (read only).
 - apiGroups: ["storage.k8s.io"]
   resources: ["volumeattachments"]
-  verbs: ["list"]
-# IRSA probe: a short-lived token for the driver's ServiceAccount, exchanged with STS.
+  verbs: ["list", "watch"]
+# The inventory: Nodes' providerID (the instance AttachVolume is probed on, gone nodes; read only).
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
+# The inventory: snapshots that no VolumeSnapshotContent references (read only).
+- apiGroups: ["snapshot.storage.k8s.io"]
+  resources: ["volumesnapshotcontents"]
+  verbs: ["list", "watch"]
+# IAM preflight as the driver: a short-lived token for its ServiceAccount (IRSA via STS, Pod Identity via EKS Auth).
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
