@@ -600,7 +600,7 @@ impl SdkAws {
             ebs_conf = ebs_conf.credentials_provider(provider).identity_cache(IdentityCache::no_cache());
         }
         if let Some(url) = &settings.ec2_endpoint {
-            ec2_conf = ec2_conf.endpoint_url(url);
+            ec2_conf = ec2_conf.endpoint_url(usable_endpoint(url, "spec.aws.ec2Endpoint")?);
         }
         Ok(Self {
             region,
@@ -613,6 +613,27 @@ impl SdkAws {
             principal_label,
             not_verifiable: settings.not_verifiable.clone(),
         })
+    }
+}
+
+/// `url` if the SDK can use it as an endpoint: an http(s) URL with a host. The SDK panics when
+/// it resolves an empty endpoint (and fails every call on other garbage), so a spec that slipped
+/// past validation is refused here, by field, with credentials in the URL redacted.
+fn usable_endpoint<'a>(url: &'a str, field: &str) -> Result<&'a str, AwsError> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => Ok(url),
+        _ => Err(AwsError::new(
+            "Configure",
+            "InvalidEndpoint",
+            format!(
+                "{field}: {:?} is not an endpoint: expected an http(s) URL with a host, e.g. \
+                 https://ec2.eu-west-1.amazonaws.com",
+                crate::crd::validate::redact_credentials(url)
+            ),
+            None,
+        )
+        .with_class(ErrorClass::Client)),
     }
 }
 
@@ -630,7 +651,7 @@ async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Resul
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     if let Some(url) = &settings.endpoint_url {
-        loader = loader.endpoint_url(url);
+        loader = loader.endpoint_url(usable_endpoint(url, "the AWS endpoint URL")?);
     }
     if let Some(client) = &settings.http_client {
         loader = loader.http_client(client.clone());

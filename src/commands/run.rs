@@ -52,8 +52,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     args.validate()?;
     telemetry::init(args.log_format, &args.log_level)?;
     let lease = args.lease_settings()?;
-    let client = config::kube_client(&args).await?;
     let metrics = Arc::new(Metrics::new());
+    let client = config::kube_client_counted(&args, Some(metrics.kube_requests.clone())).await?;
     let readiness = Readiness::new();
     let shutdown = CancellationToken::new();
     let signals = SignalListener::install().map_err(RunError::Signals)?.cancel_on_signal(shutdown.clone());

@@ -22,6 +22,9 @@ use super::{
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
+/// One pass over one driver. Its span names the driver, so every log line and event of the pass
+/// says which HardenedCsiDriver it is about.
+#[tracing::instrument(name = "reconcile", skip_all, fields(driver = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&obj, &ctx).await;
@@ -356,6 +359,8 @@ async fn finalize(
         }
     }
     deletion::set_finalizer(api, obj, false).await?;
+    let types = old.iter().flat_map(|s| s.conditions.iter().map(|c| c.type_.clone()));
+    ctx.metrics.forget_conditions(&name, types.collect::<Vec<_>>());
     tracing::info!(driver = %name, volumes_kept = volumes.total(), "driver removed");
     Ok(Action::await_change())
 }
@@ -372,6 +377,7 @@ async fn write_status(
 ) -> Result<Written> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
+    ctx.metrics.set_conditions(&obj.name_any(), new.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())));
     if old.is_some_and(|o| conditions::same_status(o, &new)) {
         return Ok(Written { status: new, deferred: None });
     }

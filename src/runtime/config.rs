@@ -282,6 +282,14 @@ fn non_empty(value: &str, flag: &'static str) -> Result<String, ConfigError> {
 /// The Kubernetes client: from `--kubeconfig` when given (its current context), otherwise
 /// inferred (in-cluster service account, then $KUBECONFIG / ~/.kube/config).
 pub async fn kube_client(args: &RunArgs) -> Result<kube::Client, ConfigError> {
+    kube_client_counted(args, None).await
+}
+
+/// The Kubernetes client, counting every request in `requests` when given.
+pub async fn kube_client_counted(
+    args: &RunArgs,
+    requests: Option<super::metrics::KubeRequests>,
+) -> Result<kube::Client, ConfigError> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -292,7 +300,13 @@ pub async fn kube_client(args: &RunArgs) -> Result<kube::Client, ConfigError> {
         }
         None => kube::Config::infer().await.map_err(ConfigError::InferConfig)?,
     };
-    kube::Client::try_from(config).map_err(ConfigError::Client)
+    match requests {
+        None => kube::Client::try_from(config).map_err(ConfigError::Client),
+        Some(r) => {
+            let builder = kube::client::ClientBuilder::try_from(config).map_err(ConfigError::Client)?;
+            Ok(builder.with_layer(&super::kube_metrics::CountRequestsLayer(r)).build())
+        }
+    }
 }
 
 /// Parses a duration such as `500ms`, `15s`, `2m`, `1h30m` or ISO 8601 `PT15S`. A bare number is

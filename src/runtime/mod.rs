@@ -9,7 +9,9 @@
 
 pub mod config;
 pub mod http;
+pub mod kube_metrics;
 pub mod leader;
 pub mod metrics;
+mod process;
 pub mod shutdown;
 pub mod telemetry;

@@ -60,11 +60,14 @@ async fn a_broken_stored_driver_does_not_stop_the_others() {
     let h = Harness::start(1).await;
     h.create_driver(DRIVER, spec()).await;
     ready(&h).await;
-    // Stored directly, bypassing admission: types the Rust API cannot even deserialise.
+    // Stored directly, bypassing admission: types the Rust API cannot even deserialise. (Fields
+    // no CEL rule reads: a wrong type under a rule makes the rule fail to evaluate, and the API
+    // server then refuses every status write of the object, as a real one does; the hostile test
+    // covers that case.)
     h.server.insert_raw(json!({
         "apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
         "metadata": {"name": "broken", "generation": 1},
-        "spec": {"controller": {"replicas": "many"}, "storageClasses": "gp3"}
+        "spec": {"controller": {"replicas": "many"}, "fips": "sure"}
     }));
     let c = h.wait_condition("broken", "Active", "False").await;
     assert!(c["message"].as_str().unwrap_or_default().contains("\"ebs\""), "{c}");

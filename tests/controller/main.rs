@@ -3,6 +3,7 @@
 mod deletion;
 mod failover;
 mod faults;
+mod hostile;
 mod support;
 
 use std::time::Duration;

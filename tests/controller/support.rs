@@ -116,6 +116,11 @@ impl Harness {
         (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
     }
 
+    /// The controller task ended (it must not while the harness is up).
+    pub fn controller_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     pub fn drivers(&self) -> Api<HardenedCsiDriver> {
         Api::all(self.client.clone())
     }

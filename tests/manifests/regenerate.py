@@ -117,6 +117,13 @@ schema = {
         "port": {"type": "integer", "minimum": 1024, "maximum": 65535, "description": "Unprivileged port (the operator runs as UID 65532)."},
         "service": obj({"enabled": {"type": "boolean"}, "port": port}),
         "serviceMonitor": obj({"enabled": {"type": "boolean"}, "interval": duration, "scrapeTimeout": duration, "labels": strmap}),
+        "prometheusRule": obj({
+            "enabled": {"type": "boolean"},
+            "labels": strmap,
+            "notReadyFor": s(pattern=r"^([0-9]+(s|m|h))+$", description="A duration like 15m."),
+            "nodeUnavailableFor": s(pattern=r"^([0-9]+(s|m|h))+$", description="A duration like 10m."),
+          }),
+        "grafanaDashboard": obj({"enabled": {"type": "boolean"}, "labels": strmap}),
       }, required=["port"]),
     "networkPolicy": obj({"enabled": {"type": "boolean"}, "metricsFrom": {"type": "array", "items": {"type": "object"}}}),
     "tests": obj({

@@ -82,6 +82,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         **PINNED,
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
+    "monitoring": {
+        **PINNED,
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "notReadyFor": "20m"},
+            "grafanaDashboard": {"enabled": True},
+        },
+    },
     "driver": {
         **PINNED,
         "driver": {

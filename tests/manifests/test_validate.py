@@ -25,7 +25,11 @@ from support import (
 
 # Custom kinds each source may contain: anything else that is not a built-in kind is a mistake
 # (a typo in apiVersion or kind would otherwise silently skip validation).
-CHART_CUSTOM = {"monitoring.coreos.com/v1/ServiceMonitor", "csi.hardened.dev/v1alpha1/HardenedCsiDriver"}
+CHART_CUSTOM = {
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "csi.hardened.dev/v1alpha1/HardenedCsiDriver",
+}
 RENDER_CUSTOM = {"snapshot.storage.k8s.io/v1/VolumeSnapshotClass"}
 
 

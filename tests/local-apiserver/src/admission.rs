@@ -270,8 +270,14 @@ pub fn admit_crd(obj: &mut Value) -> ApiResult<()> {
 }
 
 /// Runs admission for the final object of a write: schema validation for custom resources,
-/// CRD checks, name validation.
-pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+/// CRD checks, name validation. `status`: the write is to the status subresource.
+pub fn admit(
+    shared: &Shared,
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    obj: &mut Value,
+    status: bool,
+) -> ApiResult<()> {
     let minor = crate::registry::minor_of(&shared.kubernetes_version()).unwrap_or(33);
     crate::registry::drop_disabled_fields(info, minor, old, obj);
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -287,7 +293,14 @@ pub fn admit(shared: &Shared, info: &ResourceInfo, old: Option<&Value>, obj: &mu
         }
     }
     if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema {
-        let causes = validation::admit(obj, schema, old);
+        // The strategies see the old object as the storage decoder reads it (pruned, defaulted).
+        let decoded = old.map(|o| validation::decode_stored(o, schema));
+        let write = match (&decoded, status) {
+            (None, _) => validation::Write::Create,
+            (Some(o), false) => validation::Write::Update(o),
+            (Some(o), true) => validation::Write::Status(o),
+        };
+        let causes = validation::admit(obj, schema, write, minor);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.kind, &info.group, &name, causes));
         }

@@ -1,8 +1,26 @@
 //! Admission of custom resources against their CRD's `openAPIV3Schema`, in the real server's
 //! order: prune unknown fields (unless `x-kubernetes-preserve-unknown-fields`) and nulls of
 //! non-nullable fields, apply defaults, then validate types, required fields, enums, bounds,
-//! patterns, lengths, item counts, list-map key uniqueness and CEL rules. Every problem becomes
-//! a cause with its field path in a 422 Invalid status.
+//! patterns, lengths and item counts, list-map key and set item uniqueness, and CEL rules. Every
+//! problem becomes a cause with its field path in a 422 Invalid status.
+//!
+//! Updates follow the apiextensions-apiserver strategies (`strategy.go`, `status_strategy.go`):
+//! - a write of the main resource validates the whole object; a write of the status subresource
+//!   validates only `status` against the schema (the rest is the stored object's), but the list
+//!   uniqueness checks and every CEL rule see the whole object;
+//! - validation ratcheting (KEP-4008, `CRDValidationRatcheting`: off before 1.30, on by default
+//!   from 1.30, GA and locked on from 1.33): an error of a value the update leaves unchanged is
+//!   dropped. Values are correlated with the old object as the real server's `CorrelatedObject`
+//!   does (object properties the schema declares, items of `x-kubernetes-list-type: map` lists by
+//!   their keys; items of other lists are not correlated, so a changed atomic or set list is
+//!   checked whole). A CEL rule that fails on an unchanged value is ratcheted unless it reads
+//!   `oldSelf`; an uncorrelatable value counts as unchanged when its nearest correlated ancestor
+//!   is; a rule that fails to evaluate is never ratcheted. The list uniqueness checks ratchet as a
+//!   whole: new duplicates are refused only when the old object had none. Status writes ratchet
+//!   from 1.33 only (kubernetes/kubernetes#129506; before, `status` and every CEL rule were
+//!   checked in full on each status write);
+//! - CEL rules do not run when the schema checks found a type, required, enum, length or count
+//!   error (`hasBlockingErr`): the server says so with one more cause.
 
 use serde_json::{Map, Value};
 
@@ -10,25 +28,102 @@ use crate::cel_cost;
 use crate::cel_rules;
 use crate::error::Cause;
 
-/// Prunes and defaults `obj` in place, then returns every validation problem.
-pub fn admit(obj: &mut Value, schema: &Value, old: Option<&Value>) -> Vec<Cause> {
+/// The write being admitted. `old` is the stored object as the storage decoder reads it
+/// ([`decode_stored`]: pruned and defaulted), as the real strategies see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Write<'a> {
+    Create,
+    /// A create, update, patch or apply of the main resource that replaces `old`.
+    Update(&'a Value),
+    /// A write of the `status` subresource of `old`.
+    Status(&'a Value),
+}
+
+/// `CRDValidationRatcheting` at a Kubernetes minor version with its default feature gates:
+/// alpha (off) in 1.28 and 1.29, beta (on) from 1.30, GA from 1.33.
+pub fn ratcheting_enabled(minor: u32) -> bool {
+    minor >= 30
+}
+
+/// Whether a write ratchets at `minor`: main resource updates from 1.30, status writes from 1.33
+/// (the status strategy passed no ratcheting options before kubernetes/kubernetes#129506).
+fn ratchets(write: Write<'_>, minor: u32) -> bool {
+    match write {
+        Write::Create => false,
+        Write::Update(_) => ratcheting_enabled(minor),
+        Write::Status(_) => minor >= 33,
+    }
+}
+
+/// The object as read from storage: unknown fields pruned, nulls of non-nullable fields dropped
+/// and defaults applied, as the real server's storage decoder does on every read.
+pub fn decode_stored(stored: &Value, schema: &Value) -> Value {
+    let mut v = stored.clone();
+    if let Value::Object(map) = &mut v {
+        prune_object(map, schema, true, "", &mut Vec::new());
+    }
+    default_value(&mut v, schema);
+    v
+}
+
+/// The reasons the real server treats as blocking CEL evaluation (`hasBlockingErr`).
+const BLOCKING: &[&str] = &[
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
+
+/// Prunes and defaults `obj` in place, then returns every validation problem of `write` at the
+/// Kubernetes minor version `minor`.
+pub fn admit(obj: &mut Value, schema: &Value, write: Write<'_>, minor: u32) -> Vec<Cause> {
     if let Value::Object(map) = obj {
         prune_object(map, schema, true, "", &mut Vec::new());
     }
     default_value(obj, schema);
+    let ratchet = ratchets(write, minor);
+    let old = match write {
+        Write::Create => None,
+        Write::Update(o) | Write::Status(o) => Some(o),
+    };
+    let correlated = old.filter(|_| ratchet);
     let mut causes = Vec::new();
-    validate(obj, schema, old, "", &mut causes, true, false);
-    // Like the real server, CEL rules run only on objects that pass the structural checks
-    // (a rule reading a missing required field would only add noise).
-    if causes.is_empty() {
-        validate(obj, schema, old, "", &mut causes, true, true);
+    match write {
+        Write::Status(_) => {
+            if let (Some(status), Some(status_schema)) =
+                (obj.get("status"), schema.get("properties").and_then(|p| p.get("status")))
+            {
+                let old_status = correlated.and_then(|o| o.get("status"));
+                validate(status, status_schema, old_status, "status", &mut causes, false);
+            }
+        }
+        _ => validate(obj, schema, correlated, "", &mut causes, true),
     }
-    // Validation ratcheting (GA in Kubernetes 1.33): an invalid value that an update leaves
-    // unchanged does not fail the update, so status writes succeed on an object whose spec
-    // bypassed validation earlier.
-    if let Some(old) = old {
-        causes.retain(|c| value_at(obj, &c.field).is_none() || value_at(obj, &c.field) != value_at(old, &c.field));
+    let mut duplicates = Vec::new();
+    list_type_causes(obj, schema, "", &mut duplicates);
+    if !duplicates.is_empty() {
+        let mut old_duplicates = Vec::new();
+        if let Some(o) = old {
+            list_type_causes(o, schema, "", &mut old_duplicates);
+        }
+        if old_duplicates.is_empty() {
+            causes.extend(duplicates);
+        }
     }
+    if causes.iter().any(|c| BLOCKING.contains(&c.reason.as_str())) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "<nil>",
+            "Invalid value: null: some validation rules were not checked because the object was invalid; correct \
+             the existing errors to complete validation"
+                .into(),
+        ));
+        return causes;
+    }
+    let ctx = CelCtx { optional_old_self: ratcheting_enabled(minor) };
+    let corr = Corr { old: correlated, parent_unchanged: false };
+    validate_cel(obj, schema, old, corr, "", &mut causes, true, &ctx);
     causes
 }
 
@@ -57,23 +152,131 @@ fn size_bounds(
     }
 }
 
-/// The value at a field path like `spec.items[0].name`.
-fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = v;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
-        if !name.is_empty() {
-            cur = cur.get(name)?;
-        }
-        for idx in rest.split('[').filter(|s| !s.is_empty()) {
-            let idx = idx.trim_end_matches(']');
-            cur = match idx.parse::<usize>() {
-                Ok(i) => cur.get(i)?,
-                Err(_) => cur.get(idx.trim_matches('"'))?,
-            };
-        }
+/// The schema of property `k` of an object: declared, or the `additionalProperties` schema.
+fn property_schema<'a>(schema: &'a Value, k: &str) -> Option<&'a Value> {
+    schema
+        .get("properties")
+        .and_then(|p| p.get(k))
+        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+}
+
+/// The list-map keys of a `x-kubernetes-list-type: map` array schema (None for other lists).
+fn map_list_keys(schema: &Value) -> Option<Vec<&str>> {
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+        return None;
     }
-    Some(cur)
+    Some(
+        schema
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|k| k.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// The old item `item` of a map list correlates with: the first whose keys (each present and a
+/// scalar) are equal. Items of other lists correlate with nothing.
+fn correlate_item<'a>(list_schema: &Value, item: &Value, olds: &'a [Value]) -> Option<&'a Value> {
+    let keys = map_list_keys(list_schema)?;
+    if keys.is_empty() {
+        return None;
+    }
+    let key_of = |v: &Value| -> Option<Vec<Value>> {
+        let m = v.as_object()?;
+        keys.iter()
+            .map(|k| m.get(*k).filter(|x| matches!(x, Value::Bool(_) | Value::Number(_) | Value::String(_))).cloned())
+            .collect()
+    };
+    let wanted = key_of(item)?;
+    olds.iter().find(|o| key_of(o).as_ref() == Some(&wanted))
+}
+
+/// Whether `new` equals its correlated `old` as the real server's ratcheting compares them
+/// (`CorrelatedObject.CachedDeepEqual`): objects key by key through the schema (a key it does not
+/// declare never compares equal), map lists item by item through their keys (so a reordering is
+/// no change), other lists and scalars exactly.
+fn deep_equal(new: &Value, old: &Value, schema: &Value) -> bool {
+    match (new, old) {
+        (Value::Object(n), Value::Object(o)) => {
+            n.len() == o.len()
+                && n.iter().all(|(k, nv)| match (o.get(k), property_schema(schema, k)) {
+                    (Some(ov), Some(ps)) => deep_equal(nv, ov, ps),
+                    _ => false,
+                })
+        }
+        (Value::Array(n), Value::Array(o)) => {
+            if n.len() != o.len() {
+                return false;
+            }
+            if map_list_keys(schema).is_none() {
+                return n == o;
+            }
+            n.iter().all(|item| match (correlate_item(schema, item, o), schema.get("items")) {
+                (Some(oi), Some(is)) => deep_equal(item, oi, is),
+                _ => false,
+            })
+        }
+        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
+        _ => new == old,
+    }
+}
+
+/// Duplicate items of `x-kubernetes-list-type: set` lists and duplicate keys of map lists, over
+/// the whole value (the real server's `ValidateListSetsAndMaps`, run apart from the schema checks).
+fn list_type_causes(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if let Some(cs) = schema.get("properties").and_then(|p| p.get(k)) {
+                    list_type_causes(child, cs, &join(path, k), out);
+                } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
+                    list_type_causes(child, ap, &format!("{path}[{k}]"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("set") => {
+                    for (i, item) in items.iter().enumerate() {
+                        if items[..i].contains(item) {
+                            out.push(cause(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {item}"),
+                            ));
+                        }
+                    }
+                }
+                Some("map") => {
+                    let keys = map_list_keys(schema).unwrap_or_default();
+                    let key_of = |item: &Value| -> Value {
+                        Value::Object(
+                            keys.iter()
+                                .map(|k| (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null)))
+                                .collect(),
+                        )
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let k = key_of(item);
+                        if items[..i].iter().any(|prev| key_of(prev) == k) {
+                            out.push(cause(
+                                "FieldValueDuplicate",
+                                &format!("{path}[{i}]"),
+                                format!("Duplicate value: {k}"),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(is) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    list_type_causes(item, is, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn is_true(s: &Value, key: &str) -> bool {
@@ -227,14 +430,11 @@ fn type_ok(v: &Value, want: &str, schema: &Value) -> bool {
     }
 }
 
-fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool, cel: bool) {
-    if cel {
-        validate_cel(v, schema, old, path, out, root);
-        return;
-    }
-    // Validation ratcheting (GA in 1.33): a value an update leaves unchanged is not re-checked,
-    // so objects stored under an older, laxer schema stay updatable.
-    if !root && old == Some(v) {
+/// The schema checks of `v` and its children. `old`: the correlated old value when the write
+/// ratchets; a value equal to it reports nothing, nor do its children (the real server drops the
+/// errors of an unchanged node, theirs included).
+fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+    if old.is_some_and(|o| deep_equal(v, o, schema)) {
         return;
     }
     if v.is_null() {
@@ -358,67 +558,33 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
                 }
                 let old_child = old.and_then(|o| o.get(k));
                 if let Some(cs) = props.and_then(|p| p.get(k)) {
-                    validate(child, cs, old_child, &join(path, k), out, false, cel);
+                    validate(child, cs, old_child, &join(path, k), out, false);
                 } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false, cel);
+                    validate(child, ap, old_child, &format!("{path}[{k}]"), out, false);
                 }
             }
         }
         Value::Array(items) => {
             size_bounds(schema, ("maxItems", "minItems", "items"), items.len(), path, out);
-            match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                Some("set") => {
-                    for (i, item) in items.iter().enumerate() {
-                        if items[..i].contains(item) {
-                            out.push(cause(
-                                "FieldValueDuplicate",
-                                &format!("{path}[{i}]"),
-                                format!("Duplicate value: {item}"),
-                            ));
-                        }
-                    }
-                }
-                Some("map") => {
-                    let keys: Vec<&str> = schema
-                        .get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .map(|k| k.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    let key_of = |item: &Value| -> Value {
-                        Value::Object(
-                            keys.iter()
-                                .map(|k| (k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null)))
-                                .collect(),
-                        )
-                    };
-                    for (i, item) in items.iter().enumerate() {
-                        let k = key_of(item);
-                        if items[..i].iter().any(|prev| key_of(prev) == k) {
-                            out.push(cause(
-                                "FieldValueDuplicate",
-                                &format!("{path}[{i}]"),
-                                format!("Duplicate value: {k}"),
-                            ));
-                        }
-                    }
-                }
-                _ => {}
-            }
             if let Some(is) = schema.get("items") {
+                let olds = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
-                    validate(item, is, None, &format!("{path}[{i}]"), out, false, cel);
+                    let old_item = olds.and_then(|o| correlate_item(schema, item, o));
+                    validate(item, is, old_item, &format!("{path}[{i}]"), out, false);
                 }
             }
         }
         _ => {}
     }
+    // allOf, anyOf, oneOf and not judge the changed value whole (the real server does not ratchet
+    // inside them): their branches get no old value.
     for (key, all) in [("allOf", true), ("anyOf", false), ("oneOf", false)] {
         if let Some(subs) = schema.get(key).and_then(Value::as_array) {
             let results: Vec<Vec<Cause>> = subs
                 .iter()
                 .map(|s| {
                     let mut c = Vec::new();
-                    validate(v, s, old, path, &mut c, root, cel);
+                    validate(v, s, None, path, &mut c, root);
                     c
                 })
                 .collect();
@@ -443,7 +609,7 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
     }
     if let Some(not) = schema.get("not") {
         let mut c = Vec::new();
-        validate(v, not, old, path, &mut c, root, cel);
+        validate(v, not, None, path, &mut c, root);
         if c.is_empty() {
             out.push(cause(
                 "FieldValueInvalid",
@@ -454,12 +620,59 @@ fn validate(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mu
     }
 }
 
-/// Evaluates the CEL rules of every schema node that has a value, depth first.
-fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
+/// What every CEL evaluation of one write shares.
+struct CelCtx {
+    /// `optionalOldSelf: true` rules run on creates (with `oldSelf` none) only while
+    /// `CRDValidationRatcheting` is on; with it off they wait for an old value like other
+    /// transition rules.
+    optional_old_self: bool,
+}
+
+/// The ratcheting state of one node for CEL rules (the real server's `ratchetingOptions`).
+#[derive(Clone, Copy)]
+struct Corr<'a> {
+    /// The node's correlated old value; None when the write does not ratchet or the node cannot
+    /// be correlated (an item of a list that is not a map list, a key the old value lacks).
+    old: Option<&'a Value>,
+    /// Whether the nearest correlated ancestor is unchanged (false at the root).
+    parent_unchanged: bool,
+}
+
+impl<'a> Corr<'a> {
+    /// Whether errors of this node are ratcheted (`shouldRatchetError`).
+    fn unchanged(&self, v: &Value, schema: &Value) -> bool {
+        match self.old {
+            Some(o) => deep_equal(v, o, schema),
+            None => self.parent_unchanged,
+        }
+    }
+
+    fn child(&self, old: Option<&'a Value>, unchanged: bool) -> Corr<'a> {
+        match self.old {
+            Some(_) => Corr { old, parent_unchanged: unchanged },
+            None => *self,
+        }
+    }
+}
+
+/// Evaluates the CEL rules of every schema node that has a value, depth first. `old`: the value
+/// `oldSelf` binds (any update, ratcheting or not); `corr`: the ratcheting correlation.
+#[allow(clippy::too_many_arguments)]
+fn validate_cel(
+    v: &Value,
+    schema: &Value,
+    old: Option<&Value>,
+    corr: Corr<'_>,
+    path: &str,
+    out: &mut Vec<Cause>,
+    root: bool,
+    ctx: &CelCtx,
+) {
     if v.is_null() {
         // The real server runs no rule on a null value (the surrounding schema's rules may).
         return;
     }
+    let unchanged = corr.unchanged(v, schema);
     match v {
         Value::Object(m) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -468,10 +681,11 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
                     continue;
                 }
                 let old_child = old.and_then(|o| o.get(k));
+                let child_corr = corr.child(corr.old.and_then(|o| o.get(k)), unchanged);
                 if let Some(cs) = props.and_then(|p| p.get(k)) {
-                    validate_cel(child, cs, old_child, &join(path, k), out, false);
+                    validate_cel(child, cs, old_child, child_corr, &join(path, k), out, false, ctx);
                 } else if let Some(ap @ Value::Object(_)) = schema.get("additionalProperties") {
-                    validate_cel(child, ap, old_child, &format!("{path}[{k}]"), out, false);
+                    validate_cel(child, ap, old_child, child_corr, &format!("{path}[{k}]"), out, false, ctx);
                 }
             }
         }
@@ -479,30 +693,23 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
             if let Some(is) = schema.get("items") {
                 // Items of map lists correlate with the old item of the same keys (so their
                 // transition rules see oldSelf); other items have no old value.
-                let keys: Vec<&str> = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                    Some("map") => schema
-                        .get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .map(|k| k.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                };
                 let old_items = old.and_then(Value::as_array);
+                let corr_items = corr.old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
-                    let old_item = if keys.is_empty() {
-                        None
-                    } else {
-                        old_items.and_then(|olds| olds.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k))))
-                    };
-                    validate_cel(item, is, old_item, &format!("{path}[{i}]"), out, false);
+                    let old_item = old_items.and_then(|olds| correlate_item(schema, item, olds));
+                    let child_corr =
+                        corr.child(corr_items.and_then(|olds| correlate_item(schema, item, olds)), unchanged);
+                    validate_cel(item, is, old_item, child_corr, &format!("{path}[{i}]"), out, false, ctx);
                 }
             }
         }
         _ => {}
     }
-    // Rules inside allOf apply to the same value (the real server's AllOfValidators).
+    // Rules inside allOf apply to the same value (the real server's AllOfValidators), ratcheted
+    // only by the node's parent (the real server passes no correlation for the node itself).
+    let all_of_corr = Corr { old: None, parent_unchanged: corr.parent_unchanged };
     for sub in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
-        validate_cel(v, sub, old, path, out, root);
+        validate_cel(v, sub, old, all_of_corr, path, out, root, ctx);
     }
     let rules = schema.get("x-kubernetes-validations").and_then(Value::as_array);
     if rules.is_none_or(|r| r.is_empty()) {
@@ -536,16 +743,15 @@ fn validate_cel(v: &Value, schema: &Value, old: Option<&Value>, path: &str, out:
         };
         let optional_old_self = is_true(rule, "optionalOldSelf");
         let transition = cel_rules::uses_old_self(&compiled);
-        if transition && old.is_none() && !optional_old_self {
-            continue;
-        }
-        // Ratcheting: an unchanged value is not re-checked by rules that ignore oldSelf.
-        if !transition && old == Some(v) {
+        if transition && old.is_none() && !(optional_old_self && ctx.optional_old_self) {
             continue;
         }
         let vars = cel_rules::Vars { self_value: self_value.clone(), old_self: old_value.clone(), optional_old_self };
         match cel_rules::eval(&compiled, &vars) {
             Ok(true) => {}
+            // Ratcheting: a rule that ignores oldSelf and fails on an unchanged value is only a
+            // warning on the real server.
+            Ok(false) if !transition && unchanged => {}
             Ok(false) => {
                 let detail = rule
                     .get("messageExpression")
@@ -720,7 +926,7 @@ mod tests {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
                              "spec": {"size": 3, "unknown": 1, "port": "http", "free": {"any": {"thing": 1}}},
                              "extra": 1});
-        let causes = admit(&mut obj, &schema(), None);
+        let causes = admit(&mut obj, &schema(), Write::Create, 33);
         assert!(causes.is_empty(), "{causes:?}");
         assert_eq!(obj["spec"]["max"], 5);
         assert_eq!(obj["spec"]["mode"], "a");
@@ -739,7 +945,7 @@ mod tests {
     fn every_rule_reports_its_field() {
         let mut obj =
             json!({"spec": {"size": 0, "mode": "c", "name": "ABCDEFG", "tags": ["a", "b", "c"], "port": true}});
-        let causes = admit(&mut obj, &schema(), None);
+        let causes = admit(&mut obj, &schema(), Write::Create, 33);
         let fields: Vec<(&str, &str)> = causes.iter().map(|c| (c.field.as_str(), c.reason.as_str())).collect();
         assert!(fields.contains(&("spec.size", "FieldValueInvalid")), "{fields:?}");
         assert!(fields.contains(&("spec.mode", "FieldValueNotSupported")));
@@ -748,7 +954,7 @@ mod tests {
         assert!(fields.contains(&("spec.tags", "FieldValueTooMany")));
         assert!(fields.contains(&("spec.port", "FieldValueTypeInvalid")));
         let mut missing = json!({"spec": {}});
-        let causes = admit(&mut missing, &schema(), None);
+        let causes = admit(&mut missing, &schema(), Write::Create, 33);
         assert_eq!(causes[0].field, "spec.size");
         assert_eq!(causes[0].message, "Required value");
     }
@@ -756,26 +962,156 @@ mod tests {
     #[test]
     fn cel_rules_and_transition_rules() {
         let mut too_big = json!({"spec": {"size": 8, "max": 6}});
-        let causes = admit(&mut too_big, &schema(), None);
+        let causes = admit(&mut too_big, &schema(), Write::Create, 33);
         assert_eq!(causes.len(), 1);
         assert!(causes[0].message.contains("size must not exceed max"));
         let old = json!({"spec": {"size": 1, "immutable": "a"}});
         let mut changed = json!({"spec": {"size": 1, "immutable": "b"}});
-        let causes = admit(&mut changed, &schema(), Some(&old));
+        let causes = admit(&mut changed, &schema(), Write::Update(&old), 33);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.immutable");
         let mut created = json!({"spec": {"size": 1, "immutable": "b"}});
-        assert!(admit(&mut created, &schema(), None).is_empty());
+        assert!(admit(&mut created, &schema(), Write::Create, 33).is_empty());
     }
 
     #[test]
-    fn unchanged_invalid_values_ratchet() {
+    fn unchanged_invalid_values_ratchet_on_updates_from_1_30() {
         let old = json!({"spec": {"size": 0, "name": "BAD"}});
+        for minor in [30, 33] {
+            let mut update = json!({"spec": {"size": 0, "name": "BAD", "mode": "b"}});
+            assert!(admit(&mut update, &schema(), Write::Update(&old), minor).is_empty(), "1.{minor}");
+        }
+        // CRDValidationRatcheting is off by default before 1.30: every error counts.
         let mut update = json!({"spec": {"size": 0, "name": "BAD", "mode": "b"}});
-        assert!(admit(&mut update, &schema(), Some(&old)).is_empty());
+        assert_eq!(fields_of(&mut update, Write::Update(&old), 29), ["spec.name", "spec.size"]);
+        // A changed invalid value is refused, whatever the version.
+        for minor in [30, 33] {
+            let mut worse = json!({"spec": {"size": 0, "name": "WORSE"}});
+            assert_eq!(fields_of(&mut worse, Write::Update(&old), minor), ["spec.name"], "1.{minor}");
+        }
         let mut worse = json!({"spec": {"size": 0, "name": "WORSE"}});
-        let causes = admit(&mut worse, &schema(), Some(&old));
-        assert_eq!(causes.len(), 1);
-        assert_eq!(causes[0].field, "spec.name");
+        assert_eq!(fields_of(&mut worse, Write::Update(&old), 29), ["spec.name", "spec.size"]);
+    }
+
+    fn fields(causes: &[Cause]) -> Vec<&str> {
+        causes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    /// The fields of the causes, sorted (object keys come in serde_json's map order).
+    fn fields_of(obj: &mut Value, write: Write<'_>, minor: u32) -> Vec<String> {
+        let mut f: Vec<String> = admit(obj, &schema(), write, minor).into_iter().map(|c| c.field).collect();
+        f.sort();
+        f
+    }
+
+    #[test]
+    fn status_writes_check_the_status_schema_and_every_rule_but_not_the_spec_schema() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "size": {"type": "integer", "maximum": 10},
+                "max": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.size <= self.max", "message": "size must not exceed max"}]},
+            "status": {"type": "object", "properties": {
+                "phase": {"type": "string", "enum": ["Ready", "Failed"]},
+                "count": {"type": "integer", "minimum": 0}}}}});
+        // Stored before the rules tightened: size over its maximum and over max.
+        let old = json!({"spec": {"size": 50, "max": 5}, "status": {"count": -1}});
+        let status_write = |status: Value, minor: u32| {
+            let mut new = json!({"spec": {"size": 50, "max": 5}, "status": status});
+            admit(&mut new, &schema, Write::Status(&old), minor).into_iter().map(|c| c.field).collect::<Vec<_>>()
+        };
+        // 1.33: the spec schema is not checked on a status write, the unchanged spec's rule and the
+        // unchanged status count ratchet.
+        assert!(status_write(json!({"count": -1, "phase": "Ready"}), 33).is_empty());
+        // A changed invalid status value is refused.
+        assert_eq!(status_write(json!({"count": -2}), 33), ["status.count"]);
+        assert_eq!(status_write(json!({"count": -1, "phase": "Gone"}), 33), ["status.phase", "<nil>"]);
+        // 1.30 to 1.32: status writes do not ratchet: the old status error and the spec's rule count.
+        assert_eq!(status_write(json!({"count": -1, "phase": "Ready"}), 32), ["status.count", "spec"]);
+        assert_eq!(status_write(json!({"count": 1}), 30), ["spec"]);
+        assert_eq!(status_write(json!({"count": 1}), 29), ["spec"]);
+        // The same spec on a write of the main resource: its schema error is refused unless unchanged.
+        let mut main = json!({"spec": {"size": 50, "max": 5, "extra": 1}, "status": {"count": -1}});
+        assert!(admit(&mut main, &schema, Write::Update(&old), 33).is_empty());
+        let mut main = json!({"spec": {"size": 51, "max": 5}});
+        let f: Vec<String> = admit(&mut main, &schema, Write::Update(&old), 33).into_iter().map(|c| c.field).collect();
+        assert_eq!(f, ["spec.size", "spec"]);
+    }
+
+    #[test]
+    fn correlation_follows_list_types() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "atomic": {"type": "array", "items": {"type": "string", "maxLength": 3}},
+            "keyed": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "value": {"type": "string", "pattern": "^[a-z]+$"}}}},
+            "set": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}}});
+        let old = json!({"spec": {"atomic": ["toolong", "ok"], "keyed": [{"name": "a", "value": "BAD"},
+            {"name": "b", "value": "ok"}], "set": ["x", "x"]}});
+        let write = |spec: Value| {
+            let mut new = json!({"spec": spec});
+            admit(&mut new, &schema, Write::Update(&old), 33).into_iter().map(|c| c.field).collect::<Vec<_>>()
+        };
+        // Unchanged, or a map list reordered: nothing is re-checked.
+        assert!(write(old["spec"].clone()).is_empty());
+        assert!(
+            write(json!({"atomic": ["toolong", "ok"], "keyed": [{"name": "b", "value": "ok"},
+                {"name": "a", "value": "BAD"}], "set": ["x", "x"]}))
+            .is_empty()
+        );
+        // Another item of an atomic list changed: the list is checked whole.
+        assert_eq!(write(json!({"atomic": ["toolong", "new"]})), ["spec.atomic[0]", "<nil>"]);
+        // Another item of a map list changed: the unchanged item keeps its error to itself.
+        assert!(write(json!({"keyed": [{"name": "a", "value": "BAD"}, {"name": "b", "value": "new"}]})).is_empty());
+        assert_eq!(write(json!({"keyed": [{"name": "a", "value": "WORSE"}]})), ["spec.keyed[0].value"]);
+        // Duplicates ratchet as a whole: the old object had some, so new ones pass; from none, not.
+        assert!(write(json!({"set": ["y", "y", "x", "x"]})).is_empty());
+        let clean = json!({"spec": {"set": ["x"]}});
+        let mut dup = json!({"spec": {"set": ["x", "x"]}});
+        let f: Vec<String> = admit(&mut dup, &schema, Write::Update(&clean), 33).into_iter().map(|c| c.field).collect();
+        assert_eq!(f, ["spec.set[1]"]);
+    }
+
+    #[test]
+    fn cel_ratcheting_spares_neither_transition_rules_nor_evaluation_errors() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "ratio": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.a / self.b >= 1", "message": "a must be at least b"}]},
+            "grow": {"type": "integer", "x-kubernetes-validations": [
+                {"rule": "self > oldSelf", "message": "must grow on every update"}]},
+            "names": {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [
+                {"rule": "self.startsWith('n')", "message": "must start with n"}]}},
+            "other": {"type": "string"}}}}});
+        let old = json!({"spec": {"ratio": {"a": 1, "b": 0}, "grow": 1, "names": ["x"]}});
+        let mut new = json!({"spec": {"ratio": {"a": 1, "b": 0}, "grow": 1, "names": ["x"], "other": "y"}});
+        let causes = admit(&mut new, &schema, Write::Update(&old), 33);
+        // Division by zero is an evaluation error (never ratcheted); the transition rule fails on
+        // the unchanged value; the item of the unchanged atomic list ratchets through its list.
+        let mut f = fields(&causes);
+        f.sort();
+        assert_eq!(f, ["spec.grow", "spec.ratio"], "{causes:?}");
+        let ratio = causes.iter().find(|c| c.field == "spec.ratio").expect("ratio");
+        assert!(ratio.message.contains("evaluating rule"), "{causes:?}");
+        let mut changed = json!({"spec": {"ratio": {"a": 2, "b": 1}, "grow": 2, "names": ["x", "n"]}});
+        let causes = admit(&mut changed, &schema, Write::Update(&old), 33);
+        assert_eq!(fields(&causes), ["spec.names[0]"], "{causes:?}");
+    }
+
+    #[test]
+    fn blocking_errors_stop_cel_and_say_so() {
+        // A type error blocks the rules; a pattern error does not.
+        let mut typed = json!({"spec": {"size": "three", "max": 1}});
+        let causes = admit(&mut typed, &schema(), Write::Create, 33);
+        assert_eq!(fields(&causes), ["spec.size", "<nil>"], "{causes:?}");
+        assert!(causes[1].message.contains("some validation rules were not checked"), "{causes:?}");
+        let mut patterned = json!({"spec": {"size": 3, "max": 1, "name": "BAD"}});
+        let causes = admit(&mut patterned, &schema(), Write::Create, 33);
+        assert_eq!(fields(&causes), ["spec.name", "spec"], "{causes:?}");
+    }
+
+    #[test]
+    fn stored_objects_decode_with_defaults_and_without_unknown_fields() {
+        let stored = json!({"spec": {"size": 1, "unknown": true}});
+        assert_eq!(decode_stored(&stored, &schema()), json!({"spec": {"size": 1, "max": 5, "mode": "a"}}));
     }
 }

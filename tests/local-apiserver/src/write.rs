@@ -70,7 +70,14 @@ fn commit_write(
             // Status rules: main writes keep the stored status, status writes keep the rest.
             if t.is_status() {
                 let status = new.get("status").cloned();
-                let mut kept = (**old).clone();
+                // The rest is the stored object as the storage decoder reads it (for a custom
+                // resource: pruned and with its CRD's defaults), as the status strategy copies it.
+                let mut kept = match &info.schema {
+                    crate::registry::SchemaSource::Crd { schema: Some(schema), .. } => {
+                        crate::validation::decode_stored(old, schema)
+                    }
+                    _ => (**old).clone(),
+                };
                 if let Some(m) = kept.as_object_mut() {
                     match status {
                         Some(st) => m.insert("status".into(), st),
@@ -96,6 +103,18 @@ fn commit_write(
             // look like a spec change.
             crate::defaults::apply(info, &mut new);
             meta::carry_over(old, &mut new);
+            if let crate::registry::SchemaSource::Crd { schema: Some(schema), .. } = &info.schema
+                && let Some(g) = old["metadata"].get("generation").and_then(Value::as_i64)
+            {
+                // The custom resource strategy bumps generation when the spec changes, comparing
+                // both as decoded (defaulted, pruned); the status strategy never does.
+                let changed = !t.is_status()
+                    && meta::spec_changed(
+                        &crate::validation::decode_stored(old, schema),
+                        &crate::validation::decode_stored(&new, schema),
+                    );
+                new["metadata"]["generation"] = json!(g + i64::from(changed));
+            }
             if !managed_done {
                 let ctx = WriteCtx {
                     manager,
@@ -111,7 +130,7 @@ fn commit_write(
             {
                 m.remove("managedFields");
             }
-            admit(shared, info, Some(old), &mut new)?;
+            admit(shared, info, Some(old), &mut new, t.is_status())?;
             // An object being deleted goes away when its last finalizer does.
             let terminating = new["metadata"].get("deletionTimestamp").is_some();
             let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
@@ -152,7 +171,7 @@ fn commit_write(
                 };
                 managed::record_update(None, &mut new, &ctx);
             }
-            admit(shared, info, None, &mut new)?;
+            admit(shared, info, None, &mut new, false)?;
             if dry {
                 return Ok((new, false));
             }

@@ -5,13 +5,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-}
+#[path = "support/process.rs"]
+mod process;
+
+use process::start;
 
 /// Removes the test's manifest directory even when an assertion fails.
 struct TempDir(PathBuf);
@@ -22,58 +22,10 @@ impl Drop for TempDir {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM is the documented way to stop it; kill() is the fallback.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let exited = (0..50).any(|_| {
-            let done = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !done {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            done
-        });
-        if !exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.kubeconfig);
-        let _ = std::fs::remove_dir_all(self.kubeconfig.with_extension("cache"));
-    }
-}
-
-fn start(name: &str, extra: &[&str]) -> Server {
-    let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
-        .args(["--port", "0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("local-apiserver binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("readiness line");
-    assert!(line.starts_with("local-apiserver listening on http://127.0.0.1:"), "{line}");
-    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
-    let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
-    assert!(kc.contains(&format!("server: {url}")), "{kc}");
-    Server { child, kubeconfig }
-}
-
+/// (success, stdout and stderr together)
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
-    let cache = kc.with_extension("cache");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(args)
-        .output()
-        .expect("kubectl is installed and on PATH");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    let r = process::run(kc, args);
+    (r.success, format!("{}{}", r.stdout, r.stderr))
 }
 
 fn ok(kc: &Path, args: &[&str]) -> String {
@@ -292,16 +244,9 @@ fn kubectl_drives_the_server() {
 
 /// kubectl's stdout alone (version skew warnings go to stderr).
 fn stdout_of(kc: &Path, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .arg("--cache-dir")
-        .arg(kc.with_extension("cache"))
-        .args(args)
-        .output()
-        .expect("kubectl is installed and on PATH");
-    assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let r = process::run(kc, args);
+    assert!(r.success, "kubectl {args:?} failed:\n{}", r.stderr);
+    r.stdout
 }
 
 #[test]

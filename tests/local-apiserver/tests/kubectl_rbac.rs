@@ -4,69 +4,15 @@
 //! the token's use, `auth whoami`, and kubectl's rendering of 401 and 403. Requires `kubectl` on
 //! PATH (preinstalled on the project's machines).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let exited = (0..50).any(|_| {
-            let done = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !done {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            done
-        });
-        if !exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.kubeconfig);
-        let _ = std::fs::remove_file(self.kubeconfig.with_extension("manifest.yaml"));
-        let _ = std::fs::remove_dir_all(self.kubeconfig.with_extension("cache"));
-    }
-}
-
-fn start(name: &str) -> Server {
-    let kubeconfig = std::env::temp_dir().join(format!("local-apiserver-{name}-{}.yaml", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-apiserver"))
-        .args(["--port", "0", "--authorization-mode=RBAC", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("local-apiserver binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("readiness line");
-    let srv = Server { child, kubeconfig };
-    // RBAC is served over https: client-go sends credentials to https servers only.
-    assert!(line.starts_with("local-apiserver listening on https://127.0.0.1:"), "{line}");
-    srv
-}
+#[path = "support/process.rs"]
+mod process;
 
 /// (success, stdout, stderr)
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .arg("--cache-dir")
-        .arg(kc.with_extension("cache"))
-        .args(args)
-        .output()
-        .expect("kubectl is installed and on PATH");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = process::run(kc, args);
+    (r.success, r.stdout, r.stderr)
 }
 
 fn ok(kc: &Path, args: &[&str]) -> String {
@@ -107,7 +53,7 @@ subjects:
 
 #[test]
 fn kubectl_under_rbac() {
-    let srv = start("kubectl-rbac");
+    let srv = process::start("kubectl-rbac", &["--authorization-mode=RBAC"]);
     let kc = srv.kubeconfig.clone();
     let manifest = kc.with_extension("manifest.yaml");
     std::fs::write(&manifest, RBAC).expect("write manifest");

@@ -25,6 +25,8 @@ mod faults;
 mod list_watch;
 #[path = "server/patch.rs"]
 mod patch;
+#[path = "server/ratcheting.rs"]
+mod ratcheting;
 #[path = "server/rbac.rs"]
 mod rbac;
 #[path = "server/tokens.rs"]

@@ -136,8 +136,20 @@ async fn custom_resources_are_validated_against_the_schema() {
     };
     let e = create(json!({})).await;
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert_eq!(causes(&e), [("spec.size".to_string(), "FieldValueRequired".to_string())]);
-    assert!(e.message.starts_with("Widget.example.com \"bad\" is invalid: spec.size: Required value"), "{}", e.message);
+    // A required field missing blocks the CEL rules, and the server says so (`hasBlockingErr`).
+    assert_eq!(
+        causes(&e),
+        [
+            ("spec.size".to_string(), "FieldValueRequired".to_string()),
+            ("<nil>".to_string(), "FieldValueInvalid".to_string())
+        ]
+    );
+    assert!(
+        e.message.starts_with("Widget.example.com \"bad\" is invalid: [spec.size: Required value"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("<nil>: Invalid value: null: some validation rules were not checked"), "{}", e.message);
     let e = create(json!({"size": "three"})).await;
     assert_eq!(causes(&e)[0], ("spec.size".into(), "FieldValueTypeInvalid".into()));
     let e = create(json!({"size": 0})).await;

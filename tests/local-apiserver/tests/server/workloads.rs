@@ -179,6 +179,37 @@ async fn deployments_roll_out_to_observed_generation() {
     assert_eq!(d.annotations()["deployment.kubernetes.io/revision"], "2");
 }
 
+/// The pods labelled `app=APP`, by name, and the list's resourceVersion to watch from.
+async fn list_pods(pods: &Api<Pod>, app: &str) -> (BTreeMap<String, Pod>, String) {
+    let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
+    let rv = list.metadata.resource_version.clone().unwrap();
+    (list.items.into_iter().map(|p| (p.name_any(), p)).collect(), rv)
+}
+
+/// The watch of the pods labelled `app=APP` from `rv`.
+async fn watch_pods(
+    pods: &Api<Pod>,
+    app: &str,
+    rv: &str,
+) -> futures::stream::BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>> {
+    let wp = WatchParams::default().labels(&format!("app={app}")).timeout(30);
+    pods.watch(&wp, rv).await.unwrap().boxed()
+}
+
+/// Applies a watch event to `live`; false for events that change no pod (bookmarks, errors).
+fn track(live: &mut BTreeMap<String, Pod>, ev: WatchEvent<Pod>) -> bool {
+    match ev {
+        WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+            live.insert(p.name_any(), p);
+        }
+        WatchEvent::Deleted(p) => {
+            live.remove(&p.name_any());
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// Makes `change`, then follows every pod event of the rollout it starts (from a list taken
 /// before it) and checks maxSurge/maxUnavailable at each step.
 async fn watch_rollout(
@@ -190,22 +221,13 @@ async fn watch_rollout(
     done: impl Fn(&[Pod]) -> bool,
 ) {
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
-    let mut live: BTreeMap<String, Pod> = list.items.into_iter().map(|p| (p.name_any(), p)).collect();
-    let rv = list.metadata.resource_version.unwrap();
+    let (mut live, rv) = list_pods(&pods, app).await;
     change.await;
-    let wp = WatchParams::default().labels(&format!("app={app}")).timeout(30);
-    let mut stream = pods.watch(&wp, &rv).await.unwrap().boxed();
+    let mut stream = watch_pods(&pods, app, &rv).await;
     let mut steps = 0;
     while let Some(ev) = stream.try_next().await.unwrap() {
-        match ev {
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                live.insert(p.name_any(), p);
-            }
-            WatchEvent::Deleted(p) => {
-                live.remove(&p.name_any());
-            }
-            _ => continue,
+        if !track(&mut live, ev) {
+            continue;
         }
         steps += 1;
         let all: Vec<Pod> = live.values().cloned().collect();
@@ -280,19 +302,11 @@ async fn recreate_and_revision_history_limit() {
         apply(&api, "rec", &d).await;
         // Recreate: the old pods are all gone before a new one exists (two images never coexist).
         let pods: Api<Pod> = Api::default_namespaced(client.clone());
-        let wp = WatchParams::default().labels("app=rec").timeout(30);
-        let list = pods.list(&ListParams::default().labels("app=rec")).await.unwrap();
-        let mut live: BTreeMap<String, Pod> = list.items.into_iter().map(|p| (p.name_any(), p)).collect();
-        let mut stream = pods.watch(&wp, &list.metadata.resource_version.unwrap()).await.unwrap().boxed();
+        let (mut live, rv) = list_pods(&pods, "rec").await;
+        let mut stream = watch_pods(&pods, "rec", &rv).await;
         while let Some(ev) = stream.try_next().await.unwrap() {
-            match ev {
-                WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                    live.insert(p.name_any(), p);
-                }
-                WatchEvent::Deleted(p) => {
-                    live.remove(&p.name_any());
-                }
-                _ => continue,
+            if !track(&mut live, ev) {
+                continue;
             }
             let images: std::collections::BTreeSet<String> =
                 live.values().filter_map(|p| p.spec.as_ref()?.containers[0].image.clone()).collect();
