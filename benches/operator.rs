@@ -65,7 +65,10 @@ async fn ready_generation(api: &Api<HardenedCsiDriver>, generation: i64) -> bool
 
 /// `BENCH_ONLY=small|process|helm|scale` (comma-separated) runs only those parts.
 fn part(name: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|p| p.trim() == name),
+        Err(_) => true,
+    }
 }
 
 #[tokio::main]

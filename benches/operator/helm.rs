@@ -98,7 +98,7 @@ async fn helm_round() -> f64 {
 pub async fn figures() {
     let (mut operator, mut helm) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             operator.push(operator_round().await);
             helm.push(helm_round().await);
         } else {

@@ -106,7 +106,7 @@ async fn driver_state(api: &Api<HardenedCsiDriver>) -> Option<(i64, bool, i32, i
 fn persistent_volume(i: usize) -> serde_json::Value {
     // PersistentVolume i uses volume 2i, one of this cluster's (even numbers, see aws_fake).
     let volume = format!("vol-{:017x}", 2 * i);
-    let source = if i % IN_TREE_EVERY == 0 {
+    let source = if i.is_multiple_of(IN_TREE_EVERY) {
         json!({"awsElasticBlockStore": {"volumeID": format!("aws://us-east-1a/{volume}"), "fsType": "ext4"}})
     } else {
         json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume, "fsType": "ext4"}})
