@@ -22,8 +22,8 @@ pub const PERSISTENT_VOLUMES: usize = 50_000;
 const IN_TREE_EVERY: usize = 5;
 pub const ACCOUNT_VOLUMES: usize = 100_000;
 pub const ACCOUNT_SNAPSHOTS: usize = 20_000;
-/// The cluster ID of the driver: the one the AWS fake's scope rules know.
-const CLUSTER: &str = aws_fake::CLUSTER;
+/// This cluster's ID; the other half of the account belongs to "other-cluster".
+const CLUSTER: &str = "bench";
 const PULL_SECRET: &str = "dhi-login";
 /// kube's watcher asks the API server to end each watch after this long (`watcher::Config`
 /// default), then watches again from the last resourceVersion.

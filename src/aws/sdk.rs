@@ -1,14 +1,16 @@
 //! `AwsApi` on the AWS SDK: client construction (region, endpoints, FIPS, credentials), the
 //! driver's identity in IRSA mode, bounded retries and per-request metrics.
 //!
-//! The SDK's own retries are turned off and replaced by one bounded loop (`RetryPolicy`), so
-//! every HTTP request is one metrics sample with its real outcome, and the worst case of a
-//! refresh is `max_attempts` times its request budget, never a tight loop.
+//! Retries are the SDK's own standard strategy (its throttling and transient error lists, its
+//! exponential backoff with jitter and its retry quota), bounded by `RetryPolicy::max_attempts`;
+//! an interceptor (`CountAttempts`) counts every HTTP attempt in the metrics with its real
+//! outcome, so the worst case of a refresh is `max_attempts` times its request budget.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -18,9 +20,15 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types as ec2t;
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::date_time::DateTime;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -31,7 +39,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 
-use super::api::{Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume};
+use super::api::{
+    Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume, classify,
+};
 use super::metrics::AwsMetrics;
 use super::{POD_IDENTITY_AUDIENCE, STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
 
@@ -43,47 +53,91 @@ pub const SESSION_NAME: &str = "hardened-csi-operator-preflight";
 /// Assumed-role credentials are renewed when they have less than this left.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
-/// Bounded retries with exponential backoff and full jitter, for throttling, 5xx and transport
-/// failures. Nothing else is retried.
+/// The bounds given to the SDK's standard retry strategy: attempts per call (the first
+/// included) and its backoff range. What is retried (throttling, 5xx, timeouts and connection
+/// failures) is the SDK's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Requests per call, the first included (>= 1).
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// Retry 5xx answers too (not only throttling and transport failures).
-    pub retry_server_errors: bool,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            retry_server_errors: true,
-        }
+        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
     }
 }
 
 impl RetryPolicy {
-    /// One request, no retry (best-effort extras).
-    pub const ONCE: RetryPolicy = RetryPolicy {
-        max_attempts: 1,
-        base_delay: Duration::ZERO,
-        max_delay: Duration::ZERO,
-        retry_server_errors: false,
-    };
+    /// The SDK retry configuration of this policy.
+    pub fn retry_config(&self) -> RetryConfig {
+        if self.max_attempts <= 1 {
+            return RetryConfig::disabled();
+        }
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(self.base_delay)
+            .with_max_backoff(self.max_delay)
+    }
+}
 
-    fn retries(&self, class: ErrorClass) -> bool {
-        class.retryable() && (self.retry_server_errors || class != ErrorClass::Server)
+/// Counts every HTTP attempt of every call (the SDK's retries included) in the metrics, by
+/// operation and outcome, and in a running total the caller reads to report attempts per call.
+#[derive(Clone, Debug)]
+struct CountAttempts {
+    metrics: AwsMetrics,
+    total: Arc<AtomicU64>,
+}
+
+/// The AWS error code of an HTTP answer: the `x-amzn-ErrorType` header (rest-json), `<Code>` of an
+/// XML error (EC2, STS), or `__type` / `code` of a JSON error body.
+fn error_code(response: &HttpResponse) -> Option<String> {
+    if let Some(t) = response.headers().get("x-amzn-errortype") {
+        return t.split(':').next().map(str::to_string);
+    }
+    let body = std::str::from_utf8(response.body().bytes()?).ok()?;
+    if let Some(start) = body.find("<Code>") {
+        let rest = &body[start + 6..];
+        return rest.find("</Code>").map(|end| rest[..end].trim().to_string());
+    }
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = json.get("__type").or_else(|| json.get("code")).or_else(|| json.get("Code"))?.as_str()?;
+    Some(code.rsplit('#').next().unwrap_or(code).to_string())
+}
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
     }
 
-    /// Delay before attempt `n + 1` after `n` failed attempts: full jitter over an exponential cap.
-    pub fn delay(&self, failed_attempts: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << failed_attempts.saturating_sub(1).min(16));
-        let cap = exp.min(self.max_delay);
-        cap.mul_f64(0.5 + fastrand::f64() * 0.5)
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg.load::<Metadata>().map(|m| m.name().to_string()).unwrap_or_else(|| "unknown".into());
+        let outcome = match context.response() {
+            Some(r) if r.status().is_success() => "ok",
+            Some(r) => {
+                let status = r.status().as_u16();
+                match error_code(r) {
+                    Some(code) if code == "DryRunOperation" => "dry_run",
+                    Some(code) => classify(&code, Some(status)).outcome(),
+                    None => classify("", Some(status)).outcome(),
+                }
+            }
+            None => match context.output_or_error() {
+                Some(Err(e)) if e.is_timeout_error() || e.is_connector_error() => ErrorClass::Transport.outcome(),
+                Some(Err(e)) if find_source::<CredentialsError>(e).is_some() => ErrorClass::Credentials.outcome(),
+                _ => ErrorClass::Client.outcome(),
+            },
+        };
+        self.metrics.count_request(&operation, outcome);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -247,43 +301,25 @@ pub fn https_client(proxy: Option<&ProxySettings>, ca_bundle: Option<&[u8]>) -> 
     }))
 }
 
-/// Makes one logical call: retries it within the policy and counts every request.
+/// Makes one logical call (the SDK retries it) and reports how many attempts it took.
 #[derive(Clone)]
 struct Caller {
-    metrics: AwsMetrics,
-    retry: RetryPolicy,
+    counter: CountAttempts,
 }
 
 impl Caller {
-    async fn call<T, E, F, Fut>(&self, operation: &'static str, policy: RetryPolicy, mut send: F) -> Result<T, AwsError>
+    async fn call<T, E, Fut>(&self, operation: &'static str, send: impl FnOnce() -> Fut) -> Result<T, AwsError>
     where
-        F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        let max = policy.max_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match send().await {
-                Ok(v) => {
-                    self.metrics.count_request(operation, "ok");
-                    return Ok(v);
-                }
-                Err(e) => {
-                    let mut err = to_aws_error(operation, &e);
-                    err.attempts = attempt;
-                    let outcome = if err.code == "DryRunOperation" { "dry_run" } else { err.class.outcome() };
-                    self.metrics.count_request(operation, outcome);
-                    if !policy.retries(err.class) || attempt >= max {
-                        return Err(err);
-                    }
-                    let delay = policy.delay(attempt);
-                    tracing::debug!(operation, code = %err.code, attempt, ?delay, "AWS call failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        let before = self.counter.total.load(Ordering::Relaxed);
+        send().await.map_err(|e| {
+            let mut err = to_aws_error(operation, &e);
+            let made = self.counter.total.load(Ordering::Relaxed).saturating_sub(before);
+            err.attempts = u32::try_from(made).unwrap_or(u32::MAX).max(1);
+            err
+        })
     }
 }
 
@@ -404,7 +440,7 @@ impl RoleCredentials {
                 let token = service_account_token(kube, namespace, service_account, POD_IDENTITY_AUDIENCE).await?;
                 let out = self
                     .caller
-                    .call("AssumeRoleForPodIdentity", self.caller.retry, || {
+                    .call("AssumeRoleForPodIdentity", || {
                         eks_auth.assume_role_for_pod_identity().cluster_name(cluster_name).token(&token).send()
                     })
                     .await?;
@@ -430,7 +466,7 @@ impl RoleCredentials {
                 let token = service_account_token(kube, namespace, service_account, STS_AUDIENCE).await?;
                 let out = self
                     .caller
-                    .call("AssumeRoleWithWebIdentity", self.caller.retry, || {
+                    .call("AssumeRoleWithWebIdentity", || {
                         self.sts
                             .assume_role_with_web_identity()
                             .role_arn(role_arn)
@@ -529,7 +565,8 @@ pub struct SdkAws {
 impl SdkAws {
     /// Builds the clients. Nothing is sent until the first call.
     pub async fn new(settings: AwsSettings) -> Result<Self, AwsError> {
-        let caller = Caller { metrics: settings.metrics.clone(), retry: settings.retry };
+        let counter = CountAttempts { metrics: settings.metrics.clone(), total: Arc::new(AtomicU64::new(0)) };
+        let caller = Caller { counter: counter.clone() };
         let mut assume_role = None;
         let (base_source, role_source) = match settings.credentials.clone() {
             CredentialSource::AssumeRole { role_arn, base } => {
@@ -570,7 +607,7 @@ impl SdkAws {
             }
             None => base,
         };
-        let mut sts_conf = aws_sdk_sts::config::Builder::from(&base);
+        let mut sts_conf = aws_sdk_sts::config::Builder::from(&base).interceptor(counter.clone());
         if let Some(url) = &settings.sts_endpoint {
             sts_conf = sts_conf.endpoint_url(url);
         }
@@ -582,7 +619,9 @@ impl SdkAws {
                     namespace,
                     service_account,
                     cluster_name,
-                    eks_auth: aws_sdk_eksauth::Client::new(&base),
+                    eks_auth: aws_sdk_eksauth::Client::from_conf(
+                        aws_sdk_eksauth::config::Builder::from(&base).interceptor(counter.clone()).build(),
+                    ),
                 })
             }
             (other, _) => other,
@@ -591,8 +630,8 @@ impl SdkAws {
             Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) })
         });
 
-        let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base);
-        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base);
+        let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(counter.clone());
+        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base).interceptor(counter);
         if let Some(role) = &role {
             let provider = SharedCredentialsProvider::new(RoleProvider(role.clone()));
             // RoleCredentials caches and renews itself; a second cache would only hide errors.
@@ -640,7 +679,7 @@ fn usable_endpoint<'a>(url: &'a str, field: &str) -> Result<&'a str, AwsError> {
 async fn load_config(settings: &AwsSettings, source: &CredentialSource) -> Result<aws_config::SdkConfig, AwsError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .use_fips(settings.fips)
-        .retry_config(RetryConfig::disabled())
+        .retry_config(settings.retry.retry_config())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -720,9 +759,8 @@ fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
 }
 
 /// A DryRun answer as a verdict. Throttling, transport and credential failures stay errors
-/// (the refresh fails and is marked stale); a 5xx leaves the action undecided until the next
-/// refresh (EC2 answers DryRun before doing any work, so a 5xx there is not worth a retry storm,
-/// and moto answers 5xx for the actions it lacks).
+/// (the refresh fails and is marked stale); a 5xx that outlasted the SDK's retries leaves the
+/// action undecided until the next refresh (moto answers 5xx for the actions it lacks).
 ///
 /// A success of a mutating call means the endpoint ignored DryRun and performed it: `Performed`,
 /// with the ID of what it created (empty when nothing was).
@@ -759,11 +797,7 @@ impl AwsApi for SdkAws {
             }
             // Only for the ARN: a cluster whose network reaches EC2 but not STS (a VPC endpoint for
             // EC2 alone) still gets its inventory; bad credentials are reported here already.
-            let arn = match self
-                .caller
-                .call("GetCallerIdentity", self.caller.retry, || self.sts.get_caller_identity().send())
-                .await
-            {
+            let arn = match self.caller.call("GetCallerIdentity", || self.sts.get_caller_identity().send()).await {
                 Ok(out) => out.arn,
                 Err(e) if e.class == ErrorClass::Credentials => return Err(e),
                 Err(e) => {
@@ -788,7 +822,7 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("DescribeVolumes", self.caller.retry, || {
+                .call("DescribeVolumes", || {
                     self.ec2
                         .describe_volumes()
                         .set_filters(Some(filters.clone()))
@@ -813,7 +847,7 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("DescribeSnapshots", self.caller.retry, || {
+                .call("DescribeSnapshots", || {
                     self.ec2
                         .describe_snapshots()
                         .owner_ids("self")
@@ -832,10 +866,8 @@ impl AwsApi for SdkAws {
 
     fn availability_zones(&self) -> BoxFuture<'_, Result<Vec<String>, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .caller
-                .call("DescribeAvailabilityZones", self.caller.retry, || self.ec2.describe_availability_zones().send())
-                .await?;
+            let out =
+                self.caller.call("DescribeAvailabilityZones", || self.ec2.describe_availability_zones().send()).await?;
             let mut zones: Vec<String> =
                 out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
             zones.sort();
@@ -847,9 +879,7 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("GetEbsEncryptionByDefault", self.caller.retry, || {
-                    self.ec2.get_ebs_encryption_by_default().send()
-                })
+                .call("GetEbsEncryptionByDefault", || self.ec2.get_ebs_encryption_by_default().send())
                 .await?;
             Ok(out.ebs_encryption_by_default().unwrap_or(false))
         })
@@ -859,7 +889,13 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("GetEbsDefaultKmsKeyId", RetryPolicy::ONCE, || self.ec2.get_ebs_default_kms_key_id().send())
+                .call("GetEbsDefaultKmsKeyId", || {
+                    self.ec2
+                        .get_ebs_default_kms_key_id()
+                        .customize()
+                        .config_override(aws_sdk_ec2::config::Builder::default().retry_config(RetryConfig::disabled()))
+                        .send()
+                })
                 .await?;
             out.kms_key_id().map(str::to_string).ok_or_else(|| {
                 AwsError::new("GetEbsDefaultKmsKeyId", "InvalidResponse", "no KmsKeyId in the answer", None)
@@ -871,31 +907,29 @@ impl AwsApi for SdkAws {
         let probe = probe.clone();
         Box::pin(async move {
             let op = probe.operation();
-            let retry = RetryPolicy { retry_server_errors: false, ..self.caller.retry };
             let ec2 = &self.ec2;
             let c = &self.caller;
             let answer: Result<String, AwsError> = match &probe {
                 Probe::DescribeInstances => {
-                    c.call(op, retry, || ec2.describe_instances().dry_run(true).max_results(5).send()).await.map(none)
+                    c.call(op, || ec2.describe_instances().dry_run(true).max_results(5).send()).await.map(none)
                 }
                 // One named type, as the driver asks for its node's type (and moto, which ignores
                 // DryRun here, then answers one type instead of hundreds).
                 Probe::DescribeInstanceTypes => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.describe_instance_types().dry_run(true).instance_types(ec2t::InstanceType::T3Micro).send()
                     })
                     .await
                     .map(none),
                 Probe::DescribeVolumesModifications => c
-                    .call(op, retry, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send())
+                    .call(op, || ec2.describe_volumes_modifications().dry_run(true).max_results(5).send())
                     .await
                     .map(none),
-                Probe::DescribeVolumeStatus => c
-                    .call(op, retry, || ec2.describe_volume_status().dry_run(true).max_results(5).send())
-                    .await
-                    .map(none),
+                Probe::DescribeVolumeStatus => {
+                    c.call(op, || ec2.describe_volume_status().dry_run(true).max_results(5).send()).await.map(none)
+                }
                 Probe::CreateVolume { zone, tags } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.create_volume()
                             .dry_run(true)
                             .availability_zone(zone)
@@ -908,7 +942,7 @@ impl AwsApi for SdkAws {
                     .await
                     .map(|o| o.volume_id.unwrap_or_default()),
                 Probe::CopyVolumes { volume_id, tags } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.copy_volumes()
                             .dry_run(true)
                             .source_volume_id(volume_id)
@@ -918,10 +952,10 @@ impl AwsApi for SdkAws {
                     .await
                     .map(|o| o.volumes().iter().filter_map(|v| v.volume_id()).collect::<Vec<_>>().join(",")),
                 Probe::DeleteVolume { volume_id } => {
-                    c.call(op, retry, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
+                    c.call(op, || ec2.delete_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
                 }
                 Probe::AttachVolume { volume_id, instance_id } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.attach_volume()
                             .dry_run(true)
                             .volume_id(volume_id)
@@ -932,16 +966,16 @@ impl AwsApi for SdkAws {
                     .await
                     .map(none),
                 Probe::DetachVolume { volume_id } => {
-                    c.call(op, retry, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
+                    c.call(op, || ec2.detach_volume().dry_run(true).volume_id(volume_id).send()).await.map(none)
                 }
                 Probe::ModifyVolume { volume_id } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.modify_volume().dry_run(true).volume_id(volume_id).volume_type(ec2t::VolumeType::Gp3).send()
                     })
                     .await
                     .map(none),
                 Probe::CreateSnapshot { volume_id, tags } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.create_snapshot()
                             .dry_run(true)
                             .volume_id(volume_id)
@@ -950,12 +984,11 @@ impl AwsApi for SdkAws {
                     })
                     .await
                     .map(|o| o.snapshot_id.unwrap_or_default()),
-                Probe::DeleteSnapshot { snapshot_id } => c
-                    .call(op, retry, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send())
-                    .await
-                    .map(none),
+                Probe::DeleteSnapshot { snapshot_id } => {
+                    c.call(op, || ec2.delete_snapshot().dry_run(true).snapshot_id(snapshot_id).send()).await.map(none)
+                }
                 Probe::LockSnapshot { snapshot_id } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.lock_snapshot()
                             .dry_run(true)
                             .snapshot_id(snapshot_id)
@@ -966,7 +999,7 @@ impl AwsApi for SdkAws {
                     .await
                     .map(none),
                 Probe::EnableFastSnapshotRestores { zone, snapshot_id } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         ec2.enable_fast_snapshot_restores()
                             .dry_run(true)
                             .availability_zones(zone)
@@ -976,7 +1009,7 @@ impl AwsApi for SdkAws {
                     .await
                     .map(none),
                 Probe::DeleteTags { volume_id, keys } => c
-                    .call(op, retry, || {
+                    .call(op, || {
                         let tags = keys.iter().map(|k| ec2t::Tag::builder().key(k).build()).collect();
                         ec2.delete_tags().dry_run(true).resources(volume_id).set_tags(Some(tags)).send()
                     })
@@ -992,8 +1025,14 @@ impl AwsApi for SdkAws {
         Box::pin(async move {
             let out = self
                 .caller
-                .call("ListSnapshotBlocks", RetryPolicy::ONCE, || {
-                    self.ebs.list_snapshot_blocks().snapshot_id(&snapshot_id).max_results(100).send()
+                .call("ListSnapshotBlocks", || {
+                    self.ebs
+                        .list_snapshot_blocks()
+                        .snapshot_id(&snapshot_id)
+                        .max_results(100)
+                        .customize()
+                        .config_override(aws_sdk_ebs::config::Builder::default().retry_config(RetryConfig::disabled()))
+                        .send()
                 })
                 .await?;
             Ok(out.blocks().len() as u64)
@@ -1006,21 +1045,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            retry_server_errors: true,
+    fn the_policy_bounds_the_sdk_standard_strategy() {
+        let p =
+            RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        let c = p.retry_config();
+        assert_eq!(c.mode(), aws_smithy_types::retry::RetryMode::Standard);
+        assert_eq!(c.max_attempts(), 3);
+        assert_eq!((c.initial_backoff(), c.max_backoff()), (Duration::from_millis(100), Duration::from_secs(1)));
+        let once = RetryPolicy { max_attempts: 1, ..p }.retry_config();
+        assert_eq!(once.max_attempts(), 1, "one attempt: no retry");
+    }
+
+    #[test]
+    fn error_codes_are_read_from_every_protocol() {
+        let resp = |body: &str, header: Option<&str>| {
+            let mut r = HttpResponse::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).expect("status"),
+                aws_smithy_types::body::SdkBody::from(body.to_string()),
+            );
+            if let Some(h) = header {
+                r.headers_mut().insert("x-amzn-ErrorType", h.to_string());
+            }
+            r
         };
-        for _ in 0..50 {
-            let d1 = p.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
-            let d3 = p.delay(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
-            let d9 = p.delay(9);
-            assert!(d9 <= Duration::from_secs(1), "{d9:?}");
-        }
+        let ec2 = "<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
+        assert_eq!(error_code(&resp(ec2, None)).as_deref(), Some("RequestLimitExceeded"));
+        let json = r#"{"__type":"com.amazonaws#ThrottlingException","message":"slow"}"#;
+        assert_eq!(error_code(&resp(json, None)).as_deref(), Some("ThrottlingException"));
+        assert_eq!(
+            error_code(&resp("", Some("AccessDeniedException:http://x"))).as_deref(),
+            Some("AccessDeniedException")
+        );
+        assert_eq!(error_code(&resp("not an error", None)), None);
     }
 
     #[test]

@@ -281,3 +281,55 @@ async fn static_keys_are_reported_not_verifiable_with_the_doctor_command_and_nev
     let c = conditions(&status);
     assert_eq!((c[1].status, c[1].reason.as_str()), ("Unknown", "NotVerifiable"));
 }
+
+/// `doctor --service-account` does what the operator does: a TokenRequest through the kubeconfig,
+/// then EKS Auth (no role annotation) or STS web identity (annotated role).
+#[tokio::test]
+async fn doctor_service_account_mode_takes_the_drivers_identity_like_the_operator() {
+    use hardened_csi_operator::commands::doctor::{self, DoctorArgs, OutputFormat, run_doctor_with};
+    let server = LocalApiServer::start().await.expect("local API server");
+    create_service_account(&server).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
+    let args = DoctorArgs {
+        region: Some("us-east-1".into()),
+        cluster_id: Some("prod".into()),
+        service_account: Some("kube-system/ebs-csi-controller-sa".into()),
+        kubeconfig: Some(kubeconfig),
+        output: OutputFormat::Json,
+        ..DoctorArgs::default()
+    };
+
+    let fake = Arc::new(Fake::new(4, 1));
+    let mut out = Vec::new();
+    let code = run_doctor_with(args.clone(), moto::static_credentials(), Some(fake.client()), &mut out)
+        .await
+        .expect("doctor runs");
+    let status: hardened_csi_operator::crd::AwsStatus = serde_json::from_slice(&out).expect("AwsStatus JSON");
+    assert_eq!(code, doctor::EXIT_OK, "{status:?}");
+    assert!(status.permissions.principal.starts_with("pod identity role of service account"), "{status:?}");
+    assert_eq!(fake.count("AssumeRoleForPodIdentity"), 1);
+    assert!(status.orphaned.checked, "the kubeconfig's PersistentVolumes were read");
+
+    // The same account annotated for IRSA: the annotated role, through STS.
+    let sas: Api<ServiceAccount> = Api::namespaced(server.client(), "kube-system");
+    let patch = serde_json::json!({"metadata": {"annotations": {"eks.amazonaws.com/role-arn": ROLE}}});
+    sas.patch("ebs-csi-controller-sa", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("annotated");
+    let fake = Arc::new(Fake::new(4, 1));
+    let mut out = Vec::new();
+    run_doctor_with(args.clone(), moto::static_credentials(), Some(fake.client()), &mut out).await.expect("doctor");
+    let status: hardened_csi_operator::crd::AwsStatus = serde_json::from_slice(&out).expect("AwsStatus JSON");
+    assert!(status.permissions.principal.starts_with(&format!("irsa role {ROLE}")), "{status:?}");
+    assert_eq!((fake.count("AssumeRoleWithWebIdentity"), fake.count("AssumeRoleForPodIdentity")), (1, 0));
+
+    // Bad input names the flag and what would be valid.
+    let bad = DoctorArgs { service_account: Some("ebs-csi-controller-sa".into()), ..args.clone() };
+    let err = run_doctor_with(bad, moto::static_credentials(), None, &mut Vec::new()).await.expect_err("refused");
+    assert!(err.to_string().contains("--service-account") && err.to_string().contains("NAMESPACE/NAME"), "{err}");
+    let none = DoctorArgs { kubeconfig: None, ..args };
+    let err = run_doctor_with(none, moto::static_credentials(), None, &mut Vec::new()).await.expect_err("refused");
+    assert!(err.to_string().contains("needs --kubeconfig"), "{err}");
+}

@@ -47,7 +47,7 @@ pub struct Fake {
     /// An account shared by two clusters, (this, other): even-numbered volumes and snapshots
     /// carry this cluster's tags (`ebs.csi.aws.com/cluster-name` and `kubernetes.io/cluster/<id>`
     /// `owned`), odd-numbered ones the other's, and Describe calls honour `tag:` filters as EC2
-    /// does (on top of the default scope rules). None: every item is `CLUSTER`'s.
+    /// does (on top of the default scope rules). None: every item is the requested cluster's.
     pub clusters: Option<(String, String)>,
     pub requests: Mutex<Vec<Req>>,
 }
@@ -57,11 +57,9 @@ pub const ASSUMED_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-dr
 pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/operator";
 pub const POD_IDENTITY_KEY: &str = "ASIAPODIDENTITYEXAMPLE";
 pub const POD_IDENTITY_ARN: &str = "arn:aws:sts::123456789012:assumed-role/ebs-csi-pod-identity/eks-prod-ebs-csi-c-1";
-/// The cluster ID the fake's volumes carry.
-pub const CLUSTER: &str = "prod";
-
-/// Volume (and snapshot) `i` carries `ebs.csi.aws.com/cluster-name=prod` unless `i % 4 == 3`
-/// (created by an older driver or the EKS add-on), and `kubernetes.io/cluster/prod=owned` always.
+/// The fake holds one cluster's volumes: whatever cluster ID a request filters on is theirs.
+/// Volume (and snapshot) `i` carries `ebs.csi.aws.com/cluster-name=<id>` unless `i % 4 == 3`
+/// (created by an older driver or the EKS add-on), and `kubernetes.io/cluster/<id>=owned` always.
 pub fn has_cluster_name_tag(i: usize) -> bool {
     i % 4 != 3
 }
@@ -69,12 +67,7 @@ pub fn has_cluster_name_tag(i: usize) -> bool {
 /// Whether item `i` matches the first tag filter of a Describe request.
 fn matches_scope(params: &HashMap<String, String>, i: usize) -> bool {
     match params.get("Filter.1.Name").map(String::as_str) {
-        Some("tag:ebs.csi.aws.com/cluster-name") => {
-            params.get("Filter.1.Value.1").map(String::as_str) == Some(CLUSTER) && has_cluster_name_tag(i)
-        }
-        Some(name) if name.starts_with("tag:kubernetes.io/cluster/") => {
-            name == format!("tag:kubernetes.io/cluster/{CLUSTER}")
-        }
+        Some("tag:ebs.csi.aws.com/cluster-name") => has_cluster_name_tag(i),
         _ => true,
     }
 }
