@@ -262,7 +262,11 @@ fn assert_container_parity(key: &str, up: &Value, ours: &Value, controller_pod: 
 #[test]
 fn default_render_matches_upstream_in_substance() {
     let upstream = upstream_objects();
-    let children = render::render(&hcd("{}"), &Capabilities::default()).expect("renders");
+    // Upstream's manifests carry the node attach-limit refresh (CSIDriver
+    // nodeAllocatableUpdatePeriodSeconds, the attacher's MutableCSINodeAllocatableCount gate),
+    // which upstream sets from 1.33 and we from 1.35, where the gate is on by default: compare there.
+    let caps = Capabilities { kubernetes_version: (1, 35), ..Capabilities::default() };
+    let children = render::render(&hcd("{}"), &caps).expect("renders");
     let ours = ours(&children);
 
     // The same objects, minus the Windows DaemonSet, plus our default StorageClass and NetworkPolicy.
@@ -462,12 +466,23 @@ fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
     assert!(!without.contains_key("ClusterRoleBinding/ebs-csi-snapshotter-binding"));
     assert!(!containers(&without["Deployment/ebs-csi-controller"]).contains_key("csi-snapshotter"));
 
-    let old = ours(
-        &render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, 32), ..Capabilities::default() })
-            .expect("renders"),
-    );
-    assert!(old["CSIDriver/ebs.csi.aws.com"]["spec"].get("nodeAllocatableUpdatePeriodSeconds").is_none());
-    assert_eq!(with["CSIDriver/ebs.csi.aws.com"]["spec"]["nodeAllocatableUpdatePeriodSeconds"], json!(10));
+    // MutableCSINodeAllocatableCount: off by default up to 1.34 (alpha in 1.33, beta off in 1.34),
+    // on from 1.35: the CSIDriver field and the attacher's gate follow it.
+    let at = |minor| {
+        ours(
+            &render::render(&hcd("{}"), &Capabilities { kubernetes_version: (1, minor), ..Capabilities::default() })
+                .expect("renders"),
+        )
+    };
+    let gate = "--feature-gates=MutableCSINodeAllocatableCount=true";
+    for (minor, on) in [(32, false), (33, false), (34, false), (35, true), (37, true)] {
+        let objs = at(minor);
+        let period = objs["CSIDriver/ebs.csi.aws.com"]["spec"].get("nodeAllocatableUpdatePeriodSeconds").cloned();
+        assert_eq!(period, on.then(|| json!(10)), "1.{minor}");
+        let attacher = &containers(&objs["Deployment/ebs-csi-controller"])["csi-attacher"];
+        let has_gate = attacher["args"].as_array().expect("args").iter().any(|a| a == gate);
+        assert_eq!(has_gate, on, "1.{minor}: {attacher}");
+    }
 }
 
 #[test]
@@ -578,7 +593,8 @@ mod properties {
             strip_nulls(&mut v);
             let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
                 "metadata": {"name": "ebs"}, "spec": v});
-            let caps = Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot };
+            let caps =
+                Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot, ..Capabilities::default() };
             match parse::from_value(doc).and_then(|h| render::render(&h, &caps)) {
                 Err(errs) => {
                     prop_assert!(!errs.0.is_empty());
@@ -719,7 +735,8 @@ fn pod_knobs_reach_both_pod_templates_and_the_pdb() {
     assert!(plugin["env"].as_array().expect("env").contains(&json!({"name": "AWS_MAX_ATTEMPTS", "value": "5"})));
     assert_eq!(plugin["envFrom"], json!([{"secretRef": {"name": "node-env"}}]));
 
-    // Defaults: upstream's PDB (maxUnavailable 1), no annotations, grace 30 on the node only.
+    // Defaults: upstream's PDB (maxUnavailable 1), no annotations but the identity hash, grace 30
+    // on the node only.
     let plain = ours(&render::render(&hcd("{}"), &Capabilities::default()).expect("renders"));
     assert_eq!(
         plain["PodDisruptionBudget/ebs-csi-controller"]["spec"],
@@ -727,7 +744,9 @@ fn pod_knobs_reach_both_pod_templates_and_the_pdb() {
         {"matchLabels": {"app": "ebs-csi-controller", "app.kubernetes.io/name": "aws-ebs-csi-driver"}}})
     );
     let d = &plain["Deployment/ebs-csi-controller"]["spec"]["template"];
-    assert!(d["metadata"].get("annotations").is_none() && d["spec"].get("terminationGracePeriodSeconds").is_none());
+    let annotations = d["metadata"]["annotations"].as_object().expect("annotations");
+    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["csi.hardened.dev/identity-hash"]);
+    assert!(d["spec"].get("terminationGracePeriodSeconds").is_none());
     let percent = ours(
         &render::render(
             &hcd("controller: {podDisruptionBudget: {maxUnavailable: \"50%\"}}\n"),

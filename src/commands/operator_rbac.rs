@@ -142,8 +142,10 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
     p(
         "",
         &["secrets"],
-        &["get"],
-        "check that image pull Secrets exist; metadata-only requests, secret data is never fetched",
+        &["get", "list", "watch"],
+        "the named image pull Secrets and static-key Secret, each watched by name (fieldSelector metadata.name) \
+            for PullSecretsPresent and the controller's identity hash; metadata-only requests, secret data is never \
+            fetched",
     ),
     p(
         "",

@@ -48,7 +48,7 @@ fn render_file(args: &RenderArgs) -> Result<String, String> {
         .ok_or_else(|| format!("--kubernetes-version: {version:?} is not a version like 1.33"))?;
     let hcd =
         crd::parse::from_yaml(&text).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
-    let caps = Capabilities { kubernetes_version, snapshot_api: !args.no_snapshot_api };
+    let caps = Capabilities { kubernetes_version, snapshot_api: !args.no_snapshot_api, ..Capabilities::default() };
     let children =
         render::render(&hcd, &caps).map_err(|e| format!("{}: invalid HardenedCsiDriver: {e}", file.display()))?;
     Ok(render::to_yaml(&children))

@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 ready: Some(readiness.clone()),
                 shutdown: Box::pin(token.clone().cancelled_owned()),
                 reporter: reporter.clone(),
+                discovery_interval: args.discovery_interval,
             };
             let client = client.clone();
             async move {

@@ -105,9 +105,85 @@ pub struct HardenedCsiDriverSpec {
 
     /// Take over existing driver objects (for example from the EKS add-on or the upstream Helm
     /// chart) that the operator did not create. Without it such objects are left alone and
-    /// reported in status.
+    /// reported in status. To take over only some, leave this false and list them in
+    /// `adoptObjects`.
     #[serde(default)]
     pub adopt: bool,
+
+    /// Existing objects to take over, by kind and optionally name (all objects of the kind the
+    /// operator renders when the name is left out), while `adopt` is false. Objects not listed
+    /// stay as they are: a StorageClass or VolumeSnapshotClass that is not ours blocks only that
+    /// class; any other object blocks the driver. With `adopt: true` every object is taken over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub adopt_objects: Vec<AdoptObject>,
+}
+
+impl HardenedCsiDriverSpec {
+    /// Whether the existing object `kind`/`name` may be taken over: `adopt: true`, or listed in
+    /// `adoptObjects` (by kind, or kind and name).
+    pub fn adopts(&self, kind: &str, name: &str) -> bool {
+        self.adopt
+            || self.adopt_objects.iter().any(|a| a.kind.as_str() == kind && a.name.as_deref().is_none_or(|n| n == name))
+    }
+
+    /// Whether any existing object may be taken over.
+    pub fn adopts_any(&self) -> bool {
+        self.adopt || !self.adopt_objects.is_empty()
+    }
+}
+
+/// One object (or every object of a kind) to take over; see `adoptObjects`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptObject {
+    /// Kind of the object, one the operator renders.
+    pub kind: AdoptKind,
+    /// Name of the object; every object of `kind` the operator renders when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: Option<String>,
+}
+
+/// The kinds the operator renders, which `adoptObjects` can name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptKind {
+    ServiceAccount,
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+    CSIDriver,
+    Deployment,
+    PodDisruptionBudget,
+    Service,
+    DaemonSet,
+    NetworkPolicy,
+    StorageClass,
+    VolumeSnapshotClass,
+}
+
+impl AdoptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdoptKind::ServiceAccount => "ServiceAccount",
+            AdoptKind::ClusterRole => "ClusterRole",
+            AdoptKind::ClusterRoleBinding => "ClusterRoleBinding",
+            AdoptKind::Role => "Role",
+            AdoptKind::RoleBinding => "RoleBinding",
+            AdoptKind::CSIDriver => "CSIDriver",
+            AdoptKind::Deployment => "Deployment",
+            AdoptKind::PodDisruptionBudget => "PodDisruptionBudget",
+            AdoptKind::Service => "Service",
+            AdoptKind::DaemonSet => "DaemonSet",
+            AdoptKind::NetworkPolicy => "NetworkPolicy",
+            AdoptKind::StorageClass => "StorageClass",
+            AdoptKind::VolumeSnapshotClass => "VolumeSnapshotClass",
+        }
+    }
 }
 
 pub fn default_namespace() -> String {
@@ -1006,6 +1082,7 @@ impl Default for HardenedCsiDriverSpec {
             inventory: InventorySpec::default(),
             health: HealthSpec::default(),
             adopt: false,
+            adopt_objects: Vec::new(),
         }
     }
 }

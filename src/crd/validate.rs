@@ -718,6 +718,19 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     snapshot_classes(&spec.volume_snapshot_classes, &mut errs);
     proxy(&spec.proxy, &mut errs);
     inventory(&spec.inventory, &mut errs);
+    too_many(&mut errs, "spec.adoptObjects", spec.adopt_objects.len(), MAX_CLASSES);
+    for (i, a) in spec.adopt_objects.iter().enumerate() {
+        if let Some(name) = &a.name
+            && !is_dns_subdomain(name)
+        {
+            errs.invalid(
+                format!("spec.adoptObjects[{i}].name"),
+                name,
+                "not an object name (lowercase letters, digits, '-' and '.', at most 253); leave it out to take over \
+                every object of the kind",
+            );
+        }
+    }
     if spec.health.degraded_after.get() < MIN_DEGRADED_AFTER {
         errs.push(
             "spec.health.degradedAfter",

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use super::caches::{Cached, ChildCaches, ChildKind};
 use super::error::{ApiMessage, Error, Result};
@@ -99,17 +99,46 @@ pub fn describe_foreign(kind: &str, name: &str, meta: &ObjectMeta) -> String {
         let other = labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
         (format!("HardenedCsiDriver {other:?}"), format!("delete HardenedCsiDriver {other:?} first"))
     } else {
-        let who = managers.first().cloned().unwrap_or_else(|| "an unknown client".into());
-        (who, "set spec.adopt: true to take it over, or delete it".to_string())
+        let who = match managers.first() {
+            Some(m) => format!("field manager {m}"),
+            None => "an unknown client (no field manager recorded)".into(),
+        };
+        (
+            who,
+            format!(
+                "add {{kind: {kind}, name: {name}}} to spec.adoptObjects (or set spec.adopt: true) to take it over, or \
+                delete it"
+            ),
+        )
     };
     format!("{kind}/{name} is managed by {owner}: {how}.")
 }
 
-/// What the look for existing objects found: the children that exist but are not ours (each
-/// described), and the keys of those that do not exist at all (so applying them needs no read).
+/// An existing object the operator would render but did not create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
+    pub kind: String,
+    pub name: String,
+    /// As `Child::key`.
+    pub key: String,
+    /// Who manages it and how to hand it over.
+    pub message: String,
+}
+
+impl Foreign {
+    /// A class (StorageClass, VolumeSnapshotClass): someone's own class of the same name blocks
+    /// only that class, the driver runs without it. Any other object is the driver's own, and a
+    /// foreign one means another installation runs: the driver is blocked.
+    pub fn is_class(&self) -> bool {
+        self.kind == StorageClass::kind(&()) || self.kind == VolumeSnapshotClass::kind(&())
+    }
+}
+
+/// What the look for existing objects found: the children that exist but are not ours, and the
+/// keys of those that do not exist at all (so applying them needs no read).
 #[derive(Debug, Default)]
 pub struct Survey {
-    pub foreign: Vec<String>,
+    pub foreign: Vec<Foreign>,
     pub absent: BTreeSet<String>,
 }
 
@@ -145,9 +174,12 @@ pub async fn survey(
     let mut out = Survey::default();
     for (c, meta) in children.iter().zip(metas) {
         match meta? {
-            Some(Some(meta)) if !is_ours(&meta, instance, uid) => {
-                out.foreign.push(describe_foreign(c.kind(), &c.name(), &meta))
-            }
+            Some(Some(meta)) if !is_ours(&meta, instance, uid) => out.foreign.push(Foreign {
+                kind: c.kind().to_string(),
+                name: c.name(),
+                key: c.key(),
+                message: describe_foreign(c.kind(), &c.name(), &meta),
+            }),
             Some(None) => {
                 out.absent.insert(c.key());
             }
@@ -169,14 +201,16 @@ fn phase(kind: &str) -> u8 {
 }
 
 /// Server-side applies every child that changed since our last apply (or drifted), and nothing
-/// else, phase by phase ([`phase`]), concurrently within a phase. Returns the errors of
-/// children that could not be applied.
+/// else, phase by phase ([`phase`]), concurrently within a phase; the children in `adopting`
+/// (keys, as `Child::key`) are objects of another installation the spec takes over, those in
+/// `absent` do not exist. Returns the errors of children that could not be applied.
 pub async fn apply(
     client: &Client,
     caches: &ChildCaches,
     log: &AppliedLog,
     metrics: &Metrics,
     children: &[Child],
+    adopting: &BTreeSet<String>,
     absent: &BTreeSet<String>,
 ) -> Vec<Error> {
     let mut errors = Vec::new();
@@ -194,7 +228,8 @@ pub async fn apply(
                 return None;
             }
             Some(async move {
-                let applied = apply_child(client, caches, kind, c, absent.contains(&c.key())).await?;
+                let (adopt, gone) = (adopting.contains(&key), absent.contains(&key));
+                let applied = apply_child(client, caches, kind, c, adopt, gone).await?;
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
                     l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.cached) });
@@ -207,23 +242,30 @@ pub async fn apply(
     errors
 }
 
-/// The fields of a class kind that the API server refuses to update. A change to one of them is
-/// the only reason the operator deletes and recreates a class; empty for every other kind.
+/// The fields of a kind that the API server refuses to update, as its refusal names them. A change
+/// to one of them is the only reason the operator deletes and recreates an object: a class
+/// (`ValidateStorageClassUpdate`, the snapshot CRD's transition rules) or the CSIDriver
+/// (`ValidateCSIDriverUpdate`: a CSIDriver from before `fsGroupPolicy`, upstream's
+/// `useOldCSIDriver`, or one an earlier driver version shaped differently). Empty for every other
+/// kind: a workload or an RBAC object is never recreated.
 fn immutable_fields(kind: &str) -> &'static [&'static str] {
     if kind == StorageClass::kind(&()) {
         &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
     } else if kind == VolumeSnapshotClass::kind(&()) {
         &["parameters", "driver", "deletionPolicy"]
+    } else if kind == CSIDriver::kind(&()) {
+        &["spec.attachRequired", "spec.fsGroupPolicy", "spec.volumeLifecycleModes"]
     } else {
         &[]
     }
 }
 
-/// Whether a refusal is only about immutable fields of a class. kube-apiserver words them
+/// Whether a refusal is only about immutable fields of `kind`. kube-apiserver words them
 /// `parameters: Forbidden: updates to parameters are forbidden.` (likewise provisioner and
-/// reclaimPolicy) and `volumeBindingMode: Invalid value: "Immediate": field is immutable`, one
-/// cause per field; a CRD's CEL transition rule names its field too. Any other cause (or none)
-/// means the change is wrong in some other way, and deleting the class would not help.
+/// reclaimPolicy), `volumeBindingMode: Invalid value: "Immediate": field is immutable` and
+/// `spec.fsGroupPolicy: Invalid value: "File": field is immutable`, one cause per field; a CRD's
+/// CEL transition rule names its field too. Any other cause (or none) means the change is wrong in
+/// some other way, and deleting the object would not help.
 pub fn only_immutable_fields(kind: &str, status: &kube::core::Status) -> bool {
     let fields = immutable_fields(kind);
     let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
@@ -241,27 +283,36 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
     let params = PatchParams::apply(MANAGER).force();
     match api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await {
         Ok(o) => Ok(o),
-        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params).await,
+        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params, &s).await,
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
 }
 
-/// Deletes and recreates a class whose immutable fields changed. Deleting a class does not touch
-/// the volumes or snapshots made from it. The class is read first and deleted with its uid as a
-/// precondition, so what is put back if the recreate fails is exactly what was there.
-async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> Result<DynamicObject> {
+/// Deletes and recreates an object whose immutable fields changed (a class, the CSIDriver). Only
+/// reached for our own or an adopted object: the ownership check runs before any apply. Deleting
+/// a class does not touch the volumes or snapshots made from it, and deleting the CSIDriver does
+/// not unmount anything: kubelet and the attacher keep serving mounted volumes, and the new object
+/// is there a request later (kubernetes-sigs/aws-ebs-csi-driver#1390). The object is read first
+/// and deleted with its uid as a precondition (an object someone replaced meanwhile is left
+/// alone), so what is put back if the create fails is exactly what was there.
+async fn recreate(
+    api: &Api<DynamicObject>,
+    c: &Child,
+    params: &PatchParams,
+    why: &kube::core::Status,
+) -> Result<DynamicObject> {
     let old = api.get(&c.name()).await.map_err(|source| Error::Read { what: c.key(), source })?;
     let delete = DeleteParams {
         preconditions: Some(kube::api::Preconditions { uid: old.metadata.uid.clone(), resource_version: None }),
         ..DeleteParams::default()
     };
     api.delete(&c.name(), &delete).await.map_err(|source| Error::Delete { child: c.key(), source })?;
-    tracing::info!(child = %c.key(), "immutable fields changed; recreating");
+    tracing::info!(child = %c.key(), reason = %why.message, "immutable fields changed; recreating");
     let source = match api.patch(&c.name(), params, &Patch::Apply(&c.object)).await {
         Ok(o) => return Ok(o),
         Err(source) => source,
     };
-    // Never leave the class deleted: put back what was read before the delete.
+    // Never leave the object deleted: put back what was read before the delete.
     let mut back = old;
     back.metadata = ObjectMeta {
         name: back.metadata.name,
@@ -272,7 +323,7 @@ async fn recreate(api: &Api<DynamicObject>, c: &Child, params: &PatchParams) -> 
     };
     let restore = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &back).await;
     if let Err(e) = &restore {
-        tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old class back");
+        tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old object back");
     }
     Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
 }
@@ -363,14 +414,16 @@ pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, u
 }
 
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
-/// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels),
-/// and a CSIDriver whose immutable spec must change is replaced. `absent`: the survey of this
-/// reconcile found no such object, so there is no existing selector to read.
+/// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels).
+/// An object whose immutable fields must change (the CSIDriver, a class) is recreated by
+/// `apply_one`. `absent`: this reconcile's survey found no such object, so there is no existing
+/// selector to read.
 async fn apply_child(
     client: &Client,
     caches: &ChildCaches,
     kind: &ChildKind,
     c: &Child,
+    adopting: bool,
     absent: bool,
 ) -> Result<DynamicObject> {
     let kept;
@@ -382,13 +435,53 @@ async fn apply_child(
         }
         None => c,
     };
-    match apply_one(client, kind, c).await {
-        Err(Error::Apply { source: kube::Error::Api(s), .. })
-            if s.code == 422 && c.kind() == CSIDriver::kind(&()) && s.message.contains("immutable") =>
-        {
-            replace_csidriver(client, kind, c, &s.message).await
+    if adopting {
+        replace_adopted(client, kind, c).await?;
+    }
+    apply_one(client, kind, c).await
+}
+
+/// Takes over an object of another installation that the spec adopts, before the first apply:
+/// server-side apply keeps every field another field manager owns, so the upstream chart's or the
+/// add-on's own containers, env, volumes, args, tolerations (list items we do not render) would
+/// survive it, and so would the add-on's IRSA annotation when the spec uses another identity. A
+/// JSON merge patch of what we render replaces each list as a whole and drops that annotation;
+/// labels and annotations we do not render are kept (Helm's `meta.helm.sh/release-*` name the
+/// release whose leftovers are reported). A refusal for immutable fields (the CSIDriver, a class)
+/// is left to the apply that follows, which recreates the object.
+async fn replace_adopted(client: &Client, kind: &ChildKind, c: &Child) -> Result<()> {
+    use crate::render::rbac::IRSA_ANNOTATION;
+    let mut patch = serde_json::to_value(&c.object).map_err(|e| Error::Serialize { what: c.key(), source: e })?;
+    if let Some(obj) = patch.as_object_mut() {
+        obj.remove("apiVersion");
+        obj.remove("kind");
+        let mut meta = serde_json::Map::new();
+        for field in ["labels", "annotations"] {
+            if let Some(v) = obj.get("metadata").and_then(|m| m.get(field)) {
+                meta.insert(field.into(), v.clone());
+            }
         }
-        other => other,
+        if !c.object.annotations().contains_key(IRSA_ANNOTATION) {
+            let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(IRSA_ANNOTATION.into(), serde_json::Value::Null);
+            }
+        }
+        obj.insert("metadata".into(), serde_json::Value::Object(meta));
+    }
+    let api = api_for(client, kind, c.namespace().as_deref());
+    tracing::info!(child = %c.key(), "adopting: replacing what another installation set with what the spec renders");
+    match api
+        .patch(
+            &c.name(),
+            &PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || only_immutable_fields(c.kind(), &s) => Ok(()),
+        Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
 }
 
@@ -449,27 +542,11 @@ fn keep_selector(c: &Child, selector: &serde_json::Value) -> Child {
     out
 }
 
-/// CSIDriver spec fields are immutable (a CSIDriver from before `fsGroupPolicy`, upstream's
-/// `useOldCSIDriver`, cannot gain it in place). Only reached for our own or an adopted CSIDriver
-/// and only on an immutable-field refusal: it is deleted and created again. Mounted volumes
-/// keep working meanwhile (kubernetes-sigs/aws-ebs-csi-driver#1390).
-async fn replace_csidriver(client: &Client, kind: &ChildKind, c: &Child, why: &str) -> Result<DynamicObject> {
-    let api = api_for(client, kind, None);
-    tracing::info!(child = %c.key(), reason = %why, "replacing the CSIDriver: an immutable field changes");
-    match api.delete(&c.name(), &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => return Err(Error::Delete { child: c.key(), source }),
-    }
-    let params = PatchParams::apply(MANAGER).force();
-    api.patch(&c.name(), &params, &Patch::Apply(&c.object))
-        .await
-        .map_err(|source| Error::Apply { child: c.key(), source })
-}
-
-/// Objects of a Helm release we adopted from that the operator does not render (the upstream
-/// chart's Windows node DaemonSet, extra metrics Services, ...): each named with what to do.
-/// Releases are read from the `meta.helm.sh/release-*` annotations our children kept from Helm.
+/// Objects of an installation we adopted from that the operator does not render (the upstream
+/// chart's or the EKS add-on's Windows node DaemonSet, extra metrics Services, ...): each named
+/// with what to do. Helm releases are read from the `meta.helm.sh/release-*` annotations our
+/// children kept from Helm; the EKS add-on's objects carry `app.kubernetes.io/managed-by: EKS`
+/// (ours lost that label when we adopted them, what is left still has it).
 pub async fn release_leftovers(
     client: &Client,
     caches: &ChildCaches,
@@ -486,11 +563,14 @@ pub async fn release_leftovers(
             }
         }
     }
+    let mut sources: Vec<Source> =
+        releases.into_iter().map(|(release, namespace)| Source::Helm { release, namespace }).collect();
+    sources.push(Source::EksAddon);
     let rendered: BTreeSet<String> = children.iter().map(Child::key).collect();
+    let driver_ns = children.iter().find_map(Child::namespace);
     let mut out = Vec::new();
-    for (release, release_ns) in &releases {
-        let selector = format!("{LABEL_INSTANCE}={release}");
-        let driver_ns = children.iter().find_map(Child::namespace);
+    for source in &sources {
+        let selector = source.selector();
         for (kind_name, (kind, _)) in &caches.by_kind {
             let ns = if kind.namespaced { driver_ns.as_deref() } else { None };
             let api = api_for(client, kind, ns);
@@ -498,8 +578,8 @@ pub async fn release_leftovers(
                 Ok(list) => list.items,
                 // A kind the cluster does not serve (no snapshot API) holds nothing of the release.
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-                Err(source) => {
-                    return Err(Error::Read { what: format!("{kind_name} of Helm release {release}"), source });
+                Err(source_err) => {
+                    return Err(Error::Read { what: format!("{kind_name} of {}", source.what()), source: source_err });
                 }
             };
             for o in list {
@@ -509,12 +589,10 @@ pub async fn release_leftovers(
                     Some(n) => format!("{kind_name}/{n}/{name}"),
                     None => format!("{kind_name}/{name}"),
                 };
-                let of_release =
-                    meta.annotations.as_ref().and_then(|a| a.get(HELM_RELEASE_NAME)).is_some_and(|r| r == release);
-                if rendered.contains(&key) || is_ours(&meta, instance, uid) || !of_release {
+                if rendered.contains(&key) || is_ours(&meta, instance, uid) || !source.holds(&meta) {
                     continue;
                 }
-                out.push(leftover_advice(kind_name, &meta, release, release_ns));
+                out.push(leftover_advice(kind_name, &meta, &source.what()));
             }
         }
     }
@@ -524,7 +602,44 @@ pub async fn release_leftovers(
 const HELM_RELEASE_NAME: &str = "meta.helm.sh/release-name";
 const HELM_RELEASE_NAMESPACE: &str = "meta.helm.sh/release-namespace";
 
-fn leftover_advice(kind: &str, meta: &ObjectMeta, release: &str, release_ns: &str) -> String {
+/// An installation the driver's objects can come from.
+enum Source {
+    Helm {
+        release: String,
+        namespace: String,
+    },
+    /// The EKS managed add-on `aws-ebs-csi-driver`.
+    EksAddon,
+}
+
+impl Source {
+    fn selector(&self) -> String {
+        match self {
+            Source::Helm { release, .. } => format!("{LABEL_INSTANCE}={release}"),
+            Source::EksAddon => {
+                format!("{LABEL_MANAGED_BY}=EKS,{}={}", crate::render::LABEL_NAME, crate::render::APP_NAME)
+            }
+        }
+    }
+
+    fn holds(&self, meta: &ObjectMeta) -> bool {
+        match self {
+            Source::Helm { release, .. } => {
+                meta.annotations.as_ref().and_then(|a| a.get(HELM_RELEASE_NAME)).is_some_and(|r| r == release)
+            }
+            Source::EksAddon => true,
+        }
+    }
+
+    fn what(&self) -> String {
+        match self {
+            Source::Helm { release, namespace } => format!("Helm release {release} (namespace {namespace})"),
+            Source::EksAddon => "the EKS add-on aws-ebs-csi-driver".to_string(),
+        }
+    }
+}
+
+fn leftover_advice(kind: &str, meta: &ObjectMeta, source: &str) -> String {
     let name = meta.name.clone().unwrap_or_default();
     let ns_flag = meta.namespace.as_ref().map(|n| format!(" -n {n}")).unwrap_or_default();
     let delete = format!("kubectl{ns_flag} delete {} {name}", kind.to_lowercase());
@@ -532,9 +647,9 @@ fn leftover_advice(kind: &str, meta: &ObjectMeta, release: &str, release_ns: &st
         "the upstream Windows node plugin, still running the upstream images (this operator runs no Windows \
             node plugin): keep it while Windows nodes mount EBS volumes, else delete it"
     } else {
-        "not rendered by this operator and still left as Helm created it: delete it once nothing uses it"
+        "not rendered by this operator and still left as that installation created it: delete it once nothing uses it"
     };
-    format!("{kind}/{name} of Helm release {release} (namespace {release_ns}) is {what} ({delete}).")
+    format!("{kind}/{name} of {source} is {what} ({delete}).")
 }
 
 #[cfg(test)]
@@ -570,5 +685,14 @@ mod tests {
         let vsc = VolumeSnapshotClass::kind(&());
         let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
         assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+        // ValidateCSIDriverUpdate: the CSIDriver is recreated for its immutable spec fields only.
+        let csi = CSIDriver::kind(&());
+        let fs_group = ("FieldValueInvalid", "spec.fsGroupPolicy", "Invalid value: \"File\": field is immutable");
+        let attach = ("FieldValueInvalid", "spec.attachRequired", "Invalid value: false: field is immutable");
+        assert!(only_immutable_fields(&csi, &refusal(&[fs_group, attach])));
+        let tokens = ("FieldValueInvalid", "spec.tokenRequests[0].audience", "Invalid value: \"\": must not be empty");
+        assert!(!only_immutable_fields(&csi, &refusal(&[fs_group, tokens])));
+        assert!(!only_immutable_fields(&csi, &refusal(&[params])));
+        assert!(!only_immutable_fields(&sc, &refusal(&[fs_group])));
     }
 }

@@ -144,6 +144,9 @@ pub struct Observed {
     pub fips_refused: bool,
     pub other_driver: Option<String>,
     pub foreign: Vec<String>,
+    /// Classes of the spec held back because an object of that name is someone else's (and the
+    /// spec does not adopt it): each with its manager and what to do. The rest is applied.
+    pub foreign_classes: Vec<String>,
     /// Objects of an adopted Helm release the operator does not render, each with what to do.
     pub release_leftovers: Vec<String>,
     pub apply_errors: Vec<String>,
@@ -402,20 +405,7 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
             ),
         ),
     });
-    out.push(if o.foreign.is_empty() && !o.release_leftovers.is_empty() {
-        Cond::new(
-            OWNERSHIP,
-            true,
-            "UnmanagedReleaseObjects",
-            format!(
-                "Every driver object is owned by this HardenedCsiDriver, but objects of the adopted Helm release are \
-                not managed by it and were left as they are: {}",
-                o.release_leftovers.join(" ")
-            ),
-        )
-    } else if o.foreign.is_empty() {
-        Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
-    } else {
+    out.push(if !o.foreign.is_empty() {
         Cond::new(
             OWNERSHIP,
             true,
@@ -425,6 +415,36 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
                 o.foreign.join(" ")
             ),
         )
+    } else if !o.foreign_classes.is_empty() {
+        let leftovers = if o.release_leftovers.is_empty() {
+            String::new()
+        } else {
+            format!(" Objects of the adopted release left as they are: {}", o.release_leftovers.join(" "))
+        };
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "ForeignClasses",
+            format!(
+                "The driver runs, but classes of the spec are held back: an object of that name is not this \
+                operator's and was left as it is. {} Rename the class in the spec, delete that object, or take it over \
+                (spec.adoptObjects).{leftovers}",
+                o.foreign_classes.join(" ")
+            ),
+        )
+    } else if !o.release_leftovers.is_empty() {
+        Cond::new(
+            OWNERSHIP,
+            true,
+            "UnmanagedReleaseObjects",
+            format!(
+                "Every driver object is owned by this HardenedCsiDriver, but objects of the adopted installation are \
+                not managed by it and were left as they are: {}",
+                o.release_leftovers.join(" ")
+            ),
+        )
+    } else {
+        Cond::new(OWNERSHIP, false, "NoConflict", "Every driver object is owned by this HardenedCsiDriver.")
     });
     out.push(if o.snapshot_api {
         Cond::new(

@@ -32,10 +32,11 @@ pub enum Error {
     Apply { child: String, source: kube::Error },
     #[error("deleting {child}: {}", ApiMessage(source))]
     Delete { child: String, source: kube::Error },
-    /// A class whose immutable fields changed was deleted, and creating it anew failed.
+    /// An object whose immutable fields changed (a class, the CSIDriver) was deleted, and creating
+    /// it anew failed.
     #[error("recreating {child} (its immutable fields changed): {}; {}", ApiMessage(source), match restored {
-        None => "the old class was put back unchanged".to_string(),
-        Some(e) => format!("putting the old class back failed too ({e}): the operator retries the recreate"),
+        None => "the old object was put back unchanged".to_string(),
+        Some(e) => format!("putting the old object back failed too ({e}): the operator retries the recreate"),
     })]
     Recreate { child: String, source: kube::Error, restored: Option<String> },
     #[error("reading {what}: {}", ApiMessage(source))]

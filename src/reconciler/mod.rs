@@ -10,6 +10,7 @@
 //! - `deletion`: the finalizer and the volume guard.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
 //! - `pods`: the watch of the driver's pods and what each tells the health rules.
+//! - `secrets`: the watches of the Secrets the driver names, by name and metadata only.
 //! - `error`: the error type and its messages.
 
 pub mod caches;
@@ -21,6 +22,7 @@ pub mod error;
 mod gitops_testdata;
 pub mod pods;
 mod reconcile;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,9 +61,10 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 /// A status change that is only progress (replica counts, a node joining: see
 /// `conditions::progress_only`) is written at most this often per driver; decisions at once.
 pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
-/// Pull Secrets found present are looked up again after this long (or when the spec names
-/// others); missing ones on every reconcile, so a Secret created meanwhile is seen at once.
-pub const PULL_SECRET_RECHECK: Duration = Duration::from_secs(60);
+/// How often the Kubernetes version is asked again while running (one GET of /version): a
+/// control-plane upgrade or downgrade changes what is rendered without an operator restart. A
+/// watch error (the API server restarting during an upgrade) asks at once.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -75,14 +78,14 @@ pub struct Context {
     pub aws: Option<AwsStatusStore>,
     /// The driver's pods (container statuses), for PodsHealthy and the grace rules.
     pub pods: pods::PodWatch,
+    /// The Secrets the driver in charge names (pull Secrets, static keys), metadata only.
+    pub secrets: secrets::SecretWatch,
     /// Set once the driver store and every child cache have their initial list: no decision
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
     /// When each driver's status was last written (the coalescing of progress-only changes).
     status_written: Mutex<HashMap<String, std::time::Instant>>,
-    /// The last pull Secret check of each driver.
-    pull_checks: Mutex<HashMap<String, reconcile::PullCheck>>,
 }
 
 impl Context {
@@ -120,17 +123,23 @@ pub struct Options {
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
+    /// How often the Kubernetes version is re-discovered ([`DEFAULT_DISCOVERY_INTERVAL`]).
+    pub discovery_interval: Duration,
+}
+
+/// The API server's Kubernetes (major, minor), from `/version`; None when it is not a version.
+async fn kubernetes_version(client: &Client) -> Result<Option<(u32, u32)>, Error> {
+    let info = client.apiserver_version().await.map_err(Error::Discovery)?;
+    Ok(Capabilities::parse_version(&format!("{}.{}", info.major, info.minor))
+        .or_else(|| Capabilities::parse_version(&info.git_version)))
 }
 
 /// Discovers the capabilities the render depends on.
 pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
-    let info = client.apiserver_version().await.map_err(Error::Discovery)?;
-    let version = Capabilities::parse_version(&format!("{}.{}", info.major, info.minor))
-        .or_else(|| Capabilities::parse_version(&info.git_version))
-        .unwrap_or((1, 33));
+    let version = kubernetes_version(client).await?.unwrap_or((1, 33));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
-    Ok(Capabilities { kubernetes_version: version, snapshot_api })
+    Ok(Capabilities { kubernetes_version: version, snapshot_api, identity_secret_version: None })
 }
 
 /// Runs the controller until `opts.shutdown` completes and in-flight reconciles finish.
@@ -142,25 +151,31 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let drivers_store = controller.store();
 
     let label = format!("{LABEL_MANAGED_BY}={MANAGER}");
+    // A child watch's error (the API server restarting, as in a control-plane upgrade) asks for
+    // the Kubernetes version again.
+    let watch_errors = Arc::new(tokio::sync::Notify::new());
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     for kind in child_kinds() {
         let cfg = watcher::Config::default().labels(&label);
         let name = kind.resource.kind.clone();
+        // The snapshot API's watch fails for as long as the API is not installed: not a sign of
+        // an API server restart.
+        let errors = (kind.resource.group != VolumeSnapshotClass::group(&())).then(|| watch_errors.clone());
         let store = match kind.cached {
             Cached::Deployment => {
                 let (reader, writer) = reflector::store::<Deployment>();
                 let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
-                controller = controller
-                    .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
+                let stream = quiet(stream.default_backoff().touched_objects(), errors);
+                controller = controller.watches_stream(stream, |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 KindStore::Deployment(reader)
             }
             Cached::DaemonSet => {
                 let (reader, writer) = reflector::store::<DaemonSet>();
                 let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
-                controller = controller
-                    .watches_stream(quiet(stream.default_backoff().touched_objects()), |o| instance_ref(&o.metadata));
+                let stream = quiet(stream.default_backoff().touched_objects(), errors);
+                controller = controller.watches_stream(stream, |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 KindStore::DaemonSet(reader)
             }
@@ -172,7 +187,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
                 let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
-                    quiet(stream.default_backoff().touched_objects()),
+                    quiet(stream.default_backoff().touched_objects(), errors),
                     |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
                     kind.resource.clone(),
                 );
@@ -187,7 +202,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
-    let capability_watch = watch_snapshot_api(client.clone(), caps.clone(), all_tx);
+    let capability_watch = watch_snapshot_api(client.clone(), caps.clone(), all_tx.clone());
+    let version_watch =
+        rediscover_version(client.clone(), caps.clone(), all_tx, opts.discovery_interval, watch_errors.clone());
     controller = controller.reconcile_all_on(tokio_stream(all_rx));
     if let Some(rx) = opts.triggers {
         let ar = hcd_ar.clone();
@@ -202,7 +219,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
     let synced_flag = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context {
-        pods: pods::PodWatch::new(client.clone(), pod_tx),
+        pods: pods::PodWatch::new(client.clone(), pod_tx.clone()),
+        secrets: secrets::SecretWatch::new(client.clone(), pod_tx),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) },
@@ -217,7 +235,6 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
         status_written: Mutex::new(HashMap::new()),
-        pull_checks: Mutex::new(HashMap::new()),
     });
 
     {
@@ -247,24 +264,71 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     tokio::select! {
         _ = run => {}
         _ = capability_watch => {}
+        _ = version_watch => {}
     }
     Ok(())
 }
 
 /// Drops a child watch's errors before they reach the controller. The watch retries with its own
 /// backoff; passed on, each error would also pause *every* trigger behind the controller's shared
-/// trigger backoff (up to 30s), delaying unrelated reconciles.
-fn quiet<T, S>(stream: S) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
+/// trigger backoff (up to 30s), delaying unrelated reconciles. Each error wakes the version
+/// re-discovery (`errors`).
+fn quiet<T, S>(
+    stream: S,
+    errors: Option<Arc<tokio::sync::Notify>>,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send + 'static,
     T: Send + 'static,
 {
-    stream.filter(|r| {
+    stream.filter(move |r| {
         if let Err(e) = r {
             tracing::debug!(error = %e, "child watch retrying");
+            if let Some(errors) = &errors {
+                errors.notify_one();
+            }
         }
         futures::future::ready(r.is_ok())
     })
+}
+
+/// Asks the Kubernetes version again every `every` and after a watch error: when it changed (a
+/// control-plane upgrade or downgrade), every driver re-renders for it, turning on or off what
+/// the version decides (see `Capabilities`), without an operator restart.
+async fn rediscover_version(
+    client: Client,
+    caps: Arc<RwLock<Capabilities>>,
+    all: mpsc::Sender<()>,
+    every: Duration,
+    watch_errors: Arc<tokio::sync::Notify>,
+) {
+    // A burst of watch errors (every watch fails while the API server restarts) asks once, and
+    // at most once per `spacing`.
+    let spacing = every.min(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every.saturating_sub(spacing)) => {}
+            _ = watch_errors.notified() => {}
+        }
+        match kubernetes_version(&client).await {
+            Ok(Some(version)) => {
+                let before = caps.write().map(|mut c| std::mem::replace(&mut c.kubernetes_version, version)).ok();
+                if let Some(before) = before
+                    && before != version
+                {
+                    tracing::info!(
+                        from = %format!("{}.{}", before.0, before.1),
+                        to = %format!("{}.{}", version.0, version.1),
+                        "Kubernetes version changed; re-rendering every driver"
+                    );
+                    let _ = all.send(()).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "Kubernetes version not re-discovered; retrying later"),
+        }
+        tokio::time::sleep(spacing).await;
+    }
 }
 
 async fn synced_named<K>(store: Store<K>, kind: String)

@@ -176,7 +176,7 @@ impl PodWatch {
     }
 }
 
-fn watch_error(e: &watcher::Error) -> String {
+pub(super) fn watch_error(e: &watcher::Error) -> String {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))

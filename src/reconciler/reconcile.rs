@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
-    Context, FORCE_DELETE_ANNOTATION, PULL_SECRET_RECHECK, RESYNC, STATUS_COALESCE, children, deletion,
-    driver_resource, pods,
+    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_resource, pods, secrets,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
+
+/// How soon a driver with held-back classes is looked at again.
+const HELD_CLASS_RECHECK: Duration = Duration::from_secs(30);
 
 /// One pass over one driver. Its span names the driver, so every log line and event of the pass
 /// says which HardenedCsiDriver it is about.
@@ -60,6 +62,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     if obj.metadata.deletion_timestamp.is_some() {
         untrack(ctx, &name);
+        ctx.secrets.clear();
         return finalize(obj, ctx, &api, old_status, observed).await;
     }
     if !deletion::has_finalizer(obj) {
@@ -84,7 +87,18 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
 
     let value = serde_json::to_value(obj).map_err(|source| Error::Serialize { what: name.clone(), source })?;
     let mut errors = Vec::new();
-    let namespace = match parse::from_value(value).and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
+    let parsed = parse::from_value(value);
+    let mut caps = caps;
+    let mut secrets_seen = Vec::new();
+    if let Ok(hcd) = &parsed {
+        secrets_seen = observe_secrets(ctx, hcd).await;
+        let identity = hcd.spec.aws.identity.secret_ref.as_ref().map(|s| s.name.as_str());
+        caps.identity_secret_version = secrets_seen.iter().find_map(|(n, seen)| match seen {
+            secrets::Seen::Present(rv) if Some(n.as_str()) == identity => Some(rv.clone()),
+            _ => None,
+        });
+    }
+    let namespace = match parsed.and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
         Err(e) => {
             untrack(ctx, &name);
             let fips = obj.data.pointer("/spec/fips").and_then(Value::as_bool).unwrap_or(false);
@@ -98,7 +112,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                 aws.track(&name, &hcd.spec);
             }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
-            check_pull_secrets(ctx, &hcd, &mut observed).await;
+            pull_secrets(&hcd, &secrets_seen, &mut observed);
             let i = &hcd.spec.images;
             observed.images = Some(ImageSource {
                 registry: i.registry.clone(),
@@ -136,8 +150,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             // Wake up when a grace period runs out, even if nothing else changes, and for a
             // status write that waits.
             let review = conditions::next_review(&observed, Some(&status), now);
-            let due = [review.map(|d| d + Duration::from_millis(100)), deferred].into_iter().flatten().min();
-            Ok(Action::requeue(due.map_or(RESYNC, |d| d.min(RESYNC))))
+            let mut next = review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC));
+            if let Some(d) = deferred {
+                next = next.min(d);
+            }
+            // A held-back class is someone else's object, outside our label-filtered watches:
+            // look again soon, so it is applied once that object is gone or the spec adopts it.
+            if !observed.foreign_classes.is_empty() {
+                next = next.min(HELD_CLASS_RECHECK);
+            }
+            Ok(Action::requeue(next))
         }
     }
 }
@@ -157,19 +179,28 @@ async fn apply_children(
     let names_of = |kind: &str| children.iter().filter(|c| c.kind() == kind).map(|c| c.name()).collect();
     observed.storage_classes = names_of(&StorageClass::kind(&()));
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
-    // `hcd` is the stored object, uid included, so every child already carries our owner reference.
+    // Foreign objects the spec lets us take over are applied over; a foreign class the spec does
+    // not let us take over blocks that class only; any other foreign object blocks the driver.
     let survey = children::survey(&ctx.client, &ctx.caches, children, &name, uid).await?;
-    if !survey.foreign.is_empty() && !hcd.spec.adopt {
-        observed.foreign = survey.foreign;
+    let (adopted, refused): (Vec<_>, Vec<_>) =
+        survey.foreign.into_iter().partition(|f| hcd.spec.adopts(&f.kind, &f.name));
+    let (classes, blocking): (Vec<_>, Vec<_>) = refused.into_iter().partition(children::Foreign::is_class);
+    if !blocking.is_empty() {
+        observed.foreign = blocking.into_iter().chain(classes).map(|f| f.message).collect();
         return Ok(Vec::new());
     }
+    let held: BTreeSet<&str> = classes.iter().map(|f| f.key.as_str()).collect();
+    let applied: Vec<render::Child> = children.iter().filter(|c| !held.contains(c.key().as_str())).cloned().collect();
+    observed.foreign_classes = classes.iter().map(|f| f.message.clone()).collect();
+    let adopting: BTreeSet<String> = adopted.into_iter().map(|f| f.key).collect();
     let mut errors =
-        children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, children, &survey.absent).await;
+        children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, &applied, &adopting, &survey.absent)
+            .await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
         errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
     }
-    if hcd.spec.adopt {
+    if hcd.spec.adopts_any() {
         match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {
             Ok(leftovers) => observed.release_leftovers = leftovers,
             Err(e) => errors.push(e),
@@ -245,49 +276,50 @@ fn node_rollout(ctx: &Context, namespace: &str) -> Rollout {
     }
 }
 
-/// The last pull Secret check of one driver: the namespace and names it looked for, and when.
-/// Only a check that found every Secret is reused (for `PULL_SECRET_RECHECK`).
-pub struct PullCheck {
-    key: (String, Vec<String>),
-    at: Instant,
+/// What is known of the Secrets the driver names (pull Secrets, the static-key Secret), from
+/// their watches by name. A Secret whose watch has not listed yet, or cannot list (RBAC granting
+/// `get` only), is read once, metadata only: the operator never reads secret data.
+async fn observe_secrets(ctx: &Context, hcd: &HardenedCsiDriver) -> Vec<(String, secrets::Seen)> {
+    let mut names = hcd.spec.images.pull_secrets.clone();
+    if let Some(s) = &hcd.spec.aws.identity.secret_ref {
+        names.push(s.name.clone());
+    }
+    names.sort();
+    names.dedup();
+    let namespace = &hcd.spec.namespace;
+    let mut seen = ctx.secrets.observe(&hcd.name_any(), namespace, &names);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for (name, s) in &mut seen {
+        if !matches!(s, secrets::Seen::Unknown | secrets::Seen::Error(_)) {
+            continue;
+        }
+        *s = match api.get_metadata_opt(name).await {
+            Ok(Some(m)) => secrets::Seen::Present(m.metadata.resource_version.unwrap_or_default()),
+            Ok(None) => secrets::Seen::Absent,
+            Err(e) => match s {
+                secrets::Seen::Error(watch) => secrets::Seen::Error(watch.clone()),
+                _ => secrets::Seen::Error(ApiMessage(&e).to_string()),
+            },
+        };
+    }
+    seen
 }
 
-/// Checks that the pull Secrets exist, by metadata only: the operator never reads secret data.
-/// The operator may only `get` these Secrets (no watch), so each check is one read per name;
-/// a check that found them all is reused for a while instead of repeated on every reconcile.
-async fn check_pull_secrets(ctx: &Context, hcd: &HardenedCsiDriver, observed: &mut Observed) {
+/// PullSecretsPresent's facts: which named pull Secrets are missing, or why it is not known.
+fn pull_secrets(hcd: &HardenedCsiDriver, seen: &[(String, secrets::Seen)], observed: &mut Observed) {
     let names = &hcd.spec.images.pull_secrets;
     if names.is_empty() {
         return;
     }
-    let driver = hcd.name_any();
-    let key = (hcd.spec.namespace.clone(), names.clone());
-    let fresh = ctx
-        .pull_checks
-        .lock()
-        .ok()
-        .is_some_and(|m| m.get(&driver).is_some_and(|c| c.key == key && c.at.elapsed() < PULL_SECRET_RECHECK));
-    if fresh {
-        observed.missing_pull_secrets = Some(Vec::new());
-        return;
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &hcd.spec.namespace);
     let mut missing = Vec::new();
     for n in names {
-        match api.get_metadata_opt(n).await {
-            Ok(Some(_)) => {}
-            Ok(None) => missing.push(n.clone()),
-            Err(e) => {
-                observed.pull_secret_check_error = Some(ApiMessage(&e).to_string());
+        match seen.iter().find(|(s, _)| s == n).map(|(_, s)| s) {
+            Some(secrets::Seen::Present(_)) => {}
+            Some(secrets::Seen::Error(e)) => {
+                observed.pull_secret_check_error = Some(e.clone());
                 return;
             }
-        }
-    }
-    if let Ok(mut m) = ctx.pull_checks.lock() {
-        if missing.is_empty() {
-            m.insert(driver, PullCheck { key, at: Instant::now() });
-        } else {
-            m.remove(&driver);
+            Some(secrets::Seen::Absent | secrets::Seen::Unknown) | None => missing.push(n.clone()),
         }
     }
     observed.missing_pull_secrets = Some(missing);

@@ -32,6 +32,29 @@ pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] = [
 /// Where the livenessprobe sidecar serves the driver's health.
 pub const DRIVER_HEALTH_PORT: i32 = 9808;
 
+/// Pod-template annotation holding a hash of the driver's AWS identity: which kind (IRSA, Pod
+/// Identity, static keys), the IRSA role, the static-key Secret's name and resourceVersion. A
+/// running pod keeps the credentials it started with (the IRSA and Pod Identity webhooks inject
+/// them at pod creation, a `secretKeyRef` is resolved at container start), so any change rolls
+/// the controller and no pod keeps the old credentials.
+pub const IDENTITY_ANNOTATION: &str = "csi.hardened.dev/identity-hash";
+
+/// FNV-1a (64 bit) of the identity, as hex: stable across builds and platforms (the annotation
+/// is compared with what an earlier operator version wrote), and it shows no ARN or name.
+fn identity_hash(ctx: &RenderCtx) -> String {
+    let id = &ctx.spec.aws.identity;
+    let text = if let Some(i) = &id.irsa {
+        format!("irsa\0{}", i.role_arn)
+    } else if let Some(s) = &id.secret_ref {
+        let version = ctx.caps.identity_secret_version.as_deref().unwrap_or_default();
+        format!("secret\0{}\0{version}", s.name)
+    } else {
+        "podIdentity".to_string()
+    };
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 /// The pod selector, exactly upstream's: selectors are immutable, so adopting an upstream
 /// install only works if ours is the same.
 pub fn selector_labels() -> BTreeMap<String, String> {
@@ -53,7 +76,8 @@ fn deployment(ctx: &RenderCtx) -> Deployment {
     let c = &ctx.spec.controller;
     let mut template_labels = ctx.labels();
     template_labels.extend(selector_labels());
-    let template_meta = template_meta(template_labels, &c.pod_labels, &c.pod_annotations);
+    let mut template_meta = template_meta(template_labels, &c.pod_labels, &c.pod_annotations);
+    template_meta.annotations.get_or_insert_default().insert(IDENTITY_ANNOTATION.to_string(), identity_hash(ctx));
     let mut containers = vec![driver(ctx), provisioner(ctx), attacher(ctx)];
     if ctx.caps.snapshot_api {
         containers.push(snapshotter(ctx));
@@ -306,8 +330,10 @@ fn attacher(ctx: &RenderCtx) -> Container {
         "--worker-threads=100",
         "--retry-interval-max=5m",
     ];
-    // Kubernetes 1.33 lets CSI drivers update a node's attach limit; upstream turns it on there.
-    if ctx.caps.at_least(1, 33) {
+    // The attacher's half of the node attach-limit refresh (it reports ResourceExhausted attaches
+    // in a VolumeAttachment field of the same gate): on where the cluster's gate is on by default,
+    // with the CSIDriver's nodeAllocatableUpdatePeriodSeconds (see `csidriver`).
+    if ctx.caps.node_allocatable_updates() {
         args.push("--feature-gates=MutableCSINodeAllocatableCount=true");
     }
     let opts = Sidecar { spec: &ctx.spec.controller.sidecars.attacher, vac_fallback: false, json_logs: false };

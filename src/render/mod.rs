@@ -53,17 +53,28 @@ pub struct Capabilities {
     pub kubernetes_version: (u32, u32),
     /// `snapshot.storage.k8s.io/v1` VolumeSnapshotClasses are served.
     pub snapshot_api: bool,
+    /// The resourceVersion of the static-key Secret (`spec.aws.identity.secretRef`) as the
+    /// reconciler last saw it (metadata only), part of the controller's identity hash: a rotated
+    /// key rolls the controller. None when unknown (offline `render`, no static keys).
+    pub identity_secret_version: Option<String>,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { kubernetes_version: (1, 33), snapshot_api: true }
+        Self { kubernetes_version: (1, 33), snapshot_api: true, identity_secret_version: None }
     }
 }
 
 impl Capabilities {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         self.kubernetes_version >= (major, minor)
+    }
+
+    /// MutableCSINodeAllocatableCount is on by default (from 1.35; alpha in 1.33, off-by-default
+    /// beta in 1.34): the CSIDriver's `nodeAllocatableUpdatePeriodSeconds` and the attacher's
+    /// feature gate are rendered.
+    pub fn node_allocatable_updates(&self) -> bool {
+        self.at_least(1, 35)
     }
 
     /// Parses `1.33`, `v1.33.2`, `1.33+` (what /version's gitVersion and minor can look like).

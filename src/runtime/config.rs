@@ -85,6 +85,12 @@ pub struct RunArgs {
         value_parser = parse_duration)]
     pub shutdown_grace_period: Duration,
 
+    /// How often the Kubernetes version is asked again while running (also at once after a watch
+    /// error), so a control-plane upgrade or downgrade re-renders the driver without a restart.
+    #[arg(long, env = "HCO_DISCOVERY_INTERVAL", value_name = "DURATION", default_value = "60s",
+        value_parser = parse_duration)]
+    pub discovery_interval: Duration,
+
     /// Identity of this replica in the Lease; defaults to $POD_NAME, then the host name.
     #[arg(long, env = "HCO_IDENTITY", value_name = "NAME")]
     pub identity: Option<String>,
@@ -222,13 +228,21 @@ impl RunArgs {
         Ok(Some(settings))
     }
 
-    /// Checks every value that flags alone cannot check: the lease settings and the grace period.
+    /// Checks every value that flags alone cannot check: the lease settings, the grace period and
+    /// the discovery interval.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shutdown_grace_period.is_zero() {
             return Err(ConfigError::Duration {
                 flag: "--shutdown-grace-period",
                 value: self.shutdown_grace_period,
                 rule: "must be greater than zero".into(),
+            });
+        }
+        if self.discovery_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Duration {
+                flag: "--discovery-interval",
+                value: self.discovery_interval,
+                rule: "must be at least 1s (each re-discovery is a request to the API server)".into(),
             });
         }
         self.lease_settings().map(|_| ())
@@ -404,7 +418,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 14, "a flag was added or removed: update this test and the docs");
+        assert_eq!(checked, 15, "a flag was added or removed: update this test and the docs");
     }
 
     /// Runs the real environment fallback in a child process (the test binary re-executed for this

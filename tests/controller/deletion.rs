@@ -315,7 +315,7 @@ async fn a_failed_class_recreate_puts_the_old_class_back_and_says_why() {
     })
     .await;
     let note = note.as_str().unwrap_or_default();
-    assert!(note.contains("the old class was put back unchanged") && note.contains("injected"), "{note}");
+    assert!(note.contains("the old object was put back unchanged") && note.contains("injected"), "{note}");
     let c = sc.get("gp3").await.expect("gp3 is never left deleted");
     assert_eq!(c.data["parameters"]["type"], json!("gp3"), "the old class, as it was");
     assert_eq!(c.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("hardened-csi-operator"));

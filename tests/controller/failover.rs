@@ -44,6 +44,7 @@ pub(super) fn replica(client: Client, id: &str, stop: CancellationToken) -> toki
                 ready: Some(Readiness::new()),
                 shutdown: Box::pin(token.cancelled_owned()),
                 reporter: reporter.clone(),
+                discovery_interval: reconciler::DEFAULT_DISCOVERY_INTERVAL,
             };
             let client = client.clone();
             async move {

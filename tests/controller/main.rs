@@ -4,6 +4,7 @@ mod deletion;
 mod failover;
 mod faults;
 mod hostile;
+mod journeys;
 mod support;
 
 use std::time::Duration;

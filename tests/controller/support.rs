@@ -224,6 +224,7 @@ async fn spawn_controller(client: Client) -> Spawned {
             let _ = stopped.await;
         }),
         reporter: "test".into(),
+        discovery_interval: reconciler::DEFAULT_DISCOVERY_INTERVAL,
     };
     let task = tokio::spawn(async move {
         reconciler::run(client, opts).await.expect("controller runs");

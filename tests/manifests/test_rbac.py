@@ -124,13 +124,16 @@ def test_no_wildcards(source):
         assert "*" not in (g, r, v), f"wildcard in {source}: {g}/{r} {v}"
 
 
-def test_secrets_only_get_and_only_by_name():
-    """No list/watch (which would return every Secret's data) and no unnamed get: the chart can
-    fetch exactly the named pull Secrets, whose metadata is all the operator requests."""
+def test_secrets_only_read_and_only_by_name():
+    """Every Secret grant is limited by resourceNames: a get of a named Secret, and a list/watch
+    only when restricted to that name (fieldSelector metadata.name, which RBAC authorises as the
+    name), so the chart can reach exactly the named pull and static-key Secrets, whose metadata is
+    all the operator requests. An unnamed list/watch would return every Secret's data."""
     secret_grants = {g for g in expand_rules(_all_chart_rules()) if g[:2] == ("", "secrets")}
     assert secret_grants, "the pull-Secret check grant is missing"
-    assert {v for _, _, v, _ in secret_grants} == {"get"}
-    assert "*" not in {n for *_, n in secret_grants}
+    assert {v for _, _, v, _ in secret_grants} == {"get", "list", "watch"}
+    names = {n for *_, n in secret_grants}
+    assert "*" not in names and "" not in names and None not in names, names
     assert not [g for g in expand_rules(operator_rbac()["clusterRules"]) if g[1] == "secrets"]
 
 

@@ -91,14 +91,16 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 {{- end -}}
 
 {{/*
-The PullSecretsPresent condition: the operator fetches the pull Secrets' metadata (never their
-data) in the driver namespace. RBAC cannot tell a metadata request from a read, so the grant is
-`get` limited by resourceNames to exactly the pull Secrets the driver uses.
+The PullSecretsPresent condition and the controller's identity hash: the operator watches the pull
+Secrets and the static-key Secret one by one by name (a list/watch with fieldSelector
+metadata.name=NAME is authorised as NAME) and requests their metadata only (never their data), in
+the driver namespace. RBAC cannot tell a metadata request from a read, so the grant is `get`,
+`list` and `watch` limited by resourceNames to exactly the Secrets the driver names.
 */}}
 {{- define "hco.pullSecretRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
   resourceNames:
     {{- range (include "hco.pullSecretNames" . | fromJsonArray) }}
     - {{ . }}
@@ -127,6 +129,11 @@ data) in the driver namespace. RBAC cannot tell a metadata request from a read, 
 {{- with .Values.driver.spec.images -}}
 {{- with .pullSecrets -}}
 {{- $names = . -}}
+{{- end -}}
+{{- end -}}
+{{- with ((((.Values.driver.spec).aws).identity).secretRef) -}}
+{{- if and .name (not (has .name $names)) -}}
+{{- $names = append $names .name -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

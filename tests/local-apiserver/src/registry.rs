@@ -385,9 +385,11 @@ const VERSIONED_BUILTINS: &[(u32, Builtin)] = &[(
 /// Drops the fields of built-in kinds whose feature gate is off by default at Kubernetes
 /// 1.`minor`, as the real server's create/update strategies do (silently, unless the stored
 /// object already uses the field). CSIDriver `spec.nodeAllocatableUpdatePeriodSeconds`
-/// (MutableCSINodeAllocatableCount) is alpha in 1.33 and on by default from 1.34.
+/// (MutableCSINodeAllocatableCount) is alpha in 1.33, beta but off by default in 1.34
+/// (`pkg/features/kube_features.go` at v1.34.0) and on by default from 1.35
+/// (kubernetes/kubernetes#134647).
 pub fn drop_disabled_fields(info: &ResourceInfo, minor: u32, old: Option<&Value>, obj: &mut Value) {
-    if (info.group.as_str(), info.kind.as_str()) == ("storage.k8s.io", "CSIDriver") && minor < 34 {
+    if (info.group.as_str(), info.kind.as_str()) == ("storage.k8s.io", "CSIDriver") && minor < 35 {
         let field = "nodeAllocatableUpdatePeriodSeconds";
         let old_uses = old.is_some_and(|o| o["spec"].get(field).is_some_and(|v| !v.is_null()));
         if !old_uses && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {

@@ -115,14 +115,18 @@ async fn fields_of_features_off_at_the_version_are_dropped() {
         let drivers = drivers.clone();
         async move { drivers.patch("ebs.csi.aws.com", &PatchParams::apply("test"), &Patch::Apply(d)).await.unwrap() }
     };
-    // 1.33: MutableCSINodeAllocatableCount is alpha (off), so the server drops the field silently.
+    // 1.33: MutableCSINodeAllocatableCount is alpha (off), so the server drops the field silently;
+    // 1.34: beta but still off by default, dropped too.
     let made = apply(driver(Some(10), true)).await;
     assert_eq!(made.spec.node_allocatable_update_period_seconds, None);
     srv.set_kubernetes_version("1.34").unwrap();
     let made = apply(driver(Some(10), true)).await;
-    assert_eq!(made.spec.node_allocatable_update_period_seconds, Some(10), "beta and on by default in 1.34");
+    assert_eq!(made.spec.node_allocatable_update_period_seconds, None, "beta, off by default in 1.34");
+    srv.set_kubernetes_version("1.35").unwrap();
+    let made = apply(driver(Some(10), true)).await;
+    assert_eq!(made.spec.node_allocatable_update_period_seconds, Some(10), "on by default from 1.35");
     // After a downgrade an object that already uses the field keeps it, as on a real server.
-    srv.set_kubernetes_version("1.33").unwrap();
+    srv.set_kubernetes_version("1.34").unwrap();
     let kept = apply(driver(Some(20), true)).await;
     assert_eq!(kept.spec.node_allocatable_update_period_seconds, Some(20));
 }
