@@ -150,8 +150,8 @@ const INTENTIONAL_DIFFERENCES: &[&str] = &[
     "node DaemonSet carries checkov skip annotations for the four checks a privileged CSI node plugin cannot pass",
     "automountServiceAccountToken: false on both pods; a projected API token is mounted only in containers that call \
         the API",
-    "CSI sidecars serve /healthz/leader-election (--http-endpoint on ports 3302-3305) with liveness and readiness \
-        probes; livenessprobe sidecars get TCP probes; the registrar gets a readiness probe",
+    "CSI sidecars serve /healthz/leader-election (--http-endpoint on upstream's metrics ports 3302-3304, 3306) with \
+        liveness and readiness probes; livenessprobe sidecars get TCP probes; the registrar gets a readiness probe",
     "CPU limits beside upstream's requests and memory limits",
     "a NetworkPolicy admits ingress to the driver pods only on their health and metrics ports",
 ];
@@ -229,7 +229,7 @@ fn assert_container_parity(key: &str, up: &Value, ours: &Value, controller_pod: 
     let (up_ports, our_ports) = (port_numbers(&up["ports"]), port_numbers(&ours["ports"]));
     assert!(up_ports.iter().all(|p| our_ports.contains(p)), "{ctx}: ports");
     assert!(
-        our_ports.iter().all(|p| up_ports.contains(p) || (3302..=3305).contains(&p.as_i64().unwrap_or(0))),
+        our_ports.iter().all(|p| up_ports.contains(p) || (3302..=3306).contains(&p.as_i64().unwrap_or(0))),
         "{ctx}: extra ports"
     );
     // probes upstream has stay exactly as they are; we only add probes.
@@ -881,4 +881,60 @@ fn static_key_names_session_token_sts_endpoint_and_ca_bundle() {
     assert!(env.as_array().expect("env").contains(&from_secret("AWS_ACCESS_KEY_ID", "key_id")));
     assert!(env.as_array().expect("env").contains(&from_secret("AWS_SECRET_ACCESS_KEY", "access_key")));
     assert!(!env.as_array().expect("env").iter().any(|e| e["name"] == "AWS_SESSION_TOKEN"));
+}
+
+#[test]
+fn driver_metrics_on_upstream_ports_with_services() {
+    let children =
+        ours(&render::render(&hcd("metrics: {enabled: true}\n"), &Capabilities::default()).expect("renders"));
+    let deploy = &children["Deployment/ebs-csi-controller"];
+    // Upstream's numbers (chart 2.64 metrics.yaml): driver 3301, provisioner 3302, attacher 3303,
+    // resizer 3304, livenessprobe 3305, snapshotter 3306; node plugin 3302.
+    for (container, flag) in [
+        ("ebs-plugin", "--http-endpoint=0.0.0.0:3301"),
+        ("csi-provisioner", "--http-endpoint=0.0.0.0:3302"),
+        ("csi-attacher", "--http-endpoint=0.0.0.0:3303"),
+        ("csi-resizer", "--http-endpoint=0.0.0.0:3304"),
+        ("liveness-probe", "--metrics-address=0.0.0.0:3305"),
+        ("csi-snapshotter", "--http-endpoint=0.0.0.0:3306"),
+    ] {
+        assert!(args_of(deploy, container).contains(&flag.to_string()), "{container}: {flag}");
+    }
+    let ds = &children["DaemonSet/ebs-csi-node"];
+    assert!(args_of(ds, "ebs-plugin").contains(&"--http-endpoint=0.0.0.0:3302".to_string()));
+    let svc = &children["Service/ebs-csi-controller"];
+    let ports: Vec<(String, i64)> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p["port"].as_i64().unwrap_or_default()))
+        .collect();
+    let want = [
+        ("metrics", 3301),
+        ("metrics-provisioner", 3302),
+        ("metrics-attacher", 3303),
+        ("metrics-resizer", 3304),
+        ("metrics-snapshotter", 3306),
+        ("metrics-liveness", 3305),
+    ];
+    assert_eq!(ports, want.map(|(n, p)| (n.to_string(), p)));
+    assert_eq!(svc["metadata"]["annotations"], json!({"prometheus.io/scrape": "true", "prometheus.io/port": "3301"}));
+    let node_svc = &children["Service/ebs-csi-node"];
+    assert_eq!(node_svc["spec"]["internalTrafficPolicy"], "Local");
+    assert_eq!(node_svc["spec"]["selector"]["app"], "ebs-csi-node");
+    assert_eq!(node_svc["spec"]["ports"][0]["port"], 3302);
+    let np = &children["NetworkPolicy/ebs-csi-driver"]["spec"]["ingress"][0]["ports"];
+    let open: Vec<i64> = np.as_array().expect("ports").iter().filter_map(|p| p["port"].as_i64()).collect();
+    for p in [3301, 3302, 3303, 3304, 3305, 3306] {
+        assert!(open.contains(&p), "NetworkPolicy admits {p}: {open:?}");
+    }
+    // Without annotations, and without metrics no Service and no metrics flags at all.
+    let quiet = ours(
+        &render::render(&hcd("metrics: {enabled: true, prometheusAnnotations: false}\n"), &Capabilities::default())
+            .expect("renders"),
+    );
+    assert!(quiet["Service/ebs-csi-controller"]["metadata"].get("annotations").is_none());
+    let off = ours(&render::render(&hcd("{}"), &Capabilities::default()).expect("renders"));
+    assert!(!off.keys().any(|k| k.starts_with("Service/")));
+    assert!(!args_of(&off["Deployment/ebs-csi-controller"], "liveness-probe").iter().any(|a| a.contains("metrics")));
 }

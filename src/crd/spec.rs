@@ -986,11 +986,25 @@ pub struct ProxySpec {
     pub no_proxy: Option<String>,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricsSpec {
-    /// Expose the driver controller's Prometheus metrics on port 3301 and a Service for them.
+    /// Expose the driver's Prometheus metrics on upstream's ports: the controller's driver on
+    /// 3301 and its sidecars on 3302 (provisioner), 3303 (attacher), 3304 (resizer), 3305
+    /// (livenessprobe), 3306 (snapshotter), behind the Service `ebs-csi-controller`; the node
+    /// plugin on 3302 behind `ebs-csi-node` (internalTrafficPolicy Local).
     #[serde(default)]
     pub enabled: bool,
+    /// Annotate the metrics Services with `prometheus.io/scrape` and `prometheus.io/port` (for
+    /// Prometheus' annotation-based discovery), as upstream does by default.
+    #[serde(default = "default_true")]
+    pub prometheus_annotations: bool,
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        Self { enabled: false, prometheus_annotations: true }
+    }
 }
 
 /// The operator's AWS inventory (status.aws).

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, Service, ServicePort, ServiceSpec, Toleration, Volume, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::*;
@@ -22,13 +22,17 @@ pub const SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
 const SOCKET_DIR: &str = "/var/lib/csi/sockets/pluginproxy/";
 const SOCKET: &str = "/var/lib/csi/sockets/pluginproxy/csi.sock";
 pub const METRICS_PORT: i32 = 3301;
-/// Health (and metrics) endpoints of the CSI sidecars (`--http-endpoint`).
+/// Health and metrics endpoints of the CSI sidecars (`--http-endpoint`), upstream's port numbers.
 pub const SIDECAR_HEALTH_PORTS: [(&str, &str, i32); 4] = [
     ("csi-provisioner", "healthz-prov", 3302),
     ("csi-attacher", "healthz-att", 3303),
-    ("csi-snapshotter", "healthz-snap", 3304),
-    ("csi-resizer", "healthz-rsz", 3305),
+    ("csi-resizer", "healthz-rsz", 3304),
+    ("csi-snapshotter", "healthz-snap", 3306),
 ];
+/// The controller's livenessprobe metrics (`--metrics-address`), upstream's port.
+pub const LIVENESS_METRICS_PORT: i32 = 3305;
+/// The node plugin's metrics (`--http-endpoint`), upstream's port.
+pub const NODE_METRICS_PORT: i32 = 3302;
 /// Where the livenessprobe sidecar serves the driver's health.
 pub const DRIVER_HEALTH_PORT: i32 = 9808;
 
@@ -68,6 +72,7 @@ pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     }
     if ctx.spec.metrics.enabled {
         out.push(Child::new(metrics_service(ctx)));
+        out.push(Child::new(node_metrics_service(ctx)));
     }
     out
 }
@@ -384,7 +389,12 @@ fn liveness_probe(ctx: &RenderCtx) -> Container {
     if let Some(l) = s.log_level {
         args.push(log_level_arg(l));
     }
+    let metrics = ctx.spec.metrics.enabled;
+    if metrics {
+        args.push(format!("--metrics-address=0.0.0.0:{LIVENESS_METRICS_PORT}"));
+    }
     Container {
+        ports: metrics.then(|| vec![port("metrics-lp", LIVENESS_METRICS_PORT)]),
         volume_mounts: Some(vec![mount("socket-dir", "/csi")]),
         resources: Some(sidecar_resources(s, small_resources)),
         liveness_probe: Some(tcp_probe(DRIVER_HEALTH_PORT, 20)),
@@ -416,19 +426,59 @@ fn pdb(ctx: &RenderCtx) -> PodDisruptionBudget {
     }
 }
 
+/// `prometheus.io/*` annotations of a metrics Service, when wanted.
+fn scrape_annotations(ctx: &RenderCtx, port: i32) -> Option<BTreeMap<String, String>> {
+    ctx.spec.metrics.prometheus_annotations.then(|| {
+        BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "true".to_string()),
+            ("prometheus.io/port".to_string(), port.to_string()),
+        ])
+    })
+}
+
+fn service_port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// The controller's metrics: the driver (3301, what the annotations point at) and each sidecar.
 fn metrics_service(ctx: &RenderCtx) -> Service {
+    let mut ports = vec![service_port("metrics", METRICS_PORT)];
+    for (name, _, number) in SIDECAR_HEALTH_PORTS {
+        if name == "csi-snapshotter" && !ctx.caps.snapshot_api {
+            continue;
+        }
+        let short = name.trim_start_matches("csi-");
+        ports.push(service_port(&format!("metrics-{short}"), number));
+    }
+    ports.push(service_port("metrics-liveness", LIVENESS_METRICS_PORT));
     Service {
-        metadata: ctx.ns_meta(NAME),
+        metadata: ObjectMeta { annotations: scrape_annotations(ctx, METRICS_PORT), ..ctx.ns_meta(NAME) },
         spec: Some(ServiceSpec {
             selector: Some(selector_labels()),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                port: METRICS_PORT,
-                target_port: Some(IntOrString::Int(METRICS_PORT)),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(ports),
             type_: Some("ClusterIP".into()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The node plugin's metrics, answered by the pod on the scraping node only.
+fn node_metrics_service(ctx: &RenderCtx) -> Service {
+    let name = super::node_daemonset::NAME;
+    Service {
+        metadata: ObjectMeta { annotations: scrape_annotations(ctx, NODE_METRICS_PORT), ..ctx.ns_meta(name) },
+        spec: Some(ServiceSpec {
+            selector: Some(super::node_daemonset::selector_labels()),
+            ports: Some(vec![service_port("metrics", NODE_METRICS_PORT)]),
+            type_: Some("ClusterIP".into()),
+            internal_traffic_policy: Some("Local".into()),
             ..ServiceSpec::default()
         }),
         status: None,

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-use super::controller_deployment::{DRIVER_HEALTH_PORT, METRICS_PORT, SIDECAR_HEALTH_PORTS};
+use super::controller_deployment::{DRIVER_HEALTH_PORT, LIVENESS_METRICS_PORT, METRICS_PORT, SIDECAR_HEALTH_PORTS};
 use super::{APP_NAME, LABEL_NAME, RenderCtx};
 
 pub const NAME: &str = "ebs-csi-driver";
@@ -17,7 +17,8 @@ pub fn build(ctx: &RenderCtx) -> NetworkPolicy {
     let mut ports: Vec<i32> = vec![DRIVER_HEALTH_PORT, REGISTRAR_HEALTH_PORT];
     ports.extend(SIDECAR_HEALTH_PORTS.iter().map(|(_, _, p)| *p));
     if ctx.spec.metrics.enabled {
-        ports.push(METRICS_PORT);
+        // The node plugin's metrics port (3302) is the provisioner's number, already listed.
+        ports.extend([METRICS_PORT, LIVENESS_METRICS_PORT]);
     }
     NetworkPolicy {
         metadata: ctx.ns_meta(NAME),

@@ -147,6 +147,10 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
     if let Some(r) = n.reserved_volume_attachments {
         args.push(format!("--reserved-volume-attachments={r}"));
     }
+    let metrics = ctx.spec.metrics.enabled;
+    if metrics {
+        args.push(format!("--http-endpoint=0.0.0.0:{}", super::controller_deployment::NODE_METRICS_PORT));
+    }
     let args = merge_args(args, &n.extra_args);
     let mut vars = vec![env("CSI_ENDPOINT", "unix:/csi/csi.sock"), env_field("CSI_NODE_NAME", "spec.nodeName")];
     // Without it the node plugin asks the instance metadata (IMDS), which a hop limit of 1 or
@@ -186,7 +190,12 @@ fn driver(ctx: &RenderCtx, kubelet: &str) -> Container {
         env: Some(vars),
         env_from: (!n.env_from.is_empty()).then(|| n.env_from.clone()),
         volume_mounts: Some(mounts),
-        ports: Some(vec![port("healthz", 9808)]),
+        ports: Some(
+            [port("healthz", 9808)]
+                .into_iter()
+                .chain(metrics.then(|| port("metrics", super::controller_deployment::NODE_METRICS_PORT)))
+                .collect(),
+        ),
         liveness_probe: Some(http_probe("/healthz", "healthz", Some(10), 3, 10, Some(5))),
         readiness_probe: Some(http_probe("/healthz", "healthz", None, 3, 5, Some(3))),
         resources: Some(n.resources.clone().unwrap_or_else(default_resources)),
