@@ -135,46 +135,76 @@ impl Foreign {
     }
 }
 
-/// Children that exist but are not ours. Cached children cost nothing; only children missing
-/// from our label-filtered caches are looked up, metadata only.
-pub async fn foreign(
+/// What the look for existing objects found: the children that exist but are not ours, and the
+/// keys of those that do not exist at all (so applying them needs no read).
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub foreign: Vec<Foreign>,
+    pub absent: BTreeSet<String>,
+}
+
+/// Looks for existing objects in the way of the children. Cached objects cost nothing, nor do
+/// names missing from a whole-kind cache; only children missing from a label-filtered cache are
+/// looked up, metadata only, concurrently.
+pub async fn survey(
     client: &Client,
     caches: &ChildCaches,
     children: &[Child],
     instance: &str,
     uid: Option<&str>,
-) -> Result<Vec<Foreign>> {
-    let mut out = Vec::new();
-    for c in children {
+) -> Result<Survey> {
+    let metas = futures::future::join_all(children.iter().map(|c| async move {
         let ns = c.namespace();
-        let meta = match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
-            Some(m) => Some(m),
+        match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
+            Some(m) => Ok(Some(Some(m))),
             None => {
-                let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
+                let Some((kind, store)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
+                if kind.whole && store.synced() {
+                    // The synced cache holds every object of the kind: this one does not exist.
+                    return Ok(Some(None));
+                }
                 let api = api_for(client, kind, ns.as_deref());
                 api.get_metadata_opt(&c.name())
                     .await
-                    .map_err(|source| Error::Read { what: c.key(), source })?
-                    .map(|m| m.metadata)
+                    .map(|m| Some(m.map(|m| m.metadata)))
+                    .map_err(|source| Error::Read { what: c.key(), source })
             }
-        };
-        if let Some(meta) = meta
-            && !is_ours(&meta, instance, uid)
-        {
-            out.push(Foreign {
+        }
+    }))
+    .await;
+    let mut out = Survey::default();
+    for (c, meta) in children.iter().zip(metas) {
+        match meta? {
+            Some(Some(meta)) if !is_ours(&meta, instance, uid) => out.foreign.push(Foreign {
                 kind: c.kind().to_string(),
                 name: c.name(),
                 key: c.key(),
                 message: describe_foreign(c.kind(), &c.name(), &meta),
-            });
+            }),
+            Some(None) => {
+                out.absent.insert(c.key());
+            }
+            _ => {}
         }
     }
     Ok(out)
 }
 
+/// When a child may be applied: roles before the bindings that grant them (the API server
+/// checks a binding against the role it names), and ServiceAccounts, roles and bindings before
+/// the workloads whose pods run with them. Children of one phase are applied concurrently.
+fn phase(kind: &str) -> u8 {
+    match kind {
+        "ClusterRoleBinding" | "RoleBinding" => 1,
+        "Deployment" | "DaemonSet" => 2,
+        _ => 0,
+    }
+}
+
 /// Server-side applies every child that changed since our last apply (or drifted), and nothing
-/// else; the children in `adopting` (keys, as `Child::key`) are objects of another installation
-/// the spec takes over. Returns the errors of children that could not be applied.
+/// else, phase by phase ([`phase`]), concurrently within a phase; the children in `adopting`
+/// (keys, as `Child::key`) are objects of another installation the spec takes over, those in
+/// `absent` do not exist. Returns the errors of children that could not be applied.
 pub async fn apply(
     client: &Client,
     caches: &ChildCaches,
@@ -182,29 +212,33 @@ pub async fn apply(
     metrics: &Metrics,
     children: &[Child],
     adopting: &BTreeSet<String>,
+    absent: &BTreeSet<String>,
 ) -> Vec<Error> {
     let mut errors = Vec::new();
-    for c in children {
-        let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
-        let key = c.key();
-        let hash = hash_of(c);
-        let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
-        let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
-        if let (Some(meta), Some(last)) = (&cached, &last)
-            && last.hash == hash
-            && last.version == version_of(meta, kind.cached)
-        {
-            continue;
-        }
-        match apply_child(client, caches, kind, c, adopting.contains(&key)).await {
-            Ok(applied) => {
+    for p in 0..=2 {
+        let due = children.iter().filter(|c| phase(c.kind()) == p).filter_map(|c| {
+            let (kind, _) = caches.by_kind.get(c.kind())?;
+            let key = c.key();
+            let hash = hash_of(c);
+            let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
+            let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
+            if let (Some(meta), Some(last)) = (&cached, &last)
+                && last.hash == hash
+                && last.version == version_of(meta, kind.cached)
+            {
+                return None;
+            }
+            Some(async move {
+                let (adopt, gone) = (adopting.contains(&key), absent.contains(&key));
+                let applied = apply_child(client, caches, kind, c, adopt, gone).await?;
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
                     l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.cached) });
                 }
-            }
-            Err(e) => errors.push(e),
-        }
+                Ok::<(), Error>(())
+            })
+        });
+        errors.extend(futures::future::join_all(due).await.into_iter().filter_map(Result::err));
     }
     errors
 }
@@ -483,16 +517,19 @@ pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, u
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
 /// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels).
 /// An object whose immutable fields must change (the CSIDriver, a class) is recreated by
-/// `apply_one`.
+/// `apply_one`. `absent`: this reconcile's survey found no such object, so there is no existing
+/// selector to read.
 async fn apply_child(
     client: &Client,
     caches: &ChildCaches,
     kind: &ChildKind,
     c: &Child,
     adopting: bool,
+    absent: bool,
 ) -> Result<DynamicObject> {
     let kept;
-    let c = match adopted_selector(client, caches, kind, c).await? {
+    let selector = if absent { None } else { adopted_selector(client, caches, kind, c).await? };
+    let c = match selector {
         Some(selector) => {
             kept = keep_selector(c, &selector);
             &kept

@@ -908,6 +908,38 @@ pub fn same_status(a: &HardenedCsiDriverStatus, b: &HardenedCsiDriverStatus) -> 
     a.conditions.len() == b.conditions.len() && sorted(a) == sorted(b)
 }
 
+/// Whether `new` differs from `old` only in what a rollout or a node joining moves on its own:
+/// the replica counts, the messages that quote them, `ControllerAvailable`/`NodeAvailable`, and
+/// `Reconciling`/`Progressing` between `RollingOut` and `Complete`. Such a change may wait a few
+/// seconds and be written together with the next ones (a node joining must not cost a status
+/// write per node). Everything else (a new generation, `Ready`, `Stalled`, `Degraded` or any
+/// other condition changing status or reason, the AWS facts, a retried apply) is written at once.
+pub fn progress_only(old: &HardenedCsiDriverStatus, new: &HardenedCsiDriverStatus) -> bool {
+    let rest = |s: &HardenedCsiDriverStatus| HardenedCsiDriverStatus {
+        conditions: Vec::new(),
+        controller: None,
+        node: None,
+        ..s.clone()
+    };
+    if rest(old) != rest(new) {
+        return false;
+    }
+    let types: std::collections::BTreeSet<&str> =
+        old.conditions.iter().chain(&new.conditions).map(|c| c.type_.as_str()).collect();
+    types.into_iter().all(|t| match (old.condition(t), new.condition(t)) {
+        (Some(a), Some(b)) => match t {
+            CONTROLLER_AVAILABLE | NODE_AVAILABLE => true,
+            RECONCILING | PROGRESSING => {
+                let moving = |r: &str| r == "RollingOut" || r == "Complete";
+                moving(&a.reason) && moving(&b.reason)
+            }
+            READY => a.status == b.status && a.reason == b.reason,
+            _ => a.status == b.status && a.reason == b.reason && a.message == b.message,
+        },
+        _ => false,
+    })
+}
+
 /// The conditions whose status differs between two statuses: what deserves an event.
 pub fn transitions<'a>(old: Option<&HardenedCsiDriverStatus>, new: &'a HardenedCsiDriverStatus) -> Vec<&'a Condition> {
     new.conditions
@@ -1064,6 +1096,34 @@ mod tests {
         assert_eq!(get(&late, STALLED), is("False", "NotStalled"), "a pod that may still start is not Stalled");
         let msg = &late.condition(DEGRADED).expect("degraded").message;
         assert!(msg.contains("ebs-csi-node-new (node node-3)") && msg.contains("5m"), "{msg}");
+    }
+
+    #[test]
+    fn a_node_joining_changes_progress_only_while_decisions_are_written_at_once() {
+        let before = run(&[(0, &healthy())]);
+        let mut joined = healthy();
+        joined.node = Some(Rollout { replicas: ReplicaStatus::new(4, 3, 4, 3), observed: true });
+        joined.pods = Some(vec![node_pod("ebs-csi-node-new", 60, None)]);
+        let joining = build(Some(&before), &joined, &Time(at(60)));
+        assert!(!same_status(&before, &joining));
+        assert!(progress_only(&before, &joining), "counts, NodeAvailable and Reconciling may wait");
+        let mut more = joined.clone();
+        more.node = Some(Rollout { replicas: ReplicaStatus::new(5, 3, 5, 3), observed: true });
+        assert!(progress_only(&joining, &build(Some(&joining), &more, &Time(at(61)))));
+        let done = build(Some(&joining), &healthy(), &Time(at(62)));
+        assert!(progress_only(&joining, &done), "the join finishing is progress too");
+        // A new generation, Ready or Degraded changing, or a pod failing: written at once.
+        let next = Observed { generation: Some(5), ..healthy() };
+        assert!(!progress_only(&before, &build(Some(&before), &next, &Time(at(60)))));
+        let late = build(Some(&joining), &joined, &Time(at(361)));
+        assert_eq!(get(&late, READY), is("False", "PodsUnavailable"));
+        assert!(!progress_only(&joining, &late));
+        let mut failing = joined.clone();
+        failing.pods = Some(vec![node_pod("ebs-csi-node-new", 60, Some(Failure::ImagePull))]);
+        assert!(!progress_only(&before, &build(Some(&before), &failing, &Time(at(60)))));
+        let first = Observed { controller: None, node: None, ..healthy() };
+        let fresh = build(None, &first, &Time(at(0)));
+        assert!(!progress_only(&fresh, &before), "conditions appearing are written at once");
     }
 
     #[test]

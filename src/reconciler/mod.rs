@@ -59,6 +59,9 @@ pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
+/// A status change that is only progress (replica counts, a node joining: see
+/// `conditions::progress_only`) is written at most this often per driver; decisions at once.
+pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
 /// How often the Kubernetes version is asked again while running (one GET of /version): a
 /// control-plane upgrade or downgrade changes what is rendered without an operator restart. A
 /// watch error (the API server restarting during an upgrade) asks at once.
@@ -82,6 +85,8 @@ pub struct Context {
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each driver's status was last written (the coalescing of progress-only changes).
+    status_written: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -183,9 +188,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         }
         let cfg = watcher::Config::default().labels(&label);
         let name = kind.resource.kind.clone();
-        // The snapshot API's watch fails for as long as the API is not installed: not a sign of
-        // an API server restart.
-        let errors = (kind.resource.group != VolumeSnapshotClass::group(&())).then(|| watch_errors.clone());
+        // The snapshot API's (and an unserved VolumeAttributesClass's) watch fails for as long as
+        // the API is not installed: not a sign of an API server restart.
+        let absent_api = kind.resource.group == VolumeSnapshotClass::group(&()) || (is_vac && vac_api.is_none());
+        let errors = (!absent_api).then(|| watch_errors.clone());
         let store = match kind.cached {
             Cached::Deployment => {
                 let (reader, writer) = reflector::store::<Deployment>();
@@ -207,7 +213,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
                 let reader = writer.as_reader();
                 let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
-                let stream = reflector::reflector(writer, watcher(api, cfg));
+                let cfg = if kind.whole { watcher::Config::default() } else { cfg };
+                let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
+                let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
                     quiet(stream.default_backoff().touched_objects(), errors),
                     |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
@@ -257,6 +265,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         aws: opts.aws,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
+        status_written: Mutex::new(HashMap::new()),
     });
 
     {
