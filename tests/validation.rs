@@ -402,6 +402,20 @@ fn cases() -> Vec<Bad> {
             "spec.inventory.interval",
             Each("is not a duration like 30s, 5m or 1h30m", "should match"),
         ),
+        // An empty duration fails the rule with its message: duration('') would fail to evaluate,
+        // which a real server reports as an execution error and never ratchets on status writes.
+        bad(
+            json!({"inventory": {"interval": ""}}),
+            "spec.inventory.interval",
+            "spec.inventory.interval",
+            Each("is not a duration like 30s, 5m or 1h30m", rules::INTERVAL.message),
+        ),
+        bad(
+            json!({"inventory": {"stuckThreshold": ""}}),
+            "spec.inventory.stuckThreshold",
+            "spec.inventory.stuckThreshold",
+            Each("is not a duration like 30s, 5m or 1h30m", rules::STUCK_THRESHOLD.message),
+        ),
         bad(
             json!({"inventory": {"interval": "30s"}}),
             "spec.inventory.interval",

@@ -273,7 +273,7 @@ macro_rules! vac_parameter_pattern {
 }
 macro_rules! duration_guard {
     () => {
-        "self.matches('^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && "
+        "self != '' && self.matches('^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && "
     };
 }
 
