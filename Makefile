@@ -72,7 +72,7 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
 
-## Local demo: the local API server and moto, the operator reconciling deploy/examples/minimal.yaml.
+## Local demo: the local API server and moto, the operator reconciling deploy/examples/irsa.yaml.
 demo: venv build
 	deploy/demo.sh
 

@@ -15,12 +15,26 @@ use serde_json::json;
 
 #[path = "../tests/support/aws_fake.rs"]
 mod aws_fake;
+#[path = "operator/helm.rs"]
+mod helm;
+#[path = "operator/scale.rs"]
+mod scale;
 #[allow(dead_code)]
 #[path = "../tests/controller/support.rs"]
 mod support;
 
 fn figure(name: &str, value: f64, unit: &str) {
     println!("{name} {value:.1} {unit}");
+}
+
+/// With `BENCH_VERBOSE=1`, the requests behind a figure by verb, resource and code (stderr).
+fn breakdown(what: &str, c: &local_apiserver::Counters) {
+    if std::env::var_os("BENCH_VERBOSE").is_none() {
+        return;
+    }
+    for (verb, resource, code, n) in c.rows() {
+        eprintln!("  {what}: {n} x {verb} {resource} {code}");
+    }
 }
 
 fn counter(m: &Metrics, family: &str) -> u64 {
@@ -31,8 +45,12 @@ fn counter(m: &Metrics, family: &str) -> u64 {
         .sum()
 }
 
-async fn wait(mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+async fn wait(done: impl AsyncFnMut() -> bool) {
+    wait_for(Duration::from_secs(60), done).await;
+}
+
+async fn wait_for(timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
     while !done().await {
         assert!(Instant::now() < deadline, "benchmark step timed out");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -45,8 +63,32 @@ async fn ready_generation(api: &Api<HardenedCsiDriver>, generation: i64) -> bool
     st.observed_generation == Some(generation) && st.condition("Ready").is_some_and(|c| c.status == "True")
 }
 
+/// `BENCH_ONLY=small|process|helm|scale` (comma-separated) runs only those parts.
+fn part(name: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|p| p.trim() == name),
+        Err(_) => true,
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    if part("small") {
+        small_figures().await;
+    }
+    if part("process") {
+        process_part().await;
+    }
+    if part("helm") {
+        helm::figures().await;
+    }
+    if part("scale") {
+        scale::figures().await;
+    }
+}
+
+/// One driver on a 3-node cluster, the controller in this process.
+async fn small_figures() {
     let h = support::Harness::start_with(3, false).await;
     let (server, client, metrics, trigger) = (&h.server, h.client.clone(), h.metrics.clone(), h.trigger.clone());
 
@@ -72,7 +114,11 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = server.counters();
     figure("children", expected_children as f64, "objects");
-    figure("api_requests_to_converge", c.total() as f64, "requests");
+    // The operator's requests: the benchmark's own create and polls of the driver are left out
+    // (the operator never reads a HardenedCsiDriver by GET; it watches them).
+    let own = c.requests("create", "hardenedcsidrivers") + c.requests("get", "hardenedcsidrivers");
+    figure("api_requests_to_converge", (c.total() - own) as f64, "requests");
+    breakdown("api_requests_to_converge", &c);
     figure("cr_to_children_applied_ms", applied_ms, "ms");
 
     // No-op reconciles: writes per reconcile of an unchanged driver.
@@ -103,31 +149,11 @@ async fn main() {
     figure("reconcile_p50_ms", pct(0.50), "ms");
     figure("reconcile_p99_ms", pct(0.99), "ms");
 
-    // The deletion guard over 100,000 PersistentVolumes (every 10th one the driver's): list
-    // requests, pages of 500, never one response. (No time figure: it would measure the local
-    // server's paging in a debug build, not the operator.)
-    let total = 100_000;
-    for i in 0..total {
-        let source = if i % 10 == 0 {
-            json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{i:08}")}})
-        } else {
-            json!({"nfs": {"server": "nfs.example", "path": format!("/export/{i}")}})
-        };
-        let mut spec = json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]});
-        if let (Some(spec), Some(source)) = (spec.as_object_mut(), source.as_object()) {
-            spec.extend(source.clone());
-        }
-        server.insert_raw(json!({"apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": format!("pv-{i:06}")}, "spec": spec}));
-    }
-    server.reset_counters();
-    let (found, _) = hardened_csi_operator::reconciler::deletion::volumes_in_use(&client).await.expect("guard counts");
-    assert_eq!(found.csi_persistent_volumes, total / 10, "the guard counted every volume of the driver");
-    figure("pv_guard_requests_100k", server.counters().requests("list", "persistentvolumes") as f64, "requests");
-
     h.stop().await;
+}
 
-    // The operator as its own process: start-up, memory, and AWS requests per refresh.
+/// The operator as its own process: start-up, memory, and AWS requests per refresh.
+async fn process_part() {
     let idle = process_figures(0, 0).await;
     figure("startup_to_ready_ms", idle.startup_ms, "ms");
     figure("rss_idle_mib", idle.rss_mib, "MiB");
@@ -155,34 +181,6 @@ struct ProcessFigures {
     aws_requests: usize,
 }
 
-/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
-fn rss(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-async fn http_ok(port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    buf.starts_with(b"HTTP/1.1 200")
-}
-
 /// Runs the operator binary (`BENCH_BIN`, default: this profile's build) against a fresh local
 /// API server and an AWS fake holding `volumes`/`snapshots`, with one driver.
 async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
@@ -195,29 +193,7 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let fake = Arc::new(aws_fake::Fake::new(volumes, snapshots));
     let aws = fake.clone().serve().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hardened-csi-operator").to_string());
-    let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(bin)
-        .args([
-            "run",
-            "--kubeconfig",
-            kubeconfig.to_str().expect("path"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--aws-endpoint-url", &format!("http://{aws}"), "--log-level", "warn"])
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator starts");
-    let pid = child.id().expect("pid");
-    wait(async || http_ok(port, "/readyz").await).await;
-    let startup_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let (op, startup_ms) = scale::Operator::start(&kubeconfig, aws).await;
 
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
     let obj: HardenedCsiDriver = serde_json::from_value(json!({
@@ -235,7 +211,7 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     .await;
     let aws_requests = fake.requests().len();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_mib, peak_rss_mib) = rss(pid);
-    let _ = child.kill().await;
+    let (rss_mib, peak_rss_mib) = op.rss();
+    op.stop().await;
     ProcessFigures { startup_ms, rss_mib, peak_rss_mib, aws_requests }
 }

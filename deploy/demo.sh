@@ -3,7 +3,7 @@
 #
 # Starts the project's local Kubernetes API server and a moto server (AWS EC2/EBS/STS) on free
 # ports, runs `hardened-csi-operator run` against both, applies the CRD and an example
-# HardenedCsiDriver (default deploy/examples/minimal.yaml, or the file given as $1), waits for
+# HardenedCsiDriver (default deploy/examples/irsa.yaml, or the file given as $1), waits for
 # Ready=True and for the first AWS inventory (each bounded by DEMO_TIMEOUT seconds, default 120),
 # prints the children and the status,
 # and stops everything it started on exit, success or not.
@@ -15,7 +15,9 @@ APISERVER=${LOCAL_APISERVER:-target/debug/local-apiserver}
 MOTO=${MOTO_SERVER:-.venv/bin/moto_server}
 PY=${DEMO_PYTHON:-.venv/bin/python}
 CRD=crds/hardenedcsidrivers.csi.hardened.dev.yaml
-EXAMPLE=${1:-deploy/examples/minimal.yaml}
+# IRSA by default: the operator checks AWS as the driver's identity, and moto answers STS's
+# AssumeRoleWithWebIdentity but not EKS Auth, which Pod Identity (minimal.yaml) needs.
+EXAMPLE=${1:-deploy/examples/irsa.yaml}
 TIMEOUT=${DEMO_TIMEOUT:-120}
 
 for f in "$BIN" "$APISERVER" "$MOTO" "$PY" "$CRD" "$EXAMPLE"; do

@@ -78,9 +78,93 @@ fn snapshots() {
             caps.clone(),
         ),
         ("kubernetes_1_32", "{}", Capabilities { kubernetes_version: (1, 32), ..caps.clone() }),
+        ("version_1_62", "version: \"1.62.0\"\n", caps.clone()),
+        (
+            "volume_attributes_classes_v1",
+            "volumeAttributesClasses:\n  - {name: gp3-fast, type: gp3, iops: 16000, throughput: 1000}\n  - {name: \
+                tagged, parameters: {tagSpecification_1: \"team=storage\", tagDeletion_1: legacy}, labels: {tier: \
+                gold}, annotations: {owner: platform}}\n",
+            Capabilities { kubernetes_version: (1, 34), volume_attributes_class_api: Some("v1"), ..caps.clone() },
+        ),
     ];
     for (name, spec, caps) in cases {
         insta::assert_snapshot!(*name, render_yaml(spec, caps));
+    }
+}
+
+fn find<'a>(children: &'a [Child], kind: &str, name: &str) -> &'a Child {
+    children.iter().find(|c| c.kind() == kind && c.name() == name).unwrap_or_else(|| panic!("{kind}/{name} rendered"))
+}
+
+fn container_args(children: &[Child], container: &str) -> Vec<String> {
+    let d = serde_json::to_value(&find(children, "Deployment", "ebs-csi-controller").object).expect("serialise");
+    let c = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container))
+        .unwrap_or_else(|| panic!("container {container}"))
+        .clone();
+    c["args"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+}
+
+#[test]
+fn volume_attributes_classes_follow_the_served_version_and_the_feature_gate() {
+    let spec = "volumeAttributesClasses: [{name: fast, type: io2, iops: 20000}]\n";
+    let none = Capabilities { kubernetes_version: (1, 33), ..Capabilities::default() };
+    let children = render::render(&hcd(spec), &none).expect("renders");
+    assert!(children.iter().all(|c| c.kind() != "VolumeAttributesClass"), "not served: none rendered");
+    assert!(
+        container_args(&children, "csi-provisioner")
+            .contains(&"--feature-gates=Topology=true,VolumeAttributesClass=false".into())
+    );
+    assert!(container_args(&children, "csi-resizer").contains(&"--feature-gates=VolumeAttributesClass=false".into()));
+
+    for version in ["v1", "v1beta1"] {
+        let caps = Capabilities { volume_attributes_class_api: Some(version), ..none.clone() };
+        let children = render::render(&hcd(spec), &caps).expect("renders");
+        let vac = find(&children, "VolumeAttributesClass", "fast");
+        assert_eq!(vac.resource.api_version, format!("storage.k8s.io/{version}"));
+        let v = serde_json::to_value(&vac.object).expect("serialise");
+        assert_eq!(v["apiVersion"], format!("storage.k8s.io/{version}"));
+        assert_eq!(v["driverName"], "ebs.csi.aws.com");
+        assert_eq!(v["parameters"], json!({"type": "io2", "iops": "20000"}));
+        assert!(!container_args(&children, "csi-provisioner").iter().any(|a| a.contains("VolumeAttributesClass")));
+        assert!(!container_args(&children, "csi-resizer").iter().any(|a| a.contains("VolumeAttributesClass")));
+    }
+}
+
+#[test]
+fn one_version_selects_every_image_and_overrides_still_win() {
+    let children =
+        render::render(&hcd("version: \"1.62.0\"\nimages: {attacher: {tag: \"4.13.0\"}}\n"), &Capabilities::default())
+            .expect("renders");
+    let d = serde_json::to_value(&find(&children, "Deployment", "ebs-csi-controller").object).expect("serialise");
+    let images: BTreeMap<String, String> = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (c["name"].as_str().unwrap_or_default().to_string(), c["image"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    assert_eq!(images["ebs-plugin"], "dhi.io/aws-ebs-csi-driver:1.62.0");
+    assert_eq!(images["csi-resizer"], "dhi.io/csi-resizer:2.2.0");
+    assert_eq!(images["csi-attacher"], "dhi.io/csi-attacher:4.13.0");
+    assert_eq!(d["metadata"]["labels"]["app.kubernetes.io/version"], "1.62.0");
+}
+
+#[test]
+fn fips_refuses_an_override_that_is_not_a_fips_image() {
+    let fips = "fips: true\naws: {region: us-east-1}\n";
+    let ok = format!("{fips}images: {{driver: {{tag: \"1.64.0-fips\", digest: \"sha256:{}\"}}}}\n", "d".repeat(64));
+    assert!(render::render(&hcd(&ok), &Capabilities::default()).is_ok());
+    for (images, field) in [
+        ("{driver: {tag: \"1.64.0\"}}", "spec.images.driver.tag"),
+        ("{livenessProbe: {tag: \"2.19.0-dev\"}}", "spec.images.livenessProbe.tag"),
+        (&*format!("{{provisioner: {{digest: \"sha256:{}\"}}}}", "e".repeat(64)), "spec.images.provisioner.digest"),
+    ] {
+        let e = render::render(&hcd(&format!("{fips}images: {images}\n")), &Capabilities::default())
+            .expect_err("a non-FIPS override is refused");
+        assert!(e.0.iter().any(|f| f.field == field && f.message.contains("FIPS")), "{field}: {e}");
     }
 }
 
@@ -265,7 +349,13 @@ fn default_render_matches_upstream_in_substance() {
     // Upstream's manifests carry the node attach-limit refresh (CSIDriver
     // nodeAllocatableUpdatePeriodSeconds, the attacher's MutableCSINodeAllocatableCount gate),
     // which upstream sets from 1.33 and we from 1.35, where the gate is on by default: compare there.
-    let caps = Capabilities { kubernetes_version: (1, 35), ..Capabilities::default() };
+    // It is also rendered for a cluster that serves VolumeAttributesClass (no
+    // `--feature-gates=VolumeAttributesClass=false` on the provisioner and resizer).
+    let caps = Capabilities {
+        kubernetes_version: (1, 35),
+        volume_attributes_class_api: Some("v1"),
+        ..Capabilities::default()
+    };
     let children = render::render(&hcd("{}"), &caps).expect("renders");
     let mut ours = ours(&children);
     // The driver's RBAC is installed by the chart, not rendered by the operator: its objects are
@@ -609,8 +699,9 @@ mod properties {
             strip_nulls(&mut v);
             let doc = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
                 "metadata": {"name": "ebs"}, "spec": v});
-            let caps =
-                Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot, ..Capabilities::default() };
+            let vac = (minor >= 34).then_some("v1");
+            let caps = Capabilities { kubernetes_version: (1, minor), snapshot_api: snapshot,
+                volume_attributes_class_api: vac, ..Capabilities::default() };
             match parse::from_value(doc).and_then(|h| render::render(&h, &caps)) {
                 Err(errs) => {
                     prop_assert!(!errs.0.is_empty());

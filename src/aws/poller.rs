@@ -214,8 +214,8 @@ async fn read_ca_bundle(client: &kube::Client, namespace: &str, bundle: &CaBundl
             return Err(fail(
                 "Forbidden",
                 format!(
-                    "the operator may not read ConfigMap {namespace}/{} (spec.aws.caBundle): grant it with the chart \
-                    value caBundle.configMapNames ({})",
+                    "the operator may not read ConfigMap {namespace}/{} (spec.aws.caBundle): grant its ServiceAccount \
+                    `get` on that ConfigMap with a Role in {namespace} ({})",
                     bundle.name, s.message
                 ),
             ));

@@ -85,8 +85,14 @@ pub const CLUSTER: &[Permission] = &[
     p(
         "snapshot.storage.k8s.io",
         &["volumesnapshotclasses"],
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
         "VolumeSnapshotClasses: their names come from each spec, so by kind",
+    ),
+    p(
+        "storage.k8s.io",
+        &["volumeattributesclasses"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "VolumeAttributesClasses: their names come from each spec, so by kind",
     ),
     named(
         "rbac.authorization.k8s.io",
@@ -113,7 +119,14 @@ pub const CLUSTER: &[Permission] = &[
         "",
         &["persistentvolumes"],
         &["list", "watch"],
-        "deletion guard; the inventory's PersistentVolume watch (orphans, leaks; read only)",
+        "deletion guard; the inventory's PersistentVolume watch (orphans, leaks); VolumeAttributesClasses in use \
+        (read only)",
+    ),
+    p(
+        "",
+        &["persistentvolumeclaims"],
+        &["list"],
+        "a VolumeAttributesClass is kept while a claim names it (read only, before deleting one)",
     ),
     p(
         "storage.k8s.io",

@@ -17,6 +17,8 @@ pub const OWNERSHIP: &str = "OwnershipConflict";
 pub const CONTROLLER_AVAILABLE: &str = "ControllerAvailable";
 pub const NODE_AVAILABLE: &str = "NodeAvailable";
 pub const SNAPSHOT_API: &str = "SnapshotApi";
+/// storage.k8s.io serves VolumeAttributesClass, so the spec's classes are managed.
+pub const VOLUME_ATTRIBUTES_CLASSES: &str = "VolumeAttributesClasses";
 pub const PULL_SECRETS: &str = "PullSecretsPresent";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 pub const AWS_REACHABLE: &str = "AwsReachable";

@@ -9,6 +9,7 @@ pub mod parse;
 mod spec;
 mod status;
 pub mod validate;
+pub mod versions;
 pub mod workload;
 
 pub use aws_status::*;

@@ -15,6 +15,7 @@ use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 use super::validate::rules;
 use super::validate::transition_rules::NAMESPACE_IMMUTABLE;
+use super::versions;
 use super::workload::{ControllerSidecars, LoggingFormat, NodeSidecars, UnhealthyPodEvictionPolicy};
 
 /// Desired state of the AWS EBS CSI driver, run from Docker Hardened Images. One per cluster.
@@ -36,13 +37,25 @@ use super::workload::{ControllerSidecars, LoggingFormat, NodeSidecars, Unhealthy
         \"jsonPath\":\".status.controller.summary\"}",
     printcolumn = "{\"name\":\"Nodes\",\"type\":\"string\",\"description\":\"ready/desired node plugin pods\",\
         \"jsonPath\":\".status.node.summary\"}",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
     printcolumn = r#"{"name":"Driver image","type":"string","priority":1,"jsonPath":".status.driverImage"}"#,
     printcolumn = "{\"name\":\"Message\",\"type\":\"string\",\"priority\":1,\"description\":\"the Ready condition's \
         message\",\"jsonPath\":\".status.conditions[?(@.type==\\\"Ready\\\")].message\"}",
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::FIPS_IMAGES.rule).message(rules::FIPS_IMAGES.message))]
 pub struct HardenedCsiDriverSpec {
+    /// The driver release: selects the driver image and the six sidecar images that release was
+    /// tested with (the upstream chart's pairing), from the operator's table
+    /// (`hardened-csi-operator render --list-versions`). Unset: the newest release the operator
+    /// knows, so upgrading the operator upgrades the driver; set it to upgrade on your own
+    /// schedule. `images.<name>.tag`/`digest` still override single images.
+    /// `status.version` reports the release that is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = versions::VERSIONS))]
+    pub version: Option<String>,
+
     /// Namespace for the driver's namespaced objects (controller Deployment, node DaemonSet,
     /// service accounts, leases Role). It must exist; the operator does not create or delete it.
     /// Must be the driver namespace the operator was installed for (chart value driverNamespace)
@@ -57,10 +70,11 @@ pub struct HardenedCsiDriverSpec {
     #[serde(default)]
     pub images: Images,
 
-    /// Run FIPS 140 validated variants: image tags get the `-fips` suffix (unless a digest or an
-    /// explicit tag is given), the driver uses AWS FIPS endpoints (`AWS_USE_FIPS_ENDPOINT=true`,
-    /// `GODEBUG=fips140=on`). Requires `aws.region` to be a region with FIPS endpoints (US,
-    /// Canada, GovCloud).
+    /// Run FIPS 140 validated variants: image tags get the `-fips` suffix, the driver uses AWS
+    /// FIPS endpoints (`AWS_USE_FIPS_ENDPOINT=true`, `GODEBUG=fips140=on`). An explicit image tag
+    /// must then be a FIPS tag (`-fips`), and a digest must come with one or be a FIPS digest of
+    /// the operator's table, so FIPS cannot be switched off by accident. Requires `aws.region` to
+    /// be a region with FIPS endpoints (US, Canada, GovCloud).
     #[serde(default)]
     pub fips: bool,
 
@@ -90,6 +104,16 @@ pub struct HardenedCsiDriverSpec {
     #[x_kube(validation = Rule::new(rules::SNAPSHOT_CLASS_DEFAULT.rule).message(rules::SNAPSHOT_CLASS_DEFAULT.message))]
     #[x_kube(validation = Rule::new(rules::SNAPSHOT_CLASS_UNIQUE.rule).message(rules::SNAPSHOT_CLASS_UNIQUE.message))]
     pub volume_snapshot_classes: Vec<VolumeSnapshotClassSpec>,
+
+    /// VolumeAttributesClasses the operator manages (storage.k8s.io, Kubernetes 1.34+, or
+    /// v1beta1 where enabled): named sets of EBS volume attributes (type, IOPS, throughput, tags)
+    /// that a claim switches to with `volumeAttributesClassName`, modifying the live volume. A
+    /// class removed from this list is deleted, unless a claim or volume still references it
+    /// (then it is kept and reported in the VolumeAttributesClasses condition).
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(rules::VAC_UNIQUE.rule).message(rules::VAC_UNIQUE.message))]
+    pub volume_attributes_classes: Vec<VolumeAttributesClassSpec>,
 
     /// HTTP proxy for the driver's AWS calls.
     #[serde(default)]
@@ -228,25 +252,25 @@ pub struct Images {
     #[schemars(length(max = 16), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new(rules::PULL_SECRET_NAMES.rule).message(rules::PULL_SECRET_NAMES.message))]
     pub pull_secrets: Vec<String>,
-    /// The driver image (controller and node plugin). Default `aws-ebs-csi-driver:1.64.0`.
+    /// The driver image (controller and node plugin); default: the release of `spec.version`.
     #[serde(default)]
     pub driver: ImageRef,
-    /// The csi-provisioner sidecar. Default `csi-provisioner:6.3.0`.
+    /// The csi-provisioner sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub provisioner: ImageRef,
-    /// The csi-attacher sidecar. Default `csi-attacher:4.12.0`.
+    /// The csi-attacher sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub attacher: ImageRef,
-    /// The csi-snapshotter sidecar. Default `csi-snapshotter:8.6.0`.
+    /// The csi-snapshotter sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub snapshotter: ImageRef,
-    /// The csi-resizer sidecar. Default `csi-resizer:2.2.1`.
+    /// The csi-resizer sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub resizer: ImageRef,
-    /// The livenessprobe sidecar. Default `livenessprobe:2.19.0`.
+    /// The livenessprobe sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub liveness_probe: ImageRef,
-    /// The csi-node-driver-registrar sidecar. Default `csi-node-driver-registrar:2.17.0`.
+    /// The csi-node-driver-registrar sidecar; default: the release of `spec.version`.
     #[serde(default)]
     pub node_driver_registrar: ImageRef,
 }
@@ -291,8 +315,9 @@ impl PullPolicy {
     }
 }
 
-/// One image. Unset fields take the role's default; an explicit `tag` or a `digest` is used as
-/// given, even in FIPS mode.
+/// One image. Unset fields take the release's image (`spec.version`); an explicit `tag` or
+/// `digest` is used as given. In FIPS mode an explicit tag must be a `-fips` tag and a digest
+/// must come with one (or be a FIPS digest of the operator's table).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRef {
@@ -791,6 +816,7 @@ fn default_max_unavailable() -> IntOrString {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(rules::IOPS_TYPE.rule).message(rules::IOPS_TYPE.message))]
+#[x_kube(validation = Rule::new(rules::IOPS_RANGE.rule).message(rules::IOPS_RANGE.message))]
 #[x_kube(validation = Rule::new(rules::THROUGHPUT_TYPE.rule).message(rules::THROUGHPUT_TYPE.message))]
 #[x_kube(validation = Rule::new(rules::KMS_NEEDS_ENCRYPTION.rule).message(rules::KMS_NEEDS_ENCRYPTION.message))]
 pub struct StorageClassSpec {
@@ -810,11 +836,11 @@ pub struct StorageClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub kms_key_id: Option<String>,
-    /// Provisioned IOPS (gp3, io1, io2).
+    /// Provisioned IOPS: gp3 3,000-80,000, io1 100-64,000, io2 100-256,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 256000))]
     pub iops: Option<i64>,
-    /// Throughput in MiB/s (gp3).
+    /// Throughput in MiB/s, gp3 only: 125-2,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 125, max = 2000))]
     pub throughput: Option<i64>,
@@ -976,6 +1002,52 @@ pub struct VolumeSnapshotClassSpec {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// One VolumeAttributesClass of the driver: what a claim's volume is modified to when the claim
+/// names it. At least one of `type`, `iops`, `throughput` or a tag parameter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::VAC_NOT_EMPTY.rule).message(rules::VAC_NOT_EMPTY.message))]
+#[x_kube(validation = Rule::new(rules::VAC_IOPS_TYPE.rule).message(rules::VAC_IOPS_TYPE.message))]
+#[x_kube(validation = Rule::new(rules::VAC_IOPS_RANGE.rule).message(rules::VAC_IOPS_RANGE.message))]
+#[x_kube(validation = Rule::new(rules::VAC_THROUGHPUT_TYPE.rule).message(rules::VAC_THROUGHPUT_TYPE.message))]
+pub struct VolumeAttributesClassSpec {
+    /// VolumeAttributesClass name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// EBS volume type to modify the volume to. Unset: the volume keeps its type, and `iops` and
+    /// `throughput` are checked against every type that has them.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<VolumeType>,
+    /// Provisioned IOPS: gp3 3,000-80,000, io1 100-64,000, io2 100-256,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 256000))]
+    pub iops: Option<i64>,
+    /// Throughput in MiB/s, gp3 only: 125-2,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 125, max = 2000))]
+    pub throughput: Option<i64>,
+    /// Tag parameters: `tagSpecification_<n>: "key=value"` adds or overwrites a tag on the volume,
+    /// `tagDeletion_<n>: "key"` removes one (the driver needs ec2:CreateTags/DeleteTags).
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = Rule::new(rules::VAC_PARAMETERS.rule).message(rules::VAC_PARAMETERS.message))]
+    pub parameters: BTreeMap<String, String>,
+    /// Labels of the VolumeAttributesClass, at most 32, besides the operator's own
+    /// (`app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the VolumeAttributesClass, at most 64.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(rules::ANNOTATION_KEYS.rule).message(rules::ANNOTATION_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::CLASS_ANNOTATIONS.rule).message(rules::CLASS_ANNOTATIONS.message))]
+    pub annotations: BTreeMap<String, String>,
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySpec {
@@ -1088,6 +1160,7 @@ fn default_stuck_threshold() -> SpecDuration {
 impl Default for HardenedCsiDriverSpec {
     fn default() -> Self {
         Self {
+            version: None,
             namespace: default_namespace(),
             images: Images::default(),
             fips: false,
@@ -1096,6 +1169,7 @@ impl Default for HardenedCsiDriverSpec {
             node: NodeSpec::default(),
             storage_classes: default_storage_classes(),
             volume_snapshot_classes: Vec::new(),
+            volume_attributes_classes: Vec::new(),
             proxy: ProxySpec::default(),
             metrics: MetricsSpec::default(),
             inventory: InventorySpec::default(),

@@ -34,6 +34,10 @@ pub struct HardenedCsiDriverStatus {
     /// Node plugin DaemonSet pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<ReplicaStatus>,
+    /// The driver release (`spec.version`) rolled out: set when every controller and node pod
+    /// runs that release's images, so during an upgrade it still names the release running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// The driver image the children run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_image: Option<String>,
@@ -43,6 +47,13 @@ pub struct HardenedCsiDriverStatus {
     /// VolumeSnapshotClasses the operator manages.
     #[serde(default)]
     pub volume_snapshot_classes: Vec<String>,
+    /// VolumeAttributesClasses the operator manages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_attributes_classes: Vec<String>,
+    /// VolumeAttributesClasses removed from the spec but kept because claims or volumes still use
+    /// them, each with its users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_volume_attributes_classes: Vec<String>,
     /// Kubernetes version the children were rendered for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,

@@ -18,6 +18,7 @@ use regex::Regex;
 
 use super::HardenedCsiDriver;
 use super::spec::*;
+use super::versions;
 
 /// One rule broken: the field path (`spec.aws.identity`), the value (shown as the API server
 /// shows it, secrets redacted) and what is wrong / what would be valid.
@@ -239,9 +240,40 @@ macro_rules! dns_subdomain_pattern {
         "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
     };
 }
+macro_rules! fips_tag_pattern {
+    () => {
+        "(^|-)fips(-|$)"
+    };
+}
+/// The FIPS digests of `versions::RELEASES`, as a CEL list (a unit test keeps the two equal).
+macro_rules! fips_digests_cel {
+    () => {
+        "[]"
+    };
+}
+// EBS IOPS bounds per volume type, from the EC2 API Reference (CreateVolume and ModifyVolume,
+// `Iops`: gp3 3,000-80,000, io1 100-64,000, io2 100-256,000) and the EBS User Guide, "Amazon EBS
+// volume types" (docs.aws.amazon.com/ebs/latest/userguide/ebs-volume-types.html; gp3 went to
+// 80,000 IOPS and 2,000 MiB/s in September 2025). `IOPS_BOUNDS` below says the same for Rust.
+macro_rules! iops_by_type {
+    ($t:literal) => {
+        concat!(
+            "(",
+            $t,
+            " == 'gp3' ? self.iops >= 3000 && self.iops <= 80000 : ",
+            $t,
+            " == 'io1' ? self.iops >= 100 && self.iops <= 64000 : self.iops >= 100 && self.iops <= 256000)"
+        )
+    };
+}
+macro_rules! vac_parameter_pattern {
+    () => {
+        "^(tagSpecification|tagDeletion)_[A-Za-z0-9_.-]+$"
+    };
+}
 macro_rules! duration_guard {
     () => {
-        "self.matches('^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && "
+        "self != '' && self.matches('^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && "
     };
 }
 
@@ -347,6 +379,22 @@ pub mod rules {
         ),
         message: "maxUnavailable must be a number of at least 1 or a percentage from 1% to 100%, like 10%",
     };
+    pub const FIPS_IMAGES: CelRule = CelRule {
+        field: "spec",
+        rule: concat!(
+            "!self.fips || [self.images.driver, self.images.provisioner, self.images.attacher, ",
+            "self.images.snapshotter, self.images.resizer, self.images.livenessProbe, ",
+            "self.images.nodeDriverRegistrar].all(i, ",
+            "(!has(i.tag) || i.tag.matches('",
+            fips_tag_pattern!(),
+            "')) && (!has(i.digest) || i.digest == '' || has(i.tag) || i.digest in ",
+            fips_digests_cel!(),
+            "))"
+        ),
+        message: "with fips: true every image must be a FIPS image: an explicit tag must be a FIPS tag (like \
+            1.64.0-fips), and a digest needs such a tag beside it unless it is a FIPS digest of the operator's release \
+            table; remove the override to get the release's FIPS image, or set fips: false deliberately",
+    };
     pub const STORAGE_CLASS_DEFAULT: CelRule = CelRule {
         field: "spec.storageClasses",
         rule: "self.filter(c, c.default).size() <= 1",
@@ -376,6 +424,48 @@ pub mod rules {
         field: "spec.storageClasses[*]",
         rule: "!has(self.throughput) || self.type == 'gp3'",
         message: "throughput applies only to gp3",
+    };
+    pub const IOPS_RANGE: CelRule = CelRule {
+        field: "spec.storageClasses[*]",
+        rule: concat!("!has(self.iops) || ", iops_by_type!("self.type")),
+        message: "iops is out of the volume type's range (EBS limits): gp3 3000-80000, io1 100-64000, io2 100-256000",
+    };
+    pub const VAC_UNIQUE: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses",
+        rule: "self.all(c, self.exists_one(d, d.name == c.name))",
+        message: "VolumeAttributesClass names must be unique",
+    };
+    pub const VAC_NOT_EMPTY: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses[*]",
+        rule: "has(self.type) || has(self.iops) || has(self.throughput) || (has(self.parameters) && \
+            size(self.parameters) > 0)",
+        message: "a VolumeAttributesClass must set at least one of type, iops, throughput or a tag parameter",
+    };
+    pub const VAC_IOPS_TYPE: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses[*]",
+        rule: "!has(self.iops) || !has(self.type) || self.type in ['gp3', 'io1', 'io2']",
+        message: "iops applies only to gp3, io1 and io2",
+    };
+    pub const VAC_IOPS_RANGE: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses[*]",
+        rule: concat!("!has(self.iops) || !has(self.type) || ", iops_by_type!("self.type")),
+        message: "iops is out of the volume type's range (EBS limits): gp3 3000-80000, io1 100-64000, io2 100-256000",
+    };
+    pub const VAC_THROUGHPUT_TYPE: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses[*]",
+        rule: "!has(self.throughput) || !has(self.type) || self.type == 'gp3'",
+        message: "throughput applies only to gp3",
+    };
+    pub const VAC_PARAMETERS: CelRule = CelRule {
+        field: "spec.volumeAttributesClasses[*].parameters",
+        rule: concat!(
+            "self.all(k, k.matches('",
+            vac_parameter_pattern!(),
+            "') && (!k.startsWith('tagSpecification') || self[k].contains('=')))"
+        ),
+        message: "parameters takes only tag parameters: tagSpecification_<n> with a value key=value (adds or \
+            overwrites a tag) and tagDeletion_<n> with a tag key (removes it); type, iops and throughput have their \
+            own fields",
     };
     pub const KMS_NEEDS_ENCRYPTION: CelRule = CelRule {
         field: "spec.storageClasses[*]",
@@ -530,12 +620,20 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::KUBELET_PATH_FORM,
     rules::KUBELET_PATH_SYSTEM,
     rules::MAX_UNAVAILABLE,
+    rules::FIPS_IMAGES,
     rules::STORAGE_CLASS_DEFAULT,
     rules::STORAGE_CLASS_UNIQUE,
     rules::SNAPSHOT_CLASS_DEFAULT,
     rules::SNAPSHOT_CLASS_UNIQUE,
     rules::IOPS_TYPE,
+    rules::IOPS_RANGE,
     rules::THROUGHPUT_TYPE,
+    rules::VAC_UNIQUE,
+    rules::VAC_NOT_EMPTY,
+    rules::VAC_IOPS_TYPE,
+    rules::VAC_IOPS_RANGE,
+    rules::VAC_THROUGHPUT_TYPE,
+    rules::VAC_PARAMETERS,
     rules::KMS_NEEDS_ENCRYPTION,
     rules::DIGEST,
     rules::HTTP_PROXY,
@@ -648,6 +746,18 @@ pub const SNAPSHOT_CLASS_PARAMETERS: &[&str] = &[
     "lockExpirationDate",
     "lockCoolOffPeriod",
 ];
+/// IOPS a volume type may be provisioned with (EBS limits; the sources are cited at
+/// `iops_by_type!`). Types not listed take no `iops`.
+pub const IOPS_BOUNDS: &[(VolumeType, i64, i64)] =
+    &[(VolumeType::Gp3, 3_000, 80_000), (VolumeType::Io1, 100, 64_000), (VolumeType::Io2, 100, 256_000)];
+/// Throughput in MiB/s, gp3 only (EC2 API Reference, CreateVolume/ModifyVolume `Throughput`).
+pub const THROUGHPUT_BOUNDS: (i64, i64) = (125, 2_000);
+
+/// The IOPS range of a volume type, None when the type takes no `iops`.
+pub fn iops_bounds(t: VolumeType) -> Option<(i64, i64)> {
+    IOPS_BOUNDS.iter().find(|(v, _, _)| *v == t).map(|(_, lo, hi)| (*lo, *hi))
+}
+
 /// Keys under `csi.storage.k8s.io/` the external-snapshotter consumes itself.
 pub const SNAPSHOTTER_PARAMETERS: &[&str] = &[
     "csi.storage.k8s.io/snapshotter-secret-name",
@@ -728,12 +838,30 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
             "not a valid namespace name (lowercase letters, digits and '-', at most 63)",
         );
     }
+    if let Some(v) = &spec.version
+        && versions::release(v).is_none()
+    {
+        let known: Vec<String> = versions::VERSIONS.iter().map(|v| format!("{v:?}")).collect();
+        errs.invalid(
+            "spec.version",
+            v,
+            format!(
+                "not a driver release the operator knows; supported values: {} (hardened-csi-operator render \
+                --list-versions), or leave it unset for the newest",
+                known.join(", ")
+            ),
+        );
+    }
     images(&spec.images, &mut errs);
+    if spec.fips {
+        fips_images(&spec.images, &mut errs);
+    }
     aws(spec, &mut errs);
     controller(&spec.controller, &mut errs);
     node(&spec.node, &mut errs);
     storage_classes(&spec.storage_classes, &mut errs);
     snapshot_classes(&spec.volume_snapshot_classes, &mut errs);
+    volume_attributes_classes(&spec.volume_attributes_classes, &mut errs);
     proxy(&spec.proxy, &mut errs);
     inventory(&spec.inventory, &mut errs);
     too_many(&mut errs, "spec.adoptObjects", spec.adopt_objects.len(), MAX_CLASSES);
@@ -829,6 +957,24 @@ fn images(images: &Images, errs: &mut FieldErrors) {
             && !is_sha256_digest(d)
         {
             errs.invalid(format!("{path}.digest"), d, rules::DIGEST.message);
+        }
+    }
+}
+
+/// With FIPS on, an override must still be a FIPS image (the `FIPS_IMAGES` rule).
+fn fips_images(images: &Images, errs: &mut FieldErrors) {
+    for (role, r) in image_roles(images) {
+        let path = format!("spec.images.{role}");
+        if let Some(tag) = &r.tag
+            && !versions::is_fips_tag(tag)
+        {
+            errs.invalid(format!("{path}.tag"), tag, rules::FIPS_IMAGES.message);
+        }
+        if let Some(d) = r.digest.as_deref().filter(|d| !d.is_empty())
+            && r.tag.is_none()
+            && !versions::is_fips_digest(role, d)
+        {
+            errs.invalid(format!("{path}.digest"), d, rules::FIPS_IMAGES.message);
         }
     }
 }
@@ -1279,23 +1425,7 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
     for (i, c) in classes.iter().enumerate() {
         let path = format!("spec.storageClasses[{i}]");
         let t = c.volume_type;
-        if let Some(iops) = c.iops {
-            if !matches!(t, VolumeType::Gp3 | VolumeType::Io1 | VolumeType::Io2) {
-                errs.push(format!("{path}.iops"), format!("{}, not {}", rules::IOPS_TYPE.message, t.as_str()));
-            } else if !(100..=256_000).contains(&iops) {
-                errs.push(format!("{path}.iops"), format!("{iops} is out of range: 100 to 256000"));
-            }
-        }
-        if let Some(tp) = c.throughput {
-            if t != VolumeType::Gp3 {
-                errs.push(
-                    format!("{path}.throughput"),
-                    format!("{}, not {}", rules::THROUGHPUT_TYPE.message, t.as_str()),
-                );
-            } else if !(125..=2000).contains(&tp) {
-                errs.push(format!("{path}.throughput"), format!("{tp} is out of range: 125 to 2000 MiB/s"));
-            }
-        }
+        iops_and_throughput(&path, Some(t), c.iops, c.throughput, errs);
         if let Some(k) = &c.kms_key_id {
             too_long(errs, &format!("{path}.kmsKeyId"), k, MAX_KMS_KEY);
             if !c.encrypted {
@@ -1324,6 +1454,63 @@ fn storage_classes(classes: &[StorageClassSpec], errs: &mut FieldErrors) {
             too_long(errs, &format!("{path}.mountOptions[{j}]"), o, MAX_MOUNT_OPTION);
         }
         too_many(errs, &format!("{path}.allowedTopologies"), c.allowed_topologies.len(), MAX_TOPOLOGIES);
+    }
+}
+
+/// `iops` and `throughput` against the volume type (None: a class that keeps the volume's type;
+/// then only the bounds over every type apply).
+fn iops_and_throughput(path: &str, t: Option<VolumeType>, iops: Option<i64>, tp: Option<i64>, errs: &mut FieldErrors) {
+    let (lo_all, hi_all) = (100, 256_000);
+    if let Some(iops) = iops {
+        match t.map(|t| (t, iops_bounds(t))) {
+            Some((t, None)) => {
+                errs.push(format!("{path}.iops"), format!("{}, not {}", rules::IOPS_TYPE.message, t.as_str()))
+            }
+            Some((t, Some((lo, hi)))) if !(lo..=hi).contains(&iops) => {
+                errs.push(format!("{path}.iops"), format!("{iops} for {}: {}", t.as_str(), rules::IOPS_RANGE.message))
+            }
+            None if !(lo_all..=hi_all).contains(&iops) => {
+                errs.push(format!("{path}.iops"), format!("{iops} is out of range: {lo_all} to {hi_all}"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(tp) = tp {
+        let (lo, hi) = THROUGHPUT_BOUNDS;
+        match t {
+            Some(t) if t != VolumeType::Gp3 => errs
+                .push(format!("{path}.throughput"), format!("{}, not {}", rules::THROUGHPUT_TYPE.message, t.as_str())),
+            _ if !(lo..=hi).contains(&tp) => {
+                errs.push(format!("{path}.throughput"), format!("{tp} is out of range: {lo} to {hi} MiB/s"))
+            }
+            _ => {}
+        }
+    }
+}
+
+static VAC_PARAMETER: LazyLock<Regex> = LazyLock::new(|| re(vac_parameter_pattern!()));
+
+fn volume_attributes_classes(classes: &[VolumeAttributesClassSpec], errs: &mut FieldErrors) {
+    too_many(errs, "spec.volumeAttributesClasses", classes.len(), MAX_CLASSES);
+    for (i, c) in classes.iter().enumerate() {
+        let path = format!("spec.volumeAttributesClasses[{i}]");
+        if !is_dns_subdomain(&c.name) {
+            errs.invalid(format!("{path}.name"), &c.name, "not a valid VolumeAttributesClass name");
+        }
+        if classes[..i].iter().any(|o| o.name == c.name) {
+            errs.invalid(format!("{path}.name"), &c.name, rules::VAC_UNIQUE.message);
+        }
+        if c.volume_type.is_none() && c.iops.is_none() && c.throughput.is_none() && c.parameters.is_empty() {
+            errs.push(path.clone(), rules::VAC_NOT_EMPTY.message);
+        }
+        iops_and_throughput(&path, c.volume_type, c.iops, c.throughput, errs);
+        parameters(&path, &c.parameters, errs);
+        for (key, value) in &c.parameters {
+            if !VAC_PARAMETER.is_match(key) || (key.starts_with("tagSpecification") && !value.contains('=')) {
+                errs.invalid(format!("{path}.parameters[{key}]"), value, rules::VAC_PARAMETERS.message);
+            }
+        }
+        class_metadata(&path, &c.labels, &c.annotations, errs);
     }
 }
 
@@ -1458,6 +1645,22 @@ mod tests {
     }
 
     #[test]
+    fn the_fips_rule_lists_every_fips_digest_of_the_table() {
+        let mut table: Vec<String> = versions::RELEASES
+            .iter()
+            .flat_map(|r| r.images().into_iter().filter_map(|(_, p)| p.fips_digest))
+            .map(|d| format!("'{d}'"))
+            .collect();
+        table.sort();
+        table.dedup();
+        assert_eq!(fips_digests_cel!(), format!("[{}]", table.join(", ")));
+        let fips = Regex::new(fips_tag_pattern!()).expect("pattern");
+        for t in ["1.64.0-fips", "1.64.0-debian13-fips", "1.64.0-fips-dev", "1.64.0", "1.64.0-fipsy", "fips1"] {
+            assert_eq!(fips.is_match(t), versions::is_fips_tag(t), "{t}");
+        }
+    }
+
+    #[test]
     fn flag_names_in_every_form() {
         for a in ["--v=5", "-v=5", "--v", "-v"] {
             assert_eq!(flag_name(a), "v", "{a}");
@@ -1496,6 +1699,8 @@ mod tests {
             URL_PATTERN,
             NO_PROXY_PATTERN,
             percent_pattern!(),
+            fips_tag_pattern!(),
+            vac_parameter_pattern!(),
             REGION_PATTERN,
             REGISTRY_PATTERN,
             DNS_SUBDOMAIN_PATTERN,

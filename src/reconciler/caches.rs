@@ -1,6 +1,10 @@
-//! The kinds of child the operator manages, and the label-filtered caches of our children that
-//! the reconciler reads instead of the API server (ownership, skip-unchanged, pruning, rollouts).
-//! Workloads are cached as typed objects (their status is read); everything else as metadata.
+//! The kinds of child the operator manages, and the caches the reconciler reads instead of the
+//! API server (ownership, skip-unchanged, pruning, rollouts). Workloads are cached as typed
+//! objects (their status is read); everything else as metadata. Most caches hold only our
+//! children (label-filtered); the cluster-scoped kinds every cluster has few of (ClusterRoles
+//! and their bindings, CSIDrivers, StorageClasses, VolumeSnapshotClasses) are cached whole,
+//! metadata trimmed, so whether a child's name is taken by a foreign object is known without a
+//! read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,14 +13,14 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::render::{DRIVER_NAME, VolumeSnapshotClass};
+use crate::render::{DRIVER_NAME, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 
 /// What a kind's cache holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +36,9 @@ pub struct ChildKind {
     pub resource: ApiResource,
     pub namespaced: bool,
     pub cached: Cached,
+    /// Every object of the kind is cached, not only ours: an object missing from the synced
+    /// cache does not exist.
+    pub whole: bool,
 }
 
 impl ChildKind {
@@ -44,8 +51,27 @@ impl ChildKind {
 }
 
 fn kind<K: Resource<DynamicType = ()>>(namespaced: bool, cached: Cached) -> ChildKind {
-    ChildKind { resource: ApiResource::erase::<K>(&()), namespaced, cached }
+    ChildKind { resource: ApiResource::erase::<K>(&()), namespaced, cached, whole: false }
 }
+
+fn whole<K: Resource<DynamicType = ()>>() -> ChildKind {
+    ChildKind { whole: true, ..kind::<K>(false, Cached::Metadata) }
+}
+
+/// What a whole-kind cache keeps of a foreign object: what ownership is decided and described
+/// from (labels, the owner-uid and Helm release annotations, owner references, the managers'
+/// names), not the field sets of managedFields nor annotations such as last-applied copies.
+pub fn trim_meta(meta: &mut ObjectMeta) {
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()));
+    }
+    for m in meta.managed_fields.iter_mut().flatten() {
+        m.fields_v1 = None;
+    }
+}
+
+const KEPT_ANNOTATIONS: &[&str] =
+    &[crate::render::ANNOTATION_OWNER_UID, "meta.helm.sh/release-name", "meta.helm.sh/release-namespace"];
 
 /// Every kind `render` can produce. The driver's RBAC is not among them: the chart installs it
 /// and the operator only verifies it (`reconciler::driver_rbac`).
@@ -53,14 +79,15 @@ pub fn child_kinds() -> Vec<ChildKind> {
     use Cached::Metadata;
     vec![
         kind::<ServiceAccount>(true, Metadata),
-        kind::<CSIDriver>(false, Metadata),
+        whole::<CSIDriver>(),
         kind::<Deployment>(true, Cached::Deployment),
         kind::<PodDisruptionBudget>(true, Metadata),
         kind::<Service>(true, Metadata),
         kind::<DaemonSet>(true, Cached::DaemonSet),
         kind::<NetworkPolicy>(true, Metadata),
-        kind::<StorageClass>(false, Metadata),
-        kind::<VolumeSnapshotClass>(false, Metadata),
+        whole::<StorageClass>(),
+        whole::<VolumeSnapshotClass>(),
+        kind::<VolumeAttributesClass>(false, Metadata),
     ]
 }
 
@@ -82,12 +109,31 @@ where
     store.get(&r)
 }
 
+/// Whether an object carries our managed-by label (what the label-filtered caches select).
+fn labelled(meta: &ObjectMeta) -> bool {
+    meta.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).is_some_and(|v| v == MANAGER)
+}
+
 impl KindStore {
+    /// Whether the cache has its initial list (an API that is not served never has one).
+    pub fn synced(&self) -> bool {
+        use futures::FutureExt;
+        let ready = match self {
+            KindStore::Meta(s) => s.wait_until_ready().now_or_never(),
+            KindStore::Deployment(s) => s.wait_until_ready().now_or_never(),
+            KindStore::DaemonSet(s) => s.wait_until_ready().now_or_never(),
+        };
+        ready.is_some_and(|r| r.is_ok())
+    }
+
+    /// The metadata of the cached objects carrying our managed-by label (a whole-kind cache
+    /// also holds foreign objects; they are never pruned, deleted or counted as ours).
     pub fn metas(&self) -> Vec<ObjectMeta> {
+        let ours = |m: &ObjectMeta| labelled(m).then(|| m.clone());
         match self {
-            KindStore::Meta(s) => s.state().iter().map(|o| o.metadata.clone()).collect(),
-            KindStore::Deployment(s) => s.state().iter().map(|o| o.metadata.clone()).collect(),
-            KindStore::DaemonSet(s) => s.state().iter().map(|o| o.metadata.clone()).collect(),
+            KindStore::Meta(s) => s.state().iter().filter_map(|o| ours(&o.metadata)).collect(),
+            KindStore::Deployment(s) => s.state().iter().filter_map(|o| ours(&o.metadata)).collect(),
+            KindStore::DaemonSet(s) => s.state().iter().filter_map(|o| ours(&o.metadata)).collect(),
         }
     }
 }

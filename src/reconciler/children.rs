@@ -4,9 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
 use super::caches::{Cached, ChildCaches, ChildKind};
@@ -134,46 +135,76 @@ impl Foreign {
     }
 }
 
-/// Children that exist but are not ours. Cached children cost nothing; only children missing
-/// from our label-filtered caches are looked up, metadata only.
-pub async fn foreign(
+/// What the look for existing objects found: the children that exist but are not ours, and the
+/// keys of those that do not exist at all (so applying them needs no read).
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub foreign: Vec<Foreign>,
+    pub absent: BTreeSet<String>,
+}
+
+/// Looks for existing objects in the way of the children. Cached objects cost nothing, nor do
+/// names missing from a whole-kind cache; only children missing from a label-filtered cache are
+/// looked up, metadata only, concurrently.
+pub async fn survey(
     client: &Client,
     caches: &ChildCaches,
     children: &[Child],
     instance: &str,
     uid: Option<&str>,
-) -> Result<Vec<Foreign>> {
-    let mut out = Vec::new();
-    for c in children {
+) -> Result<Survey> {
+    let metas = futures::future::join_all(children.iter().map(|c| async move {
         let ns = c.namespace();
-        let meta = match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
-            Some(m) => Some(m),
+        match caches.meta(c.kind(), ns.as_deref(), &c.name()) {
+            Some(m) => Ok(Some(Some(m))),
             None => {
-                let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
+                let Some((kind, store)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
+                if kind.whole && store.synced() {
+                    // The synced cache holds every object of the kind: this one does not exist.
+                    return Ok(Some(None));
+                }
                 let api = api_for(client, kind, ns.as_deref());
                 api.get_metadata_opt(&c.name())
                     .await
-                    .map_err(|source| Error::Read { what: c.key(), source })?
-                    .map(|m| m.metadata)
+                    .map(|m| Some(m.map(|m| m.metadata)))
+                    .map_err(|source| Error::Read { what: c.key(), source })
             }
-        };
-        if let Some(meta) = meta
-            && !is_ours(&meta, instance, uid)
-        {
-            out.push(Foreign {
+        }
+    }))
+    .await;
+    let mut out = Survey::default();
+    for (c, meta) in children.iter().zip(metas) {
+        match meta? {
+            Some(Some(meta)) if !is_ours(&meta, instance, uid) => out.foreign.push(Foreign {
                 kind: c.kind().to_string(),
                 name: c.name(),
                 key: c.key(),
                 message: describe_foreign(c.kind(), &c.name(), &meta),
-            });
+            }),
+            Some(None) => {
+                out.absent.insert(c.key());
+            }
+            _ => {}
         }
     }
     Ok(out)
 }
 
+/// When a child may be applied: roles before the bindings that grant them (the API server
+/// checks a binding against the role it names), and ServiceAccounts, roles and bindings before
+/// the workloads whose pods run with them. Children of one phase are applied concurrently.
+fn phase(kind: &str) -> u8 {
+    match kind {
+        "ClusterRoleBinding" | "RoleBinding" => 1,
+        "Deployment" | "DaemonSet" => 2,
+        _ => 0,
+    }
+}
+
 /// Server-side applies every child that changed since our last apply (or drifted), and nothing
-/// else; the children in `adopting` (keys, as `Child::key`) are objects of another installation
-/// the spec takes over. Returns the errors of children that could not be applied.
+/// else, phase by phase ([`phase`]), concurrently within a phase; the children in `adopting`
+/// (keys, as `Child::key`) are objects of another installation the spec takes over, those in
+/// `absent` do not exist. Returns the errors of children that could not be applied.
 pub async fn apply(
     client: &Client,
     caches: &ChildCaches,
@@ -181,44 +212,49 @@ pub async fn apply(
     metrics: &Metrics,
     children: &[Child],
     adopting: &BTreeSet<String>,
+    absent: &BTreeSet<String>,
 ) -> Vec<Error> {
     let mut errors = Vec::new();
-    for c in children {
-        let Some((kind, _)) = caches.by_kind.get(c.kind()) else { continue };
-        let key = c.key();
-        let hash = hash_of(c);
-        let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
-        let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
-        if let (Some(meta), Some(last)) = (&cached, &last)
-            && last.hash == hash
-            && last.version == version_of(meta, kind.cached)
-        {
-            continue;
-        }
-        match apply_child(client, caches, kind, c, adopting.contains(&key)).await {
-            Ok(applied) => {
+    for p in 0..=2 {
+        let due = children.iter().filter(|c| phase(c.kind()) == p).filter_map(|c| {
+            let (kind, _) = caches.by_kind.get(c.kind())?;
+            let key = c.key();
+            let hash = hash_of(c);
+            let cached = caches.meta(c.kind(), c.namespace().as_deref(), &c.name());
+            let last = log.lock().map(|l| l.get(&key).cloned()).unwrap_or(None);
+            if let (Some(meta), Some(last)) = (&cached, &last)
+                && last.hash == hash
+                && last.version == version_of(meta, kind.cached)
+            {
+                return None;
+            }
+            Some(async move {
+                let (adopt, gone) = (adopting.contains(&key), absent.contains(&key));
+                let applied = apply_child(client, caches, kind, c, adopt, gone).await?;
                 metrics.count_apply(c.kind());
                 if let Ok(mut l) = log.lock() {
                     l.insert(key, Applied { hash, version: version_of(&applied.metadata, kind.cached) });
                 }
-            }
-            Err(e) => errors.push(e),
-        }
+                Ok::<(), Error>(())
+            })
+        });
+        errors.extend(futures::future::join_all(due).await.into_iter().filter_map(Result::err));
     }
     errors
 }
 
 /// The fields of a kind that the API server refuses to update, as its refusal names them. A change
 /// to one of them is the only reason the operator deletes and recreates an object: a class
-/// (`ValidateStorageClassUpdate`, the snapshot CRD's transition rules) or the CSIDriver
-/// (`ValidateCSIDriverUpdate`: a CSIDriver from before `fsGroupPolicy`, upstream's
+/// (`ValidateStorageClassUpdate`, a VolumeAttributesClass's `ValidateVolumeAttributesClassUpdate`)
+/// or the CSIDriver (`ValidateCSIDriverUpdate`: a CSIDriver from before `fsGroupPolicy`, upstream's
 /// `useOldCSIDriver`, or one an earlier driver version shaped differently). Empty for every other
-/// kind: a workload or an RBAC object is never recreated.
+/// kind: a workload is never recreated, nor a VolumeSnapshotClass (external-snapshotter v8's CRD
+/// lets every field of it change in place).
 fn immutable_fields(kind: &str) -> &'static [&'static str] {
     if kind == StorageClass::kind(&()) {
         &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
-    } else if kind == VolumeSnapshotClass::kind(&()) {
-        &["parameters", "driver", "deletionPolicy"]
+    } else if kind == VolumeAttributesClass::kind(&()) {
+        &["parameters", "driverName"]
     } else if kind == CSIDriver::kind(&()) {
         &["spec.attachRequired", "spec.fsGroupPolicy", "spec.volumeLifecycleModes"]
     } else {
@@ -249,7 +285,16 @@ async fn apply_one(client: &Client, kind: &ChildKind, c: &Child) -> Result<Dynam
     let params = PatchParams::apply(MANAGER).force();
     match api.patch(&c.name(), &params, &Patch::Apply(&c.object)).await {
         Ok(o) => Ok(o),
-        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => recreate(&api, c, &params, &s).await,
+        Err(kube::Error::Api(s)) if only_immutable_fields(c.kind(), &s) => {
+            if c.kind() == VolumeAttributesClass::kind(&()) {
+                let users = ClassUsers::read(client).await?;
+                let users = users.of(&c.name());
+                if !users.is_empty() {
+                    return Err(Error::ClassInUse { child: c.key(), users });
+                }
+            }
+            recreate(&api, c, &params, &s).await
+        }
         Err(source) => Err(Error::Apply { child: c.key(), source }),
     }
 }
@@ -287,11 +332,82 @@ async fn recreate(
         owner_references: back.metadata.owner_references,
         ..ObjectMeta::default()
     };
-    let restore = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &back).await;
+    // By server-side apply to its name, as every write of a child: RBAC can limit that by name (a
+    // POST create names no object, so a grant by resourceNames never allows it).
+    let restore = api.patch(&c.name(), params, &Patch::Apply(&back)).await;
     if let Err(e) = &restore {
         tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old object back");
     }
     Err(Error::Recreate { child: c.key(), source, restored: restore.err().map(|e| ApiMessage(&e).to_string()) })
+}
+
+/// Which claims and volumes name each VolumeAttributesClass: a claim's
+/// `spec.volumeAttributesClassName`, the class its volume has (`status.currentVolumeAttributesClassName`)
+/// or is being modified to (`status.modifyVolumeStatus.targetVolumeAttributesClassName`), and a
+/// PersistentVolume's `spec.volumeAttributesClassName`. One paged read of each kind.
+pub struct ClassUsers(Vec<(String, String)>);
+
+impl ClassUsers {
+    pub async fn read(client: &Client) -> Result<Self> {
+        let mut out = Vec::new();
+        let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+        for pvc in list_all(&claims, "PersistentVolumeClaims").await? {
+            let who = format!(
+                "PersistentVolumeClaim/{}/{}",
+                pvc.metadata.namespace.clone().unwrap_or_default(),
+                pvc.metadata.name.clone().unwrap_or_default()
+            );
+            let spec = pvc.spec.as_ref().and_then(|s| s.volume_attributes_class_name.clone());
+            let status = pvc.status.as_ref();
+            let current = status.and_then(|s| s.current_volume_attributes_class_name.clone());
+            let target = status
+                .and_then(|s| s.modify_volume_status.as_ref())
+                .and_then(|m| m.target_volume_attributes_class_name.clone());
+            let names: BTreeSet<String> = [spec, current, target].into_iter().flatten().collect();
+            out.extend(names.into_iter().map(|n| (n, who.clone())));
+        }
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        for pv in list_all(&volumes, "PersistentVolumes").await? {
+            if let Some(n) = pv.spec.as_ref().and_then(|s| s.volume_attributes_class_name.clone()) {
+                out.push((n, format!("PersistentVolume/{}", pv.metadata.name.clone().unwrap_or_default())));
+            }
+        }
+        Ok(Self(out))
+    }
+
+    /// Who uses class `name`, the first five and how many more.
+    pub fn of(&self, name: &str) -> Vec<String> {
+        let all: Vec<&String> = self.0.iter().filter(|(n, _)| n == name).map(|(_, w)| w).collect();
+        let mut shown: Vec<String> = all.iter().take(5).map(|w| w.to_string()).collect();
+        if all.len() > 5 {
+            shown.push(format!("and {} more", all.len() - 5));
+        }
+        shown
+    }
+}
+
+async fn list_all<K>(api: &Api<K>, what: &str) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut lp = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await.map_err(|source| Error::Read { what: what.to_string(), source })?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What pruning left: errors, and VolumeAttributesClasses kept because something references them
+/// (each `name (used by ...)`).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub errors: Vec<Error>,
+    pub kept_classes: Vec<String>,
 }
 
 /// The key of a cached or listed child, as `Child::key` spells it.
@@ -328,24 +444,44 @@ async fn delete_child(
 }
 
 /// Deletes our children of `instance` that are not in `keep` (by `Child::key`). Selected from the
-/// label-filtered caches and checked for our ownership again, never by name alone.
+/// label-filtered caches and checked for our ownership again, never by name alone. A
+/// VolumeAttributesClass a claim or volume still references is kept and reported: deleting it
+/// would leave those claims naming a class that no longer exists.
 pub async fn prune(
     client: &Client,
     caches: &ChildCaches,
     instance: &str,
     uid: Option<&str>,
     keep: &BTreeSet<String>,
-) -> Vec<Error> {
-    let mut errors = Vec::new();
+) -> Pruned {
+    let mut out = Pruned::default();
+    let mut users: Option<ClassUsers> = None;
     for (kind_name, (kind, store)) in &caches.by_kind {
         for meta in store.metas() {
             if keep.contains(&child_key(kind_name, &meta)) || !is_ours(&meta, instance, uid) {
                 continue;
             }
-            errors.extend(delete_child(client, kind_name, kind, &meta, "pruned").await);
+            if *kind_name == VolumeAttributesClass::kind(&()) && meta.deletion_timestamp.is_none() {
+                if users.is_none() {
+                    match ClassUsers::read(client).await {
+                        Ok(u) => users = Some(u),
+                        Err(e) => {
+                            out.errors.push(e);
+                            continue;
+                        }
+                    }
+                }
+                let name = meta.name.clone().unwrap_or_default();
+                let using = users.as_ref().map(|u| u.of(&name)).unwrap_or_default();
+                if !using.is_empty() {
+                    out.kept_classes.push(format!("{name} (used by {})", using.join(", ")));
+                    continue;
+                }
+            }
+            out.errors.extend(delete_child(client, kind_name, kind, &meta, "pruned").await);
         }
     }
-    errors
+    out
 }
 
 /// Whether any cached child belongs to `instance`.
@@ -398,16 +534,19 @@ pub async fn delete_all(
 /// Applies one child, keeping what an adopted object makes immutable: a Deployment's or
 /// DaemonSet's existing `spec.selector` (the pod template then carries the selector's labels).
 /// An object whose immutable fields must change (the CSIDriver, a class) is recreated by
-/// `apply_one`.
+/// `apply_one`. `absent`: this reconcile's survey found no such object, so there is no existing
+/// selector to read.
 async fn apply_child(
     client: &Client,
     caches: &ChildCaches,
     kind: &ChildKind,
     c: &Child,
     adopting: bool,
+    absent: bool,
 ) -> Result<DynamicObject> {
     let kept;
-    let c = match adopted_selector(client, caches, kind, c).await? {
+    let selector = if absent { None } else { adopted_selector(client, caches, kind, c).await? };
+    let c = match selector {
         Some(selector) => {
             kept = keep_selector(c, &selector);
             &kept
@@ -667,7 +806,8 @@ mod tests {
         assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
         let vsc = VolumeSnapshotClass::kind(&());
         let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
-        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+        // external-snapshotter v8's VolumeSnapshotClass has no immutable field: never recreated.
+        assert!(!only_immutable_fields(&vsc, &refusal(&[driver])));
         // ValidateCSIDriverUpdate: the CSIDriver is recreated for its immutable spec fields only.
         let csi = CSIDriver::kind(&());
         let fs_group = ("FieldValueInvalid", "spec.fsGroupPolicy", "Invalid value: \"File\": field is immutable");

@@ -157,6 +157,12 @@ pub struct Observed {
     /// Reconciles of this driver that failed in a row before this one.
     pub failed_attempts: u32,
     pub snapshot_api: bool,
+    /// The storage.k8s.io version serving VolumeAttributesClass, None when none does.
+    pub volume_attributes_class_api: Option<&'static str>,
+    /// Classes the spec asks for, those rendered, and those kept after removal (with their users).
+    pub requested_volume_attributes_classes: usize,
+    pub volume_attributes_classes: Vec<String>,
+    pub kept_volume_attributes_classes: Vec<String>,
     pub kubernetes_version: Option<String>,
     pub controller: Option<Rollout>,
     pub node: Option<Rollout>,
@@ -170,6 +176,8 @@ pub struct Observed {
     pub missing_pull_secrets: Option<Vec<String>>,
     pub pull_secret_check_error: Option<String>,
     pub driver_image: Option<String>,
+    /// The release the applied children run (`spec.version` or the default).
+    pub version: Option<String>,
     pub storage_classes: Vec<String>,
     pub volume_snapshot_classes: Vec<String>,
     /// Deletion waits for these volumes.
@@ -493,6 +501,7 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
                 out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
         )
     });
+    out.push(volume_attributes_classes(o));
     match (&o.missing_pull_secrets, &o.pull_secret_check_error) {
         (_, Some(err)) => out.push(Cond::unknown(
             PULL_SECRETS,
@@ -852,6 +861,48 @@ pub fn merge_conditions(old: &[Condition], new: &[Cond], generation: Option<i64>
         .collect()
 }
 
+fn volume_attributes_classes(o: &Observed) -> Cond {
+    let Some(version) = o.volume_attributes_class_api else {
+        let skipped = match o.requested_volume_attributes_classes {
+            0 => String::new(),
+            n => format!(" The {n} class(es) of spec.volumeAttributesClasses are not created."),
+        };
+        return Cond::new(
+            VOLUME_ATTRIBUTES_CLASSES,
+            false,
+            "NotServed",
+            format!(
+                "The cluster serves no VolumeAttributesClass API (storage.k8s.io/v1 from Kubernetes 1.34; v1beta1 on \
+                1.31-1.33 only with --runtime-config=storage.k8s.io/v1beta1=true and the VolumeAttributesClass \
+                feature gate): the csi-provisioner and csi-resizer run with VolumeAttributesClass=false.{skipped}"
+            ),
+        );
+    };
+    let managed = match o.volume_attributes_classes.as_slice() {
+        [] => "no classes in the spec".to_string(),
+        names => format!("managing {}", names.join(", ")),
+    };
+    if o.kept_volume_attributes_classes.is_empty() {
+        return Cond::new(
+            VOLUME_ATTRIBUTES_CLASSES,
+            true,
+            "Served",
+            format!("storage.k8s.io/{version} serves VolumeAttributesClass; {managed}."),
+        );
+    }
+    Cond::new(
+        VOLUME_ATTRIBUTES_CLASSES,
+        true,
+        "RemovedClassesInUse",
+        format!(
+            "storage.k8s.io/{version} serves VolumeAttributesClass; {managed}. Removed from the spec but kept because \
+            they are in use: {}. Move those claims to another class (spec.volumeAttributesClassName); the operator \
+            deletes each class once nothing uses it.",
+            o.kept_volume_attributes_classes.join("; ")
+        ),
+    )
+}
+
 /// The whole status from what was observed and the previous status.
 pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) -> HardenedCsiDriverStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -860,9 +911,16 @@ pub fn build(old: Option<&HardenedCsiDriverStatus>, o: &Observed, now: &Time) ->
         conditions: merge_conditions(old_conditions, &conditions(o, old, now.0), o.generation, now),
         controller: o.controller.as_ref().map(|r| r.replicas.clone()),
         node: o.node.as_ref().map(|r| r.replicas.clone()),
+        // The release counts as running once both workloads rolled it out; until then the last one.
+        version: match (&o.version, o.controller.as_ref(), o.node.as_ref()) {
+            (Some(v), Some(c), Some(n)) if c.complete() && n.complete() => Some(v.clone()),
+            _ => old.and_then(|s| s.version.clone()),
+        },
         driver_image: o.driver_image.clone(),
         storage_classes: o.storage_classes.clone(),
         volume_snapshot_classes: o.volume_snapshot_classes.clone(),
+        volume_attributes_classes: o.volume_attributes_classes.clone(),
+        kept_volume_attributes_classes: o.kept_volume_attributes_classes.clone(),
         kubernetes_version: o.kubernetes_version.clone(),
         aws: o.aws.clone(),
         deletion_blocked_by: o.deletion_blocked_by.clone(),
@@ -878,6 +936,38 @@ pub fn same_status(a: &HardenedCsiDriverStatus, b: &HardenedCsiDriverStatus) -> 
         s
     };
     a.conditions.len() == b.conditions.len() && sorted(a) == sorted(b)
+}
+
+/// Whether `new` differs from `old` only in what a rollout or a node joining moves on its own:
+/// the replica counts, the messages that quote them, `ControllerAvailable`/`NodeAvailable`, and
+/// `Reconciling`/`Progressing` between `RollingOut` and `Complete`. Such a change may wait a few
+/// seconds and be written together with the next ones (a node joining must not cost a status
+/// write per node). Everything else (a new generation, `Ready`, `Stalled`, `Degraded` or any
+/// other condition changing status or reason, the AWS facts, a retried apply) is written at once.
+pub fn progress_only(old: &HardenedCsiDriverStatus, new: &HardenedCsiDriverStatus) -> bool {
+    let rest = |s: &HardenedCsiDriverStatus| HardenedCsiDriverStatus {
+        conditions: Vec::new(),
+        controller: None,
+        node: None,
+        ..s.clone()
+    };
+    if rest(old) != rest(new) {
+        return false;
+    }
+    let types: std::collections::BTreeSet<&str> =
+        old.conditions.iter().chain(&new.conditions).map(|c| c.type_.as_str()).collect();
+    types.into_iter().all(|t| match (old.condition(t), new.condition(t)) {
+        (Some(a), Some(b)) => match t {
+            CONTROLLER_AVAILABLE | NODE_AVAILABLE => true,
+            RECONCILING | PROGRESSING => {
+                let moving = |r: &str| r == "RollingOut" || r == "Complete";
+                moving(&a.reason) && moving(&b.reason)
+            }
+            READY => a.status == b.status && a.reason == b.reason,
+            _ => a.status == b.status && a.reason == b.reason && a.message == b.message,
+        },
+        _ => false,
+    })
 }
 
 /// The conditions whose status differs between two statuses: what deserves an event.
@@ -1036,6 +1126,34 @@ mod tests {
         assert_eq!(get(&late, STALLED), is("False", "NotStalled"), "a pod that may still start is not Stalled");
         let msg = &late.condition(DEGRADED).expect("degraded").message;
         assert!(msg.contains("ebs-csi-node-new (node node-3)") && msg.contains("5m"), "{msg}");
+    }
+
+    #[test]
+    fn a_node_joining_changes_progress_only_while_decisions_are_written_at_once() {
+        let before = run(&[(0, &healthy())]);
+        let mut joined = healthy();
+        joined.node = Some(Rollout { replicas: ReplicaStatus::new(4, 3, 4, 3), observed: true });
+        joined.pods = Some(vec![node_pod("ebs-csi-node-new", 60, None)]);
+        let joining = build(Some(&before), &joined, &Time(at(60)));
+        assert!(!same_status(&before, &joining));
+        assert!(progress_only(&before, &joining), "counts, NodeAvailable and Reconciling may wait");
+        let mut more = joined.clone();
+        more.node = Some(Rollout { replicas: ReplicaStatus::new(5, 3, 5, 3), observed: true });
+        assert!(progress_only(&joining, &build(Some(&joining), &more, &Time(at(61)))));
+        let done = build(Some(&joining), &healthy(), &Time(at(62)));
+        assert!(progress_only(&joining, &done), "the join finishing is progress too");
+        // A new generation, Ready or Degraded changing, or a pod failing: written at once.
+        let next = Observed { generation: Some(5), ..healthy() };
+        assert!(!progress_only(&before, &build(Some(&before), &next, &Time(at(60)))));
+        let late = build(Some(&joining), &joined, &Time(at(361)));
+        assert_eq!(get(&late, READY), is("False", "PodsUnavailable"));
+        assert!(!progress_only(&joining, &late));
+        let mut failing = joined.clone();
+        failing.pods = Some(vec![node_pod("ebs-csi-node-new", 60, Some(Failure::ImagePull))]);
+        assert!(!progress_only(&before, &build(Some(&before), &failing, &Time(at(60)))));
+        let first = Observed { controller: None, node: None, ..healthy() };
+        let fresh = build(None, &first, &Time(at(0)));
+        assert!(!progress_only(&fresh, &before), "conditions appearing are written at once");
     }
 
     #[test]

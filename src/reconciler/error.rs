@@ -39,6 +39,13 @@ pub enum Error {
         Some(e) => format!("putting the old object back failed too ({e}): the operator retries the recreate"),
     })]
     Recreate { child: String, source: kube::Error, restored: Option<String> },
+    /// A VolumeAttributesClass whose parameters changed is still referenced: it cannot be
+    /// recreated under claims that use it.
+    #[error(
+        "{child}: its parameters are immutable and it is in use by {}; create a class under a new name with the new \
+        parameters and move the claims to it (spec.volumeAttributesClassName)", users.join(", ")
+    )]
+    ClassInUse { child: String, users: Vec<String> },
     #[error("reading {what}: {}", ApiMessage(source))]
     Read { what: String, source: kube::Error },
     #[error("writing status of {name}: {}", ApiMessage(source))]
@@ -62,7 +69,7 @@ impl Error {
             | Error::Status { source, .. }
             | Error::Finalizer { source, .. } => source,
             Error::Discovery(source) => source,
-            Error::Serialize { .. } => return None,
+            Error::Serialize { .. } | Error::ClassInUse { .. } => return None,
         };
         match source {
             kube::Error::Api(s) => Some((s.code, s.details.as_ref().map(|d| d.retry_after_seconds).filter(|r| *r > 0))),
@@ -76,6 +83,7 @@ impl Error {
             Error::Apply { .. } => "apply_failed",
             Error::Delete { .. } => "delete_failed",
             Error::Recreate { .. } => "recreate_failed",
+            Error::ClassInUse { .. } => "class_in_use",
             Error::Read { .. } => "read_failed",
             Error::Status { .. } => "status_failed",
             Error::Finalizer { .. } => "finalizer_failed",

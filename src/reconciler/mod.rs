@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::storage::v1::VolumeAttributesClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -62,6 +63,9 @@ pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
+/// A status change that is only progress (replica counts, a node joining: see
+/// `conditions::progress_only`) is written at most this often per driver; decisions at once.
+pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
 /// How often the Kubernetes version is asked again while running (one GET of /version): a
 /// control-plane upgrade or downgrade changes what is rendered without an operator restart. A
 /// watch error (the API server restarting during an upgrade) asks at once.
@@ -86,6 +90,8 @@ pub struct Context {
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each driver's status was last written (the coalescing of progress-only changes).
+    status_written: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -142,7 +148,28 @@ pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
     let version = kubernetes_version(client).await?.unwrap_or((1, 33));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
-    Ok(Capabilities { kubernetes_version: version, snapshot_api, identity_secret_version: None })
+    let volume_attributes_class_api = volume_attributes_class_api(client).await?;
+    Ok(Capabilities {
+        kubernetes_version: version,
+        snapshot_api,
+        volume_attributes_class_api,
+        identity_secret_version: None,
+    })
+}
+
+/// The storage.k8s.io version that serves VolumeAttributesClass (`v1`, else `v1beta1`), as
+/// upstream's chart asks `.Capabilities.APIVersions`: from the API server's discovery.
+pub async fn volume_attributes_class_api(client: &Client) -> Result<Option<&'static str>, Error> {
+    for version in crate::render::VOLUME_ATTRIBUTES_CLASS_VERSIONS {
+        match client.list_api_group_resources(&format!("storage.k8s.io/{version}")).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == "volumeattributesclasses") => return Ok(Some(version)),
+            Ok(_) => {}
+            // A group version the server does not serve at all.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Discovery(e)),
+        }
+    }
+    Ok(None)
 }
 
 /// Runs the controller until `opts.shutdown` completes and in-flight reconciles finish.
@@ -160,16 +187,25 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let driver_ns = opts.policy.driver_namespace.clone();
-    for kind in child_kinds() {
-        let mut cfg = watcher::Config::default().labels(&label);
+    let vac_api = caps.read().map(|c| c.volume_attributes_class_api).unwrap_or(None);
+    for mut kind in child_kinds() {
+        let is_vac = kind.resource.kind == VolumeAttributesClass::kind(&());
+        if is_vac && let Some(version) = vac_api {
+            // The cache reads the version the cluster serves (v1beta1 before 1.34, where enabled).
+            kind.resource.version = version.to_string();
+            kind.resource.api_version = format!("{}/{version}", kind.resource.group);
+        }
+        // A whole-kind cache holds foreign objects too (no label selector).
+        let mut cfg = if kind.whole { watcher::Config::default() } else { watcher::Config::default().labels(&label) };
         // The one CSIDriver is watched by name, so RBAC can limit even the watch to it.
         if let Some(fields) = kind.field_selector() {
             cfg = cfg.fields(&fields);
         }
         let name = kind.resource.kind.clone();
-        // The snapshot API's watch fails for as long as the API is not installed: not a sign of
-        // an API server restart.
-        let errors = (kind.resource.group != VolumeSnapshotClass::group(&())).then(|| watch_errors.clone());
+        // The snapshot API's (and an unserved VolumeAttributesClass's) watch fails for as long as
+        // the API is not installed: not a sign of an API server restart.
+        let absent_api = kind.resource.group == VolumeSnapshotClass::group(&()) || (is_vac && vac_api.is_none());
+        let errors = (!absent_api).then(|| watch_errors.clone());
         let store = match kind.cached {
             Cached::Deployment => {
                 let (reader, writer) = reflector::store::<Deployment>();
@@ -195,14 +231,16 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 } else {
                     Api::all_with(client.clone(), &kind.resource)
                 };
-                let stream = reflector::reflector(writer, watcher(api, cfg));
+                let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
+                let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
                     quiet(stream.default_backoff().touched_objects(), errors),
                     |o: PartialObjectMeta<DynamicObject>| instance_ref(&o.metadata),
                     kind.resource.clone(),
                 );
-                // The snapshot API may be absent; its cache must not hold up readiness.
-                if kind.resource.group != VolumeSnapshotClass::group(&()) {
+                // The snapshot API and VolumeAttributesClass may be absent; their caches must not
+                // hold up readiness.
+                if kind.resource.group != VolumeSnapshotClass::group(&()) && !(is_vac && vac_api.is_none()) {
                     syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 }
                 KindStore::Meta(reader)
@@ -245,6 +283,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         policy: opts.policy,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
+        status_written: Mutex::new(HashMap::new()),
     });
 
     {

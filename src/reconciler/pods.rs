@@ -1,7 +1,9 @@
 //! The driver's pods: one label-filtered watch of the driver namespace (whole pods, trimmed: the
 //! container statuses say why a pod is not ready, which metadata cannot), started for the
 //! namespace of the driver in charge, and what one pod tells the health rules ([`facts`]).
-//! A pod change triggers a reconcile of the driver whose `instance` label it carries.
+//! Only the pods that can change a condition are kept (not ready, terminating, restarted), so
+//! memory and each reconcile's work follow the pods in trouble, not the number of nodes. A
+//! change of such a pod triggers a reconcile of the driver whose `instance` label it carries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +12,6 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
@@ -27,9 +28,14 @@ const START_REASONS: &[&str] = &["CreateContainerConfigError", "CreateContainerE
 /// half the grace period, if shorter), so the running spells between crashes do not hide a loop.
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// The pods worth a look: those that are not ready, terminating, or have restarted a container.
+/// A ready pod that never restarted tells the health rules nothing, so in a cluster of thousands
+/// of nodes the watch keeps (and each reconcile reads) only the few that do.
+type Notable = std::collections::HashMap<String, Arc<Pod>>;
+
 struct Running {
     namespace: String,
-    store: Store<Pod>,
+    notable: Arc<Mutex<Notable>>,
     synced: Arc<std::sync::atomic::AtomicBool>,
     error: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -48,21 +54,39 @@ pub struct PodWatch {
     running: Mutex<Option<Running>>,
 }
 
+/// Whether a pod can change a condition: not ready, terminating, or with a container that
+/// restarted (it may be crash-looping). Pods of neither workload never count.
+fn notable(p: &Pod) -> bool {
+    let ours =
+        matches!(p.labels().get("app").map(String::as_str), Some(controller_deployment::NAME | node_daemonset::NAME));
+    let Some(status) = p.status.as_ref() else { return ours };
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let restarted = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .any(|c| c.restart_count > 0);
+    ours && (!ready || restarted || p.metadata.deletion_timestamp.is_some())
+}
+
 impl PodWatch {
     pub fn new(client: Client, triggers: mpsc::Sender<String>) -> Self {
         Self { client, triggers, running: Mutex::new(None) }
     }
 
-    /// The pods of driver `instance` in `namespace`, starting the watch there if needed. `Ok(None)`
-    /// until the watch has its first list (its completion triggers a reconcile); `Err` with the
-    /// API server's words while that first list fails (for example 403 without the RBAC grant).
+    /// The pods of driver `instance` in `namespace` that can change a condition (see
+    /// [`notable`]; the others are ready and steady), starting the watch there if needed.
+    /// `Ok(None)` until the watch has its first list (its completion triggers a reconcile);
+    /// `Err` with the API server's words while that first list fails (for example 403 without
+    /// the RBAC grant).
     pub fn pods(&self, namespace: &str, instance: &str) -> Result<Option<Vec<Arc<Pod>>>, String> {
         let Ok(mut running) = self.running.lock() else { return Ok(None) };
         if running.as_ref().is_none_or(|r| r.namespace != namespace) {
             *running = Some(self.start(namespace));
         }
         let Some(r) = running.as_ref() else { return Ok(None) };
-        // Once listed, the store stays readable while the watch re-lists after an error (a
+        // Once listed, the pods stay readable while the watch re-lists after an error (a
         // dropped watch, a throttled list): the last known pods, not a flip to Unknown.
         if !r.synced.load(std::sync::atomic::Ordering::Acquire) {
             return match r.error.lock().ok().and_then(|e| e.clone()) {
@@ -70,11 +94,12 @@ impl PodWatch {
                 None => Ok(None),
             };
         }
+        let Ok(notable) = r.notable.lock() else { return Ok(None) };
         Ok(Some(
-            r.store
-                .state()
-                .into_iter()
+            notable
+                .values()
                 .filter(|p| p.labels().get(LABEL_INSTANCE).is_some_and(|i| i == instance))
+                .cloned()
                 .collect(),
         ))
     }
@@ -82,15 +107,18 @@ impl PodWatch {
     fn start(&self, namespace: &str) -> Running {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let cfg = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-        let (store, writer) = reflector::store();
+        let notable_pods: Arc<Mutex<Notable>> = Arc::default();
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
-        let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff().modify(trim));
-        let (triggers, flag, err, cache) = (self.triggers.clone(), synced.clone(), error.clone(), store.clone());
+        let stream = watcher(api, cfg).default_backoff().modify(trim);
+        let (triggers, flag, err, map) = (self.triggers.clone(), synced.clone(), error.clone(), notable_pods.clone());
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            // A (re-)list builds the notable pods afresh and swaps them in when complete.
+            let mut listing: Option<(Notable, std::collections::BTreeSet<String>)> = None;
             while let Some(ev) = stream.next().await {
-                let touched = match ev {
+                let mut touched: Vec<String> = Vec::new();
+                match ev {
                     Err(e) => {
                         tracing::debug!(error = %e, "pod watch retrying");
                         if let Ok(mut slot) = err.lock() {
@@ -98,27 +126,53 @@ impl PodWatch {
                         }
                         continue;
                     }
-                    Ok(watcher::Event::InitDone) => {
-                        flag.store(true, std::sync::atomic::Ordering::Release);
-                        cache.state()
+                    Ok(watcher::Event::Init) => listing = Some(Default::default()),
+                    Ok(watcher::Event::InitApply(p)) => {
+                        if let Some((fresh, instances)) = listing.as_mut() {
+                            instances.extend(p.labels().get(LABEL_INSTANCE).cloned());
+                            if notable(&p) {
+                                fresh.insert(p.name_any(), Arc::new(p));
+                            }
+                        }
                     }
-                    Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) => vec![Arc::new(p)],
-                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Vec::new(),
-                };
+                    Ok(watcher::Event::InitDone) => {
+                        let (fresh, instances) = listing.take().unwrap_or_default();
+                        if let Ok(mut m) = map.lock() {
+                            touched.extend(m.values().filter_map(|p| p.labels().get(LABEL_INSTANCE).cloned()));
+                            *m = fresh;
+                        }
+                        touched.extend(instances);
+                        flag.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    Ok(watcher::Event::Apply(p)) => {
+                        let keep = notable(&p);
+                        let was = map.lock().ok().and_then(|mut m| {
+                            if keep { m.insert(p.name_any(), Arc::new(p.clone())) } else { m.remove(&p.name_any()) }
+                        });
+                        // A ready, steady pod staying so changes no condition: no reconcile.
+                        if keep || was.is_some() {
+                            touched.extend(p.labels().get(LABEL_INSTANCE).cloned());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(p)) => {
+                        if let Ok(mut m) = map.lock() {
+                            m.remove(&p.name_any());
+                        }
+                        touched.extend(p.labels().get(LABEL_INSTANCE).cloned());
+                    }
+                }
                 if let Ok(mut slot) = err.lock() {
                     *slot = None;
                 }
-                let mut names: Vec<String> =
-                    touched.iter().filter_map(|p| p.labels().get(LABEL_INSTANCE).cloned()).collect();
-                names.sort();
-                names.dedup();
-                for n in names {
+                touched.sort();
+                touched.dedup();
+                for n in touched {
                     // A full queue already holds a trigger; the reconcile reads the latest pods.
                     let _ = triggers.try_send(n);
                 }
             }
         });
-        Running { namespace: namespace.to_string(), store, synced, error, task }
+        Running { namespace: namespace.to_string(), notable: notable_pods, synced, error, task }
     }
 }
 
@@ -131,12 +185,29 @@ pub(super) fn watch_error(e: &watcher::Error) -> String {
     }
 }
 
-/// Keeps what the health rules read: labels, timestamps, the node, the status.
+/// Keeps what the health rules read: the `app` and `instance` labels, timestamps, the node, the
+/// Ready condition and what each container's state says.
 fn trim(p: &mut Pod) {
-    p.metadata.managed_fields = None;
-    p.metadata.annotations = None;
+    let m = &mut p.metadata;
+    m.managed_fields = None;
+    m.annotations = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if let Some(labels) = m.labels.as_mut() {
+        labels.retain(|k, _| k == "app" || k == LABEL_INSTANCE);
+    }
     let node_name = p.spec.as_ref().and_then(|s| s.node_name.clone());
     p.spec = Some(PodSpec { node_name, ..PodSpec::default() });
+    if let Some(st) = p.status.as_mut() {
+        if let Some(conditions) = st.conditions.as_mut() {
+            conditions.retain(|c| c.type_ == "Ready");
+        }
+        (st.host_ip, st.host_ips, st.pod_ip, st.pod_ips, st.qos_class) = (None, None, None, None, None);
+        for c in st.init_container_statuses.iter_mut().chain(st.container_statuses.iter_mut()).flatten() {
+            (c.container_id, c.resources, c.volume_mounts, c.allocated_resources) = (None, None, None, None);
+            c.image_id = String::new();
+        }
+    }
 }
 
 /// What one pod tells the health rules. None for a pod of neither workload.

@@ -16,11 +16,14 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
-    Context, FORCE_DELETE_ANNOTATION, RESYNC, children, deletion, driver_rbac, driver_resource, pods, secrets,
+    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_rbac, driver_resource, pods,
+    secrets,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
 
+/// How often a driver with VolumeAttributesClasses kept for their claims checks them again.
+const KEPT_CLASS_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a driver with held-back classes is looked at again.
 const HELD_CLASS_RECHECK: Duration = Duration::from_secs(30);
 
@@ -55,6 +58,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         generation: obj.metadata.generation,
         failed_attempts: ctx.failures.lock().ok().and_then(|f| f.get(&name).copied()).unwrap_or(0),
         snapshot_api: caps.snapshot_api,
+        volume_attributes_class_api: caps.volume_attributes_class_api,
         kubernetes_version: Some(format!("{}.{}", caps.kubernetes_version.0, caps.kubernetes_version.1)),
         aws: ctx.aws.as_ref().and_then(|a| a.get(&name)),
         ..Observed::default()
@@ -90,7 +94,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let parsed = parse::from_value(value);
     let mut caps = caps;
     let mut secrets_seen = Vec::new();
-    if let Ok(hcd) = &parsed {
+    // A driver the installation refuses (another namespace) is not looked into at all.
+    if let Ok(hcd) = &parsed
+        && ctx.policy.refusals(&hcd.spec).is_empty()
+    {
         secrets_seen = observe_secrets(ctx, hcd).await;
         let identity = hcd.spec.aws.identity.secret_ref.as_ref().map(|s| s.name.as_str());
         caps.identity_secret_version = secrets_seen.iter().find_map(|(n, seen)| match seen {
@@ -150,17 +157,26 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
     }
     observed.apply_errors = errors.iter().map(ToString::to_string).collect();
-    let status = write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
+    let Written { status, deferred } = write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => {
-            // Wake up when a grace period runs out, even if nothing else changes.
+            // Wake up when a grace period runs out, even if nothing else changes, and for a
+            // status write that waits.
             let review = conditions::next_review(&observed, Some(&status), now);
             let mut next = review.map_or(RESYNC, |d| (d + Duration::from_millis(100)).min(RESYNC));
+            if let Some(d) = deferred {
+                next = next.min(d);
+            }
             // A held-back class is someone else's object, outside our label-filtered watches:
             // look again soon, so it is applied once that object is gone or the spec adopts it.
             if !observed.foreign_classes.is_empty() {
                 next = next.min(HELD_CLASS_RECHECK);
+            }
+            // A VolumeAttributesClass kept for its claims is deleted soon after they let it go
+            // (nothing watches claims).
+            if !observed.kept_volume_attributes_classes.is_empty() {
+                next = next.min(KEPT_CLASS_RECHECK);
             }
             Ok(Action::requeue(next))
         }
@@ -175,30 +191,39 @@ async fn apply_children(
     observed: &mut Observed,
 ) -> Result<Vec<Error>> {
     let name = hcd.name_any();
-    observed.driver_image = Some(render::images::resolve(&hcd.spec).driver);
-    use k8s_openapi::api::storage::v1::StorageClass;
+    let images = render::images::resolve(&hcd.spec);
+    observed.driver_image = Some(images.driver);
+    use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttributesClass};
 
     use crate::render::VolumeSnapshotClass;
     let names_of = |kind: &str| children.iter().filter(|c| c.kind() == kind).map(|c| c.name()).collect();
     observed.storage_classes = names_of(&StorageClass::kind(&()));
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
+    observed.volume_attributes_classes = names_of(&VolumeAttributesClass::kind(&()));
+    observed.requested_volume_attributes_classes = hcd.spec.volume_attributes_classes.len();
     // Foreign objects the spec lets us take over are applied over; a foreign class the spec does
     // not let us take over blocks that class only; any other foreign object blocks the driver.
-    let foreign = children::foreign(&ctx.client, &ctx.caches, children, &name, uid).await?;
-    let (adopted, refused): (Vec<_>, Vec<_>) = foreign.into_iter().partition(|f| hcd.spec.adopts(&f.kind, &f.name));
+    let survey = children::survey(&ctx.client, &ctx.caches, children, &name, uid).await?;
+    let (adopted, refused): (Vec<_>, Vec<_>) =
+        survey.foreign.into_iter().partition(|f| hcd.spec.adopts(&f.kind, &f.name));
     let (classes, blocking): (Vec<_>, Vec<_>) = refused.into_iter().partition(children::Foreign::is_class);
     if !blocking.is_empty() {
         observed.foreign = blocking.into_iter().chain(classes).map(|f| f.message).collect();
         return Ok(Vec::new());
     }
+    observed.version = Some(images.version);
     let held: BTreeSet<&str> = classes.iter().map(|f| f.key.as_str()).collect();
     let applied: Vec<render::Child> = children.iter().filter(|c| !held.contains(c.key().as_str())).cloned().collect();
     observed.foreign_classes = classes.iter().map(|f| f.message.clone()).collect();
     let adopting: BTreeSet<String> = adopted.into_iter().map(|f| f.key).collect();
-    let mut errors = children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, &applied, &adopting).await;
+    let mut errors =
+        children::apply(&ctx.client, &ctx.caches, &ctx.applied, &ctx.metrics, &applied, &adopting, &survey.absent)
+            .await;
     if errors.is_empty() {
         let keep: BTreeSet<String> = children.iter().map(render::Child::key).collect();
-        errors.extend(children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await);
+        let pruned = children::prune(&ctx.client, &ctx.caches, &name, uid, &keep).await;
+        errors.extend(pruned.errors);
+        observed.kept_volume_attributes_classes = pruned.kept_classes;
     }
     if hcd.spec.adopts_any() {
         match children::release_leftovers(&ctx.client, &ctx.caches, children, &name, uid).await {
@@ -296,6 +321,10 @@ async fn observe_secrets(ctx: &Context, hcd: &HardenedCsiDriver) -> Vec<(String,
         *s = match api.get_metadata_opt(name).await {
             Ok(Some(m)) => secrets::Seen::Present(m.metadata.resource_version.unwrap_or_default()),
             Ok(None) => secrets::Seen::Absent,
+            Err(kube::Error::Api(status)) if status.code == 403 => secrets::Seen::Error(format!(
+                "the operator may read only the Secrets its installation names, and {namespace}/{name} is not one \
+                 of them: add {name} to the chart value pullSecretCheck.secretNames (or fix the name in the spec)"
+            )),
             Err(e) => match s {
                 secrets::Seen::Error(watch) => secrets::Seen::Error(watch.clone()),
                 _ => secrets::Seen::Error(ApiMessage(&e).to_string()),
@@ -401,26 +430,46 @@ async fn finalize(
 }
 
 /// Writes status (server-side apply of the status subresource) only when it changed, and
-/// publishes an event for each condition whose status changed.
+/// publishes an event for each condition whose status changed. A change that is progress only
+/// is written at most once per `STATUS_COALESCE`: the caller requeues for the deferred write.
 async fn write_status(
     ctx: &Context,
     api: &Api<DynamicObject>,
     obj: &DynamicObject,
     old: Option<&HardenedCsiDriverStatus>,
     observed: &Observed,
-) -> Result<HardenedCsiDriverStatus> {
+) -> Result<Written> {
     let now = Time(jiff::Timestamp::now());
     let new = conditions::build(old, observed, &now);
     ctx.metrics.set_conditions(&obj.name_any(), new.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())));
     if old.is_some_and(|o| conditions::same_status(o, &new)) {
-        return Ok(new);
+        return Ok(Written { status: new, deferred: None });
     }
     let name = obj.name_any();
+    // Progress alone (counts moving while nodes join or pods roll) waits for the coalescing
+    // interval; the reconcile due then writes whatever is current.
+    let last = ctx.status_written.lock().ok().and_then(|w| w.get(&name).copied());
+    if let (Some(o), Some(last)) = (old, last)
+        && conditions::progress_only(o, &new)
+        && let Some(wait) = STATUS_COALESCE.checked_sub(last.elapsed()).filter(|w| !w.is_zero())
+    {
+        tracing::debug!(driver = %name, wait_ms = wait.as_millis() as u64, "progress only; status write coalesced");
+        return Ok(Written { status: new, deferred: Some(wait) });
+    }
     let patch =
         json!({"apiVersion": HardenedCsiDriver::api_version(&()), "kind": HardenedCsiDriver::kind(&()), "status": new});
     api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| Error::Status { name: name.clone(), source })?;
+    if let Ok(mut w) = ctx.status_written.lock() {
+        w.insert(name.clone(), Instant::now());
+    }
+    tracing::debug!(
+        driver = %name,
+        generation = ?new.observed_generation,
+        ready = ?new.condition(conditions::READY).map(|c| (&c.status, &c.reason, &c.message)),
+        "status written"
+    );
     let reference = obj.object_ref(&driver_resource());
     for c in conditions::transitions(old, &new) {
         let decision = matches!(
@@ -444,6 +493,13 @@ async fn write_status(
             conditions::RECONCILING => false,
             _ => c.status == "True",
         };
+        // A condition seen for the first time is news only when something is wrong: a new
+        // driver whose spec is valid and which is rolling out says so in its status, not in a
+        // burst of events.
+        let first = old.and_then(|o| o.condition(&c.type_)).is_none();
+        if first && (good || c.reason == "RollingOut") {
+            continue;
+        }
         // An event is a courtesy; failing to publish one must not fail the reconcile.
         let ev = Event {
             type_: if good { EventType::Normal } else { EventType::Warning },
@@ -456,7 +512,13 @@ async fn write_status(
             tracing::debug!(error = %e, "event not published");
         }
     }
-    Ok(new)
+    Ok(Written { status: new, deferred: None })
+}
+
+/// The status a reconcile decided, and how long its write waits when it is progress only.
+struct Written {
+    status: HardenedCsiDriverStatus,
+    deferred: Option<Duration>,
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -305,6 +305,11 @@ struct Sidecar<'a> {
 
 fn provisioner(ctx: &RenderCtx) -> Container {
     let fs = format!("--default-fstype={}", ctx.spec.controller.default_fs_type.as_str());
+    // One --feature-gates flag: upstream's chart repeats the flag for VolumeAttributesClass.
+    let gates = match super::volume_attributes_classes::feature_gate(ctx) {
+        Some(g) => format!("--feature-gates=Topology=true,{g}"),
+        None => "--feature-gates=Topology=true".to_string(),
+    };
     sidecar(
         ctx,
         "csi-provisioner",
@@ -312,7 +317,7 @@ fn provisioner(ctx: &RenderCtx) -> Container {
         &[
             "--timeout=60s",
             "--csi-address=$(ADDRESS)",
-            "--feature-gates=Topology=true",
+            &gates,
             "--extra-create-metadata",
             "--leader-election=true",
             &fs,
@@ -364,23 +369,21 @@ fn snapshotter(ctx: &RenderCtx) -> Container {
 }
 
 fn resizer(ctx: &RenderCtx) -> Container {
-    sidecar(
-        ctx,
-        "csi-resizer",
-        &ctx.images.resizer,
-        &[
-            "--timeout=60s",
-            "--extra-modify-metadata",
-            "--csi-address=$(ADDRESS)",
-            "--handle-volume-inuse-error=false",
-            "--leader-election=true",
-            "--kube-api-qps=20",
-            "--kube-api-burst=100",
-            "--workers=100",
-            "--retry-interval-max=30m",
-        ],
-        Sidecar { spec: &ctx.spec.controller.sidecars.resizer, vac_fallback: true, json_logs: true },
-    )
+    let mut args = vec![
+        "--timeout=60s",
+        "--extra-modify-metadata",
+        "--csi-address=$(ADDRESS)",
+        "--handle-volume-inuse-error=false",
+        "--leader-election=true",
+        "--kube-api-qps=20",
+        "--kube-api-burst=100",
+        "--workers=100",
+        "--retry-interval-max=30m",
+    ];
+    let gate = super::volume_attributes_classes::feature_gate(ctx).map(|g| format!("--feature-gates={g}"));
+    args.extend(gate.as_deref());
+    let opts = Sidecar { spec: &ctx.spec.controller.sidecars.resizer, vac_fallback: true, json_logs: true };
+    sidecar(ctx, "csi-resizer", &ctx.images.resizer, &args, opts)
 }
 
 fn liveness_probe(ctx: &RenderCtx) -> Container {

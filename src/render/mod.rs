@@ -5,8 +5,9 @@
 
 //! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
 //! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
-//! `classes` (StorageClasses, VolumeSnapshotClasses), `network_policy`; `pod` holds what both
-//! pod templates share and `images` resolves image references.
+//! `classes` (StorageClasses, VolumeSnapshotClasses), `volume_attributes_classes`,
+//! `network_policy`; `pod` holds what both pod templates share and `images` resolves image
+//! references (the release of `spec.version`, from `crd::versions`).
 
 mod classes;
 pub mod controller_deployment;
@@ -16,6 +17,7 @@ pub mod network_policy;
 pub mod node_daemonset;
 mod pod;
 pub mod rbac;
+pub mod volume_attributes_classes;
 
 pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
 
@@ -53,6 +55,9 @@ pub struct Capabilities {
     pub kubernetes_version: (u32, u32),
     /// `snapshot.storage.k8s.io/v1` VolumeSnapshotClasses are served.
     pub snapshot_api: bool,
+    /// The storage.k8s.io version serving VolumeAttributesClasses (`v1`, else `v1beta1`), None
+    /// when the cluster serves none (before 1.34 unless its beta API is enabled).
+    pub volume_attributes_class_api: Option<&'static str>,
     /// The resourceVersion of the static-key Secret (`spec.aws.identity.secretRef`) as the
     /// reconciler last saw it (metadata only), part of the controller's identity hash: a rotated
     /// key rolls the controller. None when unknown (offline `render`, no static keys).
@@ -61,9 +66,17 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { kubernetes_version: (1, 33), snapshot_api: true, identity_secret_version: None }
+        Self {
+            kubernetes_version: (1, 33),
+            snapshot_api: true,
+            volume_attributes_class_api: None,
+            identity_secret_version: None,
+        }
     }
 }
+
+/// The storage.k8s.io versions that can serve VolumeAttributesClass, preferred first.
+pub const VOLUME_ATTRIBUTES_CLASS_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 
 impl Capabilities {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
@@ -143,6 +156,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
     children.extend(classes::build(&ctx));
+    children.extend(volume_attributes_classes::build(&ctx));
     for c in &mut children {
         ctx.stamp_owner(c);
     }

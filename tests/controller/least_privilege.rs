@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::support::{DRIVER_NAMESPACE, Harness, OPERATOR_NAMESPACE, operator_user, wait_for};
@@ -184,7 +184,7 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
         allowed_registries: vec!["dhi.io".into(), "registry.example.com/dhi".into()],
         ..InstallPolicy::default()
     };
-    let h = Harness::start_with_policy(1, true, policy).await;
+    let h = Harness::start_with_policy("1.33", 1, true, policy).await;
     let mut s = spec();
     s["images"] = json!({"mirror": "registry.example.com/dhi"});
     h.create_driver(DRIVER, s).await;
@@ -198,7 +198,8 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
 /// must have been used: a grant no part of the operator needs fails here.
 #[tokio::test]
 async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
-    let h = Harness::start(2).await;
+    // 1.34 serves VolumeAttributesClasses.
+    let h = Harness::start_on("1.34", 2, true).await;
     let metrics = Arc::new(Metrics::new());
     let settings = LeaseSettings {
         name: "hardened-csi-operator".into(),
@@ -227,12 +228,28 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     })
     .await;
 
+    // What an earlier version left: our CSIDriver without fsGroupPolicy (immutable), so the
+    // create recreates it (read by name, deleted, applied).
+    let csid = h.dynamic("storage.k8s.io/v1", "CSIDriver", "csidrivers", None);
+    let old: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+        "metadata": {"name": "ebs.csi.aws.com", "labels": {
+            "app.kubernetes.io/managed-by": "hardened-csi-operator", "app.kubernetes.io/instance": DRIVER}},
+        "spec": {"attachRequired": true, "podInfoOnMount": false}
+    }))
+    .expect("csidriver");
+    csid.patch("ebs.csi.aws.com", &PatchParams::apply("hardened-csi-operator"), &Patch::Apply(&old))
+        .await
+        .expect("old CSIDriver");
+
     super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
     let mut s = spec();
     s["images"] = json!({"pullSecrets": [super::support::PULL_SECRET, "dhi-pull"]});
     s["metrics"] = json!({"enabled": true});
     s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
     s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}, {"name": "archive"}]);
+    s["volumeAttributesClasses"] =
+        json!([{"name": "fast", "type": "gp3", "iops": 16000}, {"name": "slow", "type": "sc1"}]);
     h.create_driver(DRIVER, s.clone()).await;
     ready(&h).await;
     h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
@@ -245,27 +262,34 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     .await;
     assert!(token.is_ok_and(|t| !t.is_empty()), "the IRSA TokenRequest for the driver's ServiceAccount");
 
-    // The driver's RBAC breaks and is repaired: Ready goes False and True again, so the second
-    // Ready event is the same event again (a patch of its series).
+    // The driver's RBAC breaks and is repaired, twice: Ready goes False and True again, so the
+    // second round's events are the first round's again (a patch of their series).
     let crs: Api<ClusterRole> = Api::all(h.client.clone());
-    crs.delete("ebs-csi-node-role", &DeleteParams::default()).await.expect("delete");
-    h.reconcile_once(DRIVER).await;
-    h.wait_condition(DRIVER, "Ready", "False").await;
-    super::support::install_driver_rbac(&h.client).await;
-    h.reconcile_once(DRIVER).await;
-    h.wait_condition(DRIVER, "Ready", "True").await;
+    for _ in 0..2 {
+        crs.delete("ebs-csi-node-role", &DeleteParams::default()).await.expect("delete");
+        h.reconcile_once(DRIVER).await;
+        h.wait_condition(DRIVER, "Ready", "False").await;
+        super::support::install_driver_rbac(&h.client).await;
+        h.reconcile_once(DRIVER).await;
+        h.wait_condition(DRIVER, "Ready", "True").await;
+    }
 
-    // Update: a changed class parameter recreates the class; fewer classes prune the rest.
+    // Update: a changed class parameter recreates the class; fewer classes prune the rest (a
+    // VolumeAttributesClass only once no claim or volume names it).
     s["storageClasses"] = json!([{"name": "gp3", "iops": 4000}]);
     s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}]);
+    s["volumeAttributesClasses"] = json!([{"name": "fast", "type": "gp3", "iops": 8000}]);
     h.patch_spec(
         DRIVER,
         json!({"storageClasses": s["storageClasses"], "volumeSnapshotClasses":
-        s["volumeSnapshotClasses"], "metrics": {"enabled": false}}),
+        s["volumeSnapshotClasses"], "volumeAttributesClasses": s["volumeAttributesClasses"],
+        "metrics": {"enabled": false}}),
     )
     .await;
     let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
     wait_for("io2 pruned", || async { (!h.exists(&sc, "io2").await).then_some(Value::Null) }).await;
+    let vac = h.dynamic("storage.k8s.io/v1", "VolumeAttributesClass", "volumeattributesclasses", None);
+    wait_for("slow pruned", || async { (!h.exists(&vac, "slow").await).then_some(Value::Null) }).await;
     h.wait_condition(DRIVER, "Ready", "True").await;
 
     // Deletion: held while a volume exists, then forced.
@@ -289,5 +313,36 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     // driver's finalizers is needed (and none is held).
     let listed: Vec<String> = h.server.unused_grants(&operator_user()).iter().map(ToString::to_string).collect();
     assert!(listed.is_empty(), "grants no part of the operator used:\n{}", listed.join("\n"));
+    h.stop().await;
+}
+
+/// A pull Secret the installation does not name (chart value `pullSecretCheck.secretNames`) is
+/// refused to the operator by RBAC: the condition says so, with the value to set, and nothing is
+/// read by any other way.
+#[tokio::test]
+async fn a_pull_secret_the_installation_does_not_name_is_reported_with_the_chart_value() {
+    let h = Harness::start(1).await;
+    let mut s = spec();
+    s["images"]["pullSecrets"] = json!([super::support::PULL_SECRET, "unlisted"]);
+    h.create_driver(DRIVER, s).await;
+    let c = h.wait_condition(DRIVER, "PullSecretsPresent", "Unknown").await;
+    assert_eq!(c["reason"], json!("CannotCheck"), "{c}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("kube-system/unlisted") && msg.contains("pullSecretCheck.secretNames"), "{msg}");
+    // Every refusal the operator met was for that Secret, and only reads.
+    let denied = h.server.denied_requests(&operator_user());
+    assert!(!denied.is_empty(), "RBAC refused the read");
+    assert!(
+        denied.iter().all(|a| a.resource == "secrets"
+            && a.name == "unlisted"
+            && ["get", "list", "watch"].contains(&a.verb.as_str())),
+        "{denied:#?}"
+    );
+    // The name fixed in the spec: checked again, and no refusal after it.
+    h.patch_spec(DRIVER, json!({"images": {"pullSecrets": [super::support::PULL_SECRET]}})).await;
+    h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.server.reset_access_log();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     h.stop().await;
 }

@@ -6,6 +6,7 @@ mod faults;
 mod hostile;
 mod journeys;
 mod least_privilege;
+mod storage;
 mod support;
 
 use std::time::Duration;

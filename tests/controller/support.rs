@@ -24,7 +24,7 @@ pub mod chart_rbac;
 
 // Re-exported for the suites (the bench that includes this file uses fewer).
 #[allow(unused_imports)]
-pub use chart_rbac::{DRIVER_NAMESPACE, OPERATOR_NAMESPACE, OPERATOR_SA, operator_user, rbac_server};
+pub use chart_rbac::{DRIVER_NAMESPACE, OPERATOR_NAMESPACE, OPERATOR_SA, operator_user, rbac_server, rbac_server_on};
 
 pub struct Harness {
     pub server: LocalApiServer,
@@ -85,16 +85,21 @@ impl Harness {
     }
 
     pub async fn start_with(nodes: usize, snapshot_api: bool) -> Self {
-        Self::start_with_policy(nodes, snapshot_api, InstallPolicy::default()).await
+        Self::start_on("1.33", nodes, snapshot_api).await
     }
 
-    /// As `start_with`, the operator installed with `policy` (driver namespace, registries).
-    pub async fn start_with_policy(nodes: usize, snapshot_api: bool, policy: InstallPolicy) -> Self {
+    /// As `start_with`, on a server of Kubernetes `version` (what it serves follows it).
+    pub async fn start_on(version: &str, nodes: usize, snapshot_api: bool) -> Self {
+        Self::start_with_policy(version, nodes, snapshot_api, InstallPolicy::default()).await
+    }
+
+    /// As `start_on`, the operator installed with `policy` (driver namespace, registries).
+    pub async fn start_with_policy(version: &str, nodes: usize, snapshot_api: bool, policy: InstallPolicy) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let server = rbac_server().await;
+        let server = rbac_server_on(version).await;
         let client = server.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");

@@ -1,5 +1,5 @@
 """`make demo` works: deploy/demo.sh brings up the local API server, moto and the operator,
-reconciles deploy/examples/minimal.yaml to Ready=True with a first AWS inventory from moto
+reconciles deploy/examples/irsa.yaml to Ready=True with a first AWS inventory from moto
 (AwsReachable=True), prints the children and the status, and cleans up."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_demo_reaches_ready_and_cleans_up(tmp_path):
         "storageclass.storage.k8s.io/gp3",
         "type: Ready",
         "type: AwsReachable",
-        "scope: cluster demo-cluster",
+        "scope: cluster prod-eks",
         "==> demo OK",
     ):
         assert expected in out, f"{expected!r} missing from the demo output:\n{out[-3000:]}"

@@ -24,7 +24,7 @@ from support import (
     validate_all_builtin,
 )
 
-EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full"}
+EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full", "storage"}
 
 
 def test_every_promised_example_exists():

@@ -282,8 +282,9 @@ def test_a_node_joining_never_drops_ready_nor_degrades(tmp_path):
         finally:
             watch.terminate()
             watch.wait()
-        joining = [o for o in seen if o["status"].get("node", {}).get("desired") == 3]
-        assert any(_cond(o, "Reconciling").get("status") == "True" for o in joining), "the join was reported"
+        # The join itself may never show as Reconciling=True: progress-only status changes are
+        # coalesced (issue 20: a node joining must not cost a status write), so a rollout shorter
+        # than the coalescing window is seen only as its result, 3 of 3 ready.
         for o in seen:
             assert _cond(o, "Ready")["status"] == "True", _cond(o, "Ready")
             assert _cond(o, "Degraded")["status"] == "False", _cond(o, "Degraded")

@@ -44,6 +44,11 @@ pub struct Fake {
     pub ignore_dry_run: HashSet<String>,
     /// EKS Auth AssumeRoleForPodIdentity answer: None = success, Some(code) = that error.
     pub eks_auth_error: Option<String>,
+    /// An account shared by two clusters, (this, other): even-numbered volumes and snapshots
+    /// carry this cluster's tags (`ebs.csi.aws.com/cluster-name` and `kubernetes.io/cluster/<id>`
+    /// `owned`), odd-numbered ones the other's, and Describe calls honour `tag:` filters as EC2
+    /// does (on top of the default scope rules). None: every item is the requested cluster's.
+    pub clusters: Option<(String, String)>,
     pub requests: Mutex<Vec<Req>>,
 }
 
@@ -163,6 +168,49 @@ fn take(map: &Mutex<HashMap<String, usize>>, action: &str) -> bool {
 impl Fake {
     pub fn new(volumes: usize, snapshots: usize) -> Self {
         Self { volumes, snapshots, ..Default::default() }
+    }
+
+    /// An account of `volumes` and `snapshots` of which half are cluster `this`'s (see `clusters`).
+    pub fn shared(volumes: usize, snapshots: usize, this: &str, other: &str) -> Self {
+        Self { volumes, snapshots, clusters: Some((this.into(), other.into())), ..Default::default() }
+    }
+
+    /// The cluster tags of item `i` (none for a one-cluster fake).
+    fn cluster_tags(&self, i: usize) -> Vec<(String, String)> {
+        let Some((this, other)) = &self.clusters else { return Vec::new() };
+        let id = if i.is_multiple_of(2) { this } else { other };
+        vec![
+            ("ebs.csi.aws.com/cluster-name".into(), id.clone()),
+            (format!("kubernetes.io/cluster/{id}"), "owned".into()),
+        ]
+    }
+
+    /// The indices of the `total` items that every `tag:` filter of the request selects (EC2:
+    /// filters are ANDed, the values of one filter ORed). Without `clusters`, all of them.
+    fn selected(&self, params: &HashMap<String, String>, total: usize) -> Vec<usize> {
+        let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+        for n in 1.. {
+            let Some(name) = params.get(&format!("Filter.{n}.Name")) else { break };
+            let values = (1..).map_while(|v| params.get(&format!("Filter.{n}.Value.{v}")).cloned()).collect();
+            filters.push((name.clone(), values));
+        }
+        if self.clusters.is_none() {
+            return (0..total).collect();
+        }
+        (0..total)
+            .filter(|i| {
+                let tags = self.cluster_tags(*i);
+                filters.iter().all(|(name, values)| match name.strip_prefix("tag:") {
+                    Some(key) => tags.iter().any(|(k, v)| k == key && values.contains(v)),
+                    None if name == "tag-key" => tags.iter().any(|(k, _)| values.contains(k)),
+                    None => true,
+                })
+            })
+            .collect()
+    }
+
+    fn tag_xml(&self, i: usize) -> String {
+        self.cluster_tags(i).iter().map(|(k, v)| format!("<item><key>{k}</key><value>{v}</value></item>")).collect()
     }
 
     /// The SDK HTTP client answering from this fake.
@@ -301,7 +349,8 @@ impl Fake {
             "GetEbsEncryptionByDefault" => ec2_ok(&action, "<ebsEncryptionByDefault>true</ebsEncryptionByDefault>"),
             "GetEbsDefaultKmsKeyId" => ec2_ok(&action, "<kmsKeyId>alias/aws/ebs</kmsKeyId>"),
             "DescribeVolumes" => {
-                let matching: Vec<usize> = (0..self.volumes).filter(|i| matches_scope(params, *i)).collect();
+                let matching: Vec<usize> =
+                    self.selected(params, self.volumes).into_iter().filter(|i| matches_scope(params, *i)).collect();
                 let (start, end, next) = self.page(params, matching.len());
                 let mut items = String::new();
                 for &i in &matching[start..end] {
@@ -309,26 +358,29 @@ impl Fake {
                         "<item><volumeId>vol-{i:017x}</volumeId><size>{}</size><availabilityZone>{}</availabilityZone>\
                             <status>{}</status><createTime>2026-01-01T00:00:00.000Z</createTime>\
                             <volumeType>{}</volumeType><tagSet><item><key>CSIVolumeName</key><value>pv-{i}</value>\
-                            </item><item><key>ebs.csi.aws.com/cluster</key><value>true</value></item></tagSet>\
+                            </item><item><key>ebs.csi.aws.com/cluster</key><value>true</value></item>{}</tagSet>\
                             <attachmentSet/></item>",
                         volume_size(i),
                         volume_zone(i),
                         volume_state(i),
-                        volume_type(i)
+                        volume_type(i),
+                        self.tag_xml(i)
                     ));
                 }
                 ec2_ok(&action, &format!("<volumeSet>{items}</volumeSet>{next}"))
             }
             "DescribeSnapshots" => {
-                let matching: Vec<usize> = (0..self.snapshots).filter(|j| matches_scope(params, *j)).collect();
+                let matching: Vec<usize> =
+                    self.selected(params, self.snapshots).into_iter().filter(|j| matches_scope(params, *j)).collect();
                 let (start, end, next) = self.page(params, matching.len());
                 let mut items = String::new();
                 for &j in &matching[start..end] {
                     items.push_str(&format!(
                         "<item><snapshotId>snap-{j:017x}</snapshotId><volumeId>vol-{j:017x}</volumeId>\
                             <status>{}</status><startTime>2026-01-02T00:00:00.000Z</startTime>\
-                            <volumeSize>10</volumeSize><ownerId>123456789012</ownerId></item>",
-                        snapshot_state(j)
+                            <volumeSize>10</volumeSize><ownerId>123456789012</ownerId><tagSet>{}</tagSet></item>",
+                        snapshot_state(j),
+                        self.tag_xml(j)
                     ));
                 }
                 ec2_ok(&action, &format!("<snapshotSet>{items}</snapshotSet>{next}"))

@@ -30,7 +30,13 @@ pub fn operator_user() -> String {
 /// OwnerReferencesPermissionEnforcement admission plugin on (as many distributions run it): an
 /// owner reference that blocks the owner's deletion then needs `update` on its finalizers.
 pub async fn rbac_server() -> LocalApiServer {
+    rbac_server_on(&local_apiserver::Options::default().kubernetes_version).await
+}
+
+/// As [`rbac_server`], serving Kubernetes `version` (what it serves follows it).
+pub async fn rbac_server_on(version: &str) -> LocalApiServer {
     LocalApiServer::start_with(local_apiserver::Options {
+        kubernetes_version: version.into(),
         authorization: Authorization::Rbac,
         admission_plugins: vec!["OwnerReferencesPermissionEnforcement".into()],
         ..local_apiserver::Options::default()

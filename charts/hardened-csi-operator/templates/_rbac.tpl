@@ -29,6 +29,9 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshotclasses"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattributesclasses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Read only, by name: verify the driver's ClusterRoles and bindings this chart installs
 # (templates/driver-rbac.yaml). The operator writes no RBAC object, so its token grants nothing.
@@ -56,10 +59,15 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   verbs: ["get", "list", "watch"]
   resourceNames:
     - volumesnapshotclasses.snapshot.storage.k8s.io
-# Deletion guard (no driver removal under live volumes) and the inventory's PV watch (orphans, leaks).
+# Deletion guard (no driver removal under live volumes), the inventory's PV watch (orphans, leaks)
+# and VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
   resources: ["persistentvolumes"]
   verbs: ["list", "watch"]
+# A VolumeAttributesClass is kept while a claim names it (read before deleting one).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list"]
 # Deletion guard and the inventory's stuck-attachment watch (read only).
 - apiGroups: ["storage.k8s.io"]
   resources: ["volumeattachments"]
