@@ -19,7 +19,7 @@ mod pod;
 pub mod rbac;
 pub mod volume_attributes_classes;
 
-pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
+pub use classes::{SNAPSHOT_CRD, VolumeSnapshotClass, VolumeSnapshotClassFields};
 
 use std::collections::BTreeMap;
 
