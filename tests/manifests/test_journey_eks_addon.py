@@ -19,10 +19,10 @@ import json
 import yaml
 
 from journey import (
-    NAMESPACE, apply_driver, conditions, driver, get, images_of, operator, patch_spec, pull_secret, satisfies,
-    wait_condition, wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, conditions, driver, get, hand_driver_rbac_to_helm, images_of, patch_spec,
+    pull_secret, satisfies, wait_condition, wait_rolled_out,
 )
-from support import CRD_FILE, REPO, kubectl, local_apiserver
+from support import REPO, kubectl
 
 ADDON_MANIFESTS = REPO.parent / "shared" / "reference" / "upstream-ebs-csi"
 ROLE = "arn:aws:iam::111122223333:role/AmazonEKS_EBS_CSI_DriverRole"
@@ -60,10 +60,30 @@ def _lay_down_addon(kc, role: str | None) -> None:
     kubectl(kc, "apply", "--server-side", "--field-manager=eks", "-f", "-", stdin=stream)
 
 
+def _addon_then_chart(role: str | None):
+    """Before the operator: the add-on's objects, then (once `aws eks delete-addon --preserve`
+    left them) the README's hand-over of the driver's RBAC to the chart's release, so that `helm
+    install` of the chart takes the add-on's ClusterRoles, bindings and leases Role over in place
+    instead of failing on their ownership."""
+
+    def lay_down(kc):
+        _lay_down_addon(kc, role)
+        uids = {n: get(kc, "clusterrole", n)["metadata"]["uid"] for n in ("ebs-csi-node-role", "ebs-external-attacher-role")}
+        hand_driver_rbac_to_helm(kc)
+        lay_down.rbac_uids = uids
+
+    return lay_down
+
+
 def test_adopt_the_eks_addon(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
-        _lay_down_addon(kc, ROLE)
+    before = _addon_then_chart(ROLE)
+    with cluster(tmp_path, "--nodes", "2", before_install=before, force_conflicts=True) as c:
+        kc = c.kc
+        # The chart's release took the add-on's RBAC over in place.
+        for name, uid in before.rbac_uids.items():
+            role = get(kc, "clusterrole", name)
+            assert role["metadata"]["uid"] == uid, f"ClusterRole {name} was replaced"
+            assert role["metadata"]["labels"]["app.kubernetes.io/component"] == "driver-rbac", role["metadata"]
         before = {
             kind: get(kc, "-n", NAMESPACE, kind, name)
             for kind, name in (("deployment", "ebs-csi-controller"), ("daemonset", "ebs-csi-node"),
@@ -75,7 +95,7 @@ def test_adopt_the_eks_addon(tmp_path):
         # README step 2: the pull secret and a HardenedCsiDriver with the add-on's role.
         pull_secret(kc)
         aws = {"region": "us-east-1", "clusterId": "demo-cluster", "identity": {"irsa": {"roleArn": ROLE}}}
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(aws=aws))
             blocked = wait_condition(kc, NAME, "OwnershipConflict", "True", op, reason="ForeignObjects")
             assert "the EKS managed add-on aws-ebs-csi-driver" in blocked["message"], blocked
@@ -125,11 +145,10 @@ def test_adopt_the_eks_addon(tmp_path):
 def test_the_addon_role_annotation_goes_when_the_spec_uses_pod_identity(tmp_path):
     """The add-on's IRSA annotation belongs to the field manager `eks`: a plain server-side apply
     without it would leave it, and the driver would keep assuming the add-on's role."""
-    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
-        _lay_down_addon(kc, ROLE)
+    with cluster(tmp_path, "--nodes", "1", before_install=_addon_then_chart(ROLE), force_conflicts=True) as c:
+        kc = c.kc
         pull_secret(kc)
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(adopt=True))
             wait_rolled_out(kc, NAME, op)
             sa = get(kc, "-n", NAMESPACE, "serviceaccount", "ebs-csi-controller-sa")

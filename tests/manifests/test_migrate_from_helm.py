@@ -14,8 +14,6 @@ deleting anything (the README's migration command) and the driver still runs.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +22,6 @@ import helm_python
 import yaml
 
 from support import (
-    BIN,
     CRD_FILE,
     EXAMPLES,
     RELEASE_NAMESPACE,
@@ -33,6 +30,7 @@ from support import (
     install_operator_identity,
     kubectl,
     local_apiserver,
+    operator_process,
 )
 
 UPSTREAM_CHART = REPO.parent / "shared" / "reference" / "upstream-ebs-csi" / "chart" / "aws-ebs-csi-driver"
@@ -49,12 +47,6 @@ TIMEOUT = 120
 
 def _get(kc: Path, *what: str) -> dict:
     return json.loads(kubectl(kc, "get", *what, "-o", "json").stdout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _conditions(kc: Path, name: str) -> dict[str, dict]:
@@ -114,17 +106,8 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
         # The operator as the chart's ServiceAccount with the chart's RBAC (the upstream release
         # already holds the driver's ClusterRoles and bindings, which the operator verifies).
         operator_kc, user = install_operator_identity(kc, {}, driver_rbac=False)
-        log = tmp_path / "operator.log"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        with log.open("w") as out:
-            operator = subprocess.Popen(
-                [str(BIN), "run", "--kubeconfig", str(operator_kc), "--metrics-addr", f"127.0.0.1:{_free_port()}",
-                 "--lease-namespace", RELEASE_NAMESPACE,
-                 # No AWS here: the inventory fails on a closed port, which the driver's Ready ignores.
-                 "--aws-endpoint-url", f"http://127.0.0.1:{_free_port()}", "--log-format", "text"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )
-        try:
+        with operator_process(operator_kc, tmp_path, f"--lease-namespace={RELEASE_NAMESPACE}") as operator:
+            log = operator.log
             driver = _driver()
             kubectl(kc, "apply", "--server-side", "-f", "-", stdin=json.dumps(driver))
             _wait_ready(kc, driver["metadata"]["name"], log)
@@ -166,11 +149,5 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
             for kind, old in before.items():
                 still = _get(kc, "-n", NAMESPACE, kind, old["metadata"]["name"])
                 assert still["metadata"]["uid"] == old["metadata"]["uid"], f"{kind} is gone or replaced"
-            assert operator.poll() is None, log.read_text()[-3000:]
-        finally:
-            operator.terminate()
-            try:
-                operator.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
+            # The chart's RBAC refused the operator nothing on the whole way.
+            assert_never_refused(kc, user)
