@@ -183,13 +183,13 @@ def operator_rbac_text() -> str:
     return run_bin("operator-rbac").stdout
 
 
-RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "operatorNamespaceRules")
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "caBundleRules", "operatorNamespaceRules")
 
 
 def operator_rbac() -> dict[str, list[dict]]:
     """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
-    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets there (names
-    filled in at install time), in the operator's own namespace."""
+    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets and the CA-bundle
+    ConfigMaps there (names filled in at install time), in the operator's own namespace."""
     doc = operator_rbac_document()
     return {k: doc[k] for k in RBAC_SCOPES}
 
