@@ -173,7 +173,9 @@ def wait_for(what: str, probe: Callable[[], Any], op: OperatorProcess | None = N
         time.sleep(0.3)
 
 
-def wait_condition(kc: Path, name: str, type_: str, status: str, op: OperatorProcess, reason: str | None = None) -> dict:
+def wait_condition(
+    kc: Path, name: str, type_: str, status: str, op: OperatorProcess, reason: str | None = None
+) -> dict:
     def probe():
         c = conditions(kc, name).get(type_, {})
         ok = c.get("status") == status and (reason is None or c.get("reason") == reason)

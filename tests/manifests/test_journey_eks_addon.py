@@ -5,8 +5,10 @@ The add-on lays down upstream's kustomize manifests (reference data in
 `app.kubernetes.io/name`), labelled `app.kubernetes.io/managed-by: EKS`, written by the field
 manager `eks`, with the add-on's `serviceAccountRoleArn` as the controller ServiceAccount's IRSA
 annotation and the Windows node plugin. The test lays them down that way with kubectl, then follows
-the README: the HardenedCsiDriver with the add-on's role reports the add-on's objects and changes
-nothing; `aws eks delete-addon --preserve` happens in AWS (the objects stay, as here); with
+the README: `aws eks delete-addon --preserve` happens in AWS (the objects stay, as here); the
+add-on's driver RBAC is handed to the chart's release and the chart installed with the Helm 4
+engine (same uids), the operator runs as its ServiceAccount (a 403 fails the test); the
+HardenedCsiDriver with the add-on's role reports the add-on's objects and changes nothing; with
 `adopt: true` the operator takes every object over in place (same uids, no 422), the images become
 dhi.io's, the role annotation is the spec's, and the Windows DaemonSet it does not render is named
 with what to do.
@@ -68,7 +70,8 @@ def _addon_then_chart(role: str | None):
 
     def lay_down(kc):
         _lay_down_addon(kc, role)
-        uids = {n: get(kc, "clusterrole", n)["metadata"]["uid"] for n in ("ebs-csi-node-role", "ebs-external-attacher-role")}
+        names = ("ebs-csi-node-role", "ebs-external-attacher-role")
+        uids = {n: get(kc, "clusterrole", n)["metadata"]["uid"] for n in names}
         hand_driver_rbac_to_helm(kc)
         lay_down.rbac_uids = uids
 
@@ -92,7 +95,7 @@ def test_adopt_the_eks_addon(tmp_path):
         csidriver = get(kc, "csidriver", "ebs.csi.aws.com")
         assert before["deployment"]["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "EKS"
 
-        # README step 2: the pull secret and a HardenedCsiDriver with the add-on's role.
+        # README step 4: the pull secret and a HardenedCsiDriver with the add-on's role.
         pull_secret(kc)
         aws = {"region": "us-east-1", "clusterId": "demo-cluster", "identity": {"irsa": {"roleArn": ROLE}}}
         with c.operator() as op:
@@ -105,8 +108,7 @@ def test_adopt_the_eks_addon(tmp_path):
                 assert now["metadata"]["generation"] == before[kind]["metadata"]["generation"], "nothing changed"
                 assert now["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "EKS"
 
-            # README step 3 (`aws eks delete-addon ... --preserve`) leaves the objects as they are.
-            # Step 4: adopt.
+            # Step 5: adopt.
             patch_spec(kc, NAME, {"adopt": True})
             status = wait_rolled_out(kc, NAME, op)
             hcd_uid = get(kc, "hardenedcsidriver", NAME)["metadata"]["uid"]

@@ -88,7 +88,8 @@ def test_upgrade_from_the_release_whose_operator_wrote_the_drivers_rbac(tmp_path
             wait_rolled_out(kc, NAME, stand_in)
         rbac = [_ref(d) for d in _old_driver_rbac()]
         uids = {ref: _get(kc, ref)["metadata"]["uid"] for ref in rbac}
-        workloads = [("deployment", "ebs-csi-controller", "-n", NAMESPACE), ("daemonset", "ebs-csi-node", "-n", NAMESPACE)]
+        workloads = [("deployment", "ebs-csi-controller", "-n", NAMESPACE),
+                     ("daemonset", "ebs-csi-node", "-n", NAMESPACE)]
         uids.update({ref: _get(kc, ref)["metadata"]["uid"] for ref in workloads})
 
         def unchanged_uids():
@@ -108,7 +109,8 @@ def test_upgrade_from_the_release_whose_operator_wrote_the_drivers_rbac(tmp_path
 
         # The README's steps, as written.
         run_readme_block(kc, "upgrade-0.1.0")
-        assert get(kc, "-n", RELEASE_NAMESPACE, "deployment", old_deployment["metadata"]["name"])["spec"]["replicas"] == 0
+        stopped = get(kc, "-n", RELEASE_NAMESPACE, "deployment", old_deployment["metadata"]["name"])
+        assert stopped["spec"]["replicas"] == 0
         hand_driver_rbac_to_helm(kc)
         unchanged_uids()
         upgrade_with_helm(kc, force_conflicts=True)
