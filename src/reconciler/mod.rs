@@ -62,6 +62,8 @@ pub const FINALIZER: &str = "csi.hardened.dev/cleanup";
 pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 /// The snapshot API's CRD whose presence decides the snapshotter and VolumeSnapshotClasses.
 pub use crate::render::SNAPSHOT_CRD;
+/// The Prometheus Operator's CRD whose presence decides the driver's ServiceMonitors.
+pub use crate::render::service_monitor::SERVICE_MONITOR_CRD;
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
 /// A status change that is only progress (replica counts, a node joining: see
@@ -151,10 +153,12 @@ pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
     let version = kubernetes_version(client).await?.unwrap_or((1, 33));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
+    let service_monitor_api = crds.get_metadata_opt(SERVICE_MONITOR_CRD).await.map_err(Error::Discovery)?.is_some();
     let volume_attributes_class_api = volume_attributes_class_api(client).await?;
     Ok(Capabilities {
         kubernetes_version: version,
         snapshot_api,
+        service_monitor_api,
         volume_attributes_class_api,
         identity_secret_version: None,
     })
@@ -200,11 +204,16 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let driver_ns = opts.policy.driver_namespace.clone();
-    let (vac_api, snapshot_api) =
-        caps.read().map(|c| (c.volume_attributes_class_api, c.snapshot_api)).unwrap_or((None, false));
+    let (vac_api, snapshot_api, service_monitor_api) = caps
+        .read()
+        .map(|c| (c.volume_attributes_class_api, c.snapshot_api, c.service_monitor_api))
+        .unwrap_or((None, false, false));
     // The snapshot API's CRD, watched by name: it decides what is rendered and gates the watch of
     // VolumeSnapshotClasses, which nothing serves without it.
     let (snapshot_gate, snapshot_crd_watch) = crd_gate(client.clone(), SNAPSHOT_CRD, snapshot_api);
+    // The same for the Prometheus Operator's ServiceMonitors.
+    let (service_monitor_gate, service_monitor_crd_watch) =
+        crd_gate(client.clone(), SERVICE_MONITOR_CRD, service_monitor_api);
     // VolumeAttributesClasses are watched only while served (1.34 on, or v1beta1 where enabled);
     // a version change asks again.
     let (vac_gate_tx, vac_gate) = tokio::sync::watch::channel(vac_api.is_some());
@@ -223,6 +232,9 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             Some(vac_gate.clone())
         } else if kind.resource.group == VolumeSnapshotClass::group(&()) {
             Some(snapshot_gate.clone())
+        } else if kind.optional_api() {
+            // The ServiceMonitors.
+            Some(service_monitor_gate.clone())
         } else {
             None
         };
@@ -235,7 +247,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         let name = kind.resource.kind.clone();
         // The snapshot API's (and an unserved VolumeAttributesClass's) watch fails for as long as
         // the API is not installed: not a sign of an API server restart.
-        let absent_api = kind.resource.group == VolumeSnapshotClass::group(&()) || (is_vac && vac_api.is_none());
+        let absent_api = kind.optional_api() || (is_vac && vac_api.is_none());
         let errors = (!absent_api).then(|| watch_errors.clone());
         let store = match kind.cached {
             Cached::Deployment => {
@@ -275,7 +287,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 );
                 // The snapshot API and VolumeAttributesClass may be absent; their caches must not
                 // hold up readiness.
-                if kind.resource.group != VolumeSnapshotClass::group(&()) && !(is_vac && vac_api.is_none()) {
+                if !absent_api {
                     syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 }
                 KindStore::Meta(reader)
@@ -285,7 +297,12 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
-    let capability_watch = follow_snapshot_api(snapshot_gate, caps.clone(), all_tx.clone());
+    let capability_watch =
+        follow_api_crd(snapshot_gate, SNAPSHOT_CRD, caps.clone(), all_tx.clone(), |c| &mut c.snapshot_api);
+    let service_monitor_watch =
+        follow_api_crd(service_monitor_gate, SERVICE_MONITOR_CRD, caps.clone(), all_tx.clone(), |c| {
+            &mut c.service_monitor_api
+        });
     let vac = (vac_gate_tx, vac_watched);
     let version_watch =
         rediscover_version(client.clone(), caps.clone(), all_tx, opts.discovery_interval, watch_errors.clone(), vac);
@@ -350,6 +367,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         _ = run => {}
         _ = capability_watch => {}
         _ = snapshot_crd_watch => {}
+        _ = service_monitor_watch => {}
+        _ = service_monitor_crd_watch => {}
         _ = version_watch => {}
     }
     Ok(())
@@ -450,18 +469,21 @@ fn tokio_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Ite
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Follows the snapshot CRD: when the snapshot API appears or goes, every driver re-renders.
-async fn follow_snapshot_api(
+/// Follows the CRD `crd` of an optional API (the snapshot API, ServiceMonitors), whose watch by
+/// name (`crd_gate`) reports `present`: when it appears or goes, `flag` of the capabilities
+/// follows and every driver re-renders.
+async fn follow_api_crd(
     mut present: tokio::sync::watch::Receiver<bool>,
+    crd: &'static str,
     caps: Arc<RwLock<Capabilities>>,
     all: mpsc::Sender<()>,
+    flag: fn(&mut Capabilities) -> &mut bool,
 ) {
     while present.changed().await.is_ok() {
         let present = *present.borrow_and_update();
-        let changed =
-            caps.write().map(|mut c| std::mem::replace(&mut c.snapshot_api, present) != present).unwrap_or(false);
+        let changed = caps.write().map(|mut c| std::mem::replace(flag(&mut c), present) != present).unwrap_or(false);
         if changed {
-            tracing::info!(snapshot_api = present, "snapshot API changed; re-rendering every driver");
+            tracing::info!(crd, present, "an optional API changed; re-rendering every driver");
             let _ = all.send(()).await;
         }
     }
