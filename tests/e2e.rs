@@ -1,5 +1,6 @@
-//! End to end, as a user would: the real binary with a kubeconfig against the local API server,
-//! driven with kubectl.
+//! End to end, as a user would: the real binary with a kubeconfig against the local API server
+//! (authentication and RBAC on), driven with kubectl. The cluster admin installs the kustomize
+//! base's RBAC with kubectl; the operator runs with its ServiceAccount's token and nothing else.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use local_apiserver::LocalApiServer;
+use local_apiserver::{Authorization, LocalApiServer, Options};
 use serde_json::json;
+
+const OPERATOR_NAMESPACE: &str = "hardened-csi-operator";
+const OPERATOR_SA: &str = "hardened-csi-operator";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -53,7 +57,9 @@ impl Drop for Operator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_kubeconfig_driven_by_kubectl() {
-    let server = LocalApiServer::start().await.expect("local API server");
+    let server = LocalApiServer::start_with(Options { authorization: Authorization::Rbac, ..Options::default() })
+        .await
+        .expect("local API server");
     // What the example asks for before applying: a Node to run on and the dhi.io pull secret.
     server.add_node("node-0", &[("kubernetes.io/os", "linux")], &[]).expect("node");
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -69,6 +75,32 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let kc = kubeconfig.clone();
+    // The admin installs the operator's namespace, ServiceAccount and RBAC from deploy/operator.
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["apply".to_string(), "--server-side".into()];
+        for f in [
+            "namespace",
+            "serviceaccount",
+            "clusterrole",
+            "clusterrolebinding",
+            "role-leases",
+            "rolebinding-leases",
+            "role-driver",
+            "role-pull-secrets",
+            "driver-rbac",
+        ] {
+            args.push("-f".into());
+            args.push(repo().join(format!("deploy/operator/{f}.yaml")).to_string_lossy().into_owned());
+        }
+        kubectl(&kc, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    })
+    .await
+    .expect("RBAC installed");
+    let operator_kubeconfig = dir.path().join("operator-kubeconfig");
+    server
+        .write_kubeconfig_for_service_account(&operator_kubeconfig, OPERATOR_NAMESPACE, OPERATOR_SA)
+        .expect("operator kubeconfig");
     let kc = kubeconfig.clone();
     let port = free_port();
 
@@ -88,7 +120,7 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
             .args([
                 "run",
                 "--kubeconfig",
-                kc.to_str().expect("path"),
+                operator_kubeconfig.to_str().expect("path"),
                 "--metrics-addr",
                 &format!("127.0.0.1:{port}"),
                 "--log-format",
@@ -157,4 +189,8 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}");
+    let denied = server.denied_requests(&user);
+    assert!(denied.is_empty(), "the kustomize base's RBAC refused the operator: {denied:#?}");
+    assert!(!server.access_log(&user).is_empty(), "the operator ran as its ServiceAccount");
 }

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use hardened_csi_operator::crd::validate::{CEL_RULES, CelRule, FieldErrors, rules};
+use hardened_csi_operator::crd::validate::{
+    CEL_RULES, CelRule, FieldErrors, TRANSITION_RULES, rules, transition_rules,
+};
 use hardened_csi_operator::crd::{HardenedCsiDriver, parse};
 use hardened_csi_operator::render::{self, Capabilities};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use local_apiserver::LocalApiServer;
 use serde_json::{Value, json};
 
@@ -850,7 +852,7 @@ fn the_crd_carries_exactly_the_rules_rust_checks() {
     crd_rules(&crd, &mut found);
     let in_crd: BTreeSet<(String, String)> = found.into_iter().collect();
     let in_rust: BTreeSet<(String, String)> =
-        CEL_RULES.iter().map(|r| (r.rule.to_string(), r.message.to_string())).collect();
+        CEL_RULES.iter().chain(TRANSITION_RULES).map(|r| (r.rule.to_string(), r.message.to_string())).collect();
     assert_eq!(
         in_crd.difference(&in_rust).collect::<Vec<_>>(),
         Vec::<&(String, String)>::new(),
@@ -861,6 +863,24 @@ fn the_crd_carries_exactly_the_rules_rust_checks() {
         Vec::<&(String, String)>::new(),
         "validate::CEL_RULES entries the CRD lacks"
     );
+}
+
+/// A transition rule refuses the change at the API server, with the field and its words.
+#[tokio::test]
+async fn every_transition_rule_refuses_the_change() {
+    let (_server, api) = server().await;
+    for (rule, patch) in [(transition_rules::NAMESPACE_IMMUTABLE, json!({"spec": {"namespace": "storage"}}))] {
+        let created: DynamicObject = serde_json::from_value(object("ebs", &json!({}))).expect("object");
+        api.create(&PostParams::default(), &created).await.expect("create");
+        let err = api.patch("ebs", &PatchParams::default(), &Patch::Merge(&patch)).await.expect_err("refused");
+        let kube::Error::Api(e) = err else { panic!("{err}") };
+        assert_eq!(e.code, 422, "{e:?}");
+        assert!(e.message.contains(&format!("{}: ", rule.field)) && e.message.contains(rule.message), "{}", e.message);
+        // The same object without the change is still admitted.
+        api.patch("ebs", &PatchParams::default(), &Patch::Merge(json!({"spec": {"fips": false}}))).await.expect("ok");
+        api.delete("ebs", &Default::default()).await.expect("delete");
+    }
+    assert_eq!(TRANSITION_RULES.len(), 1, "add a case above for each transition rule");
 }
 
 #[test]

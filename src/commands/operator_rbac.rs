@@ -1,12 +1,21 @@
 //! The operator's own RBAC, with the call that needs each permission. The single source for
 //! `hardened-csi-operator operator-rbac`, the Helm chart and kustomize base (a test checks they
-//! match) and the test that every request the operator makes is covered. Server-side apply of an
-//! object that does not exist yet is authorised as `create` too, hence `create` beside `patch`.
+//! match) and the controller tests, which run the operator with exactly these rules. Server-side
+//! apply of an object that does not exist yet is authorised as `create` of its name too, hence
+//! `create` beside `patch`, limited by resourceNames like them.
+//!
+//! Least privilege that holds when the token leaks: no write on any RBAC object (the chart
+//! installs the driver's roles; the operator reads them by name to verify), no `escalate`, no
+//! `bind`, tokens only for the driver controller's ServiceAccount, namespaced writes only in the
+//! driver namespace and only to the driver's objects by name, Secrets only the named pull Secrets,
+//! ConfigMaps only the named CA bundles.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
 
-use crate::render::rbac::{CLUSTER_ROLES, LEASES_ROLE};
+use crate::reconciler::SNAPSHOT_CRD;
+use crate::render::rbac::{CLUSTER_ROLES, DriverRbac, LEASES_ROLE, LEASES_ROLE_BINDING, SERVICE_ACCOUNTS, driver_rbac};
+use crate::render::{DRIVER_NAME, controller_deployment, network_policy, node_daemonset};
 
 /// One permission and why the code needs it.
 pub struct Permission {
@@ -26,89 +35,86 @@ const fn p(
     Permission { group, resources, verbs, resource_names: &[], why }
 }
 
-/// Cluster-wide permissions (ClusterRole).
+const fn named(
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    resource_names: &'static [&'static str],
+    why: &'static str,
+) -> Permission {
+    Permission { group, resources, verbs, resource_names, why }
+}
+
+/// Everything the operator does to an object whose name it knows: read it (`get`), create it by
+/// server-side apply (authorised as `create` of that name), change it and remove it.
+const BY_NAME: &[&str] = &["get", "create", "patch", "delete"];
+/// The label-filtered caches: a list or watch names no object, so these cannot be limited by name
+/// (they read, never write).
+const CACHE: &[&str] = &["list", "watch"];
+
+const CSI_DRIVER: &[&str] = &[DRIVER_NAME];
+const DRIVER_CLUSTER_ROLES: &[&str] =
+    &[CLUSTER_ROLES[0].0, CLUSTER_ROLES[1].0, CLUSTER_ROLES[2].0, CLUSTER_ROLES[3].0, CLUSTER_ROLES[4].0];
+const DRIVER_CLUSTER_ROLE_BINDINGS: &[&str] =
+    &[CLUSTER_ROLES[0].1, CLUSTER_ROLES[1].1, CLUSTER_ROLES[2].1, CLUSTER_ROLES[3].1, CLUSTER_ROLES[4].1];
+
+/// Cluster-wide permissions (ClusterRole). Nothing here writes RBAC, namespaced objects or
+/// tokens: a stolen token can change the driver's CSIDriver and the storage/snapshot classes, and
+/// read what is listed.
 pub const CLUSTER: &[Permission] = &[
     p(
         "csi.hardened.dev",
         &["hardenedcsidrivers"],
-        &["get", "list", "watch", "patch"],
+        &["list", "watch", "patch"],
         "watch drivers; patch adds/removes the cleanup finalizer",
     ),
     p("csi.hardened.dev", &["hardenedcsidrivers/status"], &["patch"], "server-side apply of status"),
-    p(
-        "csi.hardened.dev",
-        &["hardenedcsidrivers/finalizers"],
-        &["update"],
-        "owner references with blockOwnerDeletion, under the OwnerReferencesPermissionEnforcement admission plugin",
+    named("storage.k8s.io", &["csidrivers"], BY_NAME, CSI_DRIVER, "the CSIDriver ebs.csi.aws.com, by name only"),
+    named(
+        "storage.k8s.io",
+        &["csidrivers"],
+        CACHE,
+        CSI_DRIVER,
+        "the CSIDriver cache watches with fieldSelector metadata.name, so even the watch is by name",
     ),
-    p(
-        "",
-        &["serviceaccounts"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "driver service accounts: apply, cache, prune",
-    ),
-    p(
-        "apps",
-        &["deployments", "daemonsets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "controller Deployment and node DaemonSet: apply, cache (rollout status), prune",
-    ),
-    p(
-        "policy",
-        &["poddisruptionbudgets"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "controller PodDisruptionBudget",
-    ),
-    p("", &["services"], &["get", "list", "watch", "create", "patch", "delete"], "driver metrics Service"),
-    p(
-        "networking.k8s.io",
-        &["networkpolicies"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "the driver pods' NetworkPolicy",
-    ),
-    p(
-        "rbac.authorization.k8s.io",
-        &["clusterroles", "clusterrolebindings", "roles", "rolebindings"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "the sidecars' and node plugin's RBAC",
-    ),
-    Permission {
-        group: "rbac.authorization.k8s.io",
-        resources: &["clusterroles"],
-        verbs: &["bind", "escalate"],
-        resource_names: CLUSTER_ROLES,
-        why: "grant the driver's ClusterRoles without holding their permissions, only these by name",
-    },
-    Permission {
-        group: "rbac.authorization.k8s.io",
-        resources: &["roles"],
-        verbs: &["bind", "escalate"],
-        resource_names: &[LEASES_ROLE],
-        why: "grant the driver's leases Role without holding its permissions",
-    },
     p(
         "storage.k8s.io",
-        &["csidrivers", "storageclasses"],
+        &["storageclasses"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "the CSIDriver and StorageClasses",
+        "StorageClasses: their names come from each spec, so by kind",
     ),
     p(
         "snapshot.storage.k8s.io",
         &["volumesnapshotclasses"],
-        &["get", "list", "watch", "create", "patch", "delete"],
-        "VolumeSnapshotClasses",
+        &["list", "watch", "create", "patch", "delete"],
+        "VolumeSnapshotClasses: their names come from each spec, so by kind",
     ),
     p(
         "storage.k8s.io",
         &["volumeattributesclasses"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "VolumeAttributesClasses",
+        "VolumeAttributesClasses: their names come from each spec, so by kind",
     ),
-    p(
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterroles"],
+        &["get"],
+        DRIVER_CLUSTER_ROLES,
+        "verify the driver's ClusterRoles the chart installs (read only, by name)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterrolebindings"],
+        &["get"],
+        DRIVER_CLUSTER_ROLE_BINDINGS,
+        "verify the driver's ClusterRoleBindings the chart installs (read only, by name)",
+    ),
+    named(
         "apiextensions.k8s.io",
         &["customresourcedefinitions"],
         &["get", "list", "watch"],
-        "detect the snapshot API (read only)",
+        &[SNAPSHOT_CRD],
+        "detect the snapshot API: get and a watch by metadata.name of its one CRD",
     ),
     p(
         "",
@@ -142,32 +148,83 @@ pub const CLUSTER: &[Permission] = &[
         "the inventory: snapshots no VolumeSnapshotContent references (read only)",
     ),
     p(
+        "events.k8s.io",
+        &["events"],
+        &["create", "patch"],
+        "events on condition transitions; a cluster-scoped object's events go to the default namespace",
+    ),
+];
+
+const CONTROLLER: &[&str] = &[controller_deployment::NAME];
+const NODE: &[&str] = &[node_daemonset::NAME];
+const NETWORK_POLICY: &[&str] = &[network_policy::NAME];
+const METRICS_SERVICES: &[&str] = &[controller_deployment::NAME, node_daemonset::NAME];
+
+/// Permissions in the driver namespace, fixed at install time (`run --driver-namespace`, chart
+/// value `driverNamespace`): a Role there. Every write is limited to the driver's objects by name.
+pub const DRIVER_NAMESPACE: &[Permission] = &[
+    named("", &["serviceaccounts"], BY_NAME, SERVICE_ACCOUNTS, "the driver's two ServiceAccounts"),
+    p("", &["serviceaccounts"], CACHE, "ServiceAccount cache (metadata)"),
+    named(
         "",
         &["serviceaccounts/token"],
         &["create"],
-        "IAM preflight as the driver: a token for its service account (IRSA via STS, Pod Identity via EKS Auth)",
+        &[controller_deployment::SERVICE_ACCOUNT],
+        "IAM preflight as the driver: a token for the controller's ServiceAccount only (IRSA via STS, Pod Identity \
+        via EKS Auth)",
     ),
-    p("events.k8s.io", &["events"], &["create", "patch"], "events on condition transitions"),
-];
-
-/// Permissions in the driver's namespace (`spec.namespace`, a Role there).
-pub const DRIVER_NAMESPACE: &[Permission] = &[
-    p(
-        "",
-        &["secrets"],
-        &["get", "list", "watch"],
-        "the named image pull Secrets and static-key Secret, each watched by name (fieldSelector metadata.name) \
-            for PullSecretsPresent and the controller's identity hash; metadata-only requests, secret data is never \
-            fetched",
-    ),
+    named("apps", &["deployments"], BY_NAME, CONTROLLER, "the controller Deployment"),
+    named("apps", &["daemonsets"], BY_NAME, NODE, "the node DaemonSet"),
+    p("apps", &["deployments", "daemonsets"], CACHE, "workload caches (rollout status)"),
+    named("policy", &["poddisruptionbudgets"], BY_NAME, CONTROLLER, "the controller PodDisruptionBudget"),
+    p("policy", &["poddisruptionbudgets"], CACHE, "PodDisruptionBudget cache (metadata)"),
+    named("", &["services"], BY_NAME, METRICS_SERVICES, "the driver metrics Services (controller, node)"),
+    p("", &["services"], CACHE, "Service cache (metadata)"),
+    named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
+    p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
     p(
         "",
         &["pods"],
-        &["list", "watch"],
+        CACHE,
         "PodsHealthy and the health grace rules: the driver pods' container statuses (pull failures, crash loops), \
-        one label-filtered watch",
+        one label-filtered watch (read only)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["roles"],
+        &["get"],
+        &[LEASES_ROLE],
+        "verify the driver's leases Role the chart installs (read only)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["rolebindings"],
+        &["get"],
+        &[LEASES_ROLE_BINDING],
+        "verify the driver's leases RoleBinding the chart installs (read only)",
     ),
 ];
+
+/// Permissions on the image pull Secrets in the driver namespace (their own Role; the names are
+/// install-time values, `pullSecretCheck.secretNames`).
+pub const PULL_SECRETS: &[Permission] = &[p(
+    "",
+    &["secrets"],
+    &["get", "list", "watch"],
+    "the named image pull Secrets and static-key Secret, each watched by name (fieldSelector metadata.name) for \
+        PullSecretsPresent and the controller's identity hash; metadata-only requests, secret data is never \
+        fetched; limited by resourceNames to the Secrets named at install time",
+)];
+
+/// Permissions on the ConfigMaps holding `spec.aws.caBundle` in the driver namespace (their own
+/// Role; the names are install-time values, chart value `aws.caBundleConfigMaps`).
+pub const CA_BUNDLES: &[Permission] = &[p(
+    "",
+    &["configmaps"],
+    &["get"],
+    "the CA bundle (spec.aws.caBundle) the operator trusts for its own AWS calls: one get of its ConfigMap when \
+        the driver's AWS client is built; limited by resourceNames to the ConfigMaps named at install time",
+)];
 
 /// Permissions in the operator's own namespace (a Role there).
 pub const OPERATOR_NAMESPACE: &[Permission] =
@@ -192,14 +249,27 @@ pub fn rules(perms: &[Permission]) -> Vec<PolicyRule> {
 pub struct OperatorRbac {
     pub cluster_rules: Vec<PolicyRule>,
     pub driver_namespace_rules: Vec<PolicyRule>,
+    /// Without resourceNames: the chart fills in the pull Secret names.
+    pub pull_secret_rules: Vec<PolicyRule>,
+    /// Without resourceNames: the chart fills in the CA-bundle ConfigMap names.
+    pub ca_bundle_rules: Vec<PolicyRule>,
     pub operator_namespace_rules: Vec<PolicyRule>,
+    /// The driver's own RBAC (for the default driver namespace, kube-system), which the chart
+    /// installs and the operator verifies.
+    pub driver_rbac: DriverRbac,
 }
+
+/// The default driver namespace (`run --driver-namespace`).
+pub const DEFAULT_DRIVER_NAMESPACE: &str = "kube-system";
 
 pub fn operator_rbac() -> OperatorRbac {
     OperatorRbac {
         cluster_rules: rules(CLUSTER),
         driver_namespace_rules: rules(DRIVER_NAMESPACE),
+        pull_secret_rules: rules(PULL_SECRETS),
+        ca_bundle_rules: rules(CA_BUNDLES),
         operator_namespace_rules: rules(OPERATOR_NAMESPACE),
+        driver_rbac: driver_rbac(DEFAULT_DRIVER_NAMESPACE),
     }
 }
 
@@ -208,6 +278,8 @@ pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
     CLUSTER
         .iter()
         .chain(DRIVER_NAMESPACE)
+        .chain(PULL_SECRETS)
+        .chain(CA_BUNDLES)
         .chain(OPERATOR_NAMESPACE)
         .any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
 }

@@ -12,6 +12,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::aws::{AwsStatusStore, Poller, PollerSettings};
+use crate::reconciler::policy::InstallPolicy;
 use crate::reconciler::{self, Options};
 use crate::runtime::config::{self, ConfigError, RunArgs};
 use crate::runtime::http::{self, HttpError, Readiness};
@@ -78,6 +79,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
 
     let reporter = args.identity.clone().unwrap_or_else(|| "hardened-csi-operator".into());
+    let policy = InstallPolicy {
+        driver_namespace: args.driver_namespace.clone(),
+        allowed_registries: args.allowed_registries.clone(),
+    };
     let store = AwsStatusStore::default();
     let poller_settings = PollerSettings {
         endpoint_url: args.aws_endpoint_url.clone(),
@@ -99,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 ready: Some(readiness.clone()),
                 shutdown: Box::pin(token.clone().cancelled_owned()),
                 reporter: reporter.clone(),
+                policy: policy.clone(),
                 discovery_interval: args.discovery_interval,
             };
             let client = client.clone();

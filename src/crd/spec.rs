@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use super::duration::SpecDuration;
 use super::status::HardenedCsiDriverStatus;
 use super::validate::rules;
+use super::validate::transition_rules::NAMESPACE_IMMUTABLE;
 use super::versions;
 use super::workload::{ControllerSidecars, LoggingFormat, NodeSidecars, UnhealthyPodEvictionPolicy};
 
@@ -57,8 +58,12 @@ pub struct HardenedCsiDriverSpec {
 
     /// Namespace for the driver's namespaced objects (controller Deployment, node DaemonSet,
     /// service accounts, leases Role). It must exist; the operator does not create or delete it.
+    /// Must be the driver namespace the operator was installed for (chart value driverNamespace)
+    /// and cannot change: moving it would leave nodes without a node plugin (README: "Moving the
+    /// driver to another namespace").
     #[serde(default = "default_namespace")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new(NAMESPACE_IMMUTABLE.rule).message(NAMESPACE_IMMUTABLE.message))]
     pub namespace: String,
 
     /// Where the images come from: Docker Hardened Images on dhi.io by default.

@@ -592,6 +592,24 @@ pub mod rules {
     };
 }
 
+/// Rules on a change (`oldSelf`): only the API server sees the old object, so there is no Rust
+/// check of the same rule. The operator's own guard for the namespace is the install-time driver
+/// namespace (`SpecValid=False`, `NotAllowedByInstallation`).
+pub mod transition_rules {
+    use super::CelRule;
+
+    pub const NAMESPACE_IMMUTABLE: CelRule = CelRule {
+        field: "spec.namespace",
+        rule: "self == oldSelf",
+        message: "spec.namespace cannot change: moving the driver would leave every node without its node plugin. \
+            Delete this HardenedCsiDriver, reinstall the operator with driverNamespace set to the new namespace and \
+            create it there (README: Moving the driver to another namespace)",
+    };
+}
+
+/// Every transition rule of the CRD (tested on an update at the API server).
+pub const TRANSITION_RULES: &[CelRule] = &[transition_rules::NAMESPACE_IMMUTABLE];
+
 /// Every CEL rule of the CRD, for the tests that check both enforcers.
 pub const CEL_RULES: &[CelRule] = &[
     rules::NAME_LENGTH,

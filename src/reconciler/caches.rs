@@ -13,7 +13,6 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -21,7 +20,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::render::{LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{DRIVER_NAME, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 
 /// What a kind's cache holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +39,15 @@ pub struct ChildKind {
     /// Every object of the kind is cached, not only ours: an object missing from the synced
     /// cache does not exist.
     pub whole: bool,
+}
+
+impl ChildKind {
+    /// The field selector every read of this kind carries: the one CSIDriver is read by name, so
+    /// RBAC (which authorises a list or watch with `fieldSelector=metadata.name=X` as a request
+    /// for X) can limit even its list and watch to `ebs.csi.aws.com`.
+    pub fn field_selector(&self) -> Option<String> {
+        (self.resource.kind == CSIDriver::kind(&())).then(|| format!("metadata.name={DRIVER_NAME}"))
+    }
 }
 
 fn kind<K: Resource<DynamicType = ()>>(namespaced: bool, cached: Cached) -> ChildKind {
@@ -65,15 +73,12 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
 const KEPT_ANNOTATIONS: &[&str] =
     &[crate::render::ANNOTATION_OWNER_UID, "meta.helm.sh/release-name", "meta.helm.sh/release-namespace"];
 
-/// Every kind `render` can produce.
+/// Every kind `render` can produce. The driver's RBAC is not among them: the chart installs it
+/// and the operator only verifies it (`reconciler::driver_rbac`).
 pub fn child_kinds() -> Vec<ChildKind> {
     use Cached::Metadata;
     vec![
         kind::<ServiceAccount>(true, Metadata),
-        whole::<ClusterRole>(),
-        whole::<ClusterRoleBinding>(),
-        kind::<Role>(true, Metadata),
-        kind::<RoleBinding>(true, Metadata),
         whole::<CSIDriver>(),
         kind::<Deployment>(true, Cached::Deployment),
         kind::<PodDisruptionBudget>(true, Metadata),

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttributesClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
 use super::caches::{Cached, ChildCaches, ChildKind};
@@ -245,15 +245,14 @@ pub async fn apply(
 
 /// The fields of a kind that the API server refuses to update, as its refusal names them. A change
 /// to one of them is the only reason the operator deletes and recreates an object: a class
-/// (`ValidateStorageClassUpdate`, the snapshot CRD's transition rules) or the CSIDriver
-/// (`ValidateCSIDriverUpdate`: a CSIDriver from before `fsGroupPolicy`, upstream's
+/// (`ValidateStorageClassUpdate`, a VolumeAttributesClass's `ValidateVolumeAttributesClassUpdate`)
+/// or the CSIDriver (`ValidateCSIDriverUpdate`: a CSIDriver from before `fsGroupPolicy`, upstream's
 /// `useOldCSIDriver`, or one an earlier driver version shaped differently). Empty for every other
-/// kind: a workload or an RBAC object is never recreated.
+/// kind: a workload is never recreated, nor a VolumeSnapshotClass (external-snapshotter v8's CRD
+/// lets every field of it change in place).
 fn immutable_fields(kind: &str) -> &'static [&'static str] {
     if kind == StorageClass::kind(&()) {
         &["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"]
-    } else if kind == VolumeSnapshotClass::kind(&()) {
-        &["parameters", "driver", "deletionPolicy"]
     } else if kind == VolumeAttributesClass::kind(&()) {
         &["parameters", "driverName"]
     } else if kind == CSIDriver::kind(&()) {
@@ -333,7 +332,9 @@ async fn recreate(
         owner_references: back.metadata.owner_references,
         ..ObjectMeta::default()
     };
-    let restore = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &back).await;
+    // By server-side apply to its name, as every write of a child: RBAC can limit that by name (a
+    // POST create names no object, so a grant by resourceNames never allows it).
+    let restore = api.patch(&c.name(), params, &Patch::Apply(&back)).await;
     if let Err(e) = &restore {
         tracing::error!(child = %c.key(), error = %ApiMessage(e), "could not put the old object back");
     }
@@ -491,12 +492,28 @@ pub fn owns_any(caches: &ChildCaches, instance: &str, uid: Option<&str>) -> bool
 /// Deletes every child of `instance` (the finalizer's cleanup, after the guard passed). Reads each
 /// kind live by label rather than from the caches: with no ownerReference on the data path, a
 /// child missed here would be left running with nobody to remove it. A kind the cluster does not
-/// serve (the snapshot API) has nothing to delete.
-pub async fn delete_all(client: &Client, caches: &ChildCaches, instance: &str, uid: Option<&str>) -> Vec<Error> {
-    let lp = kube::api::ListParams::default().labels(&crate::render::children_selector(instance));
+/// serve (the snapshot API) has nothing to delete. Reads where the caches read: namespaced kinds
+/// in the install's driver namespace (the only one the operator can write to), the CSIDriver by
+/// name.
+pub async fn delete_all(
+    client: &Client,
+    caches: &ChildCaches,
+    driver_namespace: &str,
+    instance: &str,
+    uid: Option<&str>,
+) -> Vec<Error> {
+    let selector = crate::render::children_selector(instance);
     let mut errors = Vec::new();
     for (kind_name, (kind, _)) in &caches.by_kind {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+        let mut lp = kube::api::ListParams::default().labels(&selector);
+        if let Some(fields) = kind.field_selector() {
+            lp = lp.fields(&fields);
+        }
+        let api: Api<DynamicObject> = if kind.namespaced {
+            Api::namespaced_with(client.clone(), driver_namespace, &kind.resource)
+        } else {
+            Api::all_with(client.clone(), &kind.resource)
+        };
         let list = match api.list_metadata(&lp).await {
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
@@ -675,7 +692,11 @@ pub async fn release_leftovers(
         for (kind_name, (kind, _)) in &caches.by_kind {
             let ns = if kind.namespaced { driver_ns.as_deref() } else { None };
             let api = api_for(client, kind, ns);
-            let list = match api.list_metadata(&kube::api::ListParams::default().labels(&selector)).await {
+            let mut lp = kube::api::ListParams::default().labels(&selector);
+            if let Some(fields) = kind.field_selector() {
+                lp = lp.fields(&fields);
+            }
+            let list = match api.list_metadata(&lp).await {
                 Ok(list) => list.items,
                 // A kind the cluster does not serve (no snapshot API) holds nothing of the release.
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
@@ -785,7 +806,8 @@ mod tests {
         assert!(!only_immutable_fields("Deployment", &refusal(&[params])));
         let vsc = VolumeSnapshotClass::kind(&());
         let driver = ("FieldValueInvalid", ".driver", "Invalid value: \"string\": driver is immutable");
-        assert!(only_immutable_fields(&vsc, &refusal(&[driver])));
+        // external-snapshotter v8's VolumeSnapshotClass has no immutable field: never recreated.
+        assert!(!only_immutable_fields(&vsc, &refusal(&[driver])));
         // ValidateCSIDriverUpdate: the CSIDriver is recreated for its immutable spec fields only.
         let csi = CSIDriver::kind(&());
         let fs_group = ("FieldValueInvalid", "spec.fsGroupPolicy", "Invalid value: \"File\": field is immutable");

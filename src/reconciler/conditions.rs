@@ -140,6 +140,10 @@ pub struct Observed {
     /// The generation this reconcile acted on (the object it read).
     pub generation: Option<i64>,
     pub spec_errors: Option<String>,
+    /// What the install-time guardrails refuse (driver namespace, registry allowlist).
+    pub install_refusals: Vec<String>,
+    /// What is missing from the driver's RBAC the chart installs.
+    pub driver_rbac: Vec<String>,
     /// The spec asks for FIPS in a region without FIPS endpoints (one of the spec errors).
     pub fips_refused: bool,
     pub other_driver: Option<String>,
@@ -234,6 +238,14 @@ fn assess(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -
     let stalled = if let Some(e) = &o.spec_errors {
         let reason = if o.fips_refused { "FipsRegionUnsupported" } else { "InvalidSpec" };
         Some((reason.to_string(), format!("Fix the spec; nothing running was changed: {e}")))
+    } else if !o.install_refusals.is_empty() {
+        Some((
+            "NotAllowedByInstallation".to_string(),
+            format!(
+                "This installation of the operator does not allow this spec; nothing running was changed: {}",
+                o.install_refusals.join("; ")
+            ),
+        ))
     } else if let Some(first) = &o.other_driver {
         Some((
             "AnotherDriverActive".to_string(),
@@ -257,6 +269,15 @@ fn assess(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -
                 "Applying the driver's objects failed {STALL_AFTER_ATTEMPTS} times in a row or more (retried with \
                 back-off): {}",
                 o.apply_errors.join("; ")
+            ),
+        ))
+    } else if !o.driver_rbac.is_empty() {
+        Some((
+            "DriverRbacIncomplete".to_string(),
+            format!(
+                "The driver's RBAC, which the chart installs (the operator never writes RBAC), is incomplete: {}. \
+                Install or upgrade the operator's chart (or kustomize base) for this driver version.",
+                o.driver_rbac.join("; ")
             ),
         ))
     } else if let Some(v) = &o.deletion_blocked_by {
@@ -393,6 +414,15 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
     let h = assess(o, old, now);
 
     out.push(match &o.spec_errors {
+        None if !o.install_refusals.is_empty() => Cond::new(
+            SPEC_VALID,
+            false,
+            "NotAllowedByInstallation",
+            format!(
+                "This installation of the operator does not allow this spec; nothing running was changed: {}",
+                o.install_refusals.join("; ")
+            ),
+        ),
         None => Cond::new(SPEC_VALID, true, "Valid", "The spec passes every rule."),
         Some(e) => Cond::new(
             SPEC_VALID,

@@ -108,22 +108,22 @@ pub async fn volumes_in_use(client: &Client) -> Result<(VolumesInUse, u32)> {
 }
 
 /// Whether the data-path workloads of `instance` exist, read live from the API server (not from
-/// a cache): evidence that does not depend on any cache being complete.
-pub async fn runs_data_path_live(client: &Client, instance: &str, namespace: Option<&str>) -> Result<bool> {
+/// a cache): evidence that does not depend on any cache being complete. The workloads can only be
+/// in the install's driver namespace (the operator's RBAC grants nothing elsewhere).
+pub async fn runs_data_path_live(client: &Client, instance: &str, namespace: &str) -> Result<bool> {
     let lp = ListParams::default().labels(&children_selector(instance)).limit(1);
     let read = |what: &str| {
         let what = what.to_string();
         move |source| Error::Read { what, source }
     };
     let csid: Api<CSIDriver> = Api::all(client.clone());
-    if !csid.list_metadata(&lp).await.map_err(read("CSIDrivers"))?.items.is_empty() {
+    // By name (the only CSIDriver the operator may read is ebs.csi.aws.com).
+    let by_name = lp.clone().fields(&format!("metadata.name={DRIVER_NAME}"));
+    if !csid.list_metadata(&by_name).await.map_err(read("CSIDrivers"))?.items.is_empty() {
         return Ok(true);
     }
-    // The workloads live in spec.namespace; without a readable spec, look everywhere.
-    let (ds, deploy): (Api<DaemonSet>, Api<Deployment>) = match namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let deploy: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     Ok(!ds.list_metadata(&lp).await.map_err(read("DaemonSets"))?.items.is_empty()
         || !deploy.list_metadata(&lp).await.map_err(read("Deployments"))?.items.is_empty())
 }

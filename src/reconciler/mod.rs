@@ -8,6 +8,8 @@
 //! - `children`: ownership, server-side apply of what changed, pruning.
 //! - `caches`: the kinds of child and their label-filtered caches.
 //! - `deletion`: the finalizer and the volume guard.
+//! - `policy`: the install-time guardrails (driver namespace, registry allowlist).
+//! - `driver_rbac`: verification of the driver's RBAC the chart installs.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
 //! - `pods`: the watch of the driver's pods and what each tells the health rules.
 //! - `secrets`: the watches of the Secrets the driver names, by name and metadata only.
@@ -17,10 +19,12 @@ pub mod caches;
 mod children;
 pub mod conditions;
 pub mod deletion;
+pub mod driver_rbac;
 pub mod error;
 #[cfg(test)]
 mod gitops_testdata;
 pub mod pods;
+pub mod policy;
 mod reconcile;
 pub mod secrets;
 
@@ -77,6 +81,7 @@ pub struct Context {
     pub capabilities: Arc<RwLock<Capabilities>>,
     pub applied: children::AppliedLog,
     pub aws: Option<AwsStatusStore>,
+    pub policy: policy::InstallPolicy,
     /// The driver's pods (container statuses), for PodsHealthy and the grace rules.
     pub pods: pods::PodWatch,
     /// The Secrets the driver in charge names (pull Secrets, static keys), metadata only.
@@ -124,6 +129,9 @@ pub struct Options {
     /// Completes when the operator should stop taking work.
     pub shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
     pub reporter: String,
+    /// The driver namespace and registry allowlist fixed at install time; the namespaced caches
+    /// watch the driver namespace only.
+    pub policy: policy::InstallPolicy,
     /// How often the Kubernetes version is re-discovered ([`DEFAULT_DISCOVERY_INTERVAL`]).
     pub discovery_interval: Duration,
 }
@@ -178,6 +186,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let watch_errors = Arc::new(tokio::sync::Notify::new());
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let driver_ns = opts.policy.driver_namespace.clone();
     let vac_api = caps.read().map(|c| c.volume_attributes_class_api).unwrap_or(None);
     for mut kind in child_kinds() {
         let is_vac = kind.resource.kind == VolumeAttributesClass::kind(&());
@@ -186,7 +195,12 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             kind.resource.version = version.to_string();
             kind.resource.api_version = format!("{}/{version}", kind.resource.group);
         }
-        let cfg = watcher::Config::default().labels(&label);
+        // A whole-kind cache holds foreign objects too (no label selector).
+        let mut cfg = if kind.whole { watcher::Config::default() } else { watcher::Config::default().labels(&label) };
+        // The one CSIDriver is watched by name, so RBAC can limit even the watch to it.
+        if let Some(fields) = kind.field_selector() {
+            cfg = cfg.fields(&fields);
+        }
         let name = kind.resource.kind.clone();
         // The snapshot API's (and an unserved VolumeAttributesClass's) watch fails for as long as
         // the API is not installed: not a sign of an API server restart.
@@ -195,7 +209,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         let store = match kind.cached {
             Cached::Deployment => {
                 let (reader, writer) = reflector::store::<Deployment>();
-                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                let stream = reflector::reflector(writer, watcher(Api::namespaced(client.clone(), &driver_ns), cfg));
                 let stream = quiet(stream.default_backoff().touched_objects(), errors);
                 controller = controller.watches_stream(stream, |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
@@ -203,7 +217,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             }
             Cached::DaemonSet => {
                 let (reader, writer) = reflector::store::<DaemonSet>();
-                let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), cfg));
+                let stream = reflector::reflector(writer, watcher(Api::namespaced(client.clone(), &driver_ns), cfg));
                 let stream = quiet(stream.default_backoff().touched_objects(), errors);
                 controller = controller.watches_stream(stream, |o| instance_ref(&o.metadata));
                 syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
@@ -212,8 +226,11 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             Cached::Metadata => {
                 let writer = reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(kind.resource.clone());
                 let reader = writer.as_reader();
-                let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &kind.resource);
-                let cfg = if kind.whole { watcher::Config::default() } else { cfg };
+                let api: Api<PartialObjectMeta<DynamicObject>> = if kind.namespaced {
+                    Api::namespaced_with(client.clone(), &driver_ns, &kind.resource)
+                } else {
+                    Api::all_with(client.clone(), &kind.resource)
+                };
                 let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
                 let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
@@ -263,6 +280,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         capabilities: caps,
         applied: Mutex::new(HashMap::new()),
         aws: opts.aws,
+        policy: opts.policy,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
         status_written: Mutex::new(HashMap::new()),

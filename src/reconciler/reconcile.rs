@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
-    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_resource, pods, secrets,
+    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_rbac, driver_resource, pods,
+    secrets,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
@@ -93,7 +94,10 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let parsed = parse::from_value(value);
     let mut caps = caps;
     let mut secrets_seen = Vec::new();
-    if let Ok(hcd) = &parsed {
+    // A driver the installation refuses (another namespace) is not looked into at all.
+    if let Ok(hcd) = &parsed
+        && ctx.policy.refusals(&hcd.spec).is_empty()
+    {
         secrets_seen = observe_secrets(ctx, hcd).await;
         let identity = hcd.spec.aws.identity.secret_ref.as_ref().map(|s| s.name.as_str());
         caps.identity_secret_version = secrets_seen.iter().find_map(|(n, seen)| match seen {
@@ -110,12 +114,19 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             // Nothing running is touched; report what the last good spec's workloads do.
             old_status.as_ref().and(obj.data.pointer("/spec/namespace").and_then(Value::as_str).map(str::to_string))
         }
+        Ok((hcd, _)) if !ctx.policy.refusals(&hcd.spec).is_empty() => {
+            untrack(ctx, &name);
+            observed.install_refusals = ctx.policy.refusals(&hcd.spec);
+            // Nothing running is touched; report what the workloads in the driver namespace do.
+            old_status.as_ref().map(|_| ctx.policy.driver_namespace.clone())
+        }
         Ok((hcd, children)) => {
             if let Some(aws) = &ctx.aws {
                 aws.track(&name, &hcd.spec);
             }
             errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
             pull_secrets(&hcd, &secrets_seen, &mut observed);
+            observed.driver_rbac = driver_rbac::check(&ctx.client, &hcd.spec.namespace, caps.snapshot_api).await;
             let i = &hcd.spec.images;
             observed.images = Some(ImageSource {
                 registry: i.registry.clone(),
@@ -310,6 +321,10 @@ async fn observe_secrets(ctx: &Context, hcd: &HardenedCsiDriver) -> Vec<(String,
         *s = match api.get_metadata_opt(name).await {
             Ok(Some(m)) => secrets::Seen::Present(m.metadata.resource_version.unwrap_or_default()),
             Ok(None) => secrets::Seen::Absent,
+            Err(kube::Error::Api(status)) if status.code == 403 => secrets::Seen::Error(format!(
+                "the operator may read only the Secrets its installation names, and {namespace}/{name} is not one \
+                 of them: add {name} to the chart value pullSecretCheck.secretNames (or fix the name in the spec)"
+            )),
             Err(e) => match s {
                 secrets::Seen::Error(watch) => secrets::Seen::Error(watch.clone()),
                 _ => secrets::Seen::Error(ApiMessage(&e).to_string()),
@@ -356,7 +371,9 @@ async fn finalize(
     // record says it was never in charge, the synced caches hold none of its children, and a
     // live read finds none of its data-path objects. Anything else, and the guard counts volumes.
     let inactive = old.as_ref().and_then(|s| s.condition(conditions::ACTIVE)).is_some_and(|c| c.status == "False");
-    let namespace = obj.data.pointer("/spec/namespace").and_then(Value::as_str);
+    // The operator can only ever have deployed into the install's driver namespace (its RBAC
+    // grants nothing elsewhere), whatever the stored spec says.
+    let namespace = ctx.policy.driver_namespace.as_str();
     let guarded = !inactive
         || children::owns_any(&ctx.caches, &name, uid.as_deref())
         || deletion::runs_data_path_live(&ctx.client, &name, namespace).await?;
@@ -372,7 +389,8 @@ async fn finalize(
         let recheck = if requests <= 4 { Duration::from_secs(10) } else { Duration::from_secs(60) };
         return Ok(Action::requeue(recheck));
     }
-    let errors = children::delete_all(&ctx.client, &ctx.caches, &name, uid.as_deref()).await;
+    let errors =
+        children::delete_all(&ctx.client, &ctx.caches, &ctx.policy.driver_namespace, &name, uid.as_deref()).await;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }

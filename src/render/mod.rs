@@ -13,7 +13,7 @@ mod classes;
 pub mod controller_deployment;
 mod csidriver;
 pub mod images;
-mod network_policy;
+pub mod network_policy;
 pub mod node_daemonset;
 mod pod;
 pub mod rbac;

@@ -13,7 +13,7 @@ use super::{APP_NAME, LABEL_NAME, RenderCtx};
 pub const NAME: &str = "ebs-csi-driver";
 const REGISTRAR_HEALTH_PORT: i32 = 9809;
 
-pub fn build(ctx: &RenderCtx) -> NetworkPolicy {
+pub(crate) fn build(ctx: &RenderCtx) -> NetworkPolicy {
     let mut ports: Vec<i32> = vec![DRIVER_HEALTH_PORT, REGISTRAR_HEALTH_PORT];
     ports.extend(SIDECAR_HEALTH_PORTS.iter().map(|(_, _, p)| *p));
     if ctx.spec.metrics.enabled {

@@ -1,25 +1,33 @@
-//! Identities and RBAC of the driver: the two service accounts (IRSA annotation on the
-//! controller's), the sidecars' ClusterRoles and bindings, the node role and the leases Role.
-//! Rules follow upstream chart 2.64.0; nothing reads Secrets.
+//! Identities and RBAC of the driver. The operator renders and applies the two service accounts
+//! (IRSA annotation on the controller's). The driver's RBAC (the sidecars' ClusterRoles and
+//! bindings, the node role, the leases Role) is installed by the chart (or kustomize), by a
+//! cluster admin, for the driver version the operator carries: [`driver_rbac`] is that set, the
+//! single source the chart is tested against and the operator verifies (it never writes RBAC, so
+//! its token cannot grant anything). Rules follow upstream chart 2.64.0; nothing reads Secrets.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 use super::{Child, RenderCtx, controller_deployment as controller, node_daemonset as node};
 
 pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
-/// The ClusterRole names this operator binds; the operator's own `bind`/`escalate` permissions
-/// are restricted to exactly these.
-pub const CLUSTER_ROLES: &[&str] = &[
-    "ebs-external-attacher-role",
-    "ebs-csi-node-role",
-    "ebs-external-provisioner-role",
-    "ebs-external-resizer-role",
-    "ebs-external-snapshotter-role",
+/// The driver's ClusterRoles, each with its binding and the ServiceAccount it binds.
+pub const CLUSTER_ROLES: &[(&str, &str, &str)] = &[
+    ("ebs-external-attacher-role", "ebs-csi-attacher-binding", controller::SERVICE_ACCOUNT),
+    ("ebs-csi-node-role", "ebs-csi-node-getter-binding", node::SERVICE_ACCOUNT),
+    ("ebs-external-provisioner-role", "ebs-csi-provisioner-binding", controller::SERVICE_ACCOUNT),
+    ("ebs-external-resizer-role", "ebs-csi-resizer-binding", controller::SERVICE_ACCOUNT),
+    ("ebs-external-snapshotter-role", "ebs-csi-snapshotter-binding", controller::SERVICE_ACCOUNT),
 ];
+/// The snapshotter's role: needed only while the snapshot API is installed.
+pub const SNAPSHOTTER_ROLE: &str = "ebs-external-snapshotter-role";
 pub const LEASES_ROLE: &str = "ebs-csi-leases-role";
+pub const LEASES_ROLE_BINDING: &str = "ebs-csi-leases-rolebinding";
+/// The driver's ServiceAccounts, the only ones the operator writes.
+pub const SERVICE_ACCOUNTS: &[&str] = &[controller::SERVICE_ACCOUNT, node::SERVICE_ACCOUNT];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
@@ -99,31 +107,73 @@ fn service_account(ctx: &RenderCtx, name: &str, annotations: Option<BTreeMap<Str
     ServiceAccount { metadata, automount_service_account_token: Some(true), ..ServiceAccount::default() }
 }
 
-fn subject(ctx: &RenderCtx, sa: &str) -> Vec<Subject> {
-    vec![Subject {
-        kind: "ServiceAccount".into(),
-        name: sa.into(),
-        namespace: Some(ctx.spec.namespace.clone()),
-        api_group: None,
-    }]
-}
-
-fn cluster_role(ctx: &RenderCtx, name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
-    ClusterRole { metadata: ctx.cluster_meta(name), rules: Some(rules), aggregation_rule: None }
-}
-
-fn cluster_binding(ctx: &RenderCtx, name: &str, role: &str, sa: &str) -> ClusterRoleBinding {
-    ClusterRoleBinding {
-        metadata: ctx.cluster_meta(name),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(subject(ctx, sa)),
+fn rules_of(role: &str) -> Vec<PolicyRule> {
+    match role {
+        "ebs-external-attacher-role" => attacher_rules(),
+        "ebs-csi-node-role" => node_rules(),
+        "ebs-external-provisioner-role" => provisioner_rules(),
+        "ebs-external-resizer-role" => resizer_rules(),
+        _ => snapshotter_rules(),
     }
 }
 
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: kind.into(), name: name.into() }
+}
+
+fn subject(namespace: &str, sa: &str) -> Vec<Subject> {
+    vec![Subject { kind: "ServiceAccount".into(), name: sa.into(), namespace: Some(namespace.into()), api_group: None }]
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), namespace: namespace.map(str::to_string), ..ObjectMeta::default() }
+}
+
+/// The driver's RBAC for a driver in `namespace`, as the chart installs it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverRbac {
+    pub cluster_roles: Vec<ClusterRole>,
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub roles: Vec<Role>,
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+pub fn driver_rbac(namespace: &str) -> DriverRbac {
+    DriverRbac {
+        cluster_roles: CLUSTER_ROLES
+            .iter()
+            .map(|(role, _, _)| ClusterRole {
+                metadata: meta(role, None),
+                rules: Some(rules_of(role)),
+                aggregation_rule: None,
+            })
+            .collect(),
+        cluster_role_bindings: CLUSTER_ROLES
+            .iter()
+            .map(|(role, binding, sa)| ClusterRoleBinding {
+                metadata: meta(binding, None),
+                role_ref: role_ref("ClusterRole", role),
+                subjects: Some(subject(namespace, sa)),
+            })
+            .collect(),
+        roles: vec![Role {
+            metadata: meta(LEASES_ROLE, Some(namespace)),
+            rules: Some(vec![rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "watch", "list", "delete", "update", "create"],
+            )]),
+        }],
+        role_bindings: vec![RoleBinding {
+            metadata: meta(LEASES_ROLE_BINDING, Some(namespace)),
+            role_ref: role_ref("Role", LEASES_ROLE),
+            subjects: Some(subject(namespace, controller::SERVICE_ACCOUNT)),
+        }],
+    }
+}
+
+/// The driver's ServiceAccounts; its RBAC is the chart's ([`driver_rbac`]).
 pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     let irsa = ctx
         .spec
@@ -132,38 +182,8 @@ pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
         .irsa
         .as_ref()
         .map(|i| BTreeMap::from([(IRSA_ANNOTATION.to_string(), i.role_arn.clone())]));
-    let csa = controller::SERVICE_ACCOUNT;
-    let mut roles = vec![
-        ("ebs-external-attacher-role", "ebs-csi-attacher-binding", attacher_rules(), csa),
-        ("ebs-csi-node-role", "ebs-csi-node-getter-binding", node_rules(), node::SERVICE_ACCOUNT),
-        ("ebs-external-provisioner-role", "ebs-csi-provisioner-binding", provisioner_rules(), csa),
-        ("ebs-external-resizer-role", "ebs-csi-resizer-binding", resizer_rules(), csa),
-    ];
-    if ctx.caps.snapshot_api {
-        roles.push(("ebs-external-snapshotter-role", "ebs-csi-snapshotter-binding", snapshotter_rules(), csa));
-    }
-    let mut out = vec![
-        Child::new(service_account(ctx, csa, irsa)),
+    vec![
+        Child::new(service_account(ctx, controller::SERVICE_ACCOUNT, irsa)),
         Child::new(service_account(ctx, node::SERVICE_ACCOUNT, None)),
-    ];
-    out.extend(roles.iter().map(|(role, _, rules, _)| Child::new(cluster_role(ctx, role, rules.clone()))));
-    out.extend(roles.iter().map(|(role, binding, _, sa)| Child::new(cluster_binding(ctx, binding, role, sa))));
-    out.push(Child::new(Role {
-        metadata: ctx.ns_meta(LEASES_ROLE),
-        rules: Some(vec![rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "watch", "list", "delete", "update", "create"],
-        )]),
-    }));
-    out.push(Child::new(RoleBinding {
-        metadata: ctx.ns_meta("ebs-csi-leases-rolebinding"),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: LEASES_ROLE.into(),
-        },
-        subjects: Some(subject(ctx, csa)),
-    }));
-    out
+    ]
 }

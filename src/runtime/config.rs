@@ -94,6 +94,19 @@ pub struct RunArgs {
     /// Identity of this replica in the Lease; defaults to $POD_NAME, then the host name.
     #[arg(long, env = "HCO_IDENTITY", value_name = "NAME")]
     pub identity: Option<String>,
+
+    /// The namespace the driver runs in, fixed at install time: the operator's RBAC grants its
+    /// namespaced writes there only, and a HardenedCsiDriver with another spec.namespace is refused.
+    #[arg(long, env = "HCO_DRIVER_NAMESPACE", value_name = "NAMESPACE", default_value = "kube-system",
+        value_parser = parse_namespace)]
+    pub driver_namespace: String,
+
+    /// A registry the operator may deploy the driver from (spec.images.registry, or
+    /// spec.images.mirror when set): a host, or a host and path prefix. Repeat the flag, or
+    /// separate with commas in HCO_ALLOWED_REGISTRY. The default allows Docker Hardened Images only.
+    #[arg(long = "allowed-registry", env = "HCO_ALLOWED_REGISTRY", value_name = "REGISTRY",
+        default_value = "dhi.io", value_delimiter = ',', value_parser = parse_registry)]
+    pub allowed_registries: Vec<String>,
 }
 
 /// Format of log lines.
@@ -338,6 +351,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(signed).map_err(|_| format!("{trimmed:?} is negative: {hint}"))
 }
 
+/// A namespace name: a DNS-1123 label (lowercase alphanumerics and '-', at most 63).
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let ok = !t.is_empty()
+        && t.len() <= 63
+        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !t.starts_with('-')
+        && !t.ends_with('-');
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err(format!("{t:?} is not a namespace name: lowercase letters, digits and '-', at most 63, e.g. kube-system"))
+    }
+}
+
+/// A registry: a host (with an optional port) and an optional path, no scheme, no tag.
+pub fn parse_registry(text: &str) -> Result<String, String> {
+    let t = text.trim().trim_end_matches('/');
+    let hint = "expected a registry host with an optional path, such as dhi.io or registry.example.com/dhi";
+    if t.is_empty() {
+        return Err(format!("empty registry: {hint}"));
+    }
+    if t.contains("://") || t.contains(char::is_whitespace) || t.contains('@') {
+        return Err(format!("{t:?}: {hint} (no scheme, digest or spaces)"));
+    }
+    let host = t.split('/').next().unwrap_or_default();
+    let valid_host = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+        && !host.starts_with(['.', '-', ':']);
+    if !valid_host || t.split('/').any(str::is_empty) {
+        return Err(format!("{t:?}: {hint}"));
+    }
+    Ok(t.to_string())
+}
+
 fn parse_log_filter(text: &str) -> Result<String, String> {
     EnvFilter::builder()
         .parse(text)
@@ -398,7 +446,32 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.kubeconfig, None);
+        assert_eq!(args.driver_namespace, "kube-system");
+        assert_eq!(args.allowed_registries, ["dhi.io"]);
         assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn driver_namespace_and_registries_are_checked() {
+        let args = parse(&[
+            "--driver-namespace",
+            "storage",
+            "--allowed-registry",
+            "dhi.io",
+            "--allowed-registry",
+            "registry.example.com:5000/dhi/",
+        ])
+        .expect("parses");
+        assert_eq!(args.driver_namespace, "storage");
+        assert_eq!(args.allowed_registries, ["dhi.io", "registry.example.com:5000/dhi"]);
+        for bad in ["Kube-System", "x-", "a.b"] {
+            let e = parse(&["--driver-namespace", bad]).expect_err(bad).to_string();
+            assert!(e.contains("--driver-namespace") && e.contains("not a namespace name"), "{e}");
+        }
+        for bad in ["https://dhi.io", "dhi.io//x", "dhi.io@sha256:x", " "] {
+            let e = parse(&["--allowed-registry", bad]).expect_err(bad).to_string();
+            assert!(e.contains("--allowed-registry") && e.contains("registry"), "{e}");
+        }
     }
 
     #[test]
@@ -418,7 +491,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 15, "a flag was added or removed: update this test and the docs");
+        assert_eq!(checked, 17, "a flag was added or removed: update this test and the docs");
     }
 
     /// Runs the real environment fallback in a child process (the test binary re-executed for this

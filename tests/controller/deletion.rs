@@ -9,13 +9,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use hardened_csi_operator::reconciler::caches::child_kinds;
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, ServiceAccount};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::support::{Harness, wait_for};
+use super::support::{Harness, OPERATOR_NAMESPACE, OPERATOR_SA, wait_for};
 use super::{DRIVER, ready, spec};
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=hardened-csi-operator";
@@ -389,9 +390,12 @@ async fn deletion_during_a_failover_is_guarded_by_the_next_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_k_deploy_keeps_the_driver_until_its_volumes_are_gone() {
-    // `kubectl delete -k deploy/` deletes the CRD too, which deletes every HardenedCsiDriver.
-    // The CRD waits (Terminating) for the driver's finalizer, the driver waits for its volumes.
-    let h = Harness::start(1).await;
+    // `kubectl delete -k deploy/` deletes the CRD too, which deletes every HardenedCsiDriver, and
+    // the operator itself: its namespace and ServiceAccount, so its token stops authenticating at
+    // once (a real API server checks a bound token's ServiceAccount). Nothing then removes the
+    // driver: the CRD waits (Terminating) for the driver's finalizer and the data path stays. Once
+    // the operator is installed again, it resumes the deletion, which waits for the volumes.
+    let mut h = Harness::start(1).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
     h.server.write_kubeconfig(&kc).expect("kubeconfig");
@@ -402,18 +406,36 @@ async fn kubectl_delete_k_deploy_keeps_the_driver_until_its_volumes_are_gone() {
     })
     .await
     .expect("kubectl apply -k");
-    driver_with_pv(&h).await;
+    // The base's RBAC now applies, which names the pull Secret dhi-pull (its default).
+    super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
+    let mut s = spec();
+    s["images"] = json!({"pullSecrets": ["dhi-pull"]});
+    h.create_driver(DRIVER, s).await;
+    ready(&h).await;
+    h.create_driver_pv("pv-data").await;
     let (kc2, d2) = (kc.clone(), deploy.clone());
     tokio::task::spawn_blocking(move || {
         kubectl(&kc2, &["delete", "-k", d2.to_str().expect("path"), "--wait=false", "--ignore-not-found"])
     })
     .await
     .expect("kubectl delete -k");
-    assert_held(&h, &["PersistentVolume/pv-data"]).await;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(h.client.clone());
+    let sas: Api<ServiceAccount> = Api::namespaced(h.client.clone(), OPERATOR_NAMESPACE);
+    wait_for("the operator's ServiceAccount gone", || async {
+        sas.get_opt(OPERATOR_SA).await.ok()?.is_none().then_some(Value::Null)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(data_path_exists(&h.client).await, (true, true, true), "the driver lost its data path");
+    let d = h.drivers().get(DRIVER).await.expect("the driver object stays while volumes need it");
+    assert!(d.metadata.deletion_timestamp.is_some());
+    assert!(d.finalizers().iter().any(|f| f == "csi.hardened.dev/cleanup"), "{:?}", d.finalizers());
+    let crds: Api<CustomResourceDefinition> = Api::all(h.client.clone());
     let crd = crds.get("hardenedcsidrivers.csi.hardened.dev").await.expect("the CRD waits for the driver");
     assert!(crd.metadata.deletion_timestamp.is_some());
+
+    // The operator comes back (its chart or kustomize base installed again): the guard holds.
+    h.reinstall_operator().await;
+    assert_held(&h, &["PersistentVolume/pv-data"]).await;
     delete_pv(&h, "pv-data").await;
     assert_completes(&h).await;
     wait_for("the CRD gone", || async {

@@ -17,16 +17,15 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use local_apiserver::LocalApiServer;
 use serde_json::{Value, json};
 
-use super::support::wait_for;
+use super::support::{OPERATOR_NAMESPACE, OPERATOR_SA, install_operator_rbac, rbac_server, wait_for};
 use super::{DRIVER, spec};
 
 pub(super) fn replica(client: Client, id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let settings = LeaseSettings {
         name: "hardened-csi-operator".into(),
-        namespace: "kube-system".into(),
+        namespace: OPERATOR_NAMESPACE.into(),
         identity: id.into(),
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
@@ -44,6 +43,7 @@ pub(super) fn replica(client: Client, id: &str, stop: CancellationToken) -> toki
                 ready: Some(Readiness::new()),
                 shutdown: Box::pin(token.cancelled_owned()),
                 reporter: reporter.clone(),
+                policy: Default::default(),
                 discovery_interval: reconciler::DEFAULT_DISCOVERY_INTERVAL,
             };
             let client = client.clone();
@@ -77,14 +77,15 @@ async fn versions(client: &Client) -> BTreeMap<String, String> {
 }
 
 pub(super) async fn holder(client: &Client) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     leases.get_opt("hardened-csi-operator").await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 #[tokio::test]
 async fn graceful_failover_between_two_replicas_writes_nothing() {
-    let server = LocalApiServer::start().await.expect("local API server");
+    let server = rbac_server().await;
     let client = server.client();
+    install_operator_rbac(&client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
     let nodes: Api<Node> = Api::all(client.clone());
@@ -95,8 +96,10 @@ async fn graceful_failover_between_two_replicas_writes_nothing() {
     super::support::create_pull_secret(&client).await;
 
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let a = replica(client.clone(), "replica-a", stop_a.clone());
-    let b = replica(client.clone(), "replica-b", stop_b.clone());
+    // Both replicas run as the operator's ServiceAccount with the chart's RBAC.
+    let operator = || server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
+    let a = replica(operator(), "replica-a", stop_a.clone());
+    let b = replica(operator(), "replica-b", stop_b.clone());
     let first = wait_for("a leader", || async { holder(&client).await.map(Value::String) }).await;
 
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());

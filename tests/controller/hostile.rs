@@ -23,6 +23,7 @@ use hardened_csi_operator::aws::sdk::{AwsSettings, CredentialSource, SdkAws};
 use hardened_csi_operator::crd::validate::redact_credentials;
 use hardened_csi_operator::crd::{HardenedCsiDriver, parse};
 use hardened_csi_operator::reconciler::caches::child_kinds;
+use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::render::{self, Capabilities};
 use hardened_csi_operator::runtime::metrics::Metrics;
 use hardened_csi_operator::runtime::shutdown::CancellationToken;
@@ -192,8 +193,16 @@ fn rust_valid(spec: &Value) -> bool {
     parse::from_value(object).and_then(|p| render::render(&p, &Capabilities::default())).is_ok()
 }
 
+/// Whether the default installation (dhi.io, kube-system) deploys a valid `spec`.
+fn allowed(spec: &Value) -> bool {
+    let object = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
+        "metadata": {"name": DRIVER}, "spec": spec});
+    parse::from_value(object).is_ok_and(|p| InstallPolicy::default().refusals(&p.spec).is_empty())
+}
+
 /// A valid spec near `base`: the fields of `generated` (to the second level) added one at a time,
-/// each kept only when the spec stays valid. What survives are the extreme values the rules allow.
+/// each kept only when the spec stays valid and the installation allows it. What survives are the
+/// extreme values the rules allow.
 fn valid_variant(base: &Value, generated: &Value) -> Value {
     let mut spec = base.clone();
     for (k, v) in generated.as_object().into_iter().flatten() {
@@ -212,7 +221,7 @@ fn valid_variant(base: &Value, generated: &Value) -> Value {
                 }
                 None => candidate[k.as_str()] = value.clone(),
             }
-            if rust_valid(&candidate) {
+            if rust_valid(&candidate) && allowed(&candidate) {
                 spec = candidate;
             }
         }
@@ -425,7 +434,15 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
         if case % 2 == 0 {
             specs.push(valid_variant(&base, &specs[0]));
         }
-        for (i, hostile) in specs.into_iter().enumerate() {
+        for (i, mut hostile) in specs.into_iter().enumerate() {
+            // spec.namespace cannot change (a transition rule: no rule of one spec can see it), so
+            // every hostile spec keeps the base's.
+            if let Some(o) = hostile.as_object_mut() {
+                match base.get("namespace") {
+                    Some(ns) => o.insert("namespace".into(), ns.clone()),
+                    None => o.remove("namespace"),
+                };
+            }
             let shown_spec: String = hostile.to_string().chars().take(400).collect();
             let ctx = format!("case {case}.{i} (seed {seed}): {shown_spec}");
             if !settled {
@@ -444,6 +461,9 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
             // What the operator reads back (with the CRD's defaults, as the API server serves it).
             let served = serde_json::to_value(drivers_api(&h).get(DRIVER).await.expect("driver")).expect("json");
             let expected = parse::from_value(served.clone()).and_then(|p| render::render(&p, &Capabilities::default()));
+            // A valid spec may still be one this installation refuses (a registry or namespace its
+            // install-time guardrails do not allow): refused, nothing touched.
+            let refused = parse::from_value(served.clone()).map(|p| h.policy.refusals(&p.spec)).unwrap_or_default();
             // The poller gets every spec that parses, valid or not.
             for (j, candidate) in [&served["spec"], &hostile].into_iter().enumerate() {
                 let object = json!({"apiVersion": "csi.hardened.dev/v1alpha1", "kind": "HardenedCsiDriver",
@@ -490,6 +510,12 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
                     h.reconcile_once(DRIVER).await;
                     if admitted { "invalid, admitted by the API server" } else { "invalid, stored past admission" }
                 }
+                (Ok(_), true) if !refused.is_empty() => {
+                    let cond = spec_valid(&h, generation, &ctx, &logs).await;
+                    assert_eq!(cond["status"], json!("False"), "{ctx}: {cond}");
+                    assert_eq!(cond["reason"], json!("NotAllowedByInstallation"), "{ctx}: {cond}");
+                    "valid, refused by the installation"
+                }
                 (Ok(_), true) => {
                     let cond = spec_valid(&h, generation, &ctx, &logs).await;
                     assert_eq!(cond["status"], json!("True"), "{ctx}: {cond}");
@@ -497,7 +523,7 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
                 }
             };
             *tally.entry(outcome).or_default() += 1;
-            if expected.is_err() {
+            if expected.is_err() || !refused.is_empty() {
                 let writes = child_writes(&h);
                 assert!(writes.is_empty(), "{ctx}: the operator wrote to running children: {writes:?}");
                 assert_eq!(children(&h).await, before, "{ctx}: running children were touched");

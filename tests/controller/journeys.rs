@@ -38,20 +38,21 @@ async fn a_watch_error_rediscovers_the_kubernetes_version() {
 }
 
 /// With no node, no pod changes trigger a reconcile: only the Secret's watch can tell the
-/// operator that the pull Secret appeared. It is watched by name, never read again.
+/// operator that the pull Secret appeared. It is watched by name, never read again. The name is
+/// one the chart's install-time values grant (`pullSecretCheck.secretNames`).
 #[tokio::test]
 async fn a_pull_secret_created_later_is_seen_from_its_watch() {
     let h = Harness::start(0).await;
     let mut s = spec();
-    s["images"]["pullSecrets"] = json!(["later"]);
+    s["images"]["pullSecrets"] = json!(["dhi-pull"]);
     h.create_driver(DRIVER, s).await;
     let c = h.wait_condition(DRIVER, "PullSecretsPresent", "False").await;
-    assert!(c["message"].as_str().unwrap_or_default().contains("later"), "{c}");
+    assert!(c["message"].as_str().unwrap_or_default().contains("dhi-pull"), "{c}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.server.reset_counters();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(h.client.clone(), "kube-system");
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "later"}, "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "dhi-pull"}, "type": "kubernetes.io/dockerconfigjson",
         "stringData": {".dockerconfigjson": "{\"auths\": {\"dhi.io\": {\"auth\": \"dTpw\"}}}"}}))
     .expect("secret");
     secrets.create(&kube::api::PostParams::default(), &secret).await.expect("secret");
@@ -79,8 +80,10 @@ async fn a_failed_csidriver_recreate_puts_the_old_one_back() {
         .await
         .expect("old CSIDriver");
     // The first apply meets the real refusal (fsGroupPolicy is immutable); the create after the
-    // delete fails, and so does every apply after it, until cleared.
-    h.server.faults().fail_after(1, u64::MAX, Match::new("patch", "csidrivers"), 500);
+    // delete fails once (the old object is put back by the apply after it), and every later
+    // attempt fails at its delete, until cleared, so the old object stays to be looked at.
+    h.server.faults().fail_after(1, 1, Match::new("patch", "csidrivers"), 500);
+    h.server.faults().fail_after(1, u64::MAX, Match::new("delete", "csidrivers"), 500);
     h.create_driver(DRIVER, spec()).await;
     let events: Api<DynamicObject> = h.dynamic("events.k8s.io/v1", "Event", "events", None);
     let note = wait_for("an event saying the CSIDriver was put back", || async {
@@ -88,7 +91,7 @@ async fn a_failed_csidriver_recreate_puts_the_old_one_back() {
         list.items
             .into_iter()
             .map(|e| e.data["note"].as_str().unwrap_or_default().to_string())
-            .find(|n| n.contains("recreating CSIDriver/ebs.csi.aws.com"))
+            .find(|n| n.contains("recreating CSIDriver/ebs.csi.aws.com") && n.contains("old object"))
             .map(Value::String)
     })
     .await;

@@ -5,6 +5,7 @@ mod failover;
 mod faults;
 mod hostile;
 mod journeys;
+mod least_privilege;
 mod storage;
 mod support;
 
@@ -39,8 +40,11 @@ async fn creates_every_child_and_reports_ready() {
     assert_eq!(h.managed_names(&ds).await, ["ebs-csi-node"]);
     let sas = h.dynamic("v1", "ServiceAccount", "serviceaccounts", Some("kube-system"));
     assert_eq!(h.managed_names(&sas).await, ["ebs-csi-controller-sa", "ebs-csi-node-sa"]);
-    let crs = h.dynamic("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", None);
-    assert_eq!(h.managed_names(&crs).await.len(), 5);
+    // The driver's RBAC is the chart's: the operator writes none.
+    for (kind, plural) in [("ClusterRole", "clusterroles"), ("ClusterRoleBinding", "clusterrolebindings")] {
+        let api = h.dynamic("rbac.authorization.k8s.io/v1", kind, plural, None);
+        assert!(h.managed_names(&api).await.is_empty(), "the operator wrote a {kind}");
+    }
     let csid = h.dynamic("storage.k8s.io/v1", "CSIDriver", "csidrivers", None);
     assert!(h.exists(&csid, "ebs.csi.aws.com").await);
     let vsc = h.dynamic("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass", "volumesnapshotclasses", None);
@@ -102,13 +106,44 @@ async fn repairs_drift() {
         (d.data["spec"]["replicas"] == json!(2)).then_some(Value::Null)
     })
     .await;
-    // Someone deletes a ClusterRole: recreated.
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reports_what_the_driver_rbac_lacks_and_never_writes_it() {
+    let h = Harness::start(1).await;
+    h.create_driver(DRIVER, spec()).await;
+    ready(&h).await;
+    // Someone deletes one of the chart's ClusterRoles and narrows another.
     let crs = h.dynamic("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", None);
     crs.delete("ebs-external-attacher-role", &DeleteParams::default()).await.expect("delete");
-    wait_for("ClusterRole recreated", || async {
-        crs.get_opt("ebs-external-attacher-role").await.ok()?.map(|_| Value::Null)
-    })
-    .await;
+    crs.patch(
+        "ebs-csi-node-role",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]})),
+    )
+    .await
+    .expect("narrow");
+    h.reconcile_once(DRIVER).await;
+    let c = h.wait_condition(DRIVER, "Ready", "False").await;
+    assert_eq!(c["reason"], json!("DriverRbacIncomplete"), "{c}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("ClusterRole ebs-external-attacher-role is missing"), "{msg}");
+    assert!(
+        msg.contains(
+            "ClusterRole ebs-csi-node-role lacks get/list/watch on storage.k8s.io/volumeattachments, \
+                patch/list/watch on core/nodes, get on storage.k8s.io/csinodes"
+        ),
+        "{msg}"
+    );
+    let degraded = h.wait_condition(DRIVER, "Degraded", "True").await;
+    assert_eq!(degraded["reason"], json!("DriverRbacIncomplete"));
+    // The operator did not put it back: it cannot (no write on RBAC), an admin does.
+    assert!(crs.get_opt("ebs-external-attacher-role").await.expect("get").is_none());
+    crs.delete("ebs-csi-node-role", &DeleteParams::default()).await.expect("delete");
+    support::install_driver_rbac(&h.client).await;
+    h.reconcile_once(DRIVER).await;
+    h.wait_condition(DRIVER, "Ready", "True").await;
     h.stop().await;
 }
 
@@ -131,8 +166,8 @@ async fn prunes_what_falls_out_of_the_spec() {
     h.patch_spec(DRIVER, json!({"storageClasses": [{"name": "gp3"}]})).await;
     wait_for("io2 pruned", || async { (!h.exists(&sc, "io2").await).then_some(Value::Null) }).await;
     assert!(h.exists(&sc, "gp3").await && h.exists(&sc, "standard").await);
-    let st = h.wait_condition(DRIVER, "Ready", "True").await;
-    assert_eq!(st["observedGeneration"], json!(2));
+    // Pruning happens before the status write: wait for the status of generation 2.
+    h.wait_condition_at(DRIVER, "Ready", "True", 2).await;
     assert_eq!(h.status(DRIVER).await["storageClasses"], json!(["gp3"]));
     h.stop().await;
 }
@@ -173,11 +208,9 @@ async fn follows_the_snapshot_api() {
             .then_some(Value::Null)
     })
     .await;
+    // The snapshotter's binding is the chart's: left alone (it grants nothing without the API).
     let crb = h.dynamic("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", None);
-    wait_for("snapshotter binding pruned", || async {
-        (!h.exists(&crb, "ebs-csi-snapshotter-binding").await).then_some(Value::Null)
-    })
-    .await;
+    assert!(h.exists(&crb, "ebs-csi-snapshotter-binding").await);
     h.stop().await;
 }
 
@@ -321,7 +354,7 @@ async fn storage_class_parameter_changes_recreate_the_class() {
         (c.data["parameters"]["type"] == json!("io2") && c.metadata.uid != before).then_some(Value::Null)
     })
     .await;
-    let st = h.wait_condition(DRIVER, "Ready", "True").await;
-    assert_eq!(st["observedGeneration"], json!(2));
+    // Pruning happens before the status write: wait for the status of generation 2.
+    h.wait_condition_at(DRIVER, "Ready", "True", 2).await;
     h.stop().await;
 }

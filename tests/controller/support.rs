@@ -1,10 +1,14 @@
-//! Test harness: a local API server with the CRD, a namespace and nodes, and the real controller
-//! running against it over HTTP.
+//! Test harness: a local API server enforcing authentication and RBAC, with the CRD, a namespace
+//! and nodes, and the real controller running against it over HTTP as the operator's
+//! ServiceAccount, holding exactly the RBAC objects `helm template` of the chart renders
+//! (`chart-rbac.yaml`, generated). A permission the code needs and the chart lacks fails the test
+//! with the API server's 403; `h.client` is the cluster admin that plays the user.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hardened_csi_operator::crd::HardenedCsiDriver;
+use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::reconciler::{self, Options};
 use hardened_csi_operator::runtime::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
@@ -15,9 +19,21 @@ use local_apiserver::LocalApiServer;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "../support/chart_rbac.rs"]
+pub mod chart_rbac;
+
+// Re-exported for the suites (the bench that includes this file uses fewer).
+#[allow(unused_imports)]
+pub use chart_rbac::{DRIVER_NAMESPACE, OPERATOR_NAMESPACE, OPERATOR_SA, operator_user, rbac_server, rbac_server_on};
+
 pub struct Harness {
     pub server: LocalApiServer,
+    /// The cluster admin (plays the user and the test's observer).
     pub client: Client,
+    /// The operator's identity: its ServiceAccount token, nothing more.
+    pub operator: Client,
+    /// The install-time settings the controller runs with.
+    pub policy: InstallPolicy,
     pub metrics: Arc<Metrics>,
     pub trigger: mpsc::Sender<String>,
     stop: Option<oneshot::Sender<()>>,
@@ -29,9 +45,14 @@ pub struct Harness {
 pub const PULL_SECRET: &str = "dhi-login";
 
 pub async fn create_pull_secret(client: &Client) {
+    create_pull_secret_named(client, PULL_SECRET).await;
+}
+
+/// A dhi.io pull Secret named `name` in kube-system.
+pub async fn create_pull_secret_named(client: &Client, name: &str) {
     let config = json!({"auths": {"dhi.io": {"username": "test", "password": "test", "auth": "dGVzdDp0ZXN0"}}});
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": PULL_SECRET},
+        "metadata": {"name": name},
         "type": "kubernetes.io/dockerconfigjson",
         "stringData": {".dockerconfigjson": config.to_string()},
     }))
@@ -40,13 +61,26 @@ pub async fn create_pull_secret(client: &Client) {
     secrets.create(&PostParams::default(), &secret).await.expect("pull secret created");
 }
 
+/// The CA-bundle ConfigMap the controller tests' RBAC names (chart value `aws.caBundleConfigMaps`,
+/// tests/manifests/regenerate.py HARNESS_VALUES).
+pub const CA_BUNDLE: &str = "aws-ca-bundle";
+
+/// A ConfigMap `name` in kube-system holding `pem` under the default key of `spec.aws.caBundle`.
+pub async fn create_ca_bundle_named(client: &Client, name: &str, pem: &str) {
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"ca-bundle.crt": pem}})).expect("cm");
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    api.create(&PostParams::default(), &cm).await.expect("CA bundle ConfigMap created");
+}
+
 pub async fn wait_for<F, Fut>(what: &str, mut f: F) -> Value
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<Value>>,
 {
-    // Generous: the fault tests converge through the operator's own backoff (~20 s).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    // A deadline, not a performance check: the fault tests converge through the operator's own
+    // backoff (~20 s), with TLS and RBAC on every request, on a loaded 2-core machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
         if let Some(v) = f().await {
             return v;
@@ -68,12 +102,16 @@ impl Harness {
 
     /// As `start_with`, on a server of Kubernetes `version` (what it serves follows it).
     pub async fn start_on(version: &str, nodes: usize, snapshot_api: bool) -> Self {
+        Self::start_with_policy(version, nodes, snapshot_api, InstallPolicy::default()).await
+    }
+
+    /// As `start_on`, the operator installed with `policy` (driver namespace, registries).
+    pub async fn start_with_policy(version: &str, nodes: usize, snapshot_api: bool, policy: InstallPolicy) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let opts = local_apiserver::Options { kubernetes_version: version.into(), ..Default::default() };
-        let server = LocalApiServer::start_with(opts).await.expect("local API server starts");
+        let server = rbac_server_on(version).await;
         let client = server.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("CRD created");
@@ -87,6 +125,8 @@ impl Harness {
                 &serde_json::from_value(json!({"metadata": {"name": "kube-system"}})).expect("ns"),
             )
             .await;
+        install_operator_rbac(&client).await;
+        let operator = server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
         create_pull_secret(&client).await;
         let node_api: Api<Node> = Api::all(client.clone());
         for i in 0..nodes {
@@ -96,10 +136,12 @@ impl Harness {
             .expect("node");
             node_api.create(&PostParams::default(), &node).await.expect("node created");
         }
-        let (metrics, trigger, stop, task) = spawn_controller(client.clone()).await;
-        Self { server, client, metrics, trigger, stop, task }
+        let (metrics, trigger, stop, task) = spawn_controller(operator.clone(), policy.clone()).await;
+        Self { server, client, operator, policy, metrics, trigger, stop, task }
     }
 
+    /// Stops the controller, then fails the test if the API server refused the operator anything:
+    /// every request the code makes must be covered by the chart's RBAC.
     pub async fn stop(mut self) {
         self.stop_controller().await;
     }
@@ -112,14 +154,37 @@ impl Harness {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        let denied = self.server.denied_requests(&operator_user());
+        assert!(denied.is_empty(), "the chart's RBAC refused the operator: {denied:#?}");
     }
 
     /// Starts a fresh controller process against the same server (an operator restart): new
     /// caches, nothing remembered from the previous one. Returns once its caches synced.
     pub async fn start_controller(&mut self) {
         self.stop_controller().await;
-        let (metrics, trigger, stop, task) = spawn_controller(self.client.clone()).await;
+        let (metrics, trigger, stop, task) = spawn_controller(self.operator.clone(), self.policy.clone()).await;
         (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
+    }
+
+    /// The operator installed again after its namespace and ServiceAccount were deleted: its RBAC
+    /// re-created, a token for the new ServiceAccount (the old one died with the old account), and
+    /// a fresh controller process with it.
+    pub async fn reinstall_operator(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let ns: Api<Namespace> = Api::all(self.client.clone());
+        wait_for("the operator's namespace gone", || async {
+            ns.get_opt(OPERATOR_NAMESPACE).await.ok()?.is_none().then_some(Value::Null)
+        })
+        .await;
+        install_operator_rbac(&self.client).await;
+        self.operator =
+            self.server.client_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA).expect("operator client");
+        self.start_controller().await;
     }
 
     /// The controller task ended (it must not while the harness is up).
@@ -178,6 +243,14 @@ impl Harness {
         .await
     }
 
+    /// Waits for a condition with `status` computed from `generation` of the spec.
+    pub async fn wait_condition_at(&self, name: &str, type_: &str, status: &str, generation: i64) -> Value {
+        wait_for(&format!("{name}: {type_}={status} at generation {generation}"), || async {
+            self.condition(name, type_).await.filter(|c| c["status"] == status && c["observedGeneration"] == generation)
+        })
+        .await
+    }
+
     pub fn dynamic(&self, api_version: &str, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let ar = kube::api::ApiResource {
@@ -213,10 +286,21 @@ impl Harness {
     }
 }
 
+/// What the chart installs for the operator, as the cluster admin: exactly the ServiceAccount and
+/// RBAC objects `helm template` renders (`tests/support/chart-rbac.yaml`).
+pub async fn install_operator_rbac(admin: &Client) {
+    chart_rbac::install(admin).await;
+}
+
+/// The driver's ClusterRoles, bindings and leases Role, as the chart installs them.
+pub async fn install_driver_rbac(admin: &Client) {
+    chart_rbac::install_driver_rbac(admin).await;
+}
+
 type Spawned = (Arc<Metrics>, mpsc::Sender<String>, Option<oneshot::Sender<()>>, Option<tokio::task::JoinHandle<()>>);
 
 /// The real controller against `client`, returned once its caches synced.
-async fn spawn_controller(client: Client) -> Spawned {
+pub async fn spawn_controller(client: Client, policy: InstallPolicy) -> Spawned {
     let metrics = Arc::new(Metrics::new());
     let (trigger, rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -230,6 +314,7 @@ async fn spawn_controller(client: Client) -> Spawned {
             let _ = stopped.await;
         }),
         reporter: "test".into(),
+        policy,
         discovery_interval: reconciler::DEFAULT_DISCOVERY_INTERVAL,
     };
     let task = tokio::spawn(async move {

@@ -8,8 +8,12 @@
   false), so `helm upgrade` updates it;
 - charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
   (chart_readme.py);
-- deploy/operator/{clusterrole,deployment,role-pull-secrets,role-pods}.yaml, the kustomize base's copies of
-  `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels.
+- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,role-ca-bundles,driver-rbac}.yaml, the
+  kustomize base's copies of `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels;
+- the `kubectl auth can-i --list` block of README.md, the operator's privileges in the driver
+  namespace as the RBAC-enforcing local API server answers with the kustomize base applied;
+- tests/support/chart-rbac.yaml, the ServiceAccount and RBAC objects of `helm template`, which
+  the controller, runtime and e2e tests install before running the operator as that ServiceAccount.
 
 The suite and `make crds-check` (`regenerate.py --check`) fail when any of them is stale. `make crds`
 runs this script; after changing the chart's values, Deployment or RBAC, run:
@@ -24,7 +28,27 @@ import sys
 from pathlib import Path
 
 import chart_readme
-from support import CHART, CHART_CRD_TEMPLATE, CRD_FILE, DEPLOY, REPO, _strict, crd, render_chart
+import tempfile
+
+import yaml
+
+from support import (
+    CHART,
+    CHART_CRD_TEMPLATE,
+    CRD_FILE,
+    DEPLOY,
+    REPO,
+    _strict,
+    crd,
+    kubectl,
+    kustomize,
+    load_docs,
+    local_apiserver,
+    render_chart,
+)
+
+README = REPO / "README.md"
+OPERATOR_USER = "system:serviceaccount:hardened-csi-operator:hardened-csi-operator"
 
 # ---------------------------------------------------------------- values.schema.json
 
@@ -82,6 +106,8 @@ schema = {
     "aws": obj({
         "region": s(pattern=r"^([a-z]{2}(-[a-z]+)+-[0-9])?$", description="An AWS region such as us-east-1, or empty."),
         "endpointUrl": s(pattern=r"^(https?://.+)?$", description="http(s) URL, or empty."),
+        "caBundleConfigMaps": {"type": "array", "items": k8sname, "uniqueItems": True,
+                               "description": "ConfigMap names in driverNamespace (spec.aws.caBundle.name)."},
       }),
     "serviceAccount": obj({
         "create": {"type": "boolean"},
@@ -90,14 +116,18 @@ schema = {
         "annotations": strmap,
       }, required=["create"]),
     "rbac": obj({"create": {"type": "boolean"}}, required=["create"]),
+    "driverNamespace": dns1123label,
+    "allowedRegistries": {"type": "array", "minItems": 1, "uniqueItems": True, "items": s(
+        pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$",
+        description="A registry host with an optional port and path, such as dhi.io or registry.example.com/dhi.")},
+    "admissionPolicy": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
     "pullSecretCheck": obj({
         "enabled": {"type": "boolean"},
-        "namespace": dns1123label,
         "secretNames": {"type": "array", "items": k8sname, "uniqueItems": True},
-      }, required=["enabled", "namespace"]),
+      }, required=["enabled"]),
     "extraArgs": {"type": "array", "items": {"allOf": [
         s(pattern=r"^--[a-z0-9-]+(=.*)?$", description="A flag of `hardened-csi-operator run`."),
-        {"not": {"pattern": r"^--(metrics-addr|log-format|log-level|leader-election|lease-namespace|lease-name|lease-duration|renew-deadline|retry-period|aws-region|aws-endpoint-url)(=|$)"},
+        {"not": {"pattern": r"^--(metrics-addr|log-format|log-level|leader-election|lease-namespace|lease-name|lease-duration|renew-deadline|retry-period|aws-region|aws-endpoint-url|driver-namespace|allowed-registry)(=|$)"},
          "description": "Flags the chart sets from values cannot be repeated here: set the value instead."},
       ]}},
     "extraEnv": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": s(minLength=1)}}},
@@ -170,7 +200,10 @@ def values_schema() -> str:
 # ---------------------------------------------------------------- kustomize copies
 
 HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)|helm\.sh/chart")
-FILES = ("clusterrole.yaml", "deployment.yaml", "role-pull-secrets.yaml", "role-pods.yaml")
+FILES = (
+    "clusterrole.yaml", "deployment.yaml", "role-driver.yaml", "role-pull-secrets.yaml", "role-ca-bundles.yaml",
+    "driver-rbac.yaml",
+)
 
 
 # ---------------------------------------------------------------- the chart's CRD template
@@ -237,7 +270,71 @@ def rendered_outputs() -> dict[Path, str]:
             "`hardened-csi-operator operator-rbac`", "`hardened-csi-operator operator-rbac`, like the chart's"
         )
         out[DEPLOY / "operator" / name] = text.rstrip() + "\n"
+    out[HARNESS_RBAC] = harness_rbac()
     return out
+
+
+# ---------------------------------------------------------------- the controller tests' RBAC
+
+HARNESS_RBAC = REPO / "tests" / "support" / "chart-rbac.yaml"
+HARNESS_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+# The pull Secrets the controller tests create (tests/controller/support.rs PULL_SECRETS) and the
+# CA-bundle ConfigMap they name (tests/controller/support.rs CA_BUNDLE).
+HARNESS_VALUES = {"pullSecretCheck": {"secretNames": ["dhi-login", "dhi-pull"]},
+                  "aws": {"caBundleConfigMaps": ["aws-ca-bundle"]}}
+
+
+def harness_rbac() -> str:
+    """The operator's ServiceAccount and every RBAC object of `helm template` (release and
+    namespace `hardened-csi-operator`, the controller tests' pull Secret names): what the
+    controller, runtime and e2e tests install, as the cluster admin, before running the operator as that
+    ServiceAccount."""
+    rendered = render_chart(HARNESS_VALUES, release="hardened-csi-operator")
+    docs = []
+    for path in sorted(rendered):
+        for text in re.split(r"^---\n", rendered[path], flags=re.M):
+            body = "\n".join(line for line in text.split("\n") if not line.startswith("#")).strip()
+            kind = re.search(r"^kind: (\S+)$", body, flags=re.M)
+            if body and kind and kind.group(1) in HARNESS_KINDS:
+                docs.append(f"# Source: {path}\n{body}\n")
+    head = (
+        "# Generated by `make crds` (tests/manifests/regenerate.py): do not edit. `helm template` of the\n"
+        f"# chart with {json.dumps(HARNESS_VALUES)}, its ServiceAccount and RBAC\n"
+        "# objects only. The controller, runtime and e2e tests run the operator as this ServiceAccount\n"
+        "# with exactly these objects.\n"
+    )
+    return head + "---\n".join(docs)
+
+
+# ---------------------------------------------------------------- README: the operator's can-i
+
+CAN_I_BEGIN = "<!-- can-i: written by `make crds` (tests/manifests/regenerate.py) from the local API server -->\n"
+CAN_I_END = "<!-- end can-i -->\n"
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def can_i(namespace: str = "kube-system") -> str:
+    """`kubectl auth can-i --list` as the operator's ServiceAccount in `namespace`, against the
+    RBAC-enforcing local API server with the kustomize base's ServiceAccount and RBAC applied."""
+    docs = [d for d in load_docs(kustomize(str(DEPLOY))) if d["kind"] in RBAC_KINDS]
+    with tempfile.TemporaryDirectory() as tmp, local_apiserver(Path(tmp), rbac=True) as kc:
+        kubectl(kc, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
+        out = kubectl(kc, "auth", "can-i", "--list", f"--as={OPERATOR_USER}", "-n", namespace).stdout
+    return "\n".join(line.rstrip() for line in out.strip().split("\n")) + "\n"
+
+
+def readme_with_can_i() -> str:
+    text = README.read_text()
+    if text.count(CAN_I_BEGIN) != 1 or text.count(CAN_I_END) != 1:
+        raise SystemExit(f"README.md: expected one {CAN_I_BEGIN.strip()} ... {CAN_I_END.strip()} block")
+    head, rest = text.split(CAN_I_BEGIN)
+    _, tail = rest.split(CAN_I_END)
+    return head + CAN_I_BEGIN + "```\n" + can_i() + "```\n" + CAN_I_END + tail
+
+
+def cluster_outputs() -> dict[Path, str]:
+    """What the local API server says about the rendered files (needs `make build`)."""
+    return {README: readme_with_can_i()}
 
 
 def main(argv: list[str]) -> int:
@@ -263,6 +360,8 @@ def main(argv: list[str]) -> int:
     # A stale schema or CRD template may not even render: report those first.
     if not stale:
         handle(rendered_outputs())
+    if not stale:
+        handle(cluster_outputs())
     if stale:
         print(f"stale: {', '.join(stale)}: run `make crds` (or .venv/bin/python tests/manifests/regenerate.py)",
               file=sys.stderr)

@@ -107,6 +107,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "no-leader-election": {**PINNED, "leaderElection": {"enabled": False}},
+    "guardrails": {
+        **PINNED,
+        "driverNamespace": "storage",
+        "allowedRegistries": ["dhi.io", "registry.example.com/dhi"],
+        "admissionPolicy": {"enabled": True},
+    },
     "existing-sa": {
         **PINNED,
         "serviceAccount": {"create": False, "name": "platform-operator"},
@@ -177,19 +183,31 @@ def operator_rbac_text() -> str:
     return run_bin("operator-rbac").stdout
 
 
-RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "operatorNamespaceRules")
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "caBundleRules", "operatorNamespaceRules")
 
 
 def operator_rbac() -> dict[str, list[dict]]:
     """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
-    cluster-wide, in the driver namespace (spec.namespace), in the operator's own namespace."""
+    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets and the CA-bundle
+    ConfigMaps there (names filled in at install time), in the operator's own namespace."""
+    doc = operator_rbac_document()
+    return {k: doc[k] for k in RBAC_SCOPES}
+
+
+def driver_rbac() -> dict[str, list[dict]]:
+    """The driver's own RBAC (for driver namespace kube-system) that the chart installs and the
+    operator verifies: clusterRoles, clusterRoleBindings, roles, roleBindings."""
+    return operator_rbac_document()["driverRbac"]
+
+
+def operator_rbac_document() -> dict:
     doc = yaml.safe_load(operator_rbac_text())
-    ok = isinstance(doc, dict) and set(doc) == set(RBAC_SCOPES) and all(
+    ok = isinstance(doc, dict) and set(doc) == {*RBAC_SCOPES, "driverRbac"} and all(
         isinstance(doc[k], list) and all(isinstance(r, dict) and "verbs" in r for r in doc[k]) for k in RBAC_SCOPES
     )
     if not ok:
         raise AssertionError(
-            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists; got:\n"
+            f"`operator-rbac` must print a mapping {RBAC_SCOPES} -> PolicyRule lists and driverRbac; got:\n"
             f"{operator_rbac_text()[:2000]}"
         )
     return doc
@@ -202,7 +220,8 @@ def operator_rbac() -> dict[str, list[dict]]:
 def local_apiserver(workdir: Path, rbac: bool = False, args: Iterable[str] = ()) -> Iterator[Path]:
     """The project's local Kubernetes API server as its own process on a free port; yields the
     kubeconfig it wrote (with rbac: https, authentication and RBAC enforced like a real cluster,
-    the kubeconfig holding the admin; `args`: more flags, e.g. `--nodes 2`). Stopped (SIGTERM,
+    with the OwnerReferencesPermissionEnforcement admission plugin, the kubeconfig holding the
+    admin; `args`: more flags, e.g. `--nodes 2`). Stopped (SIGTERM,
     then SIGKILL) on exit; its log is in the failure."""
     if not LOCAL_APISERVER.exists():
         raise AssertionError(f"{LOCAL_APISERVER} does not exist: build it first (`make build`)")
@@ -213,7 +232,9 @@ def local_apiserver(workdir: Path, rbac: bool = False, args: Iterable[str] = ())
     log = (workdir / "local-apiserver.log").open("w+")
     proc = subprocess.Popen(
         [str(LOCAL_APISERVER), "--port", str(port), "--kubeconfig", str(kubeconfig)]
-        + (["--authorization-mode=RBAC"] if rbac else [])
+        # With RBAC also the admission plugin many distributions run (tests/support/chart_rbac.rs).
+        + (["--authorization-mode=RBAC", "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"]
+           if rbac else [])
         + list(args),
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )
@@ -473,3 +494,128 @@ def one(docs: Iterable[dict], kind: str, name: str | None = None) -> dict:
     found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+# ---------------------------------------------------------------- the operator's identity
+
+IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def install_operator_identity(
+    kubeconfig: Path, values: dict[str, Any], release: str = RELEASE, driver_rbac: bool = True
+) -> tuple[Path, str]:
+    """As the cluster admin, what `helm install` of the chart with `values` creates first: its
+    ServiceAccount and every RBAC object of `helm template`, carrying the release's ownership
+    metadata so the later `helm install` of that release adopts them. Returns a kubeconfig that
+    holds only that ServiceAccount's token (`kubectl create token`) and the ServiceAccount's user
+    name: the operator process runs with exactly the chart's RBAC, as its pod would. Without
+    `driver_rbac`, the driver's own ClusterRoles and bindings (`app.kubernetes.io/component:
+    driver-rbac`) are left out: a cluster migrating from the upstream chart has its copies."""
+    docs = [
+        d for d in chart_docs(values, release=release)
+        if d["kind"] in IDENTITY_KINDS
+        and (driver_rbac or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "driver-rbac")
+    ]
+    for d in docs:
+        d["metadata"].setdefault("annotations", {}).update(
+            {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": RELEASE_NAMESPACE}
+        )
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    name, namespace = sa["metadata"]["name"], sa["metadata"].get("namespace", RELEASE_NAMESPACE)
+    if kubectl(kubeconfig, "get", "namespace", namespace, check=False).returncode != 0:
+        kubectl(kubeconfig, "create", "namespace", namespace)
+    kubectl(kubeconfig, "create", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    return service_account_kubeconfig(kubeconfig, namespace, name)
+
+
+def service_account_kubeconfig(kubeconfig: Path, namespace: str, name: str) -> tuple[Path, str]:
+    """A copy of the admin `kubeconfig` holding only a token of ServiceAccount `namespace/name`
+    (TokenRequest, `kubectl create token`, as the kubelet mounts one into the pod), and that
+    account's user name."""
+    token = kubectl(kubeconfig, "-n", namespace, "create", "token", name, "--duration=2h").stdout.strip()
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = kubeconfig.with_name(f"{name}.kubeconfig")
+    path.write_text(yaml.safe_dump(config))
+    return path, f"system:serviceaccount:{namespace}:{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`hardened-csi-operator run` as its own process, the one way every suite here starts it.
+
+    With `deployment` (the operator's Deployment as the chart or kustomize installed it), the
+    binary runs with that Deployment's own arguments and POD_NAME/POD_NAMESPACE, as its pod would;
+    without, with `run`'s defaults. Either way only what a pod cannot have here is replaced: the
+    kubeconfig (the pod's mounted token), the metrics address (a free local port), text logs, and,
+    unless `extra` names one, an AWS endpoint on a closed local port (no AWS here: the inventory
+    fails, which the driver's Ready ignores). `extra` flags (`--flag=value` or `--flag`) replace
+    the same flag of the Deployment. The log is `workdir/operator.log`."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, *extra: str, deployment: dict | None = None):
+        if not BIN.exists():
+            raise AssertionError(f"{BIN} does not exist: build it first (`cargo build` or `make build`)")
+        self.kubeconfig = kubeconfig
+        self.log = workdir / "operator.log"
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+        args = ["run"]
+        if deployment is not None:
+            (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"]
+            args = list(container["args"])
+            env["POD_NAME"] = f"{deployment['metadata']['name']}-local"
+            env["POD_NAMESPACE"] = deployment["metadata"]["namespace"]
+        overrides = [f"--kubeconfig={kubeconfig}", f"--metrics-addr=127.0.0.1:{free_port()}", "--log-format=text"]
+        if not any(e.startswith("--aws-endpoint-url") for e in extra):
+            overrides.append(f"--aws-endpoint-url=http://127.0.0.1:{free_port()}")
+        overrides += extra
+        replaced = {o.split("=", 1)[0] for o in overrides}
+        self.args = [a for a in args if a.split("=", 1)[0] not in replaced] + overrides
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen([str(BIN), *self.args], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text()[-chars:]
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def operator_process(
+    kubeconfig: Path, workdir: Path, *extra: str, deployment: dict | None = None
+) -> Iterator[OperatorProcess]:
+    """An [`OperatorProcess`] for the block; it must still run at the end, and its log is printed
+    when the block fails."""
+    op = OperatorProcess(kubeconfig, workdir, *extra, deployment=deployment)
+    try:
+        yield op
+        assert op.running(), f"the operator exited ({op.proc.returncode}):\n{op.tail()}"
+    except BaseException:
+        print(f"---- operator log ({' '.join(op.args)})\n{op.tail(6000)}")
+        raise
+    finally:
+        op.stop()
+
+
+def assert_never_refused(kubeconfig: Path, user: str) -> None:
+    """The local API server (RBAC mode) refused `user` nothing: every request the operator made
+    was granted by the chart (its access log, `GET /local-apiserver/access-log`)."""
+    report = json.loads(kubectl(kubeconfig, "get", "--raw", f"/local-apiserver/access-log?user={user}").stdout)
+    assert report["allowed"], f"{user} made no request: did the operator run with its own token?"
+    denied = [a.get("description", a) for a in report["denied"]]
+    assert not denied, f"the chart's RBAC refused {user}:\n" + "\n".join(map(str, denied))

@@ -18,6 +18,7 @@ from support import (
     RELEASE_NAMESPACE,
     TEST_DIGEST,
     VALUE_SETS,
+    by_kind,
     chart_docs,
     one,
     run_bin,
@@ -39,11 +40,16 @@ def test_chart_renders_operator_objects(name):
     docs = chart_docs(VALUE_SETS[name], hooks=True)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    driver_ns = VALUE_SETS[name].get("driverNamespace", "kube-system")
     for d in docs:
-        if d["metadata"]["name"].endswith(("-pull-secrets", "-pods")):
-            # The pull-Secret and pod grants live in the driver namespace.
-            assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
-        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver", "CustomResourceDefinition"}:
+        labels = d["metadata"].get("labels", {})
+        driver_side = d["metadata"]["name"].endswith(("-pull-secrets", "-ca-bundles", "-driver"))
+        if driver_side or labels.get("app.kubernetes.io/component") == "driver-rbac":
+            # The operator's driver-namespace grants and the driver's own RBAC live there.
+            if d["kind"] in ("Role", "RoleBinding"):
+                assert d["metadata"]["namespace"] == driver_ns, d["metadata"]
+        elif d["kind"] not in {"ClusterRole", "ClusterRoleBinding", "HardenedCsiDriver", "CustomResourceDefinition",
+                               "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}:
             assert d["metadata"].get("namespace") == RELEASE_NAMESPACE, d["metadata"]
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
@@ -144,7 +150,10 @@ def test_pdb_with_one_replica_lets_a_drain_evict_the_pod():
 
 def test_without_leader_election_no_lease_role_and_no_flag():
     docs = chart_docs(VALUE_SETS["no-leader-election"])
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leases" in d["metadata"]["name"]]
+    # The operator's leases Role goes; the driver's own (ebs-csi-leases-role, from the chart's
+    # driver RBAC) is the driver controller's leader election and stays.
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leases" in d["metadata"]["name"]
+                and not d["metadata"]["name"].startswith("ebs-csi-")]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [a for a in args if a.startswith("--lease") or a == "--leader-election"]
 
@@ -170,7 +179,8 @@ def test_existing_service_account_is_used_not_created():
     assert not [d for d in docs if d["kind"] == "ServiceAccount"]
     dep = one(docs, "Deployment")
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
-    crb = one(docs, "ClusterRoleBinding")
+    crb = one([d for d in by_kind(docs, "ClusterRoleBinding") if not d["metadata"]["name"].startswith("ebs-csi-")],
+              "ClusterRoleBinding")
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "platform-operator", "namespace": RELEASE_NAMESPACE}]
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--aws-endpoint-url=https://ec2.us-east-1.amazonaws.com" in args
@@ -342,7 +352,8 @@ def test_every_flag_the_chart_passes_is_a_run_flag():
     for values in VALUE_SETS.values():
         args = one(chart_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[0] == "run"
-        names = [a.split("=", 1)[0] for a in args[1:]]
+        # --allowed-registry is the one flag clap takes repeatedly (a list).
+        names = [a.split("=", 1)[0] for a in args[1:] if not a.startswith("--allowed-registry=")]
         assert len(names) == len(set(names)), f"a flag is repeated (clap refuses that): {args}"
         flags |= set(names)
     assert {"--metrics-addr", "--log-format", "--leader-election", "--lease-namespace", "--lease-name", "--aws-endpoint-url"} <= flags

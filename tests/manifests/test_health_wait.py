@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -29,7 +27,16 @@ from typing import Iterator
 import helm_python
 import pytest
 
-from support import BIN, CHART, CRD_FILE, RELEASE_NAMESPACE, kubectl, local_apiserver
+from support import (
+    CHART,
+    CRD_FILE,
+    RELEASE_NAMESPACE,
+    assert_never_refused,
+    install_operator_identity,
+    kubectl,
+    local_apiserver,
+    operator_process,
+)
 
 RELEASE = "hco"
 DRIVER = "ebs"
@@ -56,47 +63,21 @@ def _values(**spec) -> dict:
 
 
 @contextlib.contextmanager
-def _operator(tmp_path: Path, kubeconfig: Path) -> Iterator[Path]:
-    """`hardened-csi-operator run` as its own process; yields its log file."""
-    if not BIN.exists():
-        raise AssertionError(f"{BIN} does not exist: build it first (`make build`)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics = s.getsockname()[1]
-    log_path = tmp_path / "operator.log"
-    log = log_path.open("w")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    proc = subprocess.Popen(
-        [str(BIN), "run", "--kubeconfig", str(kubeconfig), "--metrics-addr", f"127.0.0.1:{metrics}",
-         "--lease-namespace", RELEASE_NAMESPACE, "--aws-endpoint-url", "http://127.0.0.1:9", "--log-format", "text"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        yield log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-@contextlib.contextmanager
 def _cluster(tmp_path: Path, *server_args: str, pull_secret: bool = True) -> Iterator[tuple[Path, helm_python.Config]]:
-    with local_apiserver(tmp_path, args=("--nodes", "2", *server_args)) as kc:
+    """A cluster enforcing RBAC, the CRD, and the operator running as the release's
+    ServiceAccount with exactly the chart's RBAC (created before the release, which adopts it, as
+    Helm creates RBAC before the operator's pod starts). Whatever the test did, the API server
+    must have refused the operator nothing."""
+    with local_apiserver(tmp_path, rbac=True, args=("--nodes", "2", *server_args)) as kc:
         kubectl(kc, "create", "namespace", RELEASE_NAMESPACE)
         kubectl(kc, "apply", "--server-side", "-f", str(CRD_FILE))
         kubectl(kc, "wait", "--for=condition=Established", "crd/hardenedcsidrivers.csi.hardened.dev")
         if pull_secret:
             _create_pull_secret(kc)
-        with _operator(tmp_path, kc) as log:
-            try:
-                yield kc, helm_python.Config(kubeconfig_path=str(kc), namespace=RELEASE_NAMESPACE)
-            except BaseException:
-                print(f"---- operator log\n{log.read_text()[-6000:]}")
-                raise
+        operator_kc, user = install_operator_identity(kc, _values(), release=RELEASE)
+        with operator_process(operator_kc, tmp_path, f"--lease-namespace={RELEASE_NAMESPACE}"):
+            yield kc, helm_python.Config(kubeconfig_path=str(kc), namespace=RELEASE_NAMESPACE)
+            assert_never_refused(kc, user)
 
 
 def _create_pull_secret(kc: Path) -> None:

@@ -1,7 +1,8 @@
 """The operator's RBAC: the chart grants what `hardened-csi-operator operator-rbac` says the code
 calls, scope by scope, no more and no less (the pull-Secret grant is narrower still: limited by
-resourceNames); the kustomize base grants the same; and the house rules hold (no wildcards, no
-Secret read beyond the named pull Secrets' `get`, bind/escalate only on the driver's roles)."""
+resourceNames); the kustomize base grants the same; the driver's own RBAC that the chart ships is
+the one the operator verifies; and the house rules hold (no wildcards, no Secret read beyond the
+named pull Secrets' `get`, no escalate, no bind, no write on RBAC, tokens for one ServiceAccount)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from support import (
     kustomize,
     load_docs,
     one,
+    driver_rbac,
     operator_rbac,
     render_example,
 )
@@ -28,16 +30,27 @@ def _role(docs, suffix):
     return one([d for d in by_kind(docs, "Role") if d["metadata"]["name"].endswith(suffix)], "Role")
 
 
-def _chart_grants(values=None):
-    docs = chart_docs(VALUE_SETS["ha"] if values is None else values)
+def _operator_docs(docs):
+    """The operator's own RBAC objects (the chart's driver RBAC excluded)."""
+    return [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "driver-rbac"]
+
+
+def _chart_grants(values=None, driver_namespace="kube-system"):
+    docs = _operator_docs(chart_docs(VALUE_SETS["ha"] if values is None else values))
     leases = _role(docs, "-leases")
-    driver_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith(("-pull-secrets", "-pods"))]
+    driver = _role(docs, "-driver")
+    secrets = _role(docs, "-pull-secrets")
+    ca_bundles = _role(docs, "-ca-bundles")
     assert leases["metadata"]["namespace"] == RELEASE_NAMESPACE
-    assert {r["metadata"]["namespace"] for r in driver_roles} == {"kube-system"}
+    assert driver["metadata"]["namespace"] == driver_namespace
+    assert secrets["metadata"]["namespace"] == driver_namespace
+    assert ca_bundles["metadata"]["namespace"] == driver_namespace
     return {
-        "clusterRules": expand_rules(one(docs, "ClusterRole")["rules"]),
+        "clusterRules": expand_rules(one(by_kind(docs, "ClusterRole"), "ClusterRole")["rules"]),
         "operatorNamespaceRules": expand_rules(leases["rules"]),
-        "driverNamespaceRules": expand_rules([rule for r in driver_roles for rule in r["rules"]]),
+        "driverNamespaceRules": expand_rules(driver["rules"]),
+        "pullSecretRules": expand_rules(secrets["rules"]),
+        "caBundleRules": expand_rules(ca_bundles["rules"]),
     }
 
 
@@ -45,7 +58,7 @@ def _fmt(grants):
     return "\n".join(f"  {g or 'core'}/{r} {v}" + ("" if n == "*" else f" [{n}]") for g, r, v, n in sorted(grants))
 
 
-@pytest.mark.parametrize("scope", ["clusterRules", "operatorNamespaceRules"])
+@pytest.mark.parametrize("scope", ["clusterRules", "operatorNamespaceRules", "driverNamespaceRules"])
 def test_chart_rbac_equals_operator_rbac(scope):
     granted = _chart_grants()[scope]
     needed = expand_rules(operator_rbac()[scope])
@@ -56,32 +69,96 @@ def test_chart_rbac_equals_operator_rbac(scope):
     )
 
 
-def test_chart_driver_namespace_roles_are_operator_rbac_with_secrets_limited_to_the_named_ones():
-    needed = expand_rules(operator_rbac()["driverNamespaceRules"])
-    secrets = {g for g in needed if g[1] == "secrets"}
+def test_chart_pull_secret_role_is_operator_rbac_limited_to_the_named_secrets():
+    needed = expand_rules(operator_rbac()["pullSecretRules"])
     for values, names in [
         (VALUE_SETS["ha"], {"dhi-pull"}),
         (VALUE_SETS["driver"], set(VALUE_SETS["driver"]["driver"]["spec"]["images"]["pullSecrets"])),
         ({"pullSecretCheck": {"secretNames": ["mirror-pull", "dhi-pull"]}}, {"mirror-pull", "dhi-pull"}),
     ]:
-        granted = _chart_grants(values)["driverNamespaceRules"]
-        want = {(g, r, v, n) for g, r, v, _ in secrets for n in names} | (needed - secrets)
-        assert want == granted, _fmt(granted)
+        granted = _chart_grants(values)["pullSecretRules"]
+        assert {(g, r, v, n) for g, r, v, _ in needed for n in names} == granted, _fmt(granted)
 
 
-def test_pull_secret_role_follows_the_driver_block():
-    values = {"driver": {"enabled": True, "name": "ebs", "spec": {"namespace": "storage", "images": {"pullSecrets": ["mirror-pull"]}}}}
+def test_chart_ca_bundle_role_is_operator_rbac_limited_to_the_named_config_maps():
+    """`get` on exactly the ConfigMaps aws.caBundleConfigMaps names (and the driver block's
+    caBundle), in the driver namespace; no names, no Role at all."""
+    needed = expand_rules(operator_rbac()["caBundleRules"])
+    assert {v for _, _, v, _ in needed} == {"get"}, _fmt(needed)
+    driver = {"driver": {"enabled": True, "name": "ebs", "spec": {"aws": {"caBundle": {"name": "corporate-ca"}}}}}
+    for values, names in [
+        (VALUE_SETS["ha"], {"aws-ca-bundle"}),
+        ({"aws": {"caBundleConfigMaps": ["proxy-ca", "aws-ca-bundle"]}}, {"proxy-ca", "aws-ca-bundle"}),
+        (driver, {"aws-ca-bundle", "corporate-ca"}),
+        ({**driver, "aws": {"caBundleConfigMaps": []}}, {"corporate-ca"}),
+    ]:
+        granted = _chart_grants(values)["caBundleRules"]
+        assert {(g, r, v, n) for g, r, v, _ in needed for n in names} == granted, _fmt(granted)
+    docs = _operator_docs(chart_docs({"aws": {"caBundleConfigMaps": []}}))
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-ca-bundles")]
+    assert not [g for d in docs if d["kind"] in ("ClusterRole", "Role") for g in expand_rules(d["rules"])
+                if g[1] == "configmaps"], "no ConfigMap grant without a name"
+
+
+def test_the_driver_namespace_is_one_install_time_value():
+    values = {"driverNamespace": "storage",
+              "driver": {"enabled": True, "name": "ebs", "spec": {"namespace": "storage",
+                                                                  "images": {"pullSecrets": ["mirror-pull"]}}}}
     docs = chart_docs(values)
-    role = _role(docs, "-pull-secrets")
-    assert role["metadata"]["namespace"] == "storage"
+    grants = _chart_grants(values, driver_namespace="storage")
+    assert grants["driverNamespaceRules"] == expand_rules(operator_rbac()["driverNamespaceRules"])
+    role = _role(_operator_docs(docs), "-pull-secrets")
     assert role["rules"][0]["resourceNames"] == ["mirror-pull"]
-    assert _role(docs, "-pull-secrets")["metadata"]["name"] == one(
-        [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"].endswith("-pull-secrets")], "RoleBinding"
-    )["roleRef"]["name"]
-    assert _role(docs, "-pods")["metadata"]["namespace"] == "storage"
-    # Without pull secrets, or turned off: no grant at all.
+    for rb in by_kind(docs, "RoleBinding"):
+        assert rb["metadata"]["namespace"] in ("storage", RELEASE_NAMESPACE), rb["metadata"]
+    # The driver's bindings name its ServiceAccounts in that namespace, and the operator is told.
+    for crb in by_kind(docs, "ClusterRoleBinding"):
+        if crb["metadata"]["name"].startswith("ebs-csi-"):
+            assert {s["namespace"] for s in crb["subjects"]} == {"storage"}, crb
+    args = one(by_kind(docs, "Deployment"), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--driver-namespace=storage" in args, args
+    # A driver block in another namespace than the install's is refused by the chart itself.
+    bad = {"driverNamespace": "kube-system", "driver": {"enabled": True, "name": "ebs", "spec": {"namespace": "storage"}}}
+    with pytest.raises(Exception, match="driver.spec.namespace is .storage. but driverNamespace is .kube-system."):
+        chart_docs(bad)
+    # Without pull secrets, or turned off: no grant on Secrets at all.
     for values in ({"pullSecretCheck": {"secretNames": []}}, {"pullSecretCheck": {"enabled": False}}):
         assert not [d for d in chart_docs(values) if d["metadata"]["name"].endswith("-pull-secrets")]
+
+
+def test_allowed_registries_reach_the_operator():
+    values = {"allowedRegistries": ["dhi.io", "registry.example.com/dhi"]}
+    args = one(by_kind(chart_docs(values), "Deployment"), "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "args"]
+    assert [a for a in args if a.startswith("--allowed-registry")] == [
+        "--allowed-registry=dhi.io", "--allowed-registry=registry.example.com/dhi"]
+
+
+def _objects(docs, kind):
+    return {d["metadata"]["name"]: d for d in by_kind(docs, kind)}
+
+
+@pytest.mark.parametrize("source", ["chart", "kustomize"])
+def test_the_driver_rbac_shipped_equals_what_the_operator_verifies(source):
+    """The chart (and the kustomize base) install the driver's ClusterRoles, bindings and leases
+    Role exactly as `operator-rbac` (driverRbac, from render::rbac) defines them."""
+    docs = chart_docs(VALUE_SETS["default"]) if source == "chart" else load_docs(kustomize(str(DEPLOY)))
+    want = driver_rbac()
+    for kind, key in [("ClusterRole", "clusterRoles"), ("Role", "roles")]:
+        shipped = _objects(docs, kind)
+        for role in want[key]:
+            name = role["metadata"]["name"]
+            assert name in shipped, f"{source} does not ship {kind} {name}"
+            assert expand_rules(shipped[name]["rules"]) == expand_rules(role["rules"]), f"{kind} {name} differs"
+            if kind == "Role":
+                assert shipped[name]["metadata"]["namespace"] == role["metadata"]["namespace"]
+    for kind, key in [("ClusterRoleBinding", "clusterRoleBindings"), ("RoleBinding", "roleBindings")]:
+        shipped = _objects(docs, kind)
+        for binding in want[key]:
+            name = binding["metadata"]["name"]
+            assert name in shipped, f"{source} does not ship {kind} {name}"
+            assert shipped[name]["roleRef"] == binding["roleRef"]
+            assert shipped[name]["subjects"] == binding["subjects"]
 
 
 def test_leases_only_in_the_operator_namespace_role():
@@ -91,17 +168,16 @@ def test_leases_only_in_the_operator_namespace_role():
 
 
 def test_kustomize_rbac_equals_chart_rbac():
-    docs = load_docs(kustomize(str(DEPLOY)))
+    docs = _operator_docs(load_docs(kustomize(str(DEPLOY))))
     chart = _chart_grants(VALUE_SETS["default"])
-    assert expand_rules(one(docs, "ClusterRole")["rules"]) == chart["clusterRules"]
+    assert expand_rules(one(by_kind(docs, "ClusterRole"), "ClusterRole")["rules"]) == chart["clusterRules"]
     assert expand_rules(_role(docs, "-leases")["rules"]) == chart["operatorNamespaceRules"]
-    assert (
-        expand_rules(_role(docs, "-pull-secrets")["rules"] + _role(docs, "-pods")["rules"])
-        == chart["driverNamespaceRules"]
-    )
+    assert expand_rules(_role(docs, "-driver")["rules"]) == chart["driverNamespaceRules"]
+    assert expand_rules(_role(docs, "-pull-secrets")["rules"]) == chart["pullSecretRules"]
+    assert expand_rules(_role(docs, "-ca-bundles")["rules"]) == chart["caBundleRules"]
     sa = one(docs, "ServiceAccount")
     subject = [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}]
-    assert one(docs, "ClusterRoleBinding")["subjects"] == subject
+    assert one(by_kind(docs, "ClusterRoleBinding"), "ClusterRoleBinding")["subjects"] == subject
     for rb in by_kind(docs, "RoleBinding"):
         assert rb["subjects"] == subject
         role = one([r for r in by_kind(docs, "Role") if r["metadata"]["name"] == rb["roleRef"]["name"]], "Role")
@@ -109,7 +185,7 @@ def test_kustomize_rbac_equals_chart_rbac():
 
 
 def _all_chart_rules():
-    docs = chart_docs(VALUE_SETS["ha"])
+    docs = _operator_docs(chart_docs(VALUE_SETS["ha"]))
     return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
 
 
@@ -137,21 +213,35 @@ def test_secrets_only_read_and_only_by_name():
     assert not [g for g in expand_rules(operator_rbac()["clusterRules"]) if g[1] == "secrets"]
 
 
-def test_bind_and_escalate_only_on_the_driver_roles_the_operator_renders():
-    """bind/escalate are scoped by resourceNames to exactly the (Cluster)Roles that `render`
-    produces, so the operator cannot bind or widen any other role."""
+def test_config_maps_only_get_and_only_by_name():
+    """The CA bundle's ConfigMap is read with one `get` of its name: no list or watch (which would
+    return every ConfigMap of the driver namespace) and no ConfigMap grant without resourceNames."""
+    grants = {g for g in expand_rules(_all_chart_rules()) if g[:2] == ("", "configmaps")}
+    assert grants == {("", "configmaps", "get", "aws-ca-bundle")}, _fmt(grants)
+    assert not [g for g in expand_rules(operator_rbac()["clusterRules"]) if g[1] == "configmaps"]
+
+
+def test_no_escalate_no_bind_no_rbac_writes_no_tokens_cluster_wide():
+    """A stolen operator token grants nothing: no escalate or bind anywhere, no write on any RBAC
+    object (only get by name, to verify the driver's), tokens only for ebs-csi-controller-sa in
+    the driver namespace, and no namespaced write cluster-wide."""
+    rules = [r for d in _operator_docs(chart_docs(VALUE_SETS["ha"])) if d["kind"] in ("ClusterRole", "Role")
+             for r in d["rules"]]
+    grants = expand_rules(rules)
+    assert not [g for g in grants if g[2] in ("escalate", "bind", "impersonate")], _fmt(grants)
+    rbac = {g for g in grants if g[0] == "rbac.authorization.k8s.io"}
+    assert {v for _, _, v, _ in rbac} == {"get"} and all(n != "*" for *_, n in rbac), _fmt(rbac)
+    tokens = {g for g in grants if g[1] == "serviceaccounts/token"}
+    assert tokens == {("", "serviceaccounts/token", "create", "ebs-csi-controller-sa")}, _fmt(tokens)
     cluster = _chart_grants()["clusterRules"]
-    rendered_cluster_roles, rendered_roles = set(), set()
-    for example in EXAMPLE_FILES:
-        docs = render_example(example)
-        rendered_cluster_roles |= {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")}
-        rendered_roles |= {d["metadata"]["name"] for d in by_kind(docs, "Role")}
-    for verb in ("bind", "escalate"):
-        scoped = {(r, n) for g, r, v, n in cluster if v == verb}
-        assert all(n != "*" for _, n in scoped), f"{verb} without resourceNames"
-        assert {n for r, n in scoped if r == "clusterroles"} == rendered_cluster_roles
-        assert {n for r, n in scoped if r == "roles"} == rendered_roles
-        assert {r for r, _ in scoped} <= {"clusterroles", "roles"}
+    namespaced_kinds = {"serviceaccounts", "deployments", "daemonsets", "services", "poddisruptionbudgets",
+                        "networkpolicies", "secrets", "roles", "rolebindings", "serviceaccounts/token"}
+    assert not [g for g in cluster if g[1] in namespaced_kinds], "namespaced grants belong in the driver Role"
+    # Every write on an object with a known name is limited to that name.
+    driver = _chart_grants()["driverNamespaceRules"]
+    for g, r, v, n in driver | cluster:
+        if r in ("csidrivers",) or (r in namespaced_kinds and v in ("get", "create", "patch", "delete")):
+            assert n != "*", f"{v} on {g or 'core'}/{r} is not limited by name"
 
 
 # kind -> (apiGroup, resource) for what `render` can produce.
@@ -160,10 +250,6 @@ RESOURCES = {
     "Service": ("", "services"),
     "Deployment": ("apps", "deployments"),
     "DaemonSet": ("apps", "daemonsets"),
-    "ClusterRole": ("rbac.authorization.k8s.io", "clusterroles"),
-    "ClusterRoleBinding": ("rbac.authorization.k8s.io", "clusterrolebindings"),
-    "Role": ("rbac.authorization.k8s.io", "roles"),
-    "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
     "CSIDriver": ("storage.k8s.io", "csidrivers"),
     "StorageClass": ("storage.k8s.io", "storageclasses"),
     "VolumeSnapshotClass": ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
@@ -173,10 +259,41 @@ RESOURCES = {
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=EXAMPLE_IDS)
-def test_operator_may_apply_watch_and_prune_every_rendered_kind(example):
-    cluster = _chart_grants()["clusterRules"]
+def test_operator_may_apply_watch_and_prune_every_rendered_object(example):
+    """Every object `render` produces is one the operator may create, patch, get and delete by
+    its name and cache (list, watch), in the driver namespace for namespaced ones."""
+    grants = _chart_grants()
+    cluster, driver = grants["clusterRules"], grants["driverNamespaceRules"]
     for doc in render_example(example):
         assert doc["kind"] in RESOURCES, f"render produced {doc['kind']}, unknown to this test and maybe to RBAC"
         group, resource = RESOURCES[doc["kind"]]
-        for verb in ("get", "list", "watch", "create", "patch", "delete"):
-            assert (group, resource, verb, "*") in cluster, f"chart lacks {verb} on {group or 'core'}/{resource}"
+        name = doc["metadata"]["name"]
+        held = driver if doc["metadata"].get("namespace") else cluster
+        for verb in ("get", "create", "patch", "delete"):
+            assert {(group, resource, verb, "*"), (group, resource, verb, name)} & held, (
+                f"chart lacks {verb} on {group or 'core'}/{resource} {name}")
+        for verb in ("list", "watch"):
+            assert {(group, resource, verb, "*"), (group, resource, verb, name)} & held, (
+                f"chart lacks {verb} on {group or 'core'}/{resource}")
+
+
+def test_admission_policy_is_off_by_default_and_carries_the_install_settings():
+    assert not by_kind(chart_docs(VALUE_SETS["default"]), "ValidatingAdmissionPolicy")
+    docs = chart_docs(VALUE_SETS["guardrails"])
+    policy = one(by_kind(docs, "ValidatingAdmissionPolicy"), "ValidatingAdmissionPolicy")
+    binding = one(by_kind(docs, "ValidatingAdmissionPolicyBinding"), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [{"apiGroups": ["csi.hardened.dev"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                      "resources": ["hardenedcsidrivers"]}]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["allowedRegistries"] == '["dhi.io","registry.example.com/dhi"]'
+    checks = [v["expression"] for v in policy["spec"]["validations"]]
+    assert checks[0] == '!has(object.spec.namespace) || object.spec.namespace == "storage"'
+    assert "variables.allowedRegistries.exists" in checks[1]
+    assert all(p in checks[2] for p in ("'/etc'", "'/proc'", "'/sys'", "'/dev'", "'/boot'", "'/root'"))
+    messages = [v["messageExpression"] for v in policy["spec"]["validations"]]
+    assert "driverNamespace" in messages[0] and "allowedRegistries" in messages[1]
+    assert "spec.node.kubeletPath" in messages[2]

@@ -1,6 +1,8 @@
 //! Leader election against the local Kubernetes API server over real HTTP: one leader among
 //! several replicas, hand-over on release and on death, stepping down when renewals fail, and no
-//! instant where two replicas lead or run leader-only work.
+//! instant where two replicas lead or run leader-only work. Each replica is the operator's
+//! ServiceAccount with exactly the chart's RBAC (`helm template`), against the RBAC-enforcing
+//! server: a request the chart does not grant fails the test.
 //!
 //! Time-based assertions here are bounds with wide margins that separate two behaviours (a
 //! release hands over in well under the lease duration; a death never before it), not
@@ -20,8 +22,25 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const NAMESPACE: &str = "default";
+#[path = "../support/chart_rbac.rs"]
+mod chart_rbac;
+
+const NAMESPACE: &str = chart_rbac::OPERATOR_NAMESPACE;
 const LEASE: &str = "hardened-csi-operator";
+
+/// The RBAC-enforcing server with the chart's ServiceAccount and RBAC installed.
+async fn operator_server() -> LocalApiServer {
+    let server = chart_rbac::rbac_server().await;
+    chart_rbac::install(&server.client()).await;
+    server
+}
+
+/// Nothing the replicas asked for was refused by the chart's RBAC (that every lease grant is used
+/// is checked over a whole lifecycle, `every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle`).
+fn assert_never_refused(server: &LocalApiServer) {
+    let denied = server.denied_requests(&chart_rbac::operator_user());
+    assert!(denied.is_empty(), "the chart's RBAC refused leader election: {denied:#?}");
+}
 
 fn settings(identity: &str, lease_secs: u64, renew_ms: u64, retry_ms: u64) -> LeaseSettings {
     let settings = LeaseSettings {
@@ -45,7 +64,7 @@ struct Replica {
 
 fn replica(server: &LocalApiServer, name: &'static str, s: LeaseSettings) -> Replica {
     let metrics = Arc::new(Metrics::new());
-    let election = LeaderElection::start(server.client(), s, metrics.clone());
+    let election = LeaderElection::start(chart_rbac::operator_client(server), s, metrics.clone());
     Replica { name, election, metrics }
 }
 
@@ -144,7 +163,7 @@ fn transitions(lease: &Lease) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_of_two_leads_and_the_lease_names_it() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let a = replica(&server, "a", settings("a", 3, 2000, 200));
     let b = replica(&server, "b", settings("b", 3, 2000, 200));
     let sampling = Sampler::start(&[&a, &b]);
@@ -165,18 +184,20 @@ async fn exactly_one_of_two_leads_and_the_lease_names_it() {
     assert!(follower.metrics.encode().contains("hardened_csi_operator_leader 0"));
 
     sampling.finish().await;
+    assert_never_refused(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_hands_over_without_waiting_for_the_lease_to_expire() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     // A 30 s lease: a hand-over within 10 s can only come from the release.
     let a = replica(&server, "a", settings("a", 30, 20_000, 200));
     wait_leading(&a, true, Duration::from_secs(10)).await;
     let b = replica(&server, "b", settings("b", 30, 20_000, 200));
     tokio::time::timeout(Duration::from_secs(5), b.election.first_contact()).await.expect("b contact");
     let sampling = Sampler::start(&[&a, &b]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Long enough for the sampler to take its samples while the TLS server shares the runtime.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!b.election.is_leader());
 
     let a_metrics = a.metrics.clone();
@@ -192,11 +213,12 @@ async fn release_hands_over_without_waiting_for_the_lease_to_expire() {
     assert_eq!(lease.spec.as_ref().and_then(|s| s.lease_duration_seconds), Some(30), "b restored its duration");
 
     sampling.finish().await;
+    assert_never_refused(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_only_after_the_lease_duration() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let lease_duration = Duration::from_secs(3);
     let a = replica(&server, "a", settings("a", 3, 2000, 200));
     wait_leading(&a, true, Duration::from_secs(10)).await;
@@ -221,11 +243,12 @@ async fn a_killed_leader_is_replaced_only_after_the_lease_duration() {
     assert_eq!(transitions(&lease), 1);
 
     sampling.finish().await;
+    assert_never_refused(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_steps_down_when_renewals_fail_past_the_deadline_and_leads_again_after() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let a = replica(&server, "a", settings("a", 3, 2000, 200));
     wait_leading(&a, true, Duration::from_secs(10)).await;
 
@@ -243,17 +266,19 @@ async fn the_leader_steps_down_when_renewals_fail_past_the_deadline_and_leads_ag
     // Back in contact, a finds its own lease (no one else could take it) and resumes.
     wait_leading(&a, true, Duration::from_secs(10)).await;
     assert_eq!(holder(&read_lease(&server).await).as_deref(), Some("a"));
+    assert_never_refused(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_hanging_past_the_deadline_makes_the_leader_step_down() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let a = replica(&server, "a", settings("a", 3, 1000, 200));
     wait_leading(&a, true, Duration::from_secs(10)).await;
     // Requests hang far longer than the renew deadline: the timeout, not an error, must end it.
     server.faults().add_latency(Match::new("*", "leases"), Duration::from_secs(30));
     wait_leading(&a, false, Duration::from_secs(5)).await;
     server.faults().clear();
+    assert_never_refused(&server);
 }
 
 /// The production wiring: each replica runs leader-only work through `run_while_leader`, and a
@@ -261,7 +286,7 @@ async fn a_renewal_hanging_past_the_deadline_makes_the_leader_step_down() {
 /// of two replicas never runs at the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_only_work_never_overlaps_across_graceful_hand_overs() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let active = Arc::new(AtomicUsize::new(0));
     let max_active = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));
@@ -273,8 +298,11 @@ async fn leader_only_work_never_overlaps_across_graceful_hand_overs() {
         runner: tokio::task::JoinHandle<LeadOutcome>,
     }
     let start = |name: &'static str| {
-        let election =
-            LeaderElection::start(server.client(), settings(name, 30, 20_000, 200), Arc::new(Metrics::new()));
+        let election = LeaderElection::start(
+            chart_rbac::operator_client(&server),
+            settings(name, 30, 20_000, 200),
+            Arc::new(Metrics::new()),
+        );
         let shutdown = CancellationToken::new();
         let (active, max_active, started) = (active.clone(), max_active.clone(), started.clone());
         let runner = tokio::spawn(run_while_leader(
@@ -338,13 +366,14 @@ async fn leader_only_work_never_overlaps_across_graceful_hand_overs() {
         r.election.release().await;
     }
     assert_eq!(active.load(Ordering::SeqCst), 0);
+    assert_never_refused(&server);
 }
 
 /// 500s, 409s and a 429 shorter than the renew deadline are absorbed: no step-down, no
 /// hand-over, and no retry storm (lease requests stay near two per replica per retry period).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brief_faults_neither_flap_leadership_nor_cause_a_retry_storm() {
-    let server = LocalApiServer::start().await.expect("api server");
+    let server = operator_server().await;
     let a = replica(&server, "a", settings("a", 3, 2000, 200));
     let b = replica(&server, "b", settings("b", 3, 2000, 200));
     let first = leader_among(&[&a, &b], Duration::from_secs(10)).await;
@@ -373,4 +402,5 @@ async fn brief_faults_neither_flap_leadership_nor_cause_a_retry_storm() {
     // and each conflict adds one immediate re-read: about 45; a retry storm would be hundreds.
     assert!((10..=80).contains(&lease_requests), "{lease_requests} lease requests in {window:?}");
     assert_eq!(counters.requests("create", "leases"), 0);
+    assert_never_refused(&server);
 }

@@ -6,67 +6,59 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 # Watch the HardenedCsiDriver resources; patch adds and removes the cleanup finalizer.
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Server-side apply of status (conditions, observedGeneration, facts).
 - apiGroups: ["csi.hardened.dev"]
   resources: ["hardenedcsidrivers/status"]
   verbs: ["patch"]
-# Children carry owner references with blockOwnerDeletion; clusters with the
-# OwnerReferencesPermissionEnforcement admission plugin require this to set them.
-- apiGroups: ["csi.hardened.dev"]
-  resources: ["hardenedcsidrivers/finalizers"]
-  verbs: ["update"]
-# The driver's children: server-side apply (create, patch), watches (get, list, watch) and
-# removal of children that fall out of the spec (delete).
-- apiGroups: [""]
-  resources: ["serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments", "daemonsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["clusterroles", "clusterrolebindings", "roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The CSIDriver ebs.csi.aws.com, by name only (server-side apply that creates is authorised as
+# `create` of that name); its cache watches with fieldSelector metadata.name, so the watch is by name too.
 - apiGroups: ["storage.k8s.io"]
-  resources: ["csidrivers", "storageclasses"]
+  resources: ["csidrivers"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs.csi.aws.com
+- apiGroups: ["storage.k8s.io"]
+  resources: ["csidrivers"]
+  verbs: ["list", "watch"]
+  resourceNames:
+    - ebs.csi.aws.com
+# StorageClasses and VolumeSnapshotClasses: their names come from each HardenedCsiDriver, so by kind.
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshotclasses"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["storage.k8s.io"]
   resources: ["volumeattributesclasses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["policy"]
-  resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The driver pods' NetworkPolicies.
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The driver's metrics Service (spec.metrics.enabled).
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The driver's roles carry rules the operator does not hold (PV writes, volumeattachments, ...):
-# writing and binding them needs escalate and bind, limited here to those roles by name.
+# Read only, by name: verify the driver's ClusterRoles and bindings this chart installs
+# (templates/driver-rbac.yaml). The operator writes no RBAC object, so its token grants nothing.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
-  verbs: ["bind", "escalate"]
+  verbs: ["get"]
   resourceNames:
-    - ebs-csi-node-role
     - ebs-external-attacher-role
+    - ebs-csi-node-role
     - ebs-external-provisioner-role
     - ebs-external-resizer-role
     - ebs-external-snapshotter-role
 - apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles"]
-  verbs: ["bind", "escalate"]
+  resources: ["clusterrolebindings"]
+  verbs: ["get"]
   resourceNames:
-    - ebs-csi-leases-role
-# Whether the snapshot API is installed (read only).
+    - ebs-csi-attacher-binding
+    - ebs-csi-node-getter-binding
+    - ebs-csi-provisioner-binding
+    - ebs-csi-resizer-binding
+    - ebs-csi-snapshotter-binding
+# Whether the snapshot API is installed: its one CRD, by name (read only).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+  resourceNames:
+    - volumesnapshotclasses.snapshot.storage.k8s.io
 # Deletion guard (no driver removal under live volumes), the inventory's PV watch (orphans, leaks)
 # and VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
@@ -88,14 +80,87 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshotcontents"]
   verbs: ["list", "watch"]
-# IAM preflight as the driver: a short-lived token for its ServiceAccount (IRSA via STS, Pod Identity via EKS Auth).
-- apiGroups: [""]
-  resources: ["serviceaccounts/token"]
-  verbs: ["create"]
-# Events on condition transitions and errors.
+# Events on condition transitions (a cluster-scoped object's events go to the default namespace).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/*
+Everything namespaced the operator writes: in the driver namespace only (driverNamespace).
+*/}}
+{{- define "hco.driverNamespaceRules" -}}
+# The driver's objects, each by name: server-side apply (create of that name, patch), the
+# ownership check (get) and removal (delete). The caches list and watch by label (no name).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller-sa
+    - ebs-csi-node-sa
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch"]
+# IRSA probe: a short-lived token for the driver controller's ServiceAccount only.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+  resourceNames:
+    - ebs-csi-controller-sa
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller
+- apiGroups: ["apps"]
+  resources: ["daemonsets"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-node
+- apiGroups: ["apps"]
+  resources: ["deployments", "daemonsets"]
+  verbs: ["list", "watch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller
+    - ebs-csi-node
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-driver
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch"]
+# PodsHealthy: the driver pods' container statuses (pull failures, crash loops), one
+# label-filtered watch; read only.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# Read only, by name: verify the driver's leases Role and binding this chart installs.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles"]
+  verbs: ["get"]
+  resourceNames:
+    - ebs-csi-leases-role
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  verbs: ["get"]
+  resourceNames:
+    - ebs-csi-leases-rolebinding
 {{- end -}}
 
 {{/*
@@ -115,21 +180,20 @@ the driver namespace. RBAC cannot tell a metadata request from a read, so the gr
     {{- end }}
 {{- end -}}
 
-{{/* PodsHealthy: the driver pods' container statuses, read only. */}}
-{{- define "hco.podRules" -}}
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["list", "watch"]
+{{/*
+The driver namespace, fixed at install time: the operator's namespaced grants are there only and
+it refuses a HardenedCsiDriver whose spec.namespace differs. A driver block must agree.
+*/}}
+{{- define "hco.driverNamespace" -}}
+{{- $want := .Values.driverNamespace -}}
+{{- if and .Values.driver.enabled .Values.driver.spec.namespace (ne .Values.driver.spec.namespace $want) -}}
+{{- $why := "the operator is installed for one driver namespace; set both to the same value" -}}
+{{- fail (printf "driver.spec.namespace is %q but driverNamespace is %q: %s" .Values.driver.spec.namespace $want $why) -}}
+{{- end -}}
+{{- .Values.driverNamespace -}}
 {{- end -}}
 
-{{/* Driver namespace and pull Secret names: from the driver block when it sets them. */}}
-{{- define "hco.driverNamespace" -}}
-{{- $ns := .Values.pullSecretCheck.namespace -}}
-{{- if and .Values.driver.enabled .Values.driver.spec.namespace -}}
-{{- $ns = .Values.driver.spec.namespace -}}
-{{- end -}}
-{{- $ns -}}
-{{- end -}}
+{{/* Pull Secret names: from the driver block when it sets them. */}}
 
 {{- define "hco.pullSecretNames" -}}
 {{- $names := .Values.pullSecretCheck.secretNames -}}
@@ -148,9 +212,47 @@ the driver namespace. RBAC cannot tell a metadata request from a read, so the gr
 {{- toJson $names -}}
 {{- end -}}
 
+{{/*
+spec.aws.caBundle: the operator trusts that PEM bundle for its own AWS calls and reads it with one
+`get` of its ConfigMap in the driver namespace, limited by resourceNames to the ConfigMaps named
+here (aws.caBundleConfigMaps, and the driver block's caBundle).
+*/}}
+{{- define "hco.caBundleRules" -}}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+  resourceNames:
+    {{- range (include "hco.caBundleNames" . | fromJsonArray) }}
+    - {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* CA-bundle ConfigMap names: aws.caBundleConfigMaps, plus the driver block's when it sets one. */}}
+{{- define "hco.caBundleNames" -}}
+{{- $names := .Values.aws.caBundleConfigMaps | default list -}}
+{{- if .Values.driver.enabled -}}
+{{- with ((((.Values.driver.spec).aws).caBundle).name) -}}
+{{- if not (has . $names) -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
 {{/* Leader election: the Lease lives in the release namespace only. */}}
 {{- define "hco.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+{{- end -}}
+
+{{/* Labels of the driver's RBAC this chart installs (templates/driver-rbac.yaml). */}}
+{{- define "hco.driverRbacLabels" -}}
+{{ include "hco.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: driver-rbac
+app.kubernetes.io/part-of: hardened-csi-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}

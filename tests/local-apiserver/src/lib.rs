@@ -111,6 +111,10 @@ pub struct Options {
     /// Authentication and authorization: off by default; [`Authorization::Rbac`] enforces RBAC
     /// like a real cluster (see the crate README).
     pub authorization: Authorization,
+    /// Admission plugins to enable beyond the default set, as kube-apiserver's
+    /// `--enable-admission-plugins` names them; only `OwnerReferencesPermissionEnforcement`
+    /// (RBAC mode) is implemented.
+    pub admission_plugins: Vec<String>,
 }
 
 impl Default for Options {
@@ -125,6 +129,7 @@ impl Default for Options {
             port: 0,
             initial_namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
             authorization: Authorization::AlwaysAllow,
+            admission_plugins: Vec::new(),
         }
     }
 }
@@ -151,8 +156,30 @@ impl LocalApiServer {
             .await
             .map_err(|source| Error::Bind { port: opts.port, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { port: opts.port, source })?;
-        let auth = auth::AuthState::new(opts.authorization)
+        let mut auth = auth::AuthState::new(opts.authorization)
             .map_err(|message| Error::InvalidOption { field: "authorization", message })?;
+        for plugin in &opts.admission_plugins {
+            match plugin.as_str() {
+                auth::owner_references::PLUGIN if opts.authorization == Authorization::Rbac => {
+                    auth.owner_references_permission_enforcement = true;
+                }
+                auth::owner_references::PLUGIN => {
+                    return Err(Error::InvalidOption {
+                        field: "admission_plugins",
+                        message: format!("{plugin} needs the RBAC authorization mode"),
+                    });
+                }
+                other => {
+                    return Err(Error::InvalidOption {
+                        field: "admission_plugins",
+                        message: format!(
+                            "unsupported admission plugin {other:?}: supported values are \"{}\"",
+                            auth::owner_references::PLUGIN
+                        ),
+                    });
+                }
+            }
+        }
         let shared = Arc::new(server::Shared {
             kubernetes_version: std::sync::RwLock::new(kubernetes_version),
             store: store::Store::new(opts.watch_history),

@@ -1,6 +1,7 @@
 //! `local-apiserver --port PORT --kubeconfig FILE [--kubernetes-version 1.33]
-//! [--authorization-mode=RBAC] [--nodes N] [--private-registries dhi.io]`: serves the in-memory
-//! API server until SIGTERM or SIGINT, after writing a kubeconfig for it.
+//! [--authorization-mode=RBAC] [--enable-admission-plugins=OwnerReferencesPermissionEnforcement]
+//! [--nodes N] [--private-registries dhi.io]`: serves the in-memory API server until SIGTERM or
+//! SIGINT, after writing a kubeconfig for it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +51,10 @@ struct Cli {
     /// `--authorization-mode=RBAC`; the written kubeconfig then holds the admin token).
     #[arg(long, env = "LOCAL_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     authorization_mode: local_apiserver::Authorization,
+    /// Admission plugins beyond the defaults, comma-separated (kube-apiserver's flag); only
+    /// `OwnerReferencesPermissionEnforcement` (with RBAC) is implemented.
+    #[arg(long, env = "LOCAL_APISERVER_ENABLE_ADMISSION_PLUGINS", value_delimiter = ',')]
+    enable_admission_plugins: Vec<String>,
 }
 
 #[tokio::main]
@@ -78,6 +83,7 @@ async fn main() -> std::process::ExitCode {
         nodes: cli.nodes,
         port: cli.port,
         authorization: cli.authorization_mode,
+        admission_plugins: cli.enable_admission_plugins,
         ..Options::default()
     };
     let server = match LocalApiServer::start_with(opts).await {

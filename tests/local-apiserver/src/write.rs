@@ -45,6 +45,7 @@ pub fn finish_write(
 ) -> ApiResult<(Value, bool)> {
     crate::auth::validation::default(&t.info, &mut new);
     crate::auth::escalation::check(shared, s, t, old, &new)?;
+    crate::auth::owner_references::check(shared, s, t, old, &new)?;
     let (stored, changed) = commit_write(shared, s, t, old, new, managed_done, manager, dry)?;
     if changed {
         wake_gc_for(shared, s, &stored);
@@ -324,6 +325,8 @@ pub fn apply(shared: &Shared, t: &Target, q: &Query, body: &[u8], content_type: 
     let old = s.get(&info.storage_key(), &t.key());
     if let Some(o) = &old {
         check_preconditions(t, o, &applied)?;
+    } else if !t.is_status() {
+        crate::auth::authorize_create_by_apply(shared, &s, t)?;
     }
     let mut merged = managed::apply(old.as_deref(), &applied, force, &ctx)?;
     if old.is_none() {

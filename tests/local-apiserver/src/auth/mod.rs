@@ -6,6 +6,7 @@
 //! - `rbac`: the RBAC evaluator over the stored Roles, ClusterRoles and bindings, the default
 //!   cluster roles, and the 403 bodies;
 //! - `escalation`: the RBAC storage's escalation checks (`escalate`, `bind`, covering rules);
+//! - `owner_references`: the OwnerReferencesPermissionEnforcement admission plugin, when enabled;
 //! - `reviews`: SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview,
 //!   SelfSubjectRulesReview, TokenReview and SelfSubjectReview;
 //! - `audit`: which authorised requests each user made, and which granted rules went unused;
@@ -20,6 +21,7 @@ pub mod aggregation;
 pub mod audit;
 pub mod authn;
 pub mod escalation;
+pub mod owner_references;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;
@@ -124,6 +126,8 @@ pub struct AuthState {
     pub audit: audit::AuditLog,
     /// The CA and acceptor of the https listener (RBAC mode only).
     pub tls: Option<tls::Tls>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin is on (RBAC mode only).
+    pub owner_references_permission_enforcement: bool,
 }
 
 impl AuthState {
@@ -134,6 +138,7 @@ impl AuthState {
             tokens: authn::TokenRegistry::default(),
             audit: audit::AuditLog::default(),
             tls: if mode == Authorization::Rbac { Some(tls::generate()?) } else { None },
+            owner_references_permission_enforcement: false,
         })
     }
 
@@ -191,5 +196,35 @@ pub fn admit_request(
     } else {
         shared.auth.audit.record_denied(&user.name, &attrs);
         Err(rbac::forbidden(&user, &attrs, &decision.reason))
+    }
+}
+
+/// A patch (server-side apply) that creates its object is also authorised as `create` of that
+/// name, as kube-apiserver's patch handler does (its create validation is wrapped in an
+/// authorizer check with `Verb: "create"` and the object's name). So `patch` alone does not let a
+/// client create objects, and `create` limited by resourceNames works for apply.
+pub fn authorize_create_by_apply(
+    shared: &Shared,
+    s: &crate::store::Inner,
+    t: &crate::handlers::Target,
+) -> Result<(), ApiError> {
+    if !shared.auth.enabled() {
+        return Ok(());
+    }
+    let Some(requester) = current() else { return Ok(()) };
+    let attrs = request_info::Attrs::resource(
+        "create",
+        &t.info.group,
+        &t.info.plural,
+        t.namespace.as_deref().unwrap_or_default(),
+        t.name.as_deref().unwrap_or_default(),
+    );
+    let decision = rbac::authorize(s, &requester.user, &attrs);
+    if decision.allowed {
+        shared.auth.audit.record_allowed(&requester.user.name, &attrs);
+        Ok(())
+    } else {
+        shared.auth.audit.record_denied(&requester.user.name, &attrs);
+        Err(rbac::forbidden(&requester.user, &attrs, &decision.reason))
     }
 }

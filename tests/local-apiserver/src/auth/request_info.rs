@@ -56,16 +56,84 @@ fn valid_path_segment(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('%')
 }
 
-/// The value `metadata.name` must equal for a field selector to match (`RequiresExactMatch`).
-fn exact_name(selector: &str) -> Option<String> {
-    selector.split(',').find_map(|term| {
-        let term = term.trim();
-        let (field, value) = term.split_once("==").or_else(|| term.split_once('='))?;
-        if field.ends_with('!') {
-            return None;
+/// The terms of a field selector, split at unescaped commas (`fields.splitTerms`).
+fn split_terms(selector: &str) -> Vec<&str> {
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    let (mut terms, mut start, mut in_slash) = (Vec::new(), 0, false);
+    for (i, c) in selector.char_indices() {
+        if in_slash {
+            in_slash = false;
+        } else if c == '\\' {
+            in_slash = true;
+        } else if c == ',' {
+            terms.push(&selector[start..i]);
+            start = i + 1;
         }
-        (field.trim() == "metadata.name").then(|| value.trim().to_string())
+    }
+    terms.push(&selector[start..]);
+    terms
+}
+
+/// `fields.splitTerm`: the first operator from the left, `!=` and `==` before `=`.
+fn split_term(term: &str) -> Option<(&str, &str, &str)> {
+    (0..term.len()).filter(|i| term.is_char_boundary(*i)).find_map(|i| {
+        ["!=", "==", "="]
+            .into_iter()
+            .find(|op| term[i..].starts_with(op))
+            .map(|op| (&term[..i], op, &term[i + op.len()..]))
     })
+}
+
+/// `fields.UnescapeValue`: only `\\`, `\,` and `\=` are escapes.
+fn unescape(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(e @ ('\\' | ',' | '=')) => out.push(e),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// `fields.ParseSelector` then `RequiresExactMatch("metadata.name")`: `Err` when the selector does
+/// not parse (the real server then drops the whole list options, so no name), else the value of
+/// the first `metadata.name=`/`==` term in sorted order. No trimming: `metadata.name =x` names
+/// the field `metadata.name ` and matches nothing here.
+fn exact_name(selector: &str) -> Result<Option<String>, ()> {
+    let mut terms = split_terms(selector);
+    terms.sort_unstable();
+    let mut name = None;
+    for term in terms.into_iter().filter(|t| !t.is_empty()) {
+        let (field, op, value) = split_term(term).ok_or(())?;
+        let value = unescape(value).ok_or(())?;
+        if name.is_none() && op != "!=" && field == "metadata.name" {
+            name = Some(value);
+        }
+    }
+    Ok(name)
+}
+
+/// Whether the query decodes as `ListOptions` (`ParameterCodec.DecodeParameters`): selectors that
+/// parse and integers where integers go. Booleans always decode (anything but absent, `0` or
+/// `false` is true).
+fn list_options_decode(q: &Query) -> bool {
+    let int = |k: &str| q.get(k).is_none_or(|v| v.trim().parse::<i64>().is_ok());
+    let labels = q.get("labelSelector").is_none_or(|s| crate::selectors::LabelSelector::parse(s).is_ok());
+    let fields = q.get("fieldSelector").is_none_or(|s| exact_name(s).is_ok());
+    labels && fields && int("limit") && q.get("timeoutSeconds").is_none_or(|v| v.is_empty() || v.parse::<i64>().is_ok())
+}
+
+/// `Convert_Slice_string_To_bool`: only `0` and `false` (any case) are false.
+fn query_bool(q: &Query, key: &str) -> bool {
+    q.get(key).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 pub fn from_request(method: &Method, path: &str, q: &Query) -> Attrs {
@@ -121,10 +189,14 @@ pub fn from_request(method: &Method, path: &str, q: &Query) -> Attrs {
     if let Some(sub) = parts.get(2) {
         info.subresource = sub.to_string();
     }
+    // A collection GET is a list or watch; it names an object when its field selector requires
+    // `metadata.name` to equal one, and only when every list option decodes (a bad labelSelector
+    // or limit drops the name, as in the real server, where the handler then refuses it with 400).
     if info.name.is_empty() && info.verb == "get" {
-        let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
-        info.verb = if watch { "watch" } else { "list" }.into();
-        if let Some(name) = q.get("fieldSelector").and_then(|s| exact_name(s))
+        let decodes = list_options_decode(q);
+        info.verb = if query_bool(q, "watch") { "watch" } else { "list" }.into();
+        if decodes
+            && let Some(Ok(Some(name))) = q.get("fieldSelector").map(|s| exact_name(s))
             && valid_path_segment(&name)
         {
             info.name = name;
@@ -175,6 +247,51 @@ mod tests {
         assert_eq!(a.name, "");
         let a = from_request(&Method::GET, "/api/v1/configmaps", &q(&[("fieldSelector", "metadata.name==two")]));
         assert_eq!(a.name, "two");
+    }
+
+    /// What kube-rs sends for a cache or a live check by name: the name holds beside a label
+    /// selector, a limit and a watch.
+    #[test]
+    fn the_name_holds_with_label_selector_limit_and_watch() {
+        let name = ("fieldSelector", "metadata.name=ebs.csi.aws.com");
+        let labels = ("labelSelector", "app.kubernetes.io/instance=ebs,app.kubernetes.io/managed-by=x");
+        let path = "/apis/storage.k8s.io/v1/csidrivers";
+        let a = from_request(&Method::GET, path, &q(&[name, labels, ("limit", "1")]));
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", "ebs.csi.aws.com"));
+        let watch = [name, labels, ("watch", "true"), ("resourceVersion", "12"), ("timeoutSeconds", "290")];
+        let a = from_request(&Method::GET, path, &q(&watch));
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "ebs.csi.aws.com"));
+        // Sorted terms: the first metadata.name term in sorted order wins.
+        let a = from_request(&Method::GET, path, &q(&[("fieldSelector", "metadata.name=b,metadata.name=a")]));
+        assert_eq!(a.name, "a");
+    }
+
+    /// When any list option fails to decode, the real server resets them all: no name (so a
+    /// resourceNames rule does not apply), the verb from `watch` alone.
+    #[test]
+    fn options_that_do_not_decode_drop_the_name() {
+        let name = ("fieldSelector", "metadata.name=one");
+        let path = "/api/v1/namespaces/ns1/configmaps";
+        for bad in [("labelSelector", "a in (b"), ("limit", "ten"), ("timeoutSeconds", "soon")] {
+            let a = from_request(&Method::GET, path, &q(&[name, bad]));
+            assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", ""), "{bad:?}");
+        }
+        for bad in ["metadata.name", "metadata.name=one,x", "metadata.name=a\\b"] {
+            let a = from_request(&Method::GET, path, &q(&[("fieldSelector", bad)]));
+            assert_eq!(a.name, "", "{bad}");
+        }
+        // No trimming: a space makes another field; escapes unescape; a path-unsafe name is no name.
+        assert_eq!(from_request(&Method::GET, path, &q(&[("fieldSelector", "metadata.name =one")])).name, "");
+        assert_eq!(from_request(&Method::GET, path, &q(&[("fieldSelector", "metadata.name=a\\,b")])).name, "a,b");
+        assert_eq!(from_request(&Method::GET, path, &q(&[("fieldSelector", "metadata.name=..")])).name, "");
+        // Booleans: anything but 0/false is true.
+        let a = from_request(&Method::GET, path, &q(&[name, ("watch", "yes")]));
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", "one"));
+        let a = from_request(&Method::GET, path, &q(&[name, ("watch", "False")]));
+        assert_eq!(a.verb, "list");
+        // The deprecated /watch/ prefix is a watch already: its field selector names nothing.
+        let a = from_request(&Method::GET, "/api/v1/watch/namespaces/ns1/configmaps", &q(&[name]));
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", ""));
     }
 
     #[test]

@@ -198,6 +198,21 @@ async fn resource_names_allow_get_but_not_list_unless_the_list_names_the_object(
         "configmaps \"two\" is forbidden: User \"system:serviceaccount:team:app\" cannot list resource \
          \"configmaps\" in API group \"\" in the namespace \"team\"",
     );
+    // Also beside a label selector and a limit (what a live check by name sends), and for a watch.
+    let by_name = ListParams::default().fields("metadata.name=one").labels("app!=x").limit(1);
+    assert_eq!(cms.list(&by_name).await.unwrap().items.len(), 1);
+    let (code, _) = raw(
+        &srv.client_for_service_account("team", "app").unwrap(),
+        "GET",
+        "/api/v1/namespaces/team/configmaps?watch=true&fieldSelector=metadata.name%3Done&timeoutSeconds=1",
+        &[],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    // A list option that does not decode drops the name, as the real RequestInfoFactory does.
+    let bad = ListParams::default().fields("metadata.name=one").labels("app in (x");
+    assert_eq!(status(cms.list(&bad).await).code, 403);
     // create has no name to match.
     assert_eq!(status(cms.create(&PostParams::default(), &cm("one-more")).await).code, 403);
     let mut one = cms.get("one").await.unwrap();
@@ -735,4 +750,111 @@ async fn tokens_for_another_audience_do_not_authenticate_to_the_api_server() {
     assert_eq!(st.audiences.as_deref(), Some(&["sts.amazonaws.com".to_string()][..]));
     let for_api: TokenReview = obj(json!({"spec": {"token": sts_token}}));
     assert_eq!(reviews.create(&pp, &for_api).await.unwrap().status.unwrap().authenticated, Some(false));
+}
+
+#[tokio::test]
+async fn server_side_apply_that_creates_needs_create_of_that_name() {
+    let srv = rbac_server().await;
+    // patch on every ConfigMap, create only of "allowed": as on kube-apiserver, an apply that
+    // creates is authorised as `create` of the object's name too.
+    let sa = team_with_role(
+        &srv,
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"], "resourceNames": ["allowed"]},
+        ]),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(sa, "team");
+    let pp = kube::api::PatchParams::apply("test");
+    let body = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    cms.patch("allowed", &pp, &kube::api::Patch::Apply(body("allowed"))).await.expect("create of a granted name");
+    // Updating an existing object needs patch only.
+    cms.patch(
+        "allowed",
+        &pp,
+        &kube::api::Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "allowed"}, "data": {"k": "v"}})),
+    )
+    .await
+    .expect("update by apply");
+    let err = cms.patch("other", &pp, &kube::api::Patch::Apply(body("other"))).await.expect_err("create refused");
+    let kube::Error::Api(s) = err else { panic!("{err}") };
+    assert_eq!(s.code, 403, "{s:?}");
+    assert!(
+        s.message.contains(r#"User "system:serviceaccount:team:app" cannot create resource "configmaps""#),
+        "{}",
+        s.message
+    );
+    let denied = srv.denied_requests(SA_USER);
+    assert!(denied.iter().any(|a| a.verb == "create" && a.name == "other"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn owner_references_permission_enforcement_guards_block_owner_deletion() {
+    let srv = LocalApiServer::start_with(Options {
+        authorization: Authorization::Rbac,
+        admission_plugins: vec!["OwnerReferencesPermissionEnforcement".into()],
+        ..Options::default()
+    })
+    .await
+    .expect("local-apiserver starts");
+    let rules = json!([
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]);
+    let sa = team_with_role(&srv, rules).await;
+    let owner = Api::<Secret>::namespaced(srv.client(), "team")
+        .create(&PostParams::default(), &obj(json!({"metadata": {"name": "owner"}})))
+        .await
+        .unwrap();
+    let uid = owner.metadata.uid.clone().unwrap();
+    let with_ref = |name: &str, block: bool| -> ConfigMap {
+        obj(json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Secret",
+            "name": "owner", "uid": uid, "blockOwnerDeletion": block}]}}))
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(sa.clone(), "team");
+    // A create may set an owner reference; blocking the owner's deletion needs its finalizers.
+    cms.create(&PostParams::default(), &with_ref("plain", false)).await.unwrap();
+    assert_forbidden(
+        &status(cms.create(&PostParams::default(), &with_ref("blocking", true)).await),
+        "configmaps \"blocking\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a \
+         resource you can't set finalizers on: , <nil>",
+    );
+    // Changing the references of an existing object needs delete on it.
+    let mut plain = cms.get("plain").await.unwrap();
+    plain.metadata.owner_references = None;
+    assert_forbidden(
+        &status(cms.replace("plain", &PostParams::default(), &plain).await),
+        "configmaps \"plain\" is forbidden: cannot set an ownerRef on a resource you can't delete: , <nil>",
+    );
+    // With update on secrets/finalizers of that owner (by name) and delete: allowed.
+    let roles: Api<Role> = Api::namespaced(srv.client(), "team");
+    roles
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "delete"]},
+                {"apiGroups": [""], "resources": ["secrets/finalizers"], "resourceNames": ["owner"],
+                    "verbs": ["update"]},
+            ]})),
+        )
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &with_ref("blocking", true)).await.unwrap();
+    let mut plain = cms.get("plain").await.unwrap();
+    plain.metadata.owner_references = None;
+    cms.replace("plain", &PostParams::default(), &plain).await.unwrap();
+    let used: Vec<String> = srv.access_log(SA_USER).iter().map(ToString::to_string).collect();
+    assert!(used.iter().any(|a| a.contains("update") && a.contains("secrets/finalizers")), "{used:#?}");
+    // Off unless enabled, and only with RBAC.
+    let err = LocalApiServer::start_with(Options {
+        admission_plugins: vec!["OwnerReferencesPermissionEnforcement".into()],
+        ..Options::default()
+    })
+    .await
+    .err()
+    .expect("refused without RBAC");
+    assert!(err.to_string().contains("needs the RBAC authorization mode"), "{err}");
 }
