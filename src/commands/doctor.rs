@@ -64,6 +64,15 @@ pub struct DoctorArgs {
     /// Endpoint URL of every AWS call (a VPC endpoint, or moto).
     #[arg(long, env = "HCO_AWS_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Endpoint URL of STS only (`spec.aws.stsEndpoint`: an STS VPC endpoint); wins over
+    /// --endpoint-url for every STS call (AssumeRole of --role-arn, AssumeRoleWithWebIdentity,
+    /// GetCallerIdentity).
+    #[arg(long, env = "HCO_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+    /// Endpoint URL of KMS only (`spec.aws.kmsEndpoint`: a KMS VPC endpoint); wins over
+    /// --endpoint-url for the --kms-key-id probes.
+    #[arg(long, env = "HCO_KMS_ENDPOINT", value_name = "URL")]
+    pub kms_endpoint: Option<String>,
     /// Kubeconfig of the cluster: its PersistentVolumes are compared with the volumes to find orphans.
     #[arg(long, env = "HCO_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -97,6 +106,8 @@ impl Default for DoctorArgs {
             role_arn: None,
             service_account: None,
             endpoint_url: None,
+            sts_endpoint: None,
+            kms_endpoint: None,
             kubeconfig: None,
             fips: false,
             orphan_grace_period: "1h".into(),
@@ -240,8 +251,8 @@ pub async fn run_doctor_with(
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
         ec2_endpoint: None,
-        sts_endpoint: None,
-        kms_endpoint: None,
+        sts_endpoint: args.sts_endpoint.clone(),
+        kms_endpoint: args.kms_endpoint.clone(),
         fips: args.fips,
         proxy: None,
         ca_bundle: None,

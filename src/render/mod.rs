@@ -6,7 +6,7 @@
 //! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
 //! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
 //! `classes` (StorageClasses, VolumeSnapshotClasses), `volume_attributes_classes`,
-//! `network_policy`; `pod` holds what both pod templates share and `images` resolves image
+//! `network_policy`, `service_monitor`; `pod` holds what both pod templates share and `images` resolves image
 //! references (the release of `spec.version`, from `crd::versions`).
 
 mod classes;
@@ -17,9 +17,11 @@ pub mod network_policy;
 pub mod node_daemonset;
 mod pod;
 pub mod rbac;
+pub mod service_monitor;
 pub mod volume_attributes_classes;
 
 pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
+pub use service_monitor::ServiceMonitor;
 
 use std::collections::BTreeMap;
 
@@ -55,6 +57,8 @@ pub struct Capabilities {
     pub kubernetes_version: (u32, u32),
     /// `snapshot.storage.k8s.io/v1` VolumeSnapshotClasses are served.
     pub snapshot_api: bool,
+    /// The Prometheus Operator's `monitoring.coreos.com/v1` ServiceMonitor is served.
+    pub service_monitor_api: bool,
     /// The storage.k8s.io version serving VolumeAttributesClasses (`v1`, else `v1beta1`), None
     /// when the cluster serves none (before 1.34 unless its beta API is enabled).
     pub volume_attributes_class_api: Option<&'static str>,
@@ -69,6 +73,7 @@ impl Default for Capabilities {
         Self {
             kubernetes_version: (1, 33),
             snapshot_api: true,
+            service_monitor_api: true,
             volume_attributes_class_api: None,
             identity_secret_version: None,
         }
@@ -155,6 +160,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.extend(controller_deployment::build(&ctx));
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
+    children.extend(service_monitor::build(&ctx).into_iter().map(Child::new));
     children.extend(classes::build(&ctx));
     children.extend(volume_attributes_classes::build(&ctx));
     for c in &mut children {

@@ -53,12 +53,14 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
     - ebs-csi-provisioner-binding
     - ebs-csi-resizer-binding
     - ebs-csi-snapshotter-binding
-# Whether the snapshot API is installed: its one CRD, by name (read only).
+# Whether the snapshot API and the Prometheus Operator's ServiceMonitor are installed: their CRDs,
+# by name (read only).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
   resourceNames:
     - volumesnapshotclasses.snapshot.storage.k8s.io
+    - servicemonitors.monitoring.coreos.com
 # Deletion guard (no driver removal under live volumes), the inventory's PV watch (orphans, leaks)
 # and VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
@@ -136,6 +138,16 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
     - ebs-csi-node
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["list", "watch"]
+# The driver's ServiceMonitors (spec.metrics.serviceMonitor), one per metrics Service.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller
+    - ebs-csi-node
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
   verbs: ["list", "watch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
