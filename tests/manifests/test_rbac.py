@@ -253,6 +253,7 @@ RESOURCES = {
     "CSIDriver": ("storage.k8s.io", "csidrivers"),
     "StorageClass": ("storage.k8s.io", "storageclasses"),
     "VolumeSnapshotClass": ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
+    "VolumeAttributesClass": ("storage.k8s.io", "volumeattributesclasses"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
