@@ -302,8 +302,10 @@ async fn a_failed_class_recreate_puts_the_old_class_back_and_says_why() {
     ready(&h).await;
     let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);
     // The first apply meets the API server's real refusal (parameters are immutable); the
-    // recreate after the delete fails, and so does every apply after it, until cleared.
-    h.server.faults().fail_after(1, u64::MAX, local_apiserver::Match::new("patch", "storageclasses"), 500);
+    // recreate after the delete fails once (the old class is put back by the apply after it), and
+    // every later attempt fails at its delete, until cleared, so the old class stays to be looked at.
+    h.server.faults().fail_after(1, 1, local_apiserver::Match::new("patch", "storageclasses"), 500);
+    h.server.faults().fail_after(1, u64::MAX, local_apiserver::Match::new("delete", "storageclasses"), 500);
     h.patch_spec(DRIVER, json!({"storageClasses": [{"name": "gp3", "type": "io2", "iops": 4000}]})).await;
     let events: Api<DynamicObject> = h.dynamic("events.k8s.io/v1", "Event", "events", None);
     let note = wait_for("an event saying the class was put back", || async {
