@@ -6,7 +6,7 @@
 //! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
 //! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
 //! `classes` (StorageClasses, VolumeSnapshotClasses), `volume_attributes_classes`,
-//! `network_policy`; `pod` holds what both pod templates share and `images` resolves image
+//! `network_policy`, `snapshot_controller`; `pod` holds what both pod templates share and `images` resolves image
 //! references (the release of `spec.version`, from `crd::versions`).
 
 mod classes;
@@ -17,6 +17,7 @@ pub mod network_policy;
 pub mod node_daemonset;
 mod pod;
 pub mod rbac;
+pub mod snapshot_controller;
 pub mod volume_attributes_classes;
 
 pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
@@ -62,6 +63,9 @@ pub struct Capabilities {
     /// reconciler last saw it (metadata only), part of the controller's identity hash: a rotated
     /// key rolls the controller. None when unknown (offline `render`, no static keys).
     pub identity_secret_version: Option<String>,
+    /// The snapshot CRDs or a snapshot-controller of another installation were found: the
+    /// spec's snapshot-controller is not rendered (that one is used).
+    pub foreign_snapshot_stack: bool,
 }
 
 impl Default for Capabilities {
@@ -71,6 +75,7 @@ impl Default for Capabilities {
             snapshot_api: true,
             volume_attributes_class_api: None,
             identity_secret_version: None,
+            foreign_snapshot_stack: false,
         }
     }
 }
@@ -153,6 +158,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.extend(rbac::build(&ctx));
     children.push(Child::new(csidriver::build(&ctx)));
     children.extend(controller_deployment::build(&ctx));
+    children.extend(snapshot_controller::build(&ctx));
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
     children.extend(classes::build(&ctx));
