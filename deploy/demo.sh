@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make demo`: the operator end to end on this machine, no cloud and no cluster needed.
 #
-# Starts the project's local Kubernetes API server and a moto server (AWS EC2/EBS/STS) on free
-# ports, runs `hardened-csi-operator run` against both, applies the CRD and an example
+# Starts the project's local Kubernetes API server (RBAC enforced) and a moto server (AWS
+# EC2/EBS/STS) on free ports, installs the operator with `kubectl apply -k deploy/`, runs
+# `hardened-csi-operator run` as its ServiceAccount against both, applies an example
 # HardenedCsiDriver (default deploy/examples/irsa.yaml, or the file given as $1), waits for
 # Ready=True and for the first AWS inventory (each bounded by DEMO_TIMEOUT seconds, default 120),
 # prints the children and the status,
-# and stops everything it started on exit, success or not.
+# checks that the API server refused the operator nothing, and stops everything it started on
+# exit, success or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,8 +84,9 @@ moto_port=$(free_port)
 metrics_port=$(free_port)
 export KUBECONFIG=$work/kubeconfig
 
-echo "==> local API server on 127.0.0.1:$api_port"
-"$APISERVER" --port "$api_port" --kubeconfig "$KUBECONFIG" >"$work/apiserver.log" 2>&1 &
+echo "==> local API server on 127.0.0.1:$api_port (authentication and RBAC on, like a real cluster)"
+"$APISERVER" --port "$api_port" --kubeconfig "$KUBECONFIG" --authorization-mode=RBAC \
+  --enable-admission-plugins=OwnerReferencesPermissionEnforcement >"$work/apiserver.log" 2>&1 &
 pids+=($!) names+=(apiserver)
 wait_for "the local API server" 30 kubectl get --raw /version
 
@@ -92,13 +95,29 @@ MOTO_EC2_LOAD_DEFAULT_AMIS=false "$MOTO" -H 127.0.0.1 -p "$moto_port" >"$work/mo
 pids+=($!) names+=(moto)
 wait_for "moto" 30 http_ok "http://127.0.0.1:$moto_port/moto-api/"
 
-echo "==> CRD"
-kubectl apply -f "$CRD" >/dev/null
+echo "==> kubectl apply --server-side -k deploy/ (the CRD, the operator's RBAC and Deployment, the driver's RBAC)"
+kubectl apply --server-side -k deploy/ >/dev/null
 wait_for "the CRD to be served" 30 kubectl get hardenedcsidrivers
 
-echo "==> hardened-csi-operator run"
+# The operator runs here as its pod would: as its ServiceAccount (a token from TokenRequest, as the
+# kubelet mounts one) with the installed Deployment's arguments, but a local metrics port, text
+# logs and moto for AWS.
+operator_sa=system:serviceaccount:hardened-csi-operator:hardened-csi-operator
+operator_kc=$work/operator.kubeconfig
+cp "$KUBECONFIG" "$operator_kc"
+token=$(kubectl -n hardened-csi-operator create token hardened-csi-operator --duration=1h)
+kubectl --kubeconfig "$operator_kc" config set-credentials "$(kubectl config view -o jsonpath='{.users[0].name}')" \
+  --token="$token" >/dev/null
+mapfile -t operator_args < <(kubectl -n hardened-csi-operator get deployment hardened-csi-operator -o json | "$PY" -c '
+import json, sys
+args = json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["args"]
+print("\n".join(a for a in args if not a.startswith(("--metrics-addr", "--log-format"))))
+')
+
+echo "==> hardened-csi-operator ${operator_args[*]} (as $operator_sa)"
 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
-  "$BIN" run --kubeconfig "$KUBECONFIG" --aws-endpoint-url "http://127.0.0.1:$moto_port" \
+  POD_NAME=hardened-csi-operator-demo POD_NAMESPACE=hardened-csi-operator \
+  "$BIN" "${operator_args[@]}" --kubeconfig "$operator_kc" --aws-endpoint-url "http://127.0.0.1:$moto_port" \
   --metrics-addr "127.0.0.1:$metrics_port" --log-format text >"$work/operator.log" 2>&1 &
 pids+=($!) names+=(operator)
 wait_for "the operator to be ready" 60 http_ok "http://127.0.0.1:$metrics_port/readyz"
@@ -128,9 +147,6 @@ print(doc["metadata"]["name"], spec.get("namespace", "kube-system"), ",".join(se
     printf '    kubernetes.io/os: linux\n    topology.kubernetes.io/zone: us-east-1%s\n' "$zone"
   done
 } | kubectl apply -f - >/dev/null
-# The driver's own RBAC, as the chart (or kustomize) installs it: the operator never writes RBAC.
-# Its Role and bindings name the driver namespace kube-system, the examples' namespace.
-kubectl apply -f deploy/operator/driver-rbac.yaml >/dev/null
 
 echo "==> kubectl apply -f $EXAMPLE"
 kubectl apply -f "$EXAMPLE"
@@ -166,4 +182,13 @@ kubectl get hardenedcsidriver "$name" -o wide
 echo
 kubectl get hardenedcsidriver "$name" -o yaml | sed -n '/^status:/,$p'
 echo
+# The API server's access log: the installation's RBAC refused the operator nothing.
+kubectl get --raw "/local-apiserver/access-log?user=$operator_sa" | "$PY" -c '
+import json, sys
+report = json.load(sys.stdin)
+denied = [d.get("description", d) for d in report["denied"]]
+if denied or not report["allowed"]:
+    sys.exit("demo: the operator was refused: %s" % (denied or "it made no request"))
+print("==> %d kinds of request by %s, none refused" % (len(report["allowed"]), report["user"]))
+'
 echo "==> demo OK; stopping the operator, moto and the API server"

@@ -193,7 +193,8 @@ impl ApiFactory for SdkFactory {
     }
 }
 
-/// The PEM bundle `spec.aws.caBundle` names, read from its ConfigMap (one `get`, granted by name).
+/// The PEM bundle `spec.aws.caBundle` names, read from its ConfigMap (one `get`, granted by name:
+/// the chart value `aws.caBundleConfigMaps`).
 async fn read_ca_bundle(client: &kube::Client, namespace: &str, bundle: &CaBundle) -> Result<Vec<u8>, AwsError> {
     let fail = |code: &str, message: String| {
         AwsError::new("ReadCaBundle", code, message, None).with_class(super::api::ErrorClass::Client)
@@ -214,9 +215,12 @@ async fn read_ca_bundle(client: &kube::Client, namespace: &str, bundle: &CaBundl
             return Err(fail(
                 "Forbidden",
                 format!(
-                    "the operator may not read ConfigMap {namespace}/{} (spec.aws.caBundle): grant its ServiceAccount \
-                    `get` on that ConfigMap with a Role in {namespace} ({})",
-                    bundle.name, s.message
+                    "the operator may read only the CA-bundle ConfigMaps its installation names, and \
+                    {namespace}/{name} is not one of them: add {name} to the chart value aws.caBundleConfigMaps \
+                    (kustomize: the resourceNames of Role hardened-csi-operator-ca-bundles) or fix \
+                    spec.aws.caBundle.name ({})",
+                    s.message,
+                    name = bundle.name
                 ),
             ));
         }

@@ -7,7 +7,8 @@
 //! Least privilege that holds when the token leaks: no write on any RBAC object (the chart
 //! installs the driver's roles; the operator reads them by name to verify), no `escalate`, no
 //! `bind`, tokens only for the driver controller's ServiceAccount, namespaced writes only in the
-//! driver namespace and only to the driver's objects by name, Secrets only the named pull Secrets.
+//! driver namespace and only to the driver's objects by name, Secrets only the named pull Secrets,
+//! ConfigMaps only the named CA bundles.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
@@ -264,6 +265,16 @@ pub const PULL_SECRETS: &[Permission] = &[p(
         fetched; limited by resourceNames to the Secrets named at install time",
 )];
 
+/// Permissions on the ConfigMaps holding `spec.aws.caBundle` in the driver namespace (their own
+/// Role; the names are install-time values, chart value `aws.caBundleConfigMaps`).
+pub const CA_BUNDLES: &[Permission] = &[p(
+    "",
+    &["configmaps"],
+    &["get"],
+    "the CA bundle (spec.aws.caBundle) the operator trusts for its own AWS calls: one get of its ConfigMap when \
+        the driver's AWS client is built; limited by resourceNames to the ConfigMaps named at install time",
+)];
+
 /// Permissions in the operator's own namespace (a Role there).
 pub const OPERATOR_NAMESPACE: &[Permission] =
     &[p("coordination.k8s.io", &["leases"], &["get", "create", "update"], "leader election")];
@@ -289,6 +300,8 @@ pub struct OperatorRbac {
     pub driver_namespace_rules: Vec<PolicyRule>,
     /// Without resourceNames: the chart fills in the pull Secret names.
     pub pull_secret_rules: Vec<PolicyRule>,
+    /// Without resourceNames: the chart fills in the CA-bundle ConfigMap names.
+    pub ca_bundle_rules: Vec<PolicyRule>,
     pub operator_namespace_rules: Vec<PolicyRule>,
     /// The driver's own RBAC (for the default driver namespace, kube-system), which the chart
     /// installs and the operator verifies.
@@ -306,6 +319,7 @@ pub fn operator_rbac() -> OperatorRbac {
         cluster_rules: rules(CLUSTER),
         driver_namespace_rules: rules(DRIVER_NAMESPACE),
         pull_secret_rules: rules(PULL_SECRETS),
+        ca_bundle_rules: rules(CA_BUNDLES),
         operator_namespace_rules: rules(OPERATOR_NAMESPACE),
         driver_rbac: driver_rbac(DEFAULT_DRIVER_NAMESPACE),
         snapshot_controller_rbac: snapshot_controller_rbac(DEFAULT_DRIVER_NAMESPACE),
@@ -318,6 +332,7 @@ pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
         .iter()
         .chain(DRIVER_NAMESPACE)
         .chain(PULL_SECRETS)
+        .chain(CA_BUNDLES)
         .chain(OPERATOR_NAMESPACE)
         .any(|p| p.group == group && p.resources.contains(&resource) && p.verbs.contains(&verb))
 }

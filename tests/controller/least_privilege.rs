@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hardened_csi_operator::aws::cluster::{ClusterWatches, VolumeSnapshotContent};
+use hardened_csi_operator::aws::poller::{ApiFactory, PollerSettings, SdkFactory};
+use hardened_csi_operator::aws::sdk::CredentialSource;
 use hardened_csi_operator::aws::sdk::service_account_token;
+use hardened_csi_operator::crd::HardenedCsiDriverSpec;
 use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::runtime::config::LeaseSettings;
 use hardened_csi_operator::runtime::leader::LeaderElection;
@@ -26,6 +29,28 @@ use super::{DRIVER, ready, spec};
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("object")
+}
+
+/// The poller's factory of a driver's AWS client, as the operator (`client`): what reads the CA
+/// bundle's ConfigMap. Static operator credentials, so building makes no other API call.
+fn aws_factory(client: &kube::Client) -> SdkFactory {
+    SdkFactory {
+        client: client.clone(),
+        metrics: Metrics::new().aws.clone(),
+        settings: PollerSettings {
+            credentials: CredentialSource::Static {
+                access_key_id: "AKIALEASTPRIVILEGE".into(),
+                secret_access_key: "not-a-secret".into(),
+            },
+            default_region: Some("us-east-1".into()),
+            ..PollerSettings::default()
+        },
+    }
+}
+
+/// A driver spec (JSON, as the user writes it) as the poller gets it.
+fn typed(spec: &Value) -> HardenedCsiDriverSpec {
+    serde_json::from_value(spec.clone()).expect("spec")
 }
 
 /// The API server's answer must be 403 Forbidden.
@@ -193,7 +218,7 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
 }
 
 /// One full lifecycle as the operator's identity: leader election, create (with pull Secrets, a
-/// metrics Service, classes), the IRSA token, an update that recreates a class, pruning, a
+/// CA bundle, a metrics Service, classes), the IRSA token, the AWS client with the CA bundle, an update that recreates a class, pruning, a
 /// deletion held by the volume guard and then forced. Afterwards every grant of the chart's RBAC
 /// must have been used: a grant no part of the operator needs fails here.
 #[tokio::test]
@@ -229,8 +254,11 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
         .expect("old CSIDriver");
 
     super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
+    let pem = h.server.ca_certificate_pem().expect("the server's CA");
+    super::support::create_ca_bundle_named(&h.client, super::support::CA_BUNDLE, &pem).await;
     let mut s = spec();
     s["images"] = json!({"pullSecrets": [super::support::PULL_SECRET, "dhi-pull"]});
+    s["aws"]["caBundle"] = json!({"name": super::support::CA_BUNDLE});
     s["metrics"] = json!({"enabled": true});
     s["snapshots"] = json!({"controller": {"enabled": true}});
     s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
@@ -266,6 +294,9 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     )
     .await;
     assert!(token.is_ok_and(|t| !t.is_empty()), "the IRSA TokenRequest for the driver's ServiceAccount");
+    // The poller builds the driver's AWS client: it reads the CA bundle's ConfigMap.
+    let built = aws_factory(&h.operator).build(&typed(&s)).await;
+    assert!(built.is_ok(), "the AWS client with the CA bundle: {:?}", built.err());
 
     // The driver's RBAC breaks and is repaired, twice: Ready goes False and True again, so the
     // second round's events are the first round's again (a patch of their series).
@@ -349,5 +380,50 @@ async fn a_pull_secret_the_installation_does_not_name_is_reported_with_the_chart
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.server.reset_access_log();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.stop().await;
+}
+
+/// A CA-bundle ConfigMap the installation does not name (chart value `aws.caBundleConfigMaps`) is
+/// refused to the operator by RBAC: the AWS client is not built and the error (what `status.aws`
+/// reports) says which value to set; the named one is read, and only `get` on that name is ever
+/// attempted.
+#[tokio::test]
+async fn a_ca_bundle_the_installation_does_not_name_is_reported_with_the_chart_value() {
+    let h = Harness::start(1).await;
+    let pem = h.server.ca_certificate_pem().expect("the server's CA");
+    super::support::create_ca_bundle_named(&h.client, super::support::CA_BUNDLE, &pem).await;
+    super::support::create_ca_bundle_named(&h.client, "corporate-ca", &pem).await;
+    let factory = aws_factory(&h.operator);
+    let mut s = spec();
+    s["aws"]["caBundle"] = json!({"name": "corporate-ca"});
+    let err = match factory.build(&typed(&s)).await {
+        Ok(_) => panic!("RBAC must refuse ConfigMap kube-system/corporate-ca"),
+        Err(e) => e,
+    };
+    assert_eq!((err.operation.as_str(), err.code.as_str()), ("ReadCaBundle", "Forbidden"), "{err:?}");
+    for part in ["kube-system/corporate-ca", "aws.caBundleConfigMaps", "spec.aws.caBundle.name"] {
+        assert!(err.message.contains(part), "{part} missing from: {}", err.message);
+    }
+    let denied = h.server.denied_requests(&operator_user());
+    assert!(
+        !denied.is_empty()
+            && denied.iter().all(|a| a.resource == "configmaps" && a.name == "corporate-ca" && a.verb == "get"),
+        "{denied:#?}"
+    );
+    // The named ConfigMap: read, and the client builds with its bundle.
+    h.server.reset_access_log();
+    s["aws"]["caBundle"] = json!({"name": super::support::CA_BUNDLE});
+    let built = factory.build(&typed(&s)).await;
+    assert!(built.is_ok(), "the AWS client with the named CA bundle: {:?}", built.err());
+    let log = h.server.access_log(&operator_user());
+    assert!(
+        log.iter().any(|a| a.resource == "configmaps" && a.name == super::support::CA_BUNDLE && a.verb == "get"),
+        "{log:#?}"
+    );
+    // A ConfigMap granted by name but absent is reported as missing, not as a permission problem.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(h.client.clone(), DRIVER_NAMESPACE);
+    cms.delete(super::support::CA_BUNDLE, &DeleteParams::default()).await.expect("delete");
+    let err = factory.build(&typed(&s)).await.err().expect("no ConfigMap, no client");
+    assert_eq!(err.code, "NotFound", "{err:?}");
     h.stop().await;
 }

@@ -61,6 +61,18 @@ pub async fn create_pull_secret_named(client: &Client, name: &str) {
     secrets.create(&PostParams::default(), &secret).await.expect("pull secret created");
 }
 
+/// The CA-bundle ConfigMap the controller tests' RBAC names (chart value `aws.caBundleConfigMaps`,
+/// tests/manifests/regenerate.py HARNESS_VALUES).
+pub const CA_BUNDLE: &str = "aws-ca-bundle";
+
+/// A ConfigMap `name` in kube-system holding `pem` under the default key of `spec.aws.caBundle`.
+pub async fn create_ca_bundle_named(client: &Client, name: &str, pem: &str) {
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"ca-bundle.crt": pem}})).expect("cm");
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    api.create(&PostParams::default(), &cm).await.expect("CA bundle ConfigMap created");
+}
+
 pub async fn wait_for<F, Fut>(what: &str, mut f: F) -> Value
 where
     F: FnMut() -> Fut,

@@ -8,7 +8,7 @@
   false), so `helm upgrade` updates it;
 - charts/hardened-csi-operator/README.md, from Chart.yaml and the comments in values.yaml
   (chart_readme.py);
-- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,driver-rbac}.yaml, the
+- deploy/operator/{clusterrole,deployment,role-driver,role-pull-secrets,role-ca-bundles,driver-rbac}.yaml, the
   kustomize base's copies of `helm template` output (release and namespace `hardened-csi-operator`), minus Helm's labels;
 - the `kubectl auth can-i --list` block of README.md, the operator's privileges in the driver
   namespace as the RBAC-enforcing local API server answers with the kustomize base applied;
@@ -106,6 +106,8 @@ schema = {
     "aws": obj({
         "region": s(pattern=r"^([a-z]{2}(-[a-z]+)+-[0-9])?$", description="An AWS region such as us-east-1, or empty."),
         "endpointUrl": s(pattern=r"^(https?://.+)?$", description="http(s) URL, or empty."),
+        "caBundleConfigMaps": {"type": "array", "items": k8sname, "uniqueItems": True,
+                               "description": "ConfigMap names in driverNamespace (spec.aws.caBundle.name)."},
       }),
     "serviceAccount": obj({
         "create": {"type": "boolean"},
@@ -201,7 +203,10 @@ def values_schema() -> str:
 # ---------------------------------------------------------------- kustomize copies
 
 HELM_ONLY_LABELS = re.compile(r"app\.kubernetes\.io/(version|part-of|managed-by)|helm\.sh/chart")
-FILES = ("clusterrole.yaml", "deployment.yaml", "role-driver.yaml", "role-pull-secrets.yaml", "driver-rbac.yaml")
+FILES = (
+    "clusterrole.yaml", "deployment.yaml", "role-driver.yaml", "role-pull-secrets.yaml", "role-ca-bundles.yaml",
+    "driver-rbac.yaml",
+)
 
 
 # ---------------------------------------------------------------- the chart's CRD template
@@ -287,12 +292,12 @@ def rendered_outputs() -> dict[Path, str]:
 
 HARNESS_RBAC = REPO / "tests" / "support" / "chart-rbac.yaml"
 HARNESS_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-# The pull Secrets the controller tests create (tests/controller/support.rs PULL_SECRETS).
-HARNESS_VALUES = {
-    "pullSecretCheck": {"secretNames": ["dhi-login", "dhi-pull"]},
-    # The controller tests run the snapshot-controller too (tests/controller/snapshots.rs).
-    "snapshotController": {"rbac": {"create": True}},
-}
+# The pull Secrets the controller tests create (tests/controller/support.rs PULL_SECRETS), the
+# CA-bundle ConfigMap they name (tests/controller/support.rs CA_BUNDLE), and the
+# snapshot-controller's RBAC (tests/controller/snapshots.rs runs it).
+HARNESS_VALUES = {"pullSecretCheck": {"secretNames": ["dhi-login", "dhi-pull"]},
+                  "aws": {"caBundleConfigMaps": ["aws-ca-bundle"]},
+                  "snapshotController": {"rbac": {"create": True}}}
 
 
 def harness_rbac() -> str:

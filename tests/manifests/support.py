@@ -183,13 +183,13 @@ def operator_rbac_text() -> str:
     return run_bin("operator-rbac").stdout
 
 
-RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "operatorNamespaceRules")
+RBAC_SCOPES = ("clusterRules", "driverNamespaceRules", "pullSecretRules", "caBundleRules", "operatorNamespaceRules")
 
 
 def operator_rbac() -> dict[str, list[dict]]:
     """The PolicyRules the operator's code needs, by scope, as printed by `operator-rbac`:
-    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets there (names
-    filled in at install time), in the operator's own namespace."""
+    cluster-wide, in the driver namespace (driverNamespace), on the pull Secrets and the CA-bundle
+    ConfigMaps there (names filled in at install time), in the operator's own namespace."""
     doc = operator_rbac_document()
     return {k: doc[k] for k in RBAC_SCOPES}
 
@@ -226,7 +226,8 @@ def operator_rbac_document() -> dict:
 def local_apiserver(workdir: Path, rbac: bool = False, args: Iterable[str] = ()) -> Iterator[Path]:
     """The project's local Kubernetes API server as its own process on a free port; yields the
     kubeconfig it wrote (with rbac: https, authentication and RBAC enforced like a real cluster,
-    the kubeconfig holding the admin; `args`: more flags, e.g. `--nodes 2`). Stopped (SIGTERM,
+    with the OwnerReferencesPermissionEnforcement admission plugin, the kubeconfig holding the
+    admin; `args`: more flags, e.g. `--nodes 2`). Stopped (SIGTERM,
     then SIGKILL) on exit; its log is in the failure."""
     if not LOCAL_APISERVER.exists():
         raise AssertionError(f"{LOCAL_APISERVER} does not exist: build it first (`make build`)")
@@ -237,7 +238,9 @@ def local_apiserver(workdir: Path, rbac: bool = False, args: Iterable[str] = ())
     log = (workdir / "local-apiserver.log").open("w+")
     proc = subprocess.Popen(
         [str(LOCAL_APISERVER), "--port", str(port), "--kubeconfig", str(kubeconfig)]
-        + (["--authorization-mode=RBAC"] if rbac else [])
+        # With RBAC also the admission plugin many distributions run (tests/support/chart_rbac.rs).
+        + (["--authorization-mode=RBAC", "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"]
+           if rbac else [])
         + list(args),
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )
@@ -528,6 +531,13 @@ def install_operator_identity(
     if kubectl(kubeconfig, "get", "namespace", namespace, check=False).returncode != 0:
         kubectl(kubeconfig, "create", "namespace", namespace)
     kubectl(kubeconfig, "create", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    return service_account_kubeconfig(kubeconfig, namespace, name)
+
+
+def service_account_kubeconfig(kubeconfig: Path, namespace: str, name: str) -> tuple[Path, str]:
+    """A copy of the admin `kubeconfig` holding only a token of ServiceAccount `namespace/name`
+    (TokenRequest, `kubectl create token`, as the kubelet mounts one into the pod), and that
+    account's user name."""
     token = kubectl(kubeconfig, "-n", namespace, "create", "token", name, "--duration=2h").stdout.strip()
     config = yaml.safe_load(kubeconfig.read_text())
     for user in config["users"]:
@@ -535,6 +545,77 @@ def install_operator_identity(
     path = kubeconfig.with_name(f"{name}.kubeconfig")
     path.write_text(yaml.safe_dump(config))
     return path, f"system:serviceaccount:{namespace}:{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`hardened-csi-operator run` as its own process, the one way every suite here starts it.
+
+    With `deployment` (the operator's Deployment as the chart or kustomize installed it), the
+    binary runs with that Deployment's own arguments and POD_NAME/POD_NAMESPACE, as its pod would;
+    without, with `run`'s defaults. Either way only what a pod cannot have here is replaced: the
+    kubeconfig (the pod's mounted token), the metrics address (a free local port), text logs, and,
+    unless `extra` names one, an AWS endpoint on a closed local port (no AWS here: the inventory
+    fails, which the driver's Ready ignores). `extra` flags (`--flag=value` or `--flag`) replace
+    the same flag of the Deployment. The log is `workdir/operator.log`."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, *extra: str, deployment: dict | None = None):
+        if not BIN.exists():
+            raise AssertionError(f"{BIN} does not exist: build it first (`cargo build` or `make build`)")
+        self.kubeconfig = kubeconfig
+        self.log = workdir / "operator.log"
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+        args = ["run"]
+        if deployment is not None:
+            (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"]
+            args = list(container["args"])
+            env["POD_NAME"] = f"{deployment['metadata']['name']}-local"
+            env["POD_NAMESPACE"] = deployment["metadata"]["namespace"]
+        overrides = [f"--kubeconfig={kubeconfig}", f"--metrics-addr=127.0.0.1:{free_port()}", "--log-format=text"]
+        if not any(e.startswith("--aws-endpoint-url") for e in extra):
+            overrides.append(f"--aws-endpoint-url=http://127.0.0.1:{free_port()}")
+        overrides += extra
+        replaced = {o.split("=", 1)[0] for o in overrides}
+        self.args = [a for a in args if a.split("=", 1)[0] not in replaced] + overrides
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen([str(BIN), *self.args], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text()[-chars:]
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def operator_process(
+    kubeconfig: Path, workdir: Path, *extra: str, deployment: dict | None = None
+) -> Iterator[OperatorProcess]:
+    """An [`OperatorProcess`] for the block; it must still run at the end, and its log is printed
+    when the block fails."""
+    op = OperatorProcess(kubeconfig, workdir, *extra, deployment=deployment)
+    try:
+        yield op
+        assert op.running(), f"the operator exited ({op.proc.returncode}):\n{op.tail()}"
+    except BaseException:
+        print(f"---- operator log ({' '.join(op.args)})\n{op.tail(6000)}")
+        raise
+    finally:
+        op.stop()
 
 
 def assert_never_refused(kubeconfig: Path, user: str) -> None:

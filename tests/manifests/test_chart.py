@@ -43,7 +43,7 @@ def test_chart_renders_operator_objects(name):
     driver_ns = VALUE_SETS[name].get("driverNamespace", "kube-system")
     for d in docs:
         labels = d["metadata"].get("labels", {})
-        driver_side = d["metadata"]["name"].endswith(("-pull-secrets", "-driver"))
+        driver_side = d["metadata"]["name"].endswith(("-pull-secrets", "-ca-bundles", "-driver"))
         if driver_side or labels.get("app.kubernetes.io/component") == "driver-rbac":
             # The operator's driver-namespace grants and the driver's own RBAC live there.
             if d["kind"] in ("Role", "RoleBinding"):

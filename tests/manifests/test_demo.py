@@ -1,4 +1,5 @@
-"""`make demo` works: deploy/demo.sh brings up the local API server, moto and the operator,
+"""`make demo` works: deploy/demo.sh brings up the local API server (RBAC enforced), moto, the
+kustomize installation and the operator as its ServiceAccount (refused nothing),
 reconciles deploy/examples/irsa.yaml to Ready=True with a first AWS inventory from moto
 (AwsReachable=True), prints the children and the status, and cleans up."""
 
@@ -34,6 +35,7 @@ def test_demo_reaches_ready_and_cleans_up(tmp_path):
         "type: Ready",
         "type: AwsReachable",
         "scope: cluster prod-eks",
+        "by system:serviceaccount:hardened-csi-operator:hardened-csi-operator, none refused",
         "==> demo OK",
     ):
         assert expected in out, f"{expected!r} missing from the demo output:\n{out[-3000:]}"

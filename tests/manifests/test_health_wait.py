@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -30,7 +28,6 @@ import helm_python
 import pytest
 
 from support import (
-    BIN,
     CHART,
     CRD_FILE,
     RELEASE_NAMESPACE,
@@ -38,6 +35,7 @@ from support import (
     install_operator_identity,
     kubectl,
     local_apiserver,
+    operator_process,
 )
 
 RELEASE = "hco"
@@ -65,34 +63,6 @@ def _values(**spec) -> dict:
 
 
 @contextlib.contextmanager
-def _operator(tmp_path: Path, kubeconfig: Path) -> Iterator[Path]:
-    """`hardened-csi-operator run` as its own process; yields its log file."""
-    if not BIN.exists():
-        raise AssertionError(f"{BIN} does not exist: build it first (`make build`)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics = s.getsockname()[1]
-    log_path = tmp_path / "operator.log"
-    log = log_path.open("w")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    proc = subprocess.Popen(
-        [str(BIN), "run", "--kubeconfig", str(kubeconfig), "--metrics-addr", f"127.0.0.1:{metrics}",
-         "--lease-namespace", RELEASE_NAMESPACE, "--aws-endpoint-url", "http://127.0.0.1:9", "--log-format", "text"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        yield log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-@contextlib.contextmanager
 def _cluster(tmp_path: Path, *server_args: str, pull_secret: bool = True) -> Iterator[tuple[Path, helm_python.Config]]:
     """A cluster enforcing RBAC, the CRD, and the operator running as the release's
     ServiceAccount with exactly the chart's RBAC (created before the release, which adopts it, as
@@ -105,13 +75,9 @@ def _cluster(tmp_path: Path, *server_args: str, pull_secret: bool = True) -> Ite
         if pull_secret:
             _create_pull_secret(kc)
         operator_kc, user = install_operator_identity(kc, _values(), release=RELEASE)
-        with _operator(tmp_path, operator_kc) as log:
-            try:
-                yield kc, helm_python.Config(kubeconfig_path=str(kc), namespace=RELEASE_NAMESPACE)
-                assert_never_refused(kc, user)
-            except BaseException:
-                print(f"---- operator log\n{log.read_text()[-6000:]}")
-                raise
+        with operator_process(operator_kc, tmp_path, f"--lease-namespace={RELEASE_NAMESPACE}"):
+            yield kc, helm_python.Config(kubeconfig_path=str(kc), namespace=RELEASE_NAMESPACE)
+            assert_never_refused(kc, user)
 
 
 def _create_pull_secret(kc: Path) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 from journey import (
-    apply_driver, conditions, driver, get, operator, patch_spec, pull_secret, wait_condition, wait_rolled_out,
+    apply_driver, cluster, conditions, driver, get, patch_spec, pull_secret, wait_condition, wait_rolled_out,
 )
-from support import CRD_FILE, kubectl, local_apiserver
+from support import kubectl
 
 NAME = "ebs"
 USERS_CLASS = {
@@ -22,13 +22,13 @@ USERS_CLASS = {
 
 
 def test_a_users_storage_class_blocks_only_that_class(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    with cluster(tmp_path, "--nodes", "1", install="kustomize") as c:
+        kc = c.kc
         pull_secret(kc)
         kubectl(kc, "create", "-f", "-", stdin=json.dumps(USERS_CLASS))
         users = get(kc, "storageclass", "gp3")
         classes = [{"name": "gp3", "default": True}, {"name": "io2", "type": "io2", "iops": 4000}]
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(storageClasses=classes))
             status = wait_rolled_out(kc, NAME, op)
             ownership = status["OwnershipConflict"]
@@ -66,13 +66,13 @@ def test_a_users_storage_class_blocks_only_that_class(tmp_path):
 def test_a_foreign_driver_object_still_blocks_the_driver_unless_its_kind_is_adopted(tmp_path):
     """Not a class: another installation's controller Deployment means another driver runs; the
     operator changes nothing until the spec adopts it (here by kind only)."""
-    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    with cluster(tmp_path, "--nodes", "1", install="kustomize") as c:
+        kc = c.kc
         pull_secret(kc)
         sa = {"apiVersion": "v1", "kind": "ServiceAccount",
               "metadata": {"name": "ebs-csi-controller-sa", "namespace": "kube-system", "labels": {"team": "platform"}}}
         kubectl(kc, "apply", "--server-side", "--field-manager=platform-team", "-f", "-", stdin=json.dumps(sa))
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver())
             blocked = wait_condition(kc, NAME, "OwnershipConflict", "True", op, reason="ForeignObjects")
             assert "ServiceAccount/ebs-csi-controller-sa is managed by field manager platform-team" in blocked["message"], \

@@ -5,8 +5,10 @@ The add-on lays down upstream's kustomize manifests (reference data in
 `app.kubernetes.io/name`), labelled `app.kubernetes.io/managed-by: EKS`, written by the field
 manager `eks`, with the add-on's `serviceAccountRoleArn` as the controller ServiceAccount's IRSA
 annotation and the Windows node plugin. The test lays them down that way with kubectl, then follows
-the README: the HardenedCsiDriver with the add-on's role reports the add-on's objects and changes
-nothing; `aws eks delete-addon --preserve` happens in AWS (the objects stay, as here); with
+the README: `aws eks delete-addon --preserve` happens in AWS (the objects stay, as here); the
+add-on's driver RBAC is handed to the chart's release and the chart installed with the Helm 4
+engine (same uids), the operator runs as its ServiceAccount (a 403 fails the test); the
+HardenedCsiDriver with the add-on's role reports the add-on's objects and changes nothing; with
 `adopt: true` the operator takes every object over in place (same uids, no 422), the images become
 dhi.io's, the role annotation is the spec's, and the Windows DaemonSet it does not render is named
 with what to do.
@@ -19,10 +21,10 @@ import json
 import yaml
 
 from journey import (
-    NAMESPACE, apply_driver, conditions, driver, get, images_of, operator, patch_spec, pull_secret, satisfies,
-    wait_condition, wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, conditions, driver, get, hand_driver_rbac_to_helm, images_of, patch_spec,
+    pull_secret, satisfies, wait_condition, wait_rolled_out,
 )
-from support import CRD_FILE, REPO, kubectl, local_apiserver
+from support import REPO, kubectl
 
 ADDON_MANIFESTS = REPO.parent / "shared" / "reference" / "upstream-ebs-csi"
 ROLE = "arn:aws:iam::111122223333:role/AmazonEKS_EBS_CSI_DriverRole"
@@ -60,10 +62,31 @@ def _lay_down_addon(kc, role: str | None) -> None:
     kubectl(kc, "apply", "--server-side", "--field-manager=eks", "-f", "-", stdin=stream)
 
 
+def _addon_then_chart(role: str | None):
+    """Before the operator: the add-on's objects, then (once `aws eks delete-addon --preserve`
+    left them) the README's hand-over of the driver's RBAC to the chart's release, so that `helm
+    install` of the chart takes the add-on's ClusterRoles, bindings and leases Role over in place
+    instead of failing on their ownership."""
+
+    def lay_down(kc):
+        _lay_down_addon(kc, role)
+        names = ("ebs-csi-node-role", "ebs-external-attacher-role")
+        uids = {n: get(kc, "clusterrole", n)["metadata"]["uid"] for n in names}
+        hand_driver_rbac_to_helm(kc)
+        lay_down.rbac_uids = uids
+
+    return lay_down
+
+
 def test_adopt_the_eks_addon(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
-        _lay_down_addon(kc, ROLE)
+    before = _addon_then_chart(ROLE)
+    with cluster(tmp_path, "--nodes", "2", before_install=before, force_conflicts=True) as c:
+        kc = c.kc
+        # The chart's release took the add-on's RBAC over in place.
+        for name, uid in before.rbac_uids.items():
+            role = get(kc, "clusterrole", name)
+            assert role["metadata"]["uid"] == uid, f"ClusterRole {name} was replaced"
+            assert role["metadata"]["labels"]["app.kubernetes.io/component"] == "driver-rbac", role["metadata"]
         before = {
             kind: get(kc, "-n", NAMESPACE, kind, name)
             for kind, name in (("deployment", "ebs-csi-controller"), ("daemonset", "ebs-csi-node"),
@@ -72,10 +95,10 @@ def test_adopt_the_eks_addon(tmp_path):
         csidriver = get(kc, "csidriver", "ebs.csi.aws.com")
         assert before["deployment"]["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "EKS"
 
-        # README step 2: the pull secret and a HardenedCsiDriver with the add-on's role.
+        # README step 4: the pull secret and a HardenedCsiDriver with the add-on's role.
         pull_secret(kc)
         aws = {"region": "us-east-1", "clusterId": "demo-cluster", "identity": {"irsa": {"roleArn": ROLE}}}
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(aws=aws))
             blocked = wait_condition(kc, NAME, "OwnershipConflict", "True", op, reason="ForeignObjects")
             assert "the EKS managed add-on aws-ebs-csi-driver" in blocked["message"], blocked
@@ -85,8 +108,7 @@ def test_adopt_the_eks_addon(tmp_path):
                 assert now["metadata"]["generation"] == before[kind]["metadata"]["generation"], "nothing changed"
                 assert now["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "EKS"
 
-            # README step 3 (`aws eks delete-addon ... --preserve`) leaves the objects as they are.
-            # Step 4: adopt.
+            # Step 5: adopt.
             patch_spec(kc, NAME, {"adopt": True})
             status = wait_rolled_out(kc, NAME, op)
             hcd_uid = get(kc, "hardenedcsidriver", NAME)["metadata"]["uid"]
@@ -125,11 +147,10 @@ def test_adopt_the_eks_addon(tmp_path):
 def test_the_addon_role_annotation_goes_when_the_spec_uses_pod_identity(tmp_path):
     """The add-on's IRSA annotation belongs to the field manager `eks`: a plain server-side apply
     without it would leave it, and the driver would keep assuming the add-on's role."""
-    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
-        _lay_down_addon(kc, ROLE)
+    with cluster(tmp_path, "--nodes", "1", before_install=_addon_then_chart(ROLE), force_conflicts=True) as c:
+        kc = c.kc
         pull_secret(kc)
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(adopt=True))
             wait_rolled_out(kc, NAME, op)
             sa = get(kc, "-n", NAMESPACE, "serviceaccount", "ebs-csi-controller-sa")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from journey import (
-    NAMESPACE, apply_driver, driver, get, operator, patch_spec, pods, pull_secret, wait_for, wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, driver, get, patch_spec, pods, pull_secret, wait_for, wait_rolled_out,
 )
-from support import CRD_FILE, kubectl, local_apiserver
+from support import kubectl
 
 NAME = "ebs"
 ROLE_A = "arn:aws:iam::111122223333:role/ebs-csi-a"
@@ -57,11 +57,13 @@ def _rolled(kc, op, old_hash: str, old_pods: set[str]) -> str:
 
 
 def test_every_identity_change_rolls_the_controller(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    # The chart lets the operator read the static-key Secret too (README: pullSecretCheck).
+    values = {"pullSecretCheck": {"secretNames": ["dhi-pull", "aws-creds"]}}
+    with cluster(tmp_path, "--nodes", "2", values=values) as c:
+        kc = c.kc
         pull_secret(kc)
         aws = {"region": "us-east-1", "clusterId": "demo-cluster", "identity": {"irsa": {"roleArn": ROLE_A}}}
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver(aws=aws))
             wait_rolled_out(kc, NAME, op)
             sa = get(kc, "-n", NAMESPACE, "serviceaccount", "ebs-csi-controller-sa")

@@ -8,10 +8,9 @@ the kubelet's back-off retries the pulls: the driver becomes Ready with no chang
 from __future__ import annotations
 
 from journey import (
-    NAMESPACE, apply_driver, conditions, driver, operator, pods, pull_secret, wait_condition, wait_for,
-    wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, conditions, driver, pods, pull_secret, wait_condition, wait_for, wait_rolled_out,
 )
-from support import CRD_FILE, kubectl, local_apiserver
+from support import kubectl
 
 NAME = "ebs"
 
@@ -27,9 +26,9 @@ def _waiting_reasons(kc) -> set[str]:
 
 
 def test_pull_secret_created_after_the_driver(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2", "--backoff-max-ms", "1000")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
-        with operator(kc, tmp_path) as op:
+    with cluster(tmp_path, "--nodes", "2", "--backoff-max-ms", "1000") as c:
+        kc = c.kc
+        with c.operator() as op:
             apply_driver(kc, driver())
             missing = wait_condition(kc, NAME, "PullSecretsPresent", "False", op, reason="Missing")
             assert "dhi-pull" in missing["message"], missing

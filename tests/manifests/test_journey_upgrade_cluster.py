@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from journey import (
-    NAMESPACE, apply_driver, driver, get, images_of, operator, pull_secret, wait_for, wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, driver, get, images_of, pull_secret, wait_for, wait_rolled_out,
 )
-from support import CRD_FILE, kubectl, local_apiserver
+from support import kubectl
 
 NAME = "ebs"
 GATE = "--feature-gates=MutableCSINodeAllocatableCount=true"
@@ -49,10 +49,10 @@ def _reported(kc, version: str, op):
 
 
 def test_the_kubernetes_version_is_rediscovered_while_running(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "1", "--kubernetes-version", "1.32")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    with cluster(tmp_path, "--nodes", "1", "--kubernetes-version", "1.32") as c:
+        kc = c.kc
         pull_secret(kc)
-        with operator(kc, tmp_path, "--discovery-interval", "1s") as op:
+        with c.operator("--discovery-interval=1s") as op:
             apply_driver(kc, driver())
             wait_rolled_out(kc, NAME, op)
             _reported(kc, "1.32", op)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from journey import (
-    NAMESPACE, apply_driver, driver, get, images_of, operator, patch_spec, pods, pull_secret, wait_rolled_out,
+    NAMESPACE, apply_driver, cluster, driver, get, images_of, patch_spec, pods, pull_secret, wait_rolled_out,
 )
-from support import CRD_FILE, kubectl, local_apiserver
+from support import kubectl
 
 NAME = "ebs"
 
@@ -25,10 +25,10 @@ def _node_pods(kc):
 
 
 def test_new_image_tags_roll_the_controller_and_the_node_plugin(tmp_path):
-    with local_apiserver(tmp_path, args=("--nodes", "2")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    with cluster(tmp_path, "--nodes", "2") as c:
+        kc = c.kc
         pull_secret(kc)
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver())
             wait_rolled_out(kc, NAME, op)
             before = get(kc, "-n", NAMESPACE, "deployment", "ebs-csi-controller")
@@ -71,8 +71,8 @@ def test_a_csidriver_shaped_by_an_earlier_version_is_replaced(tmp_path):
     """The operator's own CSIDriver as an earlier driver version laid it down, with an immutable
     field that differs (no fsGroupPolicy: the API server defaulted it): applying the new one is
     refused with 422 `field is immutable`, so it is deleted (uid precondition) and created anew."""
-    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    with cluster(tmp_path, "--nodes", "1") as c:
+        kc = c.kc
         pull_secret(kc)
         old = {
             "apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
@@ -84,7 +84,7 @@ def test_a_csidriver_shaped_by_an_earlier_version_is_replaced(tmp_path):
                 stdin=json.dumps(old))
         before = get(kc, "csidriver", "ebs.csi.aws.com")
         assert before["spec"]["fsGroupPolicy"] == "ReadWriteOnceWithFSType"
-        with operator(kc, tmp_path) as op:
+        with c.operator() as op:
             apply_driver(kc, driver())
             wait_rolled_out(kc, NAME, op)
             now = get(kc, "csidriver", "ebs.csi.aws.com")

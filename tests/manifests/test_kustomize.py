@@ -27,9 +27,9 @@ def test_every_namespaced_object_is_in_the_operator_namespace():
     for d in _docs():
         if d["kind"] in cluster_scoped:
             assert "namespace" not in d["metadata"], f"{d['kind']} {d['metadata']['name']} got a namespace"
-        elif d["metadata"]["name"].endswith(("-pull-secrets", "-driver")) or d["metadata"].get("labels", {}).get(
-            "app.kubernetes.io/component"
-        ) == "driver-rbac":
+        elif d["metadata"]["name"].endswith(("-pull-secrets", "-ca-bundles", "-driver")) or d["metadata"].get(
+            "labels", {}
+        ).get("app.kubernetes.io/component") == "driver-rbac":
             # The operator's driver-namespace Roles and the driver's own RBAC: in the driver namespace.
             assert d["metadata"]["namespace"] == "kube-system", d["metadata"]
         else:

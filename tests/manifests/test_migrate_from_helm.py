@@ -3,7 +3,10 @@
 The upstream chart (reference data in ../shared/reference/upstream-ebs-csi/chart/, installed with
 the real Helm 4 engine, helm-python-sdk) is installed into the project's local API server under a
 non-default release name with common values: Windows nodes, the old CSIDriver (no fsGroupPolicy),
-three controller replicas and a StorageClass. Then the operator binary runs and a HardenedCsiDriver
+three controller replicas and a StorageClass. The README's hand-over gives the release's driver
+RBAC (the same ClusterRoles, bindings and leases Role the chart ships) to the chart's release, the
+chart is installed (`--force-conflicts`) and the operator binary runs as its ServiceAccount (a 403
+fails the test). Then a HardenedCsiDriver
 with `adopt: true` takes every object over: the immutable workload selectors of the release are
 kept (the pod templates satisfy them), the CSIDriver is replaced to gain fsGroupPolicy, the images
 are dhi.io's, and the release's Windows DaemonSet (which the operator does not render) is named in
@@ -14,8 +17,6 @@ deleting anything (the README's migration command) and the driver still runs.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,17 +24,8 @@ from pathlib import Path
 import helm_python
 import yaml
 
-from support import (
-    BIN,
-    CRD_FILE,
-    EXAMPLES,
-    RELEASE_NAMESPACE,
-    REPO,
-    assert_never_refused,
-    install_operator_identity,
-    kubectl,
-    local_apiserver,
-)
+from journey import OPERATOR_RELEASE, cluster, hand_driver_rbac_to_helm
+from support import EXAMPLES, REPO, kubectl, local_apiserver
 
 UPSTREAM_CHART = REPO.parent / "shared" / "reference" / "upstream-ebs-csi" / "chart" / "aws-ebs-csi-driver"
 RELEASE = "legacy-ebs"
@@ -45,16 +37,11 @@ UPSTREAM_VALUES = {
     "storageClasses": [{"name": "gp3", "parameters": {"type": "gp3"}}],
 }
 TIMEOUT = 120
+DRIVER_CLUSTER_ROLES = ("ebs-csi-node-role", "ebs-external-attacher-role", "ebs-external-provisioner-role")
 
 
 def _get(kc: Path, *what: str) -> dict:
     return json.loads(kubectl(kc, "get", *what, "-o", "json").stdout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _conditions(kc: Path, name: str) -> dict[str, dict]:
@@ -87,10 +74,20 @@ def _satisfies(labels: dict, selector: dict) -> bool:
 
 
 def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
-    with local_apiserver(tmp_path, rbac=True, args=("--nodes", "2")) as kc:
-        kubectl(kc, "apply", "-f", str(CRD_FILE))
+    rbac_uids: dict[str, str] = {}
+
+    def upstream_release(kc):
+        """The upstream release, then the README's hand-over of its driver RBAC to the chart's
+        release (the chart installs the same ClusterRoles, bindings and leases Role)."""
+        helm_python.Config(kubeconfig_path=str(kc), namespace=NAMESPACE).install(
+            str(UPSTREAM_CHART), RELEASE, UPSTREAM_VALUES, namespace=NAMESPACE, timeout=TIMEOUT
+        )
+        rbac_uids.update({n: _get(kc, "clusterrole", n)["metadata"]["uid"] for n in DRIVER_CLUSTER_ROLES})
+        hand_driver_rbac_to_helm(kc)
+
+    with cluster(tmp_path, "--nodes", "2", before_install=upstream_release, force_conflicts=True) as c:
+        kc = c.kc
         helm = helm_python.Config(kubeconfig_path=str(kc), namespace=NAMESPACE)
-        helm.install(str(UPSTREAM_CHART), RELEASE, UPSTREAM_VALUES, namespace=NAMESPACE, timeout=TIMEOUT)
         before = {
             kind: _get(kc, "-n", NAMESPACE, kind, name)
             for kind, name in (("deployment", "ebs-csi-controller"), ("daemonset", "ebs-csi-node"))
@@ -111,20 +108,14 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
                 capture_output=True, text=True, check=True,
             ).stdout,
         )
-        # The operator as the chart's ServiceAccount with the chart's RBAC (the upstream release
-        # already holds the driver's ClusterRoles and bindings, which the operator verifies).
-        operator_kc, user = install_operator_identity(kc, {}, driver_rbac=False)
-        log = tmp_path / "operator.log"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        with log.open("w") as out:
-            operator = subprocess.Popen(
-                [str(BIN), "run", "--kubeconfig", str(operator_kc), "--metrics-addr", f"127.0.0.1:{_free_port()}",
-                 "--lease-namespace", RELEASE_NAMESPACE,
-                 # No AWS here: the inventory fails on a closed port, which the driver's Ready ignores.
-                 "--aws-endpoint-url", f"http://127.0.0.1:{_free_port()}", "--log-format", "text"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )
-        try:
+        # The operator as the chart's ServiceAccount with the chart's RBAC, which now includes the
+        # driver's ClusterRoles and bindings the upstream release created (same uids).
+        for name, uid in rbac_uids.items():
+            role = _get(kc, "clusterrole", name)
+            assert role["metadata"]["uid"] == uid, f"ClusterRole {name} was replaced"
+            assert role["metadata"]["annotations"]["meta.helm.sh/release-name"] == OPERATOR_RELEASE
+        with c.operator() as operator:
+            log = operator.log
             driver = _driver()
             kubectl(kc, "apply", "--server-side", "-f", "-", stdin=json.dumps(driver))
             _wait_ready(kc, driver["metadata"]["name"], log)
@@ -166,11 +157,25 @@ def test_adopt_an_upstream_helm_release_then_drop_its_record(tmp_path):
             for kind, old in before.items():
                 still = _get(kc, "-n", NAMESPACE, kind, old["metadata"]["name"])
                 assert still["metadata"]["uid"] == old["metadata"]["uid"], f"{kind} is gone or replaced"
-            assert operator.poll() is None, log.read_text()[-3000:]
-        finally:
-            operator.terminate()
-            try:
-                operator.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
+            # The driver's RBAC is the chart's, untouched by dropping the old record.
+            for name, uid in rbac_uids.items():
+                assert _get(kc, "clusterrole", name)["metadata"]["uid"] == uid, f"ClusterRole {name} is gone"
+
+
+def test_a_keep_policy_on_the_live_objects_does_not_stop_helm_uninstall(tmp_path):
+    """Why the README retires the old release by deleting its record, never by `helm uninstall`:
+    Helm 4 reads `helm.sh/resource-policy: keep` from the release's stored manifest, not from the
+    live objects, so the operator annotating what it adopted (or anyone annotating it) would not
+    keep the driver. If this ever fails, Helm honours the live annotation and the README's advice
+    can change."""
+    with local_apiserver(tmp_path, args=("--nodes", "1")) as kc:
+        helm = helm_python.Config(kubeconfig_path=str(kc), namespace=NAMESPACE)
+        helm.install(str(UPSTREAM_CHART), RELEASE, UPSTREAM_VALUES, namespace=NAMESPACE, timeout=TIMEOUT)
+        kept = (("-n", NAMESPACE, "deployment", "ebs-csi-controller"), ("-n", NAMESPACE, "daemonset", "ebs-csi-node"),
+                ("clusterrole", "ebs-csi-node-role"), ("csidriver", "ebs.csi.aws.com"))
+        for what in kept:
+            kubectl(kc, "annotate", *what, "helm.sh/resource-policy=keep")
+            assert _get(kc, *what)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        helm.uninstall(RELEASE)
+        left = [what for what in kept if kubectl(kc, "get", *what, "--ignore-not-found", "-o", "name").stdout.strip()]
+        assert left == [], f"helm uninstall kept {left}: a live keep annotation counts now"

@@ -43,14 +43,17 @@ def _chart_grants(values=None, driver_namespace="kube-system"):
     leases = _role(docs, "-leases")
     driver = _role(docs, "-driver")
     secrets = _role(docs, "-pull-secrets")
+    ca_bundles = _role(docs, "-ca-bundles")
     assert leases["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert driver["metadata"]["namespace"] == driver_namespace
     assert secrets["metadata"]["namespace"] == driver_namespace
+    assert ca_bundles["metadata"]["namespace"] == driver_namespace
     return {
         "clusterRules": expand_rules(one(by_kind(docs, "ClusterRole"), "ClusterRole")["rules"]),
         "operatorNamespaceRules": expand_rules(leases["rules"]),
         "driverNamespaceRules": expand_rules(driver["rules"]),
         "pullSecretRules": expand_rules(secrets["rules"]),
+        "caBundleRules": expand_rules(ca_bundles["rules"]),
     }
 
 
@@ -78,6 +81,26 @@ def test_chart_pull_secret_role_is_operator_rbac_limited_to_the_named_secrets():
     ]:
         granted = _chart_grants(values)["pullSecretRules"]
         assert {(g, r, v, n) for g, r, v, _ in needed for n in names} == granted, _fmt(granted)
+
+
+def test_chart_ca_bundle_role_is_operator_rbac_limited_to_the_named_config_maps():
+    """`get` on exactly the ConfigMaps aws.caBundleConfigMaps names (and the driver block's
+    caBundle), in the driver namespace; no names, no Role at all."""
+    needed = expand_rules(operator_rbac()["caBundleRules"])
+    assert {v for _, _, v, _ in needed} == {"get"}, _fmt(needed)
+    driver = {"driver": {"enabled": True, "name": "ebs", "spec": {"aws": {"caBundle": {"name": "corporate-ca"}}}}}
+    for values, names in [
+        (VALUE_SETS["ha"], {"aws-ca-bundle"}),
+        ({"aws": {"caBundleConfigMaps": ["proxy-ca", "aws-ca-bundle"]}}, {"proxy-ca", "aws-ca-bundle"}),
+        (driver, {"aws-ca-bundle", "corporate-ca"}),
+        ({**driver, "aws": {"caBundleConfigMaps": []}}, {"corporate-ca"}),
+    ]:
+        granted = _chart_grants(values)["caBundleRules"]
+        assert {(g, r, v, n) for g, r, v, _ in needed for n in names} == granted, _fmt(granted)
+    docs = _operator_docs(chart_docs({"aws": {"caBundleConfigMaps": []}}))
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-ca-bundles")]
+    assert not [g for d in docs if d["kind"] in ("ClusterRole", "Role") for g in expand_rules(d["rules"])
+                if g[1] == "configmaps"], "no ConfigMap grant without a name"
 
 
 def test_the_driver_namespace_is_one_install_time_value():
@@ -184,6 +207,7 @@ def test_kustomize_rbac_equals_chart_rbac():
     assert expand_rules(_role(docs, "-leases")["rules"]) == chart["operatorNamespaceRules"]
     assert expand_rules(_role(docs, "-driver")["rules"]) == chart["driverNamespaceRules"]
     assert expand_rules(_role(docs, "-pull-secrets")["rules"]) == chart["pullSecretRules"]
+    assert expand_rules(_role(docs, "-ca-bundles")["rules"]) == chart["caBundleRules"]
     sa = one(docs, "ServiceAccount")
     subject = [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}]
     assert one(by_kind(docs, "ClusterRoleBinding"), "ClusterRoleBinding")["subjects"] == subject
@@ -220,6 +244,14 @@ def test_secrets_only_read_and_only_by_name():
     names = {n for *_, n in secret_grants}
     assert "*" not in names and "" not in names and None not in names, names
     assert not [g for g in expand_rules(operator_rbac()["clusterRules"]) if g[1] == "secrets"]
+
+
+def test_config_maps_only_get_and_only_by_name():
+    """The CA bundle's ConfigMap is read with one `get` of its name: no list or watch (which would
+    return every ConfigMap of the driver namespace) and no ConfigMap grant without resourceNames."""
+    grants = {g for g in expand_rules(_all_chart_rules()) if g[:2] == ("", "configmaps")}
+    assert grants == {("", "configmaps", "get", "aws-ca-bundle")}, _fmt(grants)
+    assert not [g for g in expand_rules(operator_rbac()["clusterRules"]) if g[1] == "configmaps"]
 
 
 def test_no_escalate_no_bind_no_rbac_writes_no_tokens_cluster_wide():

@@ -252,6 +252,34 @@ it refuses a HardenedCsiDriver whose spec.namespace differs. A driver block must
 {{- toJson $names -}}
 {{- end -}}
 
+{{/*
+spec.aws.caBundle: the operator trusts that PEM bundle for its own AWS calls and reads it with one
+`get` of its ConfigMap in the driver namespace, limited by resourceNames to the ConfigMaps named
+here (aws.caBundleConfigMaps, and the driver block's caBundle).
+*/}}
+{{- define "hco.caBundleRules" -}}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+  resourceNames:
+    {{- range (include "hco.caBundleNames" . | fromJsonArray) }}
+    - {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* CA-bundle ConfigMap names: aws.caBundleConfigMaps, plus the driver block's when it sets one. */}}
+{{- define "hco.caBundleNames" -}}
+{{- $names := .Values.aws.caBundleConfigMaps | default list -}}
+{{- if .Values.driver.enabled -}}
+{{- with ((((.Values.driver.spec).aws).caBundle).name) -}}
+{{- if not (has . $names) -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
 {{/* Leader election: the Lease lives in the release namespace only. */}}
 {{- define "hco.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
