@@ -218,8 +218,9 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
 }
 
 /// One full lifecycle as the operator's identity: leader election, create (with pull Secrets, a
-/// CA bundle, a metrics Service, classes), the IRSA token, the AWS client with the CA bundle, an update that recreates a class, pruning, a
-/// deletion held by the volume guard and then forced. Afterwards every grant of the chart's RBAC
+/// CA bundle, a metrics Service, classes, the snapshot stack), the IRSA token, the AWS client with
+/// the CA bundle, an update that recreates a class, pruning, a deletion held by the volume guard
+/// and then forced. Afterwards every grant of the chart's RBAC
 /// must have been used: a grant no part of the operator needs fails here.
 #[tokio::test]
 async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
