@@ -639,6 +639,37 @@ fn capabilities_decide_snapshotter_and_attach_limit_refresh() {
 }
 
 #[test]
+fn service_monitors_only_when_enabled_and_served_one_per_metrics_service() {
+    let spec = "metrics: {enabled: true, serviceMonitor: {enabled: true, labels: {release: prometheus}}}\n";
+    let with = ours(&render::render(&hcd(spec), &Capabilities::default()).expect("renders"));
+    for name in ["ebs-csi-controller", "ebs-csi-node"] {
+        let sm = &with[&format!("ServiceMonitor/{name}")];
+        let svc = &with[&format!("Service/{name}")];
+        assert_eq!(sm["metadata"]["labels"]["release"], json!("prometheus"));
+        assert_eq!(sm["metadata"]["labels"]["app.kubernetes.io/managed-by"], json!("hardened-csi-operator"));
+        // It selects its own Service only: the two Services differ by the upstream `app` label.
+        assert_eq!(sm["spec"]["selector"]["matchLabels"]["app"], json!(name));
+        assert_eq!(svc["metadata"]["labels"]["app"], json!(name));
+        let ports: Vec<_> = svc["spec"]["ports"].as_array().expect("ports").iter().map(|p| p["name"].clone()).collect();
+        let scraped: Vec<_> =
+            sm["spec"]["endpoints"].as_array().expect("endpoints").iter().map(|e| e["port"].clone()).collect();
+        assert_eq!(scraped, ports, "{name}");
+        assert!(sm["spec"]["endpoints"].as_array().expect("endpoints").iter().all(|e| e["interval"] == "15s"));
+    }
+    // Not served, not enabled, or no metrics Services: none, and nothing else changes.
+    let unserved = ours(
+        &render::render(&hcd(spec), &Capabilities { service_monitor_api: false, ..Capabilities::default() })
+            .expect("renders"),
+    );
+    let off = ours(&render::render(&hcd("metrics: {enabled: true}\n"), &Capabilities::default()).expect("renders"));
+    for objs in [&unserved, &off] {
+        assert!(!objs.keys().any(|k| k.starts_with("ServiceMonitor/")), "{:?}", objs.keys());
+        let without: Vec<_> = with.keys().filter(|k| !k.starts_with("ServiceMonitor/")).collect();
+        assert_eq!(objs.keys().collect::<Vec<_>>(), without);
+    }
+}
+
+#[test]
 fn owner_reference_only_where_the_garbage_collector_may_cascade() {
     let mut obj = hcd("{}");
     let children = render::render(&obj, &Capabilities::default()).expect("renders");

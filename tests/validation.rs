@@ -590,6 +590,30 @@ fn cases() -> Vec<Bad> {
             rule(rules::POD_LABELS_RESERVED),
         ),
         bad(
+            json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "15 seconds"}}}),
+            "spec.metrics.serviceMonitor.interval",
+            "spec.metrics.serviceMonitor.interval",
+            rule(rules::SCRAPE_INTERVAL),
+        ),
+        bad(
+            json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "0s"}}}),
+            "spec.metrics.serviceMonitor.interval",
+            "spec.metrics.serviceMonitor.interval",
+            rule(rules::SCRAPE_INTERVAL),
+        ),
+        bad(
+            json!({"metrics": {"serviceMonitor": {"enabled": true}}}),
+            "spec.metrics",
+            "spec.metrics",
+            rule(rules::SERVICE_MONITOR_METRICS),
+        ),
+        bad(
+            json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "labels": {"app": "x"}}}}),
+            "spec.metrics.serviceMonitor.labels[app]",
+            "spec.metrics.serviceMonitor.labels",
+            rule(rules::POD_LABELS_RESERVED),
+        ),
+        bad(
             json!({"aws": {"stsEndpoint": "https://sts.example.com/$(AWS_SECRET_ACCESS_KEY)"}}),
             "spec.aws.stsEndpoint",
             "spec.aws.stsEndpoint",
@@ -702,6 +726,9 @@ fn cases() -> Vec<Bad> {
 fn goods() -> Vec<Value> {
     vec![
         json!({}),
+        json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "1m30s",
+            "labels": {"release": "prometheus"}}}}),
+        json!({"metrics": {"serviceMonitor": {"enabled": false, "interval": "1h"}}}),
         json!({"node": {"kubeletPath": "/var/lib/k0s/kubelet"}}),
         json!({"node": {"kubeletPath": "/var/snap/microk8s/common/var/lib/kubelet", "maxUnavailable": 3}}),
         json!({"node": {"kubeletPath": "/var/lib/rancher/k3s/agent/kubelet", "maxUnavailable": "100%"}}),

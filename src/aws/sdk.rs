@@ -591,15 +591,27 @@ impl SdkAws {
             .with_class(ErrorClass::Client));
         };
 
+        // Every STS call goes to the STS endpoint when one is set (`spec.aws.stsEndpoint`,
+        // `doctor --sts-endpoint`), AssumeRole's included.
+        let sts_endpoint = match &settings.sts_endpoint {
+            Some(url) => Some(
+                usable_endpoint(url, "the STS endpoint (spec.aws.stsEndpoint, doctor --sts-endpoint)")?.to_string(),
+            ),
+            None => None,
+        };
         // `doctor --role-arn`: aws-config's own AssumeRoleProvider (STS AssumeRole with the base
         // credentials, cached and renewed by the SDK); every client then signs as the role.
         let mut principal_label =
             settings.principal_label.clone().unwrap_or_else(|| "operator credentials".to_string());
         let base = match &assume_role {
             Some(role_arn) => {
+                let sts_base = match &sts_endpoint {
+                    Some(url) => base.to_builder().endpoint_url(url).build(),
+                    None => base.clone(),
+                };
                 let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
                     .session_name(SESSION_NAME)
-                    .configure(&base)
+                    .configure(&sts_base)
                     .build()
                     .await;
                 principal_label = format!("role {role_arn} (assumed with the caller's credentials)");
@@ -608,7 +620,7 @@ impl SdkAws {
             None => base,
         };
         let mut sts_conf = aws_sdk_sts::config::Builder::from(&base).interceptor(counter.clone());
-        if let Some(url) = &settings.sts_endpoint {
+        if let Some(url) = &sts_endpoint {
             sts_conf = sts_conf.endpoint_url(url);
         }
         let sts = aws_sdk_sts::Client::from_conf(sts_conf.build());

@@ -63,6 +63,11 @@ pub struct DoctorArgs {
     /// Endpoint URL of every AWS call (a VPC endpoint, or moto).
     #[arg(long, env = "HCO_AWS_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Endpoint URL of STS only (`spec.aws.stsEndpoint`: an STS VPC endpoint); wins over
+    /// --endpoint-url for every STS call (AssumeRole of --role-arn, AssumeRoleWithWebIdentity,
+    /// GetCallerIdentity).
+    #[arg(long, env = "HCO_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
     /// Kubeconfig of the cluster: its PersistentVolumes are compared with the volumes to find orphans.
     #[arg(long, env = "HCO_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -91,6 +96,7 @@ impl Default for DoctorArgs {
             role_arn: None,
             service_account: None,
             endpoint_url: None,
+            sts_endpoint: None,
             kubeconfig: None,
             fips: false,
             orphan_grace_period: "1h".into(),
@@ -218,7 +224,7 @@ pub async fn run_doctor_with(
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
         ec2_endpoint: None,
-        sts_endpoint: None,
+        sts_endpoint: args.sts_endpoint.clone(),
         fips: args.fips,
         proxy: None,
         ca_bundle: None,

@@ -13,8 +13,8 @@
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
 
-use crate::reconciler::SNAPSHOT_CRD;
 use crate::reconciler::snapshots::CRD_NAMES as SNAPSHOT_CRDS;
+use crate::reconciler::{SERVICE_MONITOR_CRD, SNAPSHOT_CRD};
 use crate::render::rbac::{
     CLUSTER_ROLES, DriverRbac, LEASES_ROLE, LEASES_ROLE_BINDING, SERVICE_ACCOUNTS, SNAPSHOT_CONTROLLER_BINDING,
     SNAPSHOT_CONTROLLER_LEASES_ROLE, SNAPSHOT_CONTROLLER_ROLE, driver_rbac, snapshot_controller_rbac,
@@ -131,8 +131,9 @@ pub const CLUSTER: &[Permission] = &[
         "apiextensions.k8s.io",
         &["customresourcedefinitions"],
         &["get", "list", "watch"],
-        &[SNAPSHOT_CRD],
-        "detect the snapshot API: get and a watch by metadata.name of its one CRD",
+        &[SNAPSHOT_CRD, SERVICE_MONITOR_CRD],
+        "detect the snapshot API and the Prometheus Operator's ServiceMonitor: get and a watch by metadata.name of \
+        their CRDs",
     ),
     named(
         "apiextensions.k8s.io",
@@ -222,6 +223,14 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
     p("policy", &["poddisruptionbudgets"], CACHE, "PodDisruptionBudget cache (metadata)"),
     named("", &["services"], BY_NAME, METRICS_SERVICES, "the driver metrics Services (controller, node)"),
     p("", &["services"], CACHE, "Service cache (metadata)"),
+    named(
+        "monitoring.coreos.com",
+        &["servicemonitors"],
+        BY_NAME,
+        METRICS_SERVICES,
+        "the driver's ServiceMonitors (spec.metrics.serviceMonitor), one per metrics Service",
+    ),
+    p("monitoring.coreos.com", &["servicemonitors"], CACHE, "ServiceMonitor cache (metadata)"),
     named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
     p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
     p(

@@ -23,6 +23,10 @@ pub struct RenderArgs {
     /// Render as if the snapshot API (snapshot.storage.k8s.io/v1) were not installed.
     #[arg(long)]
     pub no_snapshot_api: bool,
+    /// Render as if the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) were not
+    /// installed.
+    #[arg(long)]
+    pub no_service_monitor_api: bool,
     /// The storage.k8s.io version serving VolumeAttributesClass: `v1`, `v1beta1` or `none`.
     /// Default: `v1` from Kubernetes 1.34, `none` before (v1beta1 is off by default).
     #[arg(long, value_parser = ["v1", "v1beta1", "none"])]
@@ -67,6 +71,7 @@ fn render_file(args: &RenderArgs) -> Result<String, String> {
     let caps = Capabilities {
         kubernetes_version,
         snapshot_api: !args.no_snapshot_api,
+        service_monitor_api: !args.no_service_monitor_api,
         volume_attributes_class_api,
         ..Capabilities::default()
     };

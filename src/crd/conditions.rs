@@ -26,6 +26,9 @@ pub const SNAPSHOT_VERSION_SKEW: &str = "SnapshotVersionSkew";
 /// storage.k8s.io serves VolumeAttributesClass, so the spec's classes are managed.
 pub const VOLUME_ATTRIBUTES_CLASSES: &str = "VolumeAttributesClasses";
 pub const PULL_SECRETS: &str = "PullSecretsPresent";
+/// The ServiceMonitors of `spec.metrics.serviceMonitor` exist (only when they are enabled; never
+/// part of Ready or Degraded: monitoring is not the data path).
+pub const SERVICE_MONITOR: &str = "ServiceMonitor";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 pub const AWS_REACHABLE: &str = "AwsReachable";
 pub const AWS_PERMISSIONS: &str = "AwsPermissions";

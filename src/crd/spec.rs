@@ -1111,8 +1111,9 @@ impl Default for SnapshotControllerSpec {
     }
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::SERVICE_MONITOR_METRICS.rule).message(rules::SERVICE_MONITOR_METRICS.message))]
 pub struct MetricsSpec {
     /// Expose the driver's Prometheus metrics on upstream's ports: the controller's driver on
     /// 3301 and its sidecars on 3302 (provisioner), 3303 (attacher), 3304 (resizer), 3305
@@ -1124,12 +1125,53 @@ pub struct MetricsSpec {
     /// Prometheus' annotation-based discovery), as upstream does by default.
     #[serde(default = "default_true")]
     pub prometheus_annotations: bool,
+    /// Prometheus Operator ServiceMonitors (monitoring.coreos.com/v1) for the metrics Services,
+    /// `ebs-csi-controller` and `ebs-csi-node` (upstream's `controller.serviceMonitor` and
+    /// `node.serviceMonitor`). Needs `enabled: true`.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
 }
 
 impl Default for MetricsSpec {
     fn default() -> Self {
-        Self { enabled: false, prometheus_annotations: true }
+        Self { enabled: false, prometheus_annotations: true, service_monitor: ServiceMonitorSpec::default() }
     }
+}
+
+/// The driver's ServiceMonitors. Created only where the Prometheus Operator's ServiceMonitor CRD
+/// is served; otherwise the `ServiceMonitor` condition says what to install, and nothing else is
+/// affected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Create the ServiceMonitors.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often Prometheus scrapes each endpoint (upstream's `interval`, default `15s`): hours,
+    /// minutes and seconds like `30s`, `1m` or `1m30s`.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(rules::SCRAPE_INTERVAL.rule).message(rules::SCRAPE_INTERVAL.message))]
+    pub interval: String,
+    /// Labels of the ServiceMonitors, at most 32, for the `serviceMonitorSelector` of your
+    /// Prometheus (for example `release: prometheus`), besides the operator's own
+    /// (`app.kubernetes.io/{name,instance,managed-by,part-of,version}`), which cannot be replaced.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(rules::POD_LABELS_RESERVED.rule).message(rules::POD_LABELS_RESERVED.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_KEYS.rule).message(rules::LABEL_KEYS.message))]
+    #[x_kube(validation = Rule::new(rules::LABEL_VALUES.rule).message(rules::LABEL_VALUES.message))]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self { enabled: false, interval: default_scrape_interval(), labels: BTreeMap::new() }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "15s".into()
 }
 
 /// The operator's AWS inventory (status.aws).

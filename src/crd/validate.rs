@@ -569,6 +569,20 @@ pub mod rules {
         ),
         message: "must be a number of at least 0 or a percentage from 0% to 100%, like 1 or 50%",
     };
+    pub const SCRAPE_INTERVAL: CelRule = CelRule {
+        field: "spec.metrics.serviceMonitor.interval",
+        rule: "self.matches('^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,6}s)?$') && self != '' && \
+            !self.matches('^(0+[hms])+$')",
+        message: "interval must be a Prometheus duration of hours, minutes and seconds like 15s, 1m or 1m30s \
+            (not zero)",
+    };
+    pub const SERVICE_MONITOR_METRICS: CelRule = CelRule {
+        field: "spec.metrics",
+        rule: "!has(self.serviceMonitor) || !has(self.serviceMonitor.enabled) || !self.serviceMonitor.enabled || \
+            (has(self.enabled) && self.enabled)",
+        message: "metrics.serviceMonitor.enabled needs metrics.enabled: true (the ServiceMonitors scrape the \
+            metrics Services it creates)",
+    };
     pub const INTERVAL: CelRule = CelRule {
         field: "spec.inventory.interval",
         rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('24h')"),
@@ -653,6 +667,8 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::PDB_EXCLUSIVE,
     rules::PDB_VALUE,
     rules::CLASS_ANNOTATIONS,
+    rules::SCRAPE_INTERVAL,
+    rules::SERVICE_MONITOR_METRICS,
 ];
 
 /// Bounds of sizes and lengths, in the CRD as `maxItems`/`maxProperties`/`maxLength` and checked
@@ -875,6 +891,7 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     volume_attributes_classes(&spec.volume_attributes_classes, &mut errs);
     proxy(&spec.proxy, &mut errs);
     inventory(&spec.inventory, &mut errs);
+    metrics(&spec.metrics, &mut errs);
     too_many(&mut errs, "spec.adoptObjects", spec.adopt_objects.len(), MAX_CLASSES);
     for (i, a) in spec.adopt_objects.iter().enumerate() {
         if let Some(name) = &a.name
@@ -1325,6 +1342,25 @@ fn metadata_maps(path: &str, (ln, labels): (&str, &Map), (an, annotations): (&st
             errs.invalid(&field, v, rules::LABEL_VALUES.message);
         }
     }
+}
+
+static SCRAPE_INTERVAL: LazyLock<Regex> = LazyLock::new(|| re("^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,6}s)?$"));
+static ZERO_INTERVAL: LazyLock<Regex> = LazyLock::new(|| re("^(0+[hms])+$"));
+
+/// The ServiceMonitors: they scrape the metrics Services, so they need them; a Prometheus
+/// interval; labels as every other label map.
+fn metrics(m: &crate::crd::MetricsSpec, errs: &mut FieldErrors) {
+    let sm = &m.service_monitor;
+    if sm.enabled && !m.enabled {
+        errs.invalid("spec.metrics", "serviceMonitor.enabled: true", rules::SERVICE_MONITOR_METRICS.message);
+    }
+    let field = "spec.metrics.serviceMonitor.interval";
+    if !too_long(errs, field, &sm.interval, 32)
+        && (sm.interval.is_empty() || !SCRAPE_INTERVAL.is_match(&sm.interval) || ZERO_INTERVAL.is_match(&sm.interval))
+    {
+        errs.invalid(field, &sm.interval, rules::SCRAPE_INTERVAL.message);
+    }
+    metadata_maps("spec.metrics.serviceMonitor", ("labels", &sm.labels), ("annotations", &Map::new()), errs);
 }
 
 /// A label or annotation key: `[prefix/]name` (the CRD's pattern).

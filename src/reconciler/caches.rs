@@ -20,7 +20,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::render::{DRIVER_NAME, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{DRIVER_NAME, LABEL_MANAGED_BY, MANAGER, ServiceMonitor, VolumeSnapshotClass};
 
 /// What a kind's cache holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,13 @@ pub struct ChildKind {
 }
 
 impl ChildKind {
+    /// A kind of an API the cluster may not serve (the snapshot API, the Prometheus Operator's
+    /// ServiceMonitor): its watch fails while the CRD is absent, which is no sign of an API
+    /// server restart, and its cache must not hold up readiness.
+    pub fn optional_api(&self) -> bool {
+        self.resource.group == VolumeSnapshotClass::group(&()) || self.resource.group == ServiceMonitor::group(&())
+    }
+
     /// The field selector every read of this kind carries: the one CSIDriver is read by name, so
     /// RBAC (which authorises a list or watch with `fieldSelector=metadata.name=X` as a request
     /// for X) can limit even its list and watch to `ebs.csi.aws.com`.
@@ -85,6 +92,7 @@ pub fn child_kinds() -> Vec<ChildKind> {
         kind::<Service>(true, Metadata),
         kind::<DaemonSet>(true, Cached::DaemonSet),
         kind::<NetworkPolicy>(true, Metadata),
+        kind::<ServiceMonitor>(true, Metadata),
         whole::<StorageClass>(),
         whole::<VolumeSnapshotClass>(),
         kind::<VolumeAttributesClass>(false, Metadata),

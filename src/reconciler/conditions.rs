@@ -190,6 +190,9 @@ pub struct Observed {
     /// `spec.snapshots.controller.enabled` is false (a previous SnapshotController condition then
     /// says the CRDs are kept).
     pub snapshot_controller_disabled: bool,
+    /// `spec.metrics.serviceMonitor` is enabled: whether the cluster serves ServiceMonitors, and
+    /// the ServiceMonitors rendered. None when they are not asked for.
+    pub service_monitors: Option<(bool, Vec<String>)>,
     /// The storage.k8s.io version serving VolumeAttributesClass, None when none does.
     pub volume_attributes_class_api: Option<&'static str>,
     /// Classes the spec asks for, those rendered, and those kept after removal (with their users).
@@ -619,6 +622,28 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
     });
     out.extend(snapshot_controller(o, old));
     out.push(volume_attributes_classes(o));
+    match &o.service_monitors {
+        Some((true, names)) => out.push(Cond::new(
+            SERVICE_MONITOR,
+            true,
+            "Created",
+            format!(
+                "monitoring.coreos.com/v1 is served: ServiceMonitors {} scrape the driver's metrics Services.",
+                names.join(", ")
+            ),
+        )),
+        Some((false, _)) => out.push(Cond::new(
+            SERVICE_MONITOR,
+            false,
+            "NotServed",
+            "spec.metrics.serviceMonitor.enabled is true but the cluster serves no monitoring.coreos.com/v1 \
+            ServiceMonitor: install the Prometheus Operator's CRDs (prometheus-operator's bundle.yaml or the \
+            kube-prometheus-stack chart); the ServiceMonitors are created as soon as \
+            servicemonitors.monitoring.coreos.com exists. Nothing else is affected: the metrics Services and their \
+            prometheus.io annotations are in place.",
+        )),
+        None => {}
+    }
     match (&o.missing_pull_secrets, &o.pull_secret_check_error) {
         (_, Some(err)) => out.push(Cond::unknown(
             PULL_SECRETS,

@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 
 use crate::aws::AwsStatusStore;
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
+use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use caches::{Cached, ChildCaches, KindStore, child_kinds};
@@ -62,6 +62,8 @@ pub const FINALIZER: &str = "csi.hardened.dev/cleanup";
 pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 /// The snapshot API's CRD whose presence decides the snapshotter and VolumeSnapshotClasses.
 pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
+/// The Prometheus Operator's CRD whose presence decides the driver's ServiceMonitors.
+pub use crate::render::service_monitor::SERVICE_MONITOR_CRD;
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
 pub const RESYNC: Duration = Duration::from_secs(600);
 /// A status change that is only progress (replica counts, a node joining: see
@@ -149,10 +151,12 @@ pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
     let version = kubernetes_version(client).await?.unwrap_or((1, 33));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let snapshot_api = crds.get_metadata_opt(SNAPSHOT_CRD).await.map_err(Error::Discovery)?.is_some();
+    let service_monitor_api = crds.get_metadata_opt(SERVICE_MONITOR_CRD).await.map_err(Error::Discovery)?.is_some();
     let volume_attributes_class_api = volume_attributes_class_api(client).await?;
     Ok(Capabilities {
         kubernetes_version: version,
         snapshot_api,
+        service_monitor_api,
         volume_attributes_class_api,
         identity_secret_version: None,
         foreign_snapshot_stack: false,
@@ -206,7 +210,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         let name = kind.resource.kind.clone();
         // The snapshot API's (and an unserved VolumeAttributesClass's) watch fails for as long as
         // the API is not installed: not a sign of an API server restart.
-        let absent_api = kind.resource.group == VolumeSnapshotClass::group(&()) || (is_vac && vac_api.is_none());
+        let absent_api = kind.optional_api() || (is_vac && vac_api.is_none());
         let errors = (!absent_api).then(|| watch_errors.clone());
         let store = match kind.cached {
             Cached::Deployment => {
@@ -242,7 +246,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 );
                 // The snapshot API and VolumeAttributesClass may be absent; their caches must not
                 // hold up readiness.
-                if kind.resource.group != VolumeSnapshotClass::group(&()) && !(is_vac && vac_api.is_none()) {
+                if !absent_api {
                     syncs.push(Box::pin(synced_named(reader.clone(), name.clone())));
                 }
                 KindStore::Meta(reader)
@@ -252,7 +256,11 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
-    let capability_watch = watch_snapshot_api(client.clone(), caps.clone(), all_tx.clone());
+    let snapshot_watch =
+        watch_api_crd(client.clone(), SNAPSHOT_CRD, caps.clone(), all_tx.clone(), |c| &mut c.snapshot_api);
+    let service_monitor_watch = watch_api_crd(client.clone(), SERVICE_MONITOR_CRD, caps.clone(), all_tx.clone(), |c| {
+        &mut c.service_monitor_api
+    });
     let version_watch =
         rediscover_version(client.clone(), caps.clone(), all_tx, opts.discovery_interval, watch_errors.clone());
     controller = controller.reconcile_all_on(tokio_stream(all_rx));
@@ -314,7 +322,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     );
     tokio::select! {
         _ = run => {}
-        _ = capability_watch => {}
+        _ = snapshot_watch => {}
+        _ = service_monitor_watch => {}
         _ = version_watch => {}
     }
     Ok(())
@@ -406,10 +415,17 @@ fn tokio_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Ite
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Follows the snapshot CRD: when the snapshot API appears or goes, every driver re-renders.
-async fn watch_snapshot_api(client: Client, caps: Arc<RwLock<Capabilities>>, all: mpsc::Sender<()>) {
+/// Follows the CRD `crd` of an optional API (the snapshot API, ServiceMonitors), watched by name:
+/// when it appears or goes, `flag` of the capabilities follows and every driver re-renders.
+async fn watch_api_crd(
+    client: Client,
+    crd: &'static str,
+    caps: Arc<RwLock<Capabilities>>,
+    all: mpsc::Sender<()>,
+    flag: fn(&mut Capabilities) -> &mut bool,
+) {
     let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={SNAPSHOT_CRD}"));
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={crd}"));
     let (reader, writer) = reflector::store();
     let mut events = reflector::reflector(writer, watcher(api, cfg)).default_backoff().boxed();
     while let Some(ev) = events.next().await {
@@ -417,10 +433,9 @@ async fn watch_snapshot_api(client: Client, caps: Arc<RwLock<Capabilities>>, all
             continue;
         }
         let present = !reader.state().is_empty();
-        let changed =
-            caps.write().map(|mut c| std::mem::replace(&mut c.snapshot_api, present) != present).unwrap_or(false);
+        let changed = caps.write().map(|mut c| std::mem::replace(flag(&mut c), present) != present).unwrap_or(false);
         if changed {
-            tracing::info!(snapshot_api = present, "snapshot API changed; re-rendering every driver");
+            tracing::info!(crd, present, "an optional API changed; re-rendering every driver");
             let _ = all.send(()).await;
         }
     }

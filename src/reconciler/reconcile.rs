@@ -239,6 +239,11 @@ async fn apply_children(
     observed.volume_snapshot_classes = names_of(&VolumeSnapshotClass::kind(&()));
     observed.volume_attributes_classes = names_of(&VolumeAttributesClass::kind(&()));
     observed.requested_volume_attributes_classes = hcd.spec.volume_attributes_classes.len();
+    let metrics = &hcd.spec.metrics;
+    if metrics.enabled && metrics.service_monitor.enabled {
+        let served = ctx.capabilities().service_monitor_api;
+        observed.service_monitors = Some((served, names_of(&render::ServiceMonitor::kind(&()))));
+    }
     // Foreign objects the spec lets us take over are applied over; a foreign class the spec does
     // not let us take over blocks that class only; any other foreign object blocks the driver.
     let survey = children::survey(&ctx.client, &ctx.caches, children, &name, uid).await?;

@@ -450,7 +450,17 @@ fn service_port(name: &str, number: i32) -> ServicePort {
 }
 
 /// The controller's metrics: the driver (3301, what the annotations point at) and each sidecar.
-fn metrics_service(ctx: &RenderCtx) -> Service {
+/// The label that tells the two metrics Services apart (upstream's `app: <Service name>`), which
+/// their ServiceMonitors select.
+pub const SERVICE_APP_LABEL: &str = "app";
+
+fn service_meta(ctx: &RenderCtx, name: &str, port: i32) -> ObjectMeta {
+    let mut meta = ObjectMeta { annotations: scrape_annotations(ctx, port), ..ctx.ns_meta(name) };
+    meta.labels.get_or_insert_default().insert(SERVICE_APP_LABEL.to_string(), name.to_string());
+    meta
+}
+
+pub(crate) fn metrics_service(ctx: &RenderCtx) -> Service {
     let mut ports = vec![service_port("metrics", METRICS_PORT)];
     for (name, _, number) in SIDECAR_HEALTH_PORTS {
         if name == "csi-snapshotter" && !ctx.caps.snapshot_api {
@@ -461,7 +471,7 @@ fn metrics_service(ctx: &RenderCtx) -> Service {
     }
     ports.push(service_port("metrics-liveness", LIVENESS_METRICS_PORT));
     Service {
-        metadata: ObjectMeta { annotations: scrape_annotations(ctx, METRICS_PORT), ..ctx.ns_meta(NAME) },
+        metadata: service_meta(ctx, NAME, METRICS_PORT),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels()),
             ports: Some(ports),
@@ -473,10 +483,10 @@ fn metrics_service(ctx: &RenderCtx) -> Service {
 }
 
 /// The node plugin's metrics, answered by the pod on the scraping node only.
-fn node_metrics_service(ctx: &RenderCtx) -> Service {
+pub(crate) fn node_metrics_service(ctx: &RenderCtx) -> Service {
     let name = super::node_daemonset::NAME;
     Service {
-        metadata: ObjectMeta { annotations: scrape_annotations(ctx, NODE_METRICS_PORT), ..ctx.ns_meta(name) },
+        metadata: service_meta(ctx, name, NODE_METRICS_PORT),
         spec: Some(ServiceSpec {
             selector: Some(super::node_daemonset::selector_labels()),
             ports: Some(vec![service_port("metrics", NODE_METRICS_PORT)]),

@@ -6,8 +6,9 @@
 //! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
 //! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
 //! `classes` (StorageClasses, VolumeSnapshotClasses), `volume_attributes_classes`,
-//! `network_policy`, `snapshot_controller`; `pod` holds what both pod templates share and `images` resolves image
-//! references (the release of `spec.version`, from `crd::versions`).
+//! `network_policy`, `snapshot_controller`, `service_monitor`; `pod` holds what both pod
+//! templates share and `images` resolves image references (the release of `spec.version`, from
+//! `crd::versions`).
 
 mod classes;
 pub mod controller_deployment;
@@ -17,10 +18,12 @@ pub mod network_policy;
 pub mod node_daemonset;
 mod pod;
 pub mod rbac;
+pub mod service_monitor;
 pub mod snapshot_controller;
 pub mod volume_attributes_classes;
 
 pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
+pub use service_monitor::ServiceMonitor;
 
 use std::collections::BTreeMap;
 
@@ -56,6 +59,8 @@ pub struct Capabilities {
     pub kubernetes_version: (u32, u32),
     /// `snapshot.storage.k8s.io/v1` VolumeSnapshotClasses are served.
     pub snapshot_api: bool,
+    /// The Prometheus Operator's `monitoring.coreos.com/v1` ServiceMonitor is served.
+    pub service_monitor_api: bool,
     /// The storage.k8s.io version serving VolumeAttributesClasses (`v1`, else `v1beta1`), None
     /// when the cluster serves none (before 1.34 unless its beta API is enabled).
     pub volume_attributes_class_api: Option<&'static str>,
@@ -73,6 +78,7 @@ impl Default for Capabilities {
         Self {
             kubernetes_version: (1, 33),
             snapshot_api: true,
+            service_monitor_api: true,
             volume_attributes_class_api: None,
             identity_secret_version: None,
             foreign_snapshot_stack: false,
@@ -161,6 +167,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.extend(snapshot_controller::build(&ctx));
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
+    children.extend(service_monitor::build(&ctx).into_iter().map(Child::new));
     children.extend(classes::build(&ctx));
     children.extend(volume_attributes_classes::build(&ctx));
     for c in &mut children {

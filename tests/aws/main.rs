@@ -13,6 +13,7 @@ mod mocked;
 mod moto_doctor;
 mod moto_inventory;
 mod poller;
+mod tls_path;
 
 use std::sync::Arc;
 

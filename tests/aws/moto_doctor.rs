@@ -139,6 +139,43 @@ async fn doctor_with_role_arn_assumes_the_role_with_the_callers_credentials() {
     );
 }
 
+/// `--sts-endpoint` (`spec.aws.stsEndpoint`) takes every STS call, AssumeRole of `--role-arn`
+/// included, away from `--endpoint-url`: with a second moto as STS the role is assumed there; with
+/// an STS endpoint nobody answers, the role cannot be assumed although EC2's endpoint works.
+#[tokio::test]
+async fn doctor_with_role_arn_assumes_the_role_at_the_sts_endpoint() {
+    let moto = Moto::start().await;
+    let sts = Moto::start().await;
+    let role = "arn:aws:iam::123456789012:role/ebs-csi-driver";
+    let mut a = args(&moto, None, OutputFormat::Json);
+    a.role_arn = Some(role.into());
+    a.sts_endpoint = Some(sts.url.clone());
+    let mut out = Vec::new();
+    let code = run_doctor_with(a.clone(), moto::static_credentials(), None, &mut out).await.expect("doctor runs");
+    let status: AwsStatus = serde_json::from_slice(&out).expect("AwsStatus JSON");
+    assert_eq!(code, doctor::EXIT_OK, "{status:?}");
+    assert!(!status.zones.is_empty(), "{status:?}");
+    assert!(
+        status.permissions.principal_arn.as_deref().is_some_and(|a| a.contains("assumed-role/ebs-csi-driver/")),
+        "{:?}",
+        status.permissions.principal_arn
+    );
+
+    // Nothing listens there: nothing is assumed, and the report says it is AWS that failed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let dead = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let mut out = Vec::new();
+    let a = doctor::DoctorArgs { sts_endpoint: Some(dead), ..a };
+    let code = run_doctor_with(a, moto::static_credentials(), None, &mut out).await.expect("doctor runs");
+    let status: AwsStatus = serde_json::from_slice(&out).expect("AwsStatus JSON");
+    assert_ne!(code, doctor::EXIT_OK, "{status:?}");
+    assert!(status.permissions.principal_arn.is_none(), "{status:?}");
+    // EC2 (at --endpoint-url, which answers) is called as the role, and the role is not assumed
+    // there either: no zones.
+    assert!(status.zones.is_empty(), "EC2 answered with credentials not assumed at the STS endpoint: {status:?}");
+}
+
 #[tokio::test]
 async fn doctor_exits_non_zero_when_permissions_are_missing_and_rejects_bad_arguments() {
     let mut f = Fake::new(2, 1);

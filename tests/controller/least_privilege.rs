@@ -218,9 +218,9 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
 }
 
 /// One full lifecycle as the operator's identity: leader election, create (with pull Secrets, a
-/// CA bundle, a metrics Service, classes, the snapshot stack), the IRSA token, the AWS client with
-/// the CA bundle, an update that recreates a class, pruning, a deletion held by the volume guard
-/// and then forced. Afterwards every grant of the chart's RBAC
+/// CA bundle, metrics Services and their ServiceMonitors, classes, the snapshot stack), the IRSA
+/// token, the AWS client with the CA bundle, an update that recreates a class, pruning, a deletion
+/// held by the volume guard and then forced. Afterwards every grant of the chart's RBAC
 /// must have been used: a grant no part of the operator needs fails here.
 #[tokio::test]
 async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
@@ -239,6 +239,9 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     let election = LeaderElection::start(h.operator.clone(), settings, metrics);
     wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
     let crds: Api<CustomResourceDefinition> = Api::all(h.client.clone());
+    // The Prometheus Operator's ServiceMonitor CRD: the driver's ServiceMonitors are created, then
+    // pruned with the metrics.
+    crds.create(&PostParams::default(), &super::support::service_monitor_crd()).await.expect("ServiceMonitor CRD");
 
     // What an earlier version left: our CSIDriver without fsGroupPolicy (immutable), so the
     // create recreates it (read by name, deleted, applied).
@@ -260,7 +263,7 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     let mut s = spec();
     s["images"] = json!({"pullSecrets": [super::support::PULL_SECRET, "dhi-pull"]});
     s["aws"]["caBundle"] = json!({"name": super::support::CA_BUNDLE});
-    s["metrics"] = json!({"enabled": true});
+    s["metrics"] = json!({"enabled": true, "serviceMonitor": {"enabled": true}});
     s["snapshots"] = json!({"controller": {"enabled": true}});
     s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
     s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}, {"name": "archive"}]);
@@ -269,6 +272,7 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     h.create_driver(DRIVER, s.clone()).await;
     ready(&h).await;
     h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
+    h.wait_condition(DRIVER, "ServiceMonitor", "True").await;
     h.wait_condition(DRIVER, "SnapshotController", "True").await;
     assert!(crds.get_opt(VolumeSnapshotContent::crd_name()).await.expect("get").is_some(), "the operator's CRD");
 
@@ -320,7 +324,7 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
         DRIVER,
         json!({"storageClasses": s["storageClasses"], "volumeSnapshotClasses":
         s["volumeSnapshotClasses"], "volumeAttributesClasses": s["volumeAttributesClasses"],
-        "metrics": {"enabled": false}}),
+        "metrics": {"enabled": false, "serviceMonitor": {"enabled": false}}}),
     )
     .await;
     let sc = h.dynamic("storage.k8s.io/v1", "StorageClass", "storageclasses", None);

@@ -6,6 +6,7 @@ mod faults;
 mod hostile;
 mod journeys;
 mod least_privilege;
+mod monitoring;
 mod snapshots;
 mod storage;
 mod support;

@@ -355,3 +355,26 @@ pub fn snapshot_crd() -> CustomResourceDefinition {
     }))
     .expect("snapshot CRD")
 }
+
+/// The Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com/v1), as its bundle installs
+/// it (schema reduced to an open object: the operator's objects are checked against the real one
+/// in tests/manifests/test_monitoring.py).
+pub fn service_monitor_crd() -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors",
+                      "singular": "servicemonitor", "categories": ["prometheus-operator"], "shortNames": ["smon"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}
+            }]
+        }
+    }))
+    .expect("ServiceMonitor CRD")
+}

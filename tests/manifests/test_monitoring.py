@@ -14,7 +14,7 @@ import subprocess
 import promql_parser
 import pytest
 
-from support import CHART, REPO, VALUE_SETS, chart_docs
+from support import CHART, EXAMPLES, REPO, VALUE_SETS, chart_docs, render_example
 
 NPM = REPO / "tests" / "manifests" / "npm"
 REQUIRED_ALERTS = {
@@ -127,3 +127,27 @@ def test_grafana_dashboard_parses_and_every_query_parses():
 def test_monitoring_objects_are_off_by_default():
     kinds = {(d["kind"], d["metadata"]["name"]) for d in chart_docs({})}
     assert not [k for k in kinds if k[0] == "PrometheusRule" or k[1].endswith("-dashboard")], kinds
+
+
+def test_driver_service_monitors_pass_the_operator_schema_and_select_their_services():
+    """`spec.metrics.serviceMonitor` of deploy/examples/full.yaml: one ServiceMonitor per metrics
+    Service, valid for the Prometheus Operator, selecting exactly its Service (by labels, in its
+    namespace) and scraping every port that Service names."""
+    docs = render_example(EXAMPLES / "full.yaml")
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceMonitor"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert set(monitors) == set(services) == {"ebs-csi-controller", "ebs-csi-node"}
+    assert schema_errors(list(monitors.values())) == ["ok"] * len(monitors)
+    for name, sm in monitors.items():
+        assert sm["metadata"]["labels"]["release"] == "prometheus"
+        selected = [s for s in services.values()
+                    if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+                    and s["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]]
+        assert [s["metadata"]["name"] for s in selected] == [name]
+        ports = [p["name"] for p in services[name]["spec"]["ports"]]
+        assert [e["port"] for e in sm["spec"]["endpoints"]] == ports
+        assert {e["interval"] for e in sm["spec"]["endpoints"]} == {"30s"}
+    # Without the Prometheus Operator's CRD (render --no-service-monitor-api): none, and the rest unchanged.
+    without = render_example(EXAMPLES / "full.yaml", "--no-service-monitor-api")
+    assert not [d for d in without if d["kind"] == "ServiceMonitor"]
+    assert [d for d in without] == [d for d in docs if d["kind"] != "ServiceMonitor"]

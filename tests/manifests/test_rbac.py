@@ -286,8 +286,10 @@ RESOURCES = {
     "CSIDriver": ("storage.k8s.io", "csidrivers"),
     "StorageClass": ("storage.k8s.io", "storageclasses"),
     "VolumeSnapshotClass": ("snapshot.storage.k8s.io", "volumesnapshotclasses"),
+    "VolumeAttributesClass": ("storage.k8s.io", "volumeattributesclasses"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
 }
 
 
@@ -302,8 +304,8 @@ def test_operator_may_apply_watch_and_prune_every_rendered_object(example):
         group, resource = RESOURCES[doc["kind"]]
         name = doc["metadata"]["name"]
         held = driver if doc["metadata"].get("namespace") else cluster
-        # VolumeSnapshotClasses are cached whole and never recreated (v8's CRD has no immutable
-        # field), so the operator holds no `get` on them (src/commands/operator_rbac.rs).
+        # A VolumeSnapshotClass is cached whole (existence is known without a read) and never
+        # recreated (external-snapshotter v8's CRD has no immutable field): no `get` is needed.
         verbs = ("create", "patch", "delete") if doc["kind"] == "VolumeSnapshotClass" else (
             "get", "create", "patch", "delete")
         for verb in verbs:

@@ -65,12 +65,14 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   verbs: ["get"]
   resourceNames:
     - snapshot-controller-role
-# Whether the snapshot API is installed: its one CRD, by name (read only).
+# Whether the snapshot API and the Prometheus Operator's ServiceMonitor are installed: their CRDs,
+# by name (read only).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
   resourceNames:
     - volumesnapshotclasses.snapshot.storage.k8s.io
+    - servicemonitors.monitoring.coreos.com
 # spec.snapshots.controller: read the three snapshot CRDs (whose they are, their bundle) and apply
 # the shipped ones where absent, server-side by name. No delete: that would delete every VolumeSnapshot.
 - apiGroups: ["apiextensions.k8s.io"]
@@ -170,6 +172,16 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
     - ebs-csi-node
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["list", "watch"]
+# The driver's ServiceMonitors (spec.metrics.serviceMonitor), one per metrics Service.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - ebs-csi-controller
+    - ebs-csi-node
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
   verbs: ["list", "watch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]

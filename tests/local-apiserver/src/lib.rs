@@ -26,6 +26,8 @@
 //!   the kubelet stand-in);
 //! - authentication and RBAC (`auth`, off unless [`Authorization::Rbac`]): tokens, impersonation,
 //!   the RBAC evaluator, escalation checks, the reviews, https, the access audit;
+//! - beside the server: `tls_standin` (an HTTPS endpoint with its own CA in front of moto, and a
+//!   CONNECT proxy), for the operator's AWS proxy and CA-bundle path;
 //! - test controls: `faults`, `counters`, the Kubernetes version (`discovery::version_control` serves
 //!   `/local-apiserver/version`; the registry serves the versioned built-in APIs of the version).
 
@@ -61,6 +63,7 @@ mod selectors;
 mod server;
 mod store;
 mod table;
+pub mod tls_standin;
 mod tokens;
 mod validation;
 mod watch;
