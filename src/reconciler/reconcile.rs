@@ -82,6 +82,14 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    // The snapshot API appeared while running (the operator applied its CRDs, or someone did): the
+    // VolumeSnapshotClass cache lists it on its watch's next retry. Until it has, existence of a
+    // class cannot be told without a read the operator's RBAC does not grant: wait, touching nothing.
+    let vsc = <crate::render::VolumeSnapshotClass as Resource>::kind(&()).to_string();
+    if caps.snapshot_api && ctx.caches.by_kind.get(&vsc).is_some_and(|(_, store)| !store.synced()) {
+        tracing::debug!(driver = %name, "waiting for the VolumeSnapshotClass cache to list");
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     // The grace period of the health rules; an unreadable spec keeps the last one.
     if let Some(d) = obj.data.pointer("/spec/health/degradedAfter").and_then(Value::as_str)
         && let Ok(d) = d.parse::<crate::crd::SpecDuration>()
