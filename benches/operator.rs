@@ -157,6 +157,10 @@ async fn process_part() {
     let idle = process_figures(0, 0).await;
     figure("startup_to_ready_ms", idle.startup_ms, "ms");
     figure("rss_idle_mib", idle.rss_mib, "MiB");
+    if let Some(per_hour) = idle.requests_per_hour {
+        // The same watches as the scale scenario, on a cluster of no nodes: what a quiet hour costs.
+        figure("api_requests_per_hour_idle", per_hour, "requests");
+    }
     let big = process_figures(10_000, 5_000).await;
     figure("aws_requests_per_refresh", big.aws_requests as f64, "requests");
     // With a clusterId each cluster tag is its own scope query (the fake tags 3 in 4 items with
@@ -179,6 +183,7 @@ struct ProcessFigures {
     rss_mib: f64,
     peak_rss_mib: f64,
     aws_requests: usize,
+    requests_per_hour: Option<f64>,
 }
 
 /// Runs the operator binary (`BENCH_BIN`, default: this profile's build) against a fresh local
@@ -212,6 +217,8 @@ async fn process_figures(volumes: usize, snapshots: usize) -> ProcessFigures {
     let aws_requests = fake.requests().len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_mib, peak_rss_mib) = op.rss();
+    let requests_per_hour =
+        if volumes == 0 { Some(scale::requests_per_hour(&server, &drivers, "idle").await) } else { None };
     op.stop().await;
-    ProcessFigures { startup_ms, rss_mib, peak_rss_mib, aws_requests }
+    ProcessFigures { startup_ms, rss_mib, peak_rss_mib, aws_requests, requests_per_hour }
 }

@@ -620,6 +620,12 @@ fn cases() -> Vec<Bad> {
             rule(rules::STS_ENDPOINT),
         ),
         bad(
+            json!({"aws": {"kmsEndpoint": "kms.us-east-1.amazonaws.com"}}),
+            "spec.aws.kmsEndpoint",
+            "spec.aws.kmsEndpoint",
+            rule(rules::KMS_ENDPOINT),
+        ),
+        bad(
             json!({"aws": {"identity": {"secretRef": {"name": "keys", "keyId": "key id"}}}}),
             "spec.aws.identity.secretRef.keyId",
             "spec.aws.identity.secretRef.keyId",
@@ -980,6 +986,19 @@ fn operator_references() -> BTreeSet<String> {
     let hcd = parse::from_value(object("ebs", &all)).expect("parses");
     let children = render::render(&hcd, &Capabilities::default()).expect("renders");
     expanded_strings(&children).iter().flat_map(|(_, s)| references(s)).collect()
+}
+
+#[test]
+fn the_kms_endpoint_is_the_operators_own_and_never_reaches_the_driver() {
+    let spec = json!({"aws": {"stsEndpoint": "https://sts.vpce-1.example.com",
+        "kmsEndpoint": "https://kms.vpce-1.example.com"}});
+    let hcd = parse::from_value(object("ebs", &spec)).expect("parses");
+    assert_eq!(hcd.spec.aws.kms_endpoint.as_deref(), Some("https://kms.vpce-1.example.com"));
+    let children = render::render(&hcd, &Capabilities::default()).expect("renders");
+    let text = serde_json::to_string(&children.iter().map(|c| &c.object).collect::<Vec<_>>()).expect("JSON");
+    // The STS endpoint is passed to the driver (AWS_ENDPOINT_URL_STS); the KMS one is not.
+    assert!(text.contains("sts.vpce-1.example.com"), "the driver gets its STS endpoint");
+    assert!(!text.contains("kms.vpce-1.example.com"), "the driver never calls KMS: {text}");
 }
 
 #[test]

@@ -178,6 +178,69 @@ pub enum Verdict {
     Undecided(String),
 }
 
+/// A KMS operation the driver's volumes need on a key, probed with `DryRun=true` as the driver's
+/// identity (KMS answers `DryRunOperationException` when it would have succeeded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KmsProbe {
+    /// GenerateDataKeyWithoutPlaintext, what EC2 asks for a new encrypted volume; the canary (if
+    /// an endpoint performed it, it would return an encrypted data key and change nothing).
+    GenerateDataKey,
+    /// CreateGrant for the caller itself, with the operations EC2's own grants carry; sent only
+    /// after the canary answered DryRunOperation (performed, it would leave a grant behind).
+    CreateGrant,
+    Encrypt,
+    /// Decrypt and ReEncrypt need a ciphertext of the key: the probe sends a placeholder, and KMS
+    /// may answer `InvalidCiphertextException` instead of deciding (reported as unverified).
+    Decrypt,
+    ReEncrypt,
+}
+
+impl KmsProbe {
+    /// The KMS API operation name (also the metrics `operation` label).
+    pub fn operation(self) -> &'static str {
+        match self {
+            KmsProbe::GenerateDataKey => "GenerateDataKeyWithoutPlaintext",
+            KmsProbe::CreateGrant => "CreateGrant",
+            KmsProbe::Encrypt => "Encrypt",
+            KmsProbe::Decrypt => "Decrypt",
+            KmsProbe::ReEncrypt => "ReEncrypt",
+        }
+    }
+
+    /// The IAM action(s) the verdict decides.
+    pub fn actions(self) -> &'static [&'static str] {
+        match self {
+            KmsProbe::GenerateDataKey => &["kms:GenerateDataKey*"],
+            KmsProbe::CreateGrant => &["kms:CreateGrant"],
+            KmsProbe::Encrypt => &["kms:Encrypt"],
+            KmsProbe::Decrypt => &["kms:Decrypt"],
+            KmsProbe::ReEncrypt => &["kms:ReEncrypt*"],
+        }
+    }
+}
+
+/// What DescribeKey said of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KmsKey {
+    pub arn: String,
+    /// KeyState: Enabled, Disabled, PendingDeletion, PendingImport, Unavailable, ...
+    pub state: String,
+    /// KeyManager: AWS or CUSTOMER.
+    pub manager: String,
+    /// KeySpec (SYMMETRIC_DEFAULT for what EBS can use).
+    pub spec: String,
+    /// KeyUsage (ENCRYPT_DECRYPT for what EBS can use).
+    pub usage: String,
+}
+
+/// A KMS answer: the verdict and, for a denial, AWS's message (which says whether an
+/// identity-based or the resource-based policy, the key policy, denied it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsAnswer {
+    pub verdict: Verdict,
+    pub message: String,
+}
+
 /// The identity whose permissions are probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -340,6 +403,12 @@ pub trait AwsApi: Send + Sync {
     fn default_kms_key_id(&self) -> BoxFuture<'_, Result<String, AwsError>>;
     /// One DryRun probe.
     fn probe(&self, probe: &Probe) -> BoxFuture<'_, Result<Verdict, AwsError>>;
+    /// DescribeKey of a key ID, alias or ARN, as the probed identity. A denial is an `Ok` answer
+    /// with `Verdict::Denied` (the key's metadata stays unknown).
+    fn describe_key(&self, key: &str) -> BoxFuture<'_, Result<Result<KmsKey, KmsAnswer>, AwsError>>;
+    /// One KMS DryRun probe on `key` (a key ARN) as the probed identity; `grantee` is the
+    /// principal a CreateGrant probe names (the caller itself).
+    fn kms_probe(&self, probe: KmsProbe, key: &str, grantee: &str) -> BoxFuture<'_, Result<KmsAnswer, AwsError>>;
     /// First page of ListSnapshotBlocks (EBS direct API): the number of blocks listed.
     /// Best effort: one attempt, no retries.
     fn list_snapshot_blocks(&self, snapshot_id: &str) -> BoxFuture<'_, Result<u64, AwsError>>;

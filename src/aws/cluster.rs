@@ -11,13 +11,12 @@ use k8s_openapi::api::storage::v1::{VolumeAttachment, VolumeAttachmentSource, Vo
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResource;
 use kube::api::Api;
-use kube::runtime::watcher;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::inventory::{ClusterView, NodeFacts, VolumeAttachmentFacts, instance_of};
-use super::pv_watch::{CompactWatch, PvWatch};
-use crate::render::DRIVER_NAME;
+use super::pv_watch::{CompactWatch, PvWatch, Task, crd_gate};
+use crate::render::{DRIVER_NAME, SNAPSHOT_CRD};
 
 /// snapshot.storage.k8s.io/v1 VolumeSnapshotContent, the fields the inventory reads.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -127,18 +126,22 @@ pub struct ClusterWatches {
     attachments: CompactWatch<VolumeAttachment>,
     nodes: CompactWatch<Node>,
     snapshot_contents: CompactWatch<VolumeSnapshotContent>,
+    /// The watch of the snapshot API's CRD that gates `snapshot_contents`.
+    _snapshot_api: Task,
 }
 
 impl ClusterWatches {
     pub fn start(client: kube::Client) -> Self {
-        let cfg = watcher::Config::default;
+        let cfg = super::pv_watch::watcher_config;
+        // Without the snapshot API nothing serves VolumeSnapshotContents: their watch waits for
+        // the CRD (instead of failing every 30 s), and the snapshot leak check reports not checked.
+        let (snapshot_api, watch_crd) = crd_gate(client.clone(), SNAPSHOT_CRD, false);
         Self {
             pvs: PvWatch::start(client.clone()),
             attachments: CompactWatch::start(Api::all(client.clone()), cfg(), trim_volume_attachment),
             nodes: CompactWatch::start(Api::all(client.clone()), cfg(), trim_node),
-            // Absent without the snapshot CRDs: the watch then retries with backoff and the
-            // snapshot leak check reports not checked.
-            snapshot_contents: CompactWatch::start(Api::all(client), cfg(), trim_snapshot_content),
+            snapshot_contents: CompactWatch::start_gated(Api::all(client), cfg(), trim_snapshot_content, snapshot_api),
+            _snapshot_api: Task(tokio::spawn(watch_crd)),
         }
     }
 

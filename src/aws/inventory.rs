@@ -19,7 +19,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::api::{AwsApi, AwsError, ErrorClass, Filter, Principal, Snapshot, Verdict, Volume};
-use super::preflight::{self, Targets};
+use super::preflight::{self, KmsUse, Targets};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
 use crate::crd::PermissionReport;
 use crate::crd::{
@@ -33,7 +33,9 @@ pub const ORPHANS_LISTED: usize = 20;
 pub const LISTED: usize = 20;
 
 /// Requests of a refresh besides the Describe pages: GetCallerIdentity, DescribeAvailabilityZones,
-/// GetEbsEncryptionByDefault, GetEbsDefaultKmsKeyId and the DryRun probes.
+/// GetEbsEncryptionByDefault, GetEbsDefaultKmsKeyId and the DryRun probes. The KMS preflight adds
+/// at most `preflight::kms_requests_per_key()` per distinct customer managed key the
+/// StorageClasses name (none for the AWS managed `aws/ebs`).
 pub fn fixed_requests() -> usize {
     4 + preflight::probe_count()
 }
@@ -64,6 +66,8 @@ pub struct RefreshParams {
     pub stuck_threshold: Duration,
     /// Read the newest completed snapshot through the EBS direct API.
     pub verify_snapshots: bool,
+    /// The KMS keys the StorageClasses encrypt with, probed with the preflight.
+    pub kms: KmsUse,
 }
 
 impl Default for RefreshParams {
@@ -73,6 +77,7 @@ impl Default for RefreshParams {
             orphan_grace: Duration::from_secs(3600),
             stuck_threshold: Duration::from_secs(900),
             verify_snapshots: false,
+            kms: KmsUse::default(),
         }
     }
 }
@@ -85,6 +90,7 @@ impl RefreshParams {
             orphan_grace: spec.inventory.orphan_grace_period.get(),
             stuck_threshold: spec.inventory.stuck_threshold.get(),
             verify_snapshots: spec.inventory.verify_snapshots,
+            kms: KmsUse::from_classes(&spec.storage_classes),
         }
     }
 
@@ -293,13 +299,10 @@ async fn collect(
             None
         }
     };
-    let kms = match api.default_kms_key_id().await {
-        Ok(k) => Some(k),
-        Err(e) => {
-            tracing::debug!(code = %e.code, "default EBS KMS key unknown");
-            None
-        }
-    };
+    let kms = api.default_kms_key_id().await.map_err(|e| {
+        tracing::debug!(code = %e.code, "default EBS KMS key unknown");
+        e.code
+    });
 
     let queries = params.scope_queries();
     let mut volumes = Vec::new();
@@ -348,6 +351,10 @@ async fn collect(
             let targets = targets(params, &zones, &volumes, &snapshots, cluster);
             let mut report = preflight::run(api, &targets, &partial.known, who.description.clone()).await?;
             report.principal_arn = who.arn.clone();
+            if !params.kms.is_empty() {
+                let default_key = kms.as_deref().map_err(String::as_str);
+                preflight::kms_run(api, &params.kms, default_key, who.arn.as_deref(), &mut report).await?;
+            }
             report
         }
     };
@@ -368,7 +375,7 @@ async fn collect(
         fips_endpoints: api.fips(),
         zones,
         encryption_by_default: encryption,
-        default_kms_key_id: kms,
+        default_kms_key_id: kms.ok(),
         volumes: volume_inventory(&volumes),
         orphaned: orphan_report(&volumes, params, cluster, now),
         leaks: leaks(&volumes, &snapshots, params, cluster, now),

@@ -162,6 +162,7 @@ impl SdkFactory {
             endpoint_url: self.settings.endpoint_url.clone(),
             ec2_endpoint: spec.aws.ec2_endpoint.clone(),
             sts_endpoint: spec.aws.sts_endpoint.clone(),
+            kms_endpoint: spec.aws.kms_endpoint.clone(),
             fips: spec.fips,
             // The driver's proxy is the operator's too: both reach the same AWS endpoints.
             proxy: spec

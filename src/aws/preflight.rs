@@ -17,10 +17,22 @@
 //! performed a DryRun call stops every further probe, and the report says so. Probes aim only at
 //! volumes attached to nothing and completed snapshots (`inventory::targets`); AttachVolume aims
 //! at a real instance of the cluster from a Node's providerID, so EC2 decides it.
+//!
+//! KMS (`kms_run`): for every key a StorageClass encrypts with (its `kmsKeyId`, or the account's
+//! default EBS key from GetEbsDefaultKmsKeyId for an encrypted class without one), one DescribeKey
+//! (the key exists, is enabled, in the region, the alias or ARN resolves) and the DryRun probes of
+//! what EC2 asks KMS on the driver's behalf, each as the driver's identity: GenerateDataKey*
+//! (the canary: performed, it changes nothing), then CreateGrant, Encrypt, Decrypt and ReEncrypt*.
+//! A key of another account is probed the same way. The AWS managed key `aws/ebs` is not probed:
+//! its key policy lets every principal of the account use it through EC2 and only through EC2, so
+//! a direct call would be denied whatever the driver may do. A denial by the key policy is told
+//! apart from one by the identity's IAM policy (KMS's message says which) and reported as such.
 
-use super::api::{AwsApi, AwsError, Probe, Verdict};
+use std::collections::BTreeMap;
+
+use super::api::{AwsApi, AwsError, KmsAnswer, KmsProbe, Probe, Verdict};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
-use crate::crd::{PermissionReport, UnverifiedAction};
+use crate::crd::{KmsKeyReport, PermissionReport, UnverifiedAction};
 
 /// Every EC2 action the driver uses, in the order they are reported.
 pub const DRIVER_ACTIONS: [&str; 19] = [
@@ -175,6 +187,274 @@ pub async fn run(
     Ok(out)
 }
 
+/// The keys the StorageClasses encrypt with (from `spec.storageClasses`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KmsUse {
+    /// Key as named (`kmsKeyId`) -> the StorageClasses naming it.
+    pub keys: BTreeMap<String, Vec<String>>,
+    /// Encrypted StorageClasses without `kmsKeyId`: they use the account's default EBS key.
+    pub default_key_classes: Vec<String>,
+}
+
+impl KmsUse {
+    /// From the StorageClasses of a spec.
+    pub fn from_classes(classes: &[crate::crd::StorageClassSpec]) -> Self {
+        let mut out = KmsUse::default();
+        for c in classes.iter().filter(|c| c.encrypted) {
+            match c.kms_key_id.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+                Some(key) => out.keys.entry(key.to_string()).or_default().push(c.name.clone()),
+                None => out.default_key_classes.push(c.name.clone()),
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.default_key_classes.is_empty()
+    }
+}
+
+/// The KMS DryRun probes of one key, in the order they are sent (the canary first).
+pub const KMS_PROBES: [KmsProbe; 5] =
+    [KmsProbe::GenerateDataKey, KmsProbe::CreateGrant, KmsProbe::Encrypt, KmsProbe::Decrypt, KmsProbe::ReEncrypt];
+
+/// Requests `kms_run` makes for a customer managed key that DescribeKey found usable.
+pub fn kms_requests_per_key() -> usize {
+    1 + KMS_PROBES.len()
+}
+
+/// Whether `key` names the AWS managed EBS key (`alias/aws/ebs`, or its alias ARN).
+pub fn is_aws_managed_ebs_alias(key: &str) -> bool {
+    key == "alias/aws/ebs" || (key.starts_with("arn:") && key.ends_with(":alias/aws/ebs"))
+}
+
+/// The region and account of a KMS ARN (`arn:aws:kms:REGION:ACCOUNT:key/...` or `:alias/...`).
+fn arn_region_account(key: &str) -> Option<(&str, &str)> {
+    let mut parts = key.split(':');
+    let (arn, _partition, service, region, account) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (arn == "arn" && service == "kms").then_some((region, account))
+}
+
+/// `action on key`, the form KMS entries take in `missing` and `unverified`.
+fn on(action: &str, key: &str) -> String {
+    format!("{action} on {key}")
+}
+
+/// Whether a KMS AccessDenied message blames the key policy (resource-based), not IAM.
+fn key_policy_denial(message: &str) -> bool {
+    message.contains("resource-based policy") || message.contains("key policy")
+}
+
+/// Probes every key of `kms` as the identity of `api` and adds the verdicts to `report`:
+/// `checked`, `missing` and `unverified` entries `kms:Action on <key>`, and one `kmsKeys` entry
+/// per distinct key. `default_key` is GetEbsDefaultKmsKeyId's answer (an error code when it
+/// failed); `caller_arn` is the probed identity (the CreateGrant probe's grantee).
+pub async fn kms_run(
+    api: &dyn AwsApi,
+    kms: &KmsUse,
+    default_key: Result<&str, &str>,
+    caller_arn: Option<&str>,
+    report: &mut PermissionReport,
+) -> Result<(), AwsError> {
+    let mut keys: BTreeMap<String, (Vec<String>, bool)> =
+        kms.keys.iter().map(|(k, classes)| (k.clone(), (classes.clone(), false))).collect();
+    if !kms.default_key_classes.is_empty() {
+        match default_key {
+            Ok(key) => {
+                let entry = keys.entry(key.to_string()).or_default();
+                entry.0.extend(kms.default_key_classes.iter().cloned());
+                entry.1 = true;
+            }
+            Err(code) => {
+                report.kms_keys.push(KmsKeyReport {
+                    key: "account default EBS key".to_string(),
+                    account_default: true,
+                    storage_classes: kms.default_key_classes.clone(),
+                    ..KmsKeyReport::default()
+                });
+                report.unverified.push(UnverifiedAction {
+                    action: on("kms:*", "the account's default EBS key"),
+                    reason: format!(
+                        "the key StorageClass {} encrypts with is unknown: ec2:GetEbsDefaultKmsKeyId answered {code} \
+                            to the probed identity (the driver itself never calls it); grant it, or name the key in \
+                            kmsKeyId, to have the key probed",
+                        kms.default_key_classes.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    let caller_account = caller_arn.and_then(|a| a.split(':').nth(4)).filter(|a| !a.is_empty());
+    for (key, (classes, account_default)) in keys {
+        let mut entry =
+            KmsKeyReport { key: key.clone(), account_default, storage_classes: classes, ..Default::default() };
+        probe_key(api, &key, caller_arn, caller_account, &mut entry, report).await?;
+        report.kms_keys.push(entry);
+    }
+    Ok(())
+}
+
+async fn probe_key(
+    api: &dyn AwsApi,
+    key: &str,
+    caller_arn: Option<&str>,
+    caller_account: Option<&str>,
+    entry: &mut KmsKeyReport,
+    report: &mut PermissionReport,
+) -> Result<(), AwsError> {
+    if is_aws_managed_ebs_alias(key) {
+        entry.manager = Some("AWS".to_string());
+        return Ok(());
+    }
+    if let Some((region, account)) = arn_region_account(key) {
+        if region != api.region() {
+            entry.problem = Some(format!(
+                "the key is in region {region}: EBS volumes in {} can only be encrypted with a key of {}",
+                api.region(),
+                api.region()
+            ));
+            return Ok(());
+        }
+        entry.cross_account = caller_account.is_some_and(|c| c != account);
+    }
+    let described = match api.describe_key(key).await? {
+        Ok(k) => k,
+        Err(answer) => {
+            let action = on("kms:DescribeKey", key);
+            report.checked.push(action.clone());
+            match &answer.verdict {
+                Verdict::Undecided(code) if code == "NotFoundException" => {
+                    entry.problem =
+                        Some(format!("KMS has no key {key} in {} ({code}: {})", api.region(), answer.message));
+                }
+                verdict => record(report, entry, "kms:DescribeKey", &action, verdict, &answer.message),
+            }
+            return Ok(());
+        }
+    };
+    report.checked.push(on("kms:DescribeKey", &described.arn));
+    entry.arn = Some(described.arn.clone());
+    entry.state = Some(described.state.clone());
+    entry.manager = Some(described.manager.clone());
+    if let Some((_, account)) = arn_region_account(&described.arn) {
+        entry.cross_account = caller_account.is_some_and(|c| c != account);
+    }
+    if described.state != "Enabled" {
+        entry.problem = Some(format!("the key is {}: EBS cannot create or attach volumes with it", described.state));
+        return Ok(());
+    }
+    if (!described.spec.is_empty() && described.spec != "SYMMETRIC_DEFAULT")
+        || (!described.usage.is_empty() && described.usage != "ENCRYPT_DECRYPT")
+    {
+        entry.problem = Some(format!(
+            "the key is {} for {}: EBS needs a symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT)",
+            described.spec, described.usage
+        ));
+        return Ok(());
+    }
+    if described.manager == "AWS" {
+        return Ok(());
+    }
+    let arn = described.arn.as_str();
+    let mut canary_proven = false;
+    let mut stopped = false;
+    for probe in KMS_PROBES {
+        let answer = if stopped {
+            KmsAnswer { verdict: Verdict::Undecided(PROBING_STOPPED.to_string()), message: String::new() }
+        } else if probe == KmsProbe::CreateGrant && !canary_proven {
+            KmsAnswer { verdict: Verdict::Undecided(NO_KMS_CANARY.to_string()), message: String::new() }
+        } else if probe == KmsProbe::CreateGrant && caller_arn.is_none() {
+            KmsAnswer { verdict: Verdict::Undecided(NO_GRANTEE.to_string()), message: String::new() }
+        } else {
+            let answer = api.kms_probe(probe, arn, caller_arn.unwrap_or_default()).await?;
+            match &answer.verdict {
+                Verdict::Performed(_) => {
+                    stopped = true;
+                    report.probes_stopped.get_or_insert_with(|| {
+                        format!(
+                            "the KMS endpoint performed {} on {arn} despite DryRun; no further KMS probe was sent. \
+                                Check spec.aws.kmsEndpoint / --aws-endpoint-url: it is not KMS, or it ignores DryRun",
+                            probe.operation()
+                        )
+                    });
+                }
+                Verdict::Allowed if probe == KmsProbe::GenerateDataKey => canary_proven = true,
+                _ => {}
+            }
+            answer
+        };
+        for action in probe.actions() {
+            let label = on(action, arn);
+            report.checked.push(label.clone());
+            record(report, entry, action, &label, &answer.verdict, &answer.message);
+        }
+    }
+    Ok(())
+}
+
+/// Files one KMS verdict. A denial the key policy made is listed in `deniedByKeyPolicy` and
+/// reported unverified (a key policy may allow an action only through EC2, `kms:ViaService`,
+/// which a direct probe cannot be); so is a denied CreateGrant (a policy may allow it only for
+/// grants EC2 makes, `kms:GrantIsForAWSResource`, as upstream's example policy does). Any other
+/// denial is missing.
+fn record(
+    report: &mut PermissionReport,
+    entry: &mut KmsKeyReport,
+    action: &str,
+    label: &str,
+    verdict: &Verdict,
+    message: &str,
+) {
+    match verdict {
+        Verdict::Allowed | Verdict::Performed(_) => {}
+        Verdict::Denied if key_policy_denial(message) => {
+            entry.denied_by_key_policy.push(action.to_string());
+            report.unverified.push(UnverifiedAction {
+                action: label.to_string(),
+                reason: format!(
+                    "the key policy denied a direct {action} ({message}); if it allows {action} only through EC2 \
+                        (kms:ViaService ec2.<region>.amazonaws.com) the driver's volumes still work, otherwise allow \
+                        the driver's role in the key policy"
+                ),
+            });
+        }
+        Verdict::Denied if action == "kms:CreateGrant" => report.unverified.push(UnverifiedAction {
+            action: label.to_string(),
+            reason: format!(
+                "KMS denied a direct CreateGrant ({message}); EC2 creates the driver's grants on its behalf, which an \
+                    IAM policy may allow only then (kms:GrantIsForAWSResource, as upstream's example KMS policy does). \
+                    If the role has no kms:CreateGrant on the key at all, encrypted volumes cannot be created"
+            ),
+        }),
+        Verdict::Denied => report.missing.push(label.to_string()),
+        Verdict::Undecided(code) => {
+            report.unverified.push(UnverifiedAction { action: label.to_string(), reason: kms_undecided_reason(code) })
+        }
+    }
+}
+
+fn kms_undecided_reason(code: &str) -> String {
+    match code {
+        PROBING_STOPPED => "not probed: the endpoint performed an earlier DryRun call (see probesStopped)".to_string(),
+        NO_KMS_CANARY => "not probed: GenerateDataKeyWithoutPlaintext (the KMS canary) did not answer \
+            DryRunOperation, and a performed CreateGrant would leave a grant behind"
+            .to_string(),
+        NO_GRANTEE => "not probed: the probed identity's ARN is unknown (GetCallerIdentity failed), and a grant \
+            names its grantee"
+            .to_string(),
+        "InvalidCiphertextException" => "KMS answered InvalidCiphertextException: a DryRun of this action needs a \
+            ciphertext of the key, and the operator makes none (it encrypts nothing)"
+            .to_string(),
+        other => format!("KMS answered {other} instead of deciding the DryRun"),
+    }
+}
+
+/// Undecided: the KMS canary (GenerateDataKeyWithoutPlaintext) did not prove DryRun.
+const NO_KMS_CANARY: &str = "NoKmsDryRunCanary";
+/// Undecided: no caller ARN to name as the grantee.
+const NO_GRANTEE: &str = "NoGrantee";
+
 /// Undecided because an earlier probe was performed by the endpoint.
 const PROBING_STOPPED: &str = "ProbingStopped";
 /// Undecided because no canary proved that the endpoint honours DryRun.
@@ -230,6 +510,38 @@ mod tests {
         let last_canary = order.iter().rposition(Probe::canary).expect("a canary");
         let first_destructive = order.iter().position(Probe::destructive).expect("a destructive probe");
         assert!(last_canary < first_destructive, "{order:?}");
+    }
+
+    #[test]
+    fn storage_classes_name_each_key_once_and_unencrypted_classes_none() {
+        use crate::crd::StorageClassSpec;
+        let class = |name: &str, key: Option<&str>, encrypted: bool| StorageClassSpec {
+            name: name.into(),
+            kms_key_id: key.map(str::to_string),
+            encrypted,
+            ..StorageClassSpec::default()
+        };
+        let kms = KmsUse::from_classes(&[
+            class("a", Some("alias/k"), true),
+            class("b", Some("alias/k"), true),
+            class("c", None, true),
+            class("d", None, false),
+            class("e", Some(" "), true),
+        ]);
+        assert_eq!(kms.keys.len(), 1);
+        assert_eq!(kms.keys["alias/k"], ["a", "b"]);
+        assert_eq!(kms.default_key_classes, ["c", "e"], "an empty kmsKeyId is the account's default key");
+        assert!(KmsUse::from_classes(&[class("d", None, false)]).is_empty());
+        assert!(is_aws_managed_ebs_alias("alias/aws/ebs"));
+        assert!(is_aws_managed_ebs_alias("arn:aws:kms:us-east-1:111122223333:alias/aws/ebs"));
+        assert!(!is_aws_managed_ebs_alias("alias/aws/ebs-custom"));
+        assert_eq!(
+            arn_region_account("arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k"),
+            Some(("us-gov-west-1", "111122223333"))
+        );
+        assert_eq!(arn_region_account("alias/k"), None);
+        assert!(key_policy_denial("... because no resource-based policy allows the kms:Encrypt action"));
+        assert!(!key_policy_denial("... because no identity-based policy allows the kms:Encrypt action"));
     }
 
     #[test]

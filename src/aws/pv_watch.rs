@@ -19,18 +19,132 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{
     AWSElasticBlockStoreVolumeSource, CSIPersistentVolumeSource, ObjectReference, PersistentVolume,
     PersistentVolumeSpec, PersistentVolumeStatus,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::render::DRIVER_NAME;
+
+/// How long the API server keeps each of the operator's watches open before the watcher renews
+/// it from its last resourceVersion (`timeoutSeconds`). kube's default is 290 s: with about 20
+/// watches that is 250 requests an hour for nothing. kube-apiserver honours the value a client
+/// asks for (it picks a random one of `--min-request-timeout`, default 1800 s, to 3600 s only for a
+/// watch that asks none), and kube 5's client has no read timeout that would cut a long watch
+/// short. The cost: the watcher treats a watch that delivered nothing, not even the BOOKMARK a
+/// real API server sends about every minute, for this long plus 5 s as a dead connection, so a
+/// connection dropped without a TCP reset is noticed only after that long.
+pub const WATCH_TIMEOUT_SECS: u32 = 1800;
+
+/// The watcher configuration every watch of the operator starts from: bookmarks on (kube's
+/// default), pages of 500 for the initial list, and [`WATCH_TIMEOUT_SECS`].
+pub fn watcher_config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// Whether a CRD exists, kept current by a metadata watch of it by name, as a gate for the
+/// watches of the kinds it serves: a watch of a kind nobody serves fails and retries every 30 s
+/// (kube's backoff), 120 requests an hour for each absent API. `initially` is the value until the
+/// watch listed. The returned future runs the watch; dropping it stops it.
+pub fn crd_gate(
+    client: kube::Client,
+    name: &str,
+    initially: bool,
+) -> (watch::Receiver<bool>, impl std::future::Future<Output = ()> + Send + 'static) {
+    let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
+    let cfg = watcher_config().fields(&format!("metadata.name={name}"));
+    let (tx, rx) = watch::channel(initially);
+    let run = async move {
+        let (reader, writer) = reflector::store();
+        let mut events = std::pin::pin!(reflector::reflector(writer, watcher(api, cfg)).default_backoff());
+        while let Some(ev) = events.next().await {
+            if let Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) = ev {
+                let present = !reader.state().is_empty();
+                tx.send_if_modified(|open| std::mem::replace(open, present) != present);
+            }
+        }
+    };
+    (rx, run)
+}
+
+/// The watch `make` starts, run only while `gate` is open. It starts when the gate opens, stops
+/// when it closes (then reports an empty list, so a reflector behind it holds nothing of a kind
+/// no longer served), and starts afresh when it opens again.
+pub fn gated<K, S, F>(
+    gate: watch::Receiver<bool>,
+    make: F,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Send + 'static,
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    F: FnMut() -> S + Send + 'static,
+{
+    struct Gated<S, F> {
+        gate: watch::Receiver<bool>,
+        make: F,
+        current: Option<std::pin::Pin<Box<S>>>,
+        /// The watch just stopped: the empty list still to report (Init, then InitDone).
+        emptied: u8,
+    }
+    enum Next<T> {
+        Item(Option<T>),
+        /// The gate closed (true), or its sender is gone (false).
+        Closed(bool),
+    }
+    let state = Gated { gate, make, current: None, emptied: 0 };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.emptied > 0 {
+                st.emptied -= 1;
+                let ev = if st.emptied == 1 { watcher::Event::Init } else { watcher::Event::InitDone };
+                return Some((Ok(ev), st));
+            }
+            let Gated { gate, make, current, emptied } = &mut st;
+            match current {
+                None => {
+                    // The sender lives as long as the watch of the CRD: if it ends, so does this.
+                    if gate.wait_for(|open| *open).await.map(|_| ()).is_err() {
+                        return None;
+                    }
+                    *current = Some(Box::pin(make()));
+                }
+                Some(stream) => {
+                    let next = tokio::select! {
+                        item = stream.next() => Next::Item(item),
+                        closed = gate.wait_for(|open| !*open) => Next::Closed(closed.is_ok()),
+                    };
+                    match next {
+                        Next::Item(Some(item)) => return Some((item, st)),
+                        Next::Item(None) => *current = None,
+                        Next::Closed(false) => return None,
+                        Next::Closed(true) => {
+                            *current = None;
+                            *emptied = 2;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A spawned task, aborted when dropped.
+pub struct Task(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// How a PersistentVolume reaches its EBS volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,6 +287,8 @@ where
     /// benchmarks of the request budget.
     events: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+    /// Whether the kind is served (`start_gated`).
+    gate: Option<watch::Receiver<bool>>,
 }
 
 impl<K> CompactWatch<K>
@@ -182,12 +298,26 @@ where
 {
     /// Starts watching `api` with `cfg`, storing each object as `trim` leaves it.
     pub fn start(api: Api<K>, cfg: watcher::Config, trim: fn(&mut K)) -> Self {
+        Self::run(watcher(api, cfg).default_backoff().modify(trim), None)
+    }
+
+    /// Like `start`, but watches only while `gate` is open (the kind is served); while it is
+    /// closed, `state` is None, as before the initial list.
+    pub fn start_gated(api: Api<K>, cfg: watcher::Config, trim: fn(&mut K), gate: watch::Receiver<bool>) -> Self {
+        let make = move || watcher(api.clone(), cfg.clone()).default_backoff();
+        Self::run(gated(gate.clone(), make).modify(trim), Some(gate))
+    }
+
+    fn run(
+        watch: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+        gate: Option<watch::Receiver<bool>>,
+    ) -> Self {
         let writer = reflector::store::Writer::<K>::default();
         let store = writer.as_reader();
         let synced = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let events = Arc::new(AtomicU64::new(0));
-        let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff().modify(trim));
+        let stream = reflector::reflector(writer, watch);
         let (flag, err, count) = (synced.clone(), error.clone(), events.clone());
         let kind = K::kind(&K::DynamicType::default()).to_string();
         let task = tokio::spawn(async move {
@@ -212,12 +342,14 @@ where
                 }
             }
         });
-        Self { store, synced, error, events, task }
+        Self { store, synced, error, events, task, gate }
     }
 
-    /// The stored (trimmed) objects; None until the initial list completed.
+    /// The stored (trimmed) objects; None until the initial list completed, and while the gate
+    /// (if any) is closed.
     pub fn state(&self) -> Option<Vec<Arc<K>>> {
-        self.synced.load(Ordering::Acquire).then(|| self.store.state())
+        let open = self.gate.as_ref().is_none_or(|g| *g.borrow());
+        (open && self.synced.load(Ordering::Acquire)).then(|| self.store.state())
     }
 
     /// The last watch error while not yet listed (why `state` is None).
@@ -258,7 +390,7 @@ impl PvWatch {
     /// Starts watching every PersistentVolume (they are cluster-scoped; no selector reaches the
     /// driver field, so the transform does the filtering).
     pub fn start(client: kube::Client) -> Self {
-        Self(CompactWatch::start(Api::all(client), watcher::Config::default(), trim_pv))
+        Self(CompactWatch::start(Api::all(client), watcher_config(), trim_pv))
     }
 
     /// The references, once the initial list completed.

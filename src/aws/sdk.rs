@@ -40,7 +40,8 @@ use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 
 use super::api::{
-    Attachment, AwsApi, AwsError, ErrorClass, Filter, Page, Principal, Probe, Snapshot, Verdict, Volume, classify,
+    Attachment, AwsApi, AwsError, ErrorClass, Filter, KmsAnswer, KmsKey, KmsProbe, Page, Principal, Probe, Snapshot,
+    Verdict, Volume, classify,
 };
 use super::metrics::AwsMetrics;
 use super::{POD_IDENTITY_AUDIENCE, STS_AUDIENCE, TAG_CSI_VOLUME_NAME};
@@ -124,7 +125,7 @@ impl Intercept for CountAttempts {
             Some(r) => {
                 let status = r.status().as_u16();
                 match error_code(r) {
-                    Some(code) if code == "DryRunOperation" => "dry_run",
+                    Some(code) if code == "DryRunOperation" || code == "DryRunOperationException" => "dry_run",
                     Some(code) => classify(&code, Some(status)).outcome(),
                     None => classify("", Some(status)).outcome(),
                 }
@@ -195,6 +196,9 @@ pub struct AwsSettings {
     pub ec2_endpoint: Option<String>,
     /// Endpoint of STS only (`spec.aws.stsEndpoint`); wins over `endpoint_url`.
     pub sts_endpoint: Option<String>,
+    /// Endpoint of KMS only (`spec.aws.kmsEndpoint`, the operator's KMS probes); wins over
+    /// `endpoint_url`.
+    pub kms_endpoint: Option<String>,
     /// Use FIPS endpoints for every call the operator makes.
     pub fips: bool,
     /// HTTP(S) proxy of every AWS call (`spec.proxy`), with its bypass list.
@@ -220,6 +224,7 @@ impl AwsSettings {
             endpoint_url: None,
             ec2_endpoint: None,
             sts_endpoint: None,
+            kms_endpoint: None,
             fips: false,
             proxy: None,
             ca_bundle: None,
@@ -452,14 +457,8 @@ impl RoleCredentials {
                         None,
                     ));
                 };
-                let expiry = SystemTime::try_from(c.expiration).ok();
-                let credentials = Credentials::new(
-                    c.access_key_id,
-                    c.secret_access_key,
-                    Some(c.session_token),
-                    expiry,
-                    "hardened-csi-operator",
-                );
+                let credentials =
+                    session_credentials(c.access_key_id, c.secret_access_key, c.session_token, c.expiration);
                 return Ok((credentials, out.assumed_role_user.map(|u| u.arn)));
             }
             RoleSource::WebIdentity { kube, namespace, service_account, role_arn } => {
@@ -481,16 +480,15 @@ impl RoleCredentials {
         let Some(c) = creds else {
             return Err(AwsError::new("AssumeRole", "InvalidResponse", "STS returned no credentials", None));
         };
-        let expiry = SystemTime::try_from(c.expiration).ok();
-        let credentials = Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            Some(c.session_token),
-            expiry,
-            "hardened-csi-operator",
-        );
+        let credentials = session_credentials(c.access_key_id, c.secret_access_key, c.session_token, c.expiration);
         Ok((credentials, user.map(|u| u.arn)))
     }
+}
+
+/// Temporary credentials as STS and EKS Auth return them (both say when they expire).
+fn session_credentials(access_key_id: String, secret: String, session_token: String, expiry: DateTime) -> Credentials {
+    let expiry = SystemTime::try_from(expiry).ok();
+    Credentials::new(access_key_id, secret, Some(session_token), expiry, "hardened-csi-operator")
 }
 
 /// A TokenRequest for the service account with `audience` (sts.amazonaws.com for IRSA,
@@ -555,6 +553,7 @@ pub struct SdkAws {
     fips: bool,
     ec2: aws_sdk_ec2::Client,
     ebs: aws_sdk_ebs::Client,
+    kms: aws_sdk_kms::Client,
     sts: aws_sdk_sts::Client,
     role: Option<Arc<RoleCredentials>>,
     caller: Caller,
@@ -643,21 +642,28 @@ impl SdkAws {
         });
 
         let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(counter.clone());
-        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base).interceptor(counter);
+        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base).interceptor(counter.clone());
+        let mut kms_conf = aws_sdk_kms::config::Builder::from(&base).interceptor(counter);
         if let Some(role) = &role {
             let provider = SharedCredentialsProvider::new(RoleProvider(role.clone()));
             // RoleCredentials caches and renews itself; a second cache would only hide errors.
             ec2_conf = ec2_conf.credentials_provider(provider.clone()).identity_cache(IdentityCache::no_cache());
-            ebs_conf = ebs_conf.credentials_provider(provider).identity_cache(IdentityCache::no_cache());
+            ebs_conf = ebs_conf.credentials_provider(provider.clone()).identity_cache(IdentityCache::no_cache());
+            kms_conf = kms_conf.credentials_provider(provider).identity_cache(IdentityCache::no_cache());
         }
         if let Some(url) = &settings.ec2_endpoint {
             ec2_conf = ec2_conf.endpoint_url(usable_endpoint(url, "spec.aws.ec2Endpoint")?);
+        }
+        if let Some(url) = &settings.kms_endpoint {
+            kms_conf = kms_conf
+                .endpoint_url(usable_endpoint(url, "the KMS endpoint (spec.aws.kmsEndpoint, doctor --kms-endpoint)")?);
         }
         Ok(Self {
             region,
             fips: settings.fips,
             ec2: aws_sdk_ec2::Client::from_conf(ec2_conf.build()),
             ebs: aws_sdk_ebs::Client::from_conf(ebs_conf.build()),
+            kms: aws_sdk_kms::Client::from_conf(kms_conf.build()),
             sts,
             role,
             caller,
@@ -786,6 +792,25 @@ fn verdict(read_only: bool, r: Result<String, AwsError>) -> Result<Verdict, AwsE
         Err(e) => Ok(Verdict::Undecided(e.code)),
     }
 }
+
+/// A KMS DryRun answer (`DryRunOperationException` when it would have succeeded), with AWS's
+/// message, which for a denial names the policy that denied it. A success despite DryRun means
+/// the endpoint performed the call (`Performed`).
+fn kms_verdict(r: Result<(), AwsError>) -> Result<KmsAnswer, AwsError> {
+    match r {
+        Ok(()) => Ok(KmsAnswer { verdict: Verdict::Performed(String::new()), message: String::new() }),
+        Err(e) if e.code == "DryRunOperationException" || e.code == "DryRunOperation" => {
+            Ok(KmsAnswer { verdict: Verdict::Allowed, message: e.message })
+        }
+        Err(e) if e.class == ErrorClass::Denied => Ok(KmsAnswer { verdict: Verdict::Denied, message: e.message }),
+        Err(e) if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transport | ErrorClass::Credentials) => Err(e),
+        Err(e) => Ok(KmsAnswer { verdict: Verdict::Undecided(e.code), message: e.message }),
+    }
+}
+
+/// The ciphertext the Decrypt and ReEncrypt probes send: no key made it, so KMS may refuse it as
+/// `InvalidCiphertextException` instead of deciding the permission.
+const PLACEHOLDER_CIPHERTEXT: &[u8] = b"hardened-csi-operator-preflight-placeholder-ciphertext";
 
 /// What a probe that creates nothing returns when performed.
 fn none<T>(_: T) -> String {
@@ -1029,6 +1054,105 @@ impl AwsApi for SdkAws {
                     .map(none),
             };
             verdict(probe.read_only(), answer)
+        })
+    }
+
+    fn describe_key(&self, key: &str) -> BoxFuture<'_, Result<Result<KmsKey, KmsAnswer>, AwsError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let answer = self.caller.call("DescribeKey", || self.kms.describe_key().key_id(&key).send()).await;
+            match answer {
+                Ok(out) => {
+                    let Some(m) = out.key_metadata else {
+                        return Err(AwsError::new(
+                            "DescribeKey",
+                            "InvalidResponse",
+                            "no KeyMetadata in the answer",
+                            None,
+                        ));
+                    };
+                    Ok(Ok(KmsKey {
+                        arn: m.arn.unwrap_or_else(|| m.key_id.clone()),
+                        state: m.key_state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        manager: m.key_manager.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        spec: m.key_spec.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        usage: m.key_usage.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    }))
+                }
+                Err(e)
+                    if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transport | ErrorClass::Credentials) =>
+                {
+                    Err(e)
+                }
+                Err(e) if e.class == ErrorClass::Denied => {
+                    Ok(Err(KmsAnswer { verdict: Verdict::Denied, message: e.message }))
+                }
+                Err(e) => Ok(Err(KmsAnswer { verdict: Verdict::Undecided(e.code), message: e.message })),
+            }
+        })
+    }
+
+    fn kms_probe(&self, probe: KmsProbe, key: &str, grantee: &str) -> BoxFuture<'_, Result<KmsAnswer, AwsError>> {
+        let (key, grantee) = (key.to_string(), grantee.to_string());
+        Box::pin(async move {
+            use aws_sdk_kms::primitives::Blob;
+            use aws_sdk_kms::types::{DataKeySpec, GrantOperation};
+            let (kms, c, op) = (&self.kms, &self.caller, probe.operation());
+            let answer = match probe {
+                KmsProbe::GenerateDataKey => c
+                    .call(op, || {
+                        kms.generate_data_key_without_plaintext()
+                            .key_id(&key)
+                            .key_spec(DataKeySpec::Aes256)
+                            .dry_run(true)
+                            .send()
+                    })
+                    .await
+                    .map(none),
+                // The operations EC2's grants for an EBS volume carry.
+                KmsProbe::CreateGrant => c
+                    .call(op, || {
+                        kms.create_grant()
+                            .key_id(&key)
+                            .grantee_principal(&grantee)
+                            .operations(GrantOperation::Decrypt)
+                            .operations(GrantOperation::Encrypt)
+                            .operations(GrantOperation::GenerateDataKeyWithoutPlaintext)
+                            .operations(GrantOperation::ReEncryptFrom)
+                            .operations(GrantOperation::ReEncryptTo)
+                            .operations(GrantOperation::DescribeKey)
+                            .dry_run(true)
+                            .send()
+                    })
+                    .await
+                    .map(none),
+                KmsProbe::Encrypt => c
+                    .call(op, || kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).dry_run(true).send())
+                    .await
+                    .map(none),
+                KmsProbe::Decrypt => c
+                    .call(op, || {
+                        kms.decrypt()
+                            .key_id(&key)
+                            .ciphertext_blob(Blob::new(PLACEHOLDER_CIPHERTEXT.to_vec()))
+                            .dry_run(true)
+                            .send()
+                    })
+                    .await
+                    .map(none),
+                KmsProbe::ReEncrypt => c
+                    .call(op, || {
+                        kms.re_encrypt()
+                            .source_key_id(&key)
+                            .destination_key_id(&key)
+                            .ciphertext_blob(Blob::new(PLACEHOLDER_CIPHERTEXT.to_vec()))
+                            .dry_run(true)
+                            .send()
+                    })
+                    .await
+                    .map(none),
+            };
+            kms_verdict(answer.map(|_| ()))
         })
     }
 

@@ -3,7 +3,7 @@
 //! snapshots of the cluster, and with a kubeconfig the orphaned volumes. Prints a readable
 //! report, or JSON in the shape of `status.aws`.
 //!
-//! Exit codes: 0 every permission granted, 1 permissions missing, 3 AWS could not be asked
+//! Exit codes: 0 every permission granted, 1 permissions missing or a KMS key unusable, 3 AWS could not be asked
 //! (credentials, network, throttling); bad arguments are an `Err` (exit 2, like clap's own).
 
 use std::io::Write;
@@ -20,6 +20,7 @@ use crate::aws::api::{AwsApi, AwsError};
 use crate::aws::cluster;
 use crate::aws::inventory::{self, ClusterView, Memory, RefreshParams};
 use crate::aws::metrics::AwsMetrics;
+use crate::aws::preflight::KmsUse;
 use crate::aws::sdk::{AwsSettings, CredentialSource, RetryPolicy, SdkAws};
 
 /// The annotation IRSA reads on a service account.
@@ -68,6 +69,10 @@ pub struct DoctorArgs {
     /// GetCallerIdentity).
     #[arg(long, env = "HCO_STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
+    /// Endpoint URL of KMS only (`spec.aws.kmsEndpoint`: a KMS VPC endpoint); wins over
+    /// --endpoint-url for the --kms-key-id probes.
+    #[arg(long, env = "HCO_KMS_ENDPOINT", value_name = "URL")]
+    pub kms_endpoint: Option<String>,
     /// Kubeconfig of the cluster: its PersistentVolumes are compared with the volumes to find orphans.
     #[arg(long, env = "HCO_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -83,6 +88,11 @@ pub struct DoctorArgs {
     /// Also read the newest completed snapshot through the EBS direct API.
     #[arg(long)]
     pub verify_snapshots: bool,
+    /// A KMS key (ID, alias, key or alias ARN) a StorageClass encrypts with, repeatable: probed
+    /// as the checked identity (DescribeKey and DryRun GenerateDataKey*, CreateGrant, Encrypt,
+    /// Decrypt, ReEncrypt*). `default`: the account's default EBS key (GetEbsDefaultKmsKeyId).
+    #[arg(long = "kms-key-id", value_name = "KEY")]
+    pub kms_key_ids: Vec<String>,
     /// Report format.
     #[arg(long, short = 'o', env = "HCO_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -97,11 +107,13 @@ impl Default for DoctorArgs {
             service_account: None,
             endpoint_url: None,
             sts_endpoint: None,
+            kms_endpoint: None,
             kubeconfig: None,
             fips: false,
             orphan_grace_period: "1h".into(),
             stuck_threshold: "15m".into(),
             verify_snapshots: false,
+            kms_key_ids: Vec::new(),
             output: OutputFormat::Text,
         }
     }
@@ -167,11 +179,26 @@ impl DoctorArgs {
                 rule: "a URL starting with http:// or https://",
             });
         }
+        let mut kms = KmsUse::default();
+        for key in &self.kms_key_ids {
+            match key.trim() {
+                "" => {
+                    return Err(DoctorError::InvalidArgument {
+                        flag: "--kms-key-id",
+                        value: key.clone(),
+                        rule: "a KMS key ID, alias (alias/name), key or alias ARN, or `default`",
+                    });
+                }
+                "default" => kms.default_key_classes = vec!["--kms-key-id default".to_string()],
+                k => kms.keys.entry(k.to_string()).or_default().push(format!("--kms-key-id {k}")),
+            }
+        }
         Ok(RefreshParams {
             cluster_id: self.cluster_id.clone().filter(|c| !c.trim().is_empty()),
             orphan_grace: duration("--orphan-grace-period", &self.orphan_grace_period)?,
             stuck_threshold: duration("--stuck-threshold", &self.stuck_threshold)?,
             verify_snapshots: self.verify_snapshots,
+            kms,
         })
     }
 }
@@ -225,6 +252,7 @@ pub async fn run_doctor_with(
         endpoint_url: args.endpoint_url.clone(),
         ec2_endpoint: None,
         sts_endpoint: args.sts_endpoint.clone(),
+        kms_endpoint: args.kms_endpoint.clone(),
         fips: args.fips,
         proxy: None,
         ca_bundle: None,
@@ -285,7 +313,7 @@ async fn service_account_credentials(
 }
 
 pub fn exit_code(s: &AwsStatus) -> i32 {
-    if !s.permissions.missing.is_empty() {
+    if !s.permissions.missing.is_empty() || s.permissions.kms_keys.iter().any(|k| k.problem.is_some()) {
         EXIT_MISSING_PERMISSIONS
     } else if s.last_error.is_some() {
         EXIT_AWS_FAILED
@@ -471,7 +499,15 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
         line("probes", format!("STOPPED: {why}"));
     }
     if !p.checked.is_empty() {
-        line("permissions", format!("{} EC2 actions checked", p.checked.len()));
+        let kms = p.checked.iter().filter(|a| a.starts_with("kms:")).count();
+        line(
+            "permissions",
+            if kms == 0 {
+                format!("{} EC2 actions checked", p.checked.len())
+            } else {
+                format!("{} EC2 actions and {kms} KMS actions checked", p.checked.len() - kms)
+            },
+        );
         if p.missing.is_empty() {
             line("", "all granted".into());
         } else {
@@ -481,12 +517,46 @@ pub fn text_report(s: &AwsStatus, params: &RefreshParams, now: jiff::Timestamp) 
             line("", format!("unverified: {}: {}", u.action, u.reason));
         }
     }
+    for k in &p.kms_keys {
+        let mut what = vec![k.arn.clone().unwrap_or_else(|| k.key.clone())];
+        if k.arn.as_deref().is_some_and(|a| a != k.key) {
+            what.push(format!("(named {})", k.key));
+        }
+        if let Some(state) = &k.state {
+            what.push(state.clone());
+        }
+        match k.manager.as_deref() {
+            Some("AWS") => what.push("AWS managed: usable through EC2 by every principal of the account".into()),
+            Some(m) => what.push(format!("{} managed", m.to_lowercase())),
+            None => {}
+        }
+        if k.cross_account {
+            what.push("in another account".into());
+        }
+        what.push(format!("for {}", k.storage_classes.join(", ")));
+        line("kms key", what.join(" "));
+        if !k.denied_by_key_policy.is_empty() {
+            line("", format!("denied by the key policy: {}", k.denied_by_key_policy.join(", ")));
+        }
+        if let Some(problem) = &k.problem {
+            line("", format!("UNUSABLE: {problem}"));
+        }
+    }
     let verdict = match exit_code(s) {
         EXIT_OK => "OK".to_string(),
         EXIT_MISSING_PERMISSIONS => {
-            "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy \
-                AmazonEBSCSIDriverPolicy covers them)"
-                .to_string()
+            if s.permissions.missing.iter().any(|a| a.starts_with("kms:"))
+                || s.permissions.kms_keys.iter().any(|k| k.problem.is_some())
+            {
+                "MISSING PERMISSIONS OR UNUSABLE KMS KEY: grant the ec2: actions above to the driver's role (AWS \
+                    managed policy AmazonEBSCSIDriverPolicy covers them) and the kms: actions on their key (upstream's \
+                    example KMS policy), or fix the key"
+                    .to_string()
+            } else {
+                "MISSING PERMISSIONS: grant the actions above to the driver's role (AWS managed policy \
+                    AmazonEBSCSIDriverPolicy covers them)"
+                    .to_string()
+            }
         }
         _ => format!("AWS CHECK FAILED ({})", s.last_error.as_deref().unwrap_or("?")),
     };

@@ -261,13 +261,53 @@ pub struct PermissionReport {
     /// Actions probed.
     #[serde(default)]
     pub checked: Vec<String>,
-    /// Actions the identity lacks (exact IAM action names, for example `ec2:CreateVolume`).
+    /// Actions the identity lacks: exact IAM action names, for example `ec2:CreateVolume`; a KMS
+    /// action is followed by the key it was probed on, `kms:CreateGrant on arn:aws:kms:...`.
     #[serde(default)]
     pub missing: Vec<String>,
-    /// Actions EC2 did not decide (for example a DryRun answered `InvalidVolume.NotFound` because
+    /// Actions AWS did not decide (for example a DryRun answered `InvalidVolume.NotFound` because
     /// the cluster has no volume to aim it at), with the reason.
     #[serde(default)]
     pub unverified: Vec<UnverifiedAction>,
+    /// The KMS keys the StorageClasses encrypt with (`kmsKeyId`, or the account's default EBS key
+    /// for an encrypted class without one), each probed once as the driver's identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kms_keys: Vec<KmsKeyReport>,
+}
+
+/// One KMS key of the StorageClasses, as DescribeKey and the DryRun probes saw it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsKeyReport {
+    /// The key as the StorageClasses name it (key ID, alias, key or alias ARN), or the account's
+    /// default EBS key as GetEbsDefaultKmsKeyId answered it.
+    pub key: String,
+    /// Whether this is the account's default EBS key (an encrypted class without `kmsKeyId`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account_default: bool,
+    /// The StorageClasses that create volumes with it.
+    #[serde(default)]
+    pub storage_classes: Vec<String>,
+    /// The key ARN DescribeKey resolved it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// KeyState (Enabled, Disabled, PendingDeletion, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// KeyManager: `AWS` (the AWS managed `aws/ebs`, usable through EC2 by every principal of the
+    /// account) or `CUSTOMER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+    /// The key belongs to another account than the probed identity (a cross-account ARN).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cross_account: bool,
+    /// Actions the key policy (not the identity's IAM policy) denied, as KMS said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_by_key_policy: Vec<String>,
+    /// Why volumes of these classes cannot be created with this key whatever the permissions
+    /// (not found, disabled, pending deletion, another region, not a symmetric encryption key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -379,6 +379,14 @@ pub struct AwsSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(rules::STS_ENDPOINT.rule).message(rules::STS_ENDPOINT.message))]
     pub sts_endpoint: Option<String>,
+    /// KMS endpoint override of the operator's own KMS calls (DescribeKey and the DryRun probes
+    /// of the keys the StorageClasses name), for a KMS VPC endpoint. Not passed to the driver:
+    /// the driver never calls KMS itself, EC2 does on its behalf when it creates an encrypted
+    /// volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(rules::KMS_ENDPOINT.rule).message(rules::KMS_ENDPOINT.message))]
+    pub kms_endpoint: Option<String>,
     /// Extra CA certificates (PEM, in a ConfigMap of `spec.namespace`) the driver trusts for AWS
     /// (`AWS_CA_BUNDLE`, mounted read-only) and the operator trusts for its own AWS calls, beside
     /// the system roots: for TLS-intercepting proxies and isolated regions.

@@ -337,6 +337,12 @@ pub mod rules {
         message: "stsEndpoint must be an http:// or https:// URL like https://sts.us-east-1.amazonaws.com (host name \
             or IPv4 address, optional port and path; no spaces, quotes or '$')",
     };
+    pub const KMS_ENDPOINT: CelRule = CelRule {
+        field: "spec.aws.kmsEndpoint",
+        rule: concat!("self.matches('", url_pattern!(), "')"),
+        message: "kmsEndpoint must be an http:// or https:// URL like https://kms.us-east-1.amazonaws.com (host name \
+            or IPv4 address, optional port and path; no spaces, quotes or '$')",
+    };
     pub const EXTRA_ARGS_FORM: CelRule = CelRule {
         field: "spec.controller.extraArgs",
         rule: concat!("self.all(a, a.matches('", arg_pattern!(), "'))"),
@@ -628,6 +634,7 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::TAG_VALUES,
     rules::EC2_ENDPOINT,
     rules::STS_ENDPOINT,
+    rules::KMS_ENDPOINT,
     rules::EXTRA_ARGS_FORM,
     rules::EXTRA_ARGS_MANAGED,
     rules::ATTACH_EXCLUSIVE,
@@ -1105,6 +1112,12 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
         && !URL.is_match(e)
     {
         errs.invalid("spec.aws.stsEndpoint", e, rules::STS_ENDPOINT.message);
+    }
+    if let Some(e) = &aws.kms_endpoint
+        && !too_long(errs, "spec.aws.kmsEndpoint", e, MAX_URL)
+        && !URL.is_match(e)
+    {
+        errs.invalid("spec.aws.kmsEndpoint", e, rules::KMS_ENDPOINT.message);
     }
     let mut keys: Vec<(&str, &str)> = Vec::new();
     if let Some(s) = &id.secret_ref {

@@ -893,14 +893,34 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
             AwsReachable).",
         )
     } else if !p.missing.is_empty() {
+        let kms = p.missing.iter().any(|a| a.starts_with("kms:"));
         Cond::new(
             AWS_PERMISSIONS,
             false,
             "MissingPermissions",
             format!(
-                "{who} lacks {}. Grant them to the driver's IAM role (the AWS managed policy AmazonEBSCSIDriverPolicy \
-                    has all of them); volumes cannot be provisioned, attached or snapshotted reliably until then.",
-                p.missing.join(", ")
+                "{who} lacks {}. Grant them to the driver's IAM role ({}); volumes cannot be provisioned, attached \
+                    or snapshotted reliably until then.",
+                p.missing.join(", "),
+                if kms {
+                    "the AWS managed policy AmazonEBSCSIDriverPolicy has the ec2: ones; the kms: ones on their key, \
+                        as in upstream's example KMS policy, and the key policy must allow the role"
+                } else {
+                    "the AWS managed policy AmazonEBSCSIDriverPolicy has all of them"
+                }
+            ),
+        )
+    } else if let Some(k) = p.kms_keys.iter().find(|k| k.problem.is_some()) {
+        Cond::new(
+            AWS_PERMISSIONS,
+            false,
+            "KmsKeyUnusable",
+            format!(
+                "KMS key {} of StorageClass {} cannot encrypt volumes: {}. Fix the key or the class's kmsKeyId; new \
+                    volumes of that class fail to provision until then.",
+                k.key,
+                k.storage_classes.join(", "),
+                k.problem.as_deref().unwrap_or_default()
             ),
         )
     } else if let Some(why) = &p.probes_stopped {
@@ -921,7 +941,14 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
             AWS_PERMISSIONS,
             true,
             "AllGranted",
-            format!("{who} has all {} EC2 actions the driver needs.", p.checked.len()),
+            match p.checked.iter().filter(|a| a.starts_with("kms:")).count() {
+                0 => format!("{who} has all {} EC2 actions the driver needs.", p.checked.len()),
+                kms => format!(
+                    "{who} has all {} EC2 actions the driver needs and the {kms} KMS actions probed on the \
+                        StorageClasses' keys.",
+                    p.checked.len() - kms
+                ),
+            },
         )
     });
     out

@@ -48,8 +48,9 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::aws::AwsStatusStore;
+use crate::aws::pv_watch::{crd_gate, gated, watcher_config};
 use crate::crd::HardenedCsiDriver;
-use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
+use crate::render::{Capabilities, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, VolumeSnapshotClass};
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use caches::{Cached, ChildCaches, KindStore, child_kinds};
@@ -61,7 +62,7 @@ pub const FINALIZER: &str = "csi.hardened.dev/cleanup";
 /// Annotation that lets deletion proceed while PersistentVolumes of the driver exist.
 pub const FORCE_DELETE_ANNOTATION: &str = "csi.hardened.dev/force-delete";
 /// The snapshot API's CRD whose presence decides the snapshotter and VolumeSnapshotClasses.
-pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
+pub use crate::render::SNAPSHOT_CRD;
 /// The Prometheus Operator's CRD whose presence decides the driver's ServiceMonitors.
 pub use crate::render::service_monitor::SERVICE_MONITOR_CRD;
 /// Periodic resync of an unchanged driver: a no-op reconcile reads caches and writes nothing.
@@ -71,8 +72,10 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 pub const STATUS_COALESCE: Duration = Duration::from_secs(5);
 /// How often the Kubernetes version is asked again while running (one GET of /version): a
 /// control-plane upgrade or downgrade changes what is rendered without an operator restart. A
-/// watch error (the API server restarting during an upgrade) asks at once.
-pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+/// watch error (the API server restarting during an upgrade) asks at once. Five minutes: a
+/// control-plane upgrade takes longer than that, and 12 requests an hour fit the quiet budget
+/// (issue 20: at most 120 an hour in a cluster where nothing changes).
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -178,12 +181,22 @@ pub async fn volume_attributes_class_api(client: &Client) -> Result<Option<&'sta
     Ok(None)
 }
 
+/// Whether the API server serves `resource` in `group_version` (a group version it does not
+/// serve at all is false).
+async fn serves(client: &Client, group_version: &str, resource: &str) -> Result<bool, Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::Discovery(e)),
+    }
+}
+
 /// Runs the controller until `opts.shutdown` completes and in-flight reconciles finish.
 pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let caps = Arc::new(RwLock::new(discover(&client).await?));
     let hcd_ar = driver_resource();
     let drivers: Api<DynamicObject> = Api::all_with(client.clone(), &hcd_ar);
-    let mut controller = Controller::new_with(drivers, watcher::Config::default(), hcd_ar.clone());
+    let mut controller = Controller::new_with(drivers, watcher_config(), hcd_ar.clone());
     let drivers_store = controller.store();
 
     let label = format!("{LABEL_MANAGED_BY}={MANAGER}");
@@ -193,7 +206,20 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let mut caches = ChildCaches::default();
     let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let driver_ns = opts.policy.driver_namespace.clone();
-    let vac_api = caps.read().map(|c| c.volume_attributes_class_api).unwrap_or(None);
+    let (vac_api, snapshot_api, service_monitor_api) = caps
+        .read()
+        .map(|c| (c.volume_attributes_class_api, c.snapshot_api, c.service_monitor_api))
+        .unwrap_or((None, false, false));
+    // The snapshot API's CRD, watched by name: it decides what is rendered and gates the watch of
+    // VolumeSnapshotClasses, which nothing serves without it.
+    let (snapshot_gate, snapshot_crd_watch) = crd_gate(client.clone(), SNAPSHOT_CRD, snapshot_api);
+    // The same for the Prometheus Operator's ServiceMonitors.
+    let (service_monitor_gate, service_monitor_crd_watch) =
+        crd_gate(client.clone(), SERVICE_MONITOR_CRD, service_monitor_api);
+    // VolumeAttributesClasses are watched only while served (1.34 on, or v1beta1 where enabled);
+    // a version change asks again.
+    let (vac_gate_tx, vac_gate) = tokio::sync::watch::channel(vac_api.is_some());
+    let mut vac_watched = String::new();
     for mut kind in child_kinds() {
         let is_vac = kind.resource.kind == VolumeAttributesClass::kind(&());
         if is_vac && let Some(version) = vac_api {
@@ -201,8 +227,21 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
             kind.resource.version = version.to_string();
             kind.resource.api_version = format!("{}/{version}", kind.resource.group);
         }
+        if is_vac {
+            vac_watched = kind.resource.api_version.clone();
+        }
+        let gate = if is_vac {
+            Some(vac_gate.clone())
+        } else if kind.resource.group == VolumeSnapshotClass::group(&()) {
+            Some(snapshot_gate.clone())
+        } else if kind.optional_api() {
+            // The ServiceMonitors.
+            Some(service_monitor_gate.clone())
+        } else {
+            None
+        };
         // A whole-kind cache holds foreign objects too (no label selector).
-        let mut cfg = if kind.whole { watcher::Config::default() } else { watcher::Config::default().labels(&label) };
+        let mut cfg = if kind.whole { watcher_config() } else { watcher_config().labels(&label) };
         // The one CSIDriver is watched by name, so RBAC can limit even the watch to it.
         if let Some(fields) = kind.field_selector() {
             cfg = cfg.fields(&fields);
@@ -237,7 +276,11 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
                 } else {
                     Api::all_with(client.clone(), &kind.resource)
                 };
-                let trimmed = watcher(api, cfg).modify(|o| caches::trim_meta(&mut o.metadata));
+                let watch = match gate {
+                    Some(gate) => gated(gate, move || watcher(api.clone(), cfg.clone())).boxed(),
+                    None => watcher(api, cfg).boxed(),
+                };
+                let trimmed = watch.modify(|o| caches::trim_meta(&mut o.metadata));
                 let stream = reflector::reflector(writer, trimmed);
                 controller = controller.watches_stream_with(
                     quiet(stream.default_backoff().touched_objects(), errors),
@@ -256,13 +299,15 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
-    let snapshot_watch =
-        watch_api_crd(client.clone(), SNAPSHOT_CRD, caps.clone(), all_tx.clone(), |c| &mut c.snapshot_api);
-    let service_monitor_watch = watch_api_crd(client.clone(), SERVICE_MONITOR_CRD, caps.clone(), all_tx.clone(), |c| {
-        &mut c.service_monitor_api
-    });
+    let capability_watch =
+        follow_api_crd(snapshot_gate, SNAPSHOT_CRD, caps.clone(), all_tx.clone(), |c| &mut c.snapshot_api);
+    let service_monitor_watch =
+        follow_api_crd(service_monitor_gate, SERVICE_MONITOR_CRD, caps.clone(), all_tx.clone(), |c| {
+            &mut c.service_monitor_api
+        });
+    let vac = (vac_gate_tx, vac_watched);
     let version_watch =
-        rediscover_version(client.clone(), caps.clone(), all_tx, opts.discovery_interval, watch_errors.clone());
+        rediscover_version(client.clone(), caps.clone(), all_tx, opts.discovery_interval, watch_errors.clone(), vac);
     controller = controller.reconcile_all_on(tokio_stream(all_rx));
     if let Some(rx) = opts.triggers {
         let ar = hcd_ar.clone();
@@ -322,8 +367,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     );
     tokio::select! {
         _ = run => {}
-        _ = snapshot_watch => {}
+        _ = capability_watch => {}
+        _ = snapshot_crd_watch => {}
         _ = service_monitor_watch => {}
+        _ = service_monitor_crd_watch => {}
         _ = version_watch => {}
     }
     Ok(())
@@ -354,13 +401,16 @@ where
 
 /// Asks the Kubernetes version again every `every` and after a watch error: when it changed (a
 /// control-plane upgrade or downgrade), every driver re-renders for it, turning on or off what
-/// the version decides (see `Capabilities`), without an operator restart.
+/// the version decides (see `Capabilities`), without an operator restart. A new version also
+/// asks whether VolumeAttributesClasses are served at `vac.1` (the group version the cache
+/// watches), which opens or closes their watch (`vac.0`).
 async fn rediscover_version(
     client: Client,
     caps: Arc<RwLock<Capabilities>>,
     all: mpsc::Sender<()>,
     every: Duration,
     watch_errors: Arc<tokio::sync::Notify>,
+    vac: (tokio::sync::watch::Sender<bool>, String),
 ) {
     // A burst of watch errors (every watch fails while the API server restarts) asks once, and
     // at most once per `spacing`.
@@ -381,6 +431,12 @@ async fn rediscover_version(
                         to = %format!("{}.{}", version.0, version.1),
                         "Kubernetes version changed; re-rendering every driver"
                     );
+                    match serves(&client, &vac.1, "volumeattributesclasses").await {
+                        Ok(served) => {
+                            vac.0.send_if_modified(|open| std::mem::replace(open, served) != served);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "VolumeAttributesClass API not re-discovered"),
+                    }
                     let _ = all.send(()).await;
                 }
             }
@@ -415,24 +471,18 @@ fn tokio_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Ite
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Follows the CRD `crd` of an optional API (the snapshot API, ServiceMonitors), watched by name:
-/// when it appears or goes, `flag` of the capabilities follows and every driver re-renders.
-async fn watch_api_crd(
-    client: Client,
+/// Follows the CRD `crd` of an optional API (the snapshot API, ServiceMonitors), whose watch by
+/// name (`crd_gate`) reports `present`: when it appears or goes, `flag` of the capabilities
+/// follows and every driver re-renders.
+async fn follow_api_crd(
+    mut present: tokio::sync::watch::Receiver<bool>,
     crd: &'static str,
     caps: Arc<RwLock<Capabilities>>,
     all: mpsc::Sender<()>,
     flag: fn(&mut Capabilities) -> &mut bool,
 ) {
-    let api: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={crd}"));
-    let (reader, writer) = reflector::store();
-    let mut events = reflector::reflector(writer, watcher(api, cfg)).default_backoff().boxed();
-    while let Some(ev) = events.next().await {
-        if ev.is_err() {
-            continue;
-        }
-        let present = !reader.state().is_empty();
+    while present.changed().await.is_ok() {
+        let present = *present.borrow_and_update();
         let changed = caps.write().map(|mut c| std::mem::replace(flag(&mut c), present) != present).unwrap_or(false);
         if changed {
             tracing::info!(crd, present, "an optional API changed; re-rendering every driver");

@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::conditions::{ContainerFailure, Failure, PodFacts, Workload};
+use crate::aws::pv_watch::watcher_config;
 use crate::render::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, controller_deployment, node_daemonset};
 
 /// Waiting reasons of a container whose image cannot be pulled.
@@ -106,7 +107,7 @@ impl PodWatch {
 
     fn start(&self, namespace: &str) -> Running {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let cfg = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+        let cfg = watcher_config().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
         let notable_pods: Arc<Mutex<Notable>> = Arc::default();
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));

@@ -17,6 +17,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 
+use crate::aws::pv_watch::watcher_config;
+
 /// What the watch of one named Secret knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -103,7 +105,7 @@ impl SecretWatch {
 
     fn start(&self, instance: &str, namespace: &str, name: &str) -> Running {
         let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(self.client.clone(), namespace);
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let cfg = watcher_config().fields(&format!("metadata.name={name}"));
         let stream = watcher(api, cfg).default_backoff();
         let state = Arc::new(Mutex::new(State::default()));
         let instance = Arc::new(Mutex::new(instance.to_string()));

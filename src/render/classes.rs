@@ -15,6 +15,9 @@ use crate::crd::StorageClassSpec;
 
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 pub const DEFAULT_SNAPSHOT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
+/// The CRD whose presence means the snapshot API is installed (the external-snapshotter installs
+/// the classes', contents' and snapshots' CRDs together).
+pub const SNAPSHOT_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
 
 /// snapshot.storage.k8s.io/v1 VolumeSnapshotClass: its fields sit at the top level (no spec).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

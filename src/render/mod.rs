@@ -22,7 +22,7 @@ pub mod service_monitor;
 pub mod snapshot_controller;
 pub mod volume_attributes_classes;
 
-pub use classes::{VolumeSnapshotClass, VolumeSnapshotClassFields};
+pub use classes::{SNAPSHOT_CRD, VolumeSnapshotClass, VolumeSnapshotClassFields};
 pub use service_monitor::ServiceMonitor;
 
 use std::collections::BTreeMap;

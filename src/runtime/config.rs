@@ -87,7 +87,7 @@ pub struct RunArgs {
 
     /// How often the Kubernetes version is asked again while running (also at once after a watch
     /// error), so a control-plane upgrade or downgrade re-renders the driver without a restart.
-    #[arg(long, env = "HCO_DISCOVERY_INTERVAL", value_name = "DURATION", default_value = "60s",
+    #[arg(long, env = "HCO_DISCOVERY_INTERVAL", value_name = "DURATION", default_value = "5m",
         value_parser = parse_duration)]
     pub discovery_interval: Duration,
 

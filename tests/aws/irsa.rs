@@ -22,7 +22,7 @@ use crate::moto;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/ebs-csi-driver";
 
-fn irsa_spec() -> HardenedCsiDriverSpec {
+pub(crate) fn irsa_spec() -> HardenedCsiDriverSpec {
     let mut spec = HardenedCsiDriverSpec::default();
     spec.aws.region = Some("us-east-1".into());
     spec.aws.cluster_id = Some("prod".into());
@@ -40,7 +40,7 @@ async fn api_for(server: &LocalApiServer, fake: &Arc<Fake>, metrics: &Arc<Metric
     api_for_spec(server, fake, metrics, &irsa_spec()).await
 }
 
-async fn api_for_spec(
+pub(crate) async fn api_for_spec(
     server: &LocalApiServer,
     fake: &Arc<Fake>,
     metrics: &Arc<Metrics>,
@@ -59,7 +59,7 @@ async fn api_for_spec(
     SdkAws::new(factory.aws_settings(spec)).await.expect("SDK client builds")
 }
 
-async fn create_service_account(server: &LocalApiServer) {
+pub(crate) async fn create_service_account(server: &LocalApiServer) {
     let sas: Api<ServiceAccount> = Api::namespaced(server.client(), "kube-system");
     let sa: ServiceAccount =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "ebs-csi-controller-sa"}})).expect("sa");

@@ -9,6 +9,7 @@ mod cluster_truth;
 #[path = "../support/aws_fake.rs"]
 mod fake;
 mod irsa;
+mod kms;
 mod mocked;
 mod moto_doctor;
 mod moto_inventory;

@@ -1,5 +1,6 @@
 //! The reconciler against the local API server over HTTP: every behaviour of the reconciler issue.
 
+mod absent_apis;
 mod deletion;
 mod failover;
 mod faults;

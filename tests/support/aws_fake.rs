@@ -1,4 +1,5 @@
-//! A fake EC2 + STS + EBS speaking the real wire protocol (awsQuery XML), plugged into the SDK as
+//! A fake EC2 + STS + EBS + KMS speaking the real wire protocols (awsQuery XML; awsJson 1.1 for KMS,
+//! which honours DryRun as KMS does, unlike moto), plugged into the SDK as
 //! its HTTP client, so the SDK implementation itself (serialisation, pagination, retries,
 //! signing, error parsing) is what the tests exercise. It records every request.
 //!
@@ -49,7 +50,45 @@ pub struct Fake {
     /// `owned`), odd-numbered ones the other's, and Describe calls honour `tag:` filters as EC2
     /// does (on top of the default scope rules). None: every item is the requested cluster's.
     pub clusters: Option<(String, String)>,
+    /// KMS: (operation, substring of the KeyId, AccessDeniedException message): that operation on
+    /// a matching key is denied with that message (KMS names the policy that denied it).
+    pub kms_deny: Vec<(String, String, String)>,
+    /// KMS keys (as named, or an ARN substring) that do not exist: DescribeKey NotFoundException.
+    pub kms_missing: HashSet<String>,
+    /// KMS key (substring of the KeyId) -> KeyState other than Enabled.
+    pub kms_state: HashMap<String, String>,
     pub requests: Mutex<Vec<Req>>,
+}
+
+/// The account of the fake's KMS keys named by ID or alias.
+pub const KMS_ACCOUNT: &str = "123456789012";
+/// KMS's message when an identity-based policy denies.
+pub fn kms_identity_denial(op: &str, key: &str) -> String {
+    format!(
+        "User: {ASSUMED_ARN} is not authorized to perform: kms:{op} on resource: {key} because no identity-based \
+            policy allows the kms:{op} action"
+    )
+}
+/// KMS's message when the key policy denies.
+pub fn kms_key_policy_denial(op: &str, key: &str) -> String {
+    format!(
+        "User: {ASSUMED_ARN} is not authorized to perform: kms:{op} on resource: {key} because no resource-based \
+            policy allows the kms:{op} action"
+    )
+}
+
+/// The key ARN the fake's DescribeKey resolves a key ID, alias or ARN to.
+pub fn kms_arn(key: &str) -> String {
+    if key.starts_with("arn:") && key.contains(":key/") {
+        return key.to_string();
+    }
+    let id = key.rsplit('/').next().unwrap_or(key);
+    let account = if key.starts_with("arn:") { key.split(':').nth(4).unwrap_or(KMS_ACCOUNT) } else { KMS_ACCOUNT };
+    format!("arn:aws:kms:us-east-1:{account}:key/0000-{id}")
+}
+
+fn kms_error(status: u16, code: &str, message: &str) -> (u16, String) {
+    (status, serde_json::json!({"__type": code, "message": message}).to_string())
 }
 
 pub const ASSUMED_KEY: &str = "ASIAIRSAEXAMPLE";
@@ -222,10 +261,21 @@ impl Fake {
             let authorization =
                 req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let path = req.uri().path().to_string();
-            let (status, text) = fake.handle(&body, &host, &path, authorization);
+            let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let kms = target.is_some();
+            let (status, text) = fake.handle(&body, &host, &path, authorization, target);
             let mut resp = Response::new(StatusCode::try_from(status).expect("status"), SdkBody::from(text));
             let mut headers = Headers::new();
-            headers.insert("content-type", if json_path(&path) { "application/json" } else { "text/xml" });
+            headers.insert(
+                "content-type",
+                if kms {
+                    "application/x-amz-json-1.1"
+                } else if json_path(&path) {
+                    "application/json"
+                } else {
+                    "text/xml"
+                },
+            );
             *resp.headers_mut() = headers;
             resp.try_into_http1x().expect("http 1.x response")
         })
@@ -239,7 +289,31 @@ impl Fake {
         self.requests().iter().filter(|r| r.action == action).count()
     }
 
-    fn handle(&self, body: &str, host: &str, path: &str, authorization: String) -> (u16, String) {
+    fn handle(
+        &self,
+        body: &str,
+        host: &str,
+        path: &str,
+        authorization: String,
+        target: Option<String>,
+    ) -> (u16, String) {
+        // KMS is awsJson 1.1: POST / with X-Amz-Target TrentService.<Operation> and a JSON body.
+        if let Some(op) = target.as_deref().and_then(|t| t.strip_prefix("TrentService.")) {
+            let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let mut params = HashMap::new();
+            if let Some(map) = json.as_object() {
+                for (k, v) in map {
+                    params.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                }
+            }
+            self.requests.lock().expect("lock").push(Req {
+                action: op.to_string(),
+                params: params.clone(),
+                host: host.to_string(),
+                authorization,
+            });
+            return self.kms_answer(op, &params);
+        }
         let params: HashMap<String, String> = body
             .split('&')
             .filter(|kv| !kv.is_empty())
@@ -394,6 +468,58 @@ impl Fake {
         }
     }
 
+    /// A KMS answer: DescribeKey resolves any key but `kms_missing`; the other operations honour
+    /// DryRun (`DryRunOperationException`, HTTP 412, as KMS answers) unless `ignore_dry_run`.
+    fn kms_answer(&self, op: &str, params: &HashMap<String, String>) -> (u16, String) {
+        let key = params
+            .get("KeyId")
+            .or_else(|| params.get("DestinationKeyId"))
+            .or_else(|| params.get("SourceKeyId"))
+            .cloned()
+            .unwrap_or_default();
+        if take(&self.throttle, op) {
+            return kms_error(400, "ThrottlingException", "Rate exceeded");
+        }
+        if let Some((_, _, message)) = self.kms_deny.iter().find(|(o, k, _)| o == op && key.contains(k.as_str())) {
+            return kms_error(400, "AccessDeniedException", message);
+        }
+        if self.kms_missing.iter().any(|m| key.contains(m.as_str())) {
+            return kms_error(400, "NotFoundException", &format!("Key '{key}' does not exist"));
+        }
+        let arn = kms_arn(&key);
+        let state = self.kms_state.iter().find(|(k, _)| key.contains(k.as_str())).map(|(_, s)| s.as_str());
+        if op == "DescribeKey" {
+            let manager = if key.ends_with("alias/aws/ebs") { "AWS" } else { "CUSTOMER" };
+            return (
+                200,
+                serde_json::json!({"KeyMetadata": {
+                    "KeyId": arn.rsplit('/').next(), "Arn": arn, "AWSAccountId": arn.split(':').nth(4),
+                    "KeyState": state.unwrap_or("Enabled"), "Enabled": state.is_none(), "KeyManager": manager,
+                    "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT", "CreationDate": 1767225600.0,
+                }})
+                .to_string(),
+            );
+        }
+        if let Some(state) = state {
+            return kms_error(400, "KMSInvalidStateException", &format!("{arn} is {state}"));
+        }
+        if params.get("DryRun").map(String::as_str) == Some("true") && !self.ignore_dry_run.contains(op) {
+            return kms_error(
+                412,
+                "DryRunOperationException",
+                "The request would have succeeded, but the DryRun \
+                option is set.",
+            );
+        }
+        match op {
+            "CreateGrant" => (200, serde_json::json!({"GrantId": "grant-performed", "GrantToken": "t"}).to_string()),
+            "GenerateDataKeyWithoutPlaintext" | "Encrypt" => {
+                (200, serde_json::json!({"CiphertextBlob": "eA==", "KeyId": arn}).to_string())
+            }
+            _ => kms_error(400, "InvalidCiphertextException", ""),
+        }
+    }
+
     /// Index range of the requested page and the `<nextToken>` element for the next one.
     fn page(&self, params: &HashMap<String, String>, total: usize) -> (usize, usize, String) {
         let size: usize = params.get("MaxResults").and_then(|m| m.parse().ok()).unwrap_or(total.max(1));
@@ -421,8 +547,15 @@ impl Fake {
                     let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
                     let auth =
                         headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                    let (status, text) = fake.handle(&body, &host, uri.path(), auth);
-                    let content_type = if json_path(uri.path()) { "application/json" } else { "text/xml" };
+                    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let content_type = if target.is_some() {
+                        "application/x-amz-json-1.1"
+                    } else if json_path(uri.path()) {
+                        "application/json"
+                    } else {
+                        "text/xml"
+                    };
+                    let (status, text) = fake.handle(&body, &host, uri.path(), auth, target);
                     (
                         axum::http::StatusCode::from_u16(status)
                             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),

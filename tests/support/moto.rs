@@ -121,6 +121,11 @@ impl Moto {
         aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
 
+    /// A KMS client on moto, for seeding keys and aliases.
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk_config().await)
+    }
+
     /// An EBS direct API client on moto, for seeding snapshots it can list blocks of.
     pub async fn ebs(&self) -> aws_sdk_ebs::Client {
         aws_sdk_ebs::Client::new(&self.sdk_config().await)
