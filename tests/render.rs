@@ -86,6 +86,12 @@ fn snapshots() {
                 gold}, annotations: {owner: platform}}\n",
             Capabilities { kubernetes_version: (1, 34), volume_attributes_class_api: Some("v1"), ..caps.clone() },
         ),
+        (
+            "snapshot_controller",
+            "snapshots:\n  controller: {enabled: true}\nvolumeSnapshotClasses: [{name: ebs-snapshots, default: \
+                true}]\n",
+            caps.clone(),
+        ),
     ];
     for (name, spec, caps) in cases {
         insta::assert_snapshot!(*name, render_yaml(spec, caps));
@@ -495,6 +501,45 @@ fn hardening_holds_for_every_container() {
     }
 }
 
+#[test]
+fn the_snapshot_controller_is_hardened_leader_elected_and_follows_fips_and_a_foreign_stack() {
+    let spec = "snapshots:\n  controller: {enabled: true, replicas: 3, logLevel: 4}\n";
+    let children = render::render(&hcd(spec), &Capabilities::default()).expect("renders");
+    let d = serde_json::to_value(&find(&children, "Deployment", "snapshot-controller").object).expect("json");
+    assert_eq!(d["spec"]["replicas"], json!(3));
+    assert_eq!(d["spec"]["selector"]["matchLabels"], json!({"app.kubernetes.io/name": "snapshot-controller"}));
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], json!(true));
+    assert_eq!(pod["automountServiceAccountToken"], json!(false));
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], json!("dhi.io/snapshot-controller:8.6.0"));
+    assert_eq!(c["args"], json!(["--v=4", "--leader-election=true", "--http-endpoint=:8080"]));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], json!(true));
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], json!("/healthz/leader-election"));
+    let pdb = serde_json::to_value(&find(&children, "PodDisruptionBudget", "snapshot-controller").object).expect("pdb");
+    assert_eq!(pdb["spec"]["maxUnavailable"], json!(1));
+    find(&children, "ServiceAccount", "snapshot-controller");
+
+    // One replica: no PDB (it would block every drain).
+    let one =
+        render::render(&hcd("snapshots:\n  controller: {enabled: true, replicas: 1}\n"), &Capabilities::default())
+            .expect("renders");
+    assert!(!one.iter().any(|c| c.kind() == "PodDisruptionBudget" && c.name() == "snapshot-controller"));
+    // FIPS: the -fips variant, like every other image.
+    let fips = "fips: true\naws: {region: us-east-1}\nsnapshots:\n  controller: {enabled: true}\n";
+    let children = render::render(&hcd(fips), &Capabilities::default()).expect("renders");
+    let d = serde_json::to_value(&find(&children, "Deployment", "snapshot-controller").object).expect("json");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], json!("dhi.io/snapshot-controller:8.6.0-fips"));
+    // Another installation's stack: nothing of the snapshot-controller is rendered.
+    let foreign = Capabilities { foreign_snapshot_stack: true, ..Capabilities::default() };
+    let children = render::render(&hcd(spec), &foreign).expect("renders");
+    assert!(!children.iter().any(|c| c.name() == "snapshot-controller"), "no second snapshot-controller");
+    // Off (the default): nothing either.
+    let children = render::render(&hcd("{}"), &Capabilities::default()).expect("renders");
+    assert!(!children.iter().any(|c| c.name() == "snapshot-controller"));
+}
+
 // ---------------------------------------------------------------- validation
 
 /// Each rule broken once; Rust validation names the field, and the CRD's own CEL rules (or schema)
@@ -540,6 +585,8 @@ fn invalid_specs_are_rejected_with_field_paths() {
         ("controller: {extraArgs: [\"--k8s-tag-cluster-id=x\"]}\n", "spec.controller.extraArgs[0]", false),
         ("aws: {identity: {irsa: {roleArn: \"arn:aws:iam::1:user/x\"}}}\n", "spec.aws.identity.irsa.roleArn", false),
         ("node: {maxUnavailable: \"ten\"}\n", "spec.node.maxUnavailable", false),
+        ("snapshots: {controller: {enabled: true, replicas: 0}}\n", "spec.snapshots.controller.replicas", false),
+        ("snapshots: {controller: {logLevel: 11}}\n", "spec.snapshots.controller.logLevel", false),
     ];
     for (spec, field, cel) in cases {
         let obj = hcd(spec);

@@ -217,6 +217,24 @@ fn cases() -> Vec<Bad> {
             Each("out of range: 1 to 10", "should be less than or equal to 10"),
         ),
         bad(
+            json!({"snapshots": {"controller": {"enabled": true, "replicas": 6}}}),
+            "spec.snapshots.controller.replicas",
+            "spec.snapshots.controller.replicas",
+            Each("out of range: 1 to 5", "should be less than or equal to 5"),
+        ),
+        bad(
+            json!({"snapshots": {"controller": {"replicas": 0}}}),
+            "spec.snapshots.controller.replicas",
+            "spec.snapshots.controller.replicas",
+            Each("out of range: 1 to 5", "should be greater than or equal to 1"),
+        ),
+        bad(
+            json!({"snapshots": {"controller": {"logLevel": 11}}}),
+            "spec.snapshots.controller.logLevel",
+            "spec.snapshots.controller.logLevel",
+            Each("out of range: 0 to 10", "should be less than or equal to 10"),
+        ),
+        bad(
             json!({"controller": {"priorityClassName": "Bad_PC"}}),
             "spec.controller.priorityClassName",
             "spec.controller.priorityClassName",

@@ -13,9 +13,13 @@
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde::Serialize;
 
+use crate::reconciler::snapshots::CRD_NAMES as SNAPSHOT_CRDS;
 use crate::reconciler::{SERVICE_MONITOR_CRD, SNAPSHOT_CRD};
-use crate::render::rbac::{CLUSTER_ROLES, DriverRbac, LEASES_ROLE, LEASES_ROLE_BINDING, SERVICE_ACCOUNTS, driver_rbac};
-use crate::render::{DRIVER_NAME, controller_deployment, network_policy, node_daemonset};
+use crate::render::rbac::{
+    CLUSTER_ROLES, DriverRbac, LEASES_ROLE, LEASES_ROLE_BINDING, SERVICE_ACCOUNTS, SNAPSHOT_CONTROLLER_BINDING,
+    SNAPSHOT_CONTROLLER_LEASES_ROLE, SNAPSHOT_CONTROLLER_ROLE, driver_rbac, snapshot_controller_rbac,
+};
+use crate::render::{DRIVER_NAME, controller_deployment, network_policy, node_daemonset, snapshot_controller};
 
 /// One permission and why the code needs it.
 pub struct Permission {
@@ -99,6 +103,20 @@ pub const CLUSTER: &[Permission] = &[
         "rbac.authorization.k8s.io",
         &["clusterroles"],
         &["get"],
+        &[SNAPSHOT_CONTROLLER_ROLE],
+        "verify the snapshot-controller's ClusterRole the chart installs (read only, by name)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterrolebindings"],
+        &["get"],
+        &[SNAPSHOT_CONTROLLER_BINDING],
+        "verify the snapshot-controller's ClusterRoleBinding the chart installs (read only, by name)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["clusterroles"],
+        &["get"],
         DRIVER_CLUSTER_ROLES,
         "verify the driver's ClusterRoles the chart installs (read only, by name)",
     ),
@@ -116,6 +134,14 @@ pub const CLUSTER: &[Permission] = &[
         &[SNAPSHOT_CRD, SERVICE_MONITOR_CRD],
         "detect the snapshot API and the Prometheus Operator's ServiceMonitor: get and a watch by metadata.name of \
         their CRDs",
+    ),
+    named(
+        "apiextensions.k8s.io",
+        &["customresourcedefinitions"],
+        &["get", "create", "patch"],
+        &SNAPSHOT_CRDS,
+        "spec.snapshots.controller: read the three snapshot CRDs (whose they are, their bundle) and apply the \
+        shipped ones where absent, server-side by name; never delete (that would delete every VolumeSnapshot)",
     ),
     p(
         "",
@@ -157,6 +183,7 @@ pub const CLUSTER: &[Permission] = &[
 ];
 
 const CONTROLLER: &[&str] = &[controller_deployment::NAME];
+const SNAPSHOT_CONTROLLER: &[&str] = &[snapshot_controller::NAME];
 const NODE: &[&str] = &[node_daemonset::NAME];
 const NETWORK_POLICY: &[&str] = &[network_policy::NAME];
 const METRICS_SERVICES: &[&str] = &[controller_deployment::NAME, node_daemonset::NAME];
@@ -175,9 +202,24 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
         via EKS Auth)",
     ),
     named("apps", &["deployments"], BY_NAME, CONTROLLER, "the controller Deployment"),
+    named(
+        "apps",
+        &["deployments"],
+        BY_NAME,
+        SNAPSHOT_CONTROLLER,
+        "the snapshot-controller Deployment (spec.snapshots.controller); get also tells whether another \
+        installation runs one there",
+    ),
     named("apps", &["daemonsets"], BY_NAME, NODE, "the node DaemonSet"),
     p("apps", &["deployments", "daemonsets"], CACHE, "workload caches (rollout status)"),
     named("policy", &["poddisruptionbudgets"], BY_NAME, CONTROLLER, "the controller PodDisruptionBudget"),
+    named(
+        "policy",
+        &["poddisruptionbudgets"],
+        BY_NAME,
+        SNAPSHOT_CONTROLLER,
+        "the snapshot-controller PodDisruptionBudget",
+    ),
     p("policy", &["poddisruptionbudgets"], CACHE, "PodDisruptionBudget cache (metadata)"),
     named("", &["services"], BY_NAME, METRICS_SERVICES, "the driver metrics Services (controller, node)"),
     p("", &["services"], CACHE, "Service cache (metadata)"),
@@ -211,6 +253,13 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
         &["get"],
         &[LEASES_ROLE_BINDING],
         "verify the driver's leases RoleBinding the chart installs (read only)",
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        &["roles", "rolebindings"],
+        &["get"],
+        &[SNAPSHOT_CONTROLLER_LEASES_ROLE],
+        "verify the snapshot-controller's leader-election Role and RoleBinding the chart installs (read only)",
     ),
 ];
 
@@ -266,6 +315,9 @@ pub struct OperatorRbac {
     /// The driver's own RBAC (for the default driver namespace, kube-system), which the chart
     /// installs and the operator verifies.
     pub driver_rbac: DriverRbac,
+    /// The snapshot-controller's RBAC (kube-system), which the chart installs with
+    /// `snapshotController.rbac.create` and the operator verifies while it runs the controller.
+    pub snapshot_controller_rbac: DriverRbac,
 }
 
 /// The default driver namespace (`run --driver-namespace`).
@@ -279,6 +331,7 @@ pub fn operator_rbac() -> OperatorRbac {
         ca_bundle_rules: rules(CA_BUNDLES),
         operator_namespace_rules: rules(OPERATOR_NAMESPACE),
         driver_rbac: driver_rbac(DEFAULT_DRIVER_NAMESPACE),
+        snapshot_controller_rbac: snapshot_controller_rbac(DEFAULT_DRIVER_NAMESPACE),
     }
 }
 

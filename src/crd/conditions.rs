@@ -17,6 +17,12 @@ pub const OWNERSHIP: &str = "OwnershipConflict";
 pub const CONTROLLER_AVAILABLE: &str = "ControllerAvailable";
 pub const NODE_AVAILABLE: &str = "NodeAvailable";
 pub const SNAPSHOT_API: &str = "SnapshotApi";
+/// `spec.snapshots.controller`: whose snapshot-controller and CRDs the cluster runs, and whether
+/// ours is rolled out.
+pub const SNAPSHOT_CONTROLLER: &str = "SnapshotController";
+/// The snapshot CRDs, snapshot-controller and csi-snapshotter sidecar come from different
+/// external-snapshotter major releases.
+pub const SNAPSHOT_VERSION_SKEW: &str = "SnapshotVersionSkew";
 /// storage.k8s.io serves VolumeAttributesClass, so the spec's classes are managed.
 pub const VOLUME_ATTRIBUTES_CLASSES: &str = "VolumeAttributesClasses";
 pub const PULL_SECRETS: &str = "PullSecretsPresent";

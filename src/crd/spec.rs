@@ -115,6 +115,11 @@ pub struct HardenedCsiDriverSpec {
     #[x_kube(validation = Rule::new(rules::VAC_UNIQUE.rule).message(rules::VAC_UNIQUE.message))]
     pub volume_attributes_classes: Vec<VolumeAttributesClassSpec>,
 
+    /// The snapshot stack the csi-snapshotter sidecar needs: the snapshot.storage.k8s.io CRDs and
+    /// the snapshot-controller. Off by default (most clusters already run one).
+    #[serde(default)]
+    pub snapshots: SnapshotsSpec,
+
     /// HTTP proxy for the driver's AWS calls.
     #[serde(default)]
     pub proxy: ProxySpec,
@@ -1071,6 +1076,49 @@ pub struct ProxySpec {
     pub no_proxy: Option<String>,
 }
 
+/// The snapshot stack (`spec.snapshots`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotsSpec {
+    /// The snapshot-controller (`dhi.io/snapshot-controller`, the release of `spec.version`'s
+    /// csi-snapshotter) and, when the cluster has none, the snapshot.storage.k8s.io CRDs of the
+    /// same external-snapshotter release. When another installation already provides the CRDs
+    /// or a snapshot-controller, those are used and nothing is installed (condition
+    /// SnapshotController, reason Foreign).
+    #[serde(default)]
+    pub controller: SnapshotControllerSpec,
+}
+
+/// The snapshot-controller Deployment (`snapshot-controller`, in `spec.namespace`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotControllerSpec {
+    /// Install the snapshot-controller (and the snapshot CRDs when the cluster has none). The
+    /// chart's value `snapshotController.rbac.create` installs its RBAC. Turning it off removes
+    /// the Deployment; the CRDs are kept (deleting them would delete every VolumeSnapshot).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Replicas (leader-elected: one works, the others wait), 1 to 5. A
+    /// PodDisruptionBudget keeps one available when there are two or more.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+    /// Log verbosity (`--v`).
+    #[serde(default = "default_log_level")]
+    #[schemars(range(min = 0, max = 10))]
+    pub log_level: i32,
+    /// Resources of the snapshot-controller container (default: 10m CPU, 64Mi memory
+    /// requested; 256Mi memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for SnapshotControllerSpec {
+    fn default() -> Self {
+        Self { enabled: false, replicas: default_replicas(), log_level: default_log_level(), resources: None }
+    }
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(rules::SERVICE_MONITOR_METRICS.rule).message(rules::SERVICE_MONITOR_METRICS.message))]
@@ -1220,6 +1268,7 @@ impl Default for HardenedCsiDriverSpec {
             storage_classes: default_storage_classes(),
             volume_snapshot_classes: Vec::new(),
             volume_attributes_classes: Vec::new(),
+            snapshots: SnapshotsSpec::default(),
             proxy: ProxySpec::default(),
             metrics: MetricsSpec::default(),
             inventory: InventorySpec::default(),

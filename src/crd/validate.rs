@@ -852,6 +852,16 @@ pub fn validate_driver(hcd: &HardenedCsiDriver) -> Result<(), FieldErrors> {
 const MIN_DEGRADED_AFTER: Duration = Duration::from_secs(10);
 
 /// Check the whole spec. Returns every broken rule so a user can fix them in one go.
+/// `spec.snapshots.controller`: the ranges the CRD schema also enforces.
+fn snapshot_controller(c: &super::SnapshotControllerSpec, errs: &mut FieldErrors) {
+    if !(1..=5).contains(&c.replicas) {
+        errs.push("spec.snapshots.controller.replicas", format!("{} is out of range: 1 to 5", c.replicas));
+    }
+    if !(0..=10).contains(&c.log_level) {
+        errs.push("spec.snapshots.controller.logLevel", format!("{} is out of range: 0 to 10", c.log_level));
+    }
+}
+
 pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
     if !is_dns_label(&spec.namespace) {
@@ -881,6 +891,7 @@ pub fn validate(spec: &HardenedCsiDriverSpec) -> Result<(), FieldErrors> {
     }
     aws(spec, &mut errs);
     controller(&spec.controller, &mut errs);
+    snapshot_controller(&spec.snapshots.controller, &mut errs);
     node(&spec.node, &mut errs);
     storage_classes(&spec.storage_classes, &mut errs);
     snapshot_classes(&spec.volume_snapshot_classes, &mut errs);

@@ -134,6 +134,34 @@ pub struct ImageSource {
     pub namespace: String,
 }
 
+/// Whose snapshot stack the cluster runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// The operator's: it applies the CRDs where absent and runs the snapshot-controller.
+    #[default]
+    Ours,
+    /// Another installation's, with what was found (CRDs not labelled ours, a Deployment).
+    Foreign(Vec<String>),
+}
+
+/// The snapshot stack as one reconcile saw it (`spec.snapshots.controller.enabled`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStack {
+    pub mode: SnapshotMode,
+    /// The snapshot-controller image running (ours as rendered, or the other installation's).
+    pub controller_image: Option<String>,
+    /// The csi-snapshotter sidecar image of the driver controller.
+    pub snapshotter_image: String,
+    /// The bundle (external-snapshotter release) of each CRD that says it.
+    pub crd_bundles: Vec<(String, String)>,
+    /// CRDs this reconcile applied.
+    pub crds_applied: Vec<String>,
+    /// Version skew found, one sentence each.
+    pub skew: Vec<String>,
+    /// Our snapshot-controller's rollout (Ours only).
+    pub rollout: Option<Rollout>,
+}
+
 /// Everything one reconcile learnt, from which the status follows.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -157,6 +185,11 @@ pub struct Observed {
     /// Reconciles of this driver that failed in a row before this one.
     pub failed_attempts: u32,
     pub snapshot_api: bool,
+    /// The snapshot stack, when `spec.snapshots.controller.enabled`.
+    pub snapshot_stack: Option<SnapshotStack>,
+    /// `spec.snapshots.controller.enabled` is false (a previous SnapshotController condition then
+    /// says the CRDs are kept).
+    pub snapshot_controller_disabled: bool,
     /// `spec.metrics.serviceMonitor` is enabled: whether the cluster serves ServiceMonitors, and
     /// the ServiceMonitors rendered. None when they are not asked for.
     pub service_monitors: Option<(bool, Vec<String>)>,
@@ -235,8 +268,11 @@ fn assess(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Timestamp) -
         .filter(|p| p.unready_since.is_some_and(|t| elapsed(t, now) >= grace))
         .cloned()
         .collect();
-    let rolled_out =
-        o.controller.as_ref().is_some_and(Rollout::complete) && o.node.as_ref().is_some_and(Rollout::complete);
+    let snapshot_controller_done =
+        o.snapshot_stack.as_ref().and_then(|s| s.rollout.as_ref()).is_none_or(Rollout::complete);
+    let rolled_out = o.controller.as_ref().is_some_and(Rollout::complete)
+        && o.node.as_ref().is_some_and(Rollout::complete)
+        && snapshot_controller_done;
 
     let stalled = if let Some(e) = &o.spec_errors {
         let reason = if o.fips_refused { "FipsRegionUnsupported" } else { "InvalidSpec" };
@@ -407,7 +443,87 @@ fn rollout_message(o: &Observed) -> String {
         let r = &n.replicas;
         parts.push(format!("ebs-csi-node {}/{} ready, {} updated", r.ready, r.desired, r.updated));
     }
+    if let Some(r) = o.snapshot_stack.as_ref().and_then(|s| s.rollout.as_ref()) {
+        let r = &r.replicas;
+        parts.push(format!("snapshot-controller {}/{} ready, {} updated", r.ready, r.desired, r.updated));
+    }
     if parts.is_empty() { "waiting for the controller and node workloads".to_string() } else { parts.join("; ") }
+}
+
+/// SnapshotController and SnapshotVersionSkew, while `spec.snapshots.controller` is on (and
+/// SnapshotController once more after it is turned off, to say the CRDs are kept).
+fn snapshot_controller(o: &Observed, old: Option<&HardenedCsiDriverStatus>) -> Vec<Cond> {
+    let Some(s) = &o.snapshot_stack else {
+        let had = old.and_then(|st| st.condition(SNAPSHOT_CONTROLLER));
+        return match had {
+            Some(_) if o.snapshot_controller_disabled => vec![Cond::new(
+                SNAPSHOT_CONTROLLER,
+                false,
+                "Disabled",
+                "spec.snapshots.controller is off: the operator's snapshot-controller is removed. The \
+                snapshot.storage.k8s.io CRDs are kept (the operator never deletes them: that would delete every \
+                VolumeSnapshot and VolumeSnapshotContent); remove them yourself once no snapshot needs them.",
+            )],
+            _ => Vec::new(),
+        };
+    };
+    let mut out = Vec::new();
+    out.push(match &s.mode {
+        SnapshotMode::Foreign(found) => Cond::new(
+            SNAPSHOT_CONTROLLER,
+            true,
+            "Foreign",
+            format!(
+                "Another installation provides the snapshot stack, which the driver uses; the operator installs no \
+                second snapshot-controller and no CRD. Found: {}.",
+                found.join(", ")
+            ),
+        ),
+        SnapshotMode::Ours => {
+            let image = s.controller_image.as_deref().unwrap_or_default();
+            let crds = if s.crds_applied.is_empty() {
+                String::new()
+            } else {
+                format!(" Applied the snapshot CRDs {}.", s.crds_applied.join(", "))
+            };
+            match &s.rollout {
+                Some(r) if r.complete() => Cond::new(
+                    SNAPSHOT_CONTROLLER,
+                    true,
+                    "Installed",
+                    format!(
+                        "snapshot-controller ({image}) {}/{} ready; the snapshot.storage.k8s.io CRDs are the \
+                        operator's (external-snapshotter v8.6.0).{crds}",
+                        r.replicas.ready, r.replicas.desired
+                    ),
+                ),
+                r => {
+                    let r = r.clone().unwrap_or_default().replicas;
+                    Cond::new(
+                        SNAPSHOT_CONTROLLER,
+                        false,
+                        "RollingOut",
+                        format!(
+                            "snapshot-controller ({image}) {}/{} ready, {} updated; waiting for the rollout.{crds}",
+                            r.ready, r.desired, r.updated
+                        ),
+                    )
+                }
+            }
+        }
+    });
+    out.push(if s.skew.is_empty() {
+        Cond::new(
+            SNAPSHOT_VERSION_SKEW,
+            false,
+            "Matched",
+            "The snapshot CRDs, snapshot-controller and csi-snapshotter sidecar are of one external-snapshotter major \
+            release.",
+        )
+    } else {
+        Cond::new(SNAPSHOT_VERSION_SKEW, true, "Skew", format!("{}.", s.skew.join("; ")))
+    });
+    out
 }
 
 /// Decides the conditions from what was observed, the previous status and the time.
@@ -504,6 +620,7 @@ pub fn conditions(o: &Observed, old: Option<&HardenedCsiDriverStatus>, now: Time
                 out. Install the external-snapshotter CRDs and snapshot-controller to enable snapshots.",
         )
     });
+    out.extend(snapshot_controller(o, old));
     out.push(volume_attributes_classes(o));
     match &o.service_monitors {
         Some((true, names)) => out.push(Cond::new(

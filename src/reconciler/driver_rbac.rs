@@ -8,7 +8,7 @@ use kube::api::Api;
 use kube::{Client, Resource};
 
 use super::error::ApiMessage;
-use crate::render::rbac::{SNAPSHOTTER_ROLE, driver_rbac};
+use crate::render::rbac::{DriverRbac, SNAPSHOTTER_ROLE, driver_rbac, snapshot_controller_rbac};
 
 /// The (group, resource, verb) triples `required` grants that `held` does not. A rule limited by
 /// resourceNames covers nothing here: the driver needs its rules for every object.
@@ -80,13 +80,29 @@ where
 /// What is wrong with the driver's RBAC in `namespace`; empty when everything the driver needs is
 /// granted. The snapshotter's role counts only while the snapshot API is installed.
 pub async fn check(client: &Client, namespace: &str, snapshot_api: bool) -> Vec<String> {
-    let want = driver_rbac(namespace);
+    check_set(client, namespace, &driver_rbac(namespace), |name| name == SNAPSHOTTER_ROLE && !snapshot_api).await
+}
+
+/// What is wrong with the snapshot-controller's RBAC (chart value `snapshotController.rbac.create`),
+/// checked while the operator runs the snapshot-controller.
+pub async fn check_snapshot_controller(client: &Client, namespace: &str) -> Vec<String> {
+    let mut problems = check_set(client, namespace, &snapshot_controller_rbac(namespace), |_| false).await;
+    if !problems.is_empty() {
+        problems.push(
+            "the chart installs the snapshot-controller's RBAC with the value snapshotController.rbac.create=true"
+                .to_string(),
+        );
+    }
+    problems
+}
+
+async fn check_set(client: &Client, namespace: &str, want: &DriverRbac, skip: impl Fn(&str) -> bool) -> Vec<String> {
     let mut problems = Vec::new();
     let crs: Api<ClusterRole> = Api::all(client.clone());
     let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
     for (role, binding) in want.cluster_roles.iter().zip(&want.cluster_role_bindings) {
         let name = role.metadata.name.clone().unwrap_or_default();
-        if name == SNAPSHOTTER_ROLE && !snapshot_api {
+        if skip(&name) {
             continue;
         }
         if let Some(live) = get(crs.clone(), &name, &mut problems).await {

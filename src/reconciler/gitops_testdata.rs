@@ -177,6 +177,32 @@ fn scenarios() -> Vec<Scenario> {
         n.observed = false;
     }
 
+    let stack = |mode, rollout| SnapshotStack {
+        mode,
+        controller_image: Some("dhi.io/snapshot-controller:8.6.0".into()),
+        snapshotter_image: "dhi.io/csi-snapshotter:8.6.0".into(),
+        crd_bundles: super::snapshots::CRD_NAMES.iter().map(|n| (n.to_string(), "v8.6.0".to_string())).collect(),
+        rollout,
+        ..SnapshotStack::default()
+    };
+    let mut snapshot_rolling_out = base();
+    snapshot_rolling_out.snapshot_stack = Some(SnapshotStack {
+        crds_applied: super::snapshots::CRD_NAMES.iter().map(|n| n.to_string()).collect(),
+        ..stack(SnapshotMode::Ours, Some(rollout(2, 0, 2)))
+    });
+    let mut snapshot_foreign = base();
+    snapshot_foreign.snapshot_stack = Some(SnapshotStack {
+        controller_image: Some("registry.k8s.io/sig-storage/snapshot-controller:v6.3.3".into()),
+        crd_bundles: Vec::new(),
+        skew: vec![
+            "the snapshot-controller runs v6.3.3 (registry.k8s.io/sig-storage/snapshot-controller:v6.3.3) but \
+                    the csi-snapshotter sidecar 8.6.0 (dhi.io/csi-snapshotter:8.6.0): use one external-snapshotter \
+                    release for both"
+                .into(),
+        ],
+        ..stack(SnapshotMode::Foreign(vec!["Deployment kube-system/snapshot-controller (managed by eks)".into()]), None)
+    });
+
     let s =
         |file, steps, health, decided_by| Scenario { file, steps, generation: 1, health, decided_by, message: None };
     vec![
@@ -218,6 +244,8 @@ fn scenarios() -> Vec<Scenario> {
         s("apply-retrying", vec![(0, ready.clone()), (5, apply(0))], "Progressing", Some(RECONCILING)),
         s("apply-failed", vec![(0, ready), (30, apply(STALL_AFTER_ATTEMPTS - 1))], "Degraded", Some(STALLED)),
         s("deletion-blocked", vec![(0, deleting)], "Degraded", Some(STALLED)),
+        s("snapshot-controller-rolling-out", vec![(0, snapshot_rolling_out)], "Progressing", Some(RECONCILING)),
+        s("snapshot-stack-foreign", vec![(0, snapshot_foreign)], "Healthy", Some(READY)),
     ]
 }
 

@@ -27,6 +27,7 @@ pub mod pods;
 pub mod policy;
 mod reconcile;
 pub mod secrets;
+pub mod snapshots;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,6 +162,7 @@ pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
         service_monitor_api,
         volume_attributes_class_api,
         identity_secret_version: None,
+        foreign_snapshot_stack: false,
     })
 }
 

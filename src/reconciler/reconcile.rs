@@ -17,7 +17,7 @@ use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
     Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_rbac, driver_resource, pods,
-    secrets,
+    secrets, snapshots,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
@@ -82,6 +82,14 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         write_status(ctx, &api, obj, old_status.as_ref(), &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
+    // The snapshot API appeared while running (the operator applied its CRDs, or someone did): the
+    // VolumeSnapshotClass cache lists it on its watch's next retry. Until it has, existence of a
+    // class cannot be told without a read the operator's RBAC does not grant: wait, touching nothing.
+    let vsc = <crate::render::VolumeSnapshotClass as Resource>::kind(&()).to_string();
+    if caps.snapshot_api && ctx.caches.by_kind.get(&vsc).is_some_and(|(_, store)| !store.synced()) {
+        tracing::debug!(driver = %name, "waiting for the VolumeSnapshotClass cache to list");
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     // The grace period of the health rules; an unreadable spec keeps the last one.
     if let Some(d) = obj.data.pointer("/spec/health/degradedAfter").and_then(Value::as_str)
         && let Ok(d) = d.parse::<crate::crd::SpecDuration>()
@@ -105,6 +113,29 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             _ => None,
         });
     }
+    // The snapshot stack is looked at before rendering: another installation's means ours is not
+    // rendered.
+    let mut stack_error = None;
+    if let Ok(hcd) = &parsed
+        && ctx.policy.refusals(&hcd.spec).is_empty()
+    {
+        if hcd.spec.snapshots.controller.enabled {
+            let snapshotter = render::images::resolve(&hcd.spec).snapshotter;
+            let controller = render::snapshot_controller::image(&hcd.spec);
+            match snapshots::observe(&ctx.client, &hcd.spec.namespace, &name, &snapshotter, &controller).await {
+                Ok(stack) => {
+                    caps.foreign_snapshot_stack = stack.mode != conditions::SnapshotMode::Ours;
+                    observed.snapshot_stack = Some(stack);
+                }
+                Err(e) => stack_error = Some(e),
+            }
+        } else {
+            observed.snapshot_controller_disabled = true;
+        }
+    }
+    if let Some(e) = stack_error {
+        return Err(e);
+    }
     let namespace = match parsed.and_then(|hcd| render::render(&hcd, &caps).map(|c| (hcd, c))) {
         Err(e) => {
             untrack(ctx, &name);
@@ -124,9 +155,19 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             if let Some(aws) = &ctx.aws {
                 aws.track(&name, &hcd.spec);
             }
-            errors = apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?;
+            if let Some(stack) = observed.snapshot_stack.as_mut()
+                && stack.mode == conditions::SnapshotMode::Ours
+            {
+                errors = snapshots::apply_crds(&ctx.client, stack).await;
+            }
+            errors.extend(apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?);
             pull_secrets(&hcd, &secrets_seen, &mut observed);
             observed.driver_rbac = driver_rbac::check(&ctx.client, &hcd.spec.namespace, caps.snapshot_api).await;
+            if observed.snapshot_stack.as_ref().is_some_and(|s| s.mode == conditions::SnapshotMode::Ours) {
+                observed
+                    .driver_rbac
+                    .extend(driver_rbac::check_snapshot_controller(&ctx.client, &hcd.spec.namespace).await);
+            }
             let i = &hcd.spec.images;
             observed.images = Some(ImageSource {
                 registry: i.registry.clone(),
@@ -141,6 +182,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     if let Some(ns) = namespace {
         observed.controller = Some(controller_rollout(ctx, &ns));
         observed.node = Some(node_rollout(ctx, &ns));
+        if let Some(stack) = observed.snapshot_stack.as_mut()
+            && stack.mode == conditions::SnapshotMode::Ours
+        {
+            stack.rollout = Some(snapshot_controller_rollout(ctx, &ns));
+        }
         match ctx.pods.pods(&ns, &name) {
             Ok(Some(list)) => {
                 let grace = observed.degraded_after;
@@ -281,6 +327,24 @@ fn controller_rollout(ctx: &Context, namespace: &str) -> Rollout {
     Rollout {
         replicas: ReplicaStatus::new(
             desired,
+            st.ready_replicas.unwrap_or(0),
+            st.updated_replicas.unwrap_or(0),
+            st.available_replicas.unwrap_or(0),
+        ),
+        observed: fresh && st.observed_generation == d.metadata.generation,
+    }
+}
+
+/// Our snapshot-controller Deployment's rollout, from the typed cache.
+fn snapshot_controller_rollout(ctx: &Context, namespace: &str) -> Rollout {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let name = render::snapshot_controller::NAME;
+    let Some(d) = ctx.caches.deployment(namespace, name) else { return Rollout::default() };
+    let st = d.status.clone().unwrap_or_default();
+    let fresh = caught_up(ctx, &Deployment::kind(&()), namespace, name, d.metadata.generation);
+    Rollout {
+        replicas: ReplicaStatus::new(
+            d.spec.replicas.unwrap_or(1),
             st.ready_replicas.unwrap_or(0),
             st.updated_replicas.unwrap_or(0),
             st.available_replicas.unwrap_or(0),

@@ -6,8 +6,9 @@
 //! One file per object family: `controller_deployment` (the controller Deployment, its PDB and
 //! metrics Service), `node_daemonset`, `csidriver`, `rbac` (service accounts, roles, bindings),
 //! `classes` (StorageClasses, VolumeSnapshotClasses), `volume_attributes_classes`,
-//! `network_policy`, `service_monitor`; `pod` holds what both pod templates share and `images` resolves image
-//! references (the release of `spec.version`, from `crd::versions`).
+//! `network_policy`, `snapshot_controller`, `service_monitor`; `pod` holds what both pod
+//! templates share and `images` resolves image references (the release of `spec.version`, from
+//! `crd::versions`).
 
 mod classes;
 pub mod controller_deployment;
@@ -18,6 +19,7 @@ pub mod node_daemonset;
 mod pod;
 pub mod rbac;
 pub mod service_monitor;
+pub mod snapshot_controller;
 pub mod volume_attributes_classes;
 
 pub use classes::{SNAPSHOT_CRD, VolumeSnapshotClass, VolumeSnapshotClassFields};
@@ -66,6 +68,9 @@ pub struct Capabilities {
     /// reconciler last saw it (metadata only), part of the controller's identity hash: a rotated
     /// key rolls the controller. None when unknown (offline `render`, no static keys).
     pub identity_secret_version: Option<String>,
+    /// The snapshot CRDs or a snapshot-controller of another installation were found: the
+    /// spec's snapshot-controller is not rendered (that one is used).
+    pub foreign_snapshot_stack: bool,
 }
 
 impl Default for Capabilities {
@@ -76,6 +81,7 @@ impl Default for Capabilities {
             service_monitor_api: true,
             volume_attributes_class_api: None,
             identity_secret_version: None,
+            foreign_snapshot_stack: false,
         }
     }
 }
@@ -158,6 +164,7 @@ pub fn render(hcd: &HardenedCsiDriver, caps: &Capabilities) -> Result<Vec<Child>
     children.extend(rbac::build(&ctx));
     children.push(Child::new(csidriver::build(&ctx)));
     children.extend(controller_deployment::build(&ctx));
+    children.extend(snapshot_controller::build(&ctx));
     children.push(Child::new(node_daemonset::build(&ctx)));
     children.push(Child::new(network_policy::build(&ctx)));
     children.extend(service_monitor::build(&ctx).into_iter().map(Child::new));

@@ -27,7 +27,8 @@ pub const SNAPSHOTTER_ROLE: &str = "ebs-external-snapshotter-role";
 pub const LEASES_ROLE: &str = "ebs-csi-leases-role";
 pub const LEASES_ROLE_BINDING: &str = "ebs-csi-leases-rolebinding";
 /// The driver's ServiceAccounts, the only ones the operator writes.
-pub const SERVICE_ACCOUNTS: &[&str] = &[controller::SERVICE_ACCOUNT, node::SERVICE_ACCOUNT];
+pub const SERVICE_ACCOUNTS: &[&str] =
+    &[controller::SERVICE_ACCOUNT, node::SERVICE_ACCOUNT, super::snapshot_controller::SERVICE_ACCOUNT];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
@@ -169,6 +170,66 @@ pub fn driver_rbac(namespace: &str) -> DriverRbac {
             metadata: meta(LEASES_ROLE_BINDING, Some(namespace)),
             role_ref: role_ref("Role", LEASES_ROLE),
             subjects: Some(subject(namespace, controller::SERVICE_ACCOUNT)),
+        }],
+    }
+}
+
+/// The snapshot-controller's ClusterRole and binding, and its leader-election Role and binding.
+pub const SNAPSHOT_CONTROLLER_ROLE: &str = "snapshot-controller-runner";
+pub const SNAPSHOT_CONTROLLER_BINDING: &str = "snapshot-controller-role";
+pub const SNAPSHOT_CONTROLLER_LEASES_ROLE: &str = "snapshot-controller-leaderelection";
+
+/// The snapshot-controller's rules, as external-snapshotter v8.6.0's
+/// `deploy/kubernetes/snapshot-controller/rbac-snapshot-controller.yaml`.
+fn snapshot_controller_rules() -> Vec<PolicyRule> {
+    const SNAP: &str = "snapshot.storage.k8s.io";
+    const GROUP: &str = "groupsnapshot.storage.k8s.io";
+    const ALL: &[&str] = &["create", "get", "list", "watch", "update", "delete", "patch"];
+    vec![
+        rule(&[""], &["persistentvolumes"], READ),
+        rule(&[""], &["persistentvolumeclaims"], &["get", "list", "watch", "update"]),
+        rule(&[""], &["events"], EVENTS),
+        rule(&[SNAP], &["volumesnapshotclasses"], READ),
+        rule(&[SNAP], &["volumesnapshotcontents"], ALL),
+        rule(&[SNAP], &["volumesnapshotcontents/status"], &["patch"]),
+        rule(&[SNAP], &["volumesnapshots"], &["create", "get", "list", "watch", "update", "patch", "delete"]),
+        rule(&[SNAP], &["volumesnapshots/status"], &["update", "patch"]),
+        rule(&[GROUP], &["volumegroupsnapshotclasses"], READ),
+        rule(&[GROUP], &["volumegroupsnapshotcontents"], ALL),
+        rule(&[GROUP], &["volumegroupsnapshotcontents/status"], &["patch"]),
+        rule(&[GROUP], &["volumegroupsnapshots"], &["get", "list", "watch", "update", "patch"]),
+        rule(&[GROUP], &["volumegroupsnapshots/status"], &["update", "patch"]),
+    ]
+}
+
+/// The snapshot-controller's RBAC for a controller in `namespace`, as the chart installs it
+/// (value `snapshotController.rbac.create`) and the operator verifies it while it runs the
+/// controller.
+pub fn snapshot_controller_rbac(namespace: &str) -> DriverRbac {
+    let sa = super::snapshot_controller::SERVICE_ACCOUNT;
+    DriverRbac {
+        cluster_roles: vec![ClusterRole {
+            metadata: meta(SNAPSHOT_CONTROLLER_ROLE, None),
+            rules: Some(snapshot_controller_rules()),
+            aggregation_rule: None,
+        }],
+        cluster_role_bindings: vec![ClusterRoleBinding {
+            metadata: meta(SNAPSHOT_CONTROLLER_BINDING, None),
+            role_ref: role_ref("ClusterRole", SNAPSHOT_CONTROLLER_ROLE),
+            subjects: Some(subject(namespace, sa)),
+        }],
+        roles: vec![Role {
+            metadata: meta(SNAPSHOT_CONTROLLER_LEASES_ROLE, Some(namespace)),
+            rules: Some(vec![rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "watch", "list", "delete", "update", "create"],
+            )]),
+        }],
+        role_bindings: vec![RoleBinding {
+            metadata: meta(SNAPSHOT_CONTROLLER_LEASES_ROLE, Some(namespace)),
+            role_ref: role_ref("Role", SNAPSHOT_CONTROLLER_LEASES_ROLE),
+            subjects: Some(subject(namespace, sa)),
         }],
     }
 }

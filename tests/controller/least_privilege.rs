@@ -218,14 +218,15 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
 }
 
 /// One full lifecycle as the operator's identity: leader election, create (with pull Secrets, a
-/// CA bundle, metrics Services and their ServiceMonitors, classes), the IRSA token, the AWS
-/// client with the CA bundle, an update that recreates a class, pruning, a deletion held by the
-/// volume guard and then forced. Afterwards every grant of the chart's RBAC
+/// CA bundle, metrics Services and their ServiceMonitors, classes, the snapshot stack), the IRSA
+/// token, the AWS client with the CA bundle, an update that recreates a class, pruning, a deletion
+/// held by the volume guard and then forced. Afterwards every grant of the chart's RBAC
 /// must have been used: a grant no part of the operator needs fails here.
 #[tokio::test]
 async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
-    // 1.34 serves VolumeAttributesClasses.
-    let h = Harness::start_on("1.34", 2, true).await;
+    // 1.34 serves VolumeAttributesClasses. No snapshot CRD: the driver's snapshot stack
+    // (spec.snapshots.controller) applies all three, by name.
+    let h = Harness::start_on("1.34", 2, false).await;
     let metrics = Arc::new(Metrics::new());
     let settings = LeaseSettings {
         name: "hardened-csi-operator".into(),
@@ -237,25 +238,10 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     };
     let election = LeaderElection::start(h.operator.clone(), settings, metrics);
     wait_for("leadership", || async { election.is_leader().then_some(Value::Null) }).await;
-    // The AWS inventory's cluster side (the harness runs no AWS poller): its watches of
-    // PersistentVolumes, VolumeAttachments, Nodes and VolumeSnapshotContents, as the operator.
-    // The VolumeSnapshotContent CRD, as the external-snapshotter installs it beside the classes'.
     let crds: Api<CustomResourceDefinition> = Api::all(h.client.clone());
-    crds.create(&PostParams::default(), &VolumeSnapshotContent::crd()).await.expect("VolumeSnapshotContent CRD");
     // The Prometheus Operator's ServiceMonitor CRD: the driver's ServiceMonitors are created, then
     // pruned with the metrics.
     crds.create(&PostParams::default(), &super::support::service_monitor_crd()).await.expect("ServiceMonitor CRD");
-    let inventory = ClusterWatches::start(h.operator.clone());
-    inventory.wait_listed(Duration::from_secs(10)).await;
-    wait_for("the inventory's watches", || async {
-        let log = h.server.access_log(&operator_user());
-        let watching = |r: &str| log.iter().any(|a| a.resource == r && a.verb == "watch");
-        ["persistentvolumes", "volumeattachments", "nodes", "volumesnapshotcontents"]
-            .iter()
-            .all(|r| watching(r))
-            .then_some(Value::Null)
-    })
-    .await;
 
     // What an earlier version left: our CSIDriver without fsGroupPolicy (immutable), so the
     // create recreates it (read by name, deleted, applied).
@@ -278,6 +264,7 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     s["images"] = json!({"pullSecrets": [super::support::PULL_SECRET, "dhi-pull"]});
     s["aws"]["caBundle"] = json!({"name": super::support::CA_BUNDLE});
     s["metrics"] = json!({"enabled": true, "serviceMonitor": {"enabled": true}});
+    s["snapshots"] = json!({"controller": {"enabled": true}});
     s["storageClasses"] = json!([{"name": "gp3"}, {"name": "io2", "type": "io2", "iops": 4000}]);
     s["volumeSnapshotClasses"] = json!([{"name": "ebs-snapshots", "default": true}, {"name": "archive"}]);
     s["volumeAttributesClasses"] =
@@ -286,6 +273,24 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     ready(&h).await;
     h.wait_condition(DRIVER, "PullSecretsPresent", "True").await;
     h.wait_condition(DRIVER, "ServiceMonitor", "True").await;
+    h.wait_condition(DRIVER, "SnapshotController", "True").await;
+    assert!(crds.get_opt(VolumeSnapshotContent::crd_name()).await.expect("get").is_some(), "the operator's CRD");
+
+    // The AWS inventory's cluster side (the harness runs no AWS poller): its watches of
+    // PersistentVolumes, VolumeAttachments, Nodes and VolumeSnapshotContents (the CRD the
+    // operator applied), as the operator.
+    let inventory = ClusterWatches::start(h.operator.clone());
+    inventory.wait_listed(Duration::from_secs(10)).await;
+    wait_for("the inventory's watches", || async {
+        let log = h.server.access_log(&operator_user());
+        let watching = |r: &str| log.iter().any(|a| a.resource == r && a.verb == "watch");
+        ["persistentvolumes", "volumeattachments", "nodes", "volumesnapshotcontents"]
+            .iter()
+            .all(|r| watching(r))
+            .then_some(Value::Null)
+    })
+    .await;
+
     let token = service_account_token(
         &h.operator,
         DRIVER_NAMESPACE,

@@ -121,6 +121,9 @@ schema = {
         pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$",
         description="A registry host with an optional port and path, such as dhi.io or registry.example.com/dhi.")},
     "admissionPolicy": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
+    "snapshotController": obj({
+        "rbac": obj({"create": {"type": "boolean"}}, required=["create"]),
+      }, required=["rbac"]),
     "pullSecretCheck": obj({
         "enabled": {"type": "boolean"},
         "secretNames": {"type": "array", "items": k8sname, "uniqueItems": True},
@@ -270,6 +273,17 @@ def rendered_outputs() -> dict[Path, str]:
             "`hardened-csi-operator operator-rbac`", "`hardened-csi-operator operator-rbac`, like the chart's"
         )
         out[DEPLOY / "operator" / name] = text.rstrip() + "\n"
+    # The snapshot-controller's RBAC as a kustomize component (deploy/snapshot-controller/), rendered
+    # with the value that turns it on.
+    name = "snapshot-controller-rbac.yaml"
+    text = render_chart({"snapshotController": {"rbac": {"create": True}}}, release="hardened-csi-operator")[
+        f"hardened-csi-operator/templates/{name}"
+    ].lstrip("\n")
+    lines = [line for line in text.split("\n") if not HELM_ONLY_LABELS.search(line)]
+    text = "\n".join(lines).replace(
+        "`hardened-csi-operator operator-rbac`", "`hardened-csi-operator operator-rbac`, like the chart's"
+    )
+    out[DEPLOY / "snapshot-controller" / name] = text.rstrip() + "\n"
     out[HARNESS_RBAC] = harness_rbac()
     return out
 
@@ -278,10 +292,12 @@ def rendered_outputs() -> dict[Path, str]:
 
 HARNESS_RBAC = REPO / "tests" / "support" / "chart-rbac.yaml"
 HARNESS_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-# The pull Secrets the controller tests create (tests/controller/support.rs PULL_SECRETS) and the
-# CA-bundle ConfigMap they name (tests/controller/support.rs CA_BUNDLE).
+# The pull Secrets the controller tests create (tests/controller/support.rs PULL_SECRETS), the
+# CA-bundle ConfigMap they name (tests/controller/support.rs CA_BUNDLE), and the
+# snapshot-controller's RBAC (tests/controller/snapshots.rs runs it).
 HARNESS_VALUES = {"pullSecretCheck": {"secretNames": ["dhi-login", "dhi-pull"]},
-                  "aws": {"caBundleConfigMaps": ["aws-ca-bundle"]}}
+                  "aws": {"caBundleConfigMaps": ["aws-ca-bundle"]},
+                  "snapshotController": {"rbac": {"create": True}}}
 
 
 def harness_rbac() -> str:

@@ -200,9 +200,15 @@ def driver_rbac() -> dict[str, list[dict]]:
     return operator_rbac_document()["driverRbac"]
 
 
+def snapshot_controller_rbac() -> dict[str, list[dict]]:
+    """The snapshot-controller's RBAC (driver namespace kube-system) that the chart installs with
+    snapshotController.rbac.create and the operator verifies while it runs the controller."""
+    return operator_rbac_document()["snapshotControllerRbac"]
+
+
 def operator_rbac_document() -> dict:
     doc = yaml.safe_load(operator_rbac_text())
-    ok = isinstance(doc, dict) and set(doc) == {*RBAC_SCOPES, "driverRbac"} and all(
+    ok = isinstance(doc, dict) and set(doc) == {*RBAC_SCOPES, "driverRbac", "snapshotControllerRbac"} and all(
         isinstance(doc[k], list) and all(isinstance(r, dict) and "verbs" in r for r in doc[k]) for k in RBAC_SCOPES
     )
     if not ok:

@@ -6,6 +6,8 @@ named pull Secrets' `get`, no escalate, no bind, no write on RBAC, tokens for on
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from support import (
@@ -22,6 +24,7 @@ from support import (
     one,
     driver_rbac,
     operator_rbac,
+    snapshot_controller_rbac,
     render_example,
 )
 
@@ -143,7 +146,37 @@ def test_the_driver_rbac_shipped_equals_what_the_operator_verifies(source):
     """The chart (and the kustomize base) install the driver's ClusterRoles, bindings and leases
     Role exactly as `operator-rbac` (driverRbac, from render::rbac) defines them."""
     docs = chart_docs(VALUE_SETS["default"]) if source == "chart" else load_docs(kustomize(str(DEPLOY)))
-    want = driver_rbac()
+    _ships(docs, driver_rbac(), source)
+
+
+def _snapshot_controller_overlay(tmp_path):
+    """A kustomize overlay of the base with the snapshot-controller component, as the component's
+    kustomization.yaml tells users to write it."""
+    base = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{base}]\ncomponents: [{base}/snapshot-controller]\n"
+    )
+    return load_docs(kustomize(str(tmp_path)))
+
+
+@pytest.mark.parametrize("source", ["chart", "kustomize"])
+def test_the_snapshot_controller_rbac_shipped_equals_what_the_operator_verifies(source, tmp_path):
+    """snapshotController.rbac.create (or the kustomize component) installs the snapshot-controller's
+    RBAC exactly as `operator-rbac` (snapshotControllerRbac) defines it; off by default."""
+    if source == "chart":
+        docs = chart_docs({"snapshotController": {"rbac": {"create": True}}})
+        off = chart_docs(VALUE_SETS["default"])
+    else:
+        docs = _snapshot_controller_overlay(tmp_path)
+        off = load_docs(kustomize(str(DEPLOY)))
+    want = snapshot_controller_rbac()
+    _ships(docs, want, source)
+    names = {r["metadata"]["name"] for k in ("clusterRoles", "roles") for r in want[k]}
+    assert not names & {d["metadata"]["name"] for d in off}, f"{source} ships the snapshot-controller RBAC by default"
+
+
+def _ships(docs, want, source):
     for kind, key in [("ClusterRole", "clusterRoles"), ("Role", "roles")]:
         shipped = _objects(docs, kind)
         for role in want[key]:

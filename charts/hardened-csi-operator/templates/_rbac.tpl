@@ -53,6 +53,18 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
     - ebs-csi-provisioner-binding
     - ebs-csi-resizer-binding
     - ebs-csi-snapshotter-binding
+# Read only, by name: verify the snapshot-controller's ClusterRole and binding
+# (templates/snapshot-controller-rbac.yaml, value snapshotController.rbac.create).
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterroles"]
+  verbs: ["get"]
+  resourceNames:
+    - snapshot-controller-runner
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterrolebindings"]
+  verbs: ["get"]
+  resourceNames:
+    - snapshot-controller-role
 # Whether the snapshot API and the Prometheus Operator's ServiceMonitor are installed: their CRDs,
 # by name (read only).
 - apiGroups: ["apiextensions.k8s.io"]
@@ -61,6 +73,15 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   resourceNames:
     - volumesnapshotclasses.snapshot.storage.k8s.io
     - servicemonitors.monitoring.coreos.com
+# spec.snapshots.controller: read the three snapshot CRDs (whose they are, their bundle) and apply
+# the shipped ones where absent, server-side by name. No delete: that would delete every VolumeSnapshot.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "create", "patch"]
+  resourceNames:
+    - volumesnapshotclasses.snapshot.storage.k8s.io
+    - volumesnapshotcontents.snapshot.storage.k8s.io
+    - volumesnapshots.snapshot.storage.k8s.io
 # Deletion guard (no driver removal under live volumes), the inventory's PV watch (orphans, leaks)
 # and VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
@@ -100,6 +121,7 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   resourceNames:
     - ebs-csi-controller-sa
     - ebs-csi-node-sa
+    - snapshot-controller
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["list", "watch"]
@@ -114,6 +136,13 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   verbs: ["get", "create", "patch", "delete"]
   resourceNames:
     - ebs-csi-controller
+# The snapshot-controller (spec.snapshots.controller); get also tells whether another installation
+# runs one in the driver namespace.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - snapshot-controller
 - apiGroups: ["apps"]
   resources: ["daemonsets"]
   verbs: ["get", "create", "patch", "delete"]
@@ -127,6 +156,11 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   verbs: ["get", "create", "patch", "delete"]
   resourceNames:
     - ebs-csi-controller
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+  resourceNames:
+    - snapshot-controller
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch"]
@@ -173,6 +207,12 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   verbs: ["get"]
   resourceNames:
     - ebs-csi-leases-rolebinding
+# Read only, by name: verify the snapshot-controller's leader-election Role and binding.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get"]
+  resourceNames:
+    - snapshot-controller-leaderelection
 {{- end -}}
 
 {{/*
