@@ -134,19 +134,6 @@ impl KindStore {
         ready.is_some_and(|r| r.is_ok())
     }
 
-    /// Waits up to `limit` for the initial list (a cache whose API was just installed is listing);
-    /// whether it has it.
-    pub async fn synced_within(&self, limit: std::time::Duration) -> bool {
-        let ready = async {
-            match self {
-                KindStore::Meta(s) => s.wait_until_ready().await,
-                KindStore::Deployment(s) => s.wait_until_ready().await,
-                KindStore::DaemonSet(s) => s.wait_until_ready().await,
-            }
-        };
-        tokio::time::timeout(limit, ready).await.is_ok_and(|r| r.is_ok())
-    }
-
     /// The metadata of the cached objects carrying our managed-by label (a whole-kind cache
     /// also holds foreign objects; they are never pruned, deleted or counted as ours).
     pub fn metas(&self) -> Vec<ObjectMeta> {

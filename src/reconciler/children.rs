@@ -137,9 +137,6 @@ impl Foreign {
 
 /// What the look for existing objects found: the children that exist but are not ours, and the
 /// keys of those that do not exist at all (so applying them needs no read).
-/// How long a survey waits for a whole-kind cache that has not listed yet.
-const WHOLE_CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 #[derive(Debug, Default)]
 pub struct Survey {
     pub foreign: Vec<Foreign>,
@@ -162,10 +159,8 @@ pub async fn survey(
             Some(m) => Ok(Some(Some(m))),
             None => {
                 let Some((kind, store)) = caches.by_kind.get(c.kind()) else { return Ok(None) };
-                // The synced cache holds every object of the kind: this one does not exist. A
-                // cache still listing (its API just installed) is waited for: it answers for the
-                // whole kind, where a read by name would need a grant of its own.
-                if kind.whole && store.synced_within(WHOLE_CACHE_WAIT).await {
+                if kind.whole && store.synced() {
+                    // The synced cache holds every object of the kind: this one does not exist.
                     return Ok(Some(None));
                 }
                 let api = api_for(client, kind, ns.as_deref());
