@@ -185,7 +185,7 @@ pub const CLUSTER: &[Permission] = &[
 const CONTROLLER: &[&str] = &[controller_deployment::NAME];
 const SNAPSHOT_CONTROLLER: &[&str] = &[snapshot_controller::NAME];
 const NODE: &[&str] = &[node_daemonset::NAME];
-const NETWORK_POLICY: &[&str] = &[network_policy::NAME];
+const NETWORK_POLICY: &[&str] = &[network_policy::NAME, snapshot_controller::NAME];
 const METRICS_SERVICES: &[&str] = &[controller_deployment::NAME, node_daemonset::NAME];
 
 /// Permissions in the driver namespace, fixed at install time (`run --driver-namespace`, chart
@@ -231,7 +231,13 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
         "the driver's ServiceMonitors (spec.metrics.serviceMonitor), one per metrics Service",
     ),
     p("monitoring.coreos.com", &["servicemonitors"], CACHE, "ServiceMonitor cache (metadata)"),
-    named("networking.k8s.io", &["networkpolicies"], BY_NAME, NETWORK_POLICY, "the driver pods' NetworkPolicy"),
+    named(
+        "networking.k8s.io",
+        &["networkpolicies"],
+        BY_NAME,
+        NETWORK_POLICY,
+        "the driver and snapshot-controller pods' NetworkPolicies",
+    ),
     p("networking.k8s.io", &["networkpolicies"], CACHE, "NetworkPolicy cache (metadata)"),
     p(
         "",

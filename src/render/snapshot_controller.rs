@@ -1,7 +1,8 @@
 //! The snapshot-controller (`spec.snapshots.controller`): its ServiceAccount, a Deployment of
 //! `dhi.io/snapshot-controller` (the release of `spec.version`, restricted pod security,
-//! leader-elected) and, with two replicas or more, a PodDisruptionBudget like the driver
-//! controller's. Its RBAC is the chart's (`rbac` here defines it; the operator verifies it).
+//! leader-elected), a NetworkPolicy admitting only its health and metrics port and, with two
+//! replicas or more, a PodDisruptionBudget like the driver controller's. Its RBAC is the chart's
+//! (`rbac` here defines it; the operator verifies it).
 //! Rendered only when the cluster's snapshot stack is not another installation's
 //! (`Capabilities::foreign_snapshot_stack`).
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, ServiceAccount, Toleration,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,11 +52,34 @@ pub(crate) fn build(ctx: &RenderCtx) -> Vec<Child> {
     let mut sa_meta = ctx.ns_meta(SERVICE_ACCOUNT);
     sa_meta.labels = Some(labels(ctx));
     let sa = ServiceAccount { metadata: sa_meta, automount_service_account_token: Some(false), ..Default::default() };
-    let mut out = vec![Child::new(sa), Child::new(deployment(ctx))];
+    let mut out = vec![Child::new(sa), Child::new(deployment(ctx)), Child::new(network_policy(ctx))];
     if ctx.spec.snapshots.controller.replicas >= 2 {
         out.push(Child::new(pdb(ctx)));
     }
     out
+}
+
+/// Ingress to the controller pods only on `--http-endpoint` (kubelet's liveness probe, scrapes);
+/// egress open, as the driver's (the Kubernetes API has no stable address).
+fn network_policy(ctx: &RenderCtx) -> NetworkPolicy {
+    let mut meta = ctx.ns_meta(NAME);
+    meta.labels = Some(labels(ctx));
+    NetworkPolicy {
+        metadata: meta,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector { match_labels: Some(selector_labels()), match_expressions: None }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(HTTP_PORT)),
+                    protocol: Some("TCP".into()),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
 }
 
 /// The container's image: the release's snapshot-controller, from the spec's registry or mirror,
@@ -70,6 +95,9 @@ fn container(ctx: &RenderCtx) -> Container {
     Container {
         ports: Some(vec![port("http", HTTP_PORT)]),
         liveness_probe: Some(http_probe("/healthz/leader-election", "http", Some(10), 10, 20, Some(5))),
+        // client-go's leader-election health check answers ok on a standby replica too, so both
+        // replicas are Ready and a rollout is judged by them.
+        readiness_probe: Some(http_probe("/healthz/leader-election", "http", Some(5), 5, 10, Some(3))),
         volume_mounts: Some(vec![api_token_mount()]),
         resources: Some(c.resources.clone().unwrap_or_else(|| resources("10m", "1", "64Mi", "256Mi"))),
         ..super::pod::container(ctx, NAME, &image(ctx.spec), args, restricted_container())

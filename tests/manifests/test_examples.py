@@ -24,7 +24,7 @@ from support import (
     validate_all_builtin,
 )
 
-EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full", "storage"}
+EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full", "storage", "snapshots"}
 
 
 def test_every_promised_example_exists():
@@ -73,9 +73,11 @@ def test_render_produces_the_upstream_object_names(example):
     assert dep["metadata"]["namespace"] == ns and ds["metadata"]["namespace"] == ns
     one(docs, "CSIDriver", "ebs.csi.aws.com")
     sas = {d["metadata"]["name"] for d in by_kind(docs, "ServiceAccount")}
-    assert sas == {"ebs-csi-controller-sa", "ebs-csi-node-sa"}
+    controller = spec_doc["spec"].get("snapshots", {}).get("controller", {}).get("enabled", False)
+    assert sas == {"ebs-csi-controller-sa", "ebs-csi-node-sa"} | ({"snapshot-controller"} if controller else set())
     classes = {d["metadata"]["name"] for d in by_kind(docs, "StorageClass")}
-    assert classes == {c["name"] for c in spec_doc["spec"]["storageClasses"]}
+    # Unset, the spec's default: one gp3 class.
+    assert classes == {c["name"] for c in spec_doc["spec"].get("storageClasses", [{"name": "gp3"}])}
 
 
 def test_render_of_private_mirror_uses_mirror_and_digests():

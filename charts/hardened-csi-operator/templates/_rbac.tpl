@@ -188,6 +188,7 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
   verbs: ["get", "create", "patch", "delete"]
   resourceNames:
     - ebs-csi-driver
+    - snapshot-controller
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch"]
