@@ -549,7 +549,20 @@ async fn generated_hostile_specs_never_crash_the_operator_nor_touch_running_chil
     }
     assert!(!poller.is_finished(), "the poller task ended");
     shutdown.cancel();
-    h.stop().await;
+    // Generated specs name pull Secrets and CA-bundle ConfigMaps the installation does not grant:
+    // those reads are refused by RBAC and reported (CannotCheck, ReadCaBundle/Forbidden). Any other
+    // refusal fails the test.
+    let denied = h.server.denied_requests(&crate::support::operator_user());
+    let other: Vec<_> = denied
+        .iter()
+        .filter(|a| {
+            !(["secrets", "configmaps"].contains(&a.resource.as_str())
+                && ["get", "list", "watch"].contains(&a.verb.as_str()))
+        })
+        .collect();
+    assert!(other.is_empty(), "the chart's RBAC refused the operator: {other:#?}");
+    let mut h = h;
+    h.stop_controller_unchecked().await;
     let logs = logs.text();
     assert!(logs.contains("caches synced; ready"), "the operator's logs were not captured");
     for secret in [PROXY_PASSWORD, AWS_SECRET] {

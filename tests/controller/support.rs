@@ -146,6 +146,16 @@ impl Harness {
         self.stop_controller().await;
     }
 
+    /// Stops the controller without the refusal check (for a test that checked refusals itself).
+    pub async fn stop_controller_unchecked(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
     /// Stops the controller (as when the operator is down); the server and its objects stay.
     pub async fn stop_controller(&mut self) {
         if let Some(s) = self.stop.take() {
