@@ -13,8 +13,16 @@ mod process;
 
 use process::start;
 
-/// Removes the test's manifest directory even when an assertion fails.
+/// The test's manifest directory, removed even when an assertion fails.
 struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("local-apiserver-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -89,10 +97,9 @@ fn kubectl_drives_the_server() {
     // One Node, so the Deployment's pods have somewhere to run.
     let srv = start("kubectl", &["--nodes", "1"]);
     let kc = srv.kubeconfig.clone();
-    let dir = std::env::temp_dir().join(format!("local-apiserver-manifests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = TempDir(dir.clone());
-    let manifests = write(&dir, "app.yaml", MANIFESTS);
+    let temp = TempDir::new("manifests");
+    let dir = temp.0.as_path();
+    let manifests = write(dir, "app.yaml", MANIFESTS);
 
     let version = ok(&kc, &["version"]);
     assert!(version.contains("Server Version: v1.33"), "{version}");
@@ -196,7 +203,7 @@ fn kubectl_drives_the_server() {
     // validation in /openapi/v3) and client-side apply.
     let applied = ok(&kc, &["apply", "--server-side", "-f", &manifests]);
     assert!(applied.contains("serverside-applied"), "{applied}");
-    let changed = write(&dir, "app2.yaml", &MANIFESTS.replace("nginx:1", "nginx:2"));
+    let changed = write(dir, "app2.yaml", &MANIFESTS.replace("nginx:1", "nginx:2"));
     // kubectl create owns the image (operation Update), so changing it conflicts, like on a
     // real cluster, until forced.
     let (conflict_ok, conflict) = kubectl(&kc, &["apply", "--server-side", "--validate=false", "-f", &changed]);
@@ -208,10 +215,10 @@ fn kubectl_drives_the_server() {
     assert!(csa.contains("configured"), "{csa}");
 
     // CRDs: served after creation, printer columns in the table, gone after deletion.
-    let crd = write(&dir, "crd.yaml", CRD);
+    let crd = write(dir, "crd.yaml", CRD);
     ok(&kc, &["apply", "--server-side", "-f", &crd]);
     let gadget = write(
-        &dir,
+        dir,
         "gadget.yaml",
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {color: red}\n",
     );
@@ -220,7 +227,7 @@ fn kubectl_drives_the_server() {
     assert!(gadgets.lines().next().unwrap_or_default().split_whitespace().eq(["NAME", "COLOR"]), "{gadgets}");
     assert!(gadgets.contains("g1") && gadgets.contains("red"), "{gadgets}");
     let bad = write(
-        &dir,
+        dir,
         "bad.yaml",
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g2}\nspec: {color: green}\n",
     );
@@ -266,11 +273,10 @@ fn scale_json(kc: &Path, kind: &str, name: &str) -> serde_json::Value {
 fn kubectl_scale_uses_the_scale_subresource() {
     let srv = start("scale", &["--nodes", "1"]);
     let kc = srv.kubeconfig.clone();
-    let dir = std::env::temp_dir().join(format!("local-apiserver-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = TempDir(dir.clone());
-    ok(&kc, &["create", "-f", &write(&dir, "app.yaml", MANIFESTS)]);
-    ok(&kc, &["create", "-f", &write(&dir, "rs.yaml", REPLICA_SET)]);
+    let temp = TempDir::new("scale");
+    let dir = temp.0.as_path();
+    ok(&kc, &["create", "-f", &write(dir, "app.yaml", MANIFESTS)]);
+    ok(&kc, &["create", "-f", &write(dir, "rs.yaml", REPLICA_SET)]);
 
     let scaled = ok(&kc, &["scale", "deployment", "web", "--replicas=3"]);
     assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
@@ -339,9 +345,8 @@ fn stdout_of(kc: &Path, args: &[&str]) -> String {
 fn kubectl_sees_a_control_plane_upgrade() {
     let srv = start("version", &[]);
     let kc = srv.kubeconfig.clone();
-    let dir = std::env::temp_dir().join(format!("local-apiserver-version-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = TempDir(dir.clone());
+    let temp = TempDir::new("version");
+    let dir = temp.0.as_path();
     let server_version = || -> serde_json::Value {
         let v: serde_json::Value =
             serde_json::from_str(&stdout_of(&kc, &["version", "-o", "json"])).expect("version -o json parses");
@@ -353,7 +358,7 @@ fn kubectl_sees_a_control_plane_upgrade() {
     assert!(!resources.contains("volumeattributesclasses"), "{resources}");
 
     // The control endpoint, driven by kubectl itself (POST of the file's body).
-    let body = write(&dir, "version.json", r#"{"kubernetesVersion": "1.34.1"}"#);
+    let body = write(dir, "version.json", r#"{"kubernetesVersion": "1.34.1"}"#);
     let answer = stdout_of(&kc, &["create", "--raw", "/local-apiserver/version", "-f", &body]);
     assert!(answer.contains("\"gitVersion\":\"v1.34.1-local\""), "{answer}");
     let v = server_version();
@@ -361,7 +366,7 @@ fn kubectl_sees_a_control_plane_upgrade() {
     let resources = ok(&kc, &["api-resources", "--api-group=storage.k8s.io", "-o", "name"]);
     assert!(resources.contains("volumeattributesclasses.storage.k8s.io"), "{resources}");
     let vac = write(
-        &dir,
+        dir,
         "vac.yaml",
         "apiVersion: storage.k8s.io/v1\nkind: VolumeAttributesClass\nmetadata: {name: gp3-fast}\n\
                                        driverName: ebs.csi.aws.com\nparameters: {iops: \"6000\"}\n",
@@ -370,7 +375,7 @@ fn kubectl_sees_a_control_plane_upgrade() {
     let table = ok(&kc, &["get", "vac"]);
     assert!(table.contains("DRIVERNAME") && table.contains("gp3-fast") && table.contains("ebs.csi.aws.com"), "{table}");
 
-    let bad = write(&dir, "bad.json", r#"{"kubernetesVersion": "one.two"}"#);
+    let bad = write(dir, "bad.json", r#"{"kubernetesVersion": "one.two"}"#);
     let (success, text) = kubectl(&kc, &["create", "--raw", "/local-apiserver/version", "-f", &bad]);
     assert!(!success, "{text}");
     assert!(text.contains("is not a Kubernetes version"), "{text}");
@@ -440,10 +445,9 @@ fn kubectl_rollout_status_and_pod_states() {
     // Two Nodes; pulls slow enough (1 s) that kubectl sees a rollout in progress.
     let srv = start("rollout", &["--nodes", "2", "--image-pull-ms", "1000", "--crashing-image", "app:crash"]);
     let kc = srv.kubeconfig.clone();
-    let dir = std::env::temp_dir().join(format!("local-apiserver-rollout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = TempDir(dir.clone());
-    ok(&kc, &["create", "-f", &write(&dir, "workloads.yaml", WORKLOADS)]);
+    let temp = TempDir::new("rollout");
+    let dir = temp.0.as_path();
+    ok(&kc, &["create", "-f", &write(dir, "workloads.yaml", WORKLOADS)]);
 
     let done = ok(&kc, &["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert!(done.contains("deployment \"web\" successfully rolled out"), "{done}");
@@ -483,7 +487,7 @@ fn kubectl_rollout_status_and_pod_states() {
     assert!(history.lines().filter(|l| l.trim_start().starts_with(['1', '2'])).count() == 2, "{history}");
 
     // A dhi.io image without a pull secret, and a crashing image.
-    ok(&kc, &["create", "-f", &write(&dir, "broken.yaml", BROKEN)]);
+    ok(&kc, &["create", "-f", &write(dir, "broken.yaml", BROKEN)]);
     pods_until(&kc, "app=private", "ErrImagePull");
     pods_until(&kc, "app=private", "ImagePullBackOff");
     let (stalled, out) = kubectl(&kc, &["rollout", "status", "deployment/private", "--timeout=30s"]);
@@ -521,7 +525,7 @@ fn kubectl_rollout_status_and_pod_states() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!wide.contains("node-1") && wide.lines().count() == 4, "{wide}");
-    let node = write(&dir, "node.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: node-9}\n");
+    let node = write(dir, "node.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: node-9}\n");
     ok(&kc, &["create", "-f", &node]);
     let nodes = ok(&kc, &["get", "nodes"]);
     assert!(nodes.lines().any(|l| l.starts_with("node-9") && l.contains(" True ")), "{nodes}");
