@@ -24,18 +24,7 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=hardened-csi-operator";
 /// The three data-path objects, each of which the driver cannot work without.
 async fn data_path_exists(client: &Client) -> (bool, bool, bool) {
     let h = |api_version: &str, kind: &str, plural: &str, ns: Option<&str>| {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar = kube::api::ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: api_version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        match ns {
-            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
-        }
+        super::support::dynamic_api(client, api_version, kind, plural, ns)
     };
     let get = |api: Api<DynamicObject>, name: &'static str| async move {
         api.get_opt(name).await.expect("get").is_some_and(|o| o.metadata.deletion_timestamp.is_none())

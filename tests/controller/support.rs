@@ -289,18 +289,7 @@ impl Harness {
     }
 
     pub fn dynamic(&self, api_version: &str, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar = kube::api::ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: api_version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            None => Api::all_with(self.client.clone(), &ar),
-        }
+        dynamic_api(&self.client, api_version, kind, plural, namespace)
     }
 
     pub async fn exists(&self, api: &Api<DynamicObject>, name: &str) -> bool {
@@ -320,6 +309,28 @@ impl Harness {
         let before = reconciles(&self.metrics);
         self.trigger.send(name.to_string()).await.expect("trigger");
         wait_for("a reconcile", || async { (reconciles(&self.metrics) > before).then_some(Value::Null) }).await;
+    }
+}
+
+/// A dynamic Api of one kind, all namespaces or one, for `client`.
+pub fn dynamic_api(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = kube::api::ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
     }
 }
 
