@@ -49,6 +49,12 @@ pub fn widget_crd(scope: &str) -> Value {
     })
 }
 
+/// The Widget CRD of `scope`, applied (field manager `test`).
+async fn install_widgets(client: &kube::Client, scope: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd(scope))).await.unwrap();
+}
+
 fn widget_ar() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
 }
@@ -119,10 +125,7 @@ async fn applying_a_crd_serves_it_and_deleting_it_stops() {
 async fn custom_resources_are_validated_against_the_schema() {
     let srv = server().await;
     let client = srv.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
-        .await
-        .unwrap();
+    install_widgets(&client, "Namespaced").await;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widget_ar());
     let create = |spec: Value| {
         let api = api.clone();
@@ -189,10 +192,7 @@ async fn custom_resources_are_validated_against_the_schema() {
 async fn printer_columns_in_tables() {
     let srv = server().await;
     let client = srv.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
-        .await
-        .unwrap();
+    install_widgets(&client, "Namespaced").await;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widget_ar());
     let w: DynamicObject = serde_json::from_value(widget("t1", json!({"size": 7}))).unwrap();
     api.create(&PostParams::default(), &w).await.unwrap();
@@ -213,10 +213,7 @@ async fn printer_columns_in_tables() {
 async fn apply_merges_crd_lists_by_their_declared_keys() {
     let srv = server().await;
     let client = srv.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Namespaced")))
-        .await
-        .unwrap();
+    install_widgets(&client, "Namespaced").await;
     let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widget_ar());
     let a = widget("m", json!({"size": 1, "items": [{"name": "a", "value": "1"}]}));
     api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(&a)).await.unwrap();
@@ -289,7 +286,7 @@ async fn deleting_a_crd_waits_for_the_finalizers_of_its_resources() {
     let srv = server().await;
     let client = srv.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(widget_crd("Cluster"))).await.unwrap();
+    install_widgets(&client, "Cluster").await;
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &widget_ar());
     let mut held = widget("held", json!({"size": 1}));
     held["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
