@@ -5,7 +5,7 @@
 //! `create` beside `patch`, limited by resourceNames like them.
 //!
 //! Least privilege that holds when the token leaks: no write on any RBAC object (the chart
-//! installs the driver's roles; the operator reads them by name to verify), no `escalate`, no
+//! installs the driver's roles; the operator watches them by name to verify), no `escalate`, no
 //! `bind`, tokens only for the driver controller's ServiceAccount, namespaced writes only in the
 //! driver namespace and only to the driver's objects by name, Secrets only the named pull Secrets,
 //! ConfigMaps only the named CA bundles.
@@ -52,8 +52,8 @@ const fn named(
 /// Everything the operator does to an object whose name it knows: read it (`get`), create it by
 /// server-side apply (authorised as `create` of that name), change it and remove it.
 const BY_NAME: &[&str] = &["get", "create", "patch", "delete"];
-/// The label-filtered caches: a list or watch names no object, so these cannot be limited by name
-/// (they read, never write).
+/// The caches' list and watch (they read, never write). A label-filtered one names no object, so
+/// it cannot be limited by name; a watch by `fieldSelector metadata.name` is, to that name.
 const CACHE: &[&str] = &["list", "watch"];
 
 const CSI_DRIVER: &[&str] = &[DRIVER_NAME];
@@ -102,30 +102,30 @@ pub const CLUSTER: &[Permission] = &[
     named(
         "rbac.authorization.k8s.io",
         &["clusterroles"],
-        &["get"],
+        CACHE,
         &[SNAPSHOT_CONTROLLER_ROLE],
-        "verify the snapshot-controller's ClusterRole the chart installs (read only, by name)",
+        "verify the snapshot-controller's ClusterRole the chart installs: a watch by metadata.name (read only)",
     ),
     named(
         "rbac.authorization.k8s.io",
         &["clusterrolebindings"],
-        &["get"],
+        CACHE,
         &[SNAPSHOT_CONTROLLER_BINDING],
-        "verify the snapshot-controller's ClusterRoleBinding the chart installs (read only, by name)",
+        "verify the snapshot-controller's ClusterRoleBinding the chart installs: a watch by metadata.name (read only)",
     ),
     named(
         "rbac.authorization.k8s.io",
         &["clusterroles"],
-        &["get"],
+        CACHE,
         DRIVER_CLUSTER_ROLES,
-        "verify the driver's ClusterRoles the chart installs (read only, by name)",
+        "verify the driver's ClusterRoles the chart installs: one watch by metadata.name each (read only)",
     ),
     named(
         "rbac.authorization.k8s.io",
         &["clusterrolebindings"],
-        &["get"],
+        CACHE,
         DRIVER_CLUSTER_ROLE_BINDINGS,
-        "verify the driver's ClusterRoleBindings the chart installs (read only, by name)",
+        "verify the driver's ClusterRoleBindings the chart installs: one watch by metadata.name each (read only)",
     ),
     named(
         "apiextensions.k8s.io",
@@ -249,23 +249,24 @@ pub const DRIVER_NAMESPACE: &[Permission] = &[
     named(
         "rbac.authorization.k8s.io",
         &["roles"],
-        &["get"],
+        CACHE,
         &[LEASES_ROLE],
-        "verify the driver's leases Role the chart installs (read only)",
+        "verify the driver's leases Role the chart installs: a watch by metadata.name (read only)",
     ),
     named(
         "rbac.authorization.k8s.io",
         &["rolebindings"],
-        &["get"],
+        CACHE,
         &[LEASES_ROLE_BINDING],
-        "verify the driver's leases RoleBinding the chart installs (read only)",
+        "verify the driver's leases RoleBinding the chart installs: a watch by metadata.name (read only)",
     ),
     named(
         "rbac.authorization.k8s.io",
         &["roles", "rolebindings"],
-        &["get"],
+        CACHE,
         &[SNAPSHOT_CONTROLLER_LEASES_ROLE],
-        "verify the snapshot-controller's leader-election Role and RoleBinding the chart installs (read only)",
+        "verify the snapshot-controller's leader-election Role and RoleBinding the chart installs: a watch by \
+        metadata.name each (read only)",
     ),
 ];
 

@@ -9,7 +9,7 @@
 //! - `caches`: the kinds of child and their label-filtered caches.
 //! - `deletion`: the finalizer and the volume guard.
 //! - `policy`: the install-time guardrails (driver namespace, registry allowlist).
-//! - `driver_rbac`: verification of the driver's RBAC the chart installs.
+//! - `driver_rbac`: verification of the driver's RBAC the chart installs, from watches by name.
 //! - `conditions`: every condition, as a pure function of what one reconcile observed.
 //! - `pods`: the watch of the driver's pods and what each tells the health rules.
 //! - `secrets`: the watches of the Secrets the driver names, by name and metadata only.
@@ -92,6 +92,8 @@ pub struct Context {
     pub pods: pods::PodWatch,
     /// The Secrets the driver in charge names (pull Secrets, static keys), metadata only.
     pub secrets: secrets::SecretWatch,
+    /// The driver's RBAC the chart installs, each object watched by name.
+    pub rbac: driver_rbac::RbacWatch,
     /// Set once the driver store and every child cache have their initial list: no decision
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
@@ -299,6 +301,10 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     }
 
     let (all_tx, all_rx) = mpsc::channel::<()>(4);
+    // The driver's RBAC objects, each watched by name: a change (an admin deleting a role)
+    // re-checks every driver.
+    let rbac = driver_rbac::RbacWatch::start(&client, &driver_ns, all_tx.clone());
+    syncs.push(Box::pin(rbac.synced()));
     let capability_watch =
         follow_api_crd(snapshot_gate, SNAPSHOT_CRD, caps.clone(), all_tx.clone(), |c| &mut c.snapshot_api);
     let service_monitor_watch =
@@ -324,6 +330,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
     let ctx = Arc::new(Context {
         pods: pods::PodWatch::new(client.clone(), pod_tx.clone()),
         secrets: secrets::SecretWatch::new(client.clone(), pod_tx),
+        rbac,
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: Some(opts.reporter.clone()) },

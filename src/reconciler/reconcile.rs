@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::conditions::{self, ImageSource, Observed, Rollout};
 use super::error::{ApiMessage, Error, Result};
 use super::{
-    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_rbac, driver_resource, pods,
-    secrets, snapshots,
+    Context, FORCE_DELETE_ANNOTATION, RESYNC, STATUS_COALESCE, children, deletion, driver_resource, pods, secrets,
+    snapshots,
 };
 use crate::crd::{HardenedCsiDriver, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse, parse};
 use crate::render::{self, MANAGER, controller_deployment, node_daemonset};
@@ -167,11 +167,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             }
             errors.extend(apply_children(ctx, &hcd, &children, uid.as_deref(), &mut observed).await?);
             pull_secrets(&hcd, &secrets_seen, &mut observed);
-            observed.driver_rbac = driver_rbac::check(&ctx.client, &hcd.spec.namespace, caps.snapshot_api).await;
+            // The driver namespace is the install-time one (a driver elsewhere is refused above),
+            // where the RBAC watches look.
+            observed.driver_rbac = ctx.rbac.check(caps.snapshot_api);
             if observed.snapshot_stack.as_ref().is_some_and(|s| s.mode == conditions::SnapshotMode::Ours) {
-                observed
-                    .driver_rbac
-                    .extend(driver_rbac::check_snapshot_controller(&ctx.client, &hcd.spec.namespace).await);
+                observed.driver_rbac.extend(ctx.rbac.check_snapshot_controller());
             }
             let i = &hcd.spec.images;
             observed.images = Some(ImageSource {

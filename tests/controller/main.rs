@@ -128,8 +128,14 @@ async fn reports_what_the_driver_rbac_lacks_and_never_writes_it() {
     )
     .await
     .expect("narrow");
-    h.reconcile_once(DRIVER).await;
-    let c = h.wait_condition(DRIVER, "Ready", "False").await;
+    // No other trigger: the watches of the driver's RBAC by name report both changes.
+    let c = wait_for("Ready=False naming both changes", || async {
+        h.condition(DRIVER, "Ready").await.filter(|c| {
+            let msg = c["message"].as_str().unwrap_or_default();
+            c["status"] == "False" && msg.contains("ebs-external-attacher-role") && msg.contains("ebs-csi-node-role")
+        })
+    })
+    .await;
     assert_eq!(c["reason"], json!("DriverRbacIncomplete"), "{c}");
     let msg = c["message"].as_str().unwrap_or_default();
     assert!(msg.contains("ClusterRole ebs-external-attacher-role is missing"), "{msg}");
@@ -146,8 +152,17 @@ async fn reports_what_the_driver_rbac_lacks_and_never_writes_it() {
     assert!(crs.get_opt("ebs-external-attacher-role").await.expect("get").is_none());
     crs.delete("ebs-csi-node-role", &DeleteParams::default()).await.expect("delete");
     support::install_driver_rbac(&h.client).await;
-    h.reconcile_once(DRIVER).await;
     h.wait_condition(DRIVER, "Ready", "True").await;
+    // A reconcile reads the driver's RBAC from those watches: not one request for it.
+    h.server.reset_access_log();
+    h.reconcile_once(DRIVER).await;
+    let reads: Vec<_> = h
+        .server
+        .access_log(&support::operator_user())
+        .into_iter()
+        .filter(|a| a.api_group == "rbac.authorization.k8s.io")
+        .collect();
+    assert!(reads.is_empty(), "{reads:#?}");
     h.stop().await;
 }
 

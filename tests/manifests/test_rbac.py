@@ -256,14 +256,14 @@ def test_config_maps_only_get_and_only_by_name():
 
 def test_no_escalate_no_bind_no_rbac_writes_no_tokens_cluster_wide():
     """A stolen operator token grants nothing: no escalate or bind anywhere, no write on any RBAC
-    object (only get by name, to verify the driver's), tokens only for ebs-csi-controller-sa in
+    object (only list/watch by name, the driver's watched to verify them), tokens only for ebs-csi-controller-sa in
     the driver namespace, and no namespaced write cluster-wide."""
     rules = [r for d in _operator_docs(chart_docs(VALUE_SETS["ha"])) if d["kind"] in ("ClusterRole", "Role")
              for r in d["rules"]]
     grants = expand_rules(rules)
     assert not [g for g in grants if g[2] in ("escalate", "bind", "impersonate")], _fmt(grants)
     rbac = {g for g in grants if g[0] == "rbac.authorization.k8s.io"}
-    assert {v for _, _, v, _ in rbac} == {"get"} and all(n != "*" for *_, n in rbac), _fmt(rbac)
+    assert {v for _, _, v, _ in rbac} == {"list", "watch"} and all(n != "*" for *_, n in rbac), _fmt(rbac)
     tokens = {g for g in grants if g[1] == "serviceaccounts/token"}
     assert tokens == {("", "serviceaccounts/token", "create", "ebs-csi-controller-sa")}, _fmt(tokens)
     cluster = _chart_grants()["clusterRules"]

@@ -34,10 +34,11 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
   resources: ["volumeattributesclasses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Read only, by name: verify the driver's ClusterRoles and bindings this chart installs
-# (templates/driver-rbac.yaml). The operator writes no RBAC object, so its token grants nothing.
+# (templates/driver-rbac.yaml), each watched by metadata.name (a change is reported at once). The
+# operator writes no RBAC object, so its token grants nothing.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - ebs-external-attacher-role
     - ebs-csi-node-role
@@ -46,7 +47,7 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
     - ebs-external-snapshotter-role
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterrolebindings"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - ebs-csi-attacher-binding
     - ebs-csi-node-getter-binding
@@ -57,12 +58,12 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
 # (templates/snapshot-controller-rbac.yaml, value snapshotController.rbac.create).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterroles"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - snapshot-controller-runner
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["clusterrolebindings"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - snapshot-controller-role
 # Whether the snapshot API and the Prometheus Operator's ServiceMonitor are installed: their CRDs,
@@ -200,18 +201,18 @@ Everything namespaced the operator writes: in the driver namespace only (driverN
 # Read only, by name: verify the driver's leases Role and binding this chart installs.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - ebs-csi-leases-role
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - ebs-csi-leases-rolebinding
 # Read only, by name: verify the snapshot-controller's leader-election Role and binding.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
   resourceNames:
     - snapshot-controller-leaderelection
 {{- end -}}
