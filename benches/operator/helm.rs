@@ -9,19 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardened_csi_operator::crd::HardenedCsiDriver;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
 use local_apiserver::{LocalApiServer, Options};
 use serde_json::json;
 
-use super::scale::Operator;
+use super::scale::{Operator, PULL_SECRET, install_crd_and_pull_secret};
 use super::{aws_fake, figure, wait_for};
 
 const NODES: usize = 3;
 const ROUNDS: usize = 3;
-const PULL_SECRET: &str = "dhi-login";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,16 +45,7 @@ async fn cluster() -> (LocalApiServer, tempfile::TempDir, PathBuf) {
 async fn operator_round() -> f64 {
     let (server, _dir, kubeconfig) = cluster().await;
     let client = server.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
-    let config = json!({"auths": {"dhi.io": {"username": "bench", "password": "bench", "auth": "YmVuY2g6YmVuY2g="}}});
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": PULL_SECRET},
-        "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": config.to_string()}}))
-    .expect("secret");
-    Api::<Secret>::namespaced(client.clone(), "kube-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("pull secret");
+    install_crd_and_pull_secret(&client).await;
     let aws = Arc::new(aws_fake::Fake::new(0, 0)).serve().await;
     let (op, _) = Operator::start(&kubeconfig, aws).await;
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());

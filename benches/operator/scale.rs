@@ -24,7 +24,7 @@ pub const ACCOUNT_VOLUMES: usize = 100_000;
 pub const ACCOUNT_SNAPSHOTS: usize = 20_000;
 /// This cluster's ID; the other half of the account belongs to "other-cluster".
 const CLUSTER: &str = "bench";
-const PULL_SECRET: &str = "dhi-login";
+pub const PULL_SECRET: &str = "dhi-login";
 /// The operator asks the API server to end each watch after this long, then watches again from
 /// the last resourceVersion.
 const WATCH_TIMEOUT_SECS: f64 = hardened_csi_operator::aws::pv_watch::WATCH_TIMEOUT_SECS as f64;
@@ -123,6 +123,14 @@ fn persistent_volume(i: usize) -> serde_json::Value {
 }
 
 async fn prepare_cluster(client: &Client, server: &LocalApiServer) {
+    install_crd_and_pull_secret(client).await;
+    for i in 0..PERSISTENT_VOLUMES {
+        server.insert_raw(persistent_volume(i));
+    }
+}
+
+/// The HardenedCsiDriver CRD and the `dhi.io` pull Secret the bench drivers name.
+pub async fn install_crd_and_pull_secret(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
     let config = json!({"auths": {"dhi.io": {"username": "bench", "password": "bench", "auth": "YmVuY2g6YmVuY2g="}}});
@@ -133,9 +141,6 @@ async fn prepare_cluster(client: &Client, server: &LocalApiServer) {
         .create(&PostParams::default(), &secret)
         .await
         .expect("pull secret");
-    for i in 0..PERSISTENT_VOLUMES {
-        server.insert_raw(persistent_volume(i));
-    }
 }
 
 fn driver() -> HardenedCsiDriver {

@@ -83,10 +83,7 @@ async fn delete_pv(h: &Harness, name: &str) {
 /// The volumes are gone: deletion completes and nothing of the driver is left.
 async fn assert_completes(h: &Harness) {
     h.trigger.send(DRIVER.to_string()).await.expect("trigger");
-    wait_for("the driver object gone", || async {
-        h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null)
-    })
-    .await;
+    h.wait_driver_gone(DRIVER).await;
     wait_for("every child removed", || async { managed_children(&h.client).await.is_empty().then_some(Value::Null) })
         .await;
 }
@@ -186,14 +183,7 @@ async fn force_delete_removes_the_driver_keeps_volumes_and_says_what_was_strande
     driver_with_pv(&h).await;
     h.drivers().delete(DRIVER, &DeleteParams::foreground()).await.expect("delete");
     assert_held(&h, &["PersistentVolume/pv-data"]).await;
-    h.drivers()
-        .patch(
-            DRIVER,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
-        )
-        .await
-        .expect("annotate");
+    h.force_delete(DRIVER).await;
     assert_completes(&h).await;
     let pvs: Api<PersistentVolume> = Api::all(h.client.clone());
     assert!(pvs.get_opt("pv-data").await.expect("get").is_some(), "PVs are never deleted");
@@ -239,8 +229,7 @@ async fn a_driver_that_never_ran_anything_is_not_held() {
     h.create_driver("second", json!({"namespace": "other"})).await;
     h.wait_condition("second", "Active", "False").await;
     h.drivers().delete("second", &DeleteParams::foreground()).await.expect("delete second");
-    wait_for("second gone", || async { h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.wait_driver_gone("second").await;
     assert_eq!(data_path_exists(&h.client).await, (true, true, true));
     h.stop().await;
 }
@@ -380,10 +369,7 @@ async fn deletion_during_a_failover_is_guarded_by_the_next_leader() {
     assert_held(&h, &["PersistentVolume/pv-data"]).await;
     delete_pv(&h, "pv-data").await;
     // The new leader recounts on its own timer (no trigger channel here).
-    wait_for("the driver object gone", || async {
-        h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null)
-    })
-    .await;
+    h.wait_driver_gone(DRIVER).await;
     wait_for("every child removed", || async { managed_children(&h.client).await.is_empty().then_some(Value::Null) })
         .await;
     stop_a.cancel();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use local_apiserver::Match;
 use serde_json::{Value, json};
 
@@ -68,17 +68,7 @@ async fn a_pull_secret_created_later_is_seen_from_its_watch() {
 async fn a_failed_csidriver_recreate_puts_the_old_one_back() {
     let h = Harness::start(1).await;
     let csid = h.dynamic("storage.k8s.io/v1", "CSIDriver", "csidrivers", None);
-    // What an earlier version left: ours by its labels, without fsGroupPolicy (defaulted).
-    let old: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
-        "metadata": {"name": "ebs.csi.aws.com", "labels": {
-            "app.kubernetes.io/managed-by": "hardened-csi-operator", "app.kubernetes.io/instance": DRIVER}},
-        "spec": {"attachRequired": true, "podInfoOnMount": false}
-    }))
-    .expect("csidriver");
-    csid.patch("ebs.csi.aws.com", &PatchParams::apply("hardened-csi-operator"), &Patch::Apply(&old))
-        .await
-        .expect("old CSIDriver");
+    h.apply_old_csidriver(DRIVER).await;
     // The first apply meets the real refusal (fsGroupPolicy is immutable); the create after the
     // delete fails once (the old object is put back by the apply after it), and every later
     // attempt fails at its delete, until cleared, so the old object stays to be looked at.

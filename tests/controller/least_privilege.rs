@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::support::{DRIVER_NAMESPACE, Harness, OPERATOR_NAMESPACE, operator_user, wait_for};
@@ -174,8 +174,7 @@ async fn a_driver_outside_the_install_time_namespace_or_registries_is_refused() 
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("storage"));
     assert!(h.managed_names(&deploy).await.is_empty());
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.wait_driver_gone(DRIVER).await;
 
     let mut s = spec();
     s["images"] = json!({"mirror": "registry.example.com/dhi"});
@@ -243,19 +242,8 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     // pruned with the metrics.
     crds.create(&PostParams::default(), &super::support::service_monitor_crd()).await.expect("ServiceMonitor CRD");
 
-    // What an earlier version left: our CSIDriver without fsGroupPolicy (immutable), so the
-    // create recreates it (read by name, deleted, applied).
-    let csid = h.dynamic("storage.k8s.io/v1", "CSIDriver", "csidrivers", None);
-    let old: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
-        "metadata": {"name": "ebs.csi.aws.com", "labels": {
-            "app.kubernetes.io/managed-by": "hardened-csi-operator", "app.kubernetes.io/instance": DRIVER}},
-        "spec": {"attachRequired": true, "podInfoOnMount": false}
-    }))
-    .expect("csidriver");
-    csid.patch("ebs.csi.aws.com", &PatchParams::apply("hardened-csi-operator"), &Patch::Apply(&old))
-        .await
-        .expect("old CSIDriver");
+    // What an earlier version left, so the create recreates it (read by name, deleted, applied).
+    h.apply_old_csidriver(DRIVER).await;
 
     super::support::create_pull_secret_named(&h.client, "dhi-pull").await;
     let pem = h.server.ca_certificate_pem().expect("the server's CA");
@@ -336,16 +324,8 @@ async fn every_grant_of_the_chart_is_used_by_some_part_of_the_lifecycle() {
     h.create_driver_pv("pv-1").await;
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
     h.wait_condition(DRIVER, "DeletionBlocked", "True").await;
-    h.drivers()
-        .patch(
-            DRIVER,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
-        )
-        .await
-        .expect("force");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.force_delete(DRIVER).await;
+    h.wait_driver_gone(DRIVER).await;
     assert!(election.release_within(Duration::from_secs(2)).await, "the lease is released");
 
     // No exemption. The harness runs the OwnerReferencesPermissionEnforcement admission plugin:

@@ -285,10 +285,7 @@ async fn second_driver_changes_nothing() {
     // The second driver runs nothing, so the volumes of the first do not hold its deletion.
     h.create_driver_pv("pv-1").await;
     h.drivers().delete("second", &DeleteParams::default()).await.expect("delete second");
-    wait_for("second driver gone", || async {
-        h.drivers().get_opt("second").await.ok()?.is_none().then_some(Value::Null)
-    })
-    .await;
+    h.wait_driver_gone("second").await;
     assert_eq!(h.condition(DRIVER, "Ready").await.expect("ready")["status"], json!("True"));
     h.stop().await;
 }
@@ -327,16 +324,8 @@ async fn deletion_waits_for_volumes_unless_forced() {
     let deploy = h.dynamic("apps/v1", "Deployment", "deployments", Some("kube-system"));
     assert!(h.exists(&deploy, "ebs-csi-controller").await, "children stay while volumes exist");
 
-    h.drivers()
-        .patch(
-            DRIVER,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
-        )
-        .await
-        .expect("annotate");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.force_delete(DRIVER).await;
+    h.wait_driver_gone(DRIVER).await;
     wait_for("children gone", || async { (!h.exists(&deploy, "ebs-csi-controller").await).then_some(Value::Null) })
         .await;
     let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(h.client.clone());

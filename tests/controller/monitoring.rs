@@ -60,8 +60,7 @@ async fn service_monitors_follow_the_prometheus_operator_crd_without_failing_any
     wait_for("ServiceMonitors again", || async { (h.managed_names(&sms).await.len() == 2).then_some(Value::Null) })
         .await;
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.wait_driver_gone(DRIVER).await;
     assert!(h.managed_names(&sms).await.is_empty(), "ServiceMonitors left after the driver's deletion");
     h.stop().await;
 }

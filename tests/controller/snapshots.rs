@@ -100,8 +100,7 @@ async fn the_operator_installs_the_snapshot_crds_and_a_hardened_leader_elected_c
     let c = h.wait_condition(DRIVER, "SnapshotController", "True").await;
     assert_eq!(c["reason"], "Installed", "{c}");
     h.drivers().delete(DRIVER, &DeleteParams::default()).await.expect("delete");
-    wait_for("driver gone", || async { h.drivers().get_opt(DRIVER).await.ok()?.is_none().then_some(Value::Null) })
-        .await;
+    h.wait_driver_gone(DRIVER).await;
     assert!(deployments.get_opt("snapshot-controller").await.expect("get").is_none(), "removed with the driver");
     for name in CRDS {
         assert!(crd(&h, name).await.is_some(), "{name} kept after the driver was deleted");

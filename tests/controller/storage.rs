@@ -163,8 +163,12 @@ async fn volume_attributes_classes_are_served_pruned_and_kept_while_claims_use_t
     wait_for("claim gone", || async { pvcs.get_opt("data").await.expect("get").is_none().then_some(()) }).await;
     h.reconcile_once(DRIVER).await;
     wait_for("fast pruned", || async { (!h.exists(&vacs, "fast").await).then_some(()) }).await;
-    let c = h.wait_condition(DRIVER, "VolumeAttributesClasses", "True").await;
-    assert_eq!(c["reason"], "Served", "{c}");
+    // The class is deleted before the status saying so is written: wait for that status.
+    let c = wait_for("VolumeAttributesClasses Served again", || async {
+        h.condition(DRIVER, "VolumeAttributesClasses").await.filter(|c| c["reason"] == "Served")
+    })
+    .await;
+    assert_eq!(c["status"], "True", "{c}");
     h.stop().await;
 }
 

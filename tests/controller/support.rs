@@ -161,12 +161,7 @@ impl Harness {
 
     /// Stops the controller (as when the operator is down); the server and its objects stay.
     pub async fn stop_controller(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
+        self.stop_controller_unchecked().await;
         let denied = self.server.denied_requests(&operator_user());
         assert!(denied.is_empty(), "the chart's RBAC refused the operator: {denied:#?}");
     }
@@ -192,12 +187,7 @@ impl Harness {
     /// re-created, a token for the new ServiceAccount (the old one died with the old account), and
     /// a fresh controller process with it.
     pub async fn reinstall_operator(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
+        self.stop_controller_unchecked().await;
         let ns: Api<Namespace> = Api::all(self.client.clone());
         wait_for("the operator's namespace gone", || async {
             ns.get_opt(OPERATOR_NAMESPACE).await.ok()?.is_none().then_some(Value::Null)
@@ -224,6 +214,43 @@ impl Harness {
                                           "metadata": {"name": name}, "spec": spec}))
             .expect("driver object");
         self.drivers().create(&PostParams::default(), &obj).await.expect("driver created");
+    }
+
+    /// Asks for the driver's removal although volumes hold it: the annotation the deletion guard
+    /// honours (README, "Deleting a driver").
+    pub async fn force_delete(&self, name: &str) {
+        self.drivers()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"csi.hardened.dev/force-delete": "true"}}})),
+            )
+            .await
+            .expect("force-delete annotation");
+    }
+
+    /// Waits until the driver object is gone (the operator removed its finalizer).
+    pub async fn wait_driver_gone(&self, name: &str) {
+        wait_for(&format!("driver {name} gone"), || async {
+            self.drivers().get_opt(name).await.ok()?.is_none().then_some(Value::Null)
+        })
+        .await;
+    }
+
+    /// What an earlier version left: our CSIDriver (by its labels, for the driver `instance`)
+    /// without fsGroupPolicy, which is immutable, so the next apply must recreate it.
+    pub async fn apply_old_csidriver(&self, instance: &str) {
+        let csid = self.dynamic("storage.k8s.io/v1", "CSIDriver", "csidrivers", None);
+        let old: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+            "metadata": {"name": "ebs.csi.aws.com", "labels": {
+                "app.kubernetes.io/managed-by": "hardened-csi-operator", "app.kubernetes.io/instance": instance}},
+            "spec": {"attachRequired": true, "podInfoOnMount": false}
+        }))
+        .expect("csidriver");
+        csid.patch("ebs.csi.aws.com", &PatchParams::apply("hardened-csi-operator"), &Patch::Apply(&old))
+            .await
+            .expect("old CSIDriver");
     }
 
     /// A PersistentVolume provided by the EBS CSI driver.

@@ -70,7 +70,7 @@ def _lay_down_what_0_1_0_wrote(kc, hcd: dict) -> None:
 def test_readme_documents_the_upgrade_the_test_runs():
     readme = README_FILE.read_text()
     assert HELM_UPGRADE in readme.replace("`\n   `", " "), "the README's helm upgrade command is the one tested"
-    assert '{"spec":{"replicas":0}}' in readme_block("upgrade-0.1.0")
+    assert "scale deployment hardened-csi-operator --replicas=0" in readme_block("upgrade-0.1.0")
     assert "ownerReferences" in readme_block("rbac-handover")
 
 

@@ -139,6 +139,11 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Option<Value> {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                              "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if r.scale_subresource {
+            list.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+                             "group": "autoscaling", "version": "v1", "kind": "Scale",
+                             "verbs": ["get", "patch", "update"]}));
+        }
         if r.token_subresource {
             list.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
                              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",

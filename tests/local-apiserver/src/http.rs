@@ -127,6 +127,7 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
         Some("status") if info.status_subresource => Some("status"),
         Some("finalize") if info.kind == "Namespace" => Some("finalize"),
         Some("token") if info.token_subresource => Some("token"),
+        Some("scale") if info.scale_subresource => Some("scale"),
         Some(_) => return Ok(Route::NotFound),
     };
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
@@ -147,6 +148,12 @@ fn route(shared: &Shared, method: &Method, path: &str, q: &Query) -> Result<Rout
             )));
         }
     };
+    // `status` and `scale` serve get, update and patch only, as their REST storage does.
+    if matches!(sub, Some("status" | "scale")) && !matches!(verb, "get" | "update" | "patch") {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {method} {path}"
+        )));
+    }
     // Namespaced objects are written through their namespace's path only.
     if info.namespaced && namespace.is_none() && !matches!(verb, "list" | "watch") {
         return Err(ApiError::method_not_allowed(format!(
@@ -275,6 +282,7 @@ async fn handle(
         let decoded = if content_type.contains("protobuf") {
             match t.subresource.as_deref() {
                 Some("token") => protobuf::decode(&body, "authentication.k8s.io/v1", "TokenRequest"),
+                Some("scale") => protobuf::decode(&body, "autoscaling/v1", "Scale"),
                 _ => protobuf::decode(&body, &t.info.api_version(), &t.info.kind),
             }
         } else {
@@ -317,6 +325,9 @@ async fn handle(
             crate::auth::reviews::handle(&shared, rr.verb, t, &body, &content_type)
         }
         ("create", Some("token")) => tokens::create_token(&shared, t, &body, &content_type),
+        ("get", Some("scale")) => crate::scale::get(&shared, t),
+        ("update", Some("scale")) => crate::scale::update(&shared, t, &q, &body, &content_type, &user_agent),
+        ("patch", Some("scale")) => crate::scale::patch(&shared, t, &q, &body, &content_type, &user_agent),
         ("get", _) => handlers::get(&shared, t),
         ("list", _) => handlers::list(&shared, t, &q),
         ("create", _) => write::create(&shared, t, &q, &body, &content_type, &user_agent),

@@ -58,6 +58,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod registry;
+mod scale;
 mod schema;
 mod selectors;
 mod server;

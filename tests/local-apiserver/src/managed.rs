@@ -117,9 +117,65 @@ fn prune(entries: &mut Vec<Entry>, obj: &Value, root: Node<'_>) {
     entries.retain(|e| !e.set.is_empty());
 }
 
+/// The request's managedFields as the real field manager decodes them (`DecodeManagedFields`):
+/// None when an entry is not an object, its operation is not `Apply` or `Update`, its apiVersion
+/// is empty, its fieldsType is not `FieldsV1` or its fieldsV1 is not a field set.
+fn decode_entries(list: &[Value]) -> Option<Vec<Entry>> {
+    list.iter()
+        .map(|e| {
+            let operation = e.get("operation").and_then(Value::as_str).filter(|o| matches!(*o, "Apply" | "Update"))?;
+            let api_version = e.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())?;
+            e.get("fieldsType").and_then(Value::as_str).filter(|t| *t == "FieldsV1")?;
+            let fields = match e.get("fieldsV1") {
+                None | Some(Value::Null) => FieldSet::default(),
+                Some(f @ Value::Object(_)) => fieldpath::from_fields_v1(f),
+                Some(_) => return None,
+            };
+            Some(Entry {
+                manager: e.get("manager").and_then(Value::as_str).unwrap_or_default().into(),
+                operation: operation.into(),
+                api_version: api_version.into(),
+                time: e.get("time").and_then(Value::as_str).unwrap_or_default().into(),
+                subresource: e.get("subresource").and_then(Value::as_str).unwrap_or_default().into(),
+                set: fields,
+            })
+        })
+        .collect()
+}
+
+/// Whether the request resets managedFields (`isResetManagedFields`): an empty list, or a list of
+/// one entry with every field unset (`[{}]`).
+fn is_reset(list: &[Value]) -> bool {
+    match list {
+        [] => true,
+        [only] => only.as_object().is_some_and(|m| {
+            m.values().all(|v| v.is_null() || v.as_str().is_some_and(str::is_empty))
+                && m.get("fieldsV1").is_none_or(Value::is_null)
+        }),
+        _ => false,
+    }
+}
+
+/// The entries a non-apply write starts from, as kube-apiserver's field manager picks them
+/// (`decodeLiveOrNew`): a subresource write ignores the request's managedFields; a reset
+/// (`[]` or `[{}]`) starts from none; otherwise the request's entries when they decode and are
+/// not empty (a client may edit them), else the live object's (a client that does not know the
+/// field must not drop it).
+fn starting_entries(old: Option<&Value>, new: &Value, subresource: &str) -> Vec<Entry> {
+    let live = || old.map(read_entries).unwrap_or_default();
+    if !subresource.is_empty() {
+        return live();
+    }
+    match new["metadata"].get("managedFields").and_then(Value::as_array) {
+        Some(list) if is_reset(list) => Vec::new(),
+        Some(list) => decode_entries(list).filter(|e| !e.is_empty()).unwrap_or_else(live),
+        None => live(),
+    }
+}
+
 /// Records a non-apply write (create, update, patch) by `ctx.manager` on `new`.
 pub fn record_update(old: Option<&Value>, new: &mut Value, ctx: &WriteCtx<'_>) {
-    let mut entries = old.map(read_entries).unwrap_or_default();
+    let mut entries = starting_entries(old, new, ctx.subresource);
     let new_set = fieldpath::collect(new, ctx.root, ctx.scope);
     let changed: FieldSet = new_set
         .iter()
@@ -305,6 +361,44 @@ mod tests {
         let forced = apply(Some(&a1), &cm(json!({"a": "2"})), true, &ctx("two")).unwrap();
         assert_eq!(forced["data"]["a"], "2");
         assert!(read_entries(&forced).iter().all(|e| e.manager == "two"));
+    }
+
+    #[test]
+    fn a_reset_clears_managed_fields_and_other_lists_replace_or_keep_them() {
+        let a1 = apply(None, &cm(json!({"a": "1"})), false, &ctx("one")).unwrap();
+        for reset in [json!([{}]), json!([])] {
+            let mut new = a1.clone();
+            new["metadata"]["managedFields"] = reset.clone();
+            record_update(Some(&a1), &mut new, &ctx("editor"));
+            assert!(new["metadata"].get("managedFields").is_none(), "{reset}: {new}");
+        }
+        // A reset together with a change: the writer owns what it changed, nothing else is kept.
+        let mut new = a1.clone();
+        new["metadata"]["managedFields"] = json!([{}]);
+        new["data"]["b"] = json!("2");
+        record_update(Some(&a1), &mut new, &ctx("editor"));
+        let entries = read_entries(&new);
+        assert_eq!(entries.iter().map(|e| e.manager.as_str()).collect::<Vec<_>>(), ["editor"]);
+        // Entries that do not decode (no fieldsType) leave the live ones; an entry that is not
+        // all-empty is no reset.
+        for kept in [json!([{"manager": "x", "operation": "Update", "apiVersion": "v1"}]), json!(null)] {
+            let mut new = a1.clone();
+            new["metadata"]["managedFields"] = kept.clone();
+            record_update(Some(&a1), &mut new, &ctx("editor"));
+            assert_eq!(read_entries(&new), read_entries(&a1), "{kept}");
+        }
+        // Entries that decode replace the live ones (a client editing managedFields).
+        let mut new = a1.clone();
+        new["metadata"]["managedFields"] = json!([{"manager": "other", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]);
+        record_update(Some(&a1), &mut new, &ctx("editor"));
+        assert_eq!(read_entries(&new).iter().map(|e| e.manager.as_str()).collect::<Vec<_>>(), ["other"]);
+        // A subresource write ignores the request's managedFields.
+        let mut new = a1.clone();
+        new["metadata"]["managedFields"] = json!([{}]);
+        let status = WriteCtx { subresource: "status", ..ctx("editor") };
+        record_update(Some(&a1), &mut new, &status);
+        assert_eq!(read_entries(&new), read_entries(&a1));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct ResourceInfo {
     pub status_subresource: bool,
     /// Has the `serviceaccounts/token` subresource.
     pub token_subresource: bool,
+    /// Has the autoscaling/v1 `scale` subresource (Deployments, ReplicaSets).
+    pub scale_subresource: bool,
     pub schema: SchemaSource,
     pub columns: Vec<Column>,
 }
@@ -422,6 +424,7 @@ fn builtin_infos(minor: u32) -> Vec<Arc<ResourceInfo>> {
                 },
                 status_subresource: b.status,
                 token_subresource: b.plural == "serviceaccounts",
+                scale_subresource: b.group == "apps" && matches!(b.plural, "deployments" | "replicasets"),
                 schema: SchemaSource::Builtin(b.type_path),
                 columns: builtin_columns(b.plural, b.group),
             })
@@ -532,6 +535,7 @@ impl Registry {
                 categories: strings(&names["categories"]),
                 status_subresource: v["subresources"].get("status").is_some(),
                 token_subresource: false,
+                scale_subresource: false,
                 schema: SchemaSource::Crd {
                     crd_name: name.clone(),
                     schema: v["schema"].get("openAPIV3Schema").map(|s| Arc::new(s.clone())),

@@ -97,6 +97,33 @@ impl LabelSelector {
         LabelSelector(reqs)
     }
 
+    /// The selector as `labels.Selector.String()` prints it (what a Scale's `status.selector`
+    /// carries): requirements sorted by key, `k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`.
+    pub fn to_selector_string(&self) -> String {
+        let key = |r: &Req| match r {
+            Req::Eq(k, _)
+            | Req::NotEq(k, _)
+            | Req::In(k, _)
+            | Req::NotIn(k, _)
+            | Req::Exists(k)
+            | Req::NotExists(k) => k.clone(),
+        };
+        let mut reqs = self.0.clone();
+        reqs.sort_by_key(key);
+        let set = |vs: &BTreeSet<String>| vs.iter().cloned().collect::<Vec<_>>().join(",");
+        reqs.iter()
+            .map(|r| match r {
+                Req::Eq(k, v) => format!("{k}={v}"),
+                Req::NotEq(k, v) => format!("{k}!={v}"),
+                Req::In(k, vs) => format!("{k} in ({})", set(vs)),
+                Req::NotIn(k, vs) => format!("{k} notin ({})", set(vs)),
+                Req::Exists(k) => k.clone(),
+                Req::NotExists(k) => format!("!{k}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether labels (a JSON object, or absent) satisfy every requirement.
     pub fn matches(&self, labels: Option<&Value>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);

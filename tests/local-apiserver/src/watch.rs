@@ -127,16 +127,29 @@ fn error_line(e: &ApiError) -> Vec<u8> {
     line
 }
 
+/// kube-apiserver's default `--min-request-timeout`.
+const MIN_REQUEST_TIMEOUT_SECS: u64 = 1800;
+
+/// The timeout of a watch that asks none: `minRequestTimeout * (1 + rand)`.
+fn unset_timeout() -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    Duration::from_secs(MIN_REQUEST_TIMEOUT_SECS + random % MIN_REQUEST_TIMEOUT_SECS)
+}
+
 /// Starts a watch; returns the stream of body chunks.
 pub fn start(shared: Arc<Shared>, t: &Target, q: &Query, format: Format) -> Result<mpsc::Receiver<Vec<u8>>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
     let filter = Filter { storage_key: t.info.storage_key(), namespace: t.namespace.clone(), labels, fields };
-    let timeout = match q.get("timeoutSeconds").map(|s| s.parse::<u64>()) {
-        Some(Ok(secs)) => Duration::from_secs(secs),
+    // As kube-apiserver's getTimeout: 0 is the same as unset, and both get a random time between
+    // --min-request-timeout (1800 s by default) and twice that; a negative value ends the watch
+    // at once.
+    let timeout = match q.get("timeoutSeconds").map(|s| s.parse::<i64>()) {
+        Some(Ok(secs)) if secs != 0 => Duration::from_secs(secs.max(0).unsigned_abs()),
+        Some(Ok(_)) | None => unset_timeout(),
         Some(Err(_)) => {
-            return Err(ApiError::bad_request("timeoutSeconds must be a non-negative integer"));
+            return Err(ApiError::bad_request("timeoutSeconds must be an integer"));
         }
-        None => Duration::from_secs(1800),
     };
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let send_initial = q.get("sendInitialEvents").map(|s| s == "true");

@@ -242,6 +242,92 @@ fn kubectl_drives_the_server() {
     assert!(left.contains("No resources found"), "{left}");
 }
 
+const REPLICA_SET: &str = r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: solo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      containers: [{name: solo, image: "nginx:1"}]
+"#;
+
+fn scale_json(kc: &Path, kind: &str, name: &str) -> serde_json::Value {
+    let raw = ok(kc, &["get", kind, name, "--subresource=scale", "-o", "json"]);
+    serde_json::from_str(&raw).expect("a Scale as JSON")
+}
+
+/// `kubectl scale` goes through the autoscaling/v1 Scale subresource (discovery names it, then a
+/// merge patch of `.../scale`); the Scale carries the workload's replicas and selector, a
+/// precondition that does not hold is refused, and a negative count is invalid.
+#[test]
+fn kubectl_scale_uses_the_scale_subresource() {
+    let srv = start("scale", &["--nodes", "1"]);
+    let kc = srv.kubeconfig.clone();
+    let dir = std::env::temp_dir().join(format!("local-apiserver-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = TempDir(dir.clone());
+    ok(&kc, &["create", "-f", &write(&dir, "app.yaml", MANIFESTS)]);
+    ok(&kc, &["create", "-f", &write(&dir, "rs.yaml", REPLICA_SET)]);
+
+    let scaled = ok(&kc, &["scale", "deployment", "web", "--replicas=3"]);
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    assert_eq!(ok(&kc, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+    let scale = scale_json(&kc, "deployment", "web");
+    assert_eq!((scale["kind"].as_str(), scale["apiVersion"].as_str()), (Some("Scale"), Some("autoscaling/v1")));
+    assert_eq!(scale["spec"]["replicas"], 3, "{scale}");
+    assert_eq!(scale["status"]["selector"], "app=web", "{scale}");
+    let deploy: serde_json::Value =
+        serde_json::from_str(&ok(&kc, &["get", "deploy", "web", "-o", "json", "--show-managed-fields"])).unwrap();
+    assert_eq!(scale["metadata"]["resourceVersion"], deploy["metadata"]["resourceVersion"]);
+    let scaler =
+        deploy["metadata"]["managedFields"].as_array().into_iter().flatten().find(|e| e["subresource"] == "scale");
+    assert_eq!(scaler.map(|e| e["fieldsV1"].clone()), Some(serde_json::json!({"f:spec": {"f:replicas": {}}})));
+
+    // --current-replicas is a precondition kubectl checks on the Scale it reads.
+    let (wrong_ok, wrong) = kubectl(&kc, &["scale", "deployment", "web", "--current-replicas=5", "--replicas=1"]);
+    assert!(!wrong_ok && wrong.contains("Expected replicas to be 5, was 3"), "{wrong}");
+    ok(&kc, &["scale", "deployment", "web", "--current-replicas=3", "--replicas=0"]);
+    assert_eq!(ok(&kc, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "0");
+    assert_eq!(scale_json(&kc, "deployment", "web")["spec"], serde_json::json!({}), "replicas 0 is omitted");
+
+    let (neg_ok, neg) = kubectl(
+        &kc,
+        &["patch", "deployment", "web", "--subresource=scale", "--type=merge", "-p", r#"{"spec":{"replicas":-1}}"#],
+    );
+    assert!(!neg_ok && neg.contains("spec.replicas") && neg.contains("must be greater than or equal to 0"), "{neg}");
+
+    // The same subresource serves ReplicaSets.
+    assert!(ok(&kc, &["scale", "rs", "solo", "--replicas=2"]).contains("replicaset.apps/solo scaled"));
+    assert_eq!(scale_json(&kc, "rs", "solo")["spec"]["replicas"], 2);
+    // Other kinds have none, as on a real server.
+    let (ds_ok, ds) = kubectl(&kc, &["get", "--raw", "/api/v1/namespaces/default/configmaps/settings/scale"]);
+    assert!(!ds_ok && ds.contains("NotFound"), "{ds}");
+}
+
+/// A patch that sets `metadata.managedFields` to one empty entry clears them, as on a real server
+/// (Kubernetes docs, "Clearing managedFields"); the next write starts the bookkeeping again.
+#[test]
+fn kubectl_clears_managed_fields_with_an_empty_entry() {
+    let srv = start("managed-fields", &[]);
+    let kc = srv.kubeconfig.clone();
+    ok(&kc, &["create", "configmap", "cfg", "--from-literal=k=v"]);
+    ok(&kc, &["label", "configmap", "cfg", "tier=backend"]);
+    let managers = |kc: &Path| -> Vec<String> {
+        let raw = ok(kc, &["get", "cm", "cfg", "-o", "json", "--show-managed-fields"]);
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        v["metadata"]["managedFields"].as_array().into_iter().flatten().map(|e| e["manager"].to_string()).collect()
+    };
+    assert_eq!(managers(&kc).len(), 2, "kubectl-create and kubectl-label");
+    let reset = r#"[{"op":"replace","path":"/metadata/managedFields","value":[{}]}]"#;
+    ok(&kc, &["patch", "configmap", "cfg", "--type=json", "-p", reset]);
+    assert!(managers(&kc).is_empty(), "{:?}", managers(&kc));
+    ok(&kc, &["label", "configmap", "cfg", "tier=front", "--overwrite"]);
+    assert_eq!(managers(&kc), ["\"kubectl-label\""]);
+}
+
 /// kubectl's stdout alone (version skew warnings go to stderr).
 fn stdout_of(kc: &Path, args: &[&str]) -> String {
     let r = process::run(kc, args);

@@ -63,6 +63,7 @@ pub fn infos() -> Vec<Arc<ResourceInfo>> {
                 categories: Vec::new(),
                 status_subresource: false,
                 token_subresource: false,
+                scale_subresource: false,
                 schema: SchemaSource::Builtin(path),
                 columns: Vec::new(),
             })

@@ -140,6 +140,25 @@ async fn watch_sends_bookmarks_and_ends_at_its_timeout() {
     // The stream ended by itself after timeoutSeconds=1 (try_collect returned).
 }
 
+/// `timeoutSeconds=0` means unset on kube-apiserver (it picks a time from --min-request-timeout):
+/// the watch stays open and delivers what happens after it started.
+#[tokio::test]
+async fn a_watch_asking_timeout_zero_stays_open() {
+    let srv = server().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    let created = api.create(&PostParams::default(), &cm("z0", json!({}))).await.unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let mut stream = api.watch(&WatchParams::default().timeout(0), &rv).await.unwrap().boxed();
+    // Let a watch that ended at once (a zero deadline) close its stream first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.create(&PostParams::default(), &cm("z1", json!({}))).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(20), stream.try_next()).await.expect("an event or the end");
+    match next.unwrap() {
+        Some(WatchEvent::Added(c)) => assert_eq!(c.metadata.name.as_deref(), Some("z1")),
+        other => panic!("the watch ended or sent something else: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn watch_from_a_compacted_version_is_gone() {
     let opts = Options { watch_history: 5, ..Options::default() };
