@@ -4,6 +4,8 @@
 //! Pagination is the caller's job (`describe_volumes` / `describe_snapshots` return one page), so
 //! the request count of a refresh is visible and bounded in one place: `inventory::refresh`.
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use thiserror::Error;
@@ -42,6 +44,8 @@ pub struct Volume {
     /// The `CSIVolumeName` tag (the PersistentVolume name the driver created it for).
     pub csi_volume_name: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// Every tag the volume carries (the retag decides from them what is missing).
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +64,8 @@ pub struct Snapshot {
     pub state: String,
     pub volume_size_gib: u64,
     pub start_time: Option<Timestamp>,
+    /// Every tag the snapshot carries.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One IAM preflight request: an EC2 call made with `DryRun=true`, shaped like the driver's own
@@ -112,6 +118,12 @@ pub enum Probe {
         volume_id: String,
         keys: Vec<String>,
     },
+    /// CreateTags on an existing volume of this cluster with the tags a retag would add
+    /// (`spec.aws.retagExistingVolumes`): a bare CreateTags, outside a create.
+    CreateTags {
+        volume_id: String,
+        tags: Vec<(String, String)>,
+    },
 }
 
 impl Probe {
@@ -133,6 +145,7 @@ impl Probe {
             Probe::LockSnapshot { .. } => "LockSnapshot",
             Probe::EnableFastSnapshotRestores { .. } => "EnableFastSnapshotRestores",
             Probe::DeleteTags { .. } => "DeleteTags",
+            Probe::CreateTags { .. } => "CreateTags",
         }
     }
 }
@@ -412,4 +425,8 @@ pub trait AwsApi: Send + Sync {
     /// First page of ListSnapshotBlocks (EBS direct API): the number of blocks listed.
     /// Best effort: one attempt, no retries.
     fn list_snapshot_blocks(&self, snapshot_id: &str) -> BoxFuture<'_, Result<u64, AwsError>>;
+    /// One CreateTags call: adds (or sets) `tags` on every resource of `resource_ids` (volumes and
+    /// snapshots), retried by the SDK on throttling like every call. The only call that changes
+    /// anything in AWS, made by the retag of existing volumes alone.
+    fn create_tags(&self, resource_ids: &[String], tags: &[(String, String)]) -> BoxFuture<'_, Result<(), AwsError>>;
 }

@@ -20,6 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::api::{AwsApi, AwsError, ErrorClass, Filter, Principal, Snapshot, Verdict, Volume};
 use super::preflight::{self, KmsUse, Targets};
+use super::retag::{self, RetagParams};
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME};
 use crate::crd::PermissionReport;
 use crate::crd::{
@@ -68,6 +69,8 @@ pub struct RefreshParams {
     pub verify_snapshots: bool,
     /// The KMS keys the StorageClasses encrypt with, probed with the preflight.
     pub kms: KmsUse,
+    /// The retag of existing volumes and snapshots (`spec.aws.retagExistingVolumes`), when on.
+    pub retag: Option<RetagParams>,
 }
 
 impl Default for RefreshParams {
@@ -78,6 +81,7 @@ impl Default for RefreshParams {
             stuck_threshold: Duration::from_secs(900),
             verify_snapshots: false,
             kms: KmsUse::default(),
+            retag: None,
         }
     }
 }
@@ -91,6 +95,9 @@ impl RefreshParams {
             stuck_threshold: spec.inventory.stuck_threshold.get(),
             verify_snapshots: spec.inventory.verify_snapshots,
             kms: KmsUse::from_classes(&spec.storage_classes),
+            // Only scoped to this cluster: an account-wide inventory holds other clusters' volumes.
+            retag: RetagParams::from_spec(spec)
+                .filter(|_| spec.aws.cluster_id.as_deref().is_some_and(|c| !c.is_empty())),
         }
     }
 
@@ -231,7 +238,8 @@ pub async fn refresh_with(
     now: Timestamp,
 ) -> AwsStatus {
     let mut partial = Partial::default();
-    match collect(api, params, cluster, memory, now, &mut partial).await {
+    let applied = previous.and_then(|p| p.retag.as_ref()).map(|r| r.applied.clone()).unwrap_or_default();
+    match collect(api, params, cluster, memory, now, &mut partial, &applied).await {
         Ok(mut status) => {
             status.checked_at = Some(now.to_string());
             status.last_success_at = Some(now.to_string());
@@ -284,6 +292,7 @@ async fn collect(
     memory: &mut Memory,
     now: Timestamp,
     partial: &mut Partial,
+    applied: &std::collections::BTreeMap<String, Vec<String>>,
 ) -> Result<AwsStatus, AwsError> {
     let who = api.principal().await?;
     partial.principal = Some(who.clone());
@@ -359,6 +368,24 @@ async fn collect(
         }
     };
 
+    let retag = match &params.retag {
+        Some(r) => {
+            let permission = if let Some(why) = &permissions.not_verifiable {
+                retag::Permission::Blocked(format!("the operator cannot act as the driver's identity: {why}"))
+            } else if permissions.missing.iter().any(|a| a == retag::ACTION) {
+                retag::Permission::Blocked(format!(
+                    "{} may not call CreateTags on existing resources (the DryRun was denied): add the statement of \
+                        README \"Retagging existing volumes\" to the driver's role",
+                    if permissions.principal.is_empty() { "the driver's identity" } else { &permissions.principal }
+                ))
+            } else {
+                retag::Permission::Go
+            };
+            Some(retag::run(api, r, applied, &volumes, &snapshots, permission).await)
+        }
+        None => None,
+    };
+
     let mut snapshot_inventory = snapshot_inventory(&snapshots);
     if params.verify_snapshots {
         snapshot_inventory.verification = verify(api, &snapshots).await;
@@ -382,6 +409,7 @@ async fn collect(
         stuck: stuck_report(&volumes, cluster, params.stuck_threshold, memory, now),
         snapshots: snapshot_inventory,
         permissions,
+        retag,
     })
 }
 
@@ -462,7 +490,12 @@ pub fn targets(
         .find(|n| zone_of_volume.is_some() && n.zone.as_deref() == zone_of_volume)
         .or_else(|| instances.first())
         .and_then(|n| n.instance_id.clone());
+    let retag = params.retag.as_ref().map(|r| {
+        let volume = volumes.iter().find(|v| v.state == "available" || v.state == "in-use").map(|v| v.id.clone());
+        (volume, r.wanted.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    });
     Targets {
+        retag,
         cluster_id: params.cluster_id.clone(),
         zone: volume.as_ref().map(|v| v.zone.clone()).or_else(|| zones.first().cloned()),
         volume_id: volume.map(|v| v.id),
@@ -756,6 +789,7 @@ mod tests {
             create_time: Some(ts(created)),
             csi_volume_name: pv.map(str::to_string),
             attachments: vec![],
+            tags: BTreeMap::new(),
         }
     }
 
@@ -872,6 +906,7 @@ mod tests {
             state: state.into(),
             volume_size_gib: 8,
             start_time: Some(ts("2026-01-03T00:00:00Z")),
+            tags: BTreeMap::new(),
         };
         let snapshots =
             vec![snap("snap-kept", "completed"), snap("snap-leaked", "completed"), snap("snap-new", "pending")];
@@ -1018,6 +1053,7 @@ mod tests {
             state: state.into(),
             volume_size_gib: 1,
             start_time: Some(ts(day)),
+            tags: BTreeMap::new(),
         };
         let snapshots = [
             snap("snap-done", "completed", "2026-01-02T00:00:00Z"),

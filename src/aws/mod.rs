@@ -11,6 +11,8 @@
 //! - `poller`: the background task that refreshes each tracked driver on its own interval, and
 //!   the store it shares with the reconciler.
 //! - `metrics`: the Prometheus families of AWS requests and the inventory gauges.
+//! - `retag`: the opt-in retag of existing volumes and snapshots with the spec's extraTags (the
+//!   only AWS write the operator makes), run by a refresh after the preflight.
 //!
 //! The facts land in `crd::AwsStatus` (the `status.aws` shape); the reconciler turns them into
 //! conditions. The `doctor` command lives in `commands::doctor`.
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod poller;
 pub mod preflight;
 pub mod pv_watch;
+pub mod retag;
 pub mod sdk;
 
 pub use api::{AwsApi, AwsError};

@@ -29,7 +29,7 @@ use super::cluster::ClusterWatches;
 use super::inventory::{self, ClusterView, Memory, RefreshParams};
 use super::metrics::AwsMetrics;
 use super::sdk::{AwsSettings, CredentialSource, ProxySettings, RetryPolicy, SdkAws};
-use crate::crd::{AwsStatus, CaBundle, HardenedCsiDriverSpec};
+use crate::crd::{AwsStatus, CaBundle, HardenedCsiDriverSpec, RetagReport};
 use crate::render::controller_deployment;
 
 /// No refresh runs more often than this, whatever the spec says.
@@ -44,6 +44,9 @@ struct Shared {
     tracked: HashMap<String, HardenedCsiDriverSpec>,
     /// The published inventory of each driver.
     published: HashMap<String, AwsStatus>,
+    /// What the driver's status said the retag applied, handed over by the reconciler: the values
+    /// the operator set before a restart are still its own.
+    retag_seeds: HashMap<String, RetagReport>,
 }
 
 /// What the reconciler and the poller share, by HardenedCsiDriver name: the drivers to poll
@@ -65,6 +68,20 @@ impl AwsStatusStore {
         {
             s.tracked.insert(name.to_string(), spec.clone());
         }
+    }
+
+    /// Hands over what the driver's status says its last retag applied (`status.aws.retag`), once:
+    /// after a restart the poller has no result of its own yet.
+    pub fn remember_retag(&self, name: &str, retag: &RetagReport) {
+        if let Ok(mut s) = self.0.write()
+            && !s.retag_seeds.contains_key(name)
+        {
+            s.retag_seeds.insert(name.to_string(), retag.clone());
+        }
+    }
+
+    fn retag_seed(&self, name: &str) -> Option<RetagReport> {
+        self.0.read().ok()?.retag_seeds.get(name).cloned()
     }
 
     /// Stops polling `name`; its published inventory goes on the poller's next tick.
@@ -458,7 +475,12 @@ impl Poller {
         };
         let params = entry.params.clone();
         let mut memory = std::mem::take(&mut entry.memory);
-        let previous = self.latest.get(name).cloned();
+        let mut previous = self.latest.get(name).cloned();
+        if previous.as_ref().is_none_or(|p| p.retag.is_none())
+            && let Some(seed) = self.store.retag_seed(name)
+        {
+            previous.get_or_insert_with(AwsStatus::default).retag = Some(seed);
+        }
         let now = jiff::Timestamp::now();
         let status = inventory::refresh_with(api.as_ref(), &params, cluster, previous.as_ref(), &mut memory, now).await;
         if let Some(entry) = self.entries.get_mut(name) {

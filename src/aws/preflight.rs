@@ -31,6 +31,7 @@
 use std::collections::BTreeMap;
 
 use super::api::{AwsApi, AwsError, KmsAnswer, KmsProbe, Probe, Verdict};
+use super::retag;
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
 use crate::crd::{KmsKeyReport, PermissionReport, UnverifiedAction};
 
@@ -76,6 +77,9 @@ pub struct Targets {
     pub snapshot_id: Option<String>,
     /// An EC2 instance of this cluster (from a Node's providerID), if any.
     pub instance_id: Option<String>,
+    /// With `spec.aws.retagExistingVolumes`: the tags a retag sets, and a volume of this cluster
+    /// (any state) to aim the CreateTags probe at.
+    pub retag: Option<(Option<String>, Vec<(String, String)>)>,
 }
 
 /// The tags the driver puts on a volume it creates.
@@ -111,7 +115,7 @@ pub fn plan(t: &Targets) -> Vec<(&'static [&'static str], Probe)> {
     let vol = t.volume_id.clone().unwrap_or_else(|| PLACEHOLDER_VOLUME.to_string());
     let snap = t.snapshot_id.clone().unwrap_or_else(|| PLACEHOLDER_SNAPSHOT.to_string());
     let instance = t.instance_id.clone().unwrap_or_else(|| PLACEHOLDER_INSTANCE.to_string());
-    vec![
+    let mut probes: Vec<(&'static [&'static str], Probe)> = vec![
         (&["ec2:DescribeInstances"], Probe::DescribeInstances),
         (&["ec2:DescribeInstanceTypes"], Probe::DescribeInstanceTypes),
         (&["ec2:DescribeVolumesModifications"], Probe::DescribeVolumesModifications),
@@ -130,10 +134,18 @@ pub fn plan(t: &Targets) -> Vec<(&'static [&'static str], Probe)> {
         (&["ec2:LockSnapshot"], Probe::LockSnapshot { snapshot_id: snap.clone() }),
         (&["ec2:EnableFastSnapshotRestores"], Probe::EnableFastSnapshotRestores { zone, snapshot_id: snap }),
         (&["ec2:DeleteTags"], Probe::DeleteTags { volume_id: vol, keys: vec![format!("{PROBE_NAME}/probe")] }),
-    ]
+    ];
+    // A bare CreateTags on an existing volume, which the managed policy does not grant: sent only
+    // when the retag is on (performed, it would set on one volume the tags the retag sets anyway).
+    if let Some((volume, tags)) = &t.retag {
+        let volume_id = volume.clone().unwrap_or_else(|| PLACEHOLDER_VOLUME.to_string());
+        probes.push((&[retag::ACTION], Probe::CreateTags { volume_id, tags: tags.clone() }));
+    }
+    probes
 }
 
-/// Number of requests `run` makes (the fixed part of a refresh's request budget).
+/// Number of requests `run` makes (the fixed part of a refresh's request budget), +1 with the
+/// retag on.
 pub fn probe_count() -> usize {
     plan(&Targets::default()).len()
 }
@@ -463,7 +475,7 @@ const NO_CANARY: &str = "NoDryRunCanary";
 /// Builds the report from verdicts, in `DRIVER_ACTIONS` order.
 pub fn report(principal: String, verdicts: &[(&'static str, Verdict)]) -> PermissionReport {
     let mut out = PermissionReport { principal, ..Default::default() };
-    for action in DRIVER_ACTIONS {
+    for action in DRIVER_ACTIONS.into_iter().chain([retag::ACTION]) {
         let Some((_, verdict)) = verdicts.iter().find(|(a, _)| *a == action) else { continue };
         out.checked.push(action.to_string());
         match verdict {
@@ -568,6 +580,7 @@ mod tests {
             volume_id: Some("vol-1".into()),
             snapshot_id: None,
             instance_id: Some("i-0real".into()),
+            retag: None,
         };
         let p = plan(&t);
         let create = p.iter().find(|(a, _)| a.contains(&"ec2:CreateVolume")).map(|(_, p)| p.clone());

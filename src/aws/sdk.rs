@@ -745,6 +745,10 @@ fn tag_spec(resource: ec2t::ResourceType, tags: &[(String, String)]) -> ec2t::Ta
     ec2t::TagSpecification::builder().resource_type(resource).set_tags(Some(tags)).build()
 }
 
+fn tags_of(tags: &[ec2t::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
+}
+
 fn volume_of(v: &ec2t::Volume) -> Volume {
     let tag = |key: &str| v.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
     Volume {
@@ -764,6 +768,7 @@ fn volume_of(v: &ec2t::Volume) -> Volume {
                 attach_time: timestamp(a.attach_time()),
             })
             .collect(),
+        tags: tags_of(v.tags()),
     }
 }
 
@@ -773,6 +778,7 @@ fn snapshot_of(s: &ec2t::Snapshot) -> Snapshot {
         state: s.state().map(|x| x.as_str().to_string()).unwrap_or_default(),
         volume_size_gib: s.volume_size().unwrap_or(0).max(0) as u64,
         start_time: timestamp(s.start_time()),
+        tags: tags_of(s.tags()),
     }
 }
 
@@ -1052,6 +1058,13 @@ impl AwsApi for SdkAws {
                     })
                     .await
                     .map(none),
+                Probe::CreateTags { volume_id, tags } => c
+                    .call(op, || {
+                        let tags = tags.iter().map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect();
+                        ec2.create_tags().dry_run(true).resources(volume_id).set_tags(Some(tags)).send()
+                    })
+                    .await
+                    .map(none),
             };
             verdict(probe.read_only(), answer)
         })
@@ -1172,6 +1185,19 @@ impl AwsApi for SdkAws {
                 })
                 .await?;
             Ok(out.blocks().len() as u64)
+        })
+    }
+
+    fn create_tags(&self, resource_ids: &[String], tags: &[(String, String)]) -> BoxFuture<'_, Result<(), AwsError>> {
+        let ids = resource_ids.to_vec();
+        let tags: Vec<ec2t::Tag> = tags.iter().map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect();
+        Box::pin(async move {
+            self.caller
+                .call("CreateTags", || {
+                    self.ec2.create_tags().set_resources(Some(ids.clone())).set_tags(Some(tags.clone())).send()
+                })
+                .await
+                .map(|_| ())
         })
     }
 }

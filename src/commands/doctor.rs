@@ -199,6 +199,8 @@ impl DoctorArgs {
             stuck_threshold: duration("--stuck-threshold", &self.stuck_threshold)?,
             verify_snapshots: self.verify_snapshots,
             kms,
+            // The doctor only asks: it never tags (the retag is the operator's, on its interval).
+            retag: None,
         })
     }
 }

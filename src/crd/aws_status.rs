@@ -62,6 +62,73 @@ pub struct AwsStatus {
     /// The IAM preflight of the driver's identity.
     #[serde(default)]
     pub permissions: PermissionReport,
+    /// The retag of existing volumes and snapshots (`spec.aws.retagExistingVolumes`); absent when
+    /// it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retag: Option<RetagReport>,
+}
+
+/// What the last retag pass did: counts of this cluster's volumes and snapshots (the inventory's
+/// scope), a capped list of conflicts, and the values the operator itself applied, so that a
+/// value it set earlier is told from one a person set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetagReport {
+    /// Volumes and snapshots of this cluster looked at.
+    #[serde(default)]
+    pub resources: u64,
+    /// Of those, the ones that lacked a wanted tag (or carried an older value the operator applied)
+    /// when the pass began.
+    #[serde(default)]
+    pub wanted: u64,
+    /// Tagged by this pass.
+    #[serde(default)]
+    pub tagged: u64,
+    /// Still to tag: left for the next pass (the pass's call budget ran out, AWS throttled it, or
+    /// the permission is missing).
+    #[serde(default)]
+    pub pending: u64,
+    /// Whose CreateTags call failed in this pass (retried on the next one), or that cannot take
+    /// the tags (EC2 allows 50 tags a resource).
+    #[serde(default)]
+    pub failed: u64,
+    /// Carrying a wanted key with a value the operator did not apply (a person's or another
+    /// tool's): never overwritten. Exact count.
+    #[serde(default)]
+    pub conflicts: u64,
+    /// The first 20 conflicts, by resource ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_list: Vec<RetagConflict>,
+    /// CreateTags calls this pass made (each with up to `retag::BATCH` resources).
+    #[serde(default)]
+    pub calls: u64,
+    /// Why the pass tagged nothing although resources want tags (the permission is missing, or
+    /// the operator cannot act as the driver's identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// AWS error code of the last failed CreateTags call of this pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// That call's AWS message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_message: Option<String>,
+    /// Tag values the operator applied (or the spec's extraTags had while the retag was on), by
+    /// key, oldest first, at most 5 a key: a resource carrying one of them is updated to the
+    /// current value; any other value is a conflict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetagConflict {
+    /// The volume or snapshot ID.
+    pub id: String,
+    pub key: String,
+    /// The value it carries (left as it is).
+    pub value: String,
+    /// The value spec.aws.extraTags asks for.
+    pub wanted: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

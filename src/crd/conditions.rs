@@ -32,6 +32,9 @@ pub const SERVICE_MONITOR: &str = "ServiceMonitor";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 pub const AWS_REACHABLE: &str = "AwsReachable";
 pub const AWS_PERMISSIONS: &str = "AwsPermissions";
+/// `spec.aws.retagExistingVolumes`: every volume and snapshot of this cluster carries the
+/// extraTags (only while the retag is on; never part of Ready or Degraded).
+pub const VOLUMES_RETAGGED: &str = "VolumesRetagged";
 
 impl HardenedCsiDriverStatus {
     pub fn condition(&self, type_: &str) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {

@@ -45,6 +45,7 @@ use super::workload::{ControllerSidecars, LoggingFormat, NodeSidecars, Unhealthy
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(rules::FIPS_IMAGES.rule).message(rules::FIPS_IMAGES.message))]
+#[x_kube(validation = Rule::new(rules::RETAG_INVENTORY.rule).message(rules::RETAG_INVENTORY.message))]
 pub struct HardenedCsiDriverSpec {
     /// The driver release: selects the driver image and the six sidecar images that release was
     /// tested with (the upstream chart's pairing), from the operator's table
@@ -344,6 +345,8 @@ pub struct ImageRef {
 /// AWS settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::RETAG_CLUSTER_ID.rule).message(rules::RETAG_CLUSTER_ID.message))]
+#[x_kube(validation = Rule::new(rules::RETAG_IDENTITY.rule).message(rules::RETAG_IDENTITY.message))]
 pub struct AwsSpec {
     /// AWS region (AWS_REGION on the controller). Unset: the driver asks the instance metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,6 +371,15 @@ pub struct AwsSpec {
     #[x_kube(validation = Rule::new(rules::TAG_KEYS.rule).message(rules::TAG_KEYS.message))]
     #[x_kube(validation = Rule::new(rules::TAG_VALUES.rule).message(rules::TAG_VALUES.message))]
     pub extra_tags: BTreeMap<String, String>,
+    /// Apply the extraTags that were added or changed to this cluster's existing volumes and
+    /// snapshots too (the driver tags only the ones it creates). The operator calls
+    /// `ec2:CreateTags` as the driver's identity, batched and paced, on its inventory interval;
+    /// it never removes a tag, and never overwrites a value it did not apply itself (reported as
+    /// a conflict in `status.aws.retag`). Needs `clusterId` (the volumes must be told from other
+    /// clusters'), an IRSA or Pod Identity identity (the operator never reads static keys) and
+    /// the inventory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retag_existing_volumes: bool,
     /// EC2 endpoint override (AWS_EC2_ENDPOINT), for VPC endpoints or tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]

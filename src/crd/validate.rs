@@ -325,6 +325,19 @@ pub mod rules {
         message: "extraTags values must be at most 256 characters: ASCII letters, digits, spaces and + - = . _ : / @, \
             not starting or ending with a space, without ',' (the --extra-tags separator)",
     };
+    pub const RETAG_CLUSTER_ID: CelRule = CelRule {
+        field: "spec.aws",
+        rule: "!has(self.retagExistingVolumes) || !self.retagExistingVolumes || has(self.clusterId)",
+        message: "retagExistingVolumes needs clusterId: without it the inventory is account-wide and would tag other \
+            clusters' volumes too; set clusterId to the driver's --k8s-tag-cluster-id",
+    };
+    pub const RETAG_IDENTITY: CelRule = CelRule {
+        field: "spec.aws",
+        rule: "!has(self.retagExistingVolumes) || !self.retagExistingVolumes || !has(self.identity) || \
+            !has(self.identity.secretRef)",
+        message: "retagExistingVolumes tags as the driver's identity, which the operator cannot take with static keys \
+            (identity.secretRef: it never reads them); use irsa or podIdentity, or tag the volumes yourself",
+    };
     pub const EC2_ENDPOINT: CelRule = CelRule {
         field: "spec.aws.ec2Endpoint",
         rule: concat!("self.matches('", url_pattern!(), "')"),
@@ -599,6 +612,13 @@ pub mod rules {
         rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('8760h')"),
         message: "orphanGracePeriod must be a duration from 1m to 8760h (one year), like 1h or 72h",
     };
+    pub const RETAG_INVENTORY: CelRule = CelRule {
+        field: "spec",
+        rule: "!has(self.aws) || !has(self.aws.retagExistingVolumes) || !self.aws.retagExistingVolumes || \
+            !has(self.inventory) || !has(self.inventory.enabled) || self.inventory.enabled",
+        message: "aws.retagExistingVolumes needs inventory.enabled: the retag works from the inventory's view of each \
+            volume's tags",
+    };
     pub const STUCK_THRESHOLD: CelRule = CelRule {
         field: "spec.inventory.stuckThreshold",
         rule: concat!(duration_guard!(), "duration(self) >= duration('1m') && duration(self) <= duration('168h')"),
@@ -632,6 +652,9 @@ pub const CEL_RULES: &[CelRule] = &[
     rules::TAGS_RESERVED,
     rules::TAG_KEYS,
     rules::TAG_VALUES,
+    rules::RETAG_CLUSTER_ID,
+    rules::RETAG_IDENTITY,
+    rules::RETAG_INVENTORY,
     rules::EC2_ENDPOINT,
     rules::STS_ENDPOINT,
     rules::KMS_ENDPOINT,
@@ -1099,6 +1122,17 @@ fn aws(spec: &HardenedCsiDriverSpec, errs: &mut FieldErrors) {
         }
         if !too_long(errs, &field, value, 256) && !TAG_VALUE.is_match(value) {
             errs.invalid(&field, value, rules::TAG_VALUES.message);
+        }
+    }
+    if aws.retag_existing_volumes {
+        if aws.cluster_id.is_none() {
+            errs.push("spec.aws.retagExistingVolumes", rules::RETAG_CLUSTER_ID.message);
+        }
+        if id.secret_ref.is_some() {
+            errs.push("spec.aws.retagExistingVolumes", rules::RETAG_IDENTITY.message);
+        }
+        if !spec.inventory.enabled {
+            errs.push("spec.aws.retagExistingVolumes", rules::RETAG_INVENTORY.message);
         }
     }
     if let Some(e) = &aws.ec2_endpoint

@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::aws::api::{ErrorClass, classify};
-use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus, VolumesInUse};
+use crate::crd::{AwsStatus, HardenedCsiDriverStatus, ReplicaStatus, RetagReport, VolumesInUse};
 
 pub use crate::crd::conditions::*;
 
@@ -894,7 +894,22 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
         )
     } else if !p.missing.is_empty() {
         let kms = p.missing.iter().any(|a| a.starts_with("kms:"));
-        Cond::new(
+        let driver_missing: Vec<&str> =
+            p.missing.iter().map(String::as_str).filter(|a| *a != crate::aws::retag::ACTION).collect();
+        if driver_missing.is_empty() {
+            Cond::new(
+                AWS_PERMISSIONS,
+                false,
+                "RetagPermissionMissing",
+                format!(
+                    "{who} lacks {} (spec.aws.retagExistingVolumes): AmazonEBSCSIDriverPolicy grants CreateTags only \
+                        while creating a volume or snapshot. Add the statement of README \"Retagging existing \
+                        volumes\" to the driver's role, or turn the retag off; the driver itself is not affected.",
+                    crate::aws::retag::ACTION
+                ),
+            )
+        } else {
+            Cond::new(
             AWS_PERMISSIONS,
             false,
             "MissingPermissions",
@@ -910,6 +925,7 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
                 }
             ),
         )
+        }
     } else if let Some(k) = p.kms_keys.iter().find(|k| k.problem.is_some()) {
         Cond::new(
             AWS_PERMISSIONS,
@@ -951,7 +967,77 @@ pub fn aws_conditions(s: &AwsStatus) -> Vec<Cond> {
             },
         )
     });
+    if let Some(r) = &s.retag {
+        out.push(retag_condition(r));
+    }
     out
+}
+
+/// `VolumesRetagged` from the last retag pass (`status.aws.retag`).
+pub fn retag_condition(r: &RetagReport) -> Cond {
+    let conflicts = || match r.conflict_list.first() {
+        Some(c) => format!(
+            "; {} resource(s) carry a wanted key with a value the operator did not apply (first: {} has {}={:?}, \
+                extraTags asks {:?}), left as they are (see status.aws.retag.conflictList): change the tag by hand \
+                or the value in spec.aws.extraTags",
+            r.conflicts, c.id, c.key, c.value, c.wanted
+        ),
+        None => String::new(),
+    };
+    if let Some(why) = &r.blocked {
+        Cond::new(
+            VOLUMES_RETAGGED,
+            false,
+            "RetagBlocked",
+            format!("{} of {} volumes and snapshots lack extraTags and none is tagged: {why}.", r.pending, r.resources),
+        )
+    } else if r.failed > 0 || (r.pending > 0 && r.last_error.is_some()) {
+        Cond::new(
+            VOLUMES_RETAGGED,
+            false,
+            "RetagFailed",
+            format!(
+                "Tagged {} of {} volumes and snapshots that lacked extraTags; {} failed and {} are pending, retried on \
+                    the next inventory refresh: {}: {}{}.",
+                r.tagged,
+                r.wanted,
+                r.failed,
+                r.pending,
+                r.last_error.as_deref().unwrap_or("?"),
+                r.last_error_message.as_deref().unwrap_or(""),
+                conflicts()
+            ),
+        )
+    } else if r.pending > 0 {
+        Cond::new(
+            VOLUMES_RETAGGED,
+            false,
+            "InProgress",
+            format!(
+                "Tagged {} of {} volumes and snapshots that lacked extraTags in {} call(s); {} pending, continued on \
+                    the next inventory refresh (spec.aws.extraTags, spec.inventory.interval){}.",
+                r.tagged,
+                r.wanted,
+                r.calls,
+                r.pending,
+                conflicts()
+            ),
+        )
+    } else if r.conflicts > 0 {
+        Cond::new(
+            VOLUMES_RETAGGED,
+            false,
+            "Conflicts",
+            format!("The other volumes and snapshots of this cluster carry the extraTags{}.", conflicts()),
+        )
+    } else {
+        Cond::new(
+            VOLUMES_RETAGGED,
+            true,
+            "Complete",
+            format!("All {} volumes and snapshots of this cluster carry spec.aws.extraTags.", r.resources),
+        )
+    }
 }
 
 fn reachable_reason(code: &str) -> &'static str {

@@ -153,6 +153,11 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
         }
         Ok((hcd, children)) => {
             if let Some(aws) = &ctx.aws {
+                // Before tracking, so the poller's first refresh after a restart knows the values
+                // the operator applied before it.
+                if let Some(r) = old_status.as_ref().and_then(|s| s.aws.as_ref()).and_then(|a| a.retag.as_ref()) {
+                    aws.remember_retag(&name, r);
+                }
                 aws.track(&name, &hcd.spec);
             }
             if let Some(stack) = observed.snapshot_stack.as_mut()

@@ -12,7 +12,10 @@ mod irsa;
 mod kms;
 mod mocked;
 mod moto_doctor;
+#[path = "../support/moto_faults.rs"]
+mod moto_faults;
 mod moto_inventory;
+mod moto_retag;
 mod poller;
 mod tls_path;
 

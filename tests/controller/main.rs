@@ -8,6 +8,7 @@ mod hostile;
 mod journeys;
 mod least_privilege;
 mod monitoring;
+mod retag;
 mod snapshots;
 mod storage;
 mod support;

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hardened_csi_operator::aws::AwsStatusStore;
 use hardened_csi_operator::crd::HardenedCsiDriver;
 use hardened_csi_operator::reconciler::policy::InstallPolicy;
 use hardened_csi_operator::reconciler::{self, Options};
@@ -38,6 +39,8 @@ pub struct Harness {
     pub trigger: mpsc::Sender<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The AWS facts the controller reads (a poller the test runs publishes them); None: no AWS.
+    aws: Option<AwsStatusStore>,
 }
 
 /// The registry login a user creates before installing (README: "Pull secret"): the local API
@@ -137,7 +140,7 @@ impl Harness {
             node_api.create(&PostParams::default(), &node).await.expect("node created");
         }
         let (metrics, trigger, stop, task) = spawn_controller(operator.clone(), policy.clone()).await;
-        Self { server, client, operator, policy, metrics, trigger, stop, task }
+        Self { server, client, operator, policy, metrics, trigger, stop, task, aws: None }
     }
 
     /// Stops the controller, then fails the test if the API server refused the operator anything:
@@ -167,8 +170,17 @@ impl Harness {
     /// caches, nothing remembered from the previous one. Returns once its caches synced.
     pub async fn start_controller(&mut self) {
         self.stop_controller().await;
-        let (metrics, trigger, stop, task) = spawn_controller(self.operator.clone(), self.policy.clone()).await;
+        let (metrics, trigger, stop, task) =
+            spawn_controller_with(self.operator.clone(), self.policy.clone(), self.aws.clone()).await;
         (self.metrics, self.trigger, self.stop, self.task) = (metrics, trigger, stop, task);
+    }
+
+    /// Restarts the controller reading its AWS facts from `store` (what a poller publishes), as
+    /// `run` wires them; later restarts keep it.
+    #[allow(dead_code)]
+    pub async fn start_controller_with_aws(&mut self, store: AwsStatusStore) {
+        self.aws = Some(store);
+        self.start_controller().await;
     }
 
     /// The operator installed again after its namespace and ServiceAccount were deleted: its RBAC
@@ -349,13 +361,18 @@ type Spawned = (Arc<Metrics>, mpsc::Sender<String>, Option<oneshot::Sender<()>>,
 
 /// The real controller against `client`, returned once its caches synced.
 pub async fn spawn_controller(client: Client, policy: InstallPolicy) -> Spawned {
+    spawn_controller_with(client, policy, None).await
+}
+
+/// As `spawn_controller`, reading the AWS facts from `aws`.
+pub async fn spawn_controller_with(client: Client, policy: InstallPolicy, aws: Option<AwsStatusStore>) -> Spawned {
     let metrics = Arc::new(Metrics::new());
     let (trigger, rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
     let ready = hardened_csi_operator::runtime::http::Readiness::new();
     let opts = Options {
         metrics: metrics.clone(),
-        aws: None,
+        aws,
         triggers: Some(rx),
         ready: Some(ready.clone()),
         shutdown: Box::pin(async move {

@@ -24,7 +24,9 @@ from support import (
     validate_all_builtin,
 )
 
-EXPECTED_EXAMPLES = {"minimal", "irsa", "pod-identity", "fips", "private-mirror", "full", "storage", "snapshots"}
+EXPECTED_EXAMPLES = {
+    "minimal", "irsa", "pod-identity", "fips", "private-mirror", "full", "storage", "snapshots", "retag",
+}
 
 
 def test_every_promised_example_exists():
