@@ -11,6 +11,9 @@ use jiff::Timestamp;
 use thiserror::Error;
 
 /// One server-side filter of a Describe call (`Name=tag:...`, `Values=[...]`).
+/// Tags as (key, value) pairs.
+pub type Tags = Vec<(String, String)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
     pub name: String,

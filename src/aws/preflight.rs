@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use super::api::{AwsApi, AwsError, KmsAnswer, KmsProbe, Probe, Verdict};
+use super::api::{AwsApi, AwsError, KmsAnswer, KmsProbe, Probe, Tags, Verdict};
 use super::retag;
 use super::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CSI_SNAPSHOT_NAME, TAG_CSI_VOLUME_NAME};
 use crate::crd::{KmsKeyReport, PermissionReport, UnverifiedAction};
@@ -79,7 +79,7 @@ pub struct Targets {
     pub instance_id: Option<String>,
     /// With `spec.aws.retagExistingVolumes`: the tags a retag sets, and a volume of this cluster
     /// (any state) to aim the CreateTags probe at.
-    pub retag: Option<(Option<String>, Vec<(String, String)>)>,
+    pub retag: Option<(Option<String>, Tags)>,
 }
 
 /// The tags the driver puts on a volume it creates.

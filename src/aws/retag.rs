@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::api::{AwsApi, ErrorClass, Snapshot, Volume};
+use super::api::{AwsApi, ErrorClass, Snapshot, Tags, Volume};
 use crate::crd::{RetagConflict, RetagReport};
 
 /// Resources per CreateTags call (EC2 allows 1000 and recommends smaller batches).
@@ -85,7 +85,7 @@ pub struct Plan {
     /// Resources that lack a wanted tag or carry an older value the operator applied.
     pub wanted: u64,
     /// The calls: the tags to set and the resources, at most `limits.batch` a call.
-    pub calls: Vec<(Vec<(String, String)>, Vec<String>)>,
+    pub calls: Vec<(Tags, Vec<String>)>,
     /// Every conflict, by resource ID then key.
     pub conflicts: Vec<RetagConflict>,
     /// Resources with at least one conflict.
