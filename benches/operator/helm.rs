@@ -59,6 +59,8 @@ async fn operator_round() -> f64 {
         .create(&PostParams::default(), &secret)
         .await
         .expect("pull secret");
+    // The driver's RBAC, as the operator's chart installs it (Helm's side installs its own).
+    super::support::install_driver_rbac(&client).await;
     let aws = Arc::new(aws_fake::Fake::new(0, 0)).serve().await;
     let (op, _) = Operator::start(&kubeconfig, aws).await;
     let drivers: Api<HardenedCsiDriver> = Api::all(client.clone());
