@@ -14,7 +14,7 @@ use kube::{Client, CustomResourceExt};
 use local_apiserver::{LocalApiServer, Options};
 use serde_json::json;
 
-use super::{aws_fake, breakdown, figure, wait_for};
+use super::{aws_fake, breakdown, figure, wait_for, wait_until};
 
 pub const NODES: usize = 5_000;
 pub const PERSISTENT_VOLUMES: usize = 50_000;
@@ -129,7 +129,7 @@ async fn prepare_cluster(client: &Client, server: &LocalApiServer) {
     }
 }
 
-/// The HardenedCsiDriver CRD and the `dhi.io` pull Secret the bench drivers name.
+/// The HardenedCsiDriver CRD, the `dhi.io` pull Secret the bench drivers name and the driver's RBAC.
 pub async fn install_crd_and_pull_secret(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &HardenedCsiDriver::crd()).await.expect("crd");
@@ -141,6 +141,8 @@ pub async fn install_crd_and_pull_secret(client: &Client) {
         .create(&PostParams::default(), &secret)
         .await
         .expect("pull secret");
+    // What the chart installs with the operator (the operator verifies it and never writes it).
+    super::support::install_driver_rbac(client).await;
 }
 
 fn driver() -> HardenedCsiDriver {
@@ -168,12 +170,24 @@ pub async fn figures() {
     let t0 = Instant::now();
     drivers.create(&PostParams::default(), &driver()).await.expect("create");
     let this_cluster = (ACCOUNT_VOLUMES / 2) as u64;
-    wait_for(Duration::from_secs(600), async || {
-        driver_state(&drivers).await.is_some_and(|(g, ready, desired, nready, aws)| {
+    // The last state seen, printed every 10 s with BENCH_VERBOSE and named when the wait times out.
+    let mut last = None;
+    let mut shown = Instant::now();
+    let converged = wait_until(Duration::from_secs(600), async || {
+        last = driver_state(&drivers).await;
+        if std::env::var_os("BENCH_VERBOSE").is_some() && shown.elapsed() > Duration::from_secs(10) {
+            shown = Instant::now();
+            eprintln!("  converging after {:.0} s: {last:?}", t0.elapsed().as_secs_f64());
+        }
+        last.is_some_and(|(g, ready, desired, nready, aws)| {
             g == 1 && ready && desired == NODES as i32 && nready == desired && aws == Some(this_cluster)
         })
     })
     .await;
+    assert!(
+        converged,
+        "no convergence in 600 s; last (generation, Ready, node desired, node ready, AWS volumes): {last:?}"
+    );
     figure("converge_scale_s", t0.elapsed().as_secs_f64(), "s");
     breakdown("scale convergence", &server.counters());
     figure("aws_requests_per_refresh_100k", fake.requests().len() as f64, "requests");

@@ -4,7 +4,7 @@
 //! scheduler; ControllerRevisions and the `controller-revision-hash` label; RollingUpdate by
 //! `maxUnavailable` or `maxSurge`, and OnDelete; the status kubectl and kstatus read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,7 +140,11 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let rolling = ds["spec"]["updateStrategy"]["type"].as_str().unwrap_or("RollingUpdate") == "RollingUpdate";
     let ru = &ds["spec"]["updateStrategy"]["rollingUpdate"];
     let min_ready = ds["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
-    let should_run: Vec<&Arc<Value>> = nodes.iter().filter(|n| misfit(&spec, n).is_none()).collect();
+    // Each node looked at once (a cluster of thousands of nodes: no scan of the nodes per pod).
+    let name_of = |n: &Arc<Value>| n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let fit: HashMap<String, (&Arc<Value>, bool)> =
+        nodes.iter().map(|n| (name_of(n), (n, misfit(&spec, n).is_none()))).collect();
+    let should_run: Vec<&Arc<Value>> = nodes.iter().filter(|n| fit.get(&name_of(n)).is_some_and(|f| f.1)).collect();
     let desired = should_run.len() as i64;
     let max_surge = if rolling { scaled(ru.get("maxSurge").unwrap_or(&json!(0)), desired, true) } else { 0 };
     let mut max_unavailable =
@@ -156,17 +160,13 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
             requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
         }
     };
-    let node_names: Vec<String> =
-        nodes.iter().map(|n| n["metadata"]["name"].as_str().unwrap_or_default().into()).collect();
     for (node_name, pods) in &by_node {
-        let Some(node) = nodes.iter().find(|n| n["metadata"]["name"] == node_name.as_str()) else {
-            if !node_names.contains(node_name) {
-                // The node is gone: pod GC removes its pods; nothing to place here.
-                delete.extend(pods.iter().cloned());
-            }
+        let Some((node, fits)) = fit.get(node_name) else {
+            // The node is gone: pod GC removes its pods; nothing to place here.
+            delete.extend(pods.iter().cloned());
             continue;
         };
-        if misfit(&spec, node).is_some() && !may_continue(&spec, node) {
+        if !fits && !may_continue(&spec, node) {
             delete.extend(pods.iter().cloned());
         }
     }
@@ -264,12 +264,13 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let (mut current, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0);
     for (node_name, pods) in by_node.iter_mut() {
         pods.sort_by_key(created_at);
-        let runs = should_run.iter().any(|n| n["metadata"]["name"] == node_name.as_str());
-        if !runs {
-            if node_names.contains(node_name) {
+        match fit.get(node_name) {
+            Some((_, true)) => {}
+            Some((_, false)) => {
                 misscheduled += 1;
+                continue;
             }
-            continue;
+            None => continue,
         }
         current += 1;
         let pod = &pods[0];

@@ -118,11 +118,57 @@ pub fn misfit(pod_spec: &Value, node: &Value) -> Option<String> {
     None
 }
 
+/// The nodes a pod's required node affinity names by `metadata.name` when every term names some
+/// (a daemon pod's pin): kube-scheduler's NodeAffinity PreFilter narrows the nodes to these, since
+/// no other node can match. None when some term does not pin.
+fn pinned_nodes(pod_spec: &Value) -> Option<Vec<String>> {
+    let required = &pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let terms = required["nodeSelectorTerms"].as_array().filter(|t| !t.is_empty())?;
+    let mut names = Vec::new();
+    for t in terms {
+        let pin = t["matchFields"].as_array()?.iter().find(|f| f["key"] == "metadata.name" && f["operator"] == "In")?;
+        names.extend(pin["values"].as_array()?.iter().filter_map(Value::as_str).map(str::to_string));
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// Of `fits`, the node with the fewest pods bound (then the first name).
+fn least_loaded<'a>(cx: &Ctx<'_>, fits: &[&'a Arc<Value>]) -> Option<&'a Arc<Value>> {
+    let name = |n: &Arc<Value>| n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    if fits.len() < 2 {
+        return fits.first().copied();
+    }
+    // One pass over the pods, not one per node.
+    let mut bound: std::collections::HashMap<String, usize> = fits.iter().map(|n| (name(n), 0)).collect();
+    for p in cx.list(PODS, None) {
+        if let Some(c) = p["spec"]["nodeName"].as_str().and_then(|n| bound.get_mut(n)) {
+            *c += 1;
+        }
+    }
+    fits.iter().copied().min_by_key(|n| {
+        let node = name(n);
+        (bound.get(&node).copied().unwrap_or(0), node)
+    })
+}
+
 /// Binds a pending pod to the fitting node with the fewest pods, or records why none fits.
 pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
-    let nodes: Vec<Arc<Value>> =
-        cx.list(NODES, None).into_iter().filter(|n| n["metadata"].get("deletionTimestamp").is_none()).collect();
     let spec = &pod["spec"];
+    let live = |n: &Arc<Value>| n["metadata"].get("deletionTimestamp").is_none();
+    if let Some(names) = pinned_nodes(spec) {
+        let pinned: Vec<Arc<Value>> =
+            names.into_iter().filter_map(|n| cx.get(NODES, &(String::new(), n))).filter(live).collect();
+        let fits: Vec<&Arc<Value>> = pinned.iter().filter(|n| misfit(spec, n).is_none()).collect();
+        if let Some(node) = least_loaded(cx, &fits) {
+            let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            bind(cx, pod, node_name);
+            return;
+        }
+        // None fits: the reasons below look at every node.
+    }
+    let nodes: Vec<Arc<Value>> = cx.list(NODES, None).into_iter().filter(live).collect();
     let mut reasons: Vec<(String, usize)> = Vec::new();
     let mut fits: Vec<&Arc<Value>> = Vec::new();
     for n in &nodes {
@@ -134,14 +180,8 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
             },
         }
     }
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
     let source = Source::controller("default-scheduler");
-    let Some(node) = fits.iter().min_by_key(|n| {
-        let node_name = n["metadata"]["name"].as_str().unwrap_or_default();
-        let bound = cx.list(PODS, None).iter().filter(|p| p["spec"]["nodeName"] == node_name).count();
-        (bound, node_name.to_string())
-    }) else {
+    let Some(node) = least_loaded(cx, &fits) else {
         let message = if nodes.is_empty() {
             "no nodes available to schedule pods".to_string()
         } else {
@@ -167,7 +207,14 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
         return;
     };
     let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    // The binding subresource: nodeName set, PodScheduled True.
+    bind(cx, pod, node_name);
+}
+
+/// The binding subresource: nodeName set, PodScheduled True, the `Scheduled` event.
+fn bind(cx: &mut Ctx<'_>, pod: &Arc<Value>, node_name: String) {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let source = Source::controller("default-scheduler");
     let mut bound = (**pod).clone();
     bound["spec"]["nodeName"] = json!(node_name);
     set_condition(
