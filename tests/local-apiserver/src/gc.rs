@@ -6,7 +6,6 @@
 //! - namespace deletion: every object in a terminating namespace is deleted, then the namespace;
 //! - CRD deletion: every custom resource of the CRD is removed, then the CRD.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,13 +36,14 @@ fn background() -> DeleteOpts {
     DeleteOpts { propagation: "Background".into(), precondition_rv: None, precondition_uid: None, dry_run: false }
 }
 
-fn owner_uids(obj: &Value) -> Vec<String> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["uid"].as_str().map(str::to_string))
-        .collect()
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().filter_map(|r| r["uid"].as_str())
+}
+
+/// Whether the object has owners and none of them is stored: garbage.
+fn orphaned(s: &Inner, obj: &Value) -> bool {
+    let mut owners = owner_uids(obj).peekable();
+    owners.peek().is_some() && owners.all(|u| !s.has_uid(u))
 }
 
 fn has_finalizer(obj: &Value, f: &str) -> bool {
@@ -71,29 +71,21 @@ fn controller_update(shared: &Shared, s: &mut Inner, storage_key: &str, new: Val
     }
 }
 
-/// One pass over every object; returns whether anything changed.
+/// One pass; returns whether anything changed. It scans the store once for the objects it may
+/// act on (terminating, or with an owner that is gone), copying nothing else: the store holds
+/// tens of thousands of objects in the scale bench and a pass runs on every wake-up.
 fn pass(shared: &Shared, s: &mut Inner) -> bool {
     let mut changed = false;
-    let keys = s.all_keys();
-    let mut all: Vec<(String, Arc<Value>)> = Vec::new();
-    for k in &keys {
-        for o in s.list(k, None) {
-            all.push((k.clone(), o));
-        }
-    }
-    let live: HashSet<String> =
-        all.iter().filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string)).collect();
+    let candidates = s.select(|_, o| o["metadata"].get("deletionTimestamp").is_some() || orphaned(s, o));
 
-    for (storage, obj) in &all {
+    for (storage, obj) in &candidates {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
         let terminating = obj["metadata"].get("deletionTimestamp").is_some();
         // Dependents of this object, by owner uid.
-        let dependents = || {
-            all.iter().filter(move |(_, d)| owner_uids(d).iter().any(|u| u == uid)).map(|(k, d)| (k.clone(), d.clone()))
-        };
+        let dependents = |s: &Inner| s.select(|_, d| owner_uids(d).any(|u| u == uid));
         if terminating && has_finalizer(obj, "foregroundDeletion") {
             let mut any = false;
-            for (dk, d) in dependents() {
+            for (dk, d) in dependents(s) {
                 any = true;
                 if d["metadata"].get("deletionTimestamp").is_none()
                     && let Some(info) = shared.registry.any_version(&dk)
@@ -116,7 +108,7 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             continue;
         }
         if terminating && has_finalizer(obj, "orphan") {
-            for (dk, d) in dependents() {
+            for (dk, d) in dependents(s) {
                 let mut nd = (*d).clone();
                 if let Some(refs) = nd["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r["uid"].as_str() != Some(uid));
@@ -153,12 +145,9 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
         }
         if terminating && storage == NAMESPACE_KEY {
             let ns = obj["metadata"]["name"].as_str().unwrap_or_default();
-            let mut remaining = 0;
-            for (k, o) in &all {
-                if o["metadata"]["namespace"].as_str() != Some(ns) || k == NAMESPACE_KEY {
-                    continue;
-                }
-                remaining += 1;
+            let contents = s.select(|k, o| k != NAMESPACE_KEY && o["metadata"]["namespace"].as_str() == Some(ns));
+            let remaining = contents.len();
+            for (k, o) in &contents {
                 if o["metadata"].get("deletionTimestamp").is_none()
                     && let Some(info) = shared.registry.any_version(k)
                 {
@@ -173,10 +162,8 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             }
             continue;
         }
-        let owners = owner_uids(obj);
-        if !owners.is_empty()
-            && !terminating
-            && owners.iter().all(|u| !live.contains(u))
+        if !terminating
+            && orphaned(s, obj)
             && let Some(info) = shared.registry.any_version(storage)
         {
             changed |= delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).unwrap_or(false);

@@ -164,8 +164,13 @@ impl Inner {
         (out, cont, remaining)
     }
 
-    pub fn all_keys(&self) -> Vec<String> {
-        self.objects.keys().cloned().collect()
+    /// The objects (with their resource) for which `keep` holds, in one scan that copies
+    /// nothing else: the garbage collector's passes select the few objects they act on.
+    pub fn select(&self, keep: impl Fn(&str, &Value) -> bool) -> Vec<(String, Arc<Value>)> {
+        self.objects
+            .iter()
+            .flat_map(|(k, map)| map.values().filter(|o| keep(k, o)).map(move |o| (k.clone(), o.clone())))
+            .collect()
     }
 
     pub fn count(&self) -> usize {
