@@ -143,6 +143,14 @@ pub const CLUSTER: &[Permission] = &[
         "spec.snapshots.controller: read the three snapshot CRDs (whose they are, their bundle) and apply the \
         shipped ones where absent, server-side by name; never delete (that would delete every VolumeSnapshot)",
     ),
+    named(
+        "coordination.k8s.io",
+        &["leases"],
+        &["list"],
+        &[snapshot_controller::LEADER_LEASE],
+        "spec.snapshots.controller: find a snapshot-controller of another installation in any namespace by the \
+        leader-election Lease it holds: a list by metadata.name (read only; no Deployment is read cluster-wide)",
+    ),
     p(
         "",
         &["persistentvolumes"],

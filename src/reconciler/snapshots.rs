@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use super::conditions::{SnapshotMode, SnapshotStack};
@@ -116,7 +117,17 @@ pub async fn observe(
         source,
     })?;
 
+    let leases: Api<Lease> = Api::all(client.clone());
+    let held = leases
+        .list(&ListParams::default().fields(&format!("metadata.name={}", snapshot_controller::LEADER_LEASE)))
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("Leases {} (all namespaces)", snapshot_controller::LEADER_LEASE),
+            source,
+        })?;
+
     let mut found = Vec::new();
+    found.extend(elsewhere(&held.items, namespace, jiff::Timestamp::now()));
     for (name, meta) in &present {
         if let Some(m) = meta
             && !ours(m.labels.as_ref().unwrap_or(&BTreeMap::new()))
@@ -170,6 +181,37 @@ pub async fn observe(
     }
     stack.skew.extend(skew(&stack));
     Ok(stack)
+}
+
+/// A Lease held this long after its last renewal (and the lease duration) counts as a controller
+/// that is gone: its leader no longer renews it.
+pub const LEASE_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The snapshot-controllers of other namespaces than the driver's, from the leader-election Leases
+/// they hold (`snapshot-controller-leader`): held (a holder) and renewed within the lease duration
+/// plus `LEASE_GONE_AFTER`. Ours holds the one in the driver namespace.
+pub fn elsewhere(leases: &[Lease], namespace: &str, now: jiff::Timestamp) -> Vec<String> {
+    let mut out: Vec<String> = leases
+        .iter()
+        .filter(|l| l.namespace().is_some_and(|ns| ns != namespace))
+        .filter_map(|l| {
+            let spec = l.spec.as_ref()?;
+            let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+            let duration = std::time::Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
+            let limit = jiff::SignedDuration::try_from(duration + LEASE_GONE_AFTER).ok()?;
+            (now.duration_since(renewed) <= limit).then(|| {
+                format!(
+                    "a snapshot-controller in namespace {} (leader {holder}, Lease {}/{})",
+                    l.namespace().unwrap_or_default(),
+                    l.namespace().unwrap_or_default(),
+                    snapshot_controller::LEADER_LEASE
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The image of a Deployment's first container.

@@ -24,6 +24,10 @@ use crate::crd::{HardenedCsiDriverSpec, ImageRef};
 
 pub const NAME: &str = "snapshot-controller";
 pub const SERVICE_ACCOUNT: &str = "snapshot-controller";
+/// The Lease every external-snapshotter snapshot-controller holds for leader election, in its own
+/// namespace (`--leader-election-namespace` defaults to it): ours in the driver namespace, another
+/// installation's wherever it runs.
+pub const LEADER_LEASE: &str = "snapshot-controller-leader";
 /// `--http-endpoint`: metrics and the leader-election health check.
 pub const HTTP_PORT: i32 = 8080;
 

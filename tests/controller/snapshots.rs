@@ -164,3 +164,65 @@ async fn a_missing_snapshot_controller_rule_is_reported_with_the_chart_value() {
     assert!(msg.contains("snapshotController.rbac.create=true"), "{msg}");
     h.stop().await;
 }
+
+/// A Lease `snapshot-controller-leader` in `namespace`, held by `holder` and renewed now, as a
+/// running snapshot-controller keeps it.
+fn leader_lease(namespace: &str, holder: &str) -> k8s_openapi::api::coordination::v1::Lease {
+    let now = jiff::Timestamp::now().to_string();
+    serde_json::from_value(json!({
+        "metadata": {"name": "snapshot-controller-leader", "namespace": namespace},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "acquireTime": now, "renewTime": now}
+    }))
+    .expect("lease")
+}
+
+#[tokio::test]
+async fn a_snapshot_controller_in_another_namespace_is_found_by_its_lease_and_ours_steps_aside() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Namespace;
+    // Ours runs first, on the CRDs it applied.
+    let h = Harness::start_with(1, false).await;
+    h.create_driver(DRIVER, with_controller()).await;
+    let c = h.wait_condition(DRIVER, "SnapshotController", "True").await;
+    assert_eq!(c["reason"], "Installed", "{c}");
+    // Someone installs another snapshot-controller in its own namespace: it holds its Lease there.
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "snapshot-system"}})).expect("ns");
+    Api::<Namespace>::all(h.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "snapshot-system");
+    let lease = leader_lease("snapshot-system", "snapshot-controller-5d8c7-x2x9q");
+    leases.create(&PostParams::default(), &lease).await.expect("their lease");
+    // A Lease of that name in the driver namespace is our own controller's: not another one.
+    let own: Api<Lease> = Api::namespaced(h.client.clone(), "kube-system");
+    own.create(&PostParams::default(), &leader_lease("kube-system", "snapshot-controller-ours"))
+        .await
+        .expect("our lease");
+    h.reconcile_once(DRIVER).await;
+    let c = wait_for("SnapshotController Foreign", || async {
+        h.condition(DRIVER, "SnapshotController").await.filter(|c| c["reason"] == "Foreign")
+    })
+    .await;
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("a snapshot-controller in namespace snapshot-system (leader snapshot-controller-5d8c7-x2x9q"),
+        "{msg}"
+    );
+    assert!(!msg.contains("kube-system"), "our own Lease is not another controller: {msg}");
+    // Ours steps aside (no second controller fighting over the same objects); the CRDs stay.
+    let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), "kube-system");
+    wait_for("our snapshot-controller removed", || async {
+        deployments.get_opt("snapshot-controller").await.ok()?.is_none().then_some(Value::Null)
+    })
+    .await;
+    for name in CRDS {
+        assert!(crd(&h, name).await.is_some(), "{name} kept");
+    }
+    // Their controller goes away (its Lease with it): ours comes back.
+    leases.delete("snapshot-controller-leader", &DeleteParams::default()).await.expect("lease deleted");
+    h.reconcile_once(DRIVER).await;
+    let c = wait_for("SnapshotController Installed", || async {
+        h.condition(DRIVER, "SnapshotController").await.filter(|c| c["reason"] == "Installed")
+    })
+    .await;
+    assert_eq!(c["status"], "True");
+    h.stop().await;
+}

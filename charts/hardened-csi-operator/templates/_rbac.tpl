@@ -83,6 +83,13 @@ kept equal to `hardened-csi-operator operator-rbac` by tests/manifests/test_rbac
     - volumesnapshotclasses.snapshot.storage.k8s.io
     - volumesnapshotcontents.snapshot.storage.k8s.io
     - volumesnapshots.snapshot.storage.k8s.io
+# spec.snapshots.controller: find another installation's snapshot-controller in any namespace by
+# the leader-election Lease it holds, listed by name (read only; no Deployment is read cluster-wide).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["list"]
+  resourceNames:
+    - snapshot-controller-leader
 # Deletion guard (no driver removal under live volumes), the inventory's PV watch (orphans, leaks)
 # and VolumeAttributesClasses still named by a volume.
 - apiGroups: [""]
