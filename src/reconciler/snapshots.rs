@@ -2,9 +2,11 @@
 //! the snapshot.storage.k8s.io CRDs when the cluster has none, and checks version skew between
 //! the CRDs, the snapshot-controller and the csi-snapshotter sidecar.
 //!
-//! - **Foreign**: a snapshot CRD not labelled as ours, or a `snapshot-controller` Deployment in
-//!   the driver namespace that is not ours, means another installation provides the stack: it is
-//!   used, the operator renders no second controller and applies no CRD.
+//! - **Foreign**: a snapshot CRD not labelled as ours, a `snapshot-controller` Deployment in the
+//!   driver namespace that is not ours, or a live `snapshot-controller-leader` Lease in another
+//!   namespace (the leader election every external-snapshotter controller holds, wherever it
+//!   runs) means another installation provides the stack: it is used, the operator renders no
+//!   second controller and applies no CRD.
 //! - **Ours**: the CRDs that are absent (or ours from another bundle) are applied, server-side,
 //!   by name; the controller is rendered with the other children.
 //! - The operator never deletes a snapshot CRD, not on a spec change and not on driver deletion:
