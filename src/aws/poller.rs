@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{AwsApi, AwsError};
+use super::api::{AwsApi, AwsError, ErrorClass, classify};
 use super::cluster::ClusterWatches;
 use super::inventory::{self, ClusterView, Memory, RefreshParams};
 use super::metrics::AwsMetrics;
@@ -37,6 +37,11 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// Nor less often than this: the CRD bounds `spec.inventory.interval` to 24h, and the poller
 /// clamps too, so a stored object that bypassed admission cannot overflow the clock arithmetic.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// A refresh that failed is retried after this, doubling with each failure in a row up to the
+/// interval, instead of a whole interval later: the usual first failure is a new IRSA or Pod
+/// Identity driver whose ServiceAccount the reconciler creates a moment after the first refresh.
+/// Throttling is not retried sooner (more requests would not help).
+pub const FAILURE_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Shared {
@@ -122,6 +127,9 @@ pub struct PollerSettings {
     pub tick: Duration,
     /// Floor of the refresh interval (MIN_INTERVAL; tests lower it).
     pub min_interval: Duration,
+    /// The first retry of a failed refresh (FAILURE_RETRY; tests lower it). It doubles with each
+    /// failure in a row, up to the refresh interval.
+    pub failure_retry: Duration,
 }
 
 impl Default for PollerSettings {
@@ -134,6 +142,7 @@ impl Default for PollerSettings {
             retry: RetryPolicy::default(),
             tick: Duration::from_secs(5),
             min_interval: MIN_INTERVAL,
+            failure_retry: FAILURE_RETRY,
         }
     }
 }
@@ -305,6 +314,18 @@ fn next_due(now: Instant, interval: Duration, min: Duration) -> Instant {
     now.checked_add(jittered(interval, min)).or_else(|| now.checked_add(MAX_INTERVAL)).unwrap_or(now)
 }
 
+/// The wait before retrying after `failures` failed refreshes in a row (1 or more):
+/// `first` doubled per earlier failure, never beyond `interval`.
+fn failure_backoff(failures: u32, first: Duration, interval: Duration) -> Duration {
+    first.saturating_mul(1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX)).min(interval)
+}
+
+/// Whether a published result is a failure worth retrying before the interval: it failed, and not
+/// because AWS throttled.
+fn retry_sooner(status: &AwsStatus) -> bool {
+    status.stale && status.last_error.as_deref().is_none_or(|code| classify(code, None) != ErrorClass::Throttled)
+}
+
 struct Entry {
     /// The spec parts the API client and the refresh depend on; a change rebuilds and refreshes.
     key: String,
@@ -312,6 +333,8 @@ struct Entry {
     params: RefreshParams,
     interval: Duration,
     next: Instant,
+    /// Failed refreshes in a row (retried sooner than the interval, see FAILURE_RETRY).
+    failures: u32,
     /// First-seen times carried from one refresh to the next (detaching, disagreeing).
     memory: Memory,
 }
@@ -413,6 +436,7 @@ impl Poller {
                 params: RefreshParams::default(),
                 interval,
                 next: now,
+                failures: 0,
                 memory: Memory::default(),
             });
             if entry.key != key {
@@ -421,6 +445,7 @@ impl Poller {
                 entry.params = RefreshParams::from_spec(spec);
                 entry.interval = interval;
                 entry.next = now;
+                entry.failures = 0;
                 entry.memory = Memory::default();
             }
             if entry.next <= now {
@@ -468,6 +493,7 @@ impl Poller {
                         inventory::failed(self.latest.get(name), &entry.params, &err, jiff::Timestamp::now());
                     status.region = spec.aws.region.clone().or_else(|| self.settings.default_region.clone());
                     status.fips_endpoints = spec.fips;
+                    self.schedule_after(name, &status);
                     self.publish(name, status, shutdown).await;
                     return;
                 }
@@ -486,7 +512,21 @@ impl Poller {
         if let Some(entry) = self.entries.get_mut(name) {
             entry.memory = memory;
         }
+        self.schedule_after(name, &status);
         self.publish(name, status, shutdown).await;
+    }
+
+    /// After a refresh: a failure (other than throttling) brings the next one forward, to the
+    /// backoff after the failures in a row; a success resets the count.
+    fn schedule_after(&mut self, name: &str, status: &AwsStatus) {
+        let Some(entry) = self.entries.get_mut(name) else { return };
+        if !retry_sooner(status) {
+            entry.failures = 0;
+            return;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        let wait = failure_backoff(entry.failures, self.settings.failure_retry, entry.interval);
+        entry.next = entry.next.min(Instant::now() + wait);
     }
 
     /// Keeps the result, sets the gauges, and publishes (with a reconcile trigger) only a
@@ -527,6 +567,20 @@ mod tests {
             let d = jittered(Duration::from_secs(u64::MAX), MIN_INTERVAL);
             assert!(d <= MAX_INTERVAL.mul_f64(1.1), "{d:?}");
         }
+    }
+
+    #[test]
+    fn failures_are_retried_sooner_doubling_up_to_the_interval() {
+        let first = FAILURE_RETRY;
+        let interval = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=7).map(|n| failure_backoff(n, first, interval).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(failure_backoff(u32::MAX, first, interval), interval, "no overflow");
+        let failed = |code: &str| AwsStatus { stale: true, last_error: Some(code.into()), ..AwsStatus::default() };
+        assert!(retry_sooner(&failed("InvalidIdentityToken")));
+        assert!(retry_sooner(&failed("Unavailable")));
+        assert!(!retry_sooner(&failed("RequestLimitExceeded")), "throttling waits the interval");
+        assert!(!retry_sooner(&AwsStatus::default()), "a success waits the interval");
     }
 
     #[test]

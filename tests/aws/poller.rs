@@ -188,3 +188,50 @@ async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("poller stops").expect("no panic");
 }
+
+#[tokio::test]
+async fn a_failed_refresh_is_retried_before_the_interval_and_a_success_waits_it() {
+    let server = LocalApiServer::start().await.expect("local API server");
+    let mut spec = HardenedCsiDriverSpec::default();
+    spec.aws.region = Some("us-east-1".into());
+    // An hour between refreshes: only the failure retry can bring the next one within the test.
+    spec.inventory.interval = "1h".parse().expect("duration");
+    let fake = Arc::new(crate::fake::Fake::new(7, 2));
+    // AWS unavailable for the whole first refresh (every retry of its first call), then back.
+    let attempts = moto::fast_retries().max_attempts as usize;
+    fake.unavailable.lock().expect("lock").insert("DescribeAvailabilityZones".into(), attempts);
+    let store = AwsStatusStore::default();
+    store.track("ebs", &spec);
+    let metrics = Arc::new(Metrics::new());
+    let (tx, mut rx) = mpsc::channel(8);
+    let settings = PollerSettings {
+        http_client: Some(fake.client()),
+        credentials: moto::static_credentials(),
+        retry: moto::fast_retries(),
+        tick: Duration::from_millis(50),
+        min_interval: Duration::from_secs(1),
+        failure_retry: Duration::from_millis(200),
+        ..PollerSettings::default()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        Poller::new(server.client(), store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()),
+    );
+
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    let failed = store.get("ebs").expect("published");
+    assert!(failed.stale, "the first refresh failed");
+    assert_eq!(failed.last_error.as_deref(), Some("Unavailable"));
+    // Retried long before the hour: fresh figures.
+    assert_eq!(next_trigger(&mut rx).await, "ebs");
+    let good = store.get("ebs").expect("published");
+    assert!(!good.stale, "{:?}", good.last_error_message);
+    assert_eq!(good.volumes.count, 7);
+    // After a success the hour holds: no further DescribeVolumes while the poller keeps ticking.
+    let described = aws_requests(&metrics, "DescribeVolumes", "ok");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(aws_requests(&metrics, "DescribeVolumes", "ok"), described, "no refresh before the interval");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("poller stops").expect("no panic");
+}
