@@ -1,14 +1,12 @@
-//! The cluster side of the inventory, kept current by trimmed watches (`pv_watch::CompactWatch`):
+//! The cluster side of the inventory, kept current by watches of compact records
+//! (`pv_watch::CompactWatch`):
 //! PersistentVolumes, VolumeAttachments of ebs.csi.aws.com, Nodes (their providerID) and
 //! VolumeSnapshotContents (the snapshot IDs they hold). `ClusterWatches::view` turns them into
 //! the `inventory::ClusterView` a refresh joins with what AWS says; a part whose watch has not
 //! listed yet is None, and the checks that need it say "not checked".
 
-use std::collections::{BTreeMap, HashSet};
-
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
-use k8s_openapi::api::storage::v1::{VolumeAttachment, VolumeAttachmentSource, VolumeAttachmentSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::CustomResource;
 use kube::api::Api;
 use schemars::JsonSchema;
@@ -60,46 +58,6 @@ pub fn snapshot_handles(c: &VolumeSnapshotContent) -> impl Iterator<Item = &str>
         .chain(c.status.as_ref().and_then(|s| s.snapshot_handle.as_deref()))
 }
 
-fn trim_meta(meta: &mut ObjectMeta) {
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        resource_version: meta.resource_version.take(),
-        deletion_timestamp: meta.deletion_timestamp.take(),
-        ..ObjectMeta::default()
-    };
-}
-
-/// Keeps a Node's name and providerID.
-pub fn trim_node(n: &mut Node) {
-    trim_meta(&mut n.metadata);
-    let provider_id = n.spec.as_ref().and_then(|s| s.provider_id.clone());
-    n.spec = Some(NodeSpec { provider_id, ..NodeSpec::default() });
-    n.status = None;
-}
-
-/// Keeps what `VolumeAttachmentFacts` reads; an attachment of another driver keeps its name only.
-pub fn trim_volume_attachment(va: &mut VolumeAttachment) {
-    trim_meta(&mut va.metadata);
-    if va.spec.attacher != DRIVER_NAME {
-        va.spec = VolumeAttachmentSpec { attacher: std::mem::take(&mut va.spec.attacher), ..Default::default() };
-        va.status = None;
-        return;
-    }
-    va.spec.source = VolumeAttachmentSource {
-        persistent_volume_name: va.spec.source.persistent_volume_name.take(),
-        ..Default::default()
-    };
-    if let Some(st) = va.status.as_mut() {
-        st.attachment_metadata = None;
-    }
-}
-
-/// Keeps a VolumeSnapshotContent's snapshot IDs.
-pub fn trim_snapshot_content(c: &mut VolumeSnapshotContent) {
-    trim_meta(&mut c.metadata);
-    c.spec.driver.clear();
-}
-
 pub fn volume_attachment_facts(va: &VolumeAttachment) -> Option<VolumeAttachmentFacts> {
     if va.spec.attacher != DRIVER_NAME {
         return None;
@@ -123,9 +81,11 @@ pub fn volume_attachment_facts(va: &VolumeAttachment) -> Option<VolumeAttachment
 /// them all.
 pub struct ClusterWatches {
     pub pvs: PvWatch,
-    attachments: CompactWatch<VolumeAttachment>,
-    nodes: CompactWatch<Node>,
-    snapshot_contents: CompactWatch<VolumeSnapshotContent>,
+    /// Ours only (None: another driver's).
+    attachments: CompactWatch<Option<VolumeAttachmentFacts>>,
+    nodes: CompactWatch<NodeFacts>,
+    /// The snapshot IDs of each VolumeSnapshotContent.
+    snapshot_contents: CompactWatch<Vec<String>>,
     /// The watch of the snapshot API's CRD that gates `snapshot_contents`.
     _snapshot_api: Task,
 }
@@ -138,9 +98,9 @@ impl ClusterWatches {
         let (snapshot_api, watch_crd) = crd_gate(client.clone(), SNAPSHOT_CRD, false);
         Self {
             pvs: PvWatch::start(client.clone()),
-            attachments: CompactWatch::start(Api::all(client.clone()), cfg(), trim_volume_attachment),
-            nodes: CompactWatch::start(Api::all(client.clone()), cfg(), trim_node),
-            snapshot_contents: CompactWatch::start_gated(Api::all(client), cfg(), trim_snapshot_content, snapshot_api),
+            attachments: CompactWatch::start(Api::all(client.clone()), cfg(), |va| volume_attachment_facts(&va)),
+            nodes: CompactWatch::start(Api::all(client.clone()), cfg(), |n: Node| node_facts(&n)),
+            snapshot_contents: CompactWatch::start_gated(Api::all(client), cfg(), |c| handles(&c), snapshot_api),
             _snapshot_api: Task(tokio::spawn(watch_crd)),
         }
     }
@@ -159,22 +119,15 @@ impl ClusterWatches {
     pub fn view(&self) -> ClusterView {
         ClusterView {
             pvs: self.pvs.references(),
-            snapshot_contents: self.snapshot_contents.state().map(|cs| {
-                cs.iter()
-                    .flat_map(|c| snapshot_handles(c).map(str::to_string).collect::<Vec<_>>())
-                    .collect::<HashSet<_>>()
-            }),
-            attachments: self
-                .attachments
-                .state()
-                .map(|vas| vas.iter().filter_map(|va| volume_attachment_facts(va)).collect()),
-            nodes: self.nodes.state().map(|ns| ns.iter().map(|n| node_entry(n)).collect::<BTreeMap<_, _>>()),
+            snapshot_contents: self.snapshot_contents.read(|cs| cs.values().flatten().cloned().collect()),
+            attachments: self.attachments.read(|vas| vas.values().flatten().cloned().collect()),
+            nodes: self.nodes.read(|ns| ns.iter().map(|(name, facts)| (name.to_string(), facts.clone())).collect()),
         }
     }
 }
 
-/// Every object of `api`, trimmed, in pages of 500 (for a single look: `doctor`).
-async fn list_all<K>(api: Api<K>, trim: fn(&mut K)) -> Result<Vec<K>, kube::Error>
+/// `compact` of every object of `api`, in pages of 500 (for a single look: `doctor`).
+async fn list_all<K, R>(api: Api<K>, compact: impl Fn(K) -> R) -> Result<Vec<R>, kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -182,10 +135,7 @@ where
     let mut params = kube::api::ListParams::default().limit(500);
     loop {
         let list = api.list(&params).await?;
-        out.extend(list.items.into_iter().map(|mut o| {
-            trim(&mut o);
-            o
-        }));
+        out.extend(list.items.into_iter().map(&compact));
         match list.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => params = params.continue_token(&c),
             None => return Ok(out),
@@ -199,20 +149,23 @@ where
 pub async fn list_view(client: &kube::Client) -> Result<ClusterView, kube::Error> {
     let pvs = super::pv_watch::list_pv_references(client).await?;
     let vas = optional(
-        list_all(Api::<VolumeAttachment>::all(client.clone()), trim_volume_attachment).await,
+        list_all(Api::<VolumeAttachment>::all(client.clone()), |va| volume_attachment_facts(&va)).await,
         "VolumeAttachments",
     );
-    let nodes = optional(list_all(Api::<Node>::all(client.clone()), trim_node).await, "Nodes");
+    let nodes = optional(
+        list_all(Api::<Node>::all(client.clone()), |n| (n.metadata.name.clone().unwrap_or_default(), node_facts(&n)))
+            .await,
+        "Nodes",
+    );
     let contents = optional(
-        list_all(Api::<VolumeSnapshotContent>::all(client.clone()), trim_snapshot_content).await,
+        list_all(Api::<VolumeSnapshotContent>::all(client.clone()), |c| handles(&c)).await,
         "VolumeSnapshotContents",
     );
     Ok(ClusterView {
         pvs: Some(pvs),
-        snapshot_contents: contents
-            .map(|cs| cs.iter().flat_map(|c| snapshot_handles(c).map(str::to_string).collect::<Vec<_>>()).collect()),
-        attachments: vas.map(|vas| vas.iter().filter_map(volume_attachment_facts).collect()),
-        nodes: nodes.map(|ns| ns.iter().map(node_entry).collect()),
+        snapshot_contents: contents.map(|cs| cs.into_iter().flatten().collect()),
+        attachments: vas.map(|vas| vas.into_iter().flatten().collect()),
+        nodes: nodes.map(|ns| ns.into_iter().collect()),
     })
 }
 
@@ -226,9 +179,14 @@ fn optional<T>(r: Result<T, kube::Error>, what: &str) -> Option<T> {
     }
 }
 
-fn node_entry(n: &Node) -> (String, NodeFacts) {
-    let facts = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).map(instance_of).unwrap_or_default();
-    (n.metadata.name.clone().unwrap_or_default(), facts)
+/// The EC2 instance and zone of a Node's providerID.
+fn node_facts(n: &Node) -> NodeFacts {
+    n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).map(instance_of).unwrap_or_default()
+}
+
+/// The snapshot IDs a VolumeSnapshotContent references, as the watch keeps them.
+fn handles(c: &VolumeSnapshotContent) -> Vec<String> {
+    snapshot_handles(c).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -237,7 +195,7 @@ mod tests {
 
     #[test]
     fn attachments_keep_what_the_stuck_check_reads() {
-        let mut va: VolumeAttachment = serde_json::from_value(serde_json::json!({
+        let va: VolumeAttachment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "csi-1", "annotations": {"a": "b"},
                 "finalizers": ["external-attacher/ebs-csi-aws-com"]},
             "spec": {"attacher": "ebs.csi.aws.com", "nodeName": "node-1", "source": {"persistentVolumeName": "pv-1"}},
@@ -245,34 +203,28 @@ mod tests {
                 "attachError": {"message": "rpc error: timeout", "time": "2026-01-01T00:00:00Z"}}
         }))
         .expect("VolumeAttachment");
-        trim_volume_attachment(&mut va);
-        assert!(va.metadata.annotations.is_none() && va.metadata.finalizers.is_none());
         let f = volume_attachment_facts(&va).expect("ours");
         assert_eq!(f.persistent_volume.as_deref(), Some("pv-1"));
         assert_eq!((f.node.as_str(), f.attached, f.deleting), ("node-1", false, false));
         assert_eq!(f.attach_error, Some(("rpc error: timeout".into(), Some("2026-01-01T00:00:00Z".into()))));
 
-        let mut other: VolumeAttachment = serde_json::from_value(serde_json::json!({
+        let other: VolumeAttachment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "csi-2"},
             "spec": {"attacher": "efs.csi.aws.com", "nodeName": "node-1", "source": {"persistentVolumeName": "x"}}
         }))
         .expect("VolumeAttachment");
-        trim_volume_attachment(&mut other);
-        assert_eq!(volume_attachment_facts(&other), None);
-        assert_eq!(other.spec.node_name, "");
+        assert_eq!(volume_attachment_facts(&other), None, "another driver's attachment keeps nothing");
     }
 
     #[test]
     fn nodes_and_snapshot_contents_keep_their_ids() {
-        let mut n: Node = serde_json::from_value(serde_json::json!({
+        let n: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "ip-10-0-0-1", "labels": {"topology.kubernetes.io/zone": "us-east-1a"}},
             "spec": {"providerID": "aws:///us-east-1a/i-0abc", "podCIDR": "10.0.0.0/24"},
             "status": {"capacity": {"cpu": "2"}}
         }))
         .expect("Node");
-        trim_node(&mut n);
-        assert_eq!(n.spec.as_ref().and_then(|s| s.provider_id.as_deref()), Some("aws:///us-east-1a/i-0abc"));
-        assert!(n.status.is_none() && n.metadata.labels.is_none());
+        assert_eq!(node_facts(&n), NodeFacts { instance_id: Some("i-0abc".into()), zone: Some("us-east-1a".into()) });
 
         let c: VolumeSnapshotContent = serde_json::from_value(serde_json::json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
@@ -283,6 +235,6 @@ mod tests {
             "status": {"snapshotHandle": "snap-0abc", "readyToUse": true}
         }))
         .expect("VolumeSnapshotContent");
-        assert_eq!(snapshot_handles(&c).collect::<Vec<_>>(), ["snap-0abc"]);
+        assert_eq!(handles(&c), ["snap-0abc"]);
     }
 }

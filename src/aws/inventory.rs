@@ -773,6 +773,7 @@ pub fn human_age(since: &str, now: Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::aws::api::Attachment;
+    use crate::aws::pv_watch::{PvRef, pv_ref};
     use k8s_openapi::api::core::v1::PersistentVolume;
 
     fn ts(s: &str) -> Timestamp {
@@ -811,7 +812,9 @@ mod tests {
                 .expect("PersistentVolume")
             })
             .collect();
-        PvReferences::from_pvs(&objs)
+        let records: Vec<(String, Option<PvRef>)> =
+            objs.iter().map(|pv| (pv.metadata.name.clone().unwrap_or_default(), pv_ref(pv))).collect();
+        PvReferences::from_records(records.iter().map(|(n, r)| (n.as_str(), r)))
     }
 
     fn scoped() -> RefreshParams {

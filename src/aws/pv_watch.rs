@@ -2,12 +2,14 @@
 //! refresh: PersistentVolumes (CSI `ebs.csi.aws.com` and in-tree `awsElasticBlockStore`), and the
 //! generic `CompactWatch` that other kinds (Nodes, VolumeAttachments) reuse.
 //!
-//! Each watch is a kube reflector whose transform (`trim_pv`) keeps only what the readers need
-//! before an object reaches the store: for a PersistentVolume its name, the driver and volume ID
-//! (an EBS volume ID, `vol-...` or `aws://zone/vol-...`), its phase and its claim. A PV of another
-//! driver keeps its name only (a volume tagged with that name is still referenced). Memory is then
-//! a few hundred bytes a PV, and after the initial list the API server sends only changes: no
-//! periodic re-list, whatever the inventory interval.
+//! Each watch keeps, by object name, a compact record of only what the readers need, made from
+//! each object as it arrives (the object itself is dropped at once): for a PersistentVolume
+//! (`pv_ref`) the driver and volume ID (an EBS volume ID, `vol-...` or `aws://zone/vol-...`), its
+//! phase and its claim; a PV of another driver keeps its name only (a volume tagged with that name
+//! is still referenced). A k8s-openapi `PersistentVolume` is 3.5 KB before any of its strings, even
+//! trimmed, so a store of them cost about 180 MB for 50,000 PVs; a record is about 200 bytes.
+//! After the initial list the API server sends only changes: no periodic re-list, whatever the
+//! inventory interval.
 //!
 //! Readers get `None` until the initial list completed (a partial view is no evidence that a
 //! volume is unreferenced), then the last known state, also while the watch re-lists after an
@@ -20,15 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{
-    AWSElasticBlockStoreVolumeSource, CSIPersistentVolumeSource, ObjectReference, PersistentVolume,
-    PersistentVolumeSpec, PersistentVolumeStatus,
-};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -206,38 +204,6 @@ pub fn pv_ref(pv: &PersistentVolume) -> Option<PvRef> {
     })
 }
 
-/// The transform of the PV watch: keeps name, driver and volume ID, phase and claim of EBS PVs,
-/// and only the name of the others.
-pub fn trim_pv(pv: &mut PersistentVolume) {
-    let meta = ObjectMeta {
-        name: pv.metadata.name.take(),
-        resource_version: pv.metadata.resource_version.take(),
-        ..ObjectMeta::default()
-    };
-    pv.metadata = meta;
-    let Some(spec) = pv.spec.take() else {
-        pv.status = None;
-        return;
-    };
-    let csi = spec.csi.filter(|c| c.driver == DRIVER_NAME).map(|c| CSIPersistentVolumeSource {
-        driver: c.driver,
-        volume_handle: c.volume_handle,
-        ..CSIPersistentVolumeSource::default()
-    });
-    let in_tree = spec.aws_elastic_block_store.map(|e| AWSElasticBlockStoreVolumeSource {
-        volume_id: e.volume_id,
-        ..AWSElasticBlockStoreVolumeSource::default()
-    });
-    if csi.is_none() && in_tree.is_none() {
-        pv.status = None;
-        return;
-    }
-    let claim_ref =
-        spec.claim_ref.map(|c| ObjectReference { namespace: c.namespace, name: c.name, ..Default::default() });
-    pv.spec = Some(PersistentVolumeSpec { csi, aws_elastic_block_store: in_tree, claim_ref, ..Default::default() });
-    pv.status = pv.status.take().map(|s| PersistentVolumeStatus { phase: s.phase, ..Default::default() });
-}
-
 /// What keeps an EBS volume from being an orphan, from the PersistentVolumes of the cluster.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PvReferences {
@@ -251,16 +217,15 @@ pub struct PvReferences {
 }
 
 impl PvReferences {
-    pub fn from_pvs<'a>(pvs: impl IntoIterator<Item = &'a PersistentVolume>) -> Self {
+    /// From the PV watch's records: every PV name, and the EBS PVs (`pv_ref`) by volume ID.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a Option<PvRef>)>) -> Self {
         let mut out = Self::default();
-        for pv in pvs {
-            if let Some(name) = &pv.metadata.name {
-                out.names.insert(name.clone());
-            }
-            let Some(r) = pv_ref(pv) else { continue };
+        for (name, r) in records {
+            out.names.insert(name.to_string());
+            let Some(r) = r else { continue };
             match r.volume_id.clone() {
                 Some(id) => {
-                    out.by_volume.insert(id, r);
+                    out.by_volume.insert(id, r.clone());
                 }
                 None => out.unparsed += 1,
             }
@@ -274,13 +239,12 @@ impl PvReferences {
     }
 }
 
-/// A reflector of one kind whose objects are trimmed before they are stored; readable once the
-/// initial list completed. Dropping it stops the watch.
-pub struct CompactWatch<K: kube::Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + Hash + Clone,
-{
-    store: Store<K>,
+/// A watch of one cluster-scoped kind that keeps, by object name, the record `compact` makes of
+/// each object (the object is dropped at once); readable once the initial list completed. As
+/// kube's reflector, a re-list builds the new records aside and swaps them in when complete, so
+/// readers see the last full state meanwhile. Dropping it stops the watch.
+pub struct CompactWatch<R> {
+    records: Arc<Mutex<HashMap<Box<str>, R>>>,
     synced: Arc<AtomicBool>,
     error: Arc<Mutex<Option<String>>>,
     /// Watch events received (initial list items included): the watch's work, for tests and
@@ -291,39 +255,49 @@ where
     gate: Option<watch::Receiver<bool>>,
 }
 
-impl<K> CompactWatch<K>
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
-{
-    /// Starts watching `api` with `cfg`, storing each object as `trim` leaves it.
-    pub fn start(api: Api<K>, cfg: watcher::Config, trim: fn(&mut K)) -> Self {
-        Self::run(watcher(api, cfg).default_backoff().modify(trim), None)
+impl<R: Send + 'static> CompactWatch<R> {
+    /// Starts watching `api` with `cfg`, keeping `compact` of each object.
+    pub fn start<K>(api: Api<K>, cfg: watcher::Config, compact: fn(K) -> R) -> Self
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
+        Self::run(watcher(api, cfg).default_backoff(), compact, None)
     }
 
     /// Like `start`, but watches only while `gate` is open (the kind is served); while it is
-    /// closed, `state` is None, as before the initial list.
-    pub fn start_gated(api: Api<K>, cfg: watcher::Config, trim: fn(&mut K), gate: watch::Receiver<bool>) -> Self {
+    /// closed, `read` gives None, as before the initial list.
+    pub fn start_gated<K>(api: Api<K>, cfg: watcher::Config, compact: fn(K) -> R, gate: watch::Receiver<bool>) -> Self
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
         let make = move || watcher(api.clone(), cfg.clone()).default_backoff();
-        Self::run(gated(gate.clone(), make).modify(trim), Some(gate))
+        Self::run(gated(gate.clone(), make), compact, Some(gate))
     }
 
-    fn run(
+    fn run<K>(
         watch: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+        compact: fn(K) -> R,
         gate: Option<watch::Receiver<bool>>,
-    ) -> Self {
-        let writer = reflector::store::Writer::<K>::default();
-        let store = writer.as_reader();
+    ) -> Self
+    where
+        K: kube::Resource + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let records = Arc::new(Mutex::new(HashMap::new()));
         let synced = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let events = Arc::new(AtomicU64::new(0));
-        let stream = reflector::reflector(writer, watch);
-        let (flag, err, count) = (synced.clone(), error.clone(), events.clone());
+        let (store, flag, err, count) = (records.clone(), synced.clone(), error.clone(), events.clone());
         let kind = K::kind(&K::DynamicType::default()).to_string();
         let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(ev) = stream.next().await {
-                match ev {
+            let mut watch = std::pin::pin!(watch);
+            // The records of a re-list in progress.
+            let mut listing: Option<HashMap<Box<str>, R>> = None;
+            let name = |o: &K| Box::<str>::from(o.meta().name.as_deref().unwrap_or_default());
+            while let Some(ev) = watch.next().await {
+                let ev = match ev {
                     Err(e) => {
                         tracing::debug!(kind, error = %e, "watch retrying");
                         if let Ok(mut slot) = err.lock() {
@@ -331,28 +305,54 @@ where
                         }
                         continue;
                     }
-                    Ok(watcher::Event::InitDone) => flag.store(true, Ordering::Release),
-                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitApply(_)) => {
-                        count.fetch_add(1, Ordering::Relaxed);
+                    Ok(ev) => ev,
+                };
+                if !matches!(ev, watcher::Event::Init | watcher::Event::InitDone) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                match ev {
+                    watcher::Event::Init => listing = Some(HashMap::new()),
+                    watcher::Event::InitApply(o) => {
+                        listing.get_or_insert_default().insert(name(&o), compact(o));
                     }
-                    Ok(watcher::Event::Init) => {}
+                    watcher::Event::InitDone => {
+                        let mut fresh = listing.take().unwrap_or_default();
+                        fresh.shrink_to_fit();
+                        if let Ok(mut r) = store.lock() {
+                            *r = fresh;
+                        }
+                        flag.store(true, Ordering::Release);
+                    }
+                    watcher::Event::Apply(o) => {
+                        if let Ok(mut r) = store.lock() {
+                            r.insert(name(&o), compact(o));
+                        }
+                    }
+                    watcher::Event::Delete(o) => {
+                        if let Ok(mut r) = store.lock() {
+                            r.remove(&name(&o));
+                        }
+                    }
                 }
                 if let Ok(mut slot) = err.lock() {
                     *slot = None;
                 }
             }
         });
-        Self { store, synced, error, events, task, gate }
+        Self { records, synced, error, events, task, gate }
     }
 
-    /// The stored (trimmed) objects; None until the initial list completed, and while the gate
+    /// `f` of the records by name; None until the initial list completed, and while the gate
     /// (if any) is closed.
-    pub fn state(&self) -> Option<Vec<Arc<K>>> {
+    pub fn read<T>(&self, f: impl FnOnce(&HashMap<Box<str>, R>) -> T) -> Option<T> {
         let open = self.gate.as_ref().is_none_or(|g| *g.borrow());
-        (open && self.synced.load(Ordering::Acquire)).then(|| self.store.state())
+        if !(open && self.synced.load(Ordering::Acquire)) {
+            return None;
+        }
+        self.records.lock().ok().map(|r| f(&r))
     }
 
-    /// The last watch error while not yet listed (why `state` is None).
+    /// The last watch error while not yet listed (why `read` gives None).
     pub fn error(&self) -> Option<String> {
         self.error.lock().ok().and_then(|e| e.clone())
     }
@@ -374,33 +374,25 @@ where
     }
 }
 
-impl<K: kube::Resource + Clone + 'static> Drop for CompactWatch<K>
-where
-    K::DynamicType: Eq + Hash + Clone,
-{
+impl<R> Drop for CompactWatch<R> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
 /// The PersistentVolume watch: `references()` is what the inventory joins EBS volumes with.
-pub struct PvWatch(CompactWatch<PersistentVolume>);
+pub struct PvWatch(CompactWatch<Option<PvRef>>);
 
 impl PvWatch {
     /// Starts watching every PersistentVolume (they are cluster-scoped; no selector reaches the
     /// driver field, so the transform does the filtering).
     pub fn start(client: kube::Client) -> Self {
-        Self(CompactWatch::start(Api::all(client), watcher_config(), trim_pv))
+        Self(CompactWatch::start(Api::all(client), watcher_config(), |pv| pv_ref(&pv)))
     }
 
     /// The references, once the initial list completed.
     pub fn references(&self) -> Option<PvReferences> {
-        self.0.state().map(|pvs| PvReferences::from_pvs(pvs.iter().map(|p| p.as_ref())))
-    }
-
-    /// The EBS PersistentVolumes, once the initial list completed.
-    pub fn ebs_volumes(&self) -> Option<Vec<PvRef>> {
-        self.0.state().map(|pvs| pvs.iter().filter_map(|p| pv_ref(p)).collect())
+        self.0.read(|pvs| PvReferences::from_records(pvs.iter().map(|(name, r)| (&**name, r))))
     }
 
     pub fn error(&self) -> Option<String> {
@@ -425,16 +417,13 @@ pub async fn list_pv_references(client: &kube::Client) -> Result<PvReferences, k
     let mut params = ListParams::default().limit(500);
     loop {
         let list = api.list(&params).await?;
-        for mut pv in list.items {
-            trim_pv(&mut pv);
-            pvs.push(pv);
-        }
+        pvs.extend(list.items.into_iter().map(|pv| (pv.metadata.name.clone().unwrap_or_default(), pv_ref(&pv))));
         match list.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => params = params.continue_token(&c),
             None => break,
         }
     }
-    Ok(PvReferences::from_pvs(&pvs))
+    Ok(PvReferences::from_records(pvs.iter().map(|(name, r)| (name.as_str(), r))))
 }
 
 #[cfg(test)]
@@ -456,8 +445,8 @@ mod tests {
     }
 
     #[test]
-    fn the_transform_keeps_what_the_inventory_reads_and_nothing_else() {
-        let mut csi = pv(serde_json::json!({
+    fn the_record_keeps_what_the_inventory_reads() {
+        let csi = pv(serde_json::json!({
             "metadata": {"name": "pvc-1", "resourceVersion": "7", "labels": {"a": "b"},
                 "annotations": {"pv.kubernetes.io/provisioned-by": "ebs.csi.aws.com"}},
             "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
@@ -467,48 +456,37 @@ mod tests {
                 "nodeAffinity": {"required": {"nodeSelectorTerms": []}}},
             "status": {"phase": "Bound", "lastPhaseTransitionTime": "2026-01-01T00:00:00Z"}
         }));
-        trim_pv(&mut csi);
-        let expected = pv(serde_json::json!({
-            "metadata": {"name": "pvc-1", "resourceVersion": "7"},
-            "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
-                "claimRef": {"namespace": "db", "name": "data"}},
-            "status": {"phase": "Bound"}
-        }));
-        assert_eq!(csi, expected);
-        let r = pv_ref(&csi).expect("an EBS PV");
+        let csi = pv_ref(&csi);
         assert_eq!(
-            r,
-            PvRef {
+            csi,
+            Some(PvRef {
                 name: "pvc-1".into(),
                 source: PvSource::Csi,
                 volume_id: Some("vol-1".into()),
                 phase: Some("Bound".into()),
                 claim: Some("db/data".into())
-            }
+            })
         );
 
-        let mut in_tree = pv(serde_json::json!({
+        let in_tree = pv_ref(&pv(serde_json::json!({
             "metadata": {"name": "gp2-old"},
             "spec": {"awsElasticBlockStore": {"volumeID": "aws://us-east-1b/vol-2", "fsType": "ext4"}},
             "status": {"phase": "Released"}
-        }));
-        trim_pv(&mut in_tree);
-        let r = pv_ref(&in_tree).expect("an in-tree EBS PV");
+        })));
+        let r = in_tree.as_ref().expect("an in-tree EBS PV");
         assert_eq!(
             (r.source, r.volume_id.as_deref(), r.phase.as_deref()),
             (PvSource::InTree, Some("vol-2"), Some("Released"))
         );
 
-        let mut efs = pv(serde_json::json!({
+        let efs = pv_ref(&pv(serde_json::json!({
             "metadata": {"name": "shared", "labels": {"a": "b"}},
             "spec": {"csi": {"driver": "efs.csi.aws.com", "volumeHandle": "vol-3"}},
             "status": {"phase": "Bound"}
-        }));
-        trim_pv(&mut efs);
-        assert_eq!(efs, pv(serde_json::json!({"metadata": {"name": "shared"}})));
-        assert_eq!(pv_ref(&efs), None);
+        })));
+        assert_eq!(efs, None, "another driver's PV keeps its name only");
 
-        let refs = PvReferences::from_pvs([&csi, &in_tree, &efs]);
+        let refs = PvReferences::from_records([("pvc-1", &csi), ("gp2-old", &in_tree), ("shared", &efs)]);
         assert!(refs.references("vol-1", None) && refs.references("vol-2", None));
         assert!(!refs.references("vol-3", None), "another driver's handle references no EBS volume");
         assert!(refs.references("vol-9", Some("shared")), "a volume created for a live PV (any driver)");
