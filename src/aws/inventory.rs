@@ -285,6 +285,17 @@ fn action_of(operation: &str) -> Option<&'static str> {
     preflight::DRIVER_ACTIONS.iter().copied().find(|a| a.strip_prefix("ec2:") == Some(operation))
 }
 
+/// Keeps, of an item's tags, only those the retag compares (the keys of `extraTags` it applies);
+/// none when it is off. The inventory itself reads its tags when the page arrives (`CSIVolumeName`
+/// and the cluster tags are in the filters and fields), and every tag of 100,000 volumes held
+/// for the whole refresh was a third of the operator's memory at that scale.
+fn keep_retag_tags(params: &RefreshParams, tags: &mut BTreeMap<String, String>) {
+    match &params.retag {
+        Some(r) => tags.retain(|k, _| r.wanted.contains_key(k)),
+        None => tags.clear(),
+    }
+}
+
 async fn collect(
     api: &dyn AwsApi,
     params: &RefreshParams,
@@ -320,7 +331,10 @@ async fn collect(
         let mut token: Option<String> = None;
         loop {
             let page = api.describe_volumes(filters, token.clone()).await?;
-            volumes.extend(page.items.into_iter().filter(|v| seen.insert(v.id.clone())));
+            volumes.extend(page.items.into_iter().filter(|v| seen.insert(v.id.clone())).map(|mut v| {
+                keep_retag_tags(params, &mut v.tags);
+                v
+            }));
             token = next_token(token, page.next_token, "DescribeVolumes")?;
             if token.is_none() {
                 break;
@@ -340,7 +354,10 @@ async fn collect(
         let mut token: Option<String> = None;
         loop {
             let page = api.describe_snapshots(&snap_filters, token.clone()).await?;
-            snapshots.extend(page.items.into_iter().filter(|s| seen.insert(s.id.clone())));
+            snapshots.extend(page.items.into_iter().filter(|s| seen.insert(s.id.clone())).map(|mut s| {
+                keep_retag_tags(params, &mut s.tags);
+                s
+            }));
             token = next_token(token, page.next_token, "DescribeSnapshots")?;
             if token.is_none() {
                 break;
