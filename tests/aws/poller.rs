@@ -19,6 +19,18 @@ use crate::aws_requests;
 use crate::moto::{self, Moto};
 use crate::moto_inventory::seed;
 
+/// Static keys, fast retries, a 50 ms tick and a 1 s interval floor; the AWS endpoint is the
+/// caller's.
+fn fast() -> PollerSettings {
+    PollerSettings {
+        credentials: moto::static_credentials(),
+        retry: moto::fast_retries(),
+        tick: Duration::from_millis(50),
+        min_interval: Duration::from_secs(1),
+        ..PollerSettings::default()
+    }
+}
+
 async fn next_trigger(rx: &mut mpsc::Receiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -55,14 +67,7 @@ async fn poller_publishes_changes_once_stays_quiet_when_unchanged_and_stops_on_c
     store.track("ebs", &spec);
     let metrics = Arc::new(Metrics::new());
     let (tx, mut rx) = mpsc::channel(8);
-    let settings = PollerSettings {
-        endpoint_url: Some(moto.url.clone()),
-        credentials: moto::static_credentials(),
-        retry: moto::fast_retries(),
-        tick: Duration::from_millis(50),
-        min_interval: Duration::from_secs(1),
-        ..PollerSettings::default()
-    };
+    let settings = PollerSettings { endpoint_url: Some(moto.url.clone()), ..fast() };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Poller::new(client.clone(), store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()),
@@ -145,14 +150,7 @@ async fn poller_marks_an_outage_stale_once_and_recovers_without_repeating_itself
     store.track("ebs", &spec);
     let metrics = Arc::new(Metrics::new());
     let (tx, mut rx) = mpsc::channel(8);
-    let settings = PollerSettings {
-        http_client: Some(fake.client()),
-        credentials: moto::static_credentials(),
-        retry: moto::fast_retries(),
-        tick: Duration::from_millis(50),
-        min_interval: Duration::from_secs(1),
-        ..PollerSettings::default()
-    };
+    let settings = PollerSettings { http_client: Some(fake.client()), ..fast() };
     let shutdown = CancellationToken::new();
     let task =
         tokio::spawn(Poller::new(client, store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()));
@@ -204,15 +202,8 @@ async fn a_failed_refresh_is_retried_before_the_interval_and_a_success_waits_it(
     store.track("ebs", &spec);
     let metrics = Arc::new(Metrics::new());
     let (tx, mut rx) = mpsc::channel(8);
-    let settings = PollerSettings {
-        http_client: Some(fake.client()),
-        credentials: moto::static_credentials(),
-        retry: moto::fast_retries(),
-        tick: Duration::from_millis(50),
-        min_interval: Duration::from_secs(1),
-        failure_retry: Duration::from_millis(200),
-        ..PollerSettings::default()
-    };
+    let settings =
+        PollerSettings { http_client: Some(fake.client()), failure_retry: Duration::from_millis(200), ..fast() };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Poller::new(server.client(), store.clone(), metrics.aws.clone(), tx, settings).run(shutdown.clone()),
