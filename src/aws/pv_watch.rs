@@ -330,7 +330,7 @@ impl<R: Send + 'static> CompactWatch<R> {
                     }
                     watcher::Event::Delete(o) => {
                         if let Ok(mut r) = store.lock() {
-                            r.remove(&name(&o));
+                            r.remove(o.meta().name.as_deref().unwrap_or_default());
                         }
                     }
                 }

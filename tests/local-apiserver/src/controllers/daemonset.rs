@@ -141,10 +141,15 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let ru = &ds["spec"]["updateStrategy"]["rollingUpdate"];
     let min_ready = ds["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
     // Each node looked at once (a cluster of thousands of nodes: no scan of the nodes per pod).
-    let name_of = |n: &Arc<Value>| n["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let fit: HashMap<String, (&Arc<Value>, bool)> =
-        nodes.iter().map(|n| (name_of(n), (n, misfit(&spec, n).is_none()))).collect();
-    let should_run: Vec<&Arc<Value>> = nodes.iter().filter(|n| fit.get(&name_of(n)).is_some_and(|f| f.1)).collect();
+    let mut fit: HashMap<String, (&Arc<Value>, bool)> = HashMap::with_capacity(nodes.len());
+    let mut should_run: Vec<&Arc<Value>> = Vec::new();
+    for n in &nodes {
+        let fits = misfit(&spec, n).is_none();
+        if fits {
+            should_run.push(n);
+        }
+        fit.insert(n["metadata"]["name"].as_str().unwrap_or_default().to_string(), (n, fits));
+    }
     let desired = should_run.len() as i64;
     let max_surge = if rolling { scaled(ru.get("maxSurge").unwrap_or(&json!(0)), desired, true) } else { 0 };
     let mut max_unavailable =

@@ -162,8 +162,7 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
             names.into_iter().filter_map(|n| cx.get(NODES, &(String::new(), n))).filter(live).collect();
         let fits: Vec<&Arc<Value>> = pinned.iter().filter(|n| misfit(spec, n).is_none()).collect();
         if let Some(node) = least_loaded(cx, &fits) {
-            let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            bind(cx, pod, node_name);
+            bind(cx, pod, node);
             return;
         }
         // None fits: the reasons below look at every node.
@@ -206,12 +205,12 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
         }
         return;
     };
-    let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    bind(cx, pod, node_name);
+    bind(cx, pod, node);
 }
 
 /// The binding subresource: nodeName set, PodScheduled True, the `Scheduled` event.
-fn bind(cx: &mut Ctx<'_>, pod: &Arc<Value>, node_name: String) {
+fn bind(cx: &mut Ctx<'_>, pod: &Arc<Value>, node: &Arc<Value>) {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
     let source = Source::controller("default-scheduler");
