@@ -5,7 +5,7 @@
 //! watch that subscribes under the lock misses nothing. Objects are `Arc<Value>` so lists and
 //! events share them instead of copying.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -43,6 +43,23 @@ pub struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// uid -> number of stored objects with it (one, unless raw inserts duplicate uids).
     uids: HashMap<String, usize>,
+    /// Owner uid -> the objects naming it in their ownerReferences, as kube-controller-manager's
+    /// informers index them: controllers and garbage collection find an object's dependents
+    /// without scanning a namespace (the scale bench's kube-system holds 5,000 node plugin pods).
+    dependents: HashMap<String, BTreeSet<Entry>>,
+    /// The terminating objects, which garbage collection looks at on every pass.
+    terminating: BTreeSet<Entry>,
+    /// Objects whose owners may be gone: written with other owner references than before, or
+    /// one of their owners was removed. Garbage collection takes them ([`Inner::take_gc_candidates`])
+    /// instead of looking at every object under the store lock.
+    suspects: BTreeSet<Entry>,
+}
+
+/// One stored object: (storage key, key).
+pub type Entry = (String, ObjKey);
+
+fn owner_uids(obj: &Value) -> BTreeSet<&str> {
+    obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().filter_map(|r| r["uid"].as_str()).collect()
 }
 
 pub struct Store {
@@ -68,6 +85,9 @@ impl Store {
                 history_cap: history_cap.max(1),
                 events,
                 uids: HashMap::new(),
+                dependents: HashMap::new(),
+                terminating: BTreeSet::new(),
+                suspects: BTreeSet::new(),
             }),
         }
     }
@@ -105,6 +125,51 @@ impl Inner {
                 self.uids.remove(uid);
             }
         }
+    }
+
+    /// Keeps the dependents, terminating and suspects indexes for a write (`new` None: a removal).
+    fn index_gc(&mut self, storage_key: &str, key: &ObjKey, old: Option<&Value>, new: Option<&Value>) {
+        let entry = (storage_key.to_string(), key.clone());
+        let before = old.map(owner_uids).unwrap_or_default();
+        let after = new.map(owner_uids).unwrap_or_default();
+        for u in before.difference(&after) {
+            if let Some(d) = self.dependents.get_mut(*u) {
+                d.remove(&entry);
+                if d.is_empty() {
+                    self.dependents.remove(*u);
+                }
+            }
+        }
+        for u in after.difference(&before) {
+            self.dependents.entry(u.to_string()).or_default().insert(entry.clone());
+        }
+        if new.is_some() && before != after && !after.is_empty() {
+            self.suspects.insert(entry.clone());
+        }
+        if new.is_some_and(|n| n["metadata"].get("deletionTimestamp").is_some()) {
+            self.terminating.insert(entry);
+        } else {
+            self.terminating.remove(&entry);
+        }
+    }
+
+    /// The objects of `storage_key` whose owner references name `owner_uid`, in (namespace,
+    /// name) order.
+    pub fn dependents(&self, storage_key: Option<&str>, owner_uid: &str) -> Vec<(String, Arc<Value>)> {
+        let Some(entries) = self.dependents.get(owner_uid) else { return Vec::new() };
+        entries
+            .iter()
+            .filter(|(k, _)| storage_key.is_none_or(|s| s == k))
+            .filter_map(|(k, key)| self.get(k, key).map(|o| (k.clone(), o)))
+            .collect()
+    }
+
+    /// What a garbage collection pass looks at: the terminating objects, and the suspects (taken:
+    /// each is looked at once per write that made it one).
+    pub fn take_gc_candidates(&mut self) -> Vec<(String, Arc<Value>)> {
+        let suspects = std::mem::take(&mut self.suspects);
+        let entries: BTreeSet<&Entry> = self.terminating.iter().chain(&suspects).collect();
+        entries.into_iter().filter_map(|(k, key)| self.get(k, key).map(|o| (k.clone(), o))).collect()
     }
 
     pub fn get(&self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
@@ -184,7 +249,8 @@ impl Inner {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let key = key_of(&obj);
         let obj = Arc::new(obj);
-        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key, obj.clone());
+        let old = self.objects.entry(storage_key.to_string()).or_default().insert(key.clone(), obj.clone());
+        self.index_gc(storage_key, &key, old.as_deref(), Some(&obj));
         if let Some(o) = &old {
             self.index_uid(o, false);
         }
@@ -198,6 +264,14 @@ impl Inner {
     pub fn remove(&mut self, storage_key: &str, key: &ObjKey) -> Option<Arc<Value>> {
         let old = self.objects.get_mut(storage_key)?.remove(key)?;
         self.index_uid(&old, false);
+        self.index_gc(storage_key, key, Some(&old), None);
+        // Its dependents may have lost their last owner.
+        if let Some(uid) = old["metadata"]["uid"].as_str()
+            && !self.has_uid(uid)
+            && let Some(d) = self.dependents.get(uid)
+        {
+            self.suspects.extend(d.iter().cloned());
+        }
         self.rv += 1;
         let mut gone = (*old).clone();
         gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
@@ -248,6 +322,48 @@ mod tests {
 
     fn obj(ns: &str, name: &str) -> Value {
         json!({"metadata": {"namespace": ns, "name": name}})
+    }
+
+    fn owned(name: &str, uid: &str, owners: &[&str]) -> Value {
+        let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u, "controller": true})).collect();
+        json!({"metadata": {"namespace": "ns", "name": name, "uid": uid, "ownerReferences": refs}})
+    }
+
+    fn names(v: &[(String, Arc<Value>)]) -> Vec<&str> {
+        v.iter().map(|(_, o)| o["metadata"]["name"].as_str().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn owner_index_and_gc_candidates_follow_every_write() {
+        let store = Store::new(100);
+        let mut s = store.lock();
+        s.put("rs", owned("rs-a", "u-rs-a", &[]));
+        s.put("rs", owned("rs-b", "u-rs-b", &[]));
+        s.put("pods", owned("p1", "u-p1", &["u-rs-a"]));
+        s.put("pods", owned("p2", "u-p2", &["u-rs-a", "u-rs-b"]));
+        assert_eq!(names(&s.dependents(Some("pods"), "u-rs-a")), ["p1", "p2"]);
+        assert_eq!(names(&s.dependents(None, "u-rs-b")), ["p2"]);
+        // New owner references make a suspect once; an unchanged write does not.
+        assert_eq!(names(&s.take_gc_candidates()), ["p1", "p2"]);
+        s.put("pods", owned("p1", "u-p1", &["u-rs-a"]));
+        assert!(s.take_gc_candidates().is_empty());
+        // An owner removed: its dependents are suspects.
+        s.remove("rs", &("ns".into(), "rs-a".into()));
+        assert_eq!(names(&s.take_gc_candidates()), ["p1", "p2"]);
+        // Changed references move the object in the index.
+        s.put("pods", owned("p1", "u-p1", &["u-rs-b"]));
+        assert_eq!(names(&s.dependents(None, "u-rs-b")), ["p1", "p2"]);
+        assert!(s.dependents(None, "u-rs-a").iter().all(|(_, o)| o["metadata"]["name"] == "p2"));
+        // Terminating objects are candidates on every pass until they go.
+        let mut t = owned("rs-b", "u-rs-b", &[]);
+        t["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        s.put("rs", t);
+        s.take_gc_candidates();
+        assert_eq!(names(&s.take_gc_candidates()), ["rs-b"]);
+        s.remove("rs", &("ns".into(), "rs-b".into()));
+        assert_eq!(names(&s.take_gc_candidates()), ["p1", "p2"]);
+        s.remove("pods", &("ns".into(), "p1".into()));
+        assert_eq!(names(&s.dependents(None, "u-rs-b")), ["p2"]);
     }
 
     #[test]

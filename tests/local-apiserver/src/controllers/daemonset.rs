@@ -115,8 +115,8 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let source = Source::controller("daemonset-controller");
     let nodes: Vec<Arc<Value>> = cx.list(NODES, None).into_iter().filter(|n| !terminating(n)).collect();
     let mut by_node: BTreeMap<String, Vec<Arc<Value>>> = BTreeMap::new();
-    for p in cx.list(PODS, Some(&key.0)) {
-        if !owned_by(&p, &ds) || terminating(&p) {
+    for p in cx.owned(PODS, &ds) {
+        if terminating(&p) {
             continue;
         }
         if p["status"]["phase"] == "Failed" {
@@ -261,8 +261,8 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     }
     // Status from the pods as they are now.
     let mut by_node: BTreeMap<String, Vec<Arc<Value>>> = BTreeMap::new();
-    for p in cx.list(PODS, Some(&key.0)) {
-        if owned_by(&p, &ds) && !terminating(&p) && p["status"]["phase"] != "Failed" {
+    for p in cx.owned(PODS, &ds) {
+        if !terminating(&p) && p["status"]["phase"] != "Failed" {
             by_node.entry(target_node(&p).unwrap_or_default()).or_default().push(p);
         }
     }
@@ -349,9 +349,8 @@ fn ensure_revision(cx: &mut Ctx<'_>, ds: &Arc<Value>, template: &Value, hash: &s
     }
     let limit = ds["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10).max(0) as usize;
     let in_use: Vec<String> = cx
-        .list(PODS, Some(&ns))
+        .owned(PODS, ds)
         .iter()
-        .filter(|p| owned_by(p, ds))
         .filter_map(|p| p["metadata"]["labels"][HASH_LABEL].as_str().map(str::to_string))
         .collect();
     let mut old: Vec<Arc<Value>> = cx

@@ -85,8 +85,7 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
     let paused = d["spec"]["paused"] == true;
     let template = d["spec"]["template"].clone();
     let owned = |cx: &Ctx<'_>| -> Vec<Arc<Value>> {
-        let mut v: Vec<Arc<Value>> =
-            cx.list(REPLICASETS, Some(&key.0)).into_iter().filter(|rs| owned_by(rs, &d) && !terminating(rs)).collect();
+        let mut v: Vec<Arc<Value>> = cx.owned(REPLICASETS, &d).into_iter().filter(|rs| !terminating(rs)).collect();
         v.sort_by_key(|rs| (rs["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(), name(rs)));
         v
     };
@@ -353,9 +352,7 @@ fn recreate(cx: &mut Ctx<'_>, d: &Value, new: &Arc<Value>, olds: &[Arc<Value>], 
         }
     }
     // New pods only once every old pod is gone.
-    let old_running = olds.iter().any(|rs| {
-        cx.list(super::PODS, Some(&key_of(rs).0)).iter().any(|pod| owned_by(pod, rs) && super::is_active(pod))
-    });
+    let old_running = olds.iter().any(|rs| cx.owned(super::PODS, rs).iter().any(|pod| super::is_active(pod)));
     if !old_running && int(new, "/spec/replicas") != p.replicas {
         scale(cx, d, new, p.replicas, p, source);
     }

@@ -89,6 +89,21 @@ impl Ctx<'_> {
         self.s.list(storage, ns)
     }
 
+    /// The objects of `storage` in the owner's namespace that `owner` controls ([`owned_by`]), in
+    /// (namespace, name) order: `list` of the namespace filtered by `owned_by`, from the store's
+    /// owner index.
+    pub fn owned(&self, storage: &str, owner: &Value) -> Vec<Arc<Value>> {
+        let (Some(uid), ns) = (owner["metadata"]["uid"].as_str(), owner["metadata"]["namespace"].as_str()) else {
+            return Vec::new();
+        };
+        self.s
+            .dependents(Some(storage), uid)
+            .into_iter()
+            .map(|(_, o)| o)
+            .filter(|o| o["metadata"]["namespace"].as_str() == ns && owned_by(o, owner))
+            .collect()
+    }
+
     /// Creates an object (a `generateName` gets a free random suffix) as `manager`; None when the
     /// write is refused (logged: a controller's create that admission refuses is a bug or a
     /// namespace being deleted).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Ctx, PODS, REPLICASETS, Source, Work, controller_ref, is_active, is_pod_ready, owned_by, pod_available, terminating,
+    Ctx, PODS, REPLICASETS, Source, Work, controller_ref, is_active, is_pod_ready, pod_available, terminating,
 };
 use crate::selectors::LabelSelector;
 use crate::store::{ObjKey, key_of};
@@ -23,8 +23,7 @@ pub fn reconcile(cx: &mut Ctx<'_>, key: &ObjKey) -> Option<Duration> {
         return None;
     }
     let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
-    let mut active: Vec<Arc<Value>> =
-        cx.list(PODS, Some(&key.0)).into_iter().filter(|p| owned_by(p, &rs) && is_active(p)).collect();
+    let mut active: Vec<Arc<Value>> = cx.owned(PODS, &rs).into_iter().filter(|p| is_active(p)).collect();
     let source = Source::controller("replicaset-controller");
     let count = active.len() as i64;
     let mut retry = None;

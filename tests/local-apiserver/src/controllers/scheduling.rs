@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Ctx, NODES, PODS, Source, condition};
-use crate::selectors::LabelSelector;
 
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
@@ -90,8 +89,11 @@ pub fn term_matches(node: &Value, term: &Value) -> bool {
 
 /// Why a pod cannot go to a node, in kube-scheduler's words; None when it fits.
 pub fn misfit(pod_spec: &Value, node: &Value) -> Option<String> {
+    // Every label of the nodeSelector, with its value (matchLabels), read in place: this runs
+    // for every node of the cluster per pending pod.
+    let labels = &node["metadata"]["labels"];
     if let Some(sel) = pod_spec["nodeSelector"].as_object()
-        && !LabelSelector::from_object(&json!({"matchLabels": sel})).matches(node["metadata"].get("labels"))
+        && !sel.iter().all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
     {
         return Some("didn't match Pod's node affinity/selector".into());
     }
