@@ -166,11 +166,16 @@ fn pass(shared: &Shared, s: &mut Inner) -> bool {
             }
             continue;
         }
-        if !terminating
-            && orphaned(s, obj)
-            && let Some(info) = shared.registry.any_version(storage)
-        {
-            changed |= delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).unwrap_or(false);
+        if !terminating && orphaned(s, obj) {
+            let deleted = shared
+                .registry
+                .any_version(storage)
+                .and_then(|info| delete_locked(shared, s, &info, &key_of(obj), &background()).map(|r| r.2).ok());
+            match deleted {
+                Some(c) => changed |= c,
+                // Not deletable now: looked at again on the next pass that wakes.
+                None => s.suspect(storage, key_of(obj)),
+            }
         }
     }
     changed

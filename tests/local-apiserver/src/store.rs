@@ -164,6 +164,11 @@ impl Inner {
             .collect()
     }
 
+    /// Makes an object a suspect again (garbage collection could not act on it yet).
+    pub fn suspect(&mut self, storage_key: &str, key: ObjKey) {
+        self.suspects.insert((storage_key.to_string(), key));
+    }
+
     /// What a garbage collection pass looks at: the terminating objects, and the suspects (taken:
     /// each is looked at once per write that made it one).
     pub fn take_gc_candidates(&mut self) -> Vec<(String, Arc<Value>)> {
