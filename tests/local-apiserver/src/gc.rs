@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::deletion::{DeleteOpts, delete_locked, remove_object};
 use crate::handlers::{CRD_CLEANUP_FINALIZER, CRD_KEY, NAMESPACE_KEY};
 use crate::server::Shared;
-use crate::store::{Inner, key_of};
+use crate::store::{Inner, key_of, owner_uids};
 
 pub async fn run(shared: Arc<Shared>) {
     loop {
@@ -36,14 +36,10 @@ fn background() -> DeleteOpts {
     DeleteOpts { propagation: "Background".into(), precondition_rv: None, precondition_uid: None, dry_run: false }
 }
 
-fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
-    obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().filter_map(|r| r["uid"].as_str())
-}
-
 /// Whether the object has owners and none of them is stored: garbage.
 fn orphaned(s: &Inner, obj: &Value) -> bool {
-    let mut owners = owner_uids(obj).peekable();
-    owners.peek().is_some() && owners.all(|u| !s.has_uid(u))
+    let owners = owner_uids(obj);
+    !owners.is_empty() && owners.iter().all(|u| !s.has_uid(u))
 }
 
 fn has_finalizer(obj: &Value, f: &str) -> bool {
