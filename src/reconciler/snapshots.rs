@@ -104,29 +104,36 @@ pub async fn observe(
     snapshotter_image: &str,
     controller_image: &str,
 ) -> Result<SnapshotStack, Error> {
+    // Five independent reads, sent together: one round trip of latency instead of five.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut present = Vec::new();
-    for name in CRD_NAMES {
-        let meta = crds
-            .get_metadata_opt(name)
-            .await
-            .map_err(|source| Error::Read { what: format!("CustomResourceDefinition/{name}"), source })?;
-        present.push((name, meta.map(|m| m.metadata)));
-    }
+    let crd_reads = futures::future::try_join_all(CRD_NAMES.map(|name| {
+        let crds = crds.clone();
+        async move {
+            let meta = crds
+                .get_metadata_opt(name)
+                .await
+                .map_err(|source| Error::Read { what: format!("CustomResourceDefinition/{name}"), source })?;
+            Ok::<_, Error>((name, meta.map(|m| m.metadata)))
+        }
+    }));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let deployment = deployments.get_opt(snapshot_controller::NAME).await.map_err(|source| Error::Read {
-        what: format!("Deployment/{namespace}/{}", snapshot_controller::NAME),
-        source,
-    })?;
-
-    let leases: Api<Lease> = Api::all(client.clone());
-    let held = leases
-        .list(&ListParams::default().fields(&format!("metadata.name={}", snapshot_controller::LEADER_LEASE)))
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("Leases {} (all namespaces)", snapshot_controller::LEADER_LEASE),
+    let deployment_read = async {
+        deployments.get_opt(snapshot_controller::NAME).await.map_err(|source| Error::Read {
+            what: format!("Deployment/{namespace}/{}", snapshot_controller::NAME),
             source,
-        })?;
+        })
+    };
+    let leases: Api<Lease> = Api::all(client.clone());
+    let lease_read = async {
+        leases
+            .list(&ListParams::default().fields(&format!("metadata.name={}", snapshot_controller::LEADER_LEASE)))
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("Leases {} (all namespaces)", snapshot_controller::LEADER_LEASE),
+                source,
+            })
+    };
+    let (present, deployment, held) = futures::try_join!(crd_reads, deployment_read, lease_read)?;
 
     let mut found = Vec::new();
     found.extend(elsewhere(&held.items, namespace, jiff::Timestamp::now()));
