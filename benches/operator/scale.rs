@@ -356,6 +356,10 @@ async fn reconcile_latency(client: &Client, drivers: &Api<HardenedCsiDriver>, po
     let (count, sum) = reconcile_time(port).await;
     figure("reconcile_mean_ms_scale", (sum - sum0) * 1000.0 / (count - count0).max(1.0), "ms");
     for (name, mut samples) in [("spec_to_apply", applied), ("reconcile", observed)] {
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let shown: Vec<String> = samples.iter().map(|s| format!("{s:.0}")).collect();
+            eprintln!("  {name} per change (ms, in order): {}", shown.join(" "));
+        }
         samples.sort_by(f64::total_cmp);
         let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
         figure(&format!("{name}_p50_ms_scale"), pct(0.50), "ms");

@@ -6,7 +6,9 @@
 //! events share them instead of copying.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -93,10 +95,12 @@ impl Store {
         }
     }
 
-    /// Locks the store. A poisoned lock (a panic while holding it) is recovered: the data is
-    /// still consistent because every mutation is a single map operation.
+    /// Locks the store. A panic while holding it does not poison it: the data is still
+    /// consistent because every mutation is a single map operation. The lock is parking_lot's,
+    /// whose fair unlock lets the workload loop hand it to a waiting request (see
+    /// `workloads::process`).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 }
 

@@ -210,7 +210,12 @@ fn process(
             None => None,
         },
     };
-    (next, cx.follow_up)
+    let follow_up = std::mem::take(&mut cx.follow_up);
+    // A request waiting for the store gets it before the loop's next item: in a real cluster the
+    // controllers, the scheduler and the kubelets are other processes, and an API request never
+    // queues behind a batch of their work.
+    parking_lot::MutexGuard::unlock_fair(s);
+    (next, follow_up)
 }
 
 pub async fn run(shared: Arc<Shared>) {

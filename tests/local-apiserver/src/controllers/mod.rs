@@ -58,6 +58,8 @@ pub struct Memory {
     /// Stable index of each node (for its IP addresses).
     pub node_index: BTreeMap<String, usize>,
     pub next_pod_ip: HashMap<String, u32>,
+    /// Where the scheduler's next filter pass starts (kube-scheduler's `nextStartNodeIndex`).
+    pub next_start_node: usize,
 }
 
 /// One reconcile's view: the server, the locked store and the loop's memory.

@@ -22,14 +22,22 @@ pub fn node_ready(node: &Value) -> bool {
 /// (not-ready, unschedulable), which this server implies instead of writing.
 pub fn effective_taints(node: &Value) -> Vec<Value> {
     let mut taints: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
-    let has = |ts: &[Value], k: &str| ts.iter().any(|t| t["key"] == k);
-    if !node_ready(node) && !has(&taints, NOT_READY_TAINT) {
-        taints.push(json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}));
-    }
-    if node["spec"]["unschedulable"] == true && !has(&taints, UNSCHEDULABLE_TAINT) {
-        taints.push(json!({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}));
-    }
+    taints.extend(implied_taints(node));
     taints
+}
+
+/// The taints of [`effective_taints`] that the node does not carry itself.
+fn implied_taints(node: &Value) -> Vec<Value> {
+    let stored = node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let has = |k: &str| stored.iter().any(|t| t["key"] == k);
+    let mut implied = Vec::new();
+    if !node_ready(node) && !has(NOT_READY_TAINT) {
+        implied.push(json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}));
+    }
+    if node["spec"]["unschedulable"] == true && !has(UNSCHEDULABLE_TAINT) {
+        implied.push(json!({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}));
+    }
+    implied
 }
 
 /// Whether one toleration tolerates one taint (v1helper.TolerationsTolerateTaint).
@@ -104,11 +112,15 @@ pub fn misfit(pod_spec: &Value, node: &Value) -> Option<String> {
         return Some("didn't match Pod's node affinity/selector".into());
     }
     let tolerations = pod_spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or_default();
-    for taint in effective_taints(node) {
+    // The node's own taints read in place; only the implied ones (a node not ready or cordoned,
+    // the exception) are built.
+    let stored = node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let implied = implied_taints(node);
+    for taint in stored.iter().chain(&implied) {
         if !matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute")) {
             continue;
         }
-        if !tolerations.iter().any(|t| tolerates(t, &taint)) {
+        if !tolerations.iter().any(|t| tolerates(t, taint)) {
             let key = taint["key"].as_str().unwrap_or_default();
             let shown = match taint["value"].as_str().filter(|v| !v.is_empty()) {
                 Some(v) => format!("{{{key}: {v}}}"),
@@ -138,24 +150,37 @@ fn pinned_nodes(pod_spec: &Value) -> Option<Vec<String>> {
 
 /// Of `fits`, the node with the fewest pods bound (then the first name).
 fn least_loaded<'a>(cx: &Ctx<'_>, fits: &[&'a Arc<Value>]) -> Option<&'a Arc<Value>> {
-    let name = |n: &Arc<Value>| n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    fn name(n: &Value) -> &str {
+        n["metadata"]["name"].as_str().unwrap_or_default()
+    }
     if fits.len() < 2 {
         return fits.first().copied();
     }
     // One pass over the pods, not one per node.
-    let mut bound: std::collections::HashMap<String, usize> = fits.iter().map(|n| (name(n), 0)).collect();
+    let mut bound: std::collections::HashMap<&str, usize> = fits.iter().map(|n| (name(n), 0)).collect();
     for p in cx.list(PODS, None) {
         if let Some(c) = p["spec"]["nodeName"].as_str().and_then(|n| bound.get_mut(n)) {
             *c += 1;
         }
     }
-    fits.iter().copied().min_by_key(|n| {
-        let node = name(n);
-        (bound.get(&node).copied().unwrap_or(0), node)
-    })
+    fits.iter().copied().min_by_key(|n| (bound.get(name(n)).copied().unwrap_or(0), name(n)))
 }
 
-/// Binds a pending pod to the fitting node with the fewest pods, or records why none fits.
+/// How many fitting nodes kube-scheduler looks for before it stops filtering (its
+/// `numFeasibleNodesToFind` with the default `percentageOfNodesToScore`): every node of a cluster
+/// under 100 nodes; otherwise 50% less 1% per 125 nodes (10% of 5,000), at least 5% and at least
+/// 100 nodes.
+fn feasible_nodes_to_find(nodes: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    if nodes < MIN_NODES {
+        return nodes;
+    }
+    let percentage = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percentage / 100).max(MIN_NODES)
+}
+
+/// Binds a pending pod to the fitting node with the fewest pods of those the filter pass found,
+/// or records why none fits.
 pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
     let spec = &pod["spec"];
     let live = |n: &Arc<Value>| n["metadata"].get("deletionTimestamp").is_none();
@@ -172,7 +197,14 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
     let nodes: Vec<Arc<Value>> = cx.list(NODES, None).into_iter().filter(live).collect();
     let mut reasons: Vec<(String, usize)> = Vec::new();
     let mut fits: Vec<&Arc<Value>> = Vec::new();
-    for n in &nodes {
+    // kube-scheduler's filter pass: from where the previous pod's search stopped, until enough
+    // nodes fit (or every node was looked at, which is when the reasons are complete).
+    let wanted = feasible_nodes_to_find(nodes.len());
+    let start = cx.mem.next_start_node % nodes.len().max(1);
+    let mut processed = 0;
+    for i in 0..nodes.len() {
+        let n = &nodes[(start + i) % nodes.len()];
+        processed += 1;
         match misfit(spec, n) {
             None => fits.push(n),
             Some(r) => match reasons.iter_mut().find(|(x, _)| *x == r) {
@@ -180,7 +212,11 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
                 None => reasons.push((r, 1)),
             },
         }
+        if fits.len() >= wanted {
+            break;
+        }
     }
+    cx.mem.next_start_node = (start + processed) % nodes.len().max(1);
     let source = Source::controller("default-scheduler");
     let Some(node) = least_loaded(cx, &fits) else {
         let message = if nodes.is_empty() {
@@ -287,6 +323,19 @@ mod tests {
         let by_name = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}}}});
         assert!(misfit(&by_name, &n).is_some());
+    }
+
+    #[test]
+    fn feasible_nodes_like_kube_scheduler() {
+        // All of a small cluster, then the adaptive percentage: 50% of 100 nodes, 42% of 1,000,
+        // 10% of 5,000, the 5% floor at 10,000 and beyond.
+        assert_eq!(feasible_nodes_to_find(3), 3);
+        assert_eq!(feasible_nodes_to_find(99), 99);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        assert_eq!(feasible_nodes_to_find(199), 100);
+        assert_eq!(feasible_nodes_to_find(1_000), 420);
+        assert_eq!(feasible_nodes_to_find(5_000), 500);
+        assert_eq!(feasible_nodes_to_find(20_000), 1_000);
     }
 
     #[test]
