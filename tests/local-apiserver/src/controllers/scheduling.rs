@@ -21,15 +21,19 @@ pub fn node_ready(node: &Value) -> bool {
 /// The node's taints plus those the node lifecycle controller keeps on it for its conditions
 /// (not-ready, unschedulable), which this server implies instead of writing.
 pub fn effective_taints(node: &Value) -> Vec<Value> {
-    let mut taints: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    let mut taints = stored_taints(node).to_vec();
     taints.extend(implied_taints(node));
     taints
 }
 
+/// The taints the node carries in `spec.taints`.
+fn stored_taints(node: &Value) -> &[Value] {
+    node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
 /// The taints of [`effective_taints`] that the node does not carry itself.
 fn implied_taints(node: &Value) -> Vec<Value> {
-    let stored = node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let has = |k: &str| stored.iter().any(|t| t["key"] == k);
+    let has = |k: &str| stored_taints(node).iter().any(|t| t["key"] == k);
     let mut implied = Vec::new();
     if !node_ready(node) && !has(NOT_READY_TAINT) {
         implied.push(json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}));
@@ -114,9 +118,8 @@ pub fn misfit(pod_spec: &Value, node: &Value) -> Option<String> {
     let tolerations = pod_spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or_default();
     // The node's own taints read in place; only the implied ones (a node not ready or cordoned,
     // the exception) are built.
-    let stored = node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or_default();
     let implied = implied_taints(node);
-    for taint in stored.iter().chain(&implied) {
+    for taint in stored_taints(node).iter().chain(&implied) {
         if !matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute")) {
             continue;
         }
@@ -201,10 +204,9 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
     // nodes fit (or every node was looked at, which is when the reasons are complete).
     let wanted = feasible_nodes_to_find(nodes.len());
     let start = cx.mem.next_start_node % nodes.len().max(1);
-    let mut processed = 0;
+    let mut processed = nodes.len();
     for i in 0..nodes.len() {
         let n = &nodes[(start + i) % nodes.len()];
-        processed += 1;
         match misfit(spec, n) {
             None => fits.push(n),
             Some(r) => match reasons.iter_mut().find(|(x, _)| *x == r) {
@@ -213,6 +215,7 @@ pub fn schedule(cx: &mut Ctx<'_>, pod: &Arc<Value>) {
             },
         }
         if fits.len() >= wanted {
+            processed = i + 1;
             break;
         }
     }
