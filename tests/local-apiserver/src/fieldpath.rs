@@ -2,7 +2,7 @@
 //! object sets, converting sets to and from the `fieldsV1` wire format, and reading, removing and
 //! merging values at those paths under the merge rules of [`crate::schema`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -64,14 +64,63 @@ impl Scope {
 
 /// The fields `obj` sets, as a manager applying it would own them.
 pub fn collect(obj: &Value, root: Node<'_>, scope: Scope) -> FieldSet {
+    walk_top(obj, None, root, scope)
+}
+
+/// Of the fields `new` sets ([`collect`]), those whose value differs from `old`'s, each side read
+/// as [`get`] reads it (every field when there is no `old`). One walk of both objects instead of
+/// two `get`s from the root per field.
+pub fn changed(old: Option<&Value>, new: &Value, root: Node<'_>, scope: Scope) -> FieldSet {
+    match old {
+        Some(old) => walk_top(new, Some(old), root, scope),
+        None => collect(new, root, scope),
+    }
+}
+
+/// What [`get`] finds at the current path of a [`changed`] walk, in the new and the old object.
+#[derive(Clone, Copy)]
+struct Sides<'v> {
+    new: Option<&'v Value>,
+    old: Option<&'v Value>,
+}
+
+impl<'v> Sides<'v> {
+    fn field(self, name: &str) -> Sides<'v> {
+        Sides { new: self.new.and_then(|v| v.get(name)), old: self.old.and_then(|v| v.get(name)) }
+    }
+
+    /// The items of a list on each side by their path element, the first of equal ones (as
+    /// [`get`] finds them).
+    fn items(self, elem: impl Fn(&Value) -> String) -> [HashMap<String, &'v Value>; 2] {
+        [self.new, self.old].map(|side| {
+            let mut by = HashMap::new();
+            for item in side.and_then(Value::as_array).into_iter().flatten() {
+                by.entry(elem(item)).or_insert(item);
+            }
+            by
+        })
+    }
+}
+
+/// Adds the current path to `out`: always in a plain collect (`sides` None), else when the two
+/// sides differ.
+fn insert(out: &mut FieldSet, path: &Path, sides: Option<Sides<'_>>) {
+    if sides.is_none_or(|s| s.new != s.old) {
+        out.insert(path.clone());
+    }
+}
+
+fn walk_top(obj: &Value, old: Option<&Value>, root: Node<'_>, scope: Scope) -> FieldSet {
     let mut out = FieldSet::new();
     if let Some(map) = obj.as_object() {
+        let sides = old.map(|old| Sides { new: Some(obj), old: Some(old) });
         for (k, v) in map {
             if k == "apiVersion" || k == "kind" || !scope.includes_top(k) {
                 continue;
             }
             let node = root.root_field(k);
             let mut path = vec![Elem::Field(k.clone())];
+            let field_sides = sides.map(|s| s.field(k));
             if k == "metadata" {
                 if let Some(meta) = v.as_object() {
                     for (mk, mv) in meta {
@@ -79,55 +128,118 @@ pub fn collect(obj: &Value, root: Node<'_>, scope: Scope) -> FieldSet {
                             continue;
                         }
                         path.push(Elem::Field(mk.clone()));
-                        collect_value(mv, node.field(mk), &mut path, &mut out);
+                        collect_value(mv, field_sides.map(|s| s.field(mk)), node.field(mk), &mut path, &mut out);
                         path.pop();
                     }
                 }
                 continue;
             }
-            collect_value(v, node, &mut path, &mut out);
+            collect_value(v, field_sides, node, &mut path, &mut out);
         }
     }
     out
 }
 
-fn collect_value(v: &Value, node: Node<'_>, path: &mut Path, out: &mut FieldSet) {
+fn collect_value(v: &Value, sides: Option<Sides<'_>>, node: Node<'_>, path: &mut Path, out: &mut FieldSet) {
     match (node.shape(), v) {
         (Shape::Object, Value::Object(map)) if !map.is_empty() => {
             for (k, child) in map {
                 path.push(Elem::Field(k.clone()));
-                collect_value(child, node.field(k), path, out);
+                collect_value(child, sides.map(|s| s.field(k)), node.field(k), path, out);
                 path.pop();
             }
         }
         (Shape::List(ListKind::Map(keys)), Value::Array(items)) if !keys.is_empty() => {
             let item_node = node.item();
+            let by_key = sides.map(|s| s.items(|item| item_key(item, &keys)));
             for item in items {
-                path.push(Elem::Key(item_key(item, &keys)));
-                out.insert(path.clone());
+                let key = item_key(item, &keys);
+                let item_sides = by_key
+                    .as_ref()
+                    .map(|[new, old]| Sides { new: new.get(&key).copied(), old: old.get(&key).copied() });
+                path.push(Elem::Key(key));
+                insert(out, path, item_sides);
                 if let Some(fields) = item.as_object() {
                     for (k, child) in fields {
                         path.push(Elem::Field(k.clone()));
-                        collect_value(child, item_node.field(k), path, out);
+                        collect_value(child, item_sides.map(|s| s.field(k)), item_node.field(k), path, out);
                         path.pop();
                     }
                 }
                 path.pop();
             }
             if items.is_empty() {
-                out.insert(path.clone());
+                insert(out, path, sides);
             }
         }
         (Shape::List(ListKind::Set), Value::Array(items)) if !items.is_empty() => {
+            let by_value = sides.map(|s| s.items(Value::to_string));
             for item in items {
-                path.push(Elem::Value(item.to_string()));
-                out.insert(path.clone());
+                let value = item.to_string();
+                let item_sides = by_value
+                    .as_ref()
+                    .map(|[new, old]| Sides { new: new.get(&value).copied(), old: old.get(&value).copied() });
+                path.push(Elem::Value(value));
+                insert(out, path, item_sides);
                 path.pop();
             }
         }
-        _ => {
-            out.insert(path.clone());
+        _ => insert(out, path, sides),
+    }
+}
+
+/// Keeps the paths of `set` that [`get`] finds in `obj`, and those `keep` keeps. One walk of
+/// `obj` for the whole set: paths sharing a prefix resolve it once, and a list's item keys are
+/// computed once.
+pub fn retain_existing(set: &mut FieldSet, obj: &Value, root: Node<'_>, keep: impl Fn(&Path) -> bool) {
+    let paths: Vec<(usize, &Path)> = set.iter().enumerate().collect();
+    let mut found = vec![false; paths.len()];
+    find_existing(&paths, 0, obj, root, &mut found);
+    // `retain` visits in the order `iter` enumerated.
+    let mut flags = found.into_iter();
+    set.retain(|p| flags.next().unwrap_or(false) || keep(p));
+}
+
+/// Marks in `found` the paths of `paths` (sorted, sharing the first `depth` elements, which
+/// resolve to `cur` at `node`) whose remaining elements resolve in `cur` as [`get`] resolves them.
+fn find_existing(paths: &[(usize, &Path)], depth: usize, cur: &Value, node: Node<'_>, found: &mut [bool]) {
+    let (mut item_keys, mut item_values): (Option<Vec<String>>, Option<Vec<String>>) = (None, None);
+    let mut i = 0;
+    while i < paths.len() {
+        let (index, path) = paths[i];
+        let Some(e) = path.get(depth) else {
+            found[index] = true;
+            i += 1;
+            continue;
+        };
+        let mut j = i + 1;
+        while j < paths.len() && paths[j].1.get(depth) == Some(e) {
+            j += 1;
         }
+        let child = match e {
+            Elem::Field(f) => {
+                cur.get(f.as_str()).map(|c| (c, if depth == 0 { node.root_field(f) } else { node.field(f) }))
+            }
+            Elem::Key(k) => match (node.shape(), cur.as_array()) {
+                (Shape::List(ListKind::Map(keys)), Some(items)) => item_keys
+                    .get_or_insert_with(|| items.iter().map(|item| item_key(item, &keys)).collect())
+                    .iter()
+                    .position(|x| x == k)
+                    .map(|at| (&items[at], node.item())),
+                _ => None,
+            },
+            Elem::Value(v) => cur.as_array().and_then(|items| {
+                item_values
+                    .get_or_insert_with(|| items.iter().map(Value::to_string).collect())
+                    .iter()
+                    .position(|x| x == v)
+                    .map(|at| (&items[at], Node::Leaf))
+            }),
+        };
+        if let Some((child, child_node)) = child {
+            find_existing(&paths[i..j], depth + 1, child, child_node, found);
+        }
+        i = j;
     }
 }
 
@@ -400,6 +512,52 @@ mod tests {
         let c = &merged["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "img:2");
         assert_eq!(c["env"], json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]));
+    }
+
+    /// `changed` and `retain_existing` read every path as `get` does: checked against the
+    /// path-by-path formulation on pairs of objects that differ in leaves, keyed items (some
+    /// duplicated, as a PUT may send them), set items and shapes.
+    #[test]
+    fn one_walk_reads_paths_as_get_does() {
+        let root = Node::builtin("api::apps::v1::Deployment");
+        let mut objects = vec![
+            deployment("img:1", json!([{"name": "A", "value": "1"}])),
+            deployment("img:2", json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])),
+            deployment("img:1", json!([{"name": "A", "value": "2"}, {"name": "A", "value": "3", "x": 1}])),
+            deployment("img:1", json!([])),
+            deployment("img:1", json!("not a list")),
+            deployment("img:1", json!([{"name": "B"}, {"value": "orphan"}])),
+        ];
+        let mut extra = deployment("img:1", json!([{"name": "A", "value": "1"}]));
+        extra["metadata"]["finalizers"] = json!(["a", "b", "a"]);
+        extra["metadata"]["labels"] = json!({});
+        extra["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "side", "ports": [{"containerPort": 80, "protocol": "TCP"}]}));
+        objects.push(extra);
+        let mut other = objects[6].clone();
+        other["metadata"]["finalizers"] = json!(["b"]);
+        other["spec"]["replicas"] = json!({"odd": "shape"});
+        objects.push(other);
+        for scope in [Scope::All, Scope::MainWithoutStatus] {
+            for old in &objects {
+                for new in &objects {
+                    let by_get: FieldSet = collect(new, root, scope)
+                        .into_iter()
+                        .filter(|p| get(old, p, root) != get(new, p, root))
+                        .collect();
+                    assert_eq!(changed(Some(old), new, root, scope), by_get, "{old} -> {new}");
+                    let mut set = collect(old, root, Scope::All);
+                    set.insert(vec![Elem::Field("spec".into()), Elem::Field("gone".into())]);
+                    let kept: FieldSet =
+                        set.iter().filter(|p| get(new, p, root).is_some() || p.len() == 1).cloned().collect();
+                    retain_existing(&mut set, new, root, |p| p.len() == 1);
+                    assert_eq!(set, kept, "{old} in {new}");
+                }
+            }
+        }
+        assert_eq!(changed(None, &objects[0], root, Scope::All), collect(&objects[0], root, Scope::All));
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn prune(entries: &mut Vec<Entry>, obj: &Value, root: Node<'_>) {
             && obj.get("kind").and_then(Value::as_str) == Some("Secret")
     };
     for e in entries.iter_mut() {
-        e.set.retain(|p| write_only(p) || fieldpath::get(obj, p, root).is_some());
+        fieldpath::retain_existing(&mut e.set, obj, root, write_only);
     }
     entries.retain(|e| !e.set.is_empty());
 }
@@ -176,15 +176,7 @@ fn starting_entries(old: Option<&Value>, new: &Value, subresource: &str) -> Vec<
 /// Records a non-apply write (create, update, patch) by `ctx.manager` on `new`.
 pub fn record_update(old: Option<&Value>, new: &mut Value, ctx: &WriteCtx<'_>) {
     let mut entries = starting_entries(old, new, ctx.subresource);
-    let new_set = fieldpath::collect(new, ctx.root, ctx.scope);
-    let changed: FieldSet = new_set
-        .iter()
-        .filter(|p| match old {
-            Some(o) => fieldpath::get(o, p, ctx.root) != fieldpath::get(new, p, ctx.root),
-            None => true,
-        })
-        .cloned()
-        .collect();
+    let changed = fieldpath::changed(old, new, ctx.root, ctx.scope);
     for e in entries.iter_mut() {
         if !e.is(ctx.manager, "Update", ctx.subresource) {
             e.set.retain(|p| !changed.contains(p));

@@ -55,6 +55,17 @@ pub struct Inner {
     /// one of their owners was removed. Garbage collection takes them ([`Inner::take_gc_candidates`])
     /// instead of looking at every object under the store lock.
     suspects: BTreeSet<Entry>,
+    /// Node name -> how many pods are bound to it, as kube-scheduler's NodeInfo cache counts them:
+    /// picking the least loaded node does not look at every pod of the cluster.
+    pods_on_node: HashMap<String, usize>,
+}
+
+/// The storage key of pods, whose `spec.nodeName` the store indexes.
+const PODS: &str = "/pods";
+
+/// The node a stored pod is bound to.
+fn bound_node<'a>(storage_key: &str, obj: &'a Value) -> Option<&'a str> {
+    (storage_key == PODS).then(|| obj["spec"]["nodeName"].as_str()).flatten().filter(|n| !n.is_empty())
 }
 
 /// One stored object: (storage key, key).
@@ -91,6 +102,7 @@ impl Store {
                 dependents: HashMap::new(),
                 terminating: BTreeSet::new(),
                 suspects: BTreeSet::new(),
+                pods_on_node: HashMap::new(),
             }),
         }
     }
@@ -129,6 +141,30 @@ impl Inner {
             if *n == 0 {
                 self.uids.remove(uid);
             }
+        }
+    }
+
+    /// How many pods are bound to `node`.
+    pub fn pods_on_node(&self, node: &str) -> usize {
+        self.pods_on_node.get(node).copied().unwrap_or(0)
+    }
+
+    fn index_node(&mut self, storage_key: &str, old: Option<&Value>, new: Option<&Value>) {
+        let (before, after) =
+            (old.and_then(|o| bound_node(storage_key, o)), new.and_then(|n| bound_node(storage_key, n)));
+        if before == after {
+            return;
+        }
+        if let Some(n) = before
+            && let Some(c) = self.pods_on_node.get_mut(n)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.pods_on_node.remove(n);
+            }
+        }
+        if let Some(n) = after {
+            *self.pods_on_node.entry(n.to_string()).or_default() += 1;
         }
     }
 
@@ -261,6 +297,7 @@ impl Inner {
         let obj = Arc::new(obj);
         let old = self.objects.entry(storage_key.to_string()).or_default().insert(key.clone(), obj.clone());
         self.index_gc(storage_key, &key, old.as_deref(), Some(&obj));
+        self.index_node(storage_key, old.as_deref(), Some(&obj));
         if let Some(o) = &old {
             self.index_uid(o, false);
         }
@@ -275,6 +312,7 @@ impl Inner {
         let old = self.objects.get_mut(storage_key)?.remove(key)?;
         self.index_uid(&old, false);
         self.index_gc(storage_key, key, Some(&old), None);
+        self.index_node(storage_key, Some(&old), None);
         // Its dependents may have lost their last owner.
         if let Some(uid) = old["metadata"]["uid"].as_str()
             && !self.has_uid(uid)
@@ -391,6 +429,33 @@ mod tests {
         // History holds 3 events; the first was compacted away.
         assert!(s.events_since("/configmaps", a_rv - 1).is_none());
         assert_eq!(s.events_since("/configmaps", a_rv).map(|e| e.len()), Some(2));
+    }
+
+    #[test]
+    fn pods_per_node_follow_binding_rebinding_and_removal() {
+        let pod = |name: &str, node: Option<&str>| {
+            let mut p = obj("ns", name);
+            if let Some(n) = node {
+                p["spec"] = json!({"nodeName": n});
+            }
+            p
+        };
+        let s = Store::new(100);
+        let mut s = s.lock();
+        s.put(PODS, pod("a", None));
+        assert_eq!(s.pods_on_node("n1"), 0);
+        s.put(PODS, pod("a", Some("n1")));
+        s.put(PODS, pod("b", Some("n1")));
+        s.put(PODS, pod("c", Some("")));
+        // Another kind's nodeName is not a binding.
+        s.put("/other", pod("d", Some("n1")));
+        assert_eq!((s.pods_on_node("n1"), s.pods_on_node("")), (2, 0));
+        s.put(PODS, pod("b", Some("n2")));
+        assert_eq!((s.pods_on_node("n1"), s.pods_on_node("n2")), (1, 1));
+        s.remove(PODS, &("ns".into(), "a".into()));
+        s.drop_resource(PODS);
+        assert_eq!((s.pods_on_node("n1"), s.pods_on_node("n2")), (0, 0));
+        assert!(s.pods_on_node.is_empty());
     }
 
     #[test]

@@ -156,17 +156,7 @@ fn least_loaded<'a>(cx: &Ctx<'_>, fits: &[&'a Arc<Value>]) -> Option<&'a Arc<Val
     fn name(n: &Value) -> &str {
         n["metadata"]["name"].as_str().unwrap_or_default()
     }
-    if fits.len() < 2 {
-        return fits.first().copied();
-    }
-    // One pass over the pods, not one per node.
-    let mut bound: std::collections::HashMap<&str, usize> = fits.iter().map(|n| (name(n), 0)).collect();
-    for p in cx.list(PODS, None) {
-        if let Some(c) = p["spec"]["nodeName"].as_str().and_then(|n| bound.get_mut(n)) {
-            *c += 1;
-        }
-    }
-    fits.iter().copied().min_by_key(|n| (bound.get(name(n)).copied().unwrap_or(0), name(n)))
+    fits.iter().copied().min_by_key(|n| (cx.s.pods_on_node(name(n)), name(n)))
 }
 
 /// How many fitting nodes kube-scheduler looks for before it stops filtering (its
