@@ -230,7 +230,8 @@ pub async fn figures() {
 
     // Steady state: nothing changes. The requests of a quiet window, then memory: convergence
     // ends while the last node plugin pods turn ready and a refresh's pages are being freed, so
-    // memory is read once the quiet window has passed (25 s later).
+    // memory is read once the quiet window has passed (31 s later: the wait for the last coalesced
+    // status write, the window, the renewals and the no-op reconcile).
     let per_hour = requests_per_hour(&server, &drivers, "scale").await;
     figure("api_requests_per_hour_scale", per_hour, "requests");
     let (rss, peak) = op.rss();
