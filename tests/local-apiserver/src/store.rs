@@ -60,8 +60,20 @@ pub struct Inner {
     pods_on_node: HashMap<String, usize>,
 }
 
-/// The storage key of pods, whose `spec.nodeName` the store indexes.
-const PODS: &str = "/pods";
+/// The storage key of pods, whose `spec.nodeName` the store indexes (the controllers name it too).
+pub const PODS: &str = "/pods";
+
+/// Counts one more (`add`) or one fewer of `key`, forgetting keys that reach zero.
+fn tally(counts: &mut HashMap<String, usize>, key: &str, add: bool) {
+    if add {
+        *counts.entry(key.to_string()).or_default() += 1;
+    } else if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
 
 /// The node a stored pod is bound to.
 fn bound_node<'a>(storage_key: &str, obj: &'a Value) -> Option<&'a str> {
@@ -134,14 +146,7 @@ impl Inner {
         let Some(uid) = obj["metadata"]["uid"].as_str() else {
             return;
         };
-        if add {
-            *self.uids.entry(uid.to_string()).or_default() += 1;
-        } else if let Some(n) = self.uids.get_mut(uid) {
-            *n -= 1;
-            if *n == 0 {
-                self.uids.remove(uid);
-            }
-        }
+        tally(&mut self.uids, uid, add);
     }
 
     /// How many pods are bound to `node`.
@@ -155,16 +160,11 @@ impl Inner {
         if before == after {
             return;
         }
-        if let Some(n) = before
-            && let Some(c) = self.pods_on_node.get_mut(n)
-        {
-            *c -= 1;
-            if *c == 0 {
-                self.pods_on_node.remove(n);
-            }
+        if let Some(n) = before {
+            tally(&mut self.pods_on_node, n, false);
         }
         if let Some(n) = after {
-            *self.pods_on_node.entry(n.to_string()).or_default() += 1;
+            tally(&mut self.pods_on_node, n, true);
         }
     }
 

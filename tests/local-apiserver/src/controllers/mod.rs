@@ -30,7 +30,7 @@ pub const DEPLOYMENTS: &str = "apps/deployments";
 pub const REPLICASETS: &str = "apps/replicasets";
 pub const DAEMONSETS: &str = "apps/daemonsets";
 pub const REVISIONS: &str = "apps/controllerrevisions";
-pub const PODS: &str = "/pods";
+pub use crate::store::PODS;
 pub const NODES: &str = "/nodes";
 pub const EVENTS: &str = "/events";
 pub const SECRETS: &str = "/secrets";
