@@ -4,9 +4,12 @@
 # dhi.io/static holds no C library (CA certificates, tzdata and the nonroot user only), so the
 # binary is static: Rust on musl links statically. The builder always runs on the build machine's
 # own platform ($BUILDPLATFORM) and cross-compiles for each target platform (TARGETARCH amd64 or
-# arm64) with cargo-zigbuild, whose zig supplies the musl C cross compiler and linker for the only
-# C in the build (aws-lc-rs, rustls' crypto). No QEMU emulation, so an arm64 image builds as fast
-# as an amd64 one. `cargo auditable` embeds the dependency list in the binary, so scanners
+# arm64) with cargo-zigbuild, whose zig supplies the musl C cross compiler for the only C in the
+# build (aws-lc-rs, rustls' crypto, and jemalloc). The toolchain's own rust-lld links (zig's linker
+# refuses the option build.rs asks for): a static position-independent binary with packed
+# relative relocations (`make image-binary` builds the same way,
+# and `BENCH_PROFILE=release make bench` measures that binary). No QEMU emulation, so an arm64
+# image builds as fast as an amd64 one. `cargo auditable` embeds the dependency list in the binary, so scanners
 # (syft, trivy, grype, cargo audit bin) see every crate in the image.
 #
 # Base images are pinned by digest: each FROM is image:tag@${*_DIGEST}. An empty digest leaves
@@ -49,7 +52,10 @@ RUN test -n "${VERSION}" || { echo "--build-arg VERSION=<Cargo.toml version> is 
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,id=target-${TARGETARCH},target=/src/target \
     target="$(cat /rust-target)" \
- && RUSTFLAGS="-C target-feature=+crt-static" \
+ && lld="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-lld" \
+ && { test -x "${lld}" || { echo "the Rust toolchain has no rust-lld (${lld}), which links the image" >&2; exit 1; }; } \
+ && export "CARGO_TARGET_$(echo "${target}" | tr a-z- A-Z_)_LINKER=rust-lld" \
+ && RUSTFLAGS="-C target-feature=+crt-static -C linker-flavor=ld.lld" \
     cargo auditable zigbuild --release --locked --target "${target}" --bin hardened-csi-operator \
  && install -D -m 0755 "target/${target}/release/hardened-csi-operator" /out/hardened-csi-operator
 

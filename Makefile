@@ -13,7 +13,7 @@ export MOTO_EC2_LOAD_DEFAULT_AMIS := false
 # Tests never reach instance metadata or real AWS: everything AWS is moto or a local stand-in.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: gitops-testdata all build lint test venv crds crds-check cargo-test manifests demo bench clean deny
+.PHONY: gitops-testdata all build lint test venv crds crds-check cargo-test manifests demo bench clean deny image-binary
 
 all: build
 
@@ -70,20 +70,40 @@ test: venv build crds-check manifests cargo-test
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BENCH_VENV)
 
 ## Local demo: the local API server and moto, the operator reconciling deploy/examples/irsa.yaml.
 demo: venv build
 	deploy/demo.sh
 
+## The image's binary, built as the Dockerfile builds it: static musl, linked by rust-lld (packed
+## relative relocations, build.rs), zig (from PyPI) as the C compiler of aws-lc and jemalloc.
+MUSL_TARGET ?= x86_64-unknown-linux-musl
+IMAGE_BIN := $(CURDIR)/target/$(MUSL_TARGET)/release/hardened-csi-operator
+IMAGE_RUSTFLAGS := -C target-feature=+crt-static -C linker-flavor=ld.lld
+# The Dockerfile's CARGO_ZIGBUILD_VERSION.
+CARGO_ZIGBUILD_VERSION := 0.24.1
+BENCH_VENV ?= $(CURDIR)/.venv-bench
+$(BENCH_VENV)/.installed: benches/requirements.lock
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --require-hashes -r benches/requirements.lock
+	touch $@
+image-binary: $(BENCH_VENV)/.installed
+	rustup target add $(MUSL_TARGET)
+	[ "$$(cargo-zigbuild --version 2>/dev/null)" = "cargo-zigbuild $(CARGO_ZIGBUILD_VERSION)" ] \
+	  || $(CARGO) install --locked cargo-zigbuild@$(CARGO_ZIGBUILD_VERSION)
+	PATH="$(BENCH_VENV)/bin:$$PATH" RUSTFLAGS="$(IMAGE_RUSTFLAGS)" \
+	  CARGO_TARGET_$(shell echo $(MUSL_TARGET) | tr a-z- A-Z_)_LINKER=rust-lld \
+	  $(CARGO) zigbuild --release --locked --target $(MUSL_TARGET) --bin hardened-csi-operator
+
 ## Benchmarks (not tests): one figure a line, `name value unit`. BENCH_PROFILE=release measures the
-## release binary (the image's build) run by a benchmark built with the benchmark profile (compiles the
-## AWS SDK twice more, ~25 minutes cold); BENCH_BIN measures another binary.
+## image's binary (`make image-binary`) run by a benchmark built with the benchmark profile (compiles
+## the AWS SDK twice more, ~30 minutes cold); BENCH_BIN measures another binary.
 BENCH_PROFILE ?= dev
 bench: venv
 ifeq ($(BENCH_PROFILE),release)
-	$(CARGO) build --release --bin hardened-csi-operator
-	BENCH_BIN="$${BENCH_BIN:-$(CURDIR)/target/release/hardened-csi-operator}" $(CARGO) bench --profile benchmark --bench operator
+	$(if $(BENCH_BIN),,$(MAKE) image-binary)
+	BENCH_BIN="$${BENCH_BIN:-$(IMAGE_BIN)}" $(CARGO) bench --profile benchmark --bench operator
 else
 	$(CARGO) bench --profile $(BENCH_PROFILE) --bench operator
 endif

@@ -2,7 +2,8 @@
 //! `REVISION` when the build sets it (the Dockerfile's build argument, a checkout without .git),
 //! else `git rev-parse HEAD`, else `unknown`.
 //!
-//! On glibc it also links the binary with packed relative relocations (DT_RELR).
+//! Linked by lld (glibc builds, and the static musl image), the binary also gets packed relative
+//! relocations ([`lld_args`]).
 
 use std::process::Command;
 
@@ -22,13 +23,41 @@ fn main() {
     }
     println!("cargo:rustc-env=HCO_GIT_REVISION={}", revision.unwrap_or_else(|| "unknown".to_string()));
 
-    // A position-independent binary is relocated at start: 80,000 RELA entries (24 bytes each,
-    // 1.9 MiB that the loader reads and so keeps resident). DT_RELR packs them into bitmaps of
-    // a few KiB (lld, the toolchain's linker; glibc >= 2.36 reads them). The musl image is linked
-    // by zig, whose `zig cc` does not pass this option on, so it is asked for on glibc only.
-    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
-        && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
-    {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    for arg in lld_args() {
+        println!("cargo:rustc-link-arg-bins={arg}");
+    }
+}
+
+/// How link arguments reach lld.
+#[derive(Clone, Copy)]
+enum Lld {
+    /// Through the C compiler driver, as `-Wl,...`: glibc builds, which rustc links with cc
+    /// driving rust-lld.
+    ThroughCc,
+    /// Directly: `-C linker-flavor=ld.lld` (the static musl build of the image, linked by
+    /// rust-lld).
+    Direct,
+}
+
+/// The flavor of this build's link, None for a linker that is not lld (such as `zig cc`, which
+/// refuses these options).
+fn lld() -> Option<Lld> {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if flags.split('\x1f').any(|f| f.trim_start_matches("-C") == "linker-flavor=ld.lld") {
+        return Some(Lld::Direct);
+    }
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    (var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu").then_some(Lld::ThroughCc)
+}
+
+/// The link arguments for lld: packed relative relocations. A position-independent binary is
+/// relocated at start: 80,000 RELA entries (24 bytes each, 1.9 MiB that the loader reads and so
+/// keeps resident). DT_RELR packs them into bitmaps of a few KiB (glibc >= 2.36 and musl >= 1.2.4
+/// read them).
+fn lld_args() -> Vec<String> {
+    match lld() {
+        Some(Lld::Direct) => vec!["-z".to_string(), "pack-relative-relocs".to_string()],
+        Some(Lld::ThroughCc) => vec!["-Wl,-z,pack-relative-relocs".to_string()],
+        None => Vec::new(),
     }
 }

@@ -194,3 +194,32 @@ async fn binary_with_kubeconfig_driven_by_kubectl() {
     assert!(denied.is_empty(), "the kustomize base's RBAC refused the operator: {denied:#?}");
     assert!(!server.access_log(&user).is_empty(), "the operator ran as its ServiceAccount");
 }
+
+/// The binary's allocator options are in effect: jemalloc's own statistics, printed at exit when
+/// asked for, list the options it runs with.
+#[test]
+fn the_binary_runs_jemalloc_with_its_options() {
+    // Only the general section (the options), none of the per-arena tables.
+    let out = Command::new(env!("CARGO_BIN_EXE_hardened-csi-operator"))
+        .arg("crd")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true,stats_print_opts:mdablxeh")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success(), "crd failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in EXPECTED_ALLOCATOR_OPTIONS {
+        assert!(stats.lines().any(|l| l.trim() == *option), "jemalloc does not run with {option:?}:\n{stats}");
+    }
+}
+
+/// What .cargo/config.toml configures for this build, as jemalloc prints it: one arena on every
+/// target, and on the static musl builds of the image no thread caches and no decay delay.
+#[cfg(not(target_env = "musl"))]
+const EXPECTED_ALLOCATOR_OPTIONS: &[&str] = &["opt.narenas: 1"];
+#[cfg(target_env = "musl")]
+const EXPECTED_ALLOCATOR_OPTIONS: &[&str] = &[
+    "opt.narenas: 1",
+    "opt.tcache: false",
+    "opt.dirty_decay_ms: 0 (arenas.dirty_decay_ms: 0)",
+    "opt.muzzy_decay_ms: 0 (arenas.muzzy_decay_ms: 0)",
+];

@@ -138,6 +138,23 @@ def test_binary_is_built_with_cargo_auditable_from_pinned_tools():
     assert '"cargo-zigbuild@${CARGO_ZIGBUILD_VERSION}"' in install
 
 
+def _makefile_var(name: str) -> str:
+    (value,) = re.findall(rf"^{name} :?= (.*)$", (REPO / "Makefile").read_text(), re.M)
+    return value.strip()
+
+
+def test_image_is_linked_as_make_image_binary_links_the_measured_binary():
+    """The benchmark measures `make image-binary`'s binary; the image must be that build: the same
+    rustflags (static, rust-lld as the linker, so build.rs adds packed relative relocations) and the same cargo-zigbuild."""
+    build = _stages()[0]
+    (compile_,) = [r for r in _runs(build) if "cargo auditable" in r]
+    assert f'RUSTFLAGS="{_makefile_var("IMAGE_RUSTFLAGS")}"' in compile_
+    assert '_LINKER=rust-lld"' in compile_ and "tr a-z- A-Z_" in compile_
+    assert "the Rust toolchain has no rust-lld" in compile_, "a toolchain without rust-lld must fail by name"
+    versions = dict(a.split("=", 1) for n, a in build if n == "ARG" and "=" in a)
+    assert versions["CARGO_ZIGBUILD_VERSION"] == _makefile_var("CARGO_ZIGBUILD_VERSION")
+
+
 def test_image_carries_oci_labels_from_build_arguments():
     runtime = _stages()[1]
     (label,) = [a for n, a in runtime if n == "LABEL"]
