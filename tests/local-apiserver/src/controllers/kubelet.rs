@@ -45,7 +45,8 @@ impl Default for KubeletOptions {
 /// A fault of every container that runs an image (matched by the exact image string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFault {
-    /// The container exits with code 1 shortly after starting: CrashLoopBackOff.
+    /// The container exits with code 1 shortly after starting: CrashLoopBackOff. Between starting
+    /// and exiting it is ready only without a readiness probe (no probe passes in that time).
     Crash,
     /// The container runs but never passes readiness.
     NeverReady,
@@ -500,8 +501,11 @@ fn pod_status(pod: &Value, run: &PodRun, faults: &HashMap<String, ImageFault>) -
     );
     let init_running = run.containers.iter().any(|c| c.init && c.stage != Stage::Completed);
     let status_of = |c: &ContainerRun| {
-        let ready = !c.init && c.stage == Stage::Running && faults.get(&c.image) != Some(&ImageFault::NeverReady)
-            || (c.init && c.stage == Stage::Completed);
+        // A container with a readiness probe is ready once a probe passes: never for one that never
+        // passes, nor for one that exits (after `crash_after`) before it serves its first probe.
+        let fault = faults.get(&c.image);
+        let probe_fails = fault == Some(&ImageFault::NeverReady) || (fault.is_some() && c.has_readiness_probe);
+        let ready = !c.init && c.stage == Stage::Running && !probe_fails || (c.init && c.stage == Stage::Completed);
         let started = c.stage == Stage::Running;
         let mut s = json!({
             "name": c.name, "image": c.image, "imageID": "", "ready": ready, "restartCount": c.restarts,

@@ -444,6 +444,27 @@ async fn crashing_and_never_ready_images() {
     srv.clear_image_fault("app:crash");
     rolled_out(&api, "crash", 1).await;
 
+    // With a readiness probe, a crashing container is never ready, not even between its start
+    // and its exit: every status the kubelet writes, seen through a watch, says not ready.
+    srv.set_image_fault("app:crash-probed", ImageFault::Crash);
+    let (_, rv) = list_pods(&pods, "probed").await;
+    let mut events = watch_pods(&pods, "probed", &rv).await;
+    let mut probed = deployment("probed", 1, "app:crash-probed");
+    probed["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1});
+    apply(&api, "probed", &probed).await;
+    let mut statuses = 0;
+    while let Some(ev) = events.try_next().await.unwrap() {
+        let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else { continue };
+        assert!(!pod_ready(&p), "a crashing container passed its readiness probe: {:?}", p.status);
+        statuses += 1;
+        let restarts = p.status.and_then(|s| s.container_statuses).and_then(|c| c.first().map(|c| c.restart_count));
+        if restarts >= Some(2) {
+            break;
+        }
+    }
+    assert!(statuses >= 4, "pending, running, crashed and restarted: {statuses} statuses");
+
     srv.set_image_fault("app:stuck", ImageFault::NeverReady);
     apply(&api, "stuck", &deployment("stuck", 1, "app:stuck")).await;
     let p = eventually("running but not ready", || async {
