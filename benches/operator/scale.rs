@@ -48,12 +48,18 @@ impl Operator {
         let child = tokio::process::Command::new(bin)
             .args(["run", "--kubeconfig", kubeconfig.to_str().expect("path")])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(["--aws-endpoint-url", &format!("http://{aws}"), "--log-level", "warn"])
+            .args(["--aws-endpoint-url", &format!("http://{aws}")])
+            // `BENCH_OPERATOR_LOG=debug` shows the operator's own timeline on stderr.
+            .args(["--log-level", &std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into())])
             .env("AWS_ACCESS_KEY_ID", "bench")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(std::process::Stdio::null())
+            .stdout(if std::env::var_os("BENCH_OPERATOR_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("operator starts");
