@@ -59,6 +59,10 @@ enum Stage {
     Pulling,
     PullFailed(String),
     PullBackOff(String),
+    /// A pull retried after the back-off. Its status still says ImagePullBackOff with the last
+    /// error (a real kubelet reports the reason of its last sync until the retry ends), so a
+    /// failing container never reads ContainerCreating again.
+    Repulling(String),
     NeverPull,
     Running,
     /// An init container that finished.
@@ -280,7 +284,7 @@ impl Sync<'_, '_> {
     /// Moves one container on when its time has come.
     fn advance(&mut self, c: &mut ContainerRun, now: Instant) {
         match c.stage.clone() {
-            Stage::Pulling => match self.credentials(&c.image) {
+            Stage::Pulling | Stage::Repulling(_) => match self.credentials(&c.image) {
                 Ok(()) => {
                     self.cx.mem.images.entry(self.node.clone()).or_default().insert(c.image.clone());
                     let ms = self.opts.image_pull.as_millis();
@@ -308,8 +312,8 @@ impl Sync<'_, '_> {
                 c.due = Some(now + c.pull_backoff);
                 c.pull_backoff = (c.pull_backoff * 2).min(self.opts.backoff_max);
             }
-            Stage::PullBackOff(_) => {
-                c.stage = Stage::Pulling;
+            Stage::PullBackOff(e) => {
+                c.stage = Stage::Repulling(e);
                 c.due = Some(now + self.opts.image_pull);
                 self.event(c, "Normal", "Pulling", &format!("Pulling image \"{}\"", c.image));
             }
@@ -463,7 +467,7 @@ fn state_of(c: &ContainerRun, pod_ref: &str, init_running: bool) -> Value {
         Stage::Waiting if c.init => waiting("PodInitializing", None),
         Stage::Waiting | Stage::Pulling => waiting(if c.init { "PodInitializing" } else { "ContainerCreating" }, None),
         Stage::PullFailed(e) => waiting("ErrImagePull", Some(e.clone())),
-        Stage::PullBackOff(e) => {
+        Stage::PullBackOff(e) | Stage::Repulling(e) => {
             waiting("ImagePullBackOff", Some(format!("Back-off pulling image \"{}\": ErrImagePull: {e}", c.image)))
         }
         Stage::NeverPull => waiting(

@@ -367,6 +367,20 @@ async fn private_registry_images_need_a_pull_secret() {
         }
         assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
     }
+    // Once failed, a pull retried after its back-off keeps reading as a pull failure (a real
+    // kubelet reports its last sync's reason until the retry ends), never ContainerCreating.
+    let (_, rv) = list_pods(&pods, "dhi").await;
+    let mut events = watch_pods(&pods, "dhi", &rv).await;
+    let mut reasons = Vec::new();
+    while reasons.len() < 4 {
+        let Ok(Some(ev)) = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next()).await.unwrap()
+        else {
+            panic!("the pull is not retried: {reasons:?}")
+        };
+        let WatchEvent::Modified(p) = ev else { continue };
+        reasons.push(waiting_reason(&p).unwrap_or_default());
+    }
+    assert!(reasons.iter().all(|r| r == "ErrImagePull" || r == "ImagePullBackOff"), "{reasons:?}");
     let stalled = eventually("progress deadline exceeded", || async {
         let d = api.get("dhi").await.ok()?;
         (cond(&d.status.clone()?.conditions, "Progressing").1 == "ProgressDeadlineExceeded").then_some(d)
