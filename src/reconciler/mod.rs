@@ -28,6 +28,7 @@ pub mod policy;
 mod reconcile;
 pub mod secrets;
 pub mod snapshots;
+mod status_log;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,8 +99,8 @@ pub struct Context {
     /// (ownership, pruning, the deletion guard, who is in charge) is taken from a cache before.
     synced: Arc<AtomicBool>,
     failures: Mutex<HashMap<String, u32>>,
-    /// When each driver's status was last written (the coalescing of progress-only changes).
-    status_written: Mutex<HashMap<String, std::time::Instant>>,
+    /// Each driver's status as this process last wrote it, and when.
+    status_log: status_log::StatusLog,
 }
 
 impl Context {
@@ -345,7 +346,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), Error> {
         policy: opts.policy,
         synced: synced_flag.clone(),
         failures: Mutex::new(HashMap::new()),
-        status_written: Mutex::new(HashMap::new()),
+        status_log: status_log::StatusLog::default(),
     });
 
     {

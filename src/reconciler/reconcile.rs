@@ -51,8 +51,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let uid = obj.uid();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &driver_resource());
     let caps = ctx.capabilities();
-    let old_status: Option<HardenedCsiDriverStatus> =
-        obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
+    let old_status = ctx.status_log.current(&name, cached_status(obj));
     let mut observed = Observed {
         // The generation of the object this reconcile acts on: what the status describes.
         generation: obj.metadata.generation,
@@ -497,10 +496,16 @@ async fn finalize(
         }
     }
     deletion::set_finalizer(api, obj, false).await?;
+    ctx.status_log.forget(&name);
     let types = old.iter().flat_map(|s| s.conditions.iter().map(|c| c.type_.clone()));
     ctx.metrics.forget_conditions(&name, types.collect::<Vec<_>>());
     tracing::info!(driver = %name, volumes_kept = volumes.total(), "driver removed");
     Ok(Action::await_change())
+}
+
+/// The driver's status as the driver cache holds it.
+fn cached_status(obj: &DynamicObject) -> Option<HardenedCsiDriverStatus> {
+    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
 }
 
 /// Writes status (server-side apply of the status subresource) only when it changed, and
@@ -522,7 +527,7 @@ async fn write_status(
     let name = obj.name_any();
     // Progress alone (counts moving while nodes join or pods roll) waits for the coalescing
     // interval; the reconcile due then writes whatever is current.
-    let last = ctx.status_written.lock().ok().and_then(|w| w.get(&name).copied());
+    let last = ctx.status_log.written_at(&name);
     if let (Some(o), Some(last)) = (old, last)
         && conditions::progress_only(o, &new)
         && let Some(wait) = STATUS_COALESCE.checked_sub(last.elapsed()).filter(|w| !w.is_zero())
@@ -535,9 +540,7 @@ async fn write_status(
     api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| Error::Status { name: name.clone(), source })?;
-    if let Ok(mut w) = ctx.status_written.lock() {
-        w.insert(name.clone(), Instant::now());
-    }
+    ctx.status_log.record(&name, cached_status(obj).as_ref(), &new);
     tracing::debug!(
         driver = %name,
         generation = ?new.observed_generation,
