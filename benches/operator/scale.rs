@@ -44,22 +44,20 @@ impl Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let bin =
             std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hardened-csi-operator").to_string());
+        // `BENCH_OPERATOR_LOG=debug` (any `--log-level` filter) shows the operator's own timeline:
+        // its log, on this process's stdout.
+        let log = std::env::var("BENCH_OPERATOR_LOG").ok();
         let t0 = Instant::now();
         let child = tokio::process::Command::new(bin)
             .args(["run", "--kubeconfig", kubeconfig.to_str().expect("path")])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--aws-endpoint-url", &format!("http://{aws}")])
-            // `BENCH_OPERATOR_LOG=debug` shows the operator's own timeline on stderr.
-            .args(["--log-level", &std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into())])
+            .args(["--log-level", log.as_deref().unwrap_or("warn")])
             .env("AWS_ACCESS_KEY_ID", "bench")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(if std::env::var_os("BENCH_OPERATOR_LOG").is_some() {
-                std::process::Stdio::inherit()
-            } else {
-                std::process::Stdio::null()
-            })
+            .stdout(if log.is_some() { std::process::Stdio::inherit() } else { std::process::Stdio::null() })
             .kill_on_drop(true)
             .spawn()
             .expect("operator starts");
