@@ -12,6 +12,8 @@ pub enum Error {
     Client { url: String, source: kube::Error },
     #[error("invalid option {field}: {message}")]
     InvalidOption { field: &'static str, message: String },
+    #[error("starting the workload loop's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// One field-level problem, as in `Status.details.causes`.

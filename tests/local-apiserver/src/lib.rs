@@ -144,6 +144,8 @@ pub struct LocalApiServer {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    // Held for its Drop: stops the loop's thread.
+    _workloads: workloads::Thread,
 }
 
 impl LocalApiServer {
@@ -248,12 +250,12 @@ impl LocalApiServer {
             }
         });
         let gc = tokio::spawn(gc::run(shared.clone()));
-        let workloads = tokio::spawn(workloads::run(shared.clone()));
-        let mut tasks = vec![serve, gc, workloads];
+        let workloads = workloads::spawn(shared.clone()).map_err(Error::Thread)?;
+        let mut tasks = vec![serve, gc];
         if shared.auth.enabled() {
             tasks.push(tokio::spawn(auth::aggregation::run(shared.clone())));
         }
-        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks })
+        Ok(LocalApiServer { shared, addr, shutdown: Some(tx), tasks, _workloads: workloads })
     }
 
     /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with RBAC on (the CA is

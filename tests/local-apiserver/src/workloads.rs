@@ -218,7 +218,44 @@ fn process(
     (next, follow_up)
 }
 
-pub async fn run(shared: Arc<Shared>) {
+/// The loop on a thread of its own, as the controllers, the scheduler and the kubelets of a real
+/// cluster are other processes. On a worker of the server's runtime, a batch of the loop's
+/// synchronous work held up every task it woke (a watch stream with its events, a request that
+/// waited for the store) until the batch ended, so requests and watch events lagged the loop by
+/// milliseconds, which a real API server never does. Dropping it stops the loop and waits for the
+/// batch in progress.
+pub struct Thread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the loop on its own thread (with a single-threaded runtime for its timers).
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Thread> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let thread = std::thread::Builder::new().name("local-apiserver-workloads".into()).spawn(move || {
+        rt.block_on(async move {
+            tokio::select! {
+                () = run(shared) => {}
+                _ = stopped => {}
+            }
+        });
+    })?;
+    Ok(Thread { stop: Some(stop), thread: Some(thread) })
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>) {
     let mut sub = shared.store.lock().subscribe();
     let mut q = Queue::default();
     let mut mem = Memory::default();

@@ -132,9 +132,21 @@ async fn crud_for_every_builtin_kind() {
         assert_eq!(got.metadata.uid, created.metadata.uid);
         let listed = api.list(&ListParams::default().labels("t=1")).await.unwrap();
         assert_eq!(listed.items.len(), 1, "{kind}");
-        let mut changed = got.clone();
-        changed.metadata.labels.get_or_insert_default().insert("t".into(), "2".into());
-        let replaced = api.replace("crud-test", &PostParams::default(), &changed).await.unwrap();
+        // A workload's controller writes its status meanwhile (on its own thread, as in a real
+        // cluster): a replace of a stale read is a conflict, read again as clients do.
+        let mut latest = got.clone();
+        let mut attempts = 0;
+        let replaced = loop {
+            let mut changed = latest.clone();
+            changed.metadata.labels.get_or_insert_default().insert("t".into(), "2".into());
+            attempts += 1;
+            match api.replace("crud-test", &PostParams::default(), &changed).await {
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => {
+                    latest = api.get("crud-test").await.unwrap()
+                }
+                other => break other.unwrap_or_else(|e| panic!("replace {kind}: {e}")),
+            }
+        };
         assert_eq!(replaced.metadata.labels.unwrap()["t"], "2");
         let err = status(api.create(&PostParams::default(), &obj).await);
         assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"), "{kind}");
