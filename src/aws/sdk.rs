@@ -641,9 +641,18 @@ impl SdkAws {
             Arc::new(RoleCredentials { source, sts: sts.clone(), caller: caller.clone(), cache: Mutex::new(None) })
         });
 
-        let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base).interceptor(counter.clone());
-        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base).interceptor(counter.clone());
-        let mut kms_conf = aws_sdk_kms::config::Builder::from(&base).interceptor(counter);
+        // Each client its own retry quota: the SDK's default partition (one per service name)
+        // shares a token bucket across every client in the process, so one driver's identity
+        // being throttled would use up the retries of every other.
+        let mut ec2_conf = aws_sdk_ec2::config::Builder::from(&base)
+            .interceptor(counter.clone())
+            .retry_partition(aws_sdk_ec2::config::retry::RetryPartition::custom("ec2").build());
+        let mut ebs_conf = aws_sdk_ebs::config::Builder::from(&base)
+            .interceptor(counter.clone())
+            .retry_partition(aws_sdk_ebs::config::retry::RetryPartition::custom("ebs").build());
+        let mut kms_conf = aws_sdk_kms::config::Builder::from(&base)
+            .interceptor(counter)
+            .retry_partition(aws_sdk_kms::config::retry::RetryPartition::custom("kms").build());
         if let Some(role) = &role {
             let provider = SharedCredentialsProvider::new(RoleProvider(role.clone()));
             // RoleCredentials caches and renews itself; a second cache would only hide errors.
