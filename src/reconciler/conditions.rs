@@ -387,9 +387,7 @@ fn failing_message(o: &Observed, failing: &[PodFacts]) -> String {
     for (f, pods) in &groups {
         let who = pod_names(pods);
         let what = match f.kind {
-            Failure::ImagePull => {
-                format!("{who}: container {} cannot pull {} ({})", f.container, f.image, pull_reason(&f.reason))
-            }
+            Failure::ImagePull => format!("{who}: container {} cannot pull {} ({})", f.container, f.image, f.reason),
             Failure::CrashLoop => format!("{who}: container {} ({}) keeps crashing", f.container, f.image),
             Failure::CannotStart => {
                 format!("{who}: container {} ({}) cannot start ({})", f.container, f.image, f.reason)
@@ -406,15 +404,6 @@ fn failing_message(o: &Observed, failing: &[PodFacts]) -> String {
         );
     }
     parts.join(" ")
-}
-
-/// The kubelet's reason for a failing pull as the status shows it. A pull that keeps failing
-/// alternates between ErrImagePull (the attempt) and ImagePullBackOff (the wait before the next),
-/// both with the same error; shown as they come, the message (and so the status) would change
-/// with every back-off cycle of the kubelet, so both read as the back-off, the state `kubectl get
-/// pods` shows most of the time. Other reasons (InvalidImageName, ErrImageNeverPull) stay.
-fn pull_reason(reason: &str) -> &str {
-    if reason == "ErrImagePull" { "ImagePullBackOff" } else { reason }
 }
 
 fn pull_hint(o: &Observed) -> String {
@@ -1451,24 +1440,6 @@ mod tests {
         assert_eq!(get(&s, PODS_HEALTHY), is("True", "Healthy"));
         assert_eq!(get(&s, STALLED), is("False", "NotStalled"));
         assert_eq!(get(&s, READY), is("True", "Ready"));
-    }
-
-    #[test]
-    fn a_pull_retried_with_back_off_reads_the_same_in_each_state_of_the_cycle() {
-        let mut o = healthy();
-        o.node = Some(Rollout { replicas: ReplicaStatus::new(3, 2, 3, 2), observed: true });
-        let with_reason = |reason: &str| {
-            let mut pod = node_pod("ebs-csi-node-x", 0, Some(Failure::ImagePull));
-            pod.failure.as_mut().expect("failure").reason = reason.into();
-            let mut o = o.clone();
-            o.pods = Some(vec![pod]);
-            run(&[(0, &o)]).condition(PODS_HEALTHY).expect("pods").message.clone()
-        };
-        let backing_off = with_reason("ImagePullBackOff");
-        assert_eq!(with_reason("ErrImagePull"), backing_off, "the attempt and the wait read alike");
-        assert!(backing_off.contains("(ImagePullBackOff): 401 Unauthorized"), "{backing_off}");
-        // A reason that is not part of the cycle is shown as the kubelet gives it.
-        assert!(with_reason("InvalidImageName").contains("(InvalidImageName)"));
     }
 
     #[test]

@@ -275,7 +275,9 @@ fn failure(c: &ContainerStatus, now: Timestamp, settle: Duration) -> Option<(Con
         message,
     };
     if PULL_REASONS.contains(&reason.as_str()) {
-        return Some((made(Failure::ImagePull, pull_message(&message, &c.image)), None));
+        let mut f = made(Failure::ImagePull, pull_message(&message, &c.image));
+        f.reason = pull_reason(&reason).into();
+        return Some((f, None));
     }
     if START_REASONS.contains(&reason.as_str()) {
         return Some((made(Failure::CannotStart, message), None));
@@ -295,6 +297,15 @@ fn failure(c: &ContainerStatus, now: Timestamp, settle: Duration) -> Option<(Con
         return Some((f, Some(until)));
     }
     None
+}
+
+/// The kubelet's reason for a failing pull as the status shows it. A pull that keeps failing
+/// alternates between ErrImagePull (the attempt) and ImagePullBackOff (the wait before the next)
+/// with the same error; shown as they come, the status would change (and be written) with every
+/// back-off cycle, so both read as the back-off, the state `kubectl get pods` shows most of the
+/// time. Other reasons (InvalidImageName, ErrImageNeverPull) stay as they are.
+fn pull_reason(reason: &str) -> &str {
+    if reason == "ErrImagePull" { "ImagePullBackOff" } else { reason }
 }
 
 /// The pull error without the back-off wrapper, so ErrImagePull and ImagePullBackOff read alike.
@@ -346,6 +357,12 @@ mod tests {
         let (fa, fb) = (a.failure.expect("failure"), b.failure.expect("failure"));
         assert_eq!((fa.kind, fa.message.as_str(), fa.image.as_str()), (Failure::ImagePull, "401 Unauthorized", img));
         assert_eq!(fa.message, fb.message);
+        assert_eq!((fa.reason.as_str(), fb.reason.as_str()), ("ImagePullBackOff", "ImagePullBackOff"));
+        // A reason outside the retry cycle is shown as the kubelet gives it.
+        let invalid = json!([{"name": "ebs-plugin", "image": img, "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "InvalidImageName", "message": "bad"}}}]);
+        let f = facts(&pod(invalid, "False"), now, GRACE).and_then(|p| p.failure).expect("failure");
+        assert_eq!((f.kind, f.reason.as_str()), (Failure::ImagePull, "InvalidImageName"));
         assert_eq!((a.workload, a.node.as_deref(), a.ready), (Workload::Node, Some("node-1"), false));
         assert_eq!(a.unready_since, Some(at("2026-01-01T00:00:05Z")));
     }
